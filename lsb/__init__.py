@@ -1,0 +1,44 @@
+"""lsb: Latent Schrödinger Bridge and diffusion-bridge methods as Hugging Face diffusers components.
+
+``import lsb`` registers every lsb component class (schedulers, models) in ``sys.modules`` so that a
+``model_index.json`` naming them loads with ``DiffusionPipeline.from_pretrained`` (diffusers 0.42.1
+resolves non-diffusers libraries only among already-imported modules). Pipelines are imported lazily.
+"""
+
+from pathlib import Path as _Path
+
+__version__ = "0.1.0"
+
+#: The embedded mini Stable Diffusion (diffusers folder layout), trained on the shapes world.
+MINI_SD = str(_Path(__file__).parent / "assets" / "mini-sd")
+
+from .schedulers import LSBScheduler  # noqa: E402  (eager: needed by from_pretrained)
+
+_PIPELINES = {
+    "LatentSchrodingerBridgePipeline": ("lsb_pipelines.lsb.pipeline", "LatentSchrodingerBridgePipeline"),
+    "LSBPipelineOutput": ("lsb_pipelines.lsb.pipeline", "LSBPipelineOutput"),
+}
+
+
+def pipeline_dir(name: str) -> str:
+    """Folder of a pipeline file, for ``DiffusionPipeline.from_pretrained(..., custom_pipeline=...)``."""
+    import lsb_pipelines
+
+    path = _Path(lsb_pipelines.__file__).parent / name
+    if not (path / "pipeline.py").is_file():
+        raise ValueError(f"no lsb pipeline named {name!r}")
+    return str(path)
+
+
+def __getattr__(name):
+    if name in _PIPELINES:
+        import importlib
+
+        module, attr = _PIPELINES[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lsb' has no attribute {name!r}")
+
+
+__all__ = ["MINI_SD", "LSBScheduler", "pipeline_dir", *_PIPELINES]

@@ -1,0 +1,189 @@
+"""The ``lsb`` command line: translate, learn-domain, generate, train.
+
+Every user error (bad image, unknown token, missing model folder, out-of-range parameter) is reported
+as one line ``lsb: error: ...`` with exit status 2, before any model compute where possible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# Defaults for translation. They are the paper's (METHODS.md section 2) except where the embedded
+# model needs others; see README "Choosing parameters" for the measurements behind each.
+TRANSLATE_DEFAULTS = dict(nfe=8, tau=5.29, t0=0.2, guidance=11.0, solver="euler")
+MINI_SD_TRANSLATE_DEFAULTS = dict(nfe=8, tau=5.29, t0=0.2, guidance=3.0, solver="euler")
+
+
+def _user_errors():
+    from .domains import DomainFileError
+    from .images import ImageInputError
+    from .loading import ModelFolderError
+    from .prompting import UnknownTokenError
+
+    return (ImageInputError, ModelFolderError, UnknownTokenError, DomainFileError, ValueError, FileNotFoundError)
+
+
+def _add_translate(sub):
+    p = sub.add_parser("translate", help="translate images from a source domain to a target domain",
+                       description="Translate images with the Latent Schrödinger Bridge (default) or a baseline.")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    p.add_argument("--source", required=True, help="source domain: text, or a learned_embeds.safetensors file/folder")
+    p.add_argument("--target", required=True, help="target domain: text, or a learned_embeds.safetensors file/folder")
+    p.add_argument("--model", default=None, help="diffusers SD folder or Hub id (default: the embedded mini SD)")
+    p.add_argument("--method", default="lsb", choices=["lsb"], help="translation method")
+    p.add_argument("--nfe", type=int, default=None, help="UNet evaluations per image (default 8)")
+    p.add_argument("--tau", type=float, default=None, help="bridge noise τ (paper's τ; official --tau is sqrt(τ))")
+    p.add_argument("--t0", type=float, default=None, help="bridge start time t0 in (0, 1)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance weight w on the predictor difference")
+    p.add_argument("--solver", default=None, choices=["euler", "ddim", "multistep"], help="ODE solver")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=None, help="resize inputs to SIZE x SIZE first (default: keep size)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None)
+    p.add_argument("-o", "--output", required=True, help="output folder (created)")
+    p.set_defaults(func=cmd_translate)
+
+
+def cmd_translate(args) -> int:
+    import torch
+
+    from . import LatentSchrodingerBridgePipeline
+    from .domains import load_domain
+    from .images import check_size, list_images, load_image, make_grid, save_image
+    from .loading import load_pipeline
+
+    files = list_images(args.inputs)
+    defaults = MINI_SD_TRANSLATE_DEFAULTS if args.model in (None, "mini-sd") else TRANSLATE_DEFAULTS
+    nfe = args.nfe if args.nfe is not None else defaults["nfe"]
+    tau = args.tau if args.tau is not None else defaults["tau"]
+    t0 = args.t0 if args.t0 is not None else defaults["t0"]
+    guidance = args.guidance if args.guidance is not None else defaults["guidance"]
+    solver = args.solver or defaults["solver"]
+    if nfe < 2:
+        raise ValueError(f"--nfe must be at least 2, got {nfe}")
+    if not 0 < t0 < 1:
+        raise ValueError(f"--t0 must lie strictly between 0 and 1, got {t0}")
+    if not tau > 0:
+        raise ValueError(f"--tau must be positive, got {tau}")
+    # Validate every input before loading the model: a bad file is reported by name, nothing runs.
+    images = [check_size(load_image(f), str(f), resize_to=args.size) for f in files]
+    pipe = load_pipeline(LatentSchrodingerBridgePipeline, args.model, device=args.device)
+    pipe.scheduler.register_to_config(solver=solver)
+    source, target = load_domain(pipe, args.source), load_domain(pipe, args.target)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    groups: dict = {}
+    for f, im in zip(files, images):
+        groups.setdefault(im.size, []).append((f, im))
+    for size, items in groups.items():
+        for i in range(0, len(items), args.batch_size):
+            chunk = items[i:i + args.batch_size]
+            gen = [torch.Generator().manual_seed(args.seed + i + j) for j in range(len(chunk))]
+            res = pipe([im for _, im in chunk], source_prompt=source, target_prompt=target, num_inference_steps=nfe,
+                       guidance_scale=guidance, tau=tau, t0=t0, generator=gen)
+            for (f, im), o in zip(chunk, res.images):
+                dest = save_image(o, out / f"{Path(f).stem}.png")
+                results.append((im, o))
+                print(f"{f} -> {dest}")
+    grid = make_grid([x for pair in results for x in pair], nrow=2 * min(4, len(results)))
+    save_image(grid, out / "grid.png")
+    (out / "settings.json").write_text(json.dumps(dict(
+        model=args.model or "mini-sd", method=args.method, source=args.source, target=args.target,
+        nfe=nfe, tau=tau, t0=t0, guidance=guidance, solver=solver, seed=args.seed), indent=2))
+    print(f"wrote {len(results)} image(s) and grid.png to {out} (NFE {nfe} per image)")
+    return 0
+
+
+def _add_generate(sub):
+    p = sub.add_parser("generate", help="text-to-image with the stock diffusers StableDiffusionPipeline")
+    p.add_argument("prompts", nargs="+")
+    p.add_argument("--model", default=None)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--num-images", type=int, default=4, help="images per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True, help="output PNG (a grid: one row per prompt)")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args) -> int:
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from .images import make_grid, save_image
+    from .loading import load_pipeline
+
+    pipe = load_pipeline(StableDiffusionPipeline, args.model, safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    imgs = pipe(args.prompts, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                num_images_per_prompt=args.num_images, generator=torch.Generator().manual_seed(args.seed)).images
+    save_image(make_grid(imgs, nrow=args.num_images), args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train models (the embedded mini SD)")
+    tsub = p.add_subparsers(dest="what", required=True)
+    m = tsub.add_parser("mini-sd", help="train the embedded mini Stable Diffusion from scratch (resumable)")
+    m.add_argument("--stage", default="all", choices=["vae", "decoder", "unet", "export", "all"])
+    m.add_argument("--out", required=True, help="run folder (checkpoints go here; rerun to resume)")
+    m.add_argument("--vae-steps", type=int)
+    m.add_argument("--decoder-steps", type=int)
+    m.add_argument("--unet-steps", type=int)
+    m.add_argument("--unet-batch", type=int)
+    m.add_argument("--cached-scenes", type=int)
+    m.add_argument("--seed", type=int)
+    m.add_argument("--install", action="store_true", help="after export, copy the pipeline into lsb/assets/mini-sd")
+    m.set_defaults(func=cmd_train_mini_sd)
+
+
+def cmd_train_mini_sd(args) -> int:
+    import shutil
+
+    import lsb
+
+    from .training.mini_sd import run_stage
+
+    stages = ["vae", "decoder", "unet", "export"] if args.stage == "all" else [args.stage]
+    over = dict(vae_steps=args.vae_steps, decoder_steps=args.decoder_steps, unet_steps=args.unet_steps,
+                unet_batch=args.unet_batch, cached_scenes=args.cached_scenes, seed=args.seed)
+    for st in stages:
+        print(json.dumps({st: run_stage(st, args.out, **over)}, default=str))
+    if args.install:
+        dest = Path(lsb.MINI_SD)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(Path(args.out) / "pipeline", tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+        print(f"installed into {dest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lsb", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lsb {__import__('lsb').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_translate(sub)
+    _add_generate(sub)
+    _add_train(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        print(f"lsb: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,408 @@
+# Copyright 2025 The lsb authors. Licensed under the Apache License, Version 2.0.
+"""LSBScheduler: the Latent Schrödinger Bridge ODE sampler as a diffusers scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..bridges.matching import (
+    alpha_bar_to_sb_time,
+    alpha_bar_to_timestep,
+    sb_alpha_bar,
+    timestep_to_alpha_bar,
+)
+from ..bridges.schedules import alphas_cumprod_from_betas, sb_sigma
+from ..bridges.updates import (
+    NOISE_PREDICTORS,
+    PREDICTION_TYPES,
+    ddim_step,
+    euler_step,
+    model_output_to_eps,
+    multistep_step,
+    sb_noise_predictor,
+    sb_predictors,
+)
+
+SOLVERS = ("euler", "ddim", "multistep")
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    # half/bfloat16 tensors are upcast to float32 for the update; float64 stays float64
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@dataclass
+class LSBSchedulerOutput(BaseOutput):
+    """
+    Output of [`LSBScheduler.step`].
+
+    Args:
+        prev_sample (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+            The bridge state x at the next bridge time; after the last call, the translated (clean) latent.
+        pred_source_sample (`torch.Tensor`):
+            The source predictor xhat_0 = E[x_0 | x_t] at the current bridge time.
+        pred_target_sample (`torch.Tensor`):
+            The target predictor xhat_1 = E[x_1 | x_t] at the current bridge time.
+    """
+
+    prev_sample: torch.Tensor
+    pred_source_sample: torch.Tensor | None = None
+    pred_target_sample: torch.Tensor | None = None
+
+
+class LSBScheduler(SchedulerMixin, ConfigMixin):
+    """
+    `LSBScheduler` integrates the probability-flow ODE of the Latent Schrödinger Bridge, introduced in
+    "Latent Schrödinger Bridge: Prompting Latent Diffusion for Fast Unpaired Image-to-Image Translation"
+    (Kim, Kim & Ye 2024, arXiv 2411.14863), with a pretrained VP latent diffusion model (Stable Diffusion)
+    queried under a source prompt and a target prompt.
+
+    The bridge between a source latent x_0 and a target latent x_1 is
+    x_t = (1 - t) x_0 + t x_1 + sigma_t z with sigma_t = sqrt(tau t (1 - t)), t in [t0, 1], and its ODE is
+
+        dx/dt = w (xhat_1 - xhat_0) + sigma_dot_t epshat                  (w = ``guidance_scale`` of `step`)
+
+    Each model call is made at the SD timestep s whose `alphas_cumprod` equals alphabar = 1 / (1 + sigma_t^2)
+    (SNR matching, continuous in s) on the input y = sqrt(alphabar) x (`scale_model_input`). From the two
+    noise predictions eps_0 (source prompt) and eps_1 (target prompt): xhat_i = x - sigma_t eps_i.
+
+    `num_inference_steps` is the NFE: one (batched two-prompt) model call per entry of `timesteps`.
+
+    This model inherits from [`SchedulerMixin`] and [`ConfigMixin`]. Check the superclass documentation for the
+    generic methods the library implements for all schedulers such as loading and saving.
+
+    Args:
+        num_train_timesteps (`int`, defaults to 1000):
+            The number of diffusion steps the VP model was trained with.
+        beta_start (`float`, defaults to 0.00085):
+            The starting `beta` value of the VP model's schedule.
+        beta_end (`float`, defaults to 0.012):
+            The final `beta` value of the VP model's schedule.
+        beta_schedule (`str`, defaults to `"scaled_linear"`):
+            The VP beta schedule: `linear`, `scaled_linear` or `squaredcos_cap_v2` (as in diffusers).
+        trained_betas (`np.ndarray` or `list[float]`, *optional*):
+            Pass an array of betas directly to the constructor to bypass `beta_start` and `beta_end`.
+        prediction_type (`str`, defaults to `"epsilon"`):
+            What the VP model predicts: `epsilon`, `v_prediction` (e.g. SD 2.x 768) or `sample`.
+        tau (`float`, defaults to 5.29):
+            The paper's tau, the variance of the Brownian reference (sigma_t^2 = tau t (1 - t)). The official code's
+            `--tau` is sqrt(tau): its default 2.3 is tau = 5.29.
+        t0 (`float`, defaults to 0.2):
+            The paper's t_0, the bridge time the sampler starts from (0 < t0 < 1); the initial state is
+            x_{t0} = (1 - t0) x_src + sigma_{t0} z (`prepare_initial_sample`).
+        solver (`str`, defaults to `"euler"`):
+            `euler`: the paper's sampler, NFE - 1 Euler steps on linspace(t0, 1, NFE) and a final call that returns
+            the target predictor xhat_1 at the last Euler time (1 - dt). `ddim`: NFE analytic first-order steps
+            on linspace(t0, 1, NFE + 1) (D and epshat held constant, sigma integrated exactly, lands on sigma = 0).
+            `multistep`: the same grid, second order (D and epshat extrapolated from the previous call).
+        noise_predictor (`str`, defaults to `"switch"`):
+            epshat: `switch` (the paper) uses eps_0 for t <= 1/2 and eps_1 after; `interpolate` uses
+            (1 - t) eps_0 + t eps_1, the exact E[z | x_t] when the endpoint predictors are exact.
+        official_final_renoise (`bool`, defaults to `False`):
+            Reproduce the official code's last step for `solver="euler"`: instead of returning xhat_1, return
+            sqrt(a) xhat_1 + sqrt(1 - a) eps_1 with a = `alphas_cumprod[19]` (its "SD step 20" with a prepended 1.0).
+    """
+
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers]
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.00085,
+        beta_end: float = 0.012,
+        beta_schedule: str = "scaled_linear",
+        trained_betas: list[float] | None = None,
+        prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon",
+        tau: float = 5.29,
+        t0: float = 0.2,
+        solver: Literal["euler", "ddim", "multistep"] = "euler",
+        noise_predictor: Literal["switch", "interpolate"] = "switch",
+        official_final_renoise: bool = False,
+    ):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"Unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}.")
+        if solver not in SOLVERS:
+            raise ValueError(f"Unknown solver {solver!r}; expected one of {SOLVERS}.")
+        if noise_predictor not in NOISE_PREDICTORS:
+            raise ValueError(f"Unknown noise_predictor {noise_predictor!r}; expected one of {NOISE_PREDICTORS}.")
+        self._check_bridge(t0, tau)
+
+        # float64, index k = training timestep k (diffusers convention); kept on CPU
+        self.alphas_cumprod = alphas_cumprod_from_betas(
+            num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas
+        )
+        self.init_noise_sigma = 1.0
+
+        self.num_inference_steps = None
+        self.timesteps = torch.empty(0, dtype=torch.float32)
+        self.bridge_times = torch.empty(0, dtype=torch.float64)
+        self.alpha_bars = torch.empty(0, dtype=torch.float64)
+        self.sigmas = torch.empty(0, dtype=torch.float64)
+        self.schedule_t0 = float(t0)
+        self.schedule_tau = float(tau)
+        self._next_times: list[float] = []
+        self._history = None
+        self._step_index = None
+        self._begin_index = None
+
+    @staticmethod
+    def _check_bridge(t0: float, tau: float) -> None:
+        if not 0.0 < t0 < 1.0:
+            raise ValueError(f"t0 must lie in (0, 1), got {t0}.")
+        if not tau > 0.0:
+            raise ValueError(f"tau must be > 0 (the paper's tau; the official --tau is sqrt(tau)), got {tau}.")
+
+    @property
+    def step_index(self):
+        """The index of the next model call; it increases by 1 after each `step`."""
+        return self._step_index
+
+    @property
+    def begin_index(self):
+        """The index of the first call, set by a pipeline with `set_begin_index`."""
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0):
+        """Sets the index of the first call (run from the pipeline before inference)."""
+        self._begin_index = begin_index
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int,
+        device: str | torch.device | None = None,
+        t0: float | None = None,
+        tau: float | None = None,
+    ):
+        """
+        Sets the bridge times and their SNR-matched model timesteps (run before inference).
+
+        Args:
+            num_inference_steps (`int`):
+                The NFE (model calls), at least 2; for `euler` NFE - 1 Euler steps plus the final denoise call.
+            device (`str` or `torch.device`, *optional*):
+                The device `timesteps` is moved to. Bridge coefficients stay on CPU in float64.
+            t0 (`float`, *optional*):
+                Overrides the configured start time t_0 for this schedule.
+            tau (`float`, *optional*):
+                Overrides the configured tau (the paper's tau) for this schedule.
+        """
+        t0 = self.config.t0 if t0 is None else float(t0)
+        tau = self.config.tau if tau is None else float(tau)
+        self._check_bridge(t0, tau)
+        if int(num_inference_steps) != num_inference_steps or num_inference_steps < 2:
+            raise ValueError(
+                f"num_inference_steps (the NFE) must be an integer >= 2 for LSBScheduler, got {num_inference_steps}."
+            )
+        nfe = int(num_inference_steps)
+
+        if self.config.solver == "euler":
+            grid = torch.linspace(t0, 1.0, nfe, dtype=torch.float64).tolist()  # K = nfe - 1 Euler steps
+            times = grid[:-1] + [grid[-2]]  # last call: final denoise at the noise level of t = 1 - dt
+            next_times = grid[1:] + [1.0]
+        else:
+            grid = torch.linspace(t0, 1.0, nfe + 1, dtype=torch.float64).tolist()
+            times, next_times = grid[:-1], grid[1:]
+
+        self.schedule_t0, self.schedule_tau = t0, tau
+        self.bridge_times = torch.tensor(times, dtype=torch.float64)
+        self.sigmas = sb_sigma(self.bridge_times, tau)
+        self.alpha_bars = sb_alpha_bar(self.bridge_times, tau)
+        self.timesteps = alpha_bar_to_timestep(self.alpha_bars, self.alphas_cumprod).to(
+            device=device, dtype=torch.float32
+        )
+        self._next_times = next_times
+        self.num_inference_steps = nfe
+
+        self._history = None
+        self._step_index = None
+        self._begin_index = None
+
+    def index_for_timestep(self, timestep: float | torch.Tensor, schedule_timesteps: torch.Tensor | None = None) -> int:
+        """The first index of `timestep` in the schedule (the nearest one if it is not in it)."""
+        if schedule_timesteps is None:
+            schedule_timesteps = self.timesteps
+        timestep = torch.as_tensor(timestep, dtype=schedule_timesteps.dtype, device=schedule_timesteps.device)
+        matches = (schedule_timesteps == timestep).nonzero()
+        if len(matches) > 0:
+            return matches[0].item()
+        return (schedule_timesteps - timestep).abs().argmin().item()
+
+    def _init_step_index(self, timestep):
+        if self.begin_index is None:
+            self._step_index = 0 if timestep is None else self.index_for_timestep(timestep)
+        else:
+            self._step_index = self._begin_index
+
+    def _require_schedule(self):
+        if self.num_inference_steps is None:
+            raise ValueError("Number of inference steps is 'None'; run `set_timesteps` first.")
+
+    def prepare_initial_sample(
+        self,
+        source_latents: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        """
+        The initial bridge state x_{t_start} = (1 - t_start) x_src + sigma_{t_start} z from the source latents.
+
+        t_start is the bridge time of the first call (t_0, or that of `begin_index`); the unknown t_start x_1 term is
+        omitted, as in the paper. `noise` defaults to a standard normal drawn with `generator`.
+        """
+        if self.num_inference_steps is None:
+            t_start = self.config.t0
+            tau = self.config.tau
+        else:
+            t_start = self.bridge_times[self.begin_index or 0].item()
+            tau = self.schedule_tau
+        if noise is None:
+            noise = randn_tensor(
+                source_latents.shape, generator=generator, device=source_latents.device, dtype=source_latents.dtype
+            )
+        work_dtype = _work_dtype(source_latents.dtype)
+        x = (1.0 - t_start) * source_latents.to(work_dtype) + sb_sigma(t_start, tau) * noise.to(work_dtype)
+        return x.to(source_latents.dtype)
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
+        """
+        SNR matching y = sqrt(alphabar) x: the model input for the current bridge state.
+
+        After `set_timesteps` alphabar = 1 / (1 + sigma_t^2) of the current call; without a schedule, the
+        `alphas_cumprod` of `timestep` (interpolated).
+        """
+        if self.num_inference_steps is None:
+            if timestep is None:
+                raise ValueError("scale_model_input needs `timestep` before `set_timesteps` was called.")
+            alpha_bar = timestep_to_alpha_bar(torch.as_tensor(timestep).cpu(), self.alphas_cumprod).item()
+        else:
+            if self.step_index is None:
+                self._init_step_index(timestep)
+            alpha_bar = self.alpha_bars[min(self.step_index, len(self.alpha_bars) - 1)].item()
+        return sample * alpha_bar**0.5
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.Tensor,
+        target_model_output: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
+        return_dict: bool = True,
+    ) -> LSBSchedulerOutput | tuple:
+        """
+        One model call of the LSB ODE: move the bridge state x_t to the next bridge time.
+
+        Args:
+            model_output (`torch.Tensor`):
+                The VP model's output on `scale_model_input(sample)`: either the source-prompt output (then pass
+                `target_model_output`), or `[source; target]` concatenated along the batch (twice the batch of
+                `sample`, the pipeline's single batched call). If it has the batch of `sample` and no
+                `target_model_output` is given, it is used for both prompts (a pure bridge denoising move).
+            timestep (`float` or `torch.Tensor`):
+                The current entry of `timesteps` (used only to find the first index).
+            sample (`torch.Tensor`):
+                The current bridge state x_t.
+            target_model_output (`torch.Tensor`, *optional*):
+                The target-prompt output, if not concatenated into `model_output`.
+            guidance_scale (`float`, defaults to 1.0):
+                The paper's CFG weight w on the predictor difference xhat_1 - xhat_0 (the source prompt acts as the
+                negative prompt); 1 is the plain bridge ODE.
+            return_dict (`bool`, defaults to `True`):
+                Whether to return a [`LSBSchedulerOutput`] or a tuple.
+
+        Returns:
+            [`LSBSchedulerOutput`] or `tuple` `(prev_sample, pred_source_sample, pred_target_sample)`.
+        """
+        self._require_schedule()
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        i = self.step_index
+        if i >= self.num_inference_steps:
+            raise ValueError(f"All {self.num_inference_steps} calls of the schedule were made; run `set_timesteps`.")
+
+        if target_model_output is None and model_output.shape[0] == 2 * sample.shape[0]:
+            model_output, target_model_output = model_output.chunk(2)
+        elif target_model_output is None:
+            target_model_output = model_output
+
+        # upcast (float64 stays float64); scalar coefficients are Python floats (float64)
+        work_dtype = _work_dtype(sample.dtype)
+        x = sample.to(work_dtype)
+        t, t_next, tau = self.bridge_times[i].item(), self._next_times[i], self.schedule_tau
+        alpha_bar = self.alpha_bars[i].item()
+        y = alpha_bar**0.5 * x
+        kind = self.config.prediction_type
+        eps_src = model_output_to_eps(model_output.to(work_dtype), y, alpha_bar, kind)
+        eps_tgt = model_output_to_eps(target_model_output.to(work_dtype), y, alpha_bar, kind)
+        xhat_src, xhat_tgt, epshat = sb_predictors(x, eps_src, eps_tgt, t, tau, self.config.noise_predictor)
+
+        solver = self.config.solver
+        if solver == "euler" and i == self.num_inference_steps - 1:
+            prev_sample = xhat_tgt  # final denoise: the target predictor at the last Euler noise level
+            if self.config.official_final_renoise:
+                a = self.alphas_cumprod[19].item()
+                prev_sample = a**0.5 * xhat_tgt + (1 - a) ** 0.5 * eps_tgt
+        elif solver == "euler":
+            prev_sample = euler_step(x, xhat_src, xhat_tgt, epshat, t, t_next, tau, guidance_scale)
+        elif solver == "ddim" or self._history is None:
+            prev_sample = ddim_step(x, xhat_src, xhat_tgt, epshat, t, t_next, tau, guidance_scale)
+        else:
+            t_prev, prev_eps_src, prev_eps_tgt, prev_delta = self._history
+            # previous noise on the current branch of the switch (no jump inside the difference)
+            t_ref = t if self.config.noise_predictor == "switch" else t_prev
+            prev_epshat = sb_noise_predictor(prev_eps_src, prev_eps_tgt, t_ref, self.config.noise_predictor)
+            prev_sample = multistep_step(
+                x, xhat_src, xhat_tgt, epshat, t, t_next, tau, guidance_scale, prev_delta, prev_epshat, t_prev
+            )
+        if solver == "multistep":
+            self._history = (t, eps_src, eps_tgt, xhat_tgt - xhat_src)
+
+        self._step_index += 1
+        dtype = sample.dtype
+        outputs = (prev_sample.to(dtype), xhat_src.to(dtype), xhat_tgt.to(dtype))
+        if not return_dict:
+            return outputs
+        return LSBSchedulerOutput(*outputs)
+
+    def add_noise(
+        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: float | torch.Tensor
+    ) -> torch.Tensor:
+        """
+        The bridge marginal from the source endpoint, (1 - t) x_src + sigma_t noise, at the bridge time t of each
+        timestep (diffusers' forward-process API; `prepare_initial_sample` is the usual entry point).
+
+        A timestep of the current schedule uses its own bridge time; any other timestep s uses the source-side
+        (t <= 1/2) solution of 1 / (1 + tau t (1 - t)) = alphas_cumprod(s), or t = 1/2 beyond the bridge's
+        largest noise level.
+        """
+        tau = self.schedule_tau
+        steps = torch.as_tensor(timesteps).reshape(-1).cpu()
+        times = []
+        for s in steps.tolist():
+            if self.num_inference_steps is not None and bool((self.timesteps.cpu() == s).any()):
+                times.append(self.bridge_times[self.index_for_timestep(s, self.timesteps.cpu())].item())
+            else:
+                alpha_bar = timestep_to_alpha_bar(s, self.alphas_cumprod)
+                times.append(alpha_bar_to_sb_time(alpha_bar, tau, side="source").item())
+        t = torch.tensor(times, dtype=torch.float64)
+        if t.numel() == 1:
+            t = t.expand(original_samples.shape[0])
+        t = t.reshape(-1, *([1] * (original_samples.ndim - 1)))
+        work_dtype = _work_dtype(original_samples.dtype)
+        device = original_samples.device
+        signal_coef = (1 - t).to(device=device, dtype=work_dtype)
+        noise_coef = sb_sigma(t, tau).to(device=device, dtype=work_dtype)
+        noisy = signal_coef * original_samples.to(work_dtype) + noise_coef * noise.to(work_dtype)
+        return noisy.to(original_samples.dtype)
+
+    def __len__(self):
+        return self.config.num_train_timesteps

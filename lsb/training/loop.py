@@ -1,0 +1,257 @@
+"""One accelerate training loop for every method in the toolkit.
+
+A method supplies a :class:`TrainingTask` (its trainable modules, how a batch is drawn, its loss, how
+to write samples and how to export the result); :func:`train` runs it with accelerate: gradient
+accumulation, multi-process launch, mixed precision, gradient clipping, a progress bar, EMA,
+checkpoints every ``checkpoint_every`` steps (``save_state``) and exact resume from the newest one.
+
+Batches are a pure function of ``(seed, step, process)``, so a resumed run sees exactly the batches an
+uninterrupted run would have seen, with no data-loader state to checkpoint. The loop's own state
+(step, EMA weights) is written next to accelerate's files as JSON and safetensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Loop settings shared by every training task."""
+
+    output_dir: str
+    max_steps: int = 1000
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-2
+    lr_warmup_steps: int = 0
+    lr_schedule: str = "cosine"  # "cosine" | "constant"
+    min_lr_ratio: float = 0.05
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    seed: int = 0
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    sample_every: int = 0  # 0 = only at the end
+    ema_decay: float = 0.0  # 0 = no EMA
+    log_every: int = 10
+    progress: bool = True
+
+
+class TrainingTask:
+    """What a method provides to :func:`train`. Subclasses override the methods below."""
+
+    name = "task"
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def parameters(self) -> Iterable[torch.nn.Parameter] | list[dict]:
+        """Parameters (or optimizer param groups) to optimise; default: all of trainable_modules."""
+        return [p for m in self.trainable_modules().values() for p in m.parameters() if p.requires_grad]
+
+    def ema_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters to keep an EMA of (default: the same as the optimised ones)."""
+        params = self.parameters()
+        if params and isinstance(params[0], dict):
+            return [p for g in params for p in g["params"]]
+        return list(params)
+
+    def batch(self, rng: np.random.Generator, step: int, device: torch.device) -> Any:
+        raise NotImplementedError
+
+    def loss(self, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """Hook after each optimizer step (e.g. restore frozen embedding rows)."""
+
+    def sample(self, step: int, out_dir: Path) -> None:
+        """Write a sample grid for ``step`` into ``out_dir`` (main process only)."""
+
+    def export(self, out_dir: Path) -> None:
+        """Write the final artefact (main process only, EMA weights swapped in)."""
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    d = Path(output_dir)
+    if not d.is_dir():
+        return None
+    found = []
+    for p in d.iterdir():
+        m = re.fullmatch(CHECKPOINT_PREFIX + r"(\d+)", p.name)
+        if m and (p / "trainer_state.json").is_file():  # written last: a complete checkpoint
+            found.append((int(m.group(1)), p))
+    return max(found)[1] if found else None
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if cfg.lr_warmup_steps and step < cfg.lr_warmup_steps:
+            return (step + 1) / cfg.lr_warmup_steps
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.lr_warmup_steps) / max(1, cfg.max_steps - cfg.lr_warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+class _EMA:
+    """Exponential moving average of a list of parameters, saved as safetensors."""
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float):
+        self.params = params
+        self.decay = decay
+        self.shadow = [p.detach().clone().float() for p in params]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))  # warm-up as in common EMA practice
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(p.detach().float(), 1 - d)
+
+    def swap(self) -> None:
+        """Exchange live and EMA weights (call twice to restore)."""
+        with torch.no_grad():
+            for s, p in zip(self.shadow, self.params):
+                tmp = p.detach().clone()
+                p.copy_(s.to(p.dtype))
+                s.copy_(tmp.float())
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"ema.{i}": s.contiguous() for i, s in enumerate(self.shadow)}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if len(tensors) != len(self.shadow):
+            raise ValueError(f"EMA checkpoint has {len(tensors)} tensors, the model {len(self.shadow)}")
+        for i, s in enumerate(self.shadow):
+            s.copy_(tensors[f"ema.{i}"])
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None = None) -> dict:
+    """Run (or resume) training of ``task``; returns a summary dict (steps, seconds, last losses)."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = accelerator or Accelerator(
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        mixed_precision=cfg.mixed_precision,
+        project_config=ProjectConfiguration(project_dir=str(out)),
+    )
+    set_seed(cfg.seed)
+    modules = task.trainable_modules()
+    params = task.parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    prepared = accelerator.prepare(*modules.values(), optimizer, lr_sched)
+    wrapped = dict(zip(modules, prepared[: len(modules)]))
+    optimizer, lr_sched = prepared[len(modules):]
+    task.wrapped_modules = wrapped  # the DDP-wrapped modules, for tasks that need them in loss()
+    ema = _EMA(task.ema_parameters(), cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    step = 0
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        step = int(state["step"])
+        if ema is not None and (ckpt / "ema.safetensors").is_file():
+            ema.load_tensors(load_file(str(ckpt / "ema.safetensors")))
+        accelerator.print(f"resumed {task.name} from {ckpt} at step {step}")
+
+    def save_checkpoint() -> None:
+        path = out / f"{CHECKPOINT_PREFIX}{step}"
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(path))
+        if accelerator.is_main_process:
+            if ema is not None:
+                save_file(ema.state_tensors(), str(path / "ema.safetensors"))
+            _atomic_write_json(path / "trainer_state.json", {"step": step, "task": task.name})
+            olds = sorted(
+                (int(p.name[len(CHECKPOINT_PREFIX):]), p)
+                for p in out.glob(CHECKPOINT_PREFIX + "*")
+                if p.name[len(CHECKPOINT_PREFIX):].isdigit() and p != path
+            )
+            for _, p in olds[: max(0, len(olds) - (cfg.keep_checkpoints - 1))]:
+                shutil.rmtree(p, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    samples_dir = out / "samples"
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {task.name}",
+               disable=not (cfg.progress and accelerator.is_local_main_process))
+    t_start, logs, history = time.time(), {}, []
+    micro = 0
+    while step < cfg.max_steps:
+        rng = np.random.default_rng([cfg.seed, step, micro % cfg.gradient_accumulation_steps, accelerator.process_index])
+        batch = task.batch(rng, step, accelerator.device)
+        with accelerator.accumulate(*wrapped.values()):
+            for m in wrapped.values():
+                m.train()
+            loss, logs = task.loss(batch, step)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{task.name}: loss became {loss.item()} at step {step}")
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(task.ema_parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            lr_sched.step()
+            optimizer.zero_grad(set_to_none=True)
+        micro += 1
+        if not accelerator.sync_gradients:
+            continue
+        task.after_step(step)
+        step += 1
+        if ema is not None:
+            ema.update(step)
+        bar.update(1)
+        logs = {"loss": float(loss.detach()), **logs, "lr": lr_sched.get_last_lr()[0]}
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
+            history.append({"step": step, **logs})
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            save_checkpoint()
+        if accelerator.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
+            _with_ema(ema, lambda: task.sample(step, samples_dir))
+    bar.close()
+    seconds = time.time() - t_start
+    if accelerator.is_main_process:
+        _with_ema(ema, lambda: (task.sample(step, samples_dir), task.export(out / "final")))
+        log_path = out / "train_log.jsonl"
+        with open(log_path, "a") as f:
+            for row in history:
+                f.write(json.dumps(row) + "\n")
+    accelerator.wait_for_everyone()
+    return {"steps": step, "seconds": seconds, "last": logs, "processes": accelerator.num_processes}
+
+
+def _with_ema(ema: _EMA | None, fn) -> None:
+    if ema is not None:
+        ema.swap()
+    try:
+        fn()
+    finally:
+        if ema is not None:
+            ema.swap()

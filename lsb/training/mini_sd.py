@@ -1,0 +1,273 @@
+"""Training the embedded mini Stable Diffusion from scratch on the shapes world.
+
+Stages (each resumable, each its own run folder under ``<out>/``):
+
+``vae``      AutoencoderKL on rendered scenes: L1 + MSE, edge-weighted, tiny KL.
+``decoder``  the decoder alone (encoder frozen, so latents stay valid), longer, edge-weighted.
+``unet``     UNet2DConditionModel + CLIP text encoder jointly, on latents cached once from the
+             frozen encoder; epsilon loss with min-SNR weighting, caption augmentation with
+             empty captions for classifier-free guidance, EMA.
+``export``   assembles a diffusers ``StableDiffusionPipeline`` folder (fp16 safetensors).
+
+``lsb train mini-sd --stage all`` runs them in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import shapes
+from ..models import mini_sd
+from .loop import TrainConfig, TrainingTask, train
+
+
+def render_batch(rng: np.random.Generator, n: int, split: str = "train") -> tuple[list[shapes.Scene], torch.Tensor]:
+    """``n`` random scenes and their renders as a float tensor in [-1, 1], (n, 3, 64, 64)."""
+    scenes = [shapes.sample_scene(rng) for _ in range(n)]
+    arr = np.stack([shapes.render_array(s) for s in scenes])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return scenes, x
+
+
+def edge_weight(x: torch.Tensor, strength: float = 4.0) -> torch.Tensor:
+    """Per-pixel loss weight, larger on edges of the target (where a blurry decoder fails)."""
+    gx = (x[..., :, 1:] - x[..., :, :-1]).abs().amax(1, keepdim=True)
+    gy = (x[..., 1:, :] - x[..., :-1, :]).abs().amax(1, keepdim=True)
+    g = torch.zeros_like(x[:, :1])
+    g[..., :, 1:] += gx
+    g[..., :, :-1] += gx
+    g[..., 1:, :] += gy
+    g[..., :-1, :] += gy
+    g = F.max_pool2d(g, 3, stride=1, padding=1)
+    return 1.0 + strength * (g > 0.05).float()
+
+
+class VAETask(TrainingTask):
+    name = "vae"
+
+    def __init__(self, batch_size: int = 16, kl_weight: float = 1e-6, decoder_only: bool = False, vae=None):
+        self.vae = vae if vae is not None else mini_sd.build_vae()
+        self.batch_size = batch_size
+        self.kl_weight = kl_weight
+        self.decoder_only = decoder_only
+        if decoder_only:
+            self.name = "decoder"
+            self.vae.encoder.requires_grad_(False)
+            self.vae.quant_conv.requires_grad_(False)
+
+    def trainable_modules(self):
+        return {"vae": self.vae}
+
+    def batch(self, rng, step, device):
+        return render_batch(rng, self.batch_size)[1].to(device)
+
+    def loss(self, x, step):
+        vae = self.wrapped_modules["vae"]
+        vae_m = getattr(vae, "module", vae)
+        if self.decoder_only:
+            with torch.no_grad():
+                z = vae_m.encode(x).latent_dist.mode()
+            kl = torch.zeros((), device=x.device)
+        else:
+            post = vae_m.encode(x).latent_dist
+            z = post.sample()
+            kl = post.kl().mean() / x[0].numel()
+        rec = vae_m.decode(z).sample
+        w = edge_weight(x)
+        l1 = ((rec - x).abs() * w).mean()
+        mse = (((rec - x) ** 2) * w).mean()
+        loss = l1 + mse + self.kl_weight * kl
+        psnr = -10 * torch.log10(((rec.detach() - x) ** 2).mean() / 4.0)
+        return loss, {"l1": float(l1.detach()), "psnr": float(psnr)}
+
+    @torch.no_grad()
+    def sample(self, step, out_dir):
+        from ..images import save_grid
+
+        self.vae.eval()
+        rng = np.random.default_rng([12345])
+        _, x = render_batch(rng, 16, "val")
+        rec = self.vae(x.to(self.vae.device)).sample.clamp(-1, 1).cpu()
+        save_grid(torch.cat([x, rec]), Path(out_dir) / f"{self.name}-{step:06d}.png", nrow=16)
+
+    def export(self, out_dir):
+        self.vae.save_pretrained(out_dir)
+
+
+@torch.no_grad()
+def latent_std(vae, n: int = 1024, seed: int = 7) -> float:
+    rng = np.random.default_rng([seed])
+    zs = []
+    for _ in range(n // 64):
+        _, x = render_batch(rng, 64)
+        zs.append(vae.encode(x.to(vae.device)).latent_dist.mode())
+    return float(torch.cat(zs).std())
+
+
+@torch.no_grad()
+def cache_latents(vae, n: int, seed: int = 0, batch: int = 128) -> tuple[torch.Tensor, list[shapes.Scene]]:
+    """Encode ``n`` training scenes once (scaled latents, (n, 4, 8, 8)) with their scenes."""
+    from tqdm.auto import tqdm
+
+    vae.eval()
+    scenes_all = shapes.scenes("train", n)
+    out = []
+    for i in tqdm(range(0, n, batch), desc="cache latents"):
+        chunk = scenes_all[i:i + batch]
+        arr = np.stack([shapes.render_array(s) for s in chunk])
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        out.append(vae.encode(x.to(vae.device)).latent_dist.mode() * vae.config.scaling_factor)
+    return torch.cat(out).cpu(), scenes_all
+
+
+SAMPLE_PROMPTS = [
+    "a red circle on a white background", "a green square on a black background",
+    "a blue triangle on a gray background", "a yellow circle on a black background",
+    "a purple square on a white background", "an orange triangle on a white background",
+    "a orange triangle on a white background", "a circle", "a square", "a triangle",
+    "a purple circle on a gray background", "a blue square on a gray background",
+]
+
+
+class UNetTask(TrainingTask):
+    name = "unet"
+
+    def __init__(self, vae, latents: torch.Tensor, scenes: list[shapes.Scene], batch_size: int = 64,
+                 snr_gamma: float = 5.0, unet=None, text_encoder=None, tokenizer=None):
+        from diffusers import DDPMScheduler
+
+        self.vae = vae
+        self.tokenizer = tokenizer or mini_sd.build_tokenizer()
+        self.unet = unet if unet is not None else mini_sd.build_unet()
+        self.text_encoder = text_encoder if text_encoder is not None else mini_sd.build_text_encoder(self.tokenizer)
+        self.noise_scheduler = DDPMScheduler(**{k: v for k, v in mini_sd.SCHEDULER_CONFIG.items()
+                                                if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")})
+        self.latents = latents
+        self.scenes = scenes
+        self.batch_size = batch_size
+        self.snr_gamma = snr_gamma
+        ac = self.noise_scheduler.alphas_cumprod
+        self.snr = ac / (1 - ac)
+
+    def trainable_modules(self):
+        return {"unet": self.unet, "text_encoder": self.text_encoder}
+
+    def batch(self, rng, step, device):
+        idx = rng.integers(len(self.latents), size=self.batch_size)
+        captions = [shapes.augmented_caption(self.scenes[i], rng) for i in idx]
+        ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        t = torch.from_numpy(rng.integers(0, self.noise_scheduler.config.num_train_timesteps, size=self.batch_size))
+        noise = torch.from_numpy(rng.standard_normal((self.batch_size, 4, 8, 8)).astype(np.float32))
+        return {"latents": self.latents[idx].to(device), "ids": ids.to(device), "t": t.to(device), "noise": noise.to(device)}
+
+    def loss(self, b, step):
+        unet, te = self.wrapped_modules["unet"], self.wrapped_modules["text_encoder"]
+        noisy = self.noise_scheduler.add_noise(b["latents"], b["noise"], b["t"])
+        h = te(b["ids"])[0]
+        pred = unet(noisy, b["t"], h).sample
+        mse = ((pred.float() - b["noise"]) ** 2).mean(dim=(1, 2, 3))
+        snr = self.snr.to(mse.device)[b["t"]]
+        w = torch.clamp(snr, max=self.snr_gamma) / snr  # min-SNR-gamma for epsilon prediction
+        loss = (w * mse).mean()
+        return loss, {"mse": float(mse.detach().mean())}
+
+    def pipeline(self):
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+            scheduler=mini_sd.build_scheduler(), safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    @torch.no_grad()
+    def sample(self, step, out_dir):
+        from diffusers import DDIMScheduler
+        from ..images import save_grid
+
+        self.unet.eval()
+        self.text_encoder.eval()
+        pipe = self.pipeline()
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        imgs = pipe(SAMPLE_PROMPTS, num_inference_steps=25, guidance_scale=3.0, output_type="pt",
+                    generator=torch.Generator().manual_seed(0)).images
+        save_grid(imgs * 2 - 1, Path(out_dir) / f"unet-{step:06d}.png", nrow=len(SAMPLE_PROMPTS))
+
+    def export(self, out_dir):
+        self.pipeline().save_pretrained(out_dir)
+
+
+@dataclasses.dataclass
+class MiniSDRecipe:
+    """Defaults of the shipped model's training (see README for the measured run)."""
+
+    vae_steps: int = 2500
+    vae_batch: int = 16
+    vae_lr: float = 1e-3
+    decoder_steps: int = 1500
+    decoder_lr: float = 3e-4
+    unet_steps: int = 6000
+    unet_batch: int = 64
+    unet_lr: float = 4e-4
+    cached_scenes: int = 20000
+    seed: int = 0
+
+
+def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, **overrides) -> dict:
+    """Run one stage of the mini-SD recipe under ``out`` (resuming if checkpoints exist)."""
+    from diffusers import AutoencoderKL
+
+    r = dataclasses.replace(recipe or MiniSDRecipe(), **{k: v for k, v in overrides.items() if v is not None})
+    out = Path(out)
+    if stage == "vae":
+        cfg = TrainConfig(str(out / "vae"), max_steps=r.vae_steps, learning_rate=r.vae_lr, weight_decay=0.0,
+                          lr_warmup_steps=100, checkpoint_every=250, sample_every=500, seed=r.seed)
+        res = train(VAETask(batch_size=r.vae_batch), cfg)
+        vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
+        std = latent_std(vae)
+        vae.register_to_config(scaling_factor=1.0 / std)
+        vae.save_pretrained(out / "vae" / "final")
+        res["latent_std"] = std
+    elif stage == "decoder":
+        vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
+        cfg = TrainConfig(str(out / "decoder"), max_steps=r.decoder_steps, learning_rate=r.decoder_lr,
+                          weight_decay=0.0, checkpoint_every=250, sample_every=500, seed=r.seed + 1)
+        res = train(VAETask(batch_size=r.vae_batch, decoder_only=True, vae=vae), cfg)
+    elif stage == "unet":
+        vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
+        latents, scenes = cache_latents(vae, r.cached_scenes)
+        cfg = TrainConfig(str(out / "unet"), max_steps=r.unet_steps, learning_rate=r.unet_lr, weight_decay=1e-2,
+                          lr_warmup_steps=200, checkpoint_every=200, sample_every=500, ema_decay=0.999,
+                          seed=r.seed + 2)
+        res = train(UNetTask(vae, latents, scenes, batch_size=r.unet_batch), cfg)
+    elif stage == "export":
+        res = export_pipeline(out, out / "pipeline")
+    else:
+        raise ValueError(f"unknown stage {stage!r}; choose vae, decoder, unet, export or all")
+    (out / f"{stage}_result.json").write_text(json.dumps(res, indent=2, default=str))
+    return res
+
+
+def export_pipeline(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.float16) -> dict:
+    """Assemble the StableDiffusionPipeline folder: UNet + text encoder from ``unet``, VAE decoder from
+    ``decoder`` when present (else ``vae``)."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    run_dir = Path(run_dir)
+    pipe = StableDiffusionPipeline.from_pretrained(run_dir / "unet" / "final", safety_checker=None,
+                                                   requires_safety_checker=False)
+    dec = run_dir / "decoder" / "final"
+    if dec.is_dir():
+        pipe.vae = AutoencoderKL.from_pretrained(dec)
+    pipe.scheduler = mini_sd.build_scheduler()
+    pipe.to(dtype).save_pretrained(dest)
+    size = sum(p.stat().st_size for p in Path(dest).rglob("*") if p.is_file())
+    return {"dest": str(dest), "bytes": size}
