@@ -30,8 +30,8 @@ def _as_f64(x, device=None) -> torch.Tensor:
 def alpha_bar_to_timestep(alpha_bar: Number, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """Continuous timestep s with interp(alphas_cumprod)(s) = alpha_bar (vectorised, float64).
 
-    ``alphas_cumprod`` must be non-increasing (flat segments map to their left end). Values above ``alphas_cumprod[0]`` map to 0, values
-    below ``alphas_cumprod[-1]`` to ``T - 1``.
+    ``alphas_cumprod`` must be non-increasing (flat segments map to their left end). Values above
+    ``alphas_cumprod[0]`` map to 0, values below ``alphas_cumprod[-1]`` to ``T - 1``.
     """
     table = _as_f64(alphas_cumprod)
     ab = _as_f64(alpha_bar, device=table.device)
@@ -41,7 +41,8 @@ def alpha_bar_to_timestep(alpha_bar: Number, alphas_cumprod: torch.Tensor) -> to
     k = k.clamp(0, num - 2)
     upper, lower = table[k], table[k + 1]
     gap = upper - lower
-    frac = torch.where(gap > 0, (upper - ab) / torch.where(gap > 0, gap, torch.ones_like(gap)), torch.zeros_like(gap))
+    safe_gap = torch.where(gap > 0, gap, torch.ones_like(gap))
+    frac = torch.where(gap > 0, (upper - ab) / safe_gap, torch.zeros_like(gap))
     return (k.to(torch.float64) + frac).clamp(0.0, num - 1.0)
 
 

@@ -14,8 +14,15 @@ Three integrators over [s, t], h = t - s, each costing one (batched) model call:
 - ``euler_step``      x_t = x_s + h v(x_s, s)                                           (the paper)
 - ``ddim_step``       D and epshat held constant, sigma integrated exactly:
                       x_t = x_s + w D h + (sigma_t - sigma_s) epshat                    (exact at sigma_1 = 0)
-- ``multistep_step``  D and epshat extrapolated linearly from the previous step (2nd order):
+- ``multistep_step``  D and epshat extrapolated linearly from the previous step (Adams-Bashforth-type,
+                      exact when D and epshat vary linearly in t):
                       x_t = ddim + w D' h^2 / 2 + E' (sigma_t h - int_s^t sigma_r dr)
+
+Accuracy note: D is smooth in t, but when the target distribution has a density epshat behaves like
+sqrt(1 - t) near t = 1, so the extrapolation is only first order in the last steps (global error ~h on the
+Gaussian test bridge, yet 1.5-2x smaller than ``ddim`` at NFE 2-16). An exponential integrator over the
+endpoint predictors is truly second order for w = 1 but damps the guidance drift and is less accurate at
+w > 1 and low NFE, which is why the paper's parametrisation is extrapolated here.
 
 Tensors are used in their dtype; coefficients are Python floats (double precision).
 """
@@ -142,7 +149,7 @@ def multistep_step(
     prev_epshat: torch.Tensor | None = None,
     t_prev: float | None = None,
 ) -> torch.Tensor:
-    """Second-order multistep (Adams-type) step; falls back to ``ddim_step`` without history.
+    """Two-step multistep (Adams-Bashforth-type) step; falls back to ``ddim_step`` without history.
 
     D(r) = D + (r - t) D' and epshat(r) = epshat + (r - t) E' with backward differences
     D' = (D - prev_delta) / (t - t_prev), E' = (epshat - prev_epshat) / (t - t_prev), integrated exactly:

@@ -101,7 +101,8 @@ class LSBScheduler(SchedulerMixin, ConfigMixin):
             `euler`: the paper's sampler, NFE - 1 Euler steps on linspace(t0, 1, NFE) and a final call that returns
             the target predictor xhat_1 at the last Euler time (1 - dt). `ddim`: NFE analytic first-order steps
             on linspace(t0, 1, NFE + 1) (D and epshat held constant, sigma integrated exactly, lands on sigma = 0).
-            `multistep`: the same grid, second order (D and epshat extrapolated from the previous call).
+            `multistep`: the same grid, two-step Adams-type (D and each prompt's eps extrapolated linearly from the
+            previous call, the `switch` applied after extrapolation; exact for linearly varying predictors).
         noise_predictor (`str`, defaults to `"switch"`):
             epshat: `switch` (the paper) uses eps_0 for t <= 1/2 and eps_1 after; `interpolate` uses
             (1 - t) eps_0 + t eps_1, the exact E[z | x_t] when the endpoint predictors are exact.

@@ -1,0 +1,555 @@
+"""Prompt optimization: learn a domain's prompt token from an unpaired image folder (textual inversion).
+
+LSB (Kim, Kim & Ye 2024) conditions one Stable Diffusion on two *learned* prompts, one per domain.
+Each is textual inversion (Gal et al. 2022) on the domain's images alone: a new placeholder token is
+added to the tokenizer, and only its input-embedding row(s) are trained with SD's own denoising loss
+
+    L = E_{x, t, eps} || eps_theta(sqrt(abar_t) z + sqrt(1 - abar_t) eps, t, c) - eps ||^2,
+    x ~ domain images, t ~ U{0, ..., T-1}, eps ~ N(0, I),
+    z = VAE posterior mode of x times scaling_factor,  c = text_encoder(template.format(token)),
+
+with a random prompt template per sample (for v-prediction models the target is the velocity
+``sqrt(abar_t) eps - sqrt(1 - abar_t) z``). Everything but the new rows stays bit-identical: the
+other embedding rows get no gradient (a gradient mask, so clipping and Adam see only the new rows)
+and are restored after every step (which also undoes AdamW's weight decay on them). This fixes the
+official code's habit of training and saving the whole embedding matrix (METHODS.md pitfall 2).
+
+The result is a plain diffusers textual-inversion file, ``learned_embeds.safetensors`` =
+``{token: [num_vectors, dim]}`` with metadata ``format=pt``, plus lsb's ``lsb_prompt`` template
+(:mod:`lsb.domains`), so that both of these work::
+
+    pipe.load_textual_inversion(output_dir); pipe("a <circle>")     # stock diffusers
+    prompt = lsb.domains.load_domain(pipe, output_dir)                # -> "a <circle>"
+
+Timesteps follow diffusers' convention (``alphas_cumprod[t]`` for UNet input ``t``), not the official
+code's table shifted by one (METHODS.md pitfall 3).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .domains import EMBEDS_NAME, write_domain
+from .images import IMAGE_SUFFIXES, ImageInputError, list_images, load_image, make_grid, save_image
+from .training.loop import CHECKPOINT_PREFIX, TrainConfig, TrainingTask, latest_checkpoint, train
+
+logger = logging.getLogger(__name__)
+
+#: The 27 textual-inversion templates of the LSB code (``textual_inversion.py``), for real SD models.
+PAPER_TEMPLATES = (
+    "a photo of a {}", "a rendering of a {}", "a cropped photo of the {}", "the photo of a {}",
+    "a photo of a clean {}", "a photo of a dirty {}", "a dark photo of the {}", "a photo of my {}",
+    "a photo of the cool {}", "a close-up photo of a {}", "a bright photo of the {}", "a cropped photo of a {}",
+    "a photo of the {}", "a good photo of the {}", "a photo of one {}", "a close-up photo of the {}",
+    "a rendition of the {}", "a photo of the clean {}", "a rendition of a {}", "a photo of a nice {}",
+    "a good photo of a {}", "a photo of the nice {}", "a photo of the small {}", "a photo of the weird {}",
+    "a photo of the large {}", "a photo of a cool {}", "a photo of a small {}",
+)
+#: The embedded mini model only ever saw captions like "a circle" / "a red circle on a white background".
+MINI_TEMPLATES = ("a {}",)
+TEMPLATE_PRESETS = {"paper": PAPER_TEMPLATES, "mini": MINI_TEMPLATES}
+
+#: A tokenizer smaller than this is the mini model's word-level tokenizer (CLIP's has 49408 entries).
+MINI_VOCAB_LIMIT = 1000
+RUN_CONFIG_NAME = "domain_config.json"
+
+
+class PromptOptimizationError(ValueError):
+    """Settings that cannot work (a token that exists, an initializer that is not one token, ...)."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Settings helpers
+
+
+def is_mini_tokenizer(tokenizer) -> bool:
+    """True for the embedded mini model's word-level tokenizer (tiny vocabulary)."""
+    return len(tokenizer) < MINI_VOCAB_LIMIT
+
+
+def resolve_templates(templates: str | Sequence[str] | None, tokenizer=None) -> tuple[str, ...]:
+    """Template list from a preset name ("paper", "mini"), one template, a list, or None (automatic).
+
+    None picks "mini" for the mini model's tokenizer and "paper" otherwise. The first template is
+    also the prompt the domain is used with at translation time (``lsb_prompt`` in the file).
+    """
+    if templates is None:
+        templates = "mini" if tokenizer is not None and is_mini_tokenizer(tokenizer) else "paper"
+    if isinstance(templates, str):
+        if templates in TEMPLATE_PRESETS:
+            return TEMPLATE_PRESETS[templates]
+        if "{}" not in templates:
+            raise PromptOptimizationError(
+                f"templates={templates!r} is neither a preset ({', '.join(TEMPLATE_PRESETS)}) nor a template with {{}}")
+        templates = [templates]
+    out = tuple(templates)
+    if not out:
+        raise PromptOptimizationError("templates is empty")
+    bad = [t for t in out if not isinstance(t, str) or t.count("{}") != 1]
+    if bad:
+        raise PromptOptimizationError(f"every template needs exactly one {{}} for the token; these do not: {bad}")
+    return out
+
+
+def placeholder_tokens(token: str, num_vectors: int = 1) -> list[str]:
+    """``[token, token_1, ..., token_{n-1}]``: the names diffusers gives a multi-vector embedding's rows."""
+    if num_vectors < 1:
+        raise PromptOptimizationError(f"num_vectors must be >= 1, got {num_vectors}")
+    return [token] + [f"{token}_{i}" for i in range(1, num_vectors)]
+
+
+def model_resolution(pipe) -> int:
+    """Image side the pipeline's UNet was built for: ``unet.config.sample_size * vae_scale_factor``."""
+    factor = getattr(pipe, "vae_scale_factor", None) or 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    size = pipe.unet.config.sample_size
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    return int(size) * int(factor)
+
+
+def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int = 1,
+                           initializer_token: str = "a") -> list[int]:
+    """Add ``token`` (and ``token_1``... for ``num_vectors`` > 1) to ``tokenizer`` and ``text_encoder``.
+
+    The new embedding rows start as copies of ``initializer_token``'s row. Raises
+    :class:`PromptOptimizationError` if a token already exists (or would shadow an existing word) or
+    the initializer is not exactly one token. Returns the new token ids.
+    """
+    if not token or any(c.isspace() for c in token):
+        raise PromptOptimizationError(f"token {token!r} must be one non-empty word without spaces, e.g. '<circle>'")
+    names = placeholder_tokens(token, num_vectors)
+    init_ids = tokenizer.encode(initializer_token, add_special_tokens=False)
+    if len(init_ids) != 1:
+        raise PromptOptimizationError(
+            f"initializer_token {initializer_token!r} is {len(init_ids)} tokens for this tokenizer "
+            f"({tokenizer.convert_ids_to_tokens(init_ids)}); pick a word that is exactly one token")
+    vocab = tokenizer.get_vocab()
+    for name in names:
+        if name in vocab:
+            raise PromptOptimizationError(
+                f"token {name!r} already exists in the tokenizer vocabulary; choose a new name such as '<my-domain>'")
+        ids = tokenizer.encode(name, add_special_tokens=False)
+        if len(ids) == 1:
+            raise PromptOptimizationError(
+                f"token {name!r} is already the word {tokenizer.convert_ids_to_tokens(ids)[0]!r} of this tokenizer; "
+                f"learning it would change every prompt that uses the word. Use a new name such as '<{name}>'")
+    if tokenizer.add_tokens(names) != len(names):
+        raise PromptOptimizationError(f"the tokenizer refused to add {names}")
+    new_ids = tokenizer.convert_tokens_to_ids(names)
+    for name, i in zip(names, new_ids):
+        # e.g. CLIP lower-cases text, so "<Circle>" could never be typed back: catch that here.
+        if tokenizer.encode(name, add_special_tokens=False) != [i]:
+            raise PromptOptimizationError(
+                f"token {name!r} does not encode back to itself with this tokenizer "
+                f"(got {tokenizer.tokenize(name)}); use lower case and no special characters inside")
+    rows = text_encoder.get_input_embeddings().weight.shape[0]
+    if max(new_ids) >= rows:  # grow only: existing rows keep their values
+        text_encoder.resize_token_embeddings(max(new_ids) + 1, mean_resizing=False)
+    with torch.no_grad():
+        w = text_encoder.get_input_embeddings().weight
+        w[new_ids] = w[init_ids[0]].clone()
+    return new_ids
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+
+
+def _center_square(img: Image.Image, size: int) -> Image.Image:
+    w, h = img.size
+    s = min(w, h)
+    if (w, h) != (s, s):
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s))
+    return img if img.size == (size, size) else img.resize((size, size), Image.BICUBIC)
+
+
+class DomainImages:
+    """Every image of a domain folder, validated, as RGB squares of the model's resolution.
+
+    ``source`` is a folder, an image file, or a list of them (``lsb.images.list_images``). Images are
+    center-cropped to a square and resized to ``size`` (the model resolution: 64 for the mini model,
+    512 for SD 1.x). Pixels are cached as uint8 (a 1000-image folder at 512 px is 0.8 GB that way, 3 GB
+    as floats); :meth:`tensor` gives them in [-1, 1]. :meth:`encode` turns them into VAE latents once.
+
+    Files with an image suffix that do not load raise :class:`ImageInputError` naming the file; files
+    with other suffixes (captions, ``metadata.jsonl``) are skipped with a log message.
+    """
+
+    def __init__(self, source: str | os.PathLike | Iterable[str | os.PathLike], size: int,
+                 max_images: int | None = None):
+        if size <= 0 or size % 8:
+            raise ImageInputError(f"image size must be a positive multiple of 8, got {size}")
+        sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+        for s in sources:
+            p = Path(s)
+            if p.is_dir():
+                skipped = sorted(q.name for q in p.iterdir() if q.is_file() and not q.name.startswith(".")
+                                 and q.suffix.lower() not in IMAGE_SUFFIXES)
+                if skipped:
+                    logger.warning("%s: skipping %d file(s) without an image suffix: %s%s", p, len(skipped),
+                                   ", ".join(skipped[:5]), ", ..." if len(skipped) > 5 else "")
+        files = list_images(sources)
+        if max_images is not None:
+            files = files[:max_images]
+        self.size = size
+        self.files: list[Path] = files
+        arr = np.stack([np.asarray(_center_square(load_image(f), size), dtype=np.uint8) for f in files])
+        self.uint8 = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # (N, 3, size, size)
+        self.latents: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def tensor(self, indices=None) -> torch.Tensor:
+        """Images (all, or ``indices``) as float32 in [-1, 1], (N, 3, size, size)."""
+        x = self.uint8 if indices is None else self.uint8[indices]
+        return x.float() / 127.5 - 1.0
+
+    def pil(self, indices=None) -> list[Image.Image]:
+        idx = range(len(self)) if indices is None else indices
+        return [Image.fromarray(self.uint8[i].permute(1, 2, 0).numpy(), mode="RGB") for i in idx]
+
+    @torch.no_grad()
+    def encode(self, vae, batch_size: int = 8) -> torch.Tensor:
+        """Scaled latents ``(posterior mode - shift) * scaling_factor`` (N, C, h, w), float32 on CPU; cached."""
+        if self.latents is None:
+            shift = getattr(vae.config, "shift_factor", None) or 0.0
+            out = []
+            for i in range(0, len(self), batch_size):
+                x = self.tensor(slice(i, i + batch_size)).to(vae.device, vae.dtype)
+                z = vae.encode(x).latent_dist.mode()
+                out.append(((z.float() - shift) * vae.config.scaling_factor).cpu())
+            self.latents = torch.cat(out)
+        return self.latents
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training task
+
+
+class PromptOptimizationTask(TrainingTask):
+    """Textual inversion of one domain for :func:`lsb.training.loop.train`.
+
+    The pipeline's tokenizer and text encoder are copied (the given pipeline keeps its vocabulary);
+    the copy gets the placeholder token(s) and is the only trainable module, with everything but the
+    new embedding rows frozen. UNet and VAE are shared and frozen (``requires_grad_(False)``).
+
+    Args:
+        pipe: a StableDiffusionPipeline-like object (vae, text_encoder, tokenizer, unet, scheduler).
+        images: a :class:`DomainImages` or what its constructor takes (resized to the model resolution).
+        token: the placeholder, e.g. ``"<circle>"``; must be new to the tokenizer.
+        output_dir: run folder; receives ``learned_embeds.safetensors`` (export) and
+            ``learned_embeds-steps-N.safetensors`` every ``checkpoint_every`` steps.
+        num_vectors: embedding vectors per token (tokens ``token, token_1, ...`` as in diffusers).
+        initializer_token: word whose embedding initialises the new rows; default "shape" for the
+            mini model, "a" otherwise (LSB's ``--init "a photo"`` uses its first token, "a").
+        templates: see :func:`resolve_templates`; the first one is the translation-time prompt.
+        batch_size: images per step (with replacement; batches are a pure function of (seed, step)).
+        validation_prompt: prompt for the sample grid; default the first template with the token.
+        num_validation_images, validation_steps, validation_guidance_scale: sample grid size, DDIM
+            steps and CFG scale (default 3.0 for the mini model, which was trained with caption
+            dropout at that scale, and 7.5, the paper's evaluation setting, otherwise).
+        base_model: recorded in the file's metadata.
+    """
+
+    name = "prompt"
+
+    def __init__(self, pipe, images, token: str, output_dir: str | os.PathLike, *, num_vectors: int = 1,
+                 initializer_token: str | None = None, templates: str | Sequence[str] | None = None,
+                 batch_size: int = 4, checkpoint_every: int = 250, validation_prompt: str | None = None,
+                 num_validation_images: int = 4, validation_steps: int = 20,
+                 validation_guidance_scale: float | None = None, base_model: str | None = None, seed: int = 0):
+        from diffusers import DDPMScheduler
+
+        if batch_size < 1:
+            raise PromptOptimizationError(f"batch_size must be >= 1, got {batch_size}")
+        self.output_dir = Path(output_dir)
+        self.unet, self.vae = pipe.unet, pipe.vae
+        self.unet.requires_grad_(False)
+        self.vae.requires_grad_(False)
+        self.tokenizer = copy.deepcopy(pipe.tokenizer)
+        self.text_encoder = copy.deepcopy(pipe.text_encoder).float()
+        self.text_encoder.requires_grad_(False)
+        mini = is_mini_tokenizer(self.tokenizer)
+        self.templates = resolve_templates(templates, self.tokenizer)
+        self.prompt_template = self.templates[0]
+        self.initializer_token = initializer_token or ("shape" if mini else "a")
+
+        self.token = token
+        self.tokens = placeholder_tokens(token, num_vectors)
+        self.token_ids = add_placeholder_tokens(self.tokenizer, self.text_encoder, token, num_vectors,
+                                                self.initializer_token)
+        self.placeholder_text = " ".join(self.tokens)  # what "{}" becomes in a training prompt
+        self.embedding = self.text_encoder.get_input_embeddings()
+        self.embedding.weight.requires_grad_(True)
+        self._orig_weight = self.embedding.weight.detach().clone()
+        self._trained_rows = torch.zeros(self.embedding.weight.shape[0], dtype=torch.bool)
+        self._trained_rows[self.token_ids] = True
+        self.embedding.weight.register_hook(self._mask_grad)
+
+        cls_keys = inspect.signature(DDPMScheduler.__init__).parameters
+        self.noise_scheduler = DDPMScheduler.from_config(
+            {k: v for k, v in pipe.scheduler.config.items() if k in cls_keys})
+        self.scheduler_config = dict(pipe.scheduler.config)
+
+        self.images = images if isinstance(images, DomainImages) else DomainImages(images, model_resolution(pipe))
+        self.latents = self.images.encode(self.vae)
+
+        self.batch_size = batch_size
+        self.checkpoint_every = checkpoint_every
+        self.validation_prompt = validation_prompt or self.prompt_template.format(token)
+        self.num_validation_images = num_validation_images
+        self.validation_steps = validation_steps
+        self.validation_guidance_scale = (validation_guidance_scale if validation_guidance_scale is not None
+                                          else 3.0 if mini else 7.5)
+        self.base_model = base_model
+        self.seed = seed
+
+    # -- what the loop optimises ------------------------------------------------------------------
+    def trainable_modules(self):
+        return {"text_encoder": self.text_encoder}
+
+    def parameters(self):
+        return [self.embedding.weight]
+
+    def _rows_on(self, device: torch.device) -> torch.Tensor:
+        if self._trained_rows.device != device:  # follows the text encoder once accelerate has moved it
+            self._trained_rows = self._trained_rows.to(device)
+            self._orig_weight = self._orig_weight.to(device)
+        return self._trained_rows
+
+    def _mask_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        """Zero the gradient of every row but the placeholder ones (so clipping/Adam see only those)."""
+        zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
+        return torch.where(self._rows_on(grad.device)[:, None], grad, zero)
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        """Restore all non-placeholder rows (undoes AdamW weight decay there); save intermediate embeddings."""
+        w = self.embedding.weight
+        w.copy_(torch.where(self._rows_on(w.device)[:, None], w, self._orig_weight.to(w.dtype)))
+        done = step + 1
+        if self.checkpoint_every and done % self.checkpoint_every == 0 and _is_main_process():
+            self.save_embeddings(self.output_dir / f"learned_embeds-steps-{done}.safetensors")
+
+    # -- data and loss ----------------------------------------------------------------------------
+    def batch(self, rng: np.random.Generator, step: int, device: torch.device) -> dict:
+        if self.unet.device != device:
+            self.unet.to(device)
+            self.vae.to(device)
+        n = self.batch_size
+        idx = rng.integers(len(self.latents), size=n)
+        t = rng.integers(0, self.noise_scheduler.config.num_train_timesteps, size=n)
+        noise = rng.standard_normal((n, *self.latents.shape[1:])).astype(np.float32)
+        prompts = [self.templates[i].format(self.placeholder_text) for i in rng.integers(len(self.templates), size=n)]
+        enc = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        return {"latents": self.latents[torch.from_numpy(idx)].to(device), "t": torch.from_numpy(t).to(device),
+                "noise": torch.from_numpy(noise).to(device), "ids": enc.input_ids.to(device),
+                "mask": enc.attention_mask.to(device), "prompts": prompts}
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the UNet is trained to output, per the scheduler config's ``prediction_type``."""
+        kind = self.noise_scheduler.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, t)
+        if kind == "sample":
+            return latents
+        raise PromptOptimizationError(f"unsupported prediction_type {kind!r}")
+
+    def loss(self, b: dict, step: int):
+        te = self.wrapped_modules["text_encoder"]
+        mask = b["mask"] if getattr(self.text_encoder.config, "use_attention_mask", False) else None
+        cond = te(b["ids"], attention_mask=mask)[0]
+        noisy = self.noise_scheduler.add_noise(b["latents"], b["noise"], b["t"])
+        pred = self.unet(noisy.to(self.unet.dtype), b["t"], cond.to(self.unet.dtype)).sample
+        loss = F.mse_loss(pred.float(), self.target(b["latents"], b["noise"], b["t"]).float())
+        return loss, {}
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def learned_embeddings(self) -> torch.Tensor:
+        """The placeholder rows, (num_vectors, dim), float32 on CPU."""
+        return self.embedding.weight[self.token_ids].detach().float().cpu()
+
+    def save_embeddings(self, path: str | os.PathLike) -> Path:
+        return write_domain(path, self.token, self.learned_embeddings(), prompt=self.prompt_template,
+                            text_encoder=self.text_encoder, base_model=self.base_model)
+
+    def export(self, out_dir: Path) -> None:
+        """Write ``learned_embeds.safetensors`` into the run folder itself (what
+        ``load_textual_inversion(output_dir)`` reads), not the loop's ``final/`` subfolder."""
+        self.save_embeddings(self.output_dir / EMBEDS_NAME)
+
+    def pipeline(self, scheduler=None):
+        """A StableDiffusionPipeline using the learned token (DDIM scheduler by default)."""
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+            scheduler=scheduler or DDIMScheduler.from_config(self.scheduler_config), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @torch.no_grad()
+    def sample(self, step: int, out_dir: Path) -> Path | None:
+        """Grid: top row training images, bottom row ``validation_prompt`` samples (DDIM, CFG)."""
+        n = self.num_validation_images
+        if n <= 0:
+            return None
+        was_training = self.text_encoder.training
+        self.text_encoder.eval()
+        try:
+            pipe = self.pipeline()
+            device = self.unet.device
+            cond, uncond = pipe.encode_prompt(self.validation_prompt, device, n, True, negative_prompt="")
+            size = self.images.size
+            samples = pipe(prompt_embeds=cond.to(self.unet.dtype), negative_prompt_embeds=uncond.to(self.unet.dtype),
+                           height=size, width=size, num_inference_steps=self.validation_steps,
+                           guidance_scale=self.validation_guidance_scale,
+                           generator=torch.Generator("cpu").manual_seed(self.seed)).images
+        finally:
+            self.text_encoder.train(was_training)
+        refs = self.images.pil(range(min(n, len(self.images))))
+        refs += [Image.new("RGB", (size, size), (255, 255, 255))] * (n - len(refs))
+        return save_image(make_grid(refs + list(samples), nrow=n), Path(out_dir) / f"validation-{step:06d}.png")
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+# ----------------------------------------------------------------------------------------------------
+# One call
+
+
+def _check_run_folder(out: Path, settings: dict, steps: int) -> None:
+    """Refuse to resume a run folder that belongs to another token, or that is already past ``steps``."""
+    cfg_path = out / RUN_CONFIG_NAME
+    if cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if diff:
+            changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise PromptOptimizationError(
+                f"{out} holds a run with other settings ({changes}); resume it with the same settings "
+                f"or use a new output_dir")
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        done = int(ckpt.name[len(CHECKPOINT_PREFIX):])
+        if done > steps:
+            raise PromptOptimizationError(
+                f"{out} already holds a run at step {done}, beyond steps={steps}; use its "
+                f"learned_embeds-steps-N.safetensors files or a new output_dir")
+
+
+def _load_pipeline(model, device, mixed_precision: str):
+    """(pipeline, base-model name) from a pipeline object, None (embedded mini model), a folder or a Hub id."""
+    if hasattr(model, "unet") and hasattr(model, "text_encoder"):
+        return model, str(getattr(model.config, "_name_or_path", "") or "") or None
+    from diffusers import StableDiffusionPipeline
+
+    from .loading import default_device, load_pipeline
+
+    device = torch.device(device) if device is not None else default_device()
+    # UNet and VAE run in half precision only when accelerate's autocast + grad scaler handle it.
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+    if device.type == "cpu":
+        dtype = torch.float32
+    pipe = load_pipeline(StableDiffusionPipeline, None if model is None else str(model), device=device, dtype=dtype,
+                         safety_checker=None, requires_safety_checker=False)
+    return pipe, "mini-sd" if model is None else str(model)
+
+
+def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLike, steps: int = 1000,
+                 learning_rate: float = 5e-3, batch_size: int = 4, num_vectors: int = 1,
+                 initializer_token: str | None = None, templates: str | Sequence[str] | None = None,
+                 seed: int = 0, checkpoint_every: int = 250, validation_prompt: str | None = None,
+                 validation_every: int = 0, num_validation_images: int = 4, validation_steps: int = 20,
+                 validation_guidance_scale: float | None = None, weight_decay: float = 1e-2,
+                 gradient_accumulation_steps: int = 1, mixed_precision: str = "no", max_images: int | None = None,
+                 device: str | torch.device | None = None, progress: bool = True) -> Path:
+    """Learn a domain token from an unpaired image folder; returns the ``learned_embeds.safetensors`` path.
+
+    Rerunning the same call resumes from the newest ``checkpoint-N`` in ``output_dir``; a larger
+    ``steps`` extends a finished run (the learning rate is constant, so the result equals one
+    uninterrupted run of that length). Writes into ``output_dir``: ``learned_embeds.safetensors``
+    (loadable with ``pipe.load_textual_inversion(output_dir)`` and :func:`lsb.domains.load_domain`),
+    ``learned_embeds-steps-N.safetensors`` at every checkpoint, ``samples/validation-N.png``,
+    ``checkpoint-N/`` (accelerate state, newest two kept), ``train_log.jsonl`` and ``domain_config.json``.
+
+    Args:
+        images: a folder of images (or a list of files/folders, or a :class:`DomainImages`).
+        token: the new placeholder token, e.g. ``"<circle>"``.
+        model: a loaded StableDiffusionPipeline (not modified apart from UNet/VAE ``requires_grad``),
+            a diffusers folder or Hub id, or None for the embedded mini model (``lsb.MINI_SD``).
+        steps: optimizer steps. The LSB paper runs 5 epochs at batch 1 (up to 5000 steps at lr 1e-4);
+            1000 steps at batch 4 and lr 5e-3 sees about as many images.
+        learning_rate: AdamW learning rate, constant. 5e-3 is the original textual-inversion rate
+            (Gal et al.); it is higher than LSB's 1e-4 because Adam moves each embedding coordinate by
+            at most about ``lr`` per step, and 1e-4 x 1000 steps cannot move a coordinate much farther
+            than the scale of CLIP's embedding entries (~1e-2), so a short run would barely leave
+            the initializer word. Only the placeholder rows are optimised, so a high rate cannot
+            damage the rest of the model.
+        batch_size: images per step. num_vectors: vectors per token (``token_1``, ... like diffusers).
+        initializer_token: word whose embedding starts the new rows ("shape" for the mini model, "a" otherwise).
+        templates: "paper" (LSB's 27 "a photo of a {}" templates), "mini" (["a {}"]), a list, or None:
+            "mini" for the mini model's tokenizer, else "paper". The first template is recorded as
+            the translation-time prompt (``lsb_prompt``: "a photo of a {}" / "a {}").
+        seed: fixes initial noise, timesteps, template choice and image order (pure in (seed, step)).
+        checkpoint_every: steps between accelerate checkpoints and ``learned_embeds-steps-N`` files.
+        validation_prompt, validation_every (0 = only at the end), num_validation_images (0 = none),
+        validation_steps (DDIM steps), validation_guidance_scale: the sample grid.
+        weight_decay: AdamW decay of the placeholder rows (paper 1e-2); other rows are restored each step.
+        gradient_accumulation_steps, mixed_precision: as in accelerate ("fp16"/"bf16" also run UNet and
+            VAE in that precision on GPU; the trained embedding stays float32).
+        max_images: use at most this many images (sorted by name); the paper uses up to 1000.
+        device: where to load the model when ``model`` is not a pipeline (default: best available).
+    """
+    out = Path(output_dir)
+    settings = {"token": token, "num_vectors": int(num_vectors)}
+    _check_run_folder(out, settings, steps)
+    pipe, base_model = _load_pipeline(model, device, mixed_precision)
+    if pipe.unet.dtype == torch.float16 and mixed_precision != "fp16":
+        logger.warning("the UNet is float16: pass mixed_precision='fp16' so that accelerate's gradient "
+                       "scaler keeps the embedding's gradients from underflowing")
+    domain = images if isinstance(images, DomainImages) else DomainImages(images, model_resolution(pipe), max_images)
+    task = PromptOptimizationTask(
+        pipe, domain, token, out, num_vectors=num_vectors, initializer_token=initializer_token,
+        templates=templates, batch_size=batch_size, checkpoint_every=checkpoint_every,
+        validation_prompt=validation_prompt, num_validation_images=num_validation_images,
+        validation_steps=validation_steps, validation_guidance_scale=validation_guidance_scale,
+        base_model=base_model, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**settings, "initializer_token": task.initializer_token, "templates": list(task.templates),
+              "prompt": task.prompt_template, "base_model": base_model, "images": len(domain),
+              "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
+    (out / RUN_CONFIG_NAME).write_text(json.dumps(record, indent=2))
+    cfg = TrainConfig(output_dir=str(out), max_steps=steps, learning_rate=learning_rate, weight_decay=weight_decay,
+                      lr_schedule="constant", gradient_accumulation_steps=gradient_accumulation_steps,
+                      mixed_precision=mixed_precision, seed=seed, checkpoint_every=checkpoint_every,
+                      sample_every=validation_every, progress=progress)
+    train(task, cfg)
+    return out / EMBEDS_NAME
+
+
+__all__ = [
+    "PAPER_TEMPLATES", "MINI_TEMPLATES", "TEMPLATE_PRESETS", "PromptOptimizationError", "DomainImages",
+    "PromptOptimizationTask", "learn_domain", "add_placeholder_tokens", "placeholder_tokens",
+    "resolve_templates", "model_resolution", "is_mini_tokenizer",
+]
