@@ -258,8 +258,8 @@ class PromptOptimizationTask(TrainingTask):
         batch_size: images per step (with replacement; batches are a pure function of (seed, step)).
         validation_prompt: prompt for the sample grid; default the first template with the token.
         num_validation_images, validation_steps, validation_guidance_scale: sample grid size, DDIM
-            steps and CFG scale (default 3.0 for the mini model, which was trained with caption
-            dropout at that scale, and 7.5, the paper's evaluation setting, otherwise).
+            steps and CFG scale (default 3.0 for the mini model, the scale its training samples
+            use, and 7.5, the paper's evaluation setting, otherwise).
         base_model: recorded in the file's metadata.
     """
 
@@ -501,17 +501,18 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
         steps: optimizer steps. The LSB paper runs 5 epochs at batch 1 (up to 5000 steps at lr 1e-4);
             1000 steps at batch 4 and lr 5e-3 sees about as many images.
         learning_rate: AdamW learning rate, constant. 5e-3 is the original textual-inversion rate
-            (Gal et al.); it is higher than LSB's 1e-4 because Adam moves each embedding coordinate by
-            at most about ``lr`` per step, and 1e-4 x 1000 steps cannot move a coordinate much farther
-            than the scale of CLIP's embedding entries (~1e-2), so a short run would barely leave
-            the initializer word. Only the placeholder rows are optimised, so a high rate cannot
-            damage the rest of the model.
+            (Gal et al. 2022). LSB uses 1e-4, but for up to 5000 steps. Adam moves a coordinate by
+            about ``lr`` per step, and with the noisy gradients of the diffusion loss the net move
+            grows more like ``lr * sqrt(steps)``: about 3e-3 after 1000 steps at 1e-4, below the
+            ~1e-2 scale of CLIP's embedding entries, so a short run would barely leave the
+            initializer word. Only the placeholder rows are optimised, so a high rate cannot harm the
+            rest of the model.
         batch_size: images per step. num_vectors: vectors per token (``token_1``, ... like diffusers).
         initializer_token: word whose embedding starts the new rows ("shape" for the mini model, "a" otherwise).
         templates: "paper" (LSB's 27 "a photo of a {}" templates), "mini" (["a {}"]), a list, or None:
             "mini" for the mini model's tokenizer, else "paper". The first template is recorded as
             the translation-time prompt (``lsb_prompt``: "a photo of a {}" / "a {}").
-        seed: fixes initial noise, timesteps, template choice and image order (pure in (seed, step)).
+        seed: fixes each step's images, noise, timesteps and templates (a pure function of (seed, step)).
         checkpoint_every: steps between accelerate checkpoints and ``learned_embeds-steps-N`` files.
         validation_prompt, validation_every (0 = only at the end), num_validation_images (0 = none),
         validation_steps (DDIM steps), validation_guidance_scale: the sample grid.
