@@ -1,0 +1,85 @@
+"""The `lsb` command line on a tiny SD folder: outputs on disk and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from lsb.cli import main
+from lsb.data import shapes
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i, s in enumerate(shapes.scenes("test", 3, shape="circle")):
+        shapes.render(s).save(d / f"c{i}.png")
+    return d
+
+
+def test_translate_folder_writes_outputs_and_grid(tiny_sd_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["translate", str(inputs), "--source", "a circle", "--target", "a square", "--model", str(tiny_sd_dir),
+               "--nfe", "2", "-o", str(out)])
+    assert rc == 0
+    assert sorted(p.name for p in out.glob("c*.png")) == ["c0.png", "c1.png", "c2.png"]
+    assert (out / "grid.png").is_file()
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["nfe"] == 2 and settings["solver"] == "euler"
+    # same seed -> same pixels
+    out2 = tmp_path / "out2"
+    main(["translate", str(inputs), "--source", "a circle", "--target", "a square", "--model", str(tiny_sd_dir),
+          "--nfe", "2", "-o", str(out2)])
+    assert Image.open(out / "c0.png").tobytes() == Image.open(out2 / "c0.png").tobytes()
+
+
+def _err(capsys, argv):
+    rc = main(argv)
+    assert rc == 2
+    return capsys.readouterr().err
+
+
+def test_translate_errors(tiny_sd_dir, inputs, tmp_path, capsys):
+    base = ["--source", "a circle", "--target", "a square", "--model", str(tiny_sd_dir), "-o", str(tmp_path / "o")]
+    assert "no such file" in _err(capsys, ["translate", str(tmp_path / "nope.png"), *base])
+    (tmp_path / "notes.png").write_text("not an image")
+    assert "notes.png" in _err(capsys, ["translate", str(inputs / "c0.png"), str(tmp_path / "notes.png"), *base])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no image files" in _err(capsys, ["translate", str(empty), *base])
+    Image.new("RGB", (60, 60)).save(tmp_path / "odd.png")
+    assert "multiple of 8" in _err(capsys, ["translate", str(tmp_path / "odd.png"), *base])
+    assert "<nope>" in _err(capsys, ["translate", str(inputs), "--source", "a circle", "--target", "a <nope>",
+                                     "--model", str(tiny_sd_dir), "-o", str(tmp_path / "o")])
+    assert "--nfe" in _err(capsys, ["translate", str(inputs), *base, "--nfe", "1"])
+    assert "t0" in _err(capsys, ["translate", str(inputs), *base, "--t0", "1.5"])
+    assert "does not exist" in _err(capsys, ["translate", str(inputs), "--source", "a", "--target", "b",
+                                             "--model", str(tmp_path / "missing-model"), "-o", str(tmp_path / "o")])
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_sd_dir, broken)
+    shutil.rmtree(broken / "unet")
+    assert "unet" in _err(capsys, ["translate", str(inputs), "--source", "a", "--target", "b",
+                                   "--model", str(broken), "-o", str(tmp_path / "o")])
+
+
+def test_translate_with_learned_domain_file(tiny_sd_dir, inputs, tmp_path):
+    from lsb.prompts import learn_domain
+
+    dom = learn_domain(inputs, "<tiny-circle>", str(tiny_sd_dir), output_dir=tmp_path / "dom", steps=2,
+                       batch_size=2, progress=False)
+    rc = main(["translate", str(inputs / "c0.png"), "--source", str(dom), "--target", "a square",
+               "--model", str(tiny_sd_dir), "--nfe", "2", "-o", str(tmp_path / "o")])
+    assert rc == 0
+
+
+def test_module_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "lsb", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for cmd in ("translate", "learn-domain", "generate", "train"):
+        assert cmd in proc.stdout

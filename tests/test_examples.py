@@ -1,0 +1,45 @@
+"""Every script in examples/ runs (short settings), so the examples never rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lsb
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_model = pytest.mark.skipif(not (Path(lsb.MINI_SD) / "model_index.json").is_file(),
+                                 reason="embedded model not installed")
+
+
+def run_example(name: str, *args: str, cwd: Path) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+@needs_model
+def test_translate_example(tmp_path):
+    out = run_example("translate.py", "--nfe", "4", "--out", str(tmp_path / "t.png"), cwd=tmp_path)
+    assert "read back" in out and (tmp_path / "t.png").is_file()
+
+
+@needs_model
+def test_learn_domain_example(tmp_path):
+    out = run_example("learn_domain.py", "--steps", "3", "--images", "8", "--out", str(tmp_path / "dom"), cwd=tmp_path)
+    assert (tmp_path / "dom" / "learned_embeds.safetensors").is_file()
+    assert (tmp_path / "dom" / "translated.png").is_file()
+    assert "a <my-square>" in out
+
+
+def test_train_example(tmp_path):
+    run_example("train_mini_sd.py", "--out", str(tmp_path / "run"), "--vae-steps", "2", "--unet-steps", "2",
+                "--cached-scenes", "64", cwd=tmp_path)
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    assert pipe.unet.config.sample_size == 8 and pipe.vae.config.latent_channels == 4
