@@ -49,3 +49,48 @@ __all__ = [
     "sb_velocity",
     "timestep_to_alpha_bar",
 ]
+
+# paired bridges (I2SB, DDBM VP / VE, DBIM): one schedule core, preconditionings and one-step updates
+from .paired import (  # noqa: E402
+    SCHEDULES,
+    BridgeSchedule,
+    DDBMPreconditioning,
+    I2SBBridgeSchedule,
+    I2SBPreconditioning,
+    VEBridgeSchedule,
+    VPBridgeSchedule,
+    dbim_multistep_step,
+    dbim_noise_level,
+    dbim_step,
+    ddbm_ode_drift,
+    ddbm_sde_drift,
+    i2sb_betas,
+    i2sb_posterior_step,
+    i2sb_stds,
+    i2sb_step_indices,
+    karras_times,
+    make_bridge_schedule,
+    make_preconditioning,
+)
+
+__all__ += [
+    "SCHEDULES",
+    "BridgeSchedule",
+    "DDBMPreconditioning",
+    "I2SBBridgeSchedule",
+    "I2SBPreconditioning",
+    "VEBridgeSchedule",
+    "VPBridgeSchedule",
+    "dbim_multistep_step",
+    "dbim_noise_level",
+    "dbim_step",
+    "ddbm_ode_drift",
+    "ddbm_sde_drift",
+    "i2sb_betas",
+    "i2sb_posterior_step",
+    "i2sb_stds",
+    "i2sb_step_indices",
+    "karras_times",
+    "make_bridge_schedule",
+    "make_preconditioning",
+]

@@ -3,3 +3,17 @@
 from .scheduling_lsb import LSBScheduler, LSBSchedulerOutput
 
 __all__ = ["LSBScheduler", "LSBSchedulerOutput"]
+
+# paired-bridge schedulers (need the degraded endpoint x_T; see lsb.bridges.paired)
+from .scheduling_dbim import DBIMScheduler, DBIMSchedulerOutput  # noqa: E402
+from .scheduling_ddbm import DDBMScheduler, DDBMSchedulerOutput  # noqa: E402
+from .scheduling_i2sb import I2SBScheduler, I2SBSchedulerOutput  # noqa: E402
+
+__all__ += [
+    "DBIMScheduler",
+    "DBIMSchedulerOutput",
+    "DDBMScheduler",
+    "DDBMSchedulerOutput",
+    "I2SBScheduler",
+    "I2SBSchedulerOutput",
+]

@@ -1,0 +1,129 @@
+"""Plain functions shared by the image-to-image translation pipelines (LSB, DDIB) and the SDEdit wrapper.
+
+Each pipeline file under ``pipelines/`` holds exactly one ``DiffusionPipeline`` subclass (diffusers'
+custom-pipeline loader needs that), so the steps every translator repeats live here as functions:
+argument checks, image validation -> [-1, 1] tensor, VAE encode/decode, prompt -> batched embeddings,
+and one (optionally guided) UNet evaluation.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import PIL.Image
+import torch
+
+from .images import ImageInputError, to_rgb
+from .prompting import broadcast_embeds, encode_text
+
+
+def check_nfe(nfe, minimum: int = 2, name: str = "num_inference_steps (NFE)") -> int:
+    """``nfe`` as an int, or a ValueError if it is not an integer >= ``minimum``."""
+    if isinstance(nfe, bool) or not isinstance(nfe, numbers.Integral) or nfe < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {nfe!r}")
+    return int(nfe)
+
+
+def check_prompt_args(name: str, prompt, prompt_embeds) -> None:
+    """Exactly one of ``<name>_prompt`` / ``<name>_prompt_embeds``; a prompt is a string or a list of strings."""
+    if (prompt is None) == (prompt_embeds is None):
+        raise ValueError(f"give exactly one of `{name}_prompt` and `{name}_prompt_embeds`")
+    if prompt is not None:
+        if isinstance(prompt, list):
+            if not prompt or not all(isinstance(p, str) for p in prompt):
+                raise TypeError(f"`{name}_prompt` must be a string or a non-empty list of strings")
+        elif not isinstance(prompt, str):
+            raise TypeError(f"`{name}_prompt` must be a string or a list of strings, got {type(prompt).__name__}")
+    if prompt_embeds is not None and not isinstance(prompt_embeds, torch.Tensor):
+        raise TypeError(f"`{name}_prompt_embeds` must be a tensor (batch, tokens, dim), "
+                        f"got {type(prompt_embeds).__name__}")
+
+
+def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Tensor:
+    """PIL / numpy / tensor image(s) -> float tensor (B, 3, H, W) in [-1, 1].
+
+    Accepts a PIL image (any mode; converted to RGB), a numpy array (H, W, 3) in [0, 1] or uint8, a tensor
+    (3, H, W) in [0, 1] or (B, 3, H, W), or a list of those. Sides must be multiples of ``vae_scale_factor``:
+    a wrong size, a NaN/inf value or an unsupported type raises :class:`ImageInputError` naming the image,
+    instead of the silent resize diffusers' image processor would do.
+    """
+    images = image if isinstance(image, list) else [image]
+    if not images:
+        raise ImageInputError("no images given")
+    checked = []
+    for i, im in enumerate(images):
+        if isinstance(im, PIL.Image.Image):
+            im = to_rgb(im, f"image #{i}")
+            w, h = im.size
+        elif isinstance(im, (np.ndarray, torch.Tensor)):
+            channels_last = im.ndim in (3, 4) and im.shape[-1] in (1, 3)
+            channels_first = im.ndim in (3, 4) and im.shape[-3] in (1, 3)
+            if not (channels_last or channels_first):
+                raise ImageInputError(f"image #{i}: expected an RGB array (H, W, 3) or tensor (3, H, W), "
+                                      f"got shape {tuple(im.shape)}")
+            if isinstance(im, np.ndarray) and im.dtype == np.uint8:
+                im = im.astype(np.float32) / 255.0
+            finite = np.isfinite(im).all() if isinstance(im, np.ndarray) else torch.isfinite(im).all()
+            if not bool(finite):
+                raise ImageInputError(f"image #{i}: contains NaN or infinite values")
+            # numpy images are channels-last (diffusers' convention), tensors channels-first
+            h, w = (im.shape[-3], im.shape[-2]) if isinstance(im, np.ndarray) else (im.shape[-2], im.shape[-1])
+        else:
+            raise ImageInputError(f"image #{i}: unsupported type {type(im).__name__}; use PIL, numpy or torch")
+        if w % vae_scale_factor or h % vae_scale_factor:
+            raise ImageInputError(f"image #{i}: size {w}x{h} is not a multiple of {vae_scale_factor} "
+                                  f"(the VAE's downsampling factor); resize or crop it first")
+        checked.append(im)
+    return image_processor.preprocess(checked if len(checked) > 1 else checked[0])
+
+
+@torch.no_grad()
+def encode_images(vae, pixels: torch.Tensor, device) -> torch.Tensor:
+    """VAE-encode images in [-1, 1] to scaled latents, using the posterior mode (deterministic)."""
+    pixels = pixels.to(device=device, dtype=vae.dtype)
+    latents = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+    if not torch.isfinite(latents).all():
+        raise FloatingPointError("the VAE produced NaN/inf latents for the input image(s)")
+    return latents
+
+
+@torch.no_grad()
+def decode_latents(vae, image_processor, latents: torch.Tensor, output_type: str = "pil"):
+    """Scaled latents -> images of ``output_type`` ("pil", "np", "pt"); "latent" returns them unchanged."""
+    if output_type == "latent":
+        return latents
+    image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    return image_processor.postprocess(image, output_type=output_type)
+
+
+def prompt_embeds_for_batch(pipe, prompt, prompt_embeds, batch: int, device, dtype, name: str,
+                            clip_skip: int | None = None) -> torch.Tensor:
+    """Text (or given embeddings) -> embeddings of batch ``batch`` on ``device``/``dtype``.
+
+    A list of prompts must have 1 or ``batch`` entries; a single prompt is shared by all images. Prompts are
+    encoded with :func:`lsb.prompting.encode_text`, which rejects unknown ``<token>`` placeholders.
+    """
+    if prompt_embeds is None:
+        if isinstance(prompt, list) and len(prompt) not in (1, batch):
+            raise ValueError(f"{name}_prompt has {len(prompt)} entries for {batch} images")
+        prompt_embeds = encode_text(pipe, prompt, device, clip_skip=clip_skip)
+    return broadcast_embeds(prompt_embeds.to(device=device, dtype=dtype), batch, f"{name}_prompt_embeds")
+
+
+def guided_model_output(unet, latents: torch.Tensor, timestep, negative_embeds: torch.Tensor | None,
+                        positive_embeds: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free-guided UNet output ``out_neg + w (out_pos - out_neg)`` in exactly ONE UNet call.
+
+    ``w = 1`` evaluates only the positive prompt and ``w = 0`` only the negative one (batch B); any other ``w``
+    makes one batched call on ``[negative; positive]`` (batch 2B). Either way this costs one NFE. Guidance is
+    applied to the raw model output (epsilon or v), as diffusers' Stable Diffusion pipelines do.
+    """
+    if guidance_scale == 1.0:
+        return unet(latents, timestep, encoder_hidden_states=positive_embeds, return_dict=False)[0]
+    if guidance_scale == 0.0:
+        return unet(latents, timestep, encoder_hidden_states=negative_embeds, return_dict=False)[0]
+    out = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=torch.cat([negative_embeds, positive_embeds]),
+               return_dict=False)[0]
+    out_neg, out_pos = out.chunk(2)
+    return out_neg + guidance_scale * (out_pos - out_neg)

@@ -1,0 +1,252 @@
+"""DDIBPipeline: Dual Diffusion Implicit Bridges with a Stable Diffusion model (the LSB paper's DDIB baseline).
+
+Su, Song, Meng & Ermon, "Dual Diffusion Implicit Bridges for Image-to-Image Translation" (ICLR 2023):
+encode the source image to the diffusion's latent noise with the deterministic DDIM ODE of the source
+model (DDIM inversion), then decode that noise with the DDIM ODE of the target model. With one
+text-conditioned model, "source model" and "target model" are the UNet under two conditions.
+
+As the Latent Schrödinger Bridge paper (Kim, Kim & Ye 2024, arXiv 2411.14863) runs it as a baseline
+(its official ``sample.py``, method ``dual``; METHODS.md section 2 (b)):
+
+* inversion: DDIM inversion with CFG weight w = 0, i.e. under the *null* (empty) prompt; the official code
+  passes the source prompt but at w = 0 it does not enter the prediction. ``inversion_guidance_scale=1``
+  inverts under the source prompt instead (DDIB as Su et al. define it, the source-conditioned ODE).
+* sampling: DDIM sampling under the target prompt with CFG ``guidance_scale``, whose negative branch is the
+  null prompt (the official code's unconditional embedding ""). ``negative_prompt`` replaces it, e.g.
+  ``negative_prompt=source_prompt`` to guide away from the source as LSB and SDEdit do.
+
+NFE accounting (``num_inference_steps`` is the total NFE, as the paper splits it):
+    inversion: NFE // 2 DDIMInverseScheduler steps, one UNet call each (batch B at w in {0, 1}, else [null; source])
+    sampling:  NFE - NFE // 2 DDIMScheduler steps, one UNet call each: a CFG step is ONE batched call on
+               [negative; target] (batch 2B); at guidance_scale 1 only the target prompt is evaluated
+    total:     exactly NFE UNet forward calls (NFE >= 2). The official code uses NFE // 2 for both phases,
+               which equals this for even NFE.
+
+Both schedulers are built from the pipeline scheduler's config (any SD scheduler converts; prediction_type
+is kept, so v-prediction models work) with ``timestep_spacing="trailing"``: both grids then end at the last
+training timestep T - 1, so the inversion (NFE // 2 steps) and the sampling (NFE - NFE // 2 steps) meet at
+the same noise level even when their step counts differ, and the DDIB latent is the prior end of the ODE.
+``clip_sample`` is switched off (SD latents are not in [-1, 1]).
+
+This file is self-contained apart from the installed ``lsb`` package, so it also loads as a diffusers
+custom pipeline: ``DiffusionPipeline.from_pretrained(model, custom_pipeline=lsb.pipeline_dir("ddib"),
+trust_remote_code=True)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler, DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.loaders import TextualInversionLoaderMixin
+from diffusers.utils import BaseOutput
+
+from lsb.translation_utils import (
+    check_nfe,
+    check_prompt_args,
+    decode_latents,
+    encode_images,
+    guided_model_output,
+    preprocess_images,
+    prompt_embeds_for_batch,
+)
+
+#: Scheduler settings DDIB needs on top of the model's own scheduler config (see the module docstring).
+DDIB_SCHEDULER_OVERRIDES = {"timestep_spacing": "trailing", "clip_sample": False, "thresholding": False}
+
+
+@dataclass
+class DDIBPipelineOutput(BaseOutput):
+    """Output of :class:`DDIBPipeline`.
+
+    Args:
+        images: translated images (PIL list, numpy array or tensor per ``output_type``).
+        nfe: number of UNet forward calls spent (inversion + sampling).
+        inverted_latents: the DDIM-inverted source latents at the last training timestep (the DDIB latent).
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    nfe: int
+    inverted_latents: torch.Tensor | None = None
+
+
+class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
+    r"""Translate images from a source domain to a target domain with Dual Diffusion Implicit Bridges.
+
+    Components are those of a Stable Diffusion 1.x/2.x pipeline. The scheduler passed in (any SD scheduler) is
+    converted to a :class:`~diffusers.DDIMScheduler` with ``timestep_spacing="trailing"`` and ``clip_sample=False``;
+    the matching :class:`~diffusers.DDIMInverseScheduler` is built from its config at every call.
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components = ["safety_checker", "feature_extractor"]
+    _callback_tensor_inputs = ["latents", "source_prompt_embeds", "target_prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker=None, feature_extractor=None,
+                 requires_safety_checker: bool = False):
+        super().__init__()
+        scheduler = DDIMScheduler.from_config(scheduler.config, **DDIB_SCHEDULER_OVERRIDES)
+        # The safety checker / feature extractor of SD folders are accepted and ignored: outputs are
+        # translations of the user's own images.
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                              safety_checker=None, feature_extractor=None)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self._phase = None
+
+    @property
+    def phase(self) -> str | None:
+        """``"inversion"`` or ``"sampling"`` while a call runs (readable from ``callback_on_step_end``)."""
+        return self._phase
+
+    @staticmethod
+    def split_nfe(nfe: int) -> tuple[int, int]:
+        """(inversion steps, sampling steps) = (NFE // 2, NFE - NFE // 2): one UNet call per step."""
+        nfe = check_nfe(nfe)
+        return nfe // 2, nfe - nfe // 2
+
+    def check_inputs(self, image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
+                     negative_prompt, negative_prompt_embeds, num_inference_steps, guidance_scale,
+                     inversion_guidance_scale, callback_on_step_end_tensor_inputs):
+        if image is None:
+            raise ValueError("`image` is required: the picture(s) to translate")
+        check_prompt_args("source", source_prompt, source_prompt_embeds)
+        check_prompt_args("target", target_prompt, target_prompt_embeds)
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("give at most one of `negative_prompt` and `negative_prompt_embeds`")
+        if negative_prompt is not None or negative_prompt_embeds is not None:
+            check_prompt_args("negative", negative_prompt, negative_prompt_embeds)
+        check_nfe(num_inference_steps)
+        for name, w in (("guidance_scale", guidance_scale), ("inversion_guidance_scale", inversion_guidance_scale)):
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w):
+                raise ValueError(f"{name} must be a finite number, got {w!r}")
+        bad = [k for k in (callback_on_step_end_tensor_inputs or []) if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+
+    def _schedulers(self, num_inversion_steps: int, num_sampling_steps: int, device):
+        """The inverse and forward DDIM schedulers for one call, checked to meet at the same timestep."""
+        if not isinstance(self.scheduler, DDIMScheduler):
+            raise TypeError(f"DDIBPipeline needs a DDIMScheduler, found {type(self.scheduler).__name__}; "
+                            f"set pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)")
+        keys = inspect.signature(DDIMInverseScheduler.__init__).parameters
+        inverse = DDIMInverseScheduler.from_config({k: v for k, v in self.scheduler.config.items() if k in keys})
+        inverse.set_timesteps(num_inversion_steps, device=device)
+        self.scheduler.set_timesteps(num_sampling_steps, device=device)
+        if int(inverse.timesteps[-1]) != int(self.scheduler.timesteps[0]):
+            raise ValueError(
+                f"the DDIM inversion ends at timestep {int(inverse.timesteps[-1])} but sampling starts at "
+                f"{int(self.scheduler.timesteps[0])}; DDIB needs timestep_spacing='trailing' "
+                f"(the scheduler has {self.scheduler.config.timestep_spacing!r})")
+        return inverse, self.scheduler
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        source_prompt: str | list[str] | None = None,
+        target_prompt: str | list[str] | None = None,
+        num_inference_steps: int = 8,
+        guidance_scale: float = 11.0,
+        source_prompt_embeds: torch.Tensor | None = None,
+        target_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt: str | list[str] | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        inversion_guidance_scale: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        clip_skip: int | None = None,
+        callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ):
+        r"""Translate ``image`` from ``source_prompt``'s domain to ``target_prompt``'s.
+
+        Args:
+            image: PIL image, numpy array (H, W, 3) in [0, 1] or uint8, tensor (3, H, W) in [0, 1] /
+                (B, 3, H, W) in [-1, 1], or a list of those. Sides must be multiples of 8.
+            source_prompt / target_prompt: text (or learned ``<token>``s) describing each domain. At the default
+                ``inversion_guidance_scale=0`` (the LSB paper's setting) the source prompt is checked but does not
+                enter the model: the inversion runs under the null prompt.
+            num_inference_steps: the total NFE (>= 2): NFE // 2 inversion steps + NFE - NFE // 2 sampling steps,
+                one UNet call each (a CFG step is one batched call on [negative; target]).
+            guidance_scale: CFG weight w of the sampling phase, out_neg + w (out_target - out_neg)
+                (default 11, the LSB paper's ``--scale`` used for every method).
+            source_prompt_embeds / target_prompt_embeds: precomputed text embeddings instead of prompts.
+            negative_prompt / negative_prompt_embeds: the negative branch of the sampling CFG; default the null
+                prompt "" (the paper's code). Pass the source prompt to guide away from the source domain.
+            inversion_guidance_scale: CFG weight of the inversion between the null prompt and the source prompt:
+                0 (default, the LSB paper's "null-text inversion with w = 0"), 1 = source prompt only (DDIB of
+                Su et al.); other values cost a batched [null; source] call per step.
+            generator: accepted for API symmetry with the other translators; DDIB is deterministic (the VAE
+                posterior mode is used and DDIM has no noise).
+            output_type: "pil", "np", "pt" or "latent".
+            callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each of the NFE steps;
+                ``step`` counts both phases (0 .. NFE-1) and ``pipe.phase`` says which one is running.
+        """
+        self.check_inputs(image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
+                          negative_prompt, negative_prompt_embeds, num_inference_steps, guidance_scale,
+                          inversion_guidance_scale, callback_on_step_end_tensor_inputs)
+        device = self._execution_device
+        dtype = self.unet.dtype
+        num_inversion_steps, num_sampling_steps = self.split_nfe(num_inference_steps)
+
+        # 1. images -> source latents
+        pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)
+        batch = pixels.shape[0]
+        latents = encode_images(self.vae, pixels, device)
+
+        # 2. prompts -> embeddings, broadcast to the batch (source is validated even when unused)
+        def embeds(prompt, given, name):
+            return prompt_embeds_for_batch(self, prompt, given, batch, device, dtype, name, clip_skip=clip_skip)
+
+        source_embeds = embeds(source_prompt, source_prompt_embeds, "source")
+        target_embeds = embeds(target_prompt, target_prompt_embeds, "target")
+        null_embeds = embeds("", None, "null")
+        if negative_prompt is None and negative_prompt_embeds is None:
+            negative_embeds = null_embeds
+        else:
+            negative_embeds = embeds(negative_prompt, negative_prompt_embeds, "negative")
+
+        # 3. schedules: inversion ascends to T - 1, sampling descends from it
+        inverse, sampler = self._schedulers(num_inversion_steps, num_sampling_steps, device)
+        steps = [("inversion", inverse, t) for t in inverse.timesteps] + [("sampling", sampler, t) for t in sampler.timesteps]
+        self._num_timesteps = len(steps)
+
+        # 4. one UNet call per step: DDIM inversion (null/source prompt), then DDIM sampling (CFG on the target)
+        inverted = None
+        with self.progress_bar(total=len(steps)) as progress_bar:
+            for i, (phase, scheduler, t) in enumerate(steps):
+                self._phase = phase
+                if phase == "inversion":
+                    negative, positive, w = null_embeds, source_embeds, inversion_guidance_scale
+                else:
+                    negative, positive, w = negative_embeds, target_embeds, guidance_scale
+                model_input = scheduler.scale_model_input(latents, t)
+                model_output = guided_model_output(self.unet, model_input, t, negative, positive, w)
+                latents = scheduler.step(model_output, t, latents, return_dict=False)[0]
+                if not torch.isfinite(latents).all():
+                    raise FloatingPointError(f"NaN/inf in the latents after {phase} step {i} (timestep {int(t)})")
+                if i == num_inversion_steps - 1:
+                    inverted = latents.clone()
+                if callback_on_step_end is not None:
+                    local = {"latents": latents, "source_prompt_embeds": source_embeds,
+                             "target_prompt_embeds": target_embeds, "negative_prompt_embeds": negative_embeds}
+                    res = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs or []})
+                    latents = (res or {}).get("latents", latents)
+                progress_bar.update()
+        self._phase = None
+
+        # 5. decode
+        images = decode_latents(self.vae, self.image_processor, latents, output_type)
+        self.maybe_free_model_hooks()
+        nfe = len(steps)
+        if not return_dict:
+            return (images, nfe, inverted)
+        return DDIBPipelineOutput(images=images, nfe=nfe, inverted_latents=inverted)
