@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 #: The embedded mini Stable Diffusion (diffusers folder layout), trained on the shapes world.
 MINI_SD = str(_Path(__file__).parent / "assets" / "mini-sd")
 
-from .schedulers import LSBScheduler  # noqa: E402  (eager: needed by from_pretrained)
+from .schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler, LSBScheduler  # noqa: E402  (eager: from_pretrained)
 
 _PIPELINES = {
     "LatentSchrodingerBridgePipeline": ("lsb_pipelines.lsb.pipeline", "LatentSchrodingerBridgePipeline"),
@@ -41,4 +41,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'lsb' has no attribute {name!r}")
 
 
-__all__ = ["MINI_SD", "LSBScheduler", "pipeline_dir", *_PIPELINES]
+__all__ = ["MINI_SD", "LSBScheduler", "I2SBScheduler", "DDBMScheduler", "DBIMScheduler", "pipeline_dir", *_PIPELINES]

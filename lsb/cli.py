@@ -204,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_learn_domain(sub)
     _add_generate(sub)
     _add_train(sub)
+    import importlib
+
+    from .commands import COMMANDS
+
+    for name in COMMANDS:
+        importlib.import_module(f"lsb.commands.{name}").register(sub)
     return parser
 
 

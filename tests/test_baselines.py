@@ -149,10 +149,12 @@ class GaussianDomainsUNet(torch.nn.Module):
     eps_neg + w (eps_pos - eps_neg) is the exact eps for mu_neg + w (mu_pos - mu_neg).
     """
 
-    def __init__(self, alphas_cumprod: torch.Tensor, std: float = 0.5, gain: float = 20.0):
+    def __init__(self, alphas_cumprod: torch.Tensor, embed_dim: int, std: float = 0.5):
         super().__init__()
         self.register_buffer("alphas_cumprod", alphas_cumprod.to(torch.float64))
-        self.std, self.gain = std, gain
+        # mu(prompt): the token-averaged text embedding along a fixed random direction
+        self.register_buffer("direction", torch.randn(embed_dim, generator=torch.Generator().manual_seed(0)).double())
+        self.std = std
         self.config = type("Config", (), {"in_channels": 4, "time_cond_proj_dim": None})()
 
     @property
@@ -164,7 +166,7 @@ class GaussianDomainsUNet(torch.nn.Module):
         return self.alphas_cumprod.device
 
     def mu(self, embeds):
-        return self.gain * embeds.double().mean(dim=(1, 2)).view(-1, 1, 1, 1)
+        return (embeds.double().mean(dim=1) @ self.direction).view(-1, 1, 1, 1)
 
     def forward(self, sample, timestep, encoder_hidden_states=None, return_dict=True, **kwargs):
         ab = self.alphas_cumprod[int(timestep)]
@@ -178,7 +180,7 @@ def test_ddib_matches_exact_map_on_gaussian_domains(w_inv, w, negative):
     comps = tiny_components()
     pipe = DDIBPipeline(**comps)
     pipe.set_progress_bar_config(disable=True)
-    model = GaussianDomainsUNet(pipe.scheduler.alphas_cumprod)
+    model = GaussianDomainsUNet(pipe.scheduler.alphas_cumprod, pipe.text_encoder.config.hidden_size)
     pipe.unet = model
     null, src, tgt = (model.mu(encode_text(pipe, p, "cpu")).item() for p in ("", "a circle", "a square"))
     assert min(abs(src - tgt), abs(null - tgt)) > 0.3, (null, src, tgt)  # the domains are distinguishable

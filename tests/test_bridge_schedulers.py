@@ -15,6 +15,7 @@ from lsb.bridges import (
     I2SBPreconditioning,
     VEBridgeSchedule,
     VPBridgeSchedule,
+    dbim_multistep_step,
     dbim_step,
     ddbm_ode_drift,
     i2sb_posterior_step,
@@ -62,7 +63,8 @@ def _numpy_i2sb_official(n, beta_max, linear_start=1e-4):
     var_fwd = np.cumsum(betas)
     var_bwd = np.cumsum(betas[::-1])[::-1]
     denom = var_fwd + var_bwd
-    return betas, np.sqrt(var_fwd), np.sqrt(var_bwd), var_bwd / denom, var_fwd / denom, np.sqrt(var_fwd * var_bwd / denom)
+    std_sb = np.sqrt(var_fwd * var_bwd / denom)
+    return betas, np.sqrt(var_fwd), np.sqrt(var_bwd), var_bwd / denom, var_fwd / denom, std_sb
 
 
 @pytest.mark.parametrize("beta_max,std_end,std_sb_max", [(0.3, 0.376, 0.188), (1.0, 0.497, 0.249)])
@@ -341,6 +343,36 @@ def test_dbim_high_order_on_a_gaussian_bridge():
     assert errors[3][2] < errors[1][2] / 2, errors
 
 
+@pytest.mark.parametrize("bridge", [VPBridgeSchedule(), VEBridgeSchedule(sigma_max=20.0)])
+def test_dbim_multistep_is_exact_for_polynomial_denoisers(bridge):
+    """If x0hat is a polynomial of degree k - 1 in lambda = log(b / c), the order-k update integrates the eta = 0 ODE
+    exactly: x_t = (c_t / c_s) x_s + (a_t - a_s c_t / c_s) x_T + c_t int e^lambda P(lambda) dlambda."""
+    times = [0.8, 0.6, 0.45, 0.3] if bridge.name == "vp" else [15.0, 9.0, 5.0, 2.0]
+    lams = [bridge.lam(u) for u in times]
+    x_s, x_T = torch.tensor([0.7], dtype=F64), torch.tensor([0.3], dtype=F64)
+    (a_s, b_s, c_s), (a_t, b_t, c_t) = bridge.abc(times[2]), bridge.abc(times[3])
+    coeffs = (0.2, -0.3, 0.05)
+    for order in (1, 2, 3):
+        p = coeffs[:order]
+        poly = lambda lam: sum(c * lam**k for k, c in enumerate(p))  # noqa: E731
+        # antiderivative of e^l (p0 + p1 l + p2 l^2): e^l (p0 + p1 (l - 1) + p2 (l^2 - 2 l + 2))
+        anti = lambda lam: math.exp(lam) * sum(  # noqa: E731
+            c * v for c, v in zip(p, (1.0, lam - 1, lam * lam - 2 * lam + 2))
+        )
+        exact = (c_t / c_s) * x_s + (a_t - a_s * c_t / c_s) * x_T + c_t * (anti(lams[3]) - anti(lams[2]))
+        history = [torch.tensor([poly(lam)], dtype=F64) for lam in lams[3 - order : 3]]
+        out = dbim_multistep_step(x_s, x_T, history, times[3 - order : 3], bridge, times[3])
+        torch.testing.assert_close(out, exact, rtol=1e-12, atol=1e-13)
+    # first order is the eta = 0 DBIM step
+    x0_hat = torch.tensor([0.25], dtype=F64)
+    torch.testing.assert_close(
+        dbim_multistep_step(x_s, x_T, [x0_hat], [times[2]], bridge, times[3]),
+        dbim_step(x_s, x0_hat, x_T, bridge, times[2], times[3]),
+    )
+    with pytest.raises(ValueError, match="c_s = 0"):
+        dbim_step(x_s, x0_hat, x_T, bridge, bridge.t_max, times[3])
+
+
 def test_dbim_eta1_is_i2sb_posterior_sampling():
     """On I2SB's schedule, one DBIM eta = 1 step is I2SB's posterior step (same noise, same result)..."""
     bridge = I2SBBridgeSchedule(1000, beta_max=0.3)
@@ -495,10 +527,10 @@ def test_preconditioning_helpers_and_add_noise():
     assert abs(sched.precondition_noise(400).item() - sched.preconditioning.noise_levels[400].item()) < 1e-3
     noisy = sched.add_noise(X0, noise, torch.tensor([100, 900]), XT)
     bridge = sched.bridge
-    torch.testing.assert_close(
-        noisy[1:], bridge.mu_x0[900].item() * X0[1:] + bridge.mu_x1[900].item() * XT[1:] + bridge.std_sb[900].item() * noise[1:]
-    )
-    torch.testing.assert_close(I2SBScheduler(ot_ode=True).add_noise(X0, noise, 500, XT), bridge.marginal(X0, XT, 0.5005, None))
+    mu0, mu1, std = (v[900].item() for v in (bridge.mu_x0, bridge.mu_x1, bridge.std_sb))
+    torch.testing.assert_close(noisy[1:], mu0 * X0[1:] + mu1 * XT[1:] + std * noise[1:])
+    noise_free = I2SBScheduler(ot_ode=True).add_noise(X0, noise, 500, XT)
+    torch.testing.assert_close(noise_free, bridge.marginal(X0, XT, 0.5005, None))
 
 
 def test_config_errors():

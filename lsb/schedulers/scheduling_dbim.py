@@ -142,7 +142,8 @@ class DBIMScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"solver_order must be 1, 2 or 3, got {solver_order}.")
         if solver_order > 1 and eta != 0.0:
             raise ValueError(
-                f"the high-order DBIM solvers (solver_order={solver_order}) are deterministic: eta must be 0, got {eta}."
+                f"the high-order DBIM solvers (solver_order={solver_order}) are deterministic: "
+                f"eta must be 0, got {eta}."
             )
         if not t_max_offset > 0.0:
             raise ValueError(f"t_max_offset must be > 0 (c_T = 0 at T), got {t_max_offset}.")
@@ -200,7 +201,9 @@ class DBIMScheduler(SchedulerMixin, ConfigMixin):
         if not t_start > t_min:
             raise ValueError(f"T - t_max_offset = {t_start} must exceed t_min = {t_min}.")
         if self.bridge.c(t_start) <= 0.0:
-            raise ValueError(f"c_t vanishes at the first grid time {t_start} (I2SB index rounding): raise t_max_offset.")
+            raise ValueError(
+                f"c_t vanishes at the first grid time {t_start} (I2SB index rounding): raise t_max_offset."
+            )
         grid = torch.linspace(t_start, t_min, nfe, dtype=torch.float64)  # N + 1 = NFE times
         self.bridge_times = grid
         self.timesteps = torch.cat([torch.tensor([T], dtype=torch.float64), grid[:-1]]).to(device)
@@ -276,7 +279,8 @@ class DBIMScheduler(SchedulerMixin, ConfigMixin):
             x_T (`torch.Tensor`):
                 The degraded endpoint (required).
             mask (`torch.Tensor`, *optional*):
-                Inpainting mask (1 = missing): x0hat is replaced by x_T on the known pixels, mask x0hat + (1 - mask) x_T.
+                Inpainting mask (1 = missing): x0hat is replaced by x_T on the known pixels,
+                mask x0hat + (1 - mask) x_T.
             generator (`torch.Generator`, *optional*):
                 Random generator for the booting noise and (eta > 0) the step noise.
             variance_noise (`torch.Tensor`, *optional*):

@@ -22,7 +22,6 @@ from ..bridges.paired import (
 )
 
 DDBM_SCHEDULES = ("vp", "ve")
-PHASES = ("churn", "heun1", "heun2", "euler")
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -183,7 +182,9 @@ class DDBMScheduler(SchedulerMixin, ConfigMixin):
                 The device `timesteps` is moved to. The grid `bridge_times` stays on CPU in float64.
         """
         if int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps (DDBM's N intervals) must be an integer >= 1, got {num_inference_steps}.")
+            raise ValueError(
+                f"num_inference_steps (DDBM's N intervals) must be an integer >= 1, got {num_inference_steps}."
+            )
         n = int(num_inference_steps)
         t_start = self.bridge.t_max - self.config.t_max_offset
         if not t_start > self.bridge.t_min:

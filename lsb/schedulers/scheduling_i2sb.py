@@ -1,5 +1,5 @@
 # Copyright 2025 The lsb authors. Licensed under the Apache License, Version 2.0.
-"""I2SBScheduler: the Image-to-Image Schrödinger Bridge sampler (posterior sampling and OT-ODE) as a diffusers scheduler."""
+"""I2SBScheduler: the Image-to-Image Schrödinger Bridge sampler (posterior sampling, OT-ODE) for diffusers."""
 
 from __future__ import annotations
 
