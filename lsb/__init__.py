@@ -17,6 +17,8 @@ from .schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler, LSBSchedule
 _PIPELINES = {
     "LatentSchrodingerBridgePipeline": ("lsb_pipelines.lsb.pipeline", "LatentSchrodingerBridgePipeline"),
     "LSBPipelineOutput": ("lsb_pipelines.lsb.pipeline", "LSBPipelineOutput"),
+    "DDIBPipeline": ("lsb_pipelines.ddib.pipeline", "DDIBPipeline"),
+    "DDIBPipelineOutput": ("lsb_pipelines.ddib.pipeline", "DDIBPipelineOutput"),
 }
 
 

@@ -33,7 +33,8 @@ def _add_translate(sub):
     p.add_argument("--source", required=True, help="source domain: text, or a learned_embeds.safetensors file/folder")
     p.add_argument("--target", required=True, help="target domain: text, or a learned_embeds.safetensors file/folder")
     p.add_argument("--model", default=None, help="diffusers SD folder or Hub id (default: the embedded mini SD)")
-    p.add_argument("--method", default="lsb", choices=["lsb"], help="translation method")
+    p.add_argument("--method", default="lsb", choices=["lsb", "sdedit", "ddib"],
+                   help="lsb, or the LSB paper's baselines sdedit / ddib (same NFE budget)")
     p.add_argument("--nfe", type=int, default=None, help="UNet evaluations per image (default 8)")
     p.add_argument("--tau", type=float, default=None, help="bridge noise τ (paper's τ; official --tau is sqrt(τ))")
     p.add_argument("--t0", type=float, default=None, help="bridge start time t0 in (0, 1)")
@@ -50,10 +51,9 @@ def _add_translate(sub):
 def cmd_translate(args) -> int:
     import torch
 
-    from . import LatentSchrodingerBridgePipeline
+    from .baselines import load_translator, translate
     from .domains import load_domain
     from .images import check_size, list_images, load_image, make_grid, save_image
-    from .loading import load_pipeline
 
     files = list_images(args.inputs)
     defaults = MINI_SD_TRANSLATE_DEFAULTS if args.model in (None, "mini-sd") else TRANSLATE_DEFAULTS
@@ -61,7 +61,9 @@ def cmd_translate(args) -> int:
     tau = args.tau if args.tau is not None else defaults["tau"]
     t0 = args.t0 if args.t0 is not None else defaults["t0"]
     guidance = args.guidance if args.guidance is not None else defaults["guidance"]
-    solver = args.solver or defaults["solver"]
+    if args.method != "lsb" and args.solver:
+        raise ValueError("--solver applies only to --method lsb")
+    solver = (args.solver or defaults["solver"]) if args.method == "lsb" else None
     if nfe < 2:
         raise ValueError(f"--nfe must be at least 2, got {nfe}")
     if not 0 < t0 < 1:
@@ -70,8 +72,9 @@ def cmd_translate(args) -> int:
         raise ValueError(f"--tau must be positive, got {tau}")
     # Validate every input before loading the model: a bad file is reported by name, nothing runs.
     images = [check_size(load_image(f), str(f), resize_to=args.size) for f in files]
-    pipe = load_pipeline(LatentSchrodingerBridgePipeline, args.model, device=args.device)
-    pipe.scheduler.register_to_config(solver=solver)
+    pipe = load_translator(args.method, args.model, device=args.device)
+    if args.method == "lsb":
+        pipe.scheduler.register_to_config(solver=solver)
     source, target = load_domain(pipe, args.source), load_domain(pipe, args.target)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,9 +86,9 @@ def cmd_translate(args) -> int:
         for i in range(0, len(items), args.batch_size):
             chunk = items[i:i + args.batch_size]
             gen = [torch.Generator().manual_seed(args.seed + i + j) for j in range(len(chunk))]
-            res = pipe([im for _, im in chunk], source_prompt=source, target_prompt=target, num_inference_steps=nfe,
-                       guidance_scale=guidance, tau=tau, t0=t0, generator=gen)
-            for (f, im), o in zip(chunk, res.images):
+            outs, _ = translate(args.method, pipe, [im for _, im in chunk], source, target, nfe=nfe,
+                                guidance_scale=guidance, tau=tau, t0=t0, generator=gen)
+            for (f, im), o in zip(chunk, outs):
                 dest = save_image(o, out / f"{Path(f).stem}.png")
                 results.append((im, o))
                 print(f"{f} -> {dest}")

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from .baselines import DEFAULT_GUIDANCE, DEFAULT_T0, DEFAULT_TAU, METHODS, load_translator, translate
 from .domains import DomainFileError, load_domain
@@ -276,6 +276,22 @@ def build_demo(model: str | None = None, device=None, concurrency_limit: int = 1
             # The UI renders the message as HTML: escape it, or "<token>" would vanish as an unknown tag.
             raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None
 
+    class CheckedImage(gr.Image):
+        """gr.Image whose unreadable uploads raise gr.Error with a message (Gradio's own is generic)."""
+
+        is_template = True  # rendered by the stock Image frontend
+
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except gr.Error:
+                raise
+            except UnidentifiedImageError:
+                raise gr.Error("the input image: not an image file PIL can read", print_exception=False) from None
+            except Exception as e:  # noqa: BLE001 (truncated files, decompression bombs, ...)
+                raise gr.Error(html.escape(f"the input image: unreadable image ({e})", quote=False),
+                               print_exception=False) from None
+
     with gr.Blocks(title="Latent Schrödinger Bridge: image-to-image translation") as demo:
         gr.Markdown(
             "# Latent Schrödinger Bridge: unpaired image-to-image translation\n"
@@ -285,19 +301,21 @@ def build_demo(model: str | None = None, device=None, concurrency_limit: int = 1
             "paper's baselines at the same budget.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=320):
-                image = gr.Image(type="filepath", image_mode=None, label="Input image", sources=["upload", "clipboard"],
+                image = CheckedImage(type="filepath", image_mode=None, label="Input image", sources=["upload", "clipboard"],
                                  elem_id="input-image", height=280)
                 resize = gr.Checkbox(value=True, label=f"Resize to the model's resolution ({res_text})",
                                      info="Off: sizes that are multiples of 8 are kept (up to "
                                           f"{MAX_SIDE} px); others are still resized.")
                 with gr.Row():
                     source_text = gr.Textbox(label="Source domain", value="a circle",
-                                             placeholder="e.g. a photo of a cat, or a <token>", scale=3)
+                                             placeholder="e.g. a photo of a cat, or a <token>", scale=3,
+                                             elem_id="source-text")
                     source_file = gr.File(label="or learned source (.safetensors)", file_types=[".safetensors"],
                                           height=90, scale=2, elem_id="source-file")
                 with gr.Row():
                     target_text = gr.Textbox(label="Target domain", value="a square",
-                                             placeholder="e.g. a photo of a dog", scale=3)
+                                             placeholder="e.g. a photo of a dog", scale=3,
+                                             elem_id="target-text")
                     target_file = gr.File(label="or learned target (.safetensors)", file_types=[".safetensors"],
                                           height=90, scale=2, elem_id="target-file")
                 method = gr.Radio([(METHOD_LABELS[m], m) for m in METHODS], value="lsb", label="Method")

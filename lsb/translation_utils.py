@@ -123,7 +123,7 @@ def guided_model_output(unet, latents: torch.Tensor, timestep, negative_embeds: 
         return unet(latents, timestep, encoder_hidden_states=positive_embeds, return_dict=False)[0]
     if guidance_scale == 0.0:
         return unet(latents, timestep, encoder_hidden_states=negative_embeds, return_dict=False)[0]
-    out = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=torch.cat([negative_embeds, positive_embeds]),
-               return_dict=False)[0]
+    hidden = torch.cat([negative_embeds, positive_embeds])
+    out = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=hidden, return_dict=False)[0]
     out_neg, out_pos = out.chunk(2)
     return out_neg + guidance_scale * (out_pos - out_neg)

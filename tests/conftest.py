@@ -10,7 +10,23 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tiny models run fastest single-threaded (and do not fight a background job for cores).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_custom_pipeline_module():
+    """diffusers imports every local custom pipeline.py as `diffusers_modules.local.pipeline`; drop the
+    cached module around each test so loading the LSB and the DDIB pipeline in one process works."""
+    import sys
+
+    def drop():
+        for name in [m for m in sys.modules if m.startswith("diffusers_modules.local")]:
+            del sys.modules[name]
+
+    drop()
+    yield
+    drop()
 
 
 def tiny_components(prediction_type: str = "epsilon", seed: int = 0):

@@ -62,6 +62,15 @@ def _record_calls(pipe):
     return calls
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests make many tiny UNet calls: on a loaded 2-core machine, 2 intra-op threads are far slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def fresh_dynamic_module():
     """diffusers 0.42.1 imports every local custom ``pipeline.py`` as the same module name and re-executes it in
@@ -108,7 +117,8 @@ def test_ddib_prompt_roles_and_guided_inversion_cost():
     assert torch.equal(calls[2][2], torch.cat([src, tgt]))
 
     calls.clear()  # a guided inversion is still one (batched) call per step
-    out = pipe(_img(), "a circle", "a square", num_inference_steps=4, inversion_guidance_scale=0.5, output_type="latent")
+    out = pipe(_img(), "a circle", "a square", num_inference_steps=4, inversion_guidance_scale=0.5,
+               output_type="latent")
     assert out.nfe == 4 and [b for b, _, _ in calls] == [2, 2, 2, 2]
     assert torch.equal(calls[0][2], torch.cat([null, src]))
 
@@ -120,7 +130,7 @@ def test_ddib_reconstructs_source_under_the_same_prompt():
         unet.conv_out.weight.mul_(0.3)
         unet.conv_out.bias.mul_(0.3)
     pipe = _ddib(unet=unet)
-    images = _imgs(2)
+    images = _img()
     pixels = preprocess_images(images, pipe.image_processor, pipe.vae_scale_factor)
     raw = encode_images(pipe.vae, pixels, "cpu")
     # the random VAE's latents are ~0.06 in scale: rescale to unit variance, as SD's scaling_factor does
@@ -135,8 +145,8 @@ def test_ddib_reconstructs_source_under_the_same_prompt():
 
     random = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     err_random = float(((random - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).mean())
-    err_few, err_many = rel_err(4), rel_err(100)
-    assert err_many < 0.25, err_many
+    err_few, err_many = rel_err(4), rel_err(50)
+    assert err_many < 0.3, err_many
     assert err_many < 0.2 * err_random
     assert err_many < 0.5 * err_few  # and it converges with the number of steps
 
@@ -197,9 +207,11 @@ def test_ddib_matches_exact_map_on_gaussian_domains(w_inv, w, negative):
                    output_type="latent")
         return float((out.images.double() - expected).abs().max())
 
-    shift = abs(mu_samp - mu_inv)
-    assert err(201) < 0.05 * max(shift, 1.0)  # odd NFE: 100 inversion + 101 sampling steps still meet
-    assert err(4) > err(201)
+    scale = max(abs(mu_samp - mu_inv), 1.0)
+    err_few, err_even, err_odd = err(4), err(100), err(51)
+    assert err_even < 0.05 * scale, err_even
+    assert err_odd < 0.1 * scale, err_odd  # odd NFE: 25 inversion + 26 sampling steps still meet
+    assert err_few > 2 * err_even
 
 
 def test_ddib_v_prediction_and_callback():

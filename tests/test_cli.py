@@ -83,3 +83,15 @@ def test_module_entry_point():
     assert proc.returncode == 0
     for cmd in ("translate", "learn-domain", "generate", "train"):
         assert cmd in proc.stdout
+
+
+@pytest.mark.parametrize("method", ["sdedit", "ddib"])
+def test_translate_baseline_methods(tiny_sd_dir, inputs, tmp_path, method, capsys):
+    out = tmp_path / method
+    rc = main(["translate", str(inputs / "c0.png"), "--source", "a circle", "--target", "a square", "--method", method,
+               "--model", str(tiny_sd_dir), "--nfe", "4", "-o", str(out)])
+    assert rc == 0 and (out / "c0.png").is_file()
+    assert json.loads((out / "settings.json").read_text())["method"] == method
+    assert "--solver" in _err(capsys, ["translate", str(inputs / "c0.png"), "--source", "a", "--target", "b",
+                                       "--method", method, "--solver", "ddim", "--model", str(tiny_sd_dir),
+                                       "-o", str(out)])

@@ -26,7 +26,9 @@ Both schedulers are built from the pipeline scheduler's config (any SD scheduler
 is kept, so v-prediction models work) with ``timestep_spacing="trailing"``: both grids then end at the last
 training timestep T - 1, so the inversion (NFE // 2 steps) and the sampling (NFE - NFE // 2 steps) meet at
 the same noise level even when their step counts differ, and the DDIB latent is the prior end of the ODE.
-``clip_sample`` is switched off (SD latents are not in [-1, 1]).
+``clip_sample`` is switched off (SD latents are not in [-1, 1]). A diffusers DDIM step goes from t to
+t - T // N; with "trailing" spacing this equals the next grid timestep only when N divides T (true for the
+paper's NFE 4, 8, 16, 32, 50 with T = 1000); otherwise each step lands < 1 training timestep off the grid.
 
 This file is self-contained apart from the installed ``lsb`` package, so it also loads as a diffusers
 custom pipeline: ``DiffusionPipeline.from_pretrained(model, custom_pipeline=lsb.pipeline_dir("ddib"),
@@ -35,6 +37,7 @@ trust_remote_code=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -104,6 +107,13 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
     def phase(self) -> str | None:
         """``"inversion"`` or ``"sampling"`` while a call runs (readable from ``callback_on_step_end``)."""
         return self._phase
+
+    @contextlib.contextmanager
+    def _running_phase(self):
+        try:
+            yield
+        finally:
+            self._phase = None
 
     @staticmethod
     def split_nfe(nfe: int) -> tuple[int, int]:
@@ -216,12 +226,13 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
 
         # 3. schedules: inversion ascends to T - 1, sampling descends from it
         inverse, sampler = self._schedulers(num_inversion_steps, num_sampling_steps, device)
-        steps = [("inversion", inverse, t) for t in inverse.timesteps] + [("sampling", sampler, t) for t in sampler.timesteps]
+        steps = [("inversion", inverse, t) for t in inverse.timesteps]
+        steps += [("sampling", sampler, t) for t in sampler.timesteps]
         self._num_timesteps = len(steps)
 
         # 4. one UNet call per step: DDIM inversion (null/source prompt), then DDIM sampling (CFG on the target)
         inverted = None
-        with self.progress_bar(total=len(steps)) as progress_bar:
+        with self.progress_bar(total=len(steps)) as progress_bar, self._running_phase():
             for i, (phase, scheduler, t) in enumerate(steps):
                 self._phase = phase
                 if phase == "inversion":
@@ -238,10 +249,10 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
                 if callback_on_step_end is not None:
                     local = {"latents": latents, "source_prompt_embeds": source_embeds,
                              "target_prompt_embeds": target_embeds, "negative_prompt_embeds": negative_embeds}
-                    res = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs or []})
+                    wanted = {k: local[k] for k in callback_on_step_end_tensor_inputs or []}
+                    res = callback_on_step_end(self, i, t, wanted)
                     latents = (res or {}).get("latents", latents)
                 progress_bar.update()
-        self._phase = None
 
         # 5. decode
         images = decode_latents(self.vae, self.image_processor, latents, output_type)
