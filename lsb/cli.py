@@ -49,9 +49,7 @@ def _add_translate(sub):
 
 
 def cmd_translate(args) -> int:
-    import torch
-
-    from .baselines import load_translator, translate
+    from .baselines import load_translator
     from .domains import load_domain
     from .images import check_size, list_images, load_image, make_grid, save_image
 
@@ -72,32 +70,28 @@ def cmd_translate(args) -> int:
         raise ValueError(f"--tau must be positive, got {tau}")
     # Validate every input before loading the model: a bad file is reported by name, nothing runs.
     images = [check_size(load_image(f), str(f), resize_to=args.size) for f in files]
-    pipe = load_translator(args.method, args.model, device=args.device)
+    # One process, or several under `accelerate launch` (lsb.translate_job: identical outputs either way).
+    from .translate_job import process_state, translate_files
+
+    state = process_state(args.device)
+    device = args.device if args.device is not None or state.num_processes == 1 else state.device
+    pipe = load_translator(args.method, args.model, device=device)
     if args.method == "lsb":
         pipe.scheduler.register_to_config(solver=solver)
     source, target = load_domain(pipe, args.source), load_domain(pipe, args.target)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    groups: dict = {}
-    for f, im in zip(files, images):
-        groups.setdefault(im.size, []).append((f, im))
-    for size, items in groups.items():
-        for i in range(0, len(items), args.batch_size):
-            chunk = items[i:i + args.batch_size]
-            gen = [torch.Generator().manual_seed(args.seed + i + j) for j in range(len(chunk))]
-            outs, _ = translate(args.method, pipe, [im for _, im in chunk], source, target, nfe=nfe,
-                                guidance_scale=guidance, tau=tau, t0=t0, generator=gen)
-            for (f, im), o in zip(chunk, outs):
-                dest = save_image(o, out / f"{Path(f).stem}.png")
-                results.append((im, o))
-                print(f"{f} -> {dest}")
+    done = translate_files(args.method, pipe, files, images, source, target, out, nfe=nfe, guidance=guidance,
+                           tau=tau, t0=t0, seed=args.seed, batch_size=args.batch_size, state=state)
+    if not state.is_main_process:
+        return 0
+    results = [(images[k], load_image(dest)) for k, dest in done]
     grid = make_grid([x for pair in results for x in pair], nrow=2 * min(4, len(results)))
     save_image(grid, out / "grid.png")
     (out / "settings.json").write_text(json.dumps(dict(
         model=args.model or "mini-sd", method=args.method, source=args.source, target=args.target,
         nfe=nfe, tau=tau, t0=t0, guidance=guidance, solver=solver, seed=args.seed), indent=2))
-    print(f"wrote {len(results)} image(s) and grid.png to {out} (NFE {nfe} per image)")
+    print(f"wrote {len(results)} image(s) and grid.png to {out} (NFE {nfe} per image"
+          + (f", {state.num_processes} processes)" if state.num_processes > 1 else ")"))
     return 0
 
 

@@ -46,6 +46,15 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples" / "images"
 EXAMPLE_PROMPTS = {"circles": ("a circle", "a square"), "squares": ("a square", "a triangle"),
                    "triangles": ("a triangle", "a circle")}
 
+#: Small outputs (the mini SD's 64 px) are scaled up to fill their boxes, without blurring.
+DEMO_CSS = """
+#input-image img, #output-image img, #side-by-side img {
+    width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;
+}
+#trajectory img { width: auto; height: auto; max-width: 100%; object-fit: contain; }
+#trajectory .image-frame { padding-top: 2.4rem; }  /* keep the corner buttons off the column headers */
+"""
+
 _USER_ERRORS = (ImageInputError, UnknownTokenError, DomainFileError, ModelFolderError, ValueError, TypeError,
                 FloatingPointError)
 
@@ -78,12 +87,16 @@ def model_resolution(model: str | None) -> int | None:
 
 
 def example_rows() -> list[list]:
-    """gr.Examples rows [image, source text, target text] for the images shipped in ``examples/images``."""
-    rows = []
+    """gr.Examples rows [image, source text, target text] for the images shipped in ``examples/images``,
+    interleaved across the folders (circle, square, triangle, circle, ...)."""
+    per_folder = []
     if EXAMPLES_DIR.is_dir():
         for folder in sorted(p for p in EXAMPLES_DIR.iterdir() if p.is_dir()):
             src, tgt = EXAMPLE_PROMPTS.get(folder.name, ("", ""))
-            rows += [[str(f), src, tgt] for f in sorted(folder.glob("*.png"))[:2]]
+            per_folder.append([[str(f), src, tgt] for f in sorted(folder.glob("*.png"))])
+    rows = []
+    for i in range(max(map(len, per_folder), default=0)):
+        rows += [files[i] for files in per_folder if i < len(files)]
     return rows
 
 
@@ -122,6 +135,8 @@ class Translator:
         tau = _check_float("tau", tau, lambda v: v > 0, "must be a positive number")
         t0 = _check_float("t0", t0, lambda v: 0 < v < 1, "must lie strictly between 0 and 1")
         guidance = _check_float("guidance", guidance, lambda v: v >= 0, "must be a number >= 0")
+        if guidance is None:
+            guidance = model_defaults(self.model)["guidance"]
         if not image_path:
             raise ImageInputError("no input image: upload one or pick an example")
         _check_file_size(image_path, "the input image")
@@ -218,27 +233,40 @@ def _font(size: int):
 
 
 @torch.no_grad()
-def trajectory_strip(pipe, trajectory, index: int = 0, chunk: int = 8) -> Image.Image:
+def trajectory_strip(pipe, trajectory, index: int = 0, chunk: int = 8, min_tile: int = 96,
+                     max_rows: int = 12) -> Image.Image:
     """One row per LSB step (top to bottom): the state x_t, the source and the target predictor, decoded.
 
-    Rows are labelled with the step number and bridge time t; columns with what they show.
+    Rows are labelled with the step number and bridge time t; columns with what they show. Tiles smaller than
+    ``min_tile`` pixels are upscaled (nearest neighbour); more than ``max_rows`` steps show evenly spaced ones.
     """
+    steps = list(enumerate(trajectory))
+    if len(steps) > max_rows:  # long runs: evenly spaced rows, first and last included
+        keep = sorted({round(k * (len(steps) - 1) / (max_rows - 1)) for k in range(max_rows)})
+        steps = [steps[k] for k in keep]
     latents = []
-    for step in trajectory:
+    for _, step in steps:
         latents += [step["x_t"][index], step["source"][index], step["target"][index]]
     batch = torch.stack(latents).to(device=pipe.vae.device, dtype=pipe.vae.dtype)
     tiles = []
     for i in range(0, len(batch), chunk):
         tiles += pipe.decode_latents(batch[i:i + chunk], output_type="pil")
+    if tiles[0].height < min_tile:  # small models (the mini SD's 64 px): upscale so the labels stay legible
+        scale = -(-min_tile // tiles[0].height)
+        tiles = [t.resize((t.width * scale, t.height * scale), Image.NEAREST) for t in tiles]
     grid = make_grid(tiles, nrow=3)
     tile_w, tile_h = tiles[0].size
     pad = 2
-    size = max(10, min(24, tile_h // 5))
-    font = _font(size)
-    labels = [f"{i + 1}: t={step['t']:.2f}" for i, step in enumerate(trajectory)]
-    draw = ImageDraw.Draw(grid)
-    label_w = int(max(draw.textlength(s, font=font) for s in labels)) + 2 * pad + 4
     header = ["x_t", "source pred.", "target pred."]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    size = max(10, min(24, tile_h // 6))
+    while size > 8 and max(probe.textlength(h, font=_font(size)) for h in header) > tile_w - 4:
+        size -= 1  # the column headers must fit over their tiles
+    font = _font(size)
+    labels = [f"{i + 1}: t={step['t']:.2f}" for i, step in steps]
+    if len(trajectory) > 1 and trajectory[-1]["t"] == trajectory[-2]["t"]:
+        labels[-1] += " (final)"
+    label_w = int(max(probe.textlength(s, font=font) for s in labels)) + 2 * pad + 4
     header_h = size + 2 * pad + 2
     canvas = Image.new("RGB", (grid.width + label_w, grid.height + header_h), (255, 255, 255))
     canvas.paste(grid, (label_w, header_h))
@@ -308,38 +336,39 @@ def build_demo(model: str | None = None, device=None, concurrency_limit: int = 1
                                           f"{MAX_SIDE} px); others are still resized.")
                 with gr.Row():
                     source_text = gr.Textbox(label="Source domain", value="a circle",
-                                             placeholder="e.g. a photo of a cat, or a <token>", scale=3,
-                                             elem_id="source-text")
-                    source_file = gr.File(label="or learned source (.safetensors)", file_types=[".safetensors"],
-                                          height=90, scale=2, elem_id="source-file")
-                with gr.Row():
+                                             placeholder="e.g. a photo of a cat, or a <token>", elem_id="source-text")
                     target_text = gr.Textbox(label="Target domain", value="a square",
-                                             placeholder="e.g. a photo of a dog", scale=3,
-                                             elem_id="target-text")
-                    target_file = gr.File(label="or learned target (.safetensors)", file_types=[".safetensors"],
-                                          height=90, scale=2, elem_id="target-file")
+                                             placeholder="e.g. a photo of a dog", elem_id="target-text")
+                with gr.Row():
+                    source_file = gr.File(label="or a learned source domain (.safetensors)", file_types=[".safetensors"],
+                                          height=150, elem_id="source-file")
+                    target_file = gr.File(label="or a learned target domain (.safetensors)", file_types=[".safetensors"],
+                                          height=150, elem_id="target-file")
                 method = gr.Radio([(METHOD_LABELS[m], m) for m in METHODS], value="lsb", label="Method")
                 with gr.Accordion("Parameters", open=True):
                     with gr.Row():
                         nfe = gr.Slider(2, MAX_NFE, value=defaults["nfe"], step=1, label="NFE (UNet calls)")
-                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                        t0 = gr.Slider(0.01, 0.99, value=defaults["t0"], step=0.01, label="t0 (bridge start)")
                     with gr.Row():
                         tau = gr.Number(value=defaults["tau"], label="tau (bridge noise)", minimum=0)
-                        t0 = gr.Slider(0.01, 0.99, value=defaults["t0"], step=0.01, label="t0 (bridge start)")
                         guidance = gr.Number(value=defaults["guidance"], label="guidance w", minimum=0)
+                        seed = gr.Number(value=0, precision=0, minimum=0, label="seed")
                 button = gr.Button("Translate", variant="primary", elem_id="translate-btn")
+                rows = example_rows()
+                if rows:
+                    gr.Examples(rows, inputs=[image, source_text, target_text],
+                                label="Examples (the shapes world of the embedded mini SD): click one to load it",
+                                cache_examples=False, examples_per_page=6)
             with gr.Column(scale=1, min_width=320):
                 output = gr.Image(label="Translation", format="png", interactive=False, elem_id="output-image",
                                   height=280)
                 status = gr.Markdown(elem_id="status")
                 side = gr.Image(label="Input | output", format="png", interactive=False, elem_id="side-by-side",
                                 height=200)
-                strip = gr.Image(label="LSB trajectory (rows: steps in order; x_t, source and target predictors)",
-                                 format="png", interactive=False, elem_id="trajectory")
-        rows = example_rows()
-        if rows:
-            gr.Examples(rows, inputs=[image, source_text, target_text], label="Example images (the shapes world)",
-                        cache_examples=False, examples_per_page=len(rows))
+                gr.Markdown("**LSB trajectory**: one row per step, in order (bridge time t); columns: the state "
+                            "x_t, the source and the target predictor, decoded.")
+                strip = gr.Image(label="LSB trajectory", show_label=False, format="png", interactive=False,
+                                 elem_id="trajectory")
         gr.Markdown(f"Uploads up to {MAX_FILE_SIZE}. SDEdit uses tau and t0 only for its start noise level; DDIB "
                     "ignores them and the seed. The trajectory is shown for LSB only.")
         button.click(run, inputs=[image, source_text, source_file, target_text, target_file, method, nfe, tau, t0,
@@ -353,8 +382,9 @@ def build_demo(model: str | None = None, device=None, concurrency_limit: int = 1
 
 def launch_demo(demo, server_name: str | None = None, server_port: int | None = None, share: bool = False,
                 **kwargs):
-    """``demo.launch`` with the demo's upload limit; returns (app, local_url, share_url)."""
+    """``demo.launch`` with the demo's upload limit and CSS; returns (app, local_url, share_url)."""
     kwargs.setdefault("max_file_size", MAX_FILE_SIZE)
+    kwargs.setdefault("css", DEMO_CSS)
     return demo.launch(server_name=server_name, server_port=server_port, share=share, **kwargs)
 
 

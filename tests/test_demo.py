@@ -143,6 +143,7 @@ def test_browser_upload_and_translate(server, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(120_000)  # the page takes ~40 s to render on a loaded 2-core machine
             page.goto(server, wait_until="domcontentloaded")
             page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLE))
             expect(page.locator("#input-image img").first).to_be_visible(timeout=60_000)
@@ -161,5 +162,8 @@ def test_browser_upload_and_translate(server, tmp_path):
             page.locator("#target-text textarea").fill("a <nope>")
             page.locator("#translate-btn").click()
             expect(page.get_by_text(re.compile(r"uses the token <nope>")).first).to_be_visible(timeout=120_000)
+            if os.environ.get("LSB_DEMO_SCREENSHOT"):
+                page.wait_for_timeout(1500)  # the toast fades in
+                page.screenshot(path=os.environ["LSB_DEMO_SCREENSHOT"].replace(".png", "-error.png"))
         finally:
             browser.close()

@@ -1,0 +1,168 @@
+"""`lsb export`: a Hub-ready translator folder that a fresh process loads with diffusers and that reproduces
+the export-time translation exactly; concept export; refusals (non-empty folder, no Hub credentials)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from lsb.cli import main
+from lsb.data import shapes
+from lsb.domains import write_domain
+
+SEED = 3
+
+
+def _env(tmp_path, **extra):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1",
+               HF_HOME=str(tmp_path / "hf_home"))
+    env.pop("HF_TOKEN", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def domain(tmp_path):
+    torch.manual_seed(1)
+    return write_domain(tmp_path / "dom" / "learned_embeds.safetensors", "<tiny-circle>", torch.randn(2, 16),
+                        prompt="a {} shape")
+
+
+FRESH = textwrap.dedent("""
+    import json, sys
+    import numpy as np, torch
+    from PIL import Image
+    from diffusers import DiffusionPipeline
+    torch.set_num_threads(1)
+    folder, image, out = sys.argv[1:4]
+    try:
+        DiffusionPipeline.from_pretrained(folder)
+        refused = "loaded without trust_remote_code"
+    except ValueError as e:
+        refused = str(e)
+    pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    call = json.load(open(folder + "/lsb_translator.json"))["call"]
+    res = pipe(Image.open(image).convert("RGB"), generator=torch.Generator().manual_seed(int(sys.argv[4])),
+               output_type="np", **call)
+    np.save(out, res.images)
+    print(json.dumps({"refused": refused, "pipeline": type(pipe).__name__, "module": type(pipe).__module__,
+                      "scheduler": type(pipe.scheduler).__name__, "sched_config": dict(pipe.scheduler.config),
+                      "nfe": res.nfe, "vocab_has_token": "<tiny-circle>" in pipe.tokenizer.get_vocab()}))
+""")
+
+
+def test_export_loads_in_fresh_process_and_reproduces(tiny_sd_dir, domain, tmp_path):
+    from lsb.baselines import load_translator
+    from lsb.domains import load_domain
+    from lsb.schedulers import LSBScheduler
+
+    out = tmp_path / "export"
+    rc = main(["export", "--model", str(tiny_sd_dir), "--source", str(domain.parent), "--target", "a square",
+               "--nfe", "3", "--guidance", "2.5", "--tau", "4.0", "--t0", "0.3", "--solver", "ddim", "-o", str(out)])
+    assert rc == 0
+    # layout per diffusers' custom-pipeline rules
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline", "LatentSchrodingerBridgePipeline"]
+    assert index["scheduler"] == ["scheduling_lsb", "LSBScheduler"]
+    for f in ("pipeline.py", "scheduler/scheduling_lsb.py", "scheduler/scheduler_config.json", "README.md",
+              "unet/diffusion_pytorch_model.safetensors", "domains/source/learned_embeds.safetensors"):
+        assert (out / f).is_file(), f
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # staging folder renamed away
+    info = json.loads((out / "lsb_translator.json").read_text())
+    assert info["base_model"] == str(tiny_sd_dir)
+    assert info["call"] == {"source_prompt": "a <tiny-circle> shape", "target_prompt": "a square",
+                            "num_inference_steps": 3, "guidance_scale": 2.5, "tau": 4.0, "t0": 0.3}
+    assert info["source"]["kind"] == "learned" and info["target"]["kind"] == "text"
+    sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert (sched["tau"], sched["t0"], sched["solver"]) == (4.0, 0.3, "ddim")
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "image-to-image"
+    assert set(card.data.tags) >= {"lsb", "image-to-image", "schrodinger-bridge", "textual-inversion"}
+    assert "trust_remote_code=True" in card.text and "lsb_translator.json" in card.text
+
+    # export-time reference: the base model + the domain + the same settings, in this process
+    image = shapes.render(shapes.scenes("test", 1, shape="circle")[0])
+    image.save(tmp_path / "in.png")
+    pipe = load_translator("lsb", str(tiny_sd_dir), device="cpu")
+    pipe.scheduler = LSBScheduler.from_config(pipe.scheduler.config, tau=4.0, t0=0.3, solver="ddim")
+    src, tgt = load_domain(pipe, str(domain)), load_domain(pipe, "a square")
+    ref = pipe(image, src, tgt, num_inference_steps=3, guidance_scale=2.5, tau=4.0, t0=0.3, output_type="np",
+               generator=torch.Generator().manual_seed(SEED)).images
+
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH)
+    r = subprocess.run([sys.executable, str(script), str(out), str(tmp_path / "in.png"), str(tmp_path / "o.npy"),
+                        str(SEED)], capture_output=True, text=True, env=_env(tmp_path), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "trust_remote_code" in rep["refused"]  # diffusers' own refusal without the flag
+    assert rep["pipeline"] == "LatentSchrodingerBridgePipeline" and rep["module"].startswith("diffusers_modules")
+    assert rep["scheduler"] == "LSBScheduler" and rep["sched_config"]["solver"] == "ddim"
+    assert rep["nfe"] == 3 and rep["vocab_has_token"]
+    got = np.load(tmp_path / "o.npy")
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    print("max abs diff", float(np.abs(got - ref).max()))
+
+
+def test_export_refuses_non_empty_folder_and_writes_nothing(tiny_sd_dir, tmp_path, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    rc = main(["export", "--model", str(tiny_sd_dir), "--source", "a circle", "--target", "a square", "-o", str(out)])
+    assert rc == 2
+    assert "not empty" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "tiny-sd"]
+
+
+def test_push_to_hub_without_credentials_fails_before_writing(tiny_sd_dir, tmp_path):
+    out = tmp_path / "never"
+    r = subprocess.run([sys.executable, "-m", "lsb", "export", "--model", str(tiny_sd_dir), "--source", "a circle",
+                        "--target", "a square", "-o", str(out), "--push-to-hub", "someone/lsb-test", "--private"],
+                       capture_output=True, text=True, env=_env(tmp_path), timeout=600)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "credentials" in r.stderr and "HF_TOKEN" in r.stderr
+    assert not out.exists()
+
+
+def test_export_concept_layout_and_loading(domain, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from lsb.export import export_concept, load_concept
+
+    out = export_concept(domain, tmp_path / "concept")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "learned_embeds.safetensors",
+                                                      "token_identifier.txt", "type_of_concept.txt"]
+    assert (out / "token_identifier.txt").read_text() == "<tiny-circle>"
+    assert (out / "type_of_concept.txt").read_text() == "object"
+    with pytest.raises(ValueError, match="not empty"):
+        export_concept(domain, out)
+
+    def fresh():
+        from tests.conftest import tiny_components
+
+        return StableDiffusionPipeline(**tiny_components(), safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+
+    pipe = fresh()
+    assert load_concept(pipe, out) == "a <tiny-circle> shape"
+    ids = pipe.tokenizer.convert_tokens_to_ids(["<tiny-circle>", "<tiny-circle>_1"])
+    from lsb.domains import read_domain
+
+    _, emb, _ = read_domain(domain)
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[ids].detach(), emb)
+    plain = fresh()
+    plain.load_textual_inversion(str(out))  # stock diffusers loader on the same folder
+    assert "<tiny-circle>" in plain.tokenizer.get_vocab()
+    rc = main(["export", "--concept", str(domain), "-o", str(tmp_path / "concept2")])
+    assert rc == 0 and (tmp_path / "concept2" / "token_identifier.txt").is_file()
