@@ -108,6 +108,9 @@ class Translator:
         self.device = device
         self._pipes: dict[str, object] = {}
         self._lock = threading.Lock()
+        # One translation at a time per pipeline (its scheduler and tokenizer are stateful), whatever the
+        # queue's concurrency limit.
+        self._busy = {m: threading.Lock() for m in METHODS}
 
     def pipeline(self, method: str):
         with self._lock:
@@ -160,20 +163,21 @@ class Translator:
             raise ImageInputError(f"the input image is {w}x{h}; with resizing off the demo takes sides up to "
                                   f"{MAX_SIDE} px: turn resizing on or upload a smaller image")
 
-        src_prompt = _domain_prompt(pipe, source, "source")
-        tgt_prompt = _domain_prompt(pipe, target, "target")
-        generator = torch.Generator().manual_seed(seed)
-        start = time.perf_counter()
-        strip = None
-        if method == "lsb" and trajectory:
-            out = pipe(image, source_prompt=src_prompt, target_prompt=tgt_prompt, num_inference_steps=nfe,
-                       guidance_scale=guidance, tau=tau, t0=t0, generator=generator, return_trajectory=True)
-            output, spent = out.images[0], out.nfe
-            strip = trajectory_strip(pipe, out.trajectory)
-        else:
-            images, spent = translate(method, pipe, image, src_prompt, tgt_prompt, nfe=nfe, guidance_scale=guidance,
-                                      tau=tau, t0=t0, generator=generator)
-            output = images[0]
+        with self._busy[method]:
+            src_prompt = _domain_prompt(pipe, source, "source")
+            tgt_prompt = _domain_prompt(pipe, target, "target")
+            generator = torch.Generator().manual_seed(seed)
+            start = time.perf_counter()
+            strip = None
+            if method == "lsb" and trajectory:
+                out = pipe(image, source_prompt=src_prompt, target_prompt=tgt_prompt, num_inference_steps=nfe,
+                           guidance_scale=guidance, tau=tau, t0=t0, generator=generator, return_trajectory=True)
+                output, spent = out.images[0], out.nfe
+                strip = trajectory_strip(pipe, out.trajectory)
+            else:
+                images, spent = translate(method, pipe, image, src_prompt, tgt_prompt, nfe=nfe, guidance_scale=guidance,
+                                          tau=tau, t0=t0, generator=generator)
+                output = images[0]
         seconds = time.perf_counter() - start
         side = make_grid([image, output], nrow=2)
         status = (f"**{METHOD_LABELS[method]}**: {spent} UNet calls (NFE), {output.size[0]}x{output.size[1]}, "
@@ -329,8 +333,8 @@ def build_demo(model: str | None = None, device=None, concurrency_limit: int = 1
             "paper's baselines at the same budget.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=320):
-                image = CheckedImage(type="filepath", image_mode=None, label="Input image", sources=["upload", "clipboard"],
-                                 elem_id="input-image", height=280)
+                image = CheckedImage(type="filepath", image_mode=None, label="Input image",
+                                     sources=["upload", "clipboard"], elem_id="input-image", height=280)
                 resize = gr.Checkbox(value=True, label=f"Resize to the model's resolution ({res_text})",
                                      info="Off: sizes that are multiples of 8 are kept (up to "
                                           f"{MAX_SIDE} px); others are still resized.")
@@ -340,10 +344,10 @@ def build_demo(model: str | None = None, device=None, concurrency_limit: int = 1
                     target_text = gr.Textbox(label="Target domain", value="a square",
                                              placeholder="e.g. a photo of a dog", elem_id="target-text")
                 with gr.Row():
-                    source_file = gr.File(label="or a learned source domain (.safetensors)", file_types=[".safetensors"],
-                                          height=150, elem_id="source-file")
-                    target_file = gr.File(label="or a learned target domain (.safetensors)", file_types=[".safetensors"],
-                                          height=150, elem_id="target-file")
+                    source_file = gr.File(label="or a learned source domain (.safetensors)",
+                                          file_types=[".safetensors"], height=150, elem_id="source-file")
+                    target_file = gr.File(label="or a learned target domain (.safetensors)",
+                                          file_types=[".safetensors"], height=150, elem_id="target-file")
                 method = gr.Radio([(METHOD_LABELS[m], m) for m in METHODS], value="lsb", label="Method")
                 with gr.Accordion("Parameters", open=True):
                     with gr.Row():

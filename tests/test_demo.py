@@ -150,7 +150,8 @@ def test_browser_upload_and_translate(server, tmp_path):
             page.locator("#translate-btn").click()
             expect(page.locator("#output-image img").first).to_be_visible(timeout=300_000)
             expect(page.locator("#status")).to_contain_text("UNet calls", timeout=60_000)
-            assert page.locator("#output-image img").first.evaluate("img => img.decode().then(() => img.naturalWidth)") == RES
+            natural_width = "img => img.decode().then(() => img.naturalWidth)"
+            assert page.locator("#output-image img").first.evaluate(natural_width) == RES
             expect(page.locator("#trajectory img").first).to_be_visible()
             shot = tmp_path / "demo.png"
             page.screenshot(path=str(shot), full_page=True)
