@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from .baselines import DEFAULT_GUIDANCE, DEFAULT_T0, DEFAULT_TAU, METHODS, load_translator, translate
+from .baselines import METHODS, load_translator, translate
 from .domains import DomainFileError, load_domain
 from .images import ImageInputError, load_image, make_grid
 from .loading import ModelFolderError

@@ -8,7 +8,6 @@ generator seeded by ``(seed, i)``, so two workers or two runs see identical data
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np

@@ -25,9 +25,9 @@ from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from lsb.images import ImageInputError, to_rgb
-from lsb.prompting import broadcast_embeds, encode_text
 from lsb.schedulers import LSBScheduler
+from lsb.translation_utils import (check_nfe, check_prompt_args, decode_latents, encode_images, preprocess_images,
+                                   prompt_embeds_for_batch)
 
 
 @dataclass
@@ -75,13 +75,9 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
                      num_inference_steps, tau, t0, callback_on_step_end_tensor_inputs):
         if image is None:
             raise ValueError("`image` is required: the picture(s) to translate")
-        for name, p, e in (("source", source_prompt, source_prompt_embeds), ("target", target_prompt, target_prompt_embeds)):
-            if (p is None) == (e is None):
-                raise ValueError(f"give exactly one of `{name}_prompt` and `{name}_prompt_embeds`")
-            if p is not None and not isinstance(p, (str, list)):
-                raise TypeError(f"`{name}_prompt` must be a string or a list of strings, got {type(p).__name__}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 2:
-            raise ValueError(f"num_inference_steps (NFE) must be an integer >= 2, got {num_inference_steps!r}")
+        check_prompt_args("source", source_prompt, source_prompt_embeds)
+        check_prompt_args("target", target_prompt, target_prompt_embeds)
+        check_nfe(num_inference_steps)
         if tau is not None and not (tau > 0 and np.isfinite(tau)):
             raise ValueError(f"tau must be a positive number, got {tau!r}")
         if t0 is not None and not (0 < t0 < 1):
@@ -92,46 +88,14 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
 
     def preprocess_images(self, image) -> torch.Tensor:
         """PIL / numpy / tensor image(s) -> float tensor in [-1, 1], checked for a VAE-compatible size."""
-        images = image if isinstance(image, list) else [image]
-        if not images:
-            raise ImageInputError("no images given")
-        checked = []
-        for i, im in enumerate(images):
-            if isinstance(im, PIL.Image.Image):
-                im = to_rgb(im, f"image #{i}")
-                w, h = im.size
-            elif isinstance(im, (np.ndarray, torch.Tensor)):
-                if im.ndim not in (3, 4) or im.shape[-1] not in (1, 3) and im.shape[-3] not in (1, 3):
-                    raise ImageInputError(f"image #{i}: expected an RGB array (H, W, 3) or tensor (3, H, W), "
-                                          f"got shape {tuple(im.shape)}")
-                if isinstance(im, np.ndarray) and im.dtype == np.uint8:
-                    im = im.astype(np.float32) / 255.0
-                finite = np.isfinite(im).all() if isinstance(im, np.ndarray) else torch.isfinite(im).all()
-                if not bool(finite):
-                    raise ImageInputError(f"image #{i}: contains NaN or infinite values")
-                h, w = (im.shape[-3], im.shape[-2]) if isinstance(im, np.ndarray) else (im.shape[-2], im.shape[-1])
-            else:
-                raise ImageInputError(f"image #{i}: unsupported type {type(im).__name__}; use PIL, numpy or torch")
-            if w % self.vae_scale_factor or h % self.vae_scale_factor:
-                raise ImageInputError(f"image #{i}: size {w}x{h} is not a multiple of {self.vae_scale_factor} "
-                                      f"(the VAE's downsampling factor); resize or crop it first")
-            checked.append(im)
-        return self.image_processor.preprocess(checked if len(checked) > 1 else checked[0])
+        return preprocess_images(image, self.image_processor, self.vae_scale_factor)
 
-    def encode_image(self, image: torch.Tensor, generator=None) -> torch.Tensor:
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """VAE-encode images in [-1, 1] to scaled latents (posterior mode: deterministic)."""
-        image = image.to(device=self._execution_device, dtype=self.vae.dtype)
-        latents = self.vae.encode(image).latent_dist.mode()
-        latents = latents * self.vae.config.scaling_factor
-        if not torch.isfinite(latents).all():
-            raise FloatingPointError("the VAE produced NaN/inf latents for the input image(s)")
-        return latents
+        return encode_images(self.vae, image, self._execution_device)
 
     def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
-        if output_type == "latent":
-            return latents
-        image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
-        return self.image_processor.postprocess(image, output_type=output_type)
+        return decode_latents(self.vae, self.image_processor, latents, output_type)
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
@@ -185,15 +149,11 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         x_src = self.encode_image(pixels)
 
         # 2. prompts -> embeddings (source, target), broadcast to the batch
-        def embeds(prompt, given, name):
-            if given is None:
-                if isinstance(prompt, list) and len(prompt) not in (1, batch):
-                    raise ValueError(f"{name}_prompt has {len(prompt)} entries for {batch} images")
-                given = encode_text(self, prompt, device, clip_skip=clip_skip)
-            return broadcast_embeds(given.to(device=device, dtype=self.unet.dtype), batch, f"{name}_prompt_embeds")
-
-        source_prompt_embeds = embeds(source_prompt, source_prompt_embeds, "source")
-        target_prompt_embeds = embeds(target_prompt, target_prompt_embeds, "target")
+        dtype = self.unet.dtype
+        source_prompt_embeds = prompt_embeds_for_batch(self, source_prompt, source_prompt_embeds, batch, device, dtype,
+                                                       "source", clip_skip=clip_skip)
+        target_prompt_embeds = prompt_embeds_for_batch(self, target_prompt, target_prompt_embeds, batch, device, dtype,
+                                                       "target", clip_skip=clip_skip)
 
         # 3. bridge time grid and the initial state x_{t0}
         self.scheduler.set_timesteps(num_inference_steps, device=device, t0=t0, tau=tau)
