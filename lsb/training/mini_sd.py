@@ -268,6 +268,6 @@ def export_pipeline(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = 
     if dec.is_dir():
         pipe.vae = AutoencoderKL.from_pretrained(dec)
     pipe.scheduler = mini_sd.build_scheduler()
-    pipe.to(dtype).save_pretrained(dest)
+    pipe.to(dtype).save_pretrained(dest, max_shard_size="5MB")  # files under 8 MiB (repository rule)
     size = sum(p.stat().st_size for p in Path(dest).rglob("*") if p.is_file())
     return {"dest": str(dest), "bytes": size}
