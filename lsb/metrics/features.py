@@ -153,7 +153,7 @@ def train_feature_net(out: str | Path = WEIGHTS, steps: int = 1500, batch: int =
     for step in tqdm(range(steps), desc="feature net"):
         rng = np.random.default_rng([seed, step])
         scenes = [shapes.sample_scene(rng) for _ in range(batch)]
-        x = torch.from_numpy(np.stack([_augment(shapes.render(s), rng) for s in scenes])).permute(0, 3, 1, 2) / 255.0
+        x = torch.from_numpy(np.stack([_augment(shapes.render(s), rng) for s in scenes])).permute(0, 3, 1, 2).float() / 255.0
         out_l = net.logits(x)
         loss = sum(F.cross_entropy(out_l[k], torch.tensor([v.index(getattr(s, k)) for s in scenes])) for k, v in names.items())
         geo = torch.tensor([[s.cx / 64, s.cy / 64, s.size / 64] for s in scenes])
