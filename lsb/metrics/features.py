@@ -4,7 +4,7 @@ Inception weights cannot be downloaded here, and Inception features say little a
 shapes anyway. This CNN is trained (``train_feature_net``) to classify shape, colour and background
 of renders under the world's degradations (noise, blur, JPEG, low resolution), and its 128-d
 penultimate activations are the feature space of ``fid`` / ``kid``. The trained weights ship with the
-package (``lsb/assets/shapes-features.safetensors``, ~0.4 MB).
+package (``lsb/assets/shapes-features.safetensors``, 2.4 MiB; 100% shape/colour/background on clean val renders).
 
     from lsb.metrics.features import fid, kid
     fid(real_images, fake_images)   # uint8 (N, 64, 64, 3) arrays, PIL images or [0, 1] tensors
