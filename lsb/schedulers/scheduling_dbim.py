@@ -14,17 +14,12 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..bridges.paired import (
     SCHEDULES,
-    _bcast,
     dbim_multistep_step,
     dbim_step,
     make_bridge_schedule,
     make_preconditioning,
 )
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    # half/bfloat16 tensors are upcast to float32 for the update; float64 stays float64
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from .common import PreconditionedBridgeMixin, StepIndexMixin, work_dtype as _work_dtype
 
 
 @dataclass
@@ -43,7 +38,7 @@ class DBIMSchedulerOutput(BaseOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
-class DBIMScheduler(SchedulerMixin, ConfigMixin):
+class DBIMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, ConfigMixin):
     """
     `DBIMScheduler` implements the samplers of "Diffusion Bridge Implicit Models" (Zheng, He, Chen, Bao, Zhu;
     ICLR 2025, arXiv 2405.15885) for paired bridges q(x_t | x_0, x_T) = N(a_t x_T + b_t x_0, c_t^2 I) trained as
@@ -168,20 +163,6 @@ class DBIMScheduler(SchedulerMixin, ConfigMixin):
         self._step_index = None
         self._begin_index = None
 
-    @property
-    def step_index(self):
-        """The index of the next network call; it increases by 1 after each `step`."""
-        return self._step_index
-
-    @property
-    def begin_index(self):
-        """The index of the first call, set by a pipeline with `set_begin_index`."""
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0):
-        """Sets the index of the first call (run from the pipeline before inference)."""
-        self._begin_index = begin_index
-
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None):
         """
         Sets the boot time T and the grid t_0 = T - t_max_offset > ... > t_N = t_min, N = NFE - 1 (run before
@@ -222,30 +203,6 @@ class DBIMScheduler(SchedulerMixin, ConfigMixin):
         """The initial state: x_T itself (the boot call evaluates the denoiser there; the booting noise is drawn in
         the first `step`)."""
         return x_T
-
-    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
-        """The identity: the input preconditioning is explicit (`precondition_inputs`)."""
-        return sample
-
-    def _scalings(self, timestep, like: torch.Tensor):
-        t = torch.as_tensor(timestep, dtype=torch.float64).cpu()
-        return [_bcast(v, like) for v in self.preconditioning.scalings(t.reshape(-1) if t.numel() > 1 else t)]
-
-    def precondition_inputs(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
-        """c_in x_t (DDBM: A^(-1/2); I2SB: 1)."""
-        return self._scalings(timestep, sample)[1] * sample
-
-    def precondition_noise(self, timestep: float | torch.Tensor) -> torch.Tensor:
-        """The network's time input c_noise (DDBM: 250 log(t + 1e-44); I2SB: its noise level at round((N - 1) t))."""
-        t = torch.as_tensor(timestep, dtype=torch.float64).cpu()
-        return torch.as_tensor(self.preconditioning.scalings(t)[3], dtype=torch.float64).to(torch.float32)
-
-    def precondition_outputs(
-        self, sample: torch.Tensor, model_output: torch.Tensor, timestep: float | torch.Tensor
-    ) -> torch.Tensor:
-        """The denoiser x0hat = c_skip x_t + c_out F."""
-        c_skip, _, c_out, _ = self._scalings(timestep, sample)
-        return c_skip * sample + c_out * model_output
 
     def _step_order(self, j: int) -> int:
         n_steps = self.num_inference_steps - 1

@@ -14,19 +14,14 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..bridges.paired import (
     DDBMPreconditioning,
-    _bcast,
     ddbm_ode_drift,
     ddbm_sde_drift,
     karras_times,
     make_bridge_schedule,
 )
+from .common import PreconditionedBridgeMixin, StepIndexMixin, work_dtype as _work_dtype
 
 DDBM_SCHEDULES = ("vp", "ve")
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    # half/bfloat16 tensors are upcast to float32 for the update; float64 stays float64
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @dataclass
@@ -47,7 +42,7 @@ class DDBMSchedulerOutput(BaseOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
-class DDBMScheduler(SchedulerMixin, ConfigMixin):
+class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, ConfigMixin):
     """
     `DDBMScheduler` implements the hybrid (stochastic + Heun) sampler of "Denoising Diffusion Bridge Models" (Zhou, Lou,
     Khanna, Ermon; ICLR 2024, arXiv 2309.16948, Algorithm 1) on the DDBM VP or VE bridge
@@ -157,20 +152,6 @@ class DDBMScheduler(SchedulerMixin, ConfigMixin):
         N = (NFE + 1) / 3), (NFE + 1) / 2 without; the exact NFE is then `len(timesteps)`."""
         return max(1, round((nfe + 1) / (3 if s_churn > 0 else 2)))
 
-    @property
-    def step_index(self):
-        """The index of the next network call; it increases by 1 after each `step`."""
-        return self._step_index
-
-    @property
-    def begin_index(self):
-        """The index of the first call, set by a pipeline with `set_begin_index`."""
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0):
-        """Sets the index of the first call (run from the pipeline before inference)."""
-        self._begin_index = begin_index
-
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None):
         """
         Sets the Karras grid and the list of network calls (run before inference).
@@ -227,30 +208,6 @@ class DDBMScheduler(SchedulerMixin, ConfigMixin):
     ) -> torch.Tensor:
         """The initial state: x_T itself (placed at t_0 = T - t_max_offset, as in the official sampler)."""
         return x_T
-
-    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
-        """The identity: the input preconditioning is explicit (`precondition_inputs`)."""
-        return sample
-
-    def _scalings(self, timestep, like: torch.Tensor):
-        t = torch.as_tensor(timestep, dtype=torch.float64).cpu()
-        return [_bcast(v, like) for v in self.preconditioning.scalings(t.reshape(-1) if t.numel() > 1 else t)]
-
-    def precondition_inputs(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
-        """c_in x_t = x_t / sqrt(A), A = a^2 sigma_T^2 + b^2 sigma_0^2 + 2 a b cov + c^2."""
-        return self._scalings(timestep, sample)[1] * sample
-
-    def precondition_noise(self, timestep: float | torch.Tensor) -> torch.Tensor:
-        """The network's time input c_noise = 1000 / 4 log(t + 1e-44)."""
-        t = torch.as_tensor(timestep, dtype=torch.float64).cpu()
-        return torch.as_tensor(self.preconditioning.scalings(t)[3], dtype=torch.float64).to(torch.float32)
-
-    def precondition_outputs(
-        self, sample: torch.Tensor, model_output: torch.Tensor, timestep: float | torch.Tensor
-    ) -> torch.Tensor:
-        """The denoiser x0hat = c_skip x_t + c_out F."""
-        c_skip, _, c_out, _ = self._scalings(timestep, sample)
-        return c_skip * sample + c_out * model_output
 
     def step(
         self,

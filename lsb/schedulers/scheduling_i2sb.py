@@ -13,13 +13,9 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..bridges.paired import I2SBBridgeSchedule, I2SBPreconditioning, i2sb_posterior_step, i2sb_step_indices
+from .common import StepIndexMixin, work_dtype as _work_dtype
 
 PREDICTION_TYPES = ("sample", "epsilon")
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    # half/bfloat16 tensors are upcast to float32 for the update; float64 stays float64
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @dataclass
@@ -38,7 +34,7 @@ class I2SBSchedulerOutput(BaseOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
-class I2SBScheduler(SchedulerMixin, ConfigMixin):
+class I2SBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
     """
     `I2SBScheduler` runs the sampler of "I2SB: Image-to-Image Schrödinger Bridge" (Liu, Vahdat, Huang, Theodorou, Nie,
     Anandkumar; ICML 2023, arXiv 2302.05872) from a degraded image x_T (= the paper's X_1) to a clean image x_0.
@@ -118,20 +114,6 @@ class I2SBScheduler(SchedulerMixin, ConfigMixin):
         self.prev_timesteps = torch.empty(0, dtype=torch.long)
         self._step_index = None
         self._begin_index = None
-
-    @property
-    def step_index(self):
-        """The index of the next network call; it increases by 1 after each `step`."""
-        return self._step_index
-
-    @property
-    def begin_index(self):
-        """The index of the first call, set by a pipeline with `set_begin_index`."""
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0):
-        """Sets the index of the first call (run from the pipeline before inference)."""
-        self._begin_index = begin_index
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None):
         """

@@ -29,13 +29,9 @@ from ..bridges.updates import (
     sb_noise_predictor,
     sb_predictors,
 )
+from .common import StepIndexMixin, work_dtype as _work_dtype
 
 SOLVERS = ("euler", "ddim", "multistep")
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    # half/bfloat16 tensors are upcast to float32 for the update; float64 stays float64
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @dataclass
@@ -57,7 +53,7 @@ class LSBSchedulerOutput(BaseOutput):
     pred_target_sample: torch.Tensor | None = None
 
 
-class LSBScheduler(SchedulerMixin, ConfigMixin):
+class LSBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
     """
     `LSBScheduler` integrates the probability-flow ODE of the Latent Schrödinger Bridge, introduced in
     "Latent Schrödinger Bridge: Prompting Latent Diffusion for Fast Unpaired Image-to-Image Translation"
@@ -161,20 +157,6 @@ class LSBScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"t0 must lie in (0, 1), got {t0}.")
         if not tau > 0.0:
             raise ValueError(f"tau must be > 0 (the paper's tau; the official --tau is sqrt(tau)), got {tau}.")
-
-    @property
-    def step_index(self):
-        """The index of the next model call; it increases by 1 after each `step`."""
-        return self._step_index
-
-    @property
-    def begin_index(self):
-        """The index of the first call, set by a pipeline with `set_begin_index`."""
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0):
-        """Sets the index of the first call (run from the pipeline before inference)."""
-        self._begin_index = begin_index
 
     def set_timesteps(
         self,
