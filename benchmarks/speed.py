@@ -83,14 +83,27 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default="speed")
+    ap.add_argument("--real", choices=["sd15", "sd21"], help="time a real SD architecture with random weights "
+                    "(needs --configs; fp16 on a GPU) instead of the embedded model")
+    ap.add_argument("--configs", default=str(ROOT.parent / "shared" / "configs"))
     args = ap.parse_args(argv)
 
     import lsb
     from lsb.loading import load_pipeline
 
+    def fresh():
+        if args.real:
+            from lsb.models.random_sd import build_components
+
+            dtype = torch.float16 if torch.cuda.is_available() else torch.float32
+            p = lsb.LatentSchrodingerBridgePipeline(**build_components(args.configs, args.real, dtype=dtype))
+            return p.to("cuda") if torch.cuda.is_available() else p
+        p = load_pipeline(lsb.LatentSchrodingerBridgePipeline, args.model)
+        return p.to("cuda") if torch.cuda.is_available() else p
+
     rows = []
     for b in args.batch:
-        pipe = load_pipeline(lsb.LatentSchrodingerBridgePipeline, args.model)  # fresh, un-instrumented
+        pipe = fresh()  # fresh, un-instrumented
         pipe.set_progress_bar_config(disable=True)
         rows.append(measure(pipe, b, args.nfe, args.repeats, args.size))
         print(json.dumps(rows[-1]), flush=True)
@@ -100,13 +113,16 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.tag}.json").write_text(json.dumps({"hardware": hw, "rows": rows}, indent=2))
     keys = list(rows[0]["share"])
-    lines = [f"# Speed account of an LSB translation (NFE {args.nfe}, {args.size} px)", "", f"Hardware: {hw}.", "",
+    what = f"real {args.real} architecture, random weights, {next(pipe.unet.parameters()).dtype}" if args.real \
+        else "embedded mini SD"
+    lines = [f"# Speed account of an LSB translation ({what}; NFE {args.nfe}, {args.size} px)", "", f"Hardware: {hw}.", "",
              "| batch | s / call | images / s | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
     for r in rows:
         lines.append(f"| {r['batch']} | {r['seconds_per_call']:.3f} | {r['images_per_second']:.1f} | "
                      + " | ".join(f"{100 * r['share'][k]:.1f}%" for k in keys) + " |")
     lines += ["", "Target: the rest <= 5% of the total at NFE 8 for batch 1 and 16.",
-              f"Reproduce: `python benchmarks/speed.py --nfe {args.nfe} --batch {' '.join(map(str, args.batch))}`."]
+              f"Reproduce: `python benchmarks/speed.py --nfe {args.nfe} --batch {' '.join(map(str, args.batch))}"
+              + (f" --real {args.real} --size {args.size}" if args.real else "") + f" --tag {args.tag}`."]
     (out / f"{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

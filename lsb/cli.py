@@ -165,6 +165,10 @@ def _add_train(sub):
     m.add_argument("--unet-steps", type=int)
     m.add_argument("--unet-batch", type=int)
     m.add_argument("--cached-scenes", type=int)
+    m.add_argument("--unet-lr", type=float)
+    m.add_argument("--unet-init", help="continue the UNet stage from this pipeline folder (e.g. the shipped model)")
+    m.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    m.add_argument("--unet-max-minutes", type=float, help="stop the UNet stage after this many minutes (then export)")
     m.add_argument("--seed", type=int)
     m.add_argument("--install", action="store_true", help="after export, copy the pipeline into lsb/assets/mini-sd")
     m.set_defaults(func=cmd_train_mini_sd)
@@ -179,7 +183,9 @@ def cmd_train_mini_sd(args) -> int:
 
     stages = ["vae", "decoder", "unet", "export"] if args.stage == "all" else [args.stage]
     over = dict(vae_steps=args.vae_steps, decoder_steps=args.decoder_steps, unet_steps=args.unet_steps,
-                unet_batch=args.unet_batch, cached_scenes=args.cached_scenes, seed=args.seed)
+                unet_batch=args.unet_batch, cached_scenes=args.cached_scenes, seed=args.seed,
+                unet_lr=args.unet_lr, unet_init=args.unet_init, mixed_precision=args.mixed_precision,
+                unet_max_seconds=args.unet_max_minutes * 60 if args.unet_max_minutes else None)
     for st in stages:
         print(json.dumps({st: run_stage(st, args.out, **over)}, default=str))
     if args.install:

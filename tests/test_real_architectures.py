@@ -9,7 +9,6 @@ case builds ~1.1-1.3 B parameters on the CPU.
 from __future__ import annotations
 
 import gc
-import json
 from pathlib import Path
 
 import pytest
@@ -23,27 +22,10 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CONFIGS.is_dir(), reason=f"real SD configs not found at {CONFIGS}")]
 
 
-def _load(name: str, family: str) -> dict:
-    return json.loads((CONFIGS / family / f"{name}.json").read_text())
-
-
 def _real_pipeline(family: str):
-    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from lsb.models.random_sd import build_components
 
-    from lsb.models import mini_sd
-
-    tok = mini_sd.build_tokenizer(max_length=77)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**_load("unet", family))
-    vae = AutoencoderKL(**_load("vae", family))
-    tcfg = _load("text_encoder", family)
-    tcfg.update(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.pad_token_id)
-    te = CLIPTextModel(CLIPTextConfig(**tcfg))
-    scfg = _load("scheduler", family)
-    sched = {"PNDMScheduler": PNDMScheduler, "DDIMScheduler": DDIMScheduler}[scfg["_class_name"]].from_config(scfg)
-    pipe = lsb.LatentSchrodingerBridgePipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sched)
+    pipe = lsb.LatentSchrodingerBridgePipeline(**build_components(CONFIGS, family))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -53,6 +53,9 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 = no EMA
     log_every: int = 10
     progress: bool = True
+    #: stop early (checkpoint, samples and export as at the end) once this many seconds have passed in
+    #: this run; 0 = no limit. For fixed time slots (e.g. a lent GPU); the LR schedule is not shortened.
+    max_seconds: float = 0.0
 
 
 class TrainingTask:
@@ -162,6 +165,9 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
         project_config=ProjectConfiguration(project_dir=str(out)),
     )
     set_seed(cfg.seed)
+    if accelerator.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     modules = task.trainable_modules()
     params = task.parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -235,6 +241,13 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
             save_checkpoint()
         if accelerator.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
             _with_ema(ema, lambda: task.sample(step, samples_dir))
+        if cfg.max_seconds and step % cfg.log_every == 0 and step < cfg.max_steps:
+            over = torch.tensor(float(time.time() - t_start > cfg.max_seconds), device=accelerator.device)
+            if accelerator.reduce(over, reduction="max").item() > 0:  # every process stops at the same step
+                accelerator.print(f"{task.name}: time budget of {cfg.max_seconds:.0f} s reached at step {step}")
+                if step % cfg.checkpoint_every:
+                    save_checkpoint()
+                break
     bar.close()
     seconds = time.time() - t_start
     if accelerator.is_main_process:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -117,13 +119,23 @@ def cache_latents(vae, n: int, seed: int = 0, batch: int = 128) -> tuple[torch.T
 
     vae.eval()
     scenes_all = shapes.scenes("train", n)
+    chunks = [scenes_all[i:i + batch] for i in range(0, n, batch)]
     out = []
-    for i in tqdm(range(0, n, batch), desc="cache latents"):
-        chunk = scenes_all[i:i + batch]
-        arr = np.stack([shapes.render_array(s) for s in chunk])
-        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        out.append(vae.encode(x.to(vae.device)).latent_dist.mode() * vae.config.scaling_factor)
-    return torch.cat(out).cpu(), scenes_all
+    workers = min(len(chunks), os.cpu_count() or 1, 16)
+    pool = ProcessPoolExecutor(workers) if workers > 2 else None  # rendering is the slow part on many cores
+    try:
+        arrays = pool.map(_render_chunk, chunks) if pool else map(_render_chunk, chunks)
+        for arr in tqdm(arrays, total=len(chunks), desc="cache latents"):
+            x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            out.append(vae.encode(x.to(vae.device)).latent_dist.mode().cpu() * vae.config.scaling_factor)
+    finally:
+        if pool:
+            pool.shutdown()
+    return torch.cat(out), scenes_all
+
+
+def _render_chunk(chunk: list[shapes.Scene]) -> np.ndarray:
+    return np.stack([shapes.render_array(s) for s in chunk])
 
 
 SAMPLE_PROMPTS = [
@@ -194,6 +206,7 @@ class UNetTask(TrainingTask):
 
         self.unet.eval()
         self.text_encoder.eval()
+        self.vae.to(self.unet.device)
         pipe = self.pipeline()
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
@@ -219,6 +232,12 @@ class MiniSDRecipe:
     unet_lr: float = 4e-4
     cached_scenes: int = 20000
     seed: int = 0
+    #: continue the UNet stage from a pipeline folder (its VAE, tokenizer, text encoder and UNet) instead
+    #: of from scratch; used to train the shipped model further (e.g. on a GPU) without the VAE run.
+    unet_init: str | None = None
+    unet_warmup: int = 200
+    mixed_precision: str = "no"
+    unet_max_seconds: float = 0.0
 
 
 def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, **overrides) -> dict:
@@ -242,12 +261,29 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
                           weight_decay=0.0, checkpoint_every=250, sample_every=500, seed=r.seed + 1)
         res = train(VAETask(batch_size=r.vae_batch, decoder_only=True, vae=vae), cfg)
     elif stage == "unet":
-        vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
+        init = {}
+        if r.unet_init:
+            from diffusers import UNet2DConditionModel
+            from transformers import CLIPTextModel, CLIPTokenizer
+
+            src = Path(r.unet_init)
+            if not (src / "model_index.json").is_file():
+                raise FileNotFoundError(f"--unet-init {src}: not a diffusers pipeline folder (no model_index.json)")
+            vae = AutoencoderKL.from_pretrained(src / "vae", torch_dtype=torch.float32)
+            init = dict(unet=UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float32),
+                        text_encoder=CLIPTextModel.from_pretrained(src / "text_encoder", dtype=torch.float32),
+                        tokenizer=CLIPTokenizer.from_pretrained(src / "tokenizer"))
+        else:
+            vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
+        if torch.cuda.is_available():
+            vae.to("cuda")
         latents, scenes = cache_latents(vae, r.cached_scenes)
+        vae.to("cpu")
         cfg = TrainConfig(str(out / "unet"), max_steps=r.unet_steps, learning_rate=r.unet_lr, weight_decay=1e-2,
-                          lr_warmup_steps=200, checkpoint_every=200, sample_every=500, ema_decay=0.999,
-                          seed=r.seed + 2)
-        res = train(UNetTask(vae, latents, scenes, batch_size=r.unet_batch), cfg)
+                          lr_warmup_steps=r.unet_warmup, checkpoint_every=max(200, r.unet_steps // 20),
+                          sample_every=max(500, r.unet_steps // 10), ema_decay=0.999, seed=r.seed + 2,
+                          mixed_precision=r.mixed_precision, max_seconds=r.unet_max_seconds)
+        res = train(UNetTask(vae, latents, scenes, batch_size=r.unet_batch, **init), cfg)
     elif stage == "export":
         res = export_pipeline(out, out / "pipeline")
     else:
