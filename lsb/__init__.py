@@ -12,13 +12,24 @@ __version__ = "0.1.0"
 #: The embedded mini Stable Diffusion (diffusers folder layout), trained on the shapes world.
 MINI_SD = str(_Path(__file__).parent / "assets" / "mini-sd")
 
-from .schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler, LSBScheduler  # noqa: E402  (eager: from_pretrained)
+from .schedulers import DBIMScheduler, DDBMScheduler, DDMScheduler, I2SBScheduler, LSBScheduler  # noqa: E402  (eager: from_pretrained)
+
+from .schedulers import DiffIRScheduler  # noqa: E402
+from .models.diffir import CPENS1, CPENS2, DIRformer, PriorDenoiser  # noqa: E402  (DiffIR components)
 
 _PIPELINES = {
     "LatentSchrodingerBridgePipeline": ("lsb_pipelines.lsb.pipeline", "LatentSchrodingerBridgePipeline"),
     "LSBPipelineOutput": ("lsb_pipelines.lsb.pipeline", "LSBPipelineOutput"),
     "DDIBPipeline": ("lsb_pipelines.ddib.pipeline", "DDIBPipeline"),
     "DDIBPipelineOutput": ("lsb_pipelines.ddib.pipeline", "DDIBPipelineOutput"),
+    "DiffIRPipeline": ("lsb_pipelines.diffir.pipeline", "DiffIRPipeline"),
+    "DiffIRPipelineOutput": ("lsb_pipelines.diffir.pipeline", "DiffIRPipelineOutput"),
+    "BridgeRestorationPipeline": ("lsb_pipelines.bridge.pipeline", "BridgeRestorationPipeline"),
+    "ConditionalDiffusionRestorationPipeline": ("lsb_pipelines.palette.pipeline",
+                                                "ConditionalDiffusionRestorationPipeline"),
+    "RestorationPipelineOutput": ("lsb.restoration", "RestorationPipelineOutput"),
+    "DDMPipeline": ("lsb_pipelines.ddm.pipeline", "DDMPipeline"),
+    "DDMPipelineOutput": ("lsb_pipelines.ddm.pipeline", "DDMPipelineOutput"),
 }
 
 
@@ -43,4 +54,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'lsb' has no attribute {name!r}")
 
 
-__all__ = ["MINI_SD", "LSBScheduler", "I2SBScheduler", "DDBMScheduler", "DBIMScheduler", "pipeline_dir", *_PIPELINES]
+__all__ = ["MINI_SD", "LSBScheduler", "I2SBScheduler", "DDBMScheduler", "DBIMScheduler", "DDMScheduler", "DiffIRScheduler", "CPENS1", "CPENS2", "DIRformer", "PriorDenoiser", "pipeline_dir", *_PIPELINES]

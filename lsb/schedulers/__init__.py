@@ -7,6 +7,8 @@ __all__ = ["LSBScheduler", "LSBSchedulerOutput"]
 # paired-bridge schedulers (need the degraded endpoint x_T; see lsb.bridges.paired)
 from .scheduling_dbim import DBIMScheduler, DBIMSchedulerOutput  # noqa: E402
 from .scheduling_ddbm import DDBMScheduler, DDBMSchedulerOutput  # noqa: E402
+from .scheduling_diffir import DiffIRScheduler, DiffIRSchedulerOutput  # noqa: E402  (DiffIR prior diffusion)
+from .scheduling_ddm import DDMScheduler, DDMSchedulerOutput  # noqa: E402
 from .scheduling_i2sb import I2SBScheduler, I2SBSchedulerOutput  # noqa: E402
 
 __all__ += [
@@ -14,6 +16,10 @@ __all__ += [
     "DBIMSchedulerOutput",
     "DDBMScheduler",
     "DDBMSchedulerOutput",
+    "DiffIRScheduler",
+    "DiffIRSchedulerOutput",
+    "DDMScheduler",
+    "DDMSchedulerOutput",
     "I2SBScheduler",
     "I2SBSchedulerOutput",
 ]
