@@ -245,3 +245,26 @@ def test_pipeline_image_conditioned_and_errors():
         lsb.DDMPipeline(**{**comps, "scheduler": DDIMScheduler()})
     with pytest.raises(ValueError, match="out_channels"):
         lsb.DDMPipeline(**{**comps, "scheduler": lsb.DDMScheduler()})  # 12 channels, constant needs 8
+
+
+# ------------------------------------------------------------------ training
+def test_training_entrypoint_exports_and_resumes(tmp_path, capsys):
+    from lsb.training.ddm import main
+
+    tiny = ["--batch-size", "4", "--cached-scenes", "16", "--unet-channels", "32", "32", "--no-progress",
+            "--checkpoint-every", "2"]
+    out = tmp_path / "sr"
+    res = main(["--kind", "ddm", "--task", "sr4", "--out", str(out), "--steps", "2", *tiny])
+    assert res["steps"] == 2 and math.isfinite(res["last"]["loss"])
+    pipe = lsb.DDMPipeline.from_pretrained(out / "final", dtype=torch.float32)
+    assert pipe.image_conditioned and pipe.unet.config.out_channels == 8
+    assert all(p.stat().st_size < 8 * 2 ** 20 for p in (out / "final").rglob("*.safetensors"))
+    res = main(["--kind", "ddm", "--task", "sr4", "--out", str(out), "--steps", "3", *tiny])
+    assert res["steps"] == 3 and "resumed" in capsys.readouterr().out
+    res = main(["--kind", "ddpm", "--task", "t2i", "--out", str(tmp_path / "b"), "--steps", "1", *tiny])
+    from diffusers import StableDiffusionPipeline
+
+    sd = StableDiffusionPipeline.from_pretrained(tmp_path / "b" / "final")
+    assert sd.unet.config.out_channels == 4
+    with pytest.raises(SystemExit):
+        main(["--kind", "ddpm", "--task", "sr4", "--out", str(tmp_path / "c"), *tiny])

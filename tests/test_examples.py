@@ -43,3 +43,9 @@ def test_train_example(tmp_path):
 
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     assert pipe.unet.config.sample_size == 8 and pipe.vae.config.latent_channels == 4
+
+
+def test_ddm_generate_example(tmp_path):
+    out = run_example("ddm_generate.py", "--tiny", "--train-steps", "2", "--steps", "2", "--run", str(tmp_path / "run"),
+                      "--out", str(tmp_path / "ddm.png"), cwd=tmp_path)
+    assert "NFE = 3 UNet calls" in out and "read back" in out and (tmp_path / "ddm.png").is_file()
