@@ -1,0 +1,1 @@
+"""DiffIR restoration pipeline (``lsb.DiffIRPipeline``)."""
