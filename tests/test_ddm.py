@@ -149,13 +149,13 @@ def test_oracle_sampler_recovers_x0(attenuation, eta):
 
 def test_correct_c_and_clip():
     s = lsb.DDMScheduler(clip_sample=True, eta=0.0)
-    s.set_timesteps(1, )
+    s.set_timesteps(1)
     x = torch.randn(1, 1, 2, 2, dtype=torch.float64)
     C = torch.full_like(x, -5.0)  # x0hat far outside [-1, 1]
     out = s.step(torch.cat([C, torch.zeros_like(x)], 1), s.timesteps[0], x)
     assert out.pred_original_sample.abs().max() <= 1.0
     # correct C: the step uses C := -clip(x0hat): x_{1-s} = x_1 + x0hat_clipped s at eta 0 with eps 0
-    t, st = s.times[0], s.step_sizes[0]
+    st = s.step_sizes[0]
     assert torch.allclose(out.prev_sample, x + out.pred_original_sample * st)
 
 
