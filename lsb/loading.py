@@ -72,3 +72,41 @@ def load_pipeline(cls, model: str | None = None, device: str | torch.device | No
     pipe = cls.from_pretrained(path, dtype=dtype, **kwargs)
     pipe.set_progress_bar_config(leave=False)
     return pipe.to(device)
+
+
+def load_restoration_pipeline(path: str | Path, device: str | torch.device | None = None,
+                              dtype: torch.dtype | None = None):
+    """Load any lsb restoration pipeline folder by the ``_class_name`` in its ``model_index.json``.
+
+    The class is looked up as ``getattr(lsb, _class_name)`` (``BridgeRestorationPipeline``,
+    ``ConditionalDiffusionRestorationPipeline``, ``DiffIRPipeline``, ... : every pipeline in ``lsb._PIPELINES``) and
+    loaded with its ``from_pretrained``, moved to ``device`` (default: cuda / mps / cpu) in ``dtype`` (default:
+    float16 on cuda, float32 elsewhere). Missing folders, a missing or broken ``model_index.json`` and unknown
+    classes raise :class:`ModelFolderError` / ``ValueError`` naming the folder.
+    """
+    import lsb
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelFolderError(f"restoration model folder {p} does not exist")
+    if not p.is_dir():
+        raise ModelFolderError(f"restoration model path {p} is a file; expected a diffusers pipeline folder")
+    index = p / "model_index.json"
+    if not index.is_file():
+        raise ModelFolderError(f"{p} is not a diffusers pipeline folder: model_index.json is missing")
+    try:
+        class_name = json.loads(index.read_text()).get("_class_name")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ModelFolderError(f"{index} is not a valid model_index.json ({e})") from None
+    if isinstance(class_name, list):  # ["module", "Class"] form of Hub-shipped custom pipelines
+        class_name = class_name[-1]
+    known = [n for n in lsb._PIPELINES if n.endswith("Pipeline")]
+    if not isinstance(class_name, str) or class_name not in known:
+        raise ValueError(f"{p}: model_index.json names the pipeline class {class_name!r}, which lsb does not know; "
+                         f"known pipelines: {', '.join(sorted(known))}")
+    device = torch.device(device) if device is not None else default_device()
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    pipe = getattr(lsb, class_name).from_pretrained(str(p), dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

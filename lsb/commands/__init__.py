@@ -5,4 +5,4 @@ taking the parsed args and returning an exit status. ``lsb.cli`` registers every
 :data:`COMMANDS`.
 """
 
-COMMANDS: list[str] = ["demo", "export"]
+COMMANDS: list[str] = ["demo", "export", "restore"]

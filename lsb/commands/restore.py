@@ -1,0 +1,128 @@
+"""``lsb restore``: restore degraded images (inpaint, sr4, deblur, jpeg) with a paired restoration model.
+
+The model is any lsb restoration pipeline folder (``BridgeRestorationPipeline``: I2SB / DDBM / DBIM samplers;
+``ConditionalDiffusionRestorationPipeline``: the Palette baseline; or any other pipeline in ``lsb._PIPELINES``
+that follows the restoration contract, e.g. DiffIR). Without ``--model`` the shipped folder
+``lsb/assets/restoration/<method>-<task>`` is used when present.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+METHODS = ("bridge", "palette", "diffir")
+TRAIN_HINT = {
+    "bridge": "python -m lsb.training.bridge --task {task} --bridge i2sb --out runs/bridge-{task}-i2sb",
+    "palette": "python -m lsb.training.bridge --task {task} --bridge palette --out runs/palette-{task}",
+    "diffir": "train a DiffIR model (see README) ",
+}
+
+
+def assets_dir() -> Path:
+    import lsb
+
+    return Path(lsb.__file__).parent / "assets" / "restoration"
+
+
+def default_model(method: str, task: str) -> Path:
+    """The shipped model folder for ``method`` and ``task``, or a ModelFolderError saying how to train one."""
+    from ..loading import ModelFolderError
+
+    path = assets_dir() / f"{method}-{task}"
+    if not (path / "model_index.json").is_file():
+        hint = TRAIN_HINT[method].format(task=task)
+        out = hint.split("--out ")[-1] if "--out " in hint else "DIR"
+        raise ModelFolderError(
+            f"no {method} model for task {task!r} is shipped (looked in {path}); train one with `{hint}` "
+            f"and pass `--model {out}/final`")
+    return path
+
+
+def register(subparsers) -> None:
+    from ..restoration import SAMPLERS, TASKS
+
+    p = subparsers.add_parser(
+        "restore", help="restore degraded images (inpaint, sr4, deblur, jpeg) with a bridge or baseline model",
+        description="Restore degraded images with a paired restoration model: a latent diffusion bridge "
+                    "(I2SB / DDBM / DBIM samplers), the Palette-style conditional-diffusion baseline, or any lsb "
+                    "restoration pipeline folder. NFE = UNet calls per image.")
+    p.add_argument("inputs", nargs="+", help="degraded image files and/or folders of images")
+    p.add_argument("--task", required=True, choices=TASKS, help="the degradation the model restores")
+    p.add_argument("--method", default="bridge", choices=METHODS,
+                   help="which shipped model to use when --model is not given (default bridge)")
+    p.add_argument("--model", default=None, help="restoration pipeline folder (default: lsb/assets/restoration/"
+                                                 "<method>-<task>)")
+    p.add_argument("--scheduler", default=None, choices=SAMPLERS,
+                   help="bridge sampler (default: the one saved with the model); bridge models only")
+    p.add_argument("--nfe", type=int, default=None,
+                   help="UNet calls per image (default 10; DDBM rounds to 3N - 1, DBIM needs >= 2)")
+    p.add_argument("--eta", type=float, default=None, help="DBIM's eta in [0, 1] (--scheduler dbim)")
+    p.add_argument("--solver-order", type=int, default=None, choices=[1, 2, 3], help="DBIM's solver order")
+    p.add_argument("--mask", default=None, help="inpainting mask image (white = missing); known pixels are kept")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default=None)
+    p.add_argument("-o", "--output", required=True, help="output folder (created)")
+    p.set_defaults(func=cmd_restore)
+
+
+def cmd_restore(args) -> int:
+    import torch
+
+    from ..images import ImageInputError, check_size, list_images, load_image, save_image
+    from ..loading import load_restoration_pipeline
+    from ..restoration import steps_for_nfe
+
+    if args.nfe is not None and args.nfe < 1:
+        raise ValueError(f"--nfe must be a positive integer, got {args.nfe}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    dbim_opts = {k: v for k, v in (("eta", args.eta), ("solver_order", args.solver_order)) if v is not None}
+    if dbim_opts and args.scheduler != "dbim":
+        raise ValueError("--eta and --solver-order apply only with --scheduler dbim")
+    files = list_images(args.inputs)
+    images = [check_size(load_image(f), str(f)) for f in files]  # every input checked before any compute
+    mask = None
+    if args.mask is not None:
+        from PIL import Image
+
+        if not Path(args.mask).is_file():
+            raise ImageInputError(f"{args.mask}: no such mask file")
+        mask = Image.open(args.mask).convert("L")
+        for f, im in zip(files, images):
+            if im.size != mask.size:
+                raise ImageInputError(f"mask {args.mask} is {mask.size[0]}x{mask.size[1]}, but {f} is "
+                                      f"{im.size[0]}x{im.size[1]}")
+
+    model = Path(args.model) if args.model else default_model(args.method, args.task)
+    pipe = load_restoration_pipeline(model, device=args.device)
+    trained_task = pipe.config.get("task")
+    if trained_task is not None and trained_task != args.task:
+        raise ValueError(f"the model {model} restores {trained_task!r}, not {args.task!r}")
+    is_bridge = hasattr(pipe, "set_sampler")
+    if args.scheduler is not None:
+        if not is_bridge:
+            raise ValueError(f"--scheduler applies to bridge models; {model} is a {type(pipe).__name__}")
+        pipe.set_sampler(args.scheduler, **dbim_opts)
+    elif dbim_opts:
+        raise ValueError("--eta / --solver-order need --scheduler dbim")
+    call = {}
+    if is_bridge:
+        call["num_inference_steps"] = steps_for_nfe(pipe.scheduler, args.nfe or 10)
+    elif args.nfe is not None:
+        call["num_inference_steps"] = args.nfe
+
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = pipe._execution_device
+    generator = torch.Generator(device).manual_seed(args.seed)
+    nfe = None
+    for i in range(0, len(images), args.batch_size):
+        chunk = images[i:i + args.batch_size]
+        res = pipe(chunk, mask=mask, generator=generator, output_type="pil", **call)
+        nfe = getattr(res, "nfe", None)
+        for f, im in zip(files[i:i + args.batch_size], res.images):
+            save_image(im, out_dir / f"{f.stem}.png")
+    print(f"restored {len(images)} image(s) with {type(pipe).__name__} ({model})"
+          + (f", NFE {nfe} per image" if nfe is not None else "") + f" -> {out_dir}")
+    return 0
