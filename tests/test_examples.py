@@ -49,3 +49,16 @@ def test_ddm_generate_example(tmp_path):
     out = run_example("ddm_generate.py", "--tiny", "--train-steps", "2", "--steps", "2", "--run", str(tmp_path / "run"),
                       "--out", str(tmp_path / "ddm.png"), cwd=tmp_path)
     assert "NFE = 3 UNet calls" in out and "read back" in out and (tmp_path / "ddm.png").is_file()
+
+
+def test_restore_diffir_example(tmp_path):
+    out = run_example("restore_diffir.py", "--task", "sr4", "--tiny", "--train-steps", "2", "--n", "4",
+                      "--model", str(tmp_path / "none"), "--out", str(tmp_path / "r.png"), cwd=tmp_path)
+    assert "restored" in out and "NFE 4" in out and (tmp_path / "r.png").is_file()
+
+
+@needs_model
+def test_restore_example(tmp_path):
+    out = run_example("restore.py", "--steps", "2", "--pairs", "16", "--batch-size", "4", "--images", "2",
+                      "--run", str(tmp_path / "run"), "--out", str(tmp_path / "r.png"), cwd=tmp_path)
+    assert "dbim" in out and "NFE 5" in out and (tmp_path / "r.png").is_file()
