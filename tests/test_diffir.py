@@ -308,6 +308,8 @@ def test_pipeline_inpaint_ignores_the_hole_content_and_accepts_masks():
     torch.testing.assert_close(ra, pipe(b, mask=mask, output_type="pt", generator=g()).images)
     rm = pipe(b, mask=PIL.Image.fromarray(mask.astype(np.uint8) * 255), output_type="pt", generator=g()).images
     torch.testing.assert_close(ra, rm)
+    known = torch.from_numpy(~mask)
+    torch.testing.assert_close(ra[0][:, known], torch.full_like(ra[0][:, known], 60 / 255))  # kept as given
 
 
 def test_pipeline_save_load_and_custom_pipeline(tmp_path):

@@ -118,6 +118,7 @@ class DiffIRRecipe:
     checkpoint_every: int = 500
     seed: int = 0
     workers: int = 0
+    max_seconds: float = 0.0    # per-stage wall-time cap (0 = none); plain gets 2x; the steps reached are reported
 
     def dirformer(self, task: str, prior: bool = True) -> DIRformer:
         return DIRformer(in_channels=4 if task == "inpaint" else 3, dim=self.dim, num_blocks=tuple(self.num_blocks),
@@ -308,8 +309,10 @@ class PlainTask(_PairsTask):
 
 
 # ----------------------------------------------------------------------------------------- stages
-def _config(out: Path, r: DiffIRRecipe, steps: int, seed_offset: int, **kw) -> TrainConfig:
+def _config(out: Path, r: DiffIRRecipe, steps: int, seed_offset: int, seconds_factor: float = 1.0,
+            **kw) -> TrainConfig:
     return TrainConfig(str(out), max_steps=steps, learning_rate=r.learning_rate, weight_decay=0.0,
+                       max_seconds=r.max_seconds * seconds_factor,
                        lr_warmup_steps=min(r.warmup, steps // 10), checkpoint_every=r.checkpoint_every,
                        ema_decay=r.ema_decay, mixed_precision=r.mixed_precision, seed=r.seed + seed_offset,
                        log_every=max(1, min(50, steps // 10)), **kw)
@@ -361,7 +364,7 @@ def run_stage(stage: str, task: str, out: str | Path, recipe: DiffIRRecipe | Non
     else:
         g = r.dirformer(task, prior=False)
         steps = r.plain_steps if r.plain_steps is not None else 2 * r.steps
-        res = train(PlainTask(task, pairs, r.batch_size, g), _config(out / "plain", r, steps, 2))
+        res = train(PlainTask(task, pairs, r.batch_size, g), _config(out / "plain", r, steps, 2, seconds_factor=2.0))
         res["parameters"] = {"dirformer": count_parameters(g)}
     if stage in ("s2", "plain"):
         pipe = DiffIRPipeline.from_pretrained(out / stage / "final")
@@ -390,6 +393,7 @@ def main(argv=None) -> dict:
     p.add_argument("--checkpoint-every", type=int, default=None)
     p.add_argument("--workers", type=int, default=None, help="processes for rendering the pair cache")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-seconds", type=float, default=None, help="wall-time cap per stage (plain: 2x)")
     p.add_argument("--tiny", action="store_true", help="toy model sizes (CPU smoke runs and tests)")
     a = p.parse_args(argv)
     r = DiffIRRecipe()
@@ -398,7 +402,7 @@ def main(argv=None) -> dict:
                                 cache_size=64, batch_size=4, checkpoint_every=5, warmup=0)
     over = {"steps": a.steps, "plain_steps": a.plain_steps, "batch_size": a.batch_size, "learning_rate": a.lr,
             "cache_size": a.cache_size, "mixed_precision": a.mixed_precision, "checkpoint_every": a.checkpoint_every,
-            "workers": a.workers, "seed": a.seed}
+            "workers": a.workers, "seed": a.seed, "max_seconds": a.max_seconds}
     r = dataclasses.replace(r, **{k: v for k, v in over.items() if v is not None})
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True

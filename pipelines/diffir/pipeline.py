@@ -182,7 +182,8 @@ class DiffIRPipeline(DiffusionPipeline):
                 (B, 3, H, W) in [-1, 1], or a list. Sides must be multiples of ``self.multiple`` (8 by default).
             mask: inpainting only: the hole (1/white = missing), PIL / numpy / tensor of the image's size, one per
                 batch or one for all. None: the shapes world's centred 24 x 24 box (scaled to the image size).
-                Pixels under the hole are replaced by mid-gray, as in training.
+                Pixels under the hole are replaced by mid-gray, as in training; pixels outside it are returned
+                unchanged (only the hole is filled in).
             num_inference_steps: denoiser calls of the prior diffusion (the NFE), 1..T (paper: T = 4). The
                 plain DIRformer (no prior) ignores it and spends NFE 0.
             generator: randomness of the initial prior Z_T ~ N(0, I), the only random draw.
@@ -196,6 +197,9 @@ class DiffIRPipeline(DiffusionPipeline):
             prior = self.generate_prior(x, int(num_inference_steps), generator)
             nfe = int(num_inference_steps)
         restored = self.dirformer(x, prior).clamp(-1, 1)
+        if self.config.task == "inpaint":  # known pixels are kept; only the hole is filled in
+            m = x[:, 3:4]
+            restored = m * restored + (1 - m) * x[:, :3]
         images = self.image_processor.postprocess(restored.float(), output_type=output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
