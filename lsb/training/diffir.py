@@ -118,6 +118,7 @@ class DiffIRRecipe:
     checkpoint_every: int = 500
     seed: int = 0
     workers: int = 0
+    progress: bool = True
     max_seconds: float = 0.0    # per-stage wall-time cap (0 = none); plain gets 2x; the steps reached are reported
 
     def dirformer(self, task: str, prior: bool = True) -> DIRformer:
@@ -312,7 +313,7 @@ class PlainTask(_PairsTask):
 def _config(out: Path, r: DiffIRRecipe, steps: int, seed_offset: int, seconds_factor: float = 1.0,
             **kw) -> TrainConfig:
     return TrainConfig(str(out), max_steps=steps, learning_rate=r.learning_rate, weight_decay=0.0,
-                       max_seconds=r.max_seconds * seconds_factor,
+                       max_seconds=r.max_seconds * seconds_factor, progress=r.progress,
                        lr_warmup_steps=min(r.warmup, steps // 10), checkpoint_every=r.checkpoint_every,
                        ema_decay=r.ema_decay, mixed_precision=r.mixed_precision, seed=r.seed + seed_offset,
                        log_every=max(1, min(50, steps // 10)), **kw)
@@ -394,6 +395,7 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=None, help="processes for rendering the pair cache")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-seconds", type=float, default=None, help="wall-time cap per stage (plain: 2x)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs of background jobs)")
     p.add_argument("--tiny", action="store_true", help="toy model sizes (CPU smoke runs and tests)")
     a = p.parse_args(argv)
     r = DiffIRRecipe()
@@ -404,6 +406,8 @@ def main(argv=None) -> dict:
             "cache_size": a.cache_size, "mixed_precision": a.mixed_precision, "checkpoint_every": a.checkpoint_every,
             "workers": a.workers, "seed": a.seed, "max_seconds": a.max_seconds}
     r = dataclasses.replace(r, **{k: v for k, v in over.items() if v is not None})
+    if a.no_progress:
+        r = dataclasses.replace(r, progress=False)
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
