@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-images", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--max-seconds", type=float, default=0.0,
+                   help="stop (checkpoint + export) after this many seconds of training; 0 = no limit")
     return p
 
 
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = TrainConfig(str(out), max_steps=args.steps, learning_rate=args.lr, weight_decay=0.0,
                       lr_warmup_steps=args.warmup, mixed_precision=args.mixed_precision, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, ema_decay=args.ema,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, max_seconds=args.max_seconds)
     result = train(task, cfg)
     result.update(method=args.bridge, task=args.task, export=str(out / "final"))
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
