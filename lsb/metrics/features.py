@@ -101,7 +101,10 @@ def fid(real, fake, net=None) -> float:
     a, b = extract(real, net).numpy(), extract(fake, net).numpy()
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    try:
+        covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    except TypeError:  # scipy >= 1.16 dropped `disp` (the GPU machine's scipy)
+        covmean = linalg.sqrtm(s1 @ s2)
     covmean = covmean.real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
