@@ -137,7 +137,7 @@ def verdicts(rows: list[dict]) -> list[str]:
         if d and "plain DIRformer" in by:
             p = by["plain DIRformer"]
             out.append(f"- {task}: the prior changes PSNR by {d['psnr'] - p['psnr']:+.2f} dB over the plain DIRformer "
-                       f"trained for the same number of steps (SSIM {d['ssim'] - p['ssim']:+.4f}, FID {d['fid'] - p['fid']:+.2f}).")
+                       f"trained on the same step budget (SSIM {d['ssim'] - p['ssim']:+.4f}, FID {d['fid'] - p['fid']:+.2f}).")
         b = next((by[m] for m in by if m.startswith("I2SB")), None)
         if d and b:
             ratio = d["gflops_per_image"] / max(b["gflops_per_image"], 1e-12)
