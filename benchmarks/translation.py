@@ -95,7 +95,9 @@ class Runner:
         return [(np.asarray(im) * 255).round().astype(np.uint8) for im in imgs], nfe_spent
 
 
-def run(runner, method, nfe, split, n, directions, guidance, tau, t0, solver, batch=50, seed=0) -> dict:
+def run(runner, method, nfe, split, n, directions, guidance, tau, t0, solver, batch=50, seed=0,
+        collect: list | None = None) -> dict:
+    """Translate ``n`` scenes per direction and score them; ``collect`` (a list) receives (output, ideal) pairs."""
     rows, t_total, n_total = [], 0.0, 0
     for src, tgt in directions:
         scenes = shapes.scenes(split, n, shape=src)
@@ -107,6 +109,8 @@ def run(runner, method, nfe, split, n, directions, guidance, tau, t0, solver, ba
             t_total += time.time() - t
             n_total += len(chunk)
             outs += o
+        if collect is not None:
+            collect += [(o, shapes.render_array(s.replace(shape=tgt))) for o, s in zip(outs, scenes)]
         rows.append({"direction": f"{src}->{tgt}", **score(outs, scenes, tgt)})
     mean = {k: float(np.mean([r[k] for r in rows if r[k] is not None])) for k in rows[0] if k not in ("direction", "n")}
     return {"method": method, "nfe": nfe, "nfe_spent": spent, "solver": solver if method == "lsb" else None,

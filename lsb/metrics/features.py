@@ -111,7 +111,9 @@ def fid(real, fake, net=None) -> float:
 
 def kid(real, fake, net=None, subsets: int = 20, subset_size: int | None = None, seed: int = 0) -> tuple[float, float]:
     """Kernel inception distance (cubic polynomial kernel, unbiased MMD^2), mean and std over subsets."""
-    a, b = extract(real, net).numpy(), extract(fake, net).numpy()
+    # float64: the cubic kernel of unnormalised features reaches ~1e6 and the unbiased sums cancel, so
+    # float32 leaves errors larger than the distance itself (large negative KIDs)
+    a, b = extract(real, net).double().numpy(), extract(fake, net).double().numpy()
     d = a.shape[1]
     m = subset_size or min(len(a), len(b), 100)
     rng = np.random.default_rng(seed)
