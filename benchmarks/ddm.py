@@ -14,12 +14,21 @@ Text-to-image on ``--n`` held-out (test split) captions "a {colour} {shape} on a
 Classifier-free guidance (``--guidance``) batches both branches in one call, so it does not change the NFE.
 ``--sr``: the image-conditioned DDM (4x super-resolution) vs NFE: PSNR to the clean picture and reader accuracy.
 Writes ``<out>/<tag>.md``, ``.json`` and ``.png``.
+
+Every finished row is printed as one JSON line, so ``--from-log LOG...`` rebuilds the table, JSON and plot from a
+saved stdout log (e.g. of a run cut short by a time limit) without the models: give the run's ``--n --nfe --split
+--guidance`` again, plus ``--train-results`` (the trainings' result.json files) and ``--note`` for the provenance
+header. The model-free "real (other scenes)" floor row is recomputed when the log lacks it; planned method x NFE
+rows that are in no log are listed as missing. The markdown ends with the claim computed from the rows: the DDM at
+NFE 10 vs the DDPM baseline (DDIM, DPM-Solver++) at NFE >= 20.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +39,9 @@ import lsb
 from lsb.data import shapes
 from lsb.data.degradations import degrade
 from lsb.metrics import features, reader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from logrows import fmt_cmp, json_rows, training_lines  # noqa: E402
 
 
 def _device(name: str) -> str:
@@ -81,10 +93,8 @@ def run(a) -> dict:
     scenes = shapes.scenes(a.split, a.n)
     prompts = [s.caption for s in scenes]
     real = _renders(scenes)
-    rows = []
-    floor = _score(_renders(shapes.scenes(a.split, a.n, start=a.n)), real, scenes)  # other real scenes: the floor
-    floor.update(all_right=float("nan"), shape=float("nan"), colour=float("nan"), background=float("nan"))
-    rows.append({"method": "real (other scenes)", "nfe": 0, **floor, "s_per_image": 0.0})
+    rows = [_floor_row(a.split, a.n)]  # other real scenes: the floor
+    print(json.dumps(rows[-1]), flush=True)
 
     methods = []
     if a.ddm:
@@ -138,6 +148,75 @@ def run(a) -> dict:
     return {"rows": rows, "sr_rows": sr_rows}
 
 
+def _floor_row(split: str, n: int) -> dict:
+    """The model-free reference row: ``n`` other real scenes scored against the renders of the first ``n``."""
+    scenes = shapes.scenes(split, n)
+    floor = _score(_renders(shapes.scenes(split, n, start=n)), _renders(scenes), scenes)
+    floor.update(all_right=float("nan"), shape=float("nan"), colour=float("nan"), background=float("nan"))
+    return {"method": "real (other scenes)", "nfe": 0, **floor, "s_per_image": 0.0}
+
+
+PLAN = {"ddm": ("ddm", "ddm-eta0"), "ddpm": ("ddpm+ddim", "ddpm+dpm++"), "sr": ("ddm-sr4",)}
+
+
+def from_log(a) -> dict:
+    """The result dict of :func:`run`, rebuilt from the JSON rows of saved stdout logs."""
+    rows, sr_rows, seen = [], [], set()
+    for r in json_rows(a.from_log):
+        key = (r["method"], r["nfe"])
+        if key in seen:
+            continue
+        seen.add(key)
+        (rows if "fid" in r else sr_rows).append(r)
+    recomputed = not any(r["nfe"] == 0 for r in rows)
+    if recomputed and rows:
+        rows.insert(0, _floor_row(a.split, a.n))
+    order = list(dict.fromkeys(r["method"] for r in rows + sr_rows))
+    rows.sort(key=lambda r: (order.index(r["method"]), r["nfe"]))
+    sr_rows.sort(key=lambda r: (order.index(r["method"]), r["nfe"]))
+    missing = []
+    for group in PLAN.values():
+        if any(m in order for m in group):
+            for m in group:
+                lost = [n for n in a.nfe if (m, n) not in seen]
+                if lost:
+                    missing.append(f"{m}: NFE {', '.join(map(str, lost))}")
+    return {"rows": rows, "sr_rows": sr_rows, "logs": [str(f) for f in a.from_log], "missing": missing,
+            "floor_recomputed": recomputed and bool(rows)}
+
+
+def claims(rows: list[dict]) -> list[str]:
+    """Markdown lines: the DDM at NFE 10 against the DDPM baseline at NFE >= 20, and a note on KID's spread."""
+    ddm = [r for r in rows if r["method"] in ("ddm", "ddm-eta0") and r["nfe"] == 10]
+    base = [r for r in rows if r["method"].startswith("ddpm+") and r["nfe"] >= 20]
+    out = []
+    if ddm and base:
+        out += ["| DDM (A) | DDPM baseline (B) | FID (A vs B) | reader all right (A vs B) | verdict |",
+                "|---|---|---|---|---|"]
+        verdicts = {}
+        for x in ddm:
+            for y in base:
+                f, fok = fmt_cmp("", x["fid"], y["fid"], lower_better=True)
+                c, cok = fmt_cmp("", x["all_right"], y["all_right"], lower_better=False, digits=3)
+                v = "holds" if fok and cok else ("FID only" if fok else ("accuracy only" if cok else "does not hold"))
+                verdicts.setdefault(x["method"], []).append(v == "holds")
+                out.append(f"| {x['method']} @ {x['nfe']} | {y['method']} @ {y['nfe']} | {f.strip()} | {c.strip()} | "
+                           f"{v} |")
+        out.append("")
+        for m, oks in verdicts.items():
+            word = "holds" if all(oks) else ("does not hold" if not any(oks) else "holds only in part")
+            out.append(f"- (c) {m} at NFE 10 beats the DDPM baseline at NFE >= 20: {word} ({sum(oks)} of {len(oks)} "
+                       "comparisons better on both FID and reader accuracy).")
+    ks = [r for r in rows if r["nfe"] > 0 and "kid_std_x1000" in r and r["fid"] < 50]
+    if ks:
+        med = lambda v: float(np.median(v))  # noqa: E731
+        size = med([abs(r["kid_x1000"]) for r in ks])
+        out.append(f"- KID: over the rows with FID < 50, the median |KID x1000| is {size:.0f} "
+                   f"and the median std over subsets {med([r['kid_std_x1000'] for r in ks]):.0f}: at this n KID cannot "
+                   "rank these models, so FID (and the reader) are the figures to read.")
+    return out
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = ((a - b) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
     return float((-10 * torch.log10(mse)).mean())
@@ -148,10 +227,23 @@ def write(res: dict, a) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{a.tag}.json").write_text(json.dumps({"args": vars(a), **res}, indent=2))
     lines = [f"# DDM vs DDPM baseline on the shapes world ({a.split} split, n = {a.n}, guidance {a.guidance})", "",
-             f"Command: `python benchmarks/ddm.py {' '.join(a.argv)}`", "",
-             "NFE = batched UNet calls per image (CFG in the same call). FID/KID in the shapes feature space "
+             f"Command: `python benchmarks/ddm.py {shlex.join(a.argv)}`", ""]
+    if res.get("logs"):
+        lines += [f"Rebuilt from the JSON rows of the saved run logs {', '.join(f'`{f}`' for f in res['logs'])}"
+                  + (" (the model-free `real (other scenes)` row recomputed here, the run did not print it)."
+                     if res.get("floor_recomputed") else ".")]
+    if getattr(a, "note", None):
+        lines += [a.note]
+    if getattr(a, "train_results", None):
+        lines += ["", "Trainings of the benchmarked models:", ""] + training_lines(a.train_results)
+    if res.get("missing"):
+        lines += ["", "Planned rows that are in no log (the run was stopped by its time limit before reaching them): "
+                  + "; ".join(res["missing"]) + "."]
+    lines += ["", "NFE = batched UNet calls per image (CFG in the same call). FID/KID in the shapes feature space "
              "against exact renders of the same scenes; `all right` = reader reads shape, colour and background "
-             "of the caption.", "",
+             "of the caption. `real (other scenes)`: n other real test scenes (other captions) against the renders: "
+              "what FID two real sets of this n reach; not a floor for generations of the same captions, which "
+              "also match the renders' attribute mix.", "",
              "| method | NFE | FID | KID x1000 | all right | shape | colour | background | clean | s/image |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
@@ -163,6 +255,11 @@ def write(res: dict, a) -> None:
                   "| method | NFE | PSNR (dB) | all right | shape |", "|---|---|---|---|---|"]
         for r in res["sr_rows"]:
             lines.append(f"| {r['method']} | {r['nfe']} | {r['psnr']:.2f} | {r['all_right']:.3f} | {r['shape']:.3f} |")
+    claim_lines = claims(res["rows"])
+    if claim_lines:
+        lines += ["", "## Claims, checked on these rows", "",
+                  "A beats B when its FID is lower and its reader accuracy higher (same caption set).", ""]
+        lines += claim_lines
     (out / f"{a.tag}.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
@@ -171,20 +268,24 @@ def write(res: dict, a) -> None:
         return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name in dict.fromkeys(r["method"] for r in res["rows"] if r["nfe"] > 0):
-        rs = [r for r in res["rows"] if r["method"] == name]
+        rs = sorted((r for r in res["rows"] if r["method"] == name), key=lambda r: r["nfe"])
         axes[0].plot([r["nfe"] for r in rs], [r["fid"] for r in rs], "o-", label=name)
         axes[1].plot([r["nfe"] for r in rs], [r["all_right"] for r in rs], "o-", label=name)
+    nfes = sorted({r["nfe"] for r in res["rows"] if r["nfe"] > 0})
     for ax, lab in zip(axes, ("FID (shapes features)", "reader: all attributes right")):
         ax.set_xscale("log")
+        ax.set_xticks(nfes, [str(v) for v in nfes])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("NFE")
         ax.set_ylabel(lab)
         ax.grid(alpha=0.3)
     floor = [r for r in res["rows"] if r["nfe"] == 0]
     if floor:
-        axes[0].axhline(floor[0]["fid"], color="gray", ls="--", label="real vs real")
+        axes[0].axhline(floor[0]["fid"], color="gray", ls="--", label="real (other scenes)")
     axes[0].set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
@@ -208,10 +309,20 @@ def main(argv=None):
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--tag", default="ddm")
     ap.add_argument("--grids", action="store_true", help="also save a 16-image grid per method and NFE")
+    ap.add_argument("--from-log", nargs="+", default=None, metavar="LOG",
+                    help="rebuild table / JSON / plot from the JSON rows of saved stdout logs (no models needed)")
+    ap.add_argument("--train-results", nargs="*", default=[], metavar="JSON",
+                    help="training result.json files of the benchmarked models, summarised in the header")
+    ap.add_argument("--note", default=None, help="a provenance sentence for the header")
     a = ap.parse_args(argv)
     a.argv = list(argv if argv is not None else sys.argv[1:])
+    if a.from_log:
+        res = from_log(a)
+        write(res, a)
+        print((Path(a.out) / f"{a.tag}.md").read_text())
+        return res
     if not (a.ddm or a.ddpm or a.sr):
-        ap.error("give at least one of --ddm, --ddpm, --sr")
+        ap.error("give at least one of --ddm, --ddpm, --sr (or --from-log)")
     if min(a.nfe) < 2:
         ap.error("--nfe values must be >= 2 (the DDM sampler's last call is its own step)")
     res = run(a)

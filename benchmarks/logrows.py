@@ -1,0 +1,58 @@
+"""Helpers for rebuilding benchmark results from saved logs (``--from-log``) and for their provenance header.
+
+The benchmark scripts print every finished row as one JSON line on stdout, so a run that was cut short (a time
+limit on a lent GPU) still leaves its rows in the log. :func:`json_rows` reads them back; each script then feeds
+them to its own table / plot code. :func:`training_lines` summarises the ``result.json`` files of the trainings
+that produced the benchmarked models (steps, seconds, batch) for the header of the results file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def json_rows(files, key: str = "method") -> list[dict]:
+    """Every JSON object with ``key`` printed on a line of the given log files, in file then line order."""
+    rows = []
+    for f in files:
+        text = Path(f).read_text(errors="replace")
+        for line in text.replace("\r", "\n").splitlines():
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and key in obj:
+                rows.append(obj)
+    if not rows:
+        raise SystemExit(f"no JSON result rows (objects with {key!r}) in {', '.join(map(str, files))}")
+    return rows
+
+
+def training_lines(files) -> list[str]:
+    """One markdown bullet per training result file: name, optimizer steps, seconds (and batch when recorded)."""
+    out = []
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        what = " ".join(str(r[k]) for k in ("method", "kind", "task") if k in r) or Path(f).stem
+        batch = r.get("batch_size") or (r.get("recipe") or {}).get("batch_size")
+        extra = f", batch {batch}" if batch else ""
+        out.append(f"- `{Path(f).name}` ({what}): {r['steps']} optimizer steps in {r['seconds']:.0f} s{extra}")
+    return out
+
+
+def training_summary(files) -> str:
+    """'S1-S2 s / N1-N2 optimizer steps each' over the given training result files."""
+    rs = [json.loads(Path(f).read_text()) for f in files]
+    s = [r["seconds"] for r in rs]
+    n = [r["steps"] for r in rs]
+    return f"{min(s):.0f}-{max(s):.0f} s / {min(n)}-{max(n)} optimizer steps each"
+
+
+def fmt_cmp(name: str, a: float, b: float, lower_better: bool, digits: int = 2) -> tuple[str, bool]:
+    """('FID 1.69 vs 8.97', a is at least as good as b)."""
+    ok = a <= b if lower_better else a >= b
+    return f"{name} {a:.{digits}f} vs {b:.{digits}f}", ok
