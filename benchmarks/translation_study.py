@@ -83,9 +83,10 @@ def plot(rows: list[dict], path: Path) -> bool:
 
 
 def write(rows: list[dict], tuning: list[dict], path_md: Path, args) -> str:
-    lines = [f"# Quality vs NFE: LSB, SDEdit and DDIB on the shapes world (embedded mini SD, text prompts)", "",
+    lines = ["# Quality vs NFE: LSB, SDEdit and DDIB on the shapes world (embedded mini SD, text prompts)", "",
              f"Test split, {args.n_test} scenes per direction (x6 directions); each method's hyperparameters chosen per NFE "
-             f"on the validation split ({args.n_val} scenes per direction) from its grid: "
+             f"on the validation split ({args.n_val} scenes per direction; NFE above {args.tune_max_nfe} reuses the setting "
+             f"chosen at the largest tuned NFE) from its grid: "
              + "; ".join(f"{m}: " + ", ".join(f"{k} in {v}" for k, v in GRIDS[m].items()) for m in args.methods) + ".",
              "FID / KID: shapes feature network, outputs vs the ideal translations of the same scenes "
              "(KID's std over subsets is of the order of its mean at this n; read FID).", "",
@@ -105,7 +106,7 @@ def write(rows: list[dict], tuning: list[dict], path_md: Path, args) -> str:
         lines.append(f"| {t['method']} | {t['nfe']} | " + ", ".join(f"{k} {v:g}" for k, v in t["hp"].items())
                      + f" | {t['success']:.3f} |")
     lines += ["", f"Reproduce: `python benchmarks/translation_study.py --nfe {' '.join(map(str, args.nfe))} "
-              f"--n-val {args.n_val} --n-test {args.n_test}" + (f" --tag {args.tag}" if args.tag else "") + "`."]
+              f"--n-val {args.n_val} --n-test {args.n_test} --tune-max-nfe {args.tune_max_nfe}" + (f" --tag {args.tag}" if args.tag else "") + "`."]
     text = "\n".join(lines) + "\n"
     path_md.write_text(text)
     return text
@@ -144,6 +145,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nfe", type=int, nargs="+", default=[4, 8, 16, 32, 50])
     ap.add_argument("--n-val", type=int, default=15)
     ap.add_argument("--n-test", type=int, default=50)
+    ap.add_argument("--tune-max-nfe", type=int, default=16,
+                    help="tune on val up to this NFE; larger NFEs reuse the setting chosen at the largest tuned one")
     ap.add_argument("--model", default=None)
     ap.add_argument("--tag", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -162,9 +165,14 @@ def main(argv=None) -> int:
     runner = Runner(args.model)
     rows, tuning = [], []
     for method in args.methods:
+        tuned = {}
         for nfe in args.nfe:
             best = None
+            tune_at = nfe if nfe <= args.tune_max_nfe else max(n for n in args.nfe if n <= args.tune_max_nfe)
             for hp in grid(method):
+                if tune_at != nfe:  # above --tune-max-nfe: the setting chosen at the largest tuned NFE
+                    best = tuned[tune_at]
+                    break
                 key = cell_key(method, nfe, "val", hp)
                 if key not in state["cells"]:
                     r = run(runner, method, nfe, "val", args.n_val, DIRECTIONS, hp["guidance"], hp["tau"], hp["t0"],
@@ -175,7 +183,8 @@ def main(argv=None) -> int:
                 tuning.append({"method": method, "nfe": nfe, "hp": hp, "success": cell["success"]})
                 if best is None or cell["success"] > best["success"]:
                     best = cell
-            key = cell_key(method, nfe, "test", best["hp"])
+            tuned[nfe] = best
+            key = cell_key(method, nfe, f"test{args.n_test}", best["hp"])
             if key not in state["cells"]:
                 hp, pairs = best["hp"], []
                 r = run(runner, method, nfe, "test", args.n_test, DIRECTIONS, hp["guidance"], hp["tau"], hp["t0"],
