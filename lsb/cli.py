@@ -122,7 +122,11 @@ def cmd_learn_domain(args) -> int:
                         learning_rate=args.lr, batch_size=args.batch_size, num_vectors=args.num_vectors,
                         initializer_token=args.init, templates=args.templates, seed=args.seed,
                         checkpoint_every=args.checkpoint_every, max_images=args.max_images, device=args.device)
-    print(f"wrote {path}")
+    from accelerate import PartialState
+
+    state = PartialState()  # set up by the training loop; several under `accelerate launch`
+    if state.is_main_process:
+        print(f"wrote {path}" + (f" ({state.num_processes} processes)" if state.num_processes > 1 else ""))
     return 0
 
 

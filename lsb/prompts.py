@@ -63,6 +63,7 @@ TEMPLATE_PRESETS = {"paper": PAPER_TEMPLATES, "mini": MINI_TEMPLATES}
 #: A tokenizer smaller than this is the mini model's word-level tokenizer (CLIP's has 49408 entries).
 MINI_VOCAB_LIMIT = 1000
 RUN_CONFIG_NAME = "domain_config.json"
+TRAIN_RESULT_NAME = "train_result.json"  # the loop's summary of the last run (steps, processes, ...)
 
 
 class PromptOptimizationError(ValueError):
@@ -491,7 +492,13 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
     uninterrupted run of that length). Writes into ``output_dir``: ``learned_embeds.safetensors``
     (loadable with ``pipe.load_textual_inversion(output_dir)`` and :func:`lsb.domains.load_domain`),
     ``learned_embeds-steps-N.safetensors`` at every checkpoint, ``samples/validation-N.png``,
-    ``checkpoint-N/`` (accelerate state, newest two kept), ``train_log.jsonl`` and ``domain_config.json``.
+    ``checkpoint-N/`` (accelerate state, newest two kept), ``train_log.jsonl``, ``domain_config.json`` and
+    ``train_result.json`` (the loop's summary: steps, processes, ``weights_sha1``).
+
+    Runs under ``accelerate launch`` with several processes too (``lsb learn-domain`` as well): each
+    process draws its own images, noise and timesteps and the gradients are averaged, so a step sees
+    ``batch_size`` images per process; on CPU (gloo) launch with ``accelerate launch --multi_gpu
+    --num_processes N ...`` (see :mod:`lsb.translate_job`).
 
     Args:
         images: a folder of images (or a list of files/folders, or a :class:`DomainImages`).
@@ -525,6 +532,11 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
     out = Path(output_dir)
     settings = {"token": token, "num_vectors": int(num_vectors)}
     _check_run_folder(out, settings, steps)
+    if device is None and not hasattr(model, "unet"):
+        from .translate_job import process_state
+
+        state = process_state()  # under `accelerate launch`: this process's device (CPU: the gloo backend)
+        device = state.device if state.num_processes > 1 else None
     pipe, base_model = _load_pipeline(model, device, mixed_precision)
     if pipe.unet.dtype == torch.float16 and mixed_precision != "fp16":
         logger.warning("the UNet is float16: pass mixed_precision='fp16' so that accelerate's gradient "
@@ -540,13 +552,21 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
     record = {**settings, "initializer_token": task.initializer_token, "templates": list(task.templates),
               "prompt": task.prompt_template, "base_model": base_model, "images": len(domain),
               "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
-    (out / RUN_CONFIG_NAME).write_text(json.dumps(record, indent=2))
+    _write_json_atomic(out / RUN_CONFIG_NAME, record)  # every process writes the same record
     cfg = TrainConfig(output_dir=str(out), max_steps=steps, learning_rate=learning_rate, weight_decay=weight_decay,
                       lr_schedule="constant", gradient_accumulation_steps=gradient_accumulation_steps,
                       mixed_precision=mixed_precision, seed=seed, checkpoint_every=checkpoint_every,
                       sample_every=validation_every, progress=progress)
-    train(task, cfg)
+    result = train(task, cfg)
+    if _is_main_process():
+        _write_json_atomic(out / TRAIN_RESULT_NAME, result)
     return out / EMBEDS_NAME
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 __all__ = [

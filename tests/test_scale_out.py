@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
 
 from lsb.data import shapes
 from lsb.translate_job import plan_batches
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.launching import child_env, run_module
 
 
 def test_plan_seeds_follow_global_position():
@@ -39,18 +30,13 @@ def test_two_process_launch_matches_one_process(tiny_sd_dir, tmp_path):
     inputs.mkdir()
     for i, s in enumerate(shapes.scenes("test", 4, shape="circle")):
         shapes.render(s).save(inputs / f"c{i}.png")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HF_HOME=str(tmp_path / "hf_home"))
+    env = child_env(tmp_path)
     args = ["translate", str(inputs), "--source", "a circle", "--target", "a square", "--model", str(tiny_sd_dir),
             "--nfe", "2", "--batch-size", "1", "--seed", "5"]
-    one = subprocess.run([sys.executable, "-m", "lsb", *args, "-o", str(tmp_path / "one")],
-                         capture_output=True, text=True, env=env, timeout=900)
+    one = run_module("lsb", [*args, "-o", str(tmp_path / "one")], env)
     assert one.returncode == 0, one.stderr[-3000:]
-    # `--cpu --num_processes 2` would start ONE process (accelerate's simple launcher needs an MPI hostfile for
-    # more); the torchrun launcher (--multi_gpu) starts two, and lsb picks the gloo CPU backend itself.
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                          "--main_process_port", str(_free_port()), "-m", "lsb", *args, "-o", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=env, timeout=900)
+    # two CPU processes through accelerate's torchrun launcher (see tests/launching.py)
+    two = run_module("lsb", [*args, "-o", str(tmp_path / "two")], env, processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 processes" in two.stdout
     # both processes translated (each printed its own files)

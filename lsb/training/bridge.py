@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -319,8 +320,13 @@ def main(argv: list[str] | None = None) -> dict:
                       progress=not args.no_progress, max_seconds=args.max_seconds)
     result = train(task, cfg)
     result.update(method=args.bridge, task=args.task, export=str(out / "final"))
-    (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
-    print(json.dumps(result, default=str))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    # under `accelerate launch` every process prints its own summary: one write each, so lines never interleave
+    sys.stdout.write(json.dumps(result, default=str) + "\n")
+    sys.stdout.flush()
     return result
 
 

@@ -40,7 +40,7 @@ from ..data import shapes
 from ..data.degradations import degrade
 from ..models import mini_sd
 from ..models.ddm import ddm_unet_channels, split_heads
-from .loop import TrainConfig, TrainingTask, train
+from .loop import TrainConfig, TrainingTask, is_main_process, train
 
 KINDS = ("ddm", "ddpm")
 TASKS = ("t2i", "sr4")
@@ -289,7 +289,8 @@ def main(argv=None) -> dict:
     res = train(task, cfg)
     res.update(kind=a.kind, task=a.task, attenuation=a.attenuation, batch_size=a.batch_size,
                unet_parameters=mini_sd.count_parameters(task.unet))
-    Path(a.out, "result.json").write_text(json.dumps(res, indent=2, default=str))
+    if is_main_process():  # once under `accelerate launch`
+        Path(a.out, "result.json").write_text(json.dumps(res, indent=2, default=str))
     print(json.dumps(res, default=str))
     return res
 

@@ -39,7 +39,7 @@ from ..data import shapes
 from ..data.degradations import degrade, inpaint_mask
 from ..models.diffir import CPENS1, CPENS2, DIRformer, PriorDenoiser, count_parameters
 from ..schedulers.scheduling_diffir import DiffIRScheduler
-from .loop import TrainConfig, TrainingTask, train
+from .loop import TrainConfig, TrainingTask, is_main_process, train
 
 TASKS = ("inpaint", "sr4")
 STAGES = ("s1", "s2", "plain", "diffir", "all")
@@ -224,6 +224,8 @@ class Stage2Task(_PairsTask):
     """CPEN_S2 + prior denoiser on L_diff (phase A), then everything on L_rec + L_diff through the 4-step chain."""
 
     name = "diffir-s2"
+    #: phase A trains CPEN_S2 + denoiser on L_diff only: the DIRformer gets no gradient
+    ddp_find_unused_parameters = True
 
     def __init__(self, task, pairs, batch_size, dirformer: DIRformer, cpen_s1: CPENS1, cpen_s2: CPENS2,
                  denoiser: PriorDenoiser, phase_a_steps: int, scheduler: DiffIRScheduler | None = None):
@@ -374,7 +376,8 @@ def run_stage(stage: str, task: str, out: str | Path, recipe: DiffIRRecipe | Non
         res["pipeline"] = str(out / stage / "final")
     res["task"], res["recipe"] = task, dataclasses.asdict(r)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stage}_result.json").write_text(json.dumps(res, indent=2, default=str))
+    if is_main_process():  # once under `accelerate launch`
+        (out / f"{stage}_result.json").write_text(json.dumps(res, indent=2, default=str))
     return res
 
 

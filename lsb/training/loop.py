@@ -5,7 +5,8 @@ to write samples and how to export the result); :func:`train` runs it with accel
 accumulation, multi-process launch, mixed precision, gradient clipping, a progress bar, EMA,
 checkpoints every ``checkpoint_every`` steps (``save_state``) and exact resume from the newest one.
 
-Batches are a pure function of ``(seed, step, process)``, so a resumed run sees exactly the batches an
+Batches are a pure function of ``(seed, step, micro-batch)`` (the micro-batch index counts gradient
+accumulation and processes; see :func:`train`), so a resumed run sees exactly the batches an
 uninterrupted run would have seen, with no data-loader state to checkpoint. The loop's own state
 (step, EMA weights) is written next to accelerate's files as JSON and safetensors.
 """
@@ -13,6 +14,7 @@ uninterrupted run would have seen, with no data-loader state to checkpoint. The 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -25,7 +27,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import (DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration,
+                               gather_object, set_seed)
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -62,6 +65,9 @@ class TrainingTask:
     """What a method provides to :func:`train`. Subclasses override the methods below."""
 
     name = "task"
+    #: under several processes, wrap the modules with DDP's ``find_unused_parameters=True`` (needed when a
+    #: forward of a wrapped module leaves some of its trainable parameters without a gradient)
+    ddp_find_unused_parameters = False
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
@@ -155,15 +161,54 @@ def _atomic_write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None = None) -> dict:
-    """Run (or resume) training of ``task``; returns a summary dict (steps, seconds, last losses)."""
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    accelerator = accelerator or Accelerator(
+def is_main_process() -> bool:
+    """Whether this is the main process (or the only one); for writing run summaries once after :func:`train`."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def weights_digest(params: Iterable[torch.Tensor]) -> str:
+    """SHA-1 of the raw bytes of ``params`` (to check that data-parallel replicas hold the same weights)."""
+    h = hashlib.sha1()
+    for p in params:
+        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def make_accelerator(cfg: TrainConfig, task: TrainingTask | None = None) -> Accelerator:
+    """The loop's Accelerator: on the CPU (gloo backend under ``accelerate launch``) when no accelerator
+    device exists; one LR-scheduler step per optimizer step whatever the number of processes
+    (``split_batches``: accelerate otherwise steps a prepared scheduler ``num_processes`` times; the loop
+    draws its own batches, so no data loader is affected)."""
+    from ..loading import default_device
+
+    handlers = []
+    if task is not None and task.ddp_find_unused_parameters:
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    return Accelerator(
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         mixed_precision=cfg.mixed_precision,
-        project_config=ProjectConfiguration(project_dir=str(out)),
+        project_config=ProjectConfiguration(project_dir=str(cfg.output_dir)),
+        cpu=default_device().type == "cpu",
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        kwargs_handlers=handlers,
     )
+
+
+def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None = None) -> dict:
+    """Run (or resume) training of ``task``; returns a summary dict (steps, seconds, last losses, the number
+    of processes, ``weights_sha1`` of the optimised parameters and, under several processes,
+    ``replicas_in_sync``: whether every process ends with the same weights).
+
+    Under ``accelerate launch`` with N processes each process draws its own batches (a different data
+    stream per process) and DDP averages the gradients, so a step sees N times the per-process batch;
+    micro-batch ``k = accumulation_index * N + process_index`` of a step is the same draw as micro-batch
+    ``k`` of a single process with N times the gradient accumulation steps.
+    """
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = accelerator or make_accelerator(cfg, task)
     set_seed(cfg.seed)
     if accelerator.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -211,7 +256,8 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
     t_start, logs, history = time.time(), {}, []
     micro = 0
     while step < cfg.max_steps:
-        rng = np.random.default_rng([cfg.seed, step, micro % cfg.gradient_accumulation_steps, accelerator.process_index])
+        k = (micro % cfg.gradient_accumulation_steps) * accelerator.num_processes + accelerator.process_index
+        rng = np.random.default_rng([cfg.seed, step, k, 0])  # one process: (seed, step, micro-batch, 0) as ever
         batch = task.batch(rng, step, accelerator.device)
         with accelerator.accumulate(*wrapped.values()):
             for m in wrapped.values():
@@ -257,7 +303,12 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
             for row in history:
                 f.write(json.dumps(row) + "\n")
     accelerator.wait_for_everyone()
-    return {"steps": step, "seconds": seconds, "last": logs, "processes": accelerator.num_processes}
+    result = {"steps": step, "seconds": seconds, "last": logs, "processes": accelerator.num_processes,
+              "weights_sha1": weights_digest(task.ema_parameters())}
+    if accelerator.num_processes > 1:
+        digests = gather_object([result["weights_sha1"]])
+        result["replicas_in_sync"] = len(set(digests)) == 1
+    return result
 
 
 def _with_ema(ema: _EMA | None, fn) -> None:

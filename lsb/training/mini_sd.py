@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..data import shapes
 from ..models import mini_sd
-from .loop import TrainConfig, TrainingTask, train
+from .loop import TrainConfig, TrainingTask, is_main_process, train
 
 
 def render_batch(rng: np.random.Generator, n: int, split: str = "train") -> tuple[list[shapes.Scene], torch.Tensor]:
@@ -70,17 +70,24 @@ class VAETask(TrainingTask):
         return render_batch(rng, self.batch_size)[1].to(device)
 
     def loss(self, x, step):
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        # The forward of the wrapped module (DDP under several processes, whose forward arms the gradient
+        # all-reduce): encode, posterior sample (mode for the decoder-only stage, whose frozen encoder
+        # builds no graph), decode. The posterior's moments are caught on the way for the KL term.
         vae = self.wrapped_modules["vae"]
         vae_m = getattr(vae, "module", vae)
+        moments = []
+        at = vae_m.quant_conv if vae_m.quant_conv is not None else vae_m.encoder
+        hook = at.register_forward_hook(lambda mod, inp, outp: moments.append(outp))
+        try:
+            rec = vae(x, sample_posterior=not self.decoder_only).sample
+        finally:
+            hook.remove()
         if self.decoder_only:
-            with torch.no_grad():
-                z = vae_m.encode(x).latent_dist.mode()
             kl = torch.zeros((), device=x.device)
         else:
-            post = vae_m.encode(x).latent_dist
-            z = post.sample()
-            kl = post.kl().mean() / x[0].numel()
-        rec = vae_m.decode(z).sample
+            kl = DiagonalGaussianDistribution(moments[0]).kl().mean() / x[0].numel()
         w = edge_weight(x)
         l1 = ((rec - x).abs() * w).mean()
         mse = (((rec - x) ** 2) * w).mean()
@@ -253,7 +260,12 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
         vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
         std = latent_std(vae)
         vae.register_to_config(scaling_factor=1.0 / std)
-        vae.save_pretrained(out / "vae" / "final")
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()  # every process has read final/ and computes the same std
+        if is_main_process():
+            vae.save_pretrained(out / "vae" / "final")
+        PartialState().wait_for_everyone()
         res["latent_std"] = std
     elif stage == "decoder":
         vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
@@ -288,7 +300,8 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
         res = export_pipeline(out, out / "pipeline")
     else:
         raise ValueError(f"unknown stage {stage!r}; choose vae, decoder, unet, export or all")
-    (out / f"{stage}_result.json").write_text(json.dumps(res, indent=2, default=str))
+    if is_main_process():
+        (out / f"{stage}_result.json").write_text(json.dumps(res, indent=2, default=str))
     return res
 
 
