@@ -221,6 +221,84 @@ def empty_prompt_embeds(text_encoder, tokenizer, device=None) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
+# the pipelines' shared parts
+# ---------------------------------------------------------------------------------------------
+
+#: ``output_type`` values of the restoration pipelines.
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+class LatentRestorationMixin:
+    """What ``BridgeRestorationPipeline`` and ``ConditionalDiffusionRestorationPipeline`` share (mixed into a
+    ``DiffusionPipeline``; deliberately not one itself, as diffusers' custom-pipeline loader wants exactly one
+    ``DiffusionPipeline`` subclass in a pipeline file): component checks and registration, ``check_inputs``, the
+    encoding of the degraded images before the sampling loop and the decoding after it.
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def _trained_bridge(self, scheduler, trained_bridge: dict | None) -> dict:
+        """The ``trained_bridge`` config: the given one, else :func:`bridge_spec` of ``scheduler``. A pipeline
+        overrides it to reject schedulers of another kind first (before the bridge comparison)."""
+        return dict(trained_bridge) if trained_bridge else bridge_spec(scheduler)
+
+    def _register_restoration(self, vae, text_encoder, tokenizer, unet, scheduler, task: str,
+                              trained_bridge: dict | None) -> None:
+        """Check the components, then register them and the config (``task``, ``trained_bridge``)."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        check_task(task)
+        check_concat_unet(unet, vae.config.latent_channels)
+        trained_bridge = self._trained_bridge(scheduler, trained_bridge)
+        check_scheduler_for_bridge(scheduler, trained_bridge)
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.register_to_config(task=task, trained_bridge=trained_bridge)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    def check_inputs(self, image, num_inference_steps, output_type):
+        if image is None:
+            raise ValueError("`image` is required: the degraded picture(s) to restore")
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_scheduler_for_bridge(self.scheduler, self.config.trained_bridge)
+
+    def _prepare_restoration(self, image, mask, num_inference_steps, output_type):
+        """Check the inputs, encode the degraded images and set the scheduler's timesteps.
+
+        Returns ``(pixels, masks, x_T, embeds, device)``: the images in [-1, 1], the inpainting masks (or None),
+        their latents, the batched empty-prompt embedding and the execution device.
+        """
+        from .translation_utils import encode_images, preprocess_images
+
+        self.check_inputs(image, num_inference_steps, output_type)
+        pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)
+        batch, _, height, width = pixels.shape
+        masks = preprocess_mask(mask, batch, height, width) if mask is not None else None
+        device = self._execution_device
+
+        x_T = encode_images(self.vae, pixels, device).float()
+        embeds = empty_prompt_embeds(self.text_encoder, self.tokenizer, device).expand(batch, -1, -1)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        return pixels, masks, x_T, embeds, device
+
+    def _restoration_output(self, x, pixels, masks, output_type, nfe: int, return_dict: bool):
+        """Decode the final latents (keeping the known pixels of an inpainting input) into the pipeline output."""
+        if output_type == "latent":
+            images = x
+        else:
+            decoded = self.vae.decode(x.to(self.vae.dtype) / self.vae.config.scaling_factor).sample.float()
+            decoded = paste_known(decoded.clamp(-1, 1), pixels.to(decoded.device), masks)
+            images = self.image_processor.postprocess(decoded, output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return images, nfe
+        return RestorationPipelineOutput(images=images, nfe=nfe)
+
+
+# ---------------------------------------------------------------------------------------------
 # masks
 # ---------------------------------------------------------------------------------------------
 

@@ -17,18 +17,12 @@ from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.image_processor import VaeImageProcessor
 
-from lsb.restoration import (RestorationPipelineOutput, bridge_denoise, bridge_spec, check_concat_unet,
-                             check_scheduler_for_bridge, check_task, empty_prompt_embeds, make_bridge_scheduler,
-                             paste_known, preprocess_mask)
+from lsb.restoration import LatentRestorationMixin, RestorationPipelineOutput, bridge_denoise, make_bridge_scheduler
 from lsb.schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler
-from lsb.translation_utils import encode_images, preprocess_images
-
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-class BridgeRestorationPipeline(DiffusionPipeline):
+class BridgeRestorationPipeline(LatentRestorationMixin, DiffusionPipeline):
     r"""Restore degraded images (inpainting, 4x super-resolution, deblurring, JPEG) with a latent diffusion bridge.
 
     Components: ``vae`` (AutoencoderKL), ``text_encoder`` + ``tokenizer`` (for the fixed empty-prompt embedding),
@@ -45,37 +39,21 @@ class BridgeRestorationPipeline(DiffusionPipeline):
     counted.
     """
 
-    model_cpu_offload_seq = "text_encoder->unet->vae"
-
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, task: str = "inpaint",
                  trained_bridge: dict | None = None):
         super().__init__()
-        check_task(task)
-        check_concat_unet(unet, vae.config.latent_channels)
+        self._register_restoration(vae, text_encoder, tokenizer, unet, scheduler, task, trained_bridge)
+
+    def _trained_bridge(self, scheduler, trained_bridge):
         if not isinstance(scheduler, (I2SBScheduler, DDBMScheduler, DBIMScheduler)):
             raise ValueError(f"BridgeRestorationPipeline needs an I2SB, DDBM or DBIM scheduler, got "
                              f"{type(scheduler).__name__}")
-        trained_bridge = dict(trained_bridge) if trained_bridge else bridge_spec(scheduler)
-        check_scheduler_for_bridge(scheduler, trained_bridge)
-        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-        self.register_to_config(task=task, trained_bridge=trained_bridge)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        return super()._trained_bridge(scheduler, trained_bridge)
 
     def set_sampler(self, sampler: str, **settings) -> None:
         """Switch to the ``sampler`` ("i2sb", "ddbm", "dbim") for the trained bridge, e.g.
         ``pipe.set_sampler("dbim", solver_order=2)``; ``settings`` are the scheduler's sampling arguments."""
         self.scheduler = make_bridge_scheduler(sampler, self.config.trained_bridge, **settings)
-
-    # ------------------------------------------------------------------ inputs
-    def check_inputs(self, image, num_inference_steps, output_type):
-        if image is None:
-            raise ValueError("`image` is required: the degraded picture(s) to restore")
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        check_scheduler_for_bridge(self.scheduler, self.config.trained_bridge)
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
@@ -101,15 +79,7 @@ class BridgeRestorationPipeline(DiffusionPipeline):
             output_type: "pil", "np", "pt" or "latent".
             return_dict: return a :class:`RestorationPipelineOutput` (else a tuple ``(images, nfe)``).
         """
-        self.check_inputs(image, num_inference_steps, output_type)
-        pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)
-        batch, _, height, width = pixels.shape
-        masks = preprocess_mask(mask, batch, height, width) if mask is not None else None
-        device = self._execution_device
-
-        x_T = encode_images(self.vae, pixels, device).float()
-        embeds = empty_prompt_embeds(self.text_encoder, self.tokenizer, device).expand(batch, -1, -1)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        pixels, masks, x_T, embeds, device = self._prepare_restoration(image, mask, num_inference_steps, output_type)
         timesteps = self.scheduler.timesteps
         epsilon = isinstance(self.scheduler, I2SBScheduler) and self.scheduler.config.prediction_type == "epsilon"
 
@@ -120,16 +90,7 @@ class BridgeRestorationPipeline(DiffusionPipeline):
             nfe += 1
             x = self.scheduler.step(raw if epsilon else x0_hat, t, x, x_T=x_T, generator=generator).prev_sample
 
-        if output_type == "latent":
-            images = x
-        else:
-            decoded = self.vae.decode(x.to(self.vae.dtype) / self.vae.config.scaling_factor).sample.float()
-            decoded = paste_known(decoded.clamp(-1, 1), pixels.to(decoded.device), masks)
-            images = self.image_processor.postprocess(decoded, output_type=output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return images, nfe
-        return RestorationPipelineOutput(images=images, nfe=nfe)
+        return self._restoration_output(x, pixels, masks, output_type, nfe, return_dict)
 
     def describe(self) -> dict[str, Any]:
         """The task, the trained bridge and the current sampler (for logs and benchmark tables)."""

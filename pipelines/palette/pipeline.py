@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
-from lsb.restoration import (RestorationPipelineOutput, bridge_spec, check_concat_unet, check_scheduler_for_bridge,
-                             check_task, empty_prompt_embeds, paste_known, preprocess_mask, unet_call)
-from lsb.translation_utils import encode_images, preprocess_images
-
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+from lsb.restoration import LatentRestorationMixin, RestorationPipelineOutput, unet_call
 
 
-class ConditionalDiffusionRestorationPipeline(DiffusionPipeline):
+class ConditionalDiffusionRestorationPipeline(LatentRestorationMixin, DiffusionPipeline):
     r"""Restore degraded images with a Palette-style conditional diffusion model (the bridges' baseline).
 
     Components: ``vae``, ``text_encoder`` + ``tokenizer`` (fixed empty-prompt embedding), ``unet`` (8 input
@@ -35,31 +30,17 @@ class ConditionalDiffusionRestorationPipeline(DiffusionPipeline):
     NFE = ``num_inference_steps`` (one UNet call per DDIM step; VAE encode/decode not counted).
     """
 
-    model_cpu_offload_seq = "text_encoder->unet->vae"
-
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, task: str = "inpaint",
                  trained_bridge: dict | None = None):
         super().__init__()
-        check_task(task)
-        check_concat_unet(unet, vae.config.latent_channels)
-        trained_bridge = dict(trained_bridge) if trained_bridge else bridge_spec(scheduler)
+        self._register_restoration(vae, text_encoder, tokenizer, unet, scheduler, task, trained_bridge)
+
+    def _trained_bridge(self, scheduler, trained_bridge):
+        trained_bridge = super()._trained_bridge(scheduler, trained_bridge)
         if trained_bridge.get("bridge") != "noise":
             raise ValueError(f"ConditionalDiffusionRestorationPipeline needs a noise-to-image scheduler (DDIM, DDPM, "
                              f"...), got {type(scheduler).__name__}")
-        check_scheduler_for_bridge(scheduler, trained_bridge)
-        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-        self.register_to_config(task=task, trained_bridge=trained_bridge)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
-
-    def check_inputs(self, image, num_inference_steps, output_type):
-        if image is None:
-            raise ValueError("`image` is required: the degraded picture(s) to restore")
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        check_scheduler_for_bridge(self.scheduler, self.config.trained_bridge)
+        return trained_bridge
 
     @torch.no_grad()
     def __call__(
@@ -85,15 +66,7 @@ class ConditionalDiffusionRestorationPipeline(DiffusionPipeline):
         """
         import inspect
 
-        self.check_inputs(image, num_inference_steps, output_type)
-        pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)
-        batch, _, height, width = pixels.shape
-        masks = preprocess_mask(mask, batch, height, width) if mask is not None else None
-        device = self._execution_device
-
-        x_T = encode_images(self.vae, pixels, device).float()
-        embeds = empty_prompt_embeds(self.text_encoder, self.tokenizer, device).expand(batch, -1, -1)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        pixels, masks, x_T, embeds, device = self._prepare_restoration(image, mask, num_inference_steps, output_type)
         x = randn_tensor(x_T.shape, generator=generator, device=device, dtype=torch.float32)
         x = x * self.scheduler.init_noise_sigma
         params = inspect.signature(self.scheduler.step).parameters
@@ -106,13 +79,4 @@ class ConditionalDiffusionRestorationPipeline(DiffusionPipeline):
             nfe += 1
             x = self.scheduler.step(eps, t, x, **extra).prev_sample
 
-        if output_type == "latent":
-            images = x
-        else:
-            decoded = self.vae.decode(x.to(self.vae.dtype) / self.vae.config.scaling_factor).sample.float()
-            decoded = paste_known(decoded.clamp(-1, 1), pixels.to(decoded.device), masks)
-            images = self.image_processor.postprocess(decoded, output_type=output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return images, nfe
-        return RestorationPipelineOutput(images=images, nfe=nfe)
+        return self._restoration_output(x, pixels, masks, output_type, nfe, return_dict)
