@@ -4,6 +4,7 @@ bookkeeping, and explicit EDM-style preconditioning for the paired-bridge schedu
 from __future__ import annotations
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from ..bridges.paired import _bcast
 
@@ -11,6 +12,17 @@ from ..bridges.paired import _bcast
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype a step computes in: half/bfloat16 are upcast to float32; float64 stays float64."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def step_noise(like: torch.Tensor, generator=None, variance_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Standard normal noise of ``like``'s shape, device and dtype: the pre-drawn ``variance_noise`` when given,
+    else drawn with ``generator``."""
+    if variance_noise is not None:
+        return variance_noise.to(device=like.device, dtype=like.dtype)
+    return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+_NOT_NEEDED = object()  # `_begin_step`'s x_T default: the scheduler's step takes no degraded endpoint
 
 
 class StepIndexMixin:
@@ -29,6 +41,35 @@ class StepIndexMixin:
     def set_begin_index(self, begin_index: int = 0):
         """Sets the index of the first call (run from the pipeline before inference)."""
         self._begin_index = begin_index
+
+    def _init_step_index(self, timestep=None):
+        self._step_index = 0 if self._begin_index is None else self._begin_index
+
+    def _begin_step(self, num_calls: int, timestep=None, *, x_T=_NOT_NEEDED) -> int:
+        """The entry check of `step`: the index of this call (starting the count at `begin_index`).
+
+        ValueError before `set_timesteps`, when a paired-bridge `step` that needs the degraded endpoint got
+        `x_T=None` (pass `x_T` only there), and once all `num_calls` calls of the schedule were made. `timestep`
+        goes to `_init_step_index` (schedulers that find their first index from it).
+        """
+        if self.num_inference_steps is None:
+            raise ValueError("Number of inference steps is 'None'; run `set_timesteps` first.")
+        if x_T is None:
+            raise ValueError(f"{type(self).__name__}.step needs the degraded endpoint `x_T`.")
+        if self._step_index is None:
+            self._init_step_index(timestep)
+        i = self._step_index
+        if i >= num_calls:
+            raise ValueError(f"All {num_calls} calls of the schedule were made; run `set_timesteps`.")
+        return i
+
+    def _end_step(self, output_cls, dtype: torch.dtype, return_dict: bool, *tensors: torch.Tensor):
+        """The exit of `step`: count the call and return `tensors` in `dtype`, as `output_cls` or a tuple."""
+        self._step_index += 1
+        outputs = tuple(x.to(dtype) for x in tensors)
+        if not return_dict:
+            return outputs
+        return output_cls(*outputs)
 
 
 class PreconditionedBridgeMixin:

@@ -10,7 +10,6 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
 
 from ..bridges.paired import (
     SCHEDULES,
@@ -19,7 +18,7 @@ from ..bridges.paired import (
     make_bridge_schedule,
     make_preconditioning,
 )
-from .common import PreconditionedBridgeMixin, StepIndexMixin, work_dtype as _work_dtype
+from .common import PreconditionedBridgeMixin, StepIndexMixin, step_noise, work_dtype as _work_dtype
 
 
 @dataclass
@@ -194,9 +193,6 @@ class DBIMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
         self._step_index = None
         self._begin_index = None
 
-    def _init_step_index(self):
-        self._step_index = 0 if self._begin_index is None else self._begin_index
-
     def prepare_initial_sample(
         self, x_T: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None
     ) -> torch.Tensor:
@@ -248,15 +244,7 @@ class DBIMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
         Returns:
             [`DBIMSchedulerOutput`] or `tuple` `(prev_sample, pred_original_sample)`.
         """
-        if self.num_inference_steps is None:
-            raise ValueError("Number of inference steps is 'None'; run `set_timesteps` first.")
-        if x_T is None:
-            raise ValueError("DBIMScheduler.step needs the degraded endpoint `x_T`.")
-        if self._step_index is None:
-            self._init_step_index()
-        i = self._step_index
-        if i >= self.num_inference_steps:
-            raise ValueError(f"All {self.num_inference_steps} calls of the schedule were made; run `set_timesteps`.")
+        i = self._begin_step(self.num_inference_steps, x_T=x_T)
 
         work_dtype = _work_dtype(sample.dtype)
         x, x_end = sample.to(work_dtype), x_T.to(work_dtype)
@@ -269,9 +257,7 @@ class DBIMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
             x0_hat = mask * x0_hat + (1 - mask) * x_end
 
         def draw():
-            if variance_noise is not None:
-                return variance_noise.to(device=x.device, dtype=work_dtype)
-            return randn_tensor(x.shape, generator=generator, device=x.device, dtype=work_dtype)
+            return step_noise(x, generator, variance_noise)
 
         grid = self.bridge_times
         if i == 0:  # boot: sample the Markovian boundary q(x_{t_0} | x0hat(x_T, T), x_T)
@@ -294,12 +280,7 @@ class DBIMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
                 x = dbim_multistep_step(x, x_end, x0_hats, times, self.bridge, t)
                 self._history = (self._history + [(s, x0_hat)])[-2:]
 
-        self._step_index += 1
-        dtype = sample.dtype
-        outputs = (x.to(dtype), x0_hat.to(dtype))
-        if not return_dict:
-            return outputs
-        return DBIMSchedulerOutput(*outputs)
+        return self._end_step(DBIMSchedulerOutput, sample.dtype, return_dict, x, x0_hat)
 
     def add_noise(
         self,

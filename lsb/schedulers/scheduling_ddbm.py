@@ -10,7 +10,6 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
 
 from ..bridges.paired import (
     DDBMPreconditioning,
@@ -19,7 +18,7 @@ from ..bridges.paired import (
     karras_times,
     make_bridge_schedule,
 )
-from .common import PreconditionedBridgeMixin, StepIndexMixin, work_dtype as _work_dtype
+from .common import PreconditionedBridgeMixin, StepIndexMixin, step_noise, work_dtype as _work_dtype
 
 DDBM_SCHEDULES = ("vp", "ve")
 
@@ -200,9 +199,6 @@ class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
         """Network calls of the current schedule (= len(timesteps))."""
         return len(self.phases)
 
-    def _init_step_index(self):
-        self._step_index = 0 if self._begin_index is None else self._begin_index
-
     def prepare_initial_sample(
         self, x_T: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None
     ) -> torch.Tensor:
@@ -241,15 +237,7 @@ class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
         Returns:
             [`DDBMSchedulerOutput`] or `tuple` `(prev_sample, pred_original_sample)`.
         """
-        if self.num_inference_steps is None:
-            raise ValueError("Number of inference steps is 'None'; run `set_timesteps` first.")
-        if x_T is None:
-            raise ValueError("DDBMScheduler.step needs the degraded endpoint `x_T`.")
-        if self._step_index is None:
-            self._init_step_index()
-        k = self._step_index
-        if k >= self.nfe:
-            raise ValueError(f"All {self.nfe} calls of the schedule were made; run `set_timesteps`.")
+        k = self._begin_step(self.nfe, x_T=x_T)
 
         work_dtype = _work_dtype(sample.dtype)
         x, x_end = sample.to(work_dtype), x_T.to(work_dtype)
@@ -266,10 +254,7 @@ class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
 
         if phase == "churn":  # Euler-Maruyama step of the reverse bridge SDE, t_i -> t_hat (dt < 0)
             dt = t_hat - t_i
-            if variance_noise is not None:
-                z = variance_noise.to(device=x.device, dtype=work_dtype)
-            else:
-                z = randn_tensor(x.shape, generator=generator, device=x.device, dtype=work_dtype)
+            z = step_noise(x, generator, variance_noise)
             drift = ddbm_sde_drift(x, x_end, x0_hat, bridge, t_i)
             x = x + drift * dt + (abs(dt) * bridge.g2(t_i)) ** 0.5 * z
         elif phase == "heun1":  # Euler predictor t_hat -> t_{i+1}; keep (x, d) for the corrector
@@ -285,12 +270,7 @@ class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
             d = ddbm_ode_drift(x, x_end, x0_hat, bridge, t_hat, w)
             x = x + d * (t_next - t_hat)
 
-        self._step_index += 1
-        dtype = sample.dtype
-        outputs = (x.to(dtype), x0_hat.to(dtype))
-        if not return_dict:
-            return outputs
-        return DDBMSchedulerOutput(*outputs)
+        return self._end_step(DDBMSchedulerOutput, sample.dtype, return_dict, x, x0_hat)
 
     def add_noise(
         self,

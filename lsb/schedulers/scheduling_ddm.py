@@ -10,12 +10,11 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
 
 from ..bridges.ddm import (attenuation_parameters, check_attenuation, ddm_forward, ddm_input_scale, ddm_nfe,
                            ddm_predict_x0, ddm_step, ddm_time_grid)
 from ..models.ddm import merge_heads, split_heads
-from .common import StepIndexMixin, work_dtype as _work_dtype
+from .common import StepIndexMixin, step_noise, work_dtype as _work_dtype
 
 
 @dataclass
@@ -147,9 +146,6 @@ class DDMScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         self._step_index = None
         self._begin_index = None
 
-    def _init_step_index(self):
-        self._step_index = 0 if self._begin_index is None else self._begin_index
-
     def _time_of(self, timestep) -> torch.Tensor:
         return torch.as_tensor(timestep, dtype=torch.float64) / self.config.num_train_timesteps
 
@@ -199,13 +195,7 @@ class DDMScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         Returns:
             [`DDMSchedulerOutput`] or `tuple` `(prev_sample, pred_original_sample)`.
         """
-        if self.num_inference_steps is None:
-            raise ValueError("Number of inference steps is 'None'; run `set_timesteps` first.")
-        if self._step_index is None:
-            self._init_step_index()
-        i = self._step_index
-        if i >= len(self.times):
-            raise ValueError(f"All {len(self.times)} calls of the schedule were made; run `set_timesteps`.")
+        i = self._begin_step(len(self.times))
         expect = model_output.shape[1] if model_output.ndim > 1 else -1
         heads = 3 if self.attenuation == "linear" else 2
         if expect != heads * sample.shape[1]:
@@ -227,20 +217,12 @@ class DDMScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
 
         noise = None
         if self.config.eta > 0 and s < t:
-            noise = variance_noise
-            if noise is None:
-                noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=work_dtype)
-            noise = noise.to(work_dtype)
+            noise = step_noise(x, generator, variance_noise)
         x = ddm_step(x, t, s, C, eps, K, eta=self.config.eta, noise=noise)
         if self.config.clip_sample and i == len(self.times) - 1:
             x = x.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
 
-        self._step_index += 1
-        dtype = sample.dtype
-        outputs = (x.to(dtype), x0_hat.to(dtype))
-        if not return_dict:
-            return outputs
-        return DDMSchedulerOutput(*outputs)
+        return self._end_step(DDMSchedulerOutput, sample.dtype, return_dict, x, x0_hat)
 
     def add_noise(
         self,

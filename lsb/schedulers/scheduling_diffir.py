@@ -122,7 +122,7 @@ class DiffIRScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         if model_output.shape != sample.shape:
             raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ in shape")
         if self._step_index is None:
-            self._step_index = self._begin_index or 0
+            self._init_step_index()
         c1, c2 = self.posterior_coefficients(timestep)
         prev = c1 * model_output + c2 * sample
         self._step_index += 1

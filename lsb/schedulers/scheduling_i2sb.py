@@ -13,7 +13,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..bridges.paired import I2SBBridgeSchedule, I2SBPreconditioning, i2sb_posterior_step, i2sb_step_indices
-from .common import StepIndexMixin, work_dtype as _work_dtype
+from .common import StepIndexMixin, step_noise, work_dtype as _work_dtype
 
 PREDICTION_TYPES = ("sample", "epsilon")
 
@@ -133,9 +133,6 @@ class I2SBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         self._step_index = None
         self._begin_index = None
 
-    def _init_step_index(self):
-        self._step_index = 0 if self._begin_index is None else self._begin_index
-
     def prepare_initial_sample(
         self,
         x_T: torch.Tensor,
@@ -216,13 +213,7 @@ class I2SBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         Returns:
             [`I2SBSchedulerOutput`] or `tuple` `(prev_sample, pred_original_sample)`.
         """
-        if self.num_inference_steps is None:
-            raise ValueError("Number of inference steps is 'None'; run `set_timesteps` first.")
-        if self._step_index is None:
-            self._init_step_index()
-        i = self._step_index
-        if i >= len(self.timesteps):
-            raise ValueError(f"All {len(self.timesteps)} calls of the schedule were made; run `set_timesteps`.")
+        i = self._begin_step(len(self.timesteps))
         if mask is not None and x_T is None:
             raise ValueError("I2SB inpainting (`mask`) needs the degraded image `x_T`.")
         n, n_prev = int(self.timesteps[i]), int(self.prev_timesteps[i])
@@ -238,10 +229,7 @@ class I2SBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
 
         noise = None
         if not self.config.ot_ode and n_prev > 0:
-            noise = variance_noise
-            if noise is None:
-                noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=work_dtype)
-            noise = noise.to(work_dtype)
+            noise = step_noise(x, generator, variance_noise)
         x = i2sb_posterior_step(x, x0_hat, std_n, std_prev, noise)
 
         if mask is not None:
@@ -252,12 +240,7 @@ class I2SBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
             mask = mask.to(device=x.device, dtype=work_dtype)
             x = (1 - mask) * known + mask * x
 
-        self._step_index += 1
-        dtype = sample.dtype
-        outputs = (x.to(dtype), x0_hat.to(dtype))
-        if not return_dict:
-            return outputs
-        return I2SBSchedulerOutput(*outputs)
+        return self._end_step(I2SBSchedulerOutput, sample.dtype, return_dict, x, x0_hat)
 
     def add_noise(
         self,

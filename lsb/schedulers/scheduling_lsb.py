@@ -225,10 +225,6 @@ class LSBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         else:
             self._step_index = self._begin_index
 
-    def _require_schedule(self):
-        if self.num_inference_steps is None:
-            raise ValueError("Number of inference steps is 'None'; run `set_timesteps` first.")
-
     def prepare_initial_sample(
         self,
         source_latents: torch.Tensor,
@@ -305,12 +301,7 @@ class LSBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         Returns:
             [`LSBSchedulerOutput`] or `tuple` `(prev_sample, pred_source_sample, pred_target_sample)`.
         """
-        self._require_schedule()
-        if self.step_index is None:
-            self._init_step_index(timestep)
-        i = self.step_index
-        if i >= self.num_inference_steps:
-            raise ValueError(f"All {self.num_inference_steps} calls of the schedule were made; run `set_timesteps`.")
+        i = self._begin_step(self.num_inference_steps, timestep)
 
         if target_model_output is None and model_output.shape[0] == 2 * sample.shape[0]:
             model_output, target_model_output = model_output.chunk(2)
@@ -349,12 +340,7 @@ class LSBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         if solver == "multistep":
             self._history = (t, eps_src, eps_tgt, xhat_tgt - xhat_src)
 
-        self._step_index += 1
-        dtype = sample.dtype
-        outputs = (prev_sample.to(dtype), xhat_src.to(dtype), xhat_tgt.to(dtype))
-        if not return_dict:
-            return outputs
-        return LSBSchedulerOutput(*outputs)
+        return self._end_step(LSBSchedulerOutput, sample.dtype, return_dict, prev_sample, xhat_src, xhat_tgt)
 
     def add_noise(
         self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: float | torch.Tensor
