@@ -41,7 +41,8 @@ from lsb.data.degradations import degrade
 from lsb.metrics import features, reader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from logrows import fmt_cmp, json_rows, training_lines  # noqa: E402
+from logrows import (add_log_args, claims_section, fmt_cmp, json_rows, pair_verdict,  # noqa: E402
+                     provenance_lines, pyplot, tally_word)
 
 
 def _device(name: str) -> str:
@@ -198,13 +199,13 @@ def claims(rows: list[dict]) -> list[str]:
             for y in base:
                 f, fok = fmt_cmp("", x["fid"], y["fid"], lower_better=True)
                 c, cok = fmt_cmp("", x["all_right"], y["all_right"], lower_better=False, digits=3)
-                v = "holds" if fok and cok else ("FID only" if fok else ("accuracy only" if cok else "does not hold"))
+                v = pair_verdict(fok, cok, "accuracy")
                 verdicts.setdefault(x["method"], []).append(v == "holds")
                 out.append(f"| {x['method']} @ {x['nfe']} | {y['method']} @ {y['nfe']} | {f.strip()} | {c.strip()} | "
                            f"{v} |")
         out.append("")
         for m, oks in verdicts.items():
-            word = "holds" if all(oks) else ("does not hold" if not any(oks) else "holds only in part")
+            word = tally_word(oks)
             out.append(f"- (c) {m} at NFE 10 beats the DDPM baseline at NFE >= 20: {word} ({sum(oks)} of {len(oks)} "
                        "comparisons better on both FID and reader accuracy).")
     ks = [r for r in rows if r["nfe"] > 0 and "kid_std_x1000" in r and r["fid"] < 50]
@@ -228,17 +229,8 @@ def write(res: dict, a) -> None:
     (out / f"{a.tag}.json").write_text(json.dumps({"args": vars(a), **res}, indent=2))
     lines = [f"# DDM vs DDPM baseline on the shapes world ({a.split} split, n = {a.n}, guidance {a.guidance})", "",
              f"Command: `python benchmarks/ddm.py {shlex.join(a.argv)}`", ""]
-    if res.get("logs"):
-        lines += [f"Rebuilt from the JSON rows of the saved run logs {', '.join(f'`{f}`' for f in res['logs'])}"
-                  + (" (the model-free `real (other scenes)` row recomputed here, the run did not print it)."
-                     if res.get("floor_recomputed") else ".")]
-    if getattr(a, "note", None):
-        lines += [a.note]
-    if getattr(a, "train_results", None):
-        lines += ["", "Trainings of the benchmarked models:", ""] + training_lines(a.train_results)
-    if res.get("missing"):
-        lines += ["", "Planned rows that are in no log (the run was stopped by its time limit before reaching them): "
-                  + "; ".join(res["missing"]) + "."]
+    lines += provenance_lines(res, a, " (the model-free `real (other scenes)` row recomputed here, the run did not "
+                                      "print it)." if res.get("floor_recomputed") else ".")
     lines += ["", "NFE = batched UNet calls per image (CFG in the same call). FID/KID in the shapes feature space "
              "against exact renders of the same scenes; `all right` = reader reads shape, colour and background "
              "of the caption. `real (other scenes)`: n other real test scenes (other captions) against the renders: "
@@ -255,19 +247,12 @@ def write(res: dict, a) -> None:
                   "| method | NFE | PSNR (dB) | all right | shape |", "|---|---|---|---|---|"]
         for r in res["sr_rows"]:
             lines.append(f"| {r['method']} | {r['nfe']} | {r['psnr']:.2f} | {r['all_right']:.3f} | {r['shape']:.3f} |")
-    claim_lines = claims(res["rows"])
-    if claim_lines:
-        lines += ["", "## Claims, checked on these rows", "",
-                  "A beats B when its FID is lower and its reader accuracy higher (same caption set).", ""]
-        lines += claim_lines
+    lines += claims_section(claims(res["rows"]),
+                            "A beats B when its FID is lower and its reader accuracy higher (same caption set).")
     (out / f"{a.tag}.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib is not installed: no plot written (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -309,11 +294,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--tag", default="ddm")
     ap.add_argument("--grids", action="store_true", help="also save a 16-image grid per method and NFE")
-    ap.add_argument("--from-log", nargs="+", default=None, metavar="LOG",
-                    help="rebuild table / JSON / plot from the JSON rows of saved stdout logs (no models needed)")
-    ap.add_argument("--train-results", nargs="*", default=[], metavar="JSON",
-                    help="training result.json files of the benchmarked models, summarised in the header")
-    ap.add_argument("--note", default=None, help="a provenance sentence for the header")
+    add_log_args(ap)
     a = ap.parse_args(argv)
     a.argv = list(argv if argv is not None else sys.argv[1:])
     if a.from_log:

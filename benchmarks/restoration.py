@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from logrows import fmt_cmp, json_rows, training_lines  # noqa: E402
+from logrows import (add_log_args, claims_section, fmt_cmp, json_rows, pair_verdict,  # noqa: E402
+                     provenance_lines, pyplot, tally_word)
 
 NFES = (1, 2, 5, 10, 20, 50, 100)
 
@@ -204,13 +205,13 @@ def claims(rows: list[dict]) -> list[str]:
             f, fok = fmt_cmp("", x["fid"], y["fid"], lower_better=True)
             q, qok = fmt_cmp("", x["psnr"], y["psnr"], lower_better=False)
             c, _ = fmt_cmp("", x["all_right"], y["all_right"], lower_better=False, digits=3)
-            verdict = "holds" if fok and qok else ("FID only" if fok else ("PSNR only" if qok else "does not hold"))
+            verdict = pair_verdict(fok, qok, "PSNR")
             tally.setdefault(tag, []).append(verdict == "holds")
             out.append(f"| {tag} | {x['method']} @ {x['nfe']} | {y['method']} @ {y['nfe']} | {f.strip()} | "
                        f"{q.strip()} | {c.strip()} | {verdict} |")
     out.append("")
     for tag, oks in tally.items():
-        word = "holds" if all(oks) else ("does not hold" if not any(oks) else "holds only in part")
+        word = tally_word(oks)
         out.append(f"- {tag}: {word} ({sum(oks)} of {len(oks)} comparisons better on both FID and PSNR).")
     ref = find(lambda r: r["method"] == "degraded input")
     if ref:
@@ -226,15 +227,7 @@ def write(res: dict, a) -> None:
     (out / f"{tag}.json").write_text(json.dumps({"args": {k: v for k, v in vars(a).items()}, **res}, indent=2))
     lines = [f"# Paired restoration: {res['task']} ({res['split']} split, n = {res['n']})", "",
              f"Command: `python benchmarks/restoration.py {shlex.join(a.argv)}`", ""]
-    if res.get("logs"):
-        lines += [f"Rebuilt from the JSON rows of the saved run logs {', '.join(f'`{f}`' for f in res['logs'])}."]
-    if getattr(a, "note", None):
-        lines += [a.note]
-    if getattr(a, "train_results", None):
-        lines += ["", "Trainings of the benchmarked models:", ""] + training_lines(a.train_results)
-    if res.get("missing"):
-        lines += ["", "Planned rows that are in no log (the run was stopped by its time limit before reaching them): "
-                  + "; ".join(res["missing"]) + "."]
+    lines += provenance_lines(res, a)
     lines += ["", "NFE = batched UNet calls per image (DDBM Heun: 3N - 1, the nearest reachable NFE). PSNR / SSIM on "
               "[0, 1] images, FID / KID in the shapes feature space, all against the exact clean renders of the same "
               "scenes; `all right` / `shape`: the reader's attribute accuracy. Device: " + res["device"] + ". KID "
@@ -246,20 +239,13 @@ def write(res: dict, a) -> None:
         lines.append(f"| {r['method']} | {r['nfe']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['fid']:.2f} | "
                      f"{r['kid_x1000']:.2f} | {r['all_right']:.3f} | {r['shape']:.3f} | {r['s_per_image']:.4f} | "
                      f"{Path(r['model']).parent.name if r['model'] != '-' else '-'} |")
-    claim_lines = claims(res["rows"])
-    if claim_lines:
-        lines += ["", "## Claims, checked on these rows", "",
-                  "A beats B when its FID is lower and its PSNR higher (both on the same test scenes).", ""]
-        lines += claim_lines
+    lines += claims_section(claims(res["rows"]),
+                            "A beats B when its FID is lower and its PSNR higher (both on the same test scenes).")
     (out / f"{tag}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / (tag + '.md')}")
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib is not installed: no plot written (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for name in dict.fromkeys(r["method"] for r in res["rows"] if r["nfe"] and r["nfe"] > 0):
@@ -295,11 +281,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None, help="torch device; with --from-log: the device to name in the header")
-    ap.add_argument("--from-log", nargs="+", default=None, metavar="LOG",
-                    help="rebuild table / JSON / plot from the JSON rows of saved stdout logs (no models needed)")
-    ap.add_argument("--train-results", nargs="*", default=[], metavar="JSON",
-                    help="training result.json files of the benchmarked models, summarised in the header")
-    ap.add_argument("--note", default=None, help="a provenance sentence for the header")
+    add_log_args(ap)
     ap.add_argument("--tag", default=None, help="output file stem (default restoration-<task>-<split>)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args(argv)

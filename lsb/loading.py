@@ -31,15 +31,30 @@ def resolve_model(model: str | None) -> str:
     return model  # a Hub repo id; diffusers reports download/offline problems itself
 
 
-def check_model_folder(path: str | Path, components=SD_COMPONENTS) -> None:
-    p = Path(path)
+def _model_index(p: Path, what: str = "model", kind: str = "model") -> Path:
+    """``p / "model_index.json"``, or a :class:`ModelFolderError` naming the ``what`` folder ``p`` when it does not
+    exist, is a file or has no model index (``kind``: the diffusers folder expected, "model" or "pipeline")."""
     if not p.exists():
-        raise ModelFolderError(f"model folder {p} does not exist")
+        raise ModelFolderError(f"{what} folder {p} does not exist")
     if not p.is_dir():
-        raise ModelFolderError(f"model path {p} is a file; expected a diffusers model folder")
+        raise ModelFolderError(f"{what} path {p} is a file; expected a diffusers {kind} folder")
     index = p / "model_index.json"
     if not index.is_file():
-        raise ModelFolderError(f"{p} is not a diffusers model folder: model_index.json is missing")
+        raise ModelFolderError(f"{p} is not a diffusers {kind} folder: model_index.json is missing")
+    return index
+
+
+def _device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
+    """``device`` (default :func:`default_device`) and ``dtype`` (default float16 on cuda, float32 elsewhere)."""
+    device = torch.device(device) if device is not None else default_device()
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    return device, dtype
+
+
+def check_model_folder(path: str | Path, components=SD_COMPONENTS) -> None:
+    p = Path(path)
+    index = _model_index(p)
     try:
         entries = json.loads(index.read_text())
     except json.JSONDecodeError as e:
@@ -65,9 +80,7 @@ def default_device() -> torch.device:
 def load_pipeline(cls, model: str | None = None, device: str | torch.device | None = None,
                   dtype: torch.dtype | None = None, **kwargs):
     """``cls.from_pretrained`` on a resolved model, moved to ``device``; float32 on CPU by default."""
-    device = torch.device(device) if device is not None else default_device()
-    if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    device, dtype = _device_dtype(device, dtype)
     path = resolve_model(model)
     pipe = cls.from_pretrained(path, dtype=dtype, **kwargs)
     pipe.set_progress_bar_config(leave=False)
@@ -87,13 +100,7 @@ def load_restoration_pipeline(path: str | Path, device: str | torch.device | Non
     import lsb
 
     p = Path(path).expanduser()
-    if not p.exists():
-        raise ModelFolderError(f"restoration model folder {p} does not exist")
-    if not p.is_dir():
-        raise ModelFolderError(f"restoration model path {p} is a file; expected a diffusers pipeline folder")
-    index = p / "model_index.json"
-    if not index.is_file():
-        raise ModelFolderError(f"{p} is not a diffusers pipeline folder: model_index.json is missing")
+    index = _model_index(p, "restoration model", "pipeline")
     try:
         class_name = json.loads(index.read_text()).get("_class_name")
     except (json.JSONDecodeError, AttributeError) as e:
@@ -104,9 +111,7 @@ def load_restoration_pipeline(path: str | Path, device: str | torch.device | Non
     if not isinstance(class_name, str) or class_name not in known:
         raise ValueError(f"{p}: model_index.json names the pipeline class {class_name!r}, which lsb does not know; "
                          f"known pipelines: {', '.join(sorted(known))}")
-    device = torch.device(device) if device is not None else default_device()
-    if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    device, dtype = _device_dtype(device, dtype)
     pipe = getattr(lsb, class_name).from_pretrained(str(p), dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
