@@ -73,6 +73,7 @@ def plot(rows: list[dict], path: Path) -> bool:
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["nfe"] for r in rows}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("NFE")
         ax.set_title(name)
         ax.grid(alpha=0.3)
