@@ -111,6 +111,18 @@ def prompt_embeds_for_batch(pipe, prompt, prompt_embeds, batch: int, device, dty
     return broadcast_embeds(prompt_embeds.to(device=device, dtype=dtype), batch, f"{name}_prompt_embeds")
 
 
+def prompt_pair_embeds(pipe, source_prompt, source_embeds, target_prompt, target_embeds, batch: int, device, dtype,
+                       clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source and target embeddings of batch ``batch``; two single text prompts share one text-encoder call."""
+    if source_embeds is None and target_embeds is None and isinstance(source_prompt, str) \
+            and isinstance(target_prompt, str):
+        both = encode_text(pipe, [source_prompt, target_prompt], device, clip_skip=clip_skip).to(dtype=dtype)
+        return (broadcast_embeds(both[:1], batch, "source_prompt_embeds"),
+                broadcast_embeds(both[1:], batch, "target_prompt_embeds"))
+    return (prompt_embeds_for_batch(pipe, source_prompt, source_embeds, batch, device, dtype, "source", clip_skip),
+            prompt_embeds_for_batch(pipe, target_prompt, target_embeds, batch, device, dtype, "target", clip_skip))
+
+
 def guided_model_output(unet, latents: torch.Tensor, timestep, negative_embeds: torch.Tensor | None,
                         positive_embeds: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
     """Classifier-free-guided UNet output ``out_neg + w (out_pos - out_neg)`` in exactly ONE UNet call.

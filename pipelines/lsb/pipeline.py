@@ -27,7 +27,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from lsb.schedulers import LSBScheduler
 from lsb.translation_utils import (check_nfe, check_prompt_args, decode_latents, encode_images, preprocess_images,
-                                   prompt_embeds_for_batch)
+                                   prompt_pair_embeds)
 
 
 @dataclass
@@ -90,9 +90,9 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         """PIL / numpy / tensor image(s) -> float tensor in [-1, 1], checked for a VAE-compatible size."""
         return preprocess_images(image, self.image_processor, self.vae_scale_factor)
 
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+    def encode_image(self, image: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """VAE-encode images in [-1, 1] to scaled latents (posterior mode: deterministic)."""
-        return encode_images(self.vae, image, self._execution_device)
+        return encode_images(self.vae, image, device if device is not None else self._execution_device)
 
     def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
         return decode_latents(self.vae, self.image_processor, latents, output_type)
@@ -141,19 +141,18 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         """
         self.check_inputs(image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
                           num_inference_steps, tau, t0, callback_on_step_end_tensor_inputs)
-        device = self._execution_device
+        device = self._execution_device  # once: diffusers walks every module of every component to find it
 
         # 1. images -> source latents
         pixels = self.preprocess_images(image)
         batch = pixels.shape[0]
-        x_src = self.encode_image(pixels)
+        x_src = self.encode_image(pixels, device)
 
         # 2. prompts -> embeddings (source, target), broadcast to the batch
         dtype = self.unet.dtype
-        source_prompt_embeds = prompt_embeds_for_batch(self, source_prompt, source_prompt_embeds, batch, device, dtype,
-                                                       "source", clip_skip=clip_skip)
-        target_prompt_embeds = prompt_embeds_for_batch(self, target_prompt, target_prompt_embeds, batch, device, dtype,
-                                                       "target", clip_skip=clip_skip)
+        source_prompt_embeds, target_prompt_embeds = prompt_pair_embeds(
+            self, source_prompt, source_prompt_embeds, target_prompt, target_prompt_embeds, batch, device, dtype,
+            clip_skip=clip_skip)
 
         # 3. bridge time grid and the initial state x_{t0}
         self.scheduler.set_timesteps(num_inference_steps, device=device, t0=t0, tau=tau)
