@@ -170,10 +170,8 @@ def main(argv=None) -> int:
         for nfe in args.nfe:
             best = None
             tune_at = nfe if nfe <= args.tune_max_nfe else max(n for n in args.nfe if n <= args.tune_max_nfe)
-            for hp in grid(method):
-                if tune_at != nfe:  # above --tune-max-nfe: the setting chosen at the largest tuned NFE
-                    best = tuned[tune_at]
-                    break
+            # above --tune-max-nfe: the setting chosen at the largest tuned NFE, no val cells
+            for hp in (grid(method) if tune_at == nfe else []):
                 key = cell_key(method, nfe, "val", hp)
                 if key not in state["cells"]:
                     r = run(runner, method, nfe, "val", args.n_val, DIRECTIONS, hp["guidance"], hp["tau"], hp["t0"],
@@ -184,7 +182,7 @@ def main(argv=None) -> int:
                 tuning.append({"method": method, "nfe": nfe, "hp": hp, "success": cell["success"]})
                 if best is None or cell["success"] > best["success"]:
                     best = cell
-            tuned[nfe] = best
+            best = tuned[nfe] = best if tune_at == nfe else tuned[tune_at]
             key = cell_key(method, nfe, f"test{args.n_test}", best["hp"])
             if key not in state["cells"]:
                 hp, pairs = best["hp"], []
