@@ -173,6 +173,14 @@ def _add_train(sub):
     m.add_argument("--unet-init", help="continue the UNet stage from this pipeline folder (e.g. the shipped model)")
     m.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
     m.add_argument("--unet-max-minutes", type=float, help="stop the UNet stage after this many minutes (then export)")
+    m.add_argument("--unet-focus-fraction", type=float,
+                   help="share of UNet timesteps drawn from [0, --unet-focus-max-timestep) (low noise, where LSB works)")
+    m.add_argument("--unet-focus-max-timestep", type=int, help="upper end of the focused timesteps (default 300)")
+    m.add_argument("--decoder-init", help="continue the decoder stage from this pipeline folder's VAE")
+    m.add_argument("--decoder-lr", type=float)
+    m.add_argument("--decoder-latent-noise", type=float,
+                   help="decode latents perturbed by up to this many latent stds (robust decoder; default 0)")
+    m.add_argument("--decoder-max-minutes", type=float, help="stop the decoder stage after this many minutes")
     m.add_argument("--seed", type=int)
     m.add_argument("--install", action="store_true", help="after export, copy the pipeline into lsb/assets/mini-sd")
     m.set_defaults(func=cmd_train_mini_sd)
@@ -189,7 +197,10 @@ def cmd_train_mini_sd(args) -> int:
     over = dict(vae_steps=args.vae_steps, decoder_steps=args.decoder_steps, unet_steps=args.unet_steps,
                 unet_batch=args.unet_batch, cached_scenes=args.cached_scenes, seed=args.seed,
                 unet_lr=args.unet_lr, unet_init=args.unet_init, mixed_precision=args.mixed_precision,
-                unet_max_seconds=args.unet_max_minutes * 60 if args.unet_max_minutes else None)
+                unet_max_seconds=args.unet_max_minutes * 60 if args.unet_max_minutes else None,
+                unet_focus_fraction=args.unet_focus_fraction, unet_focus_max_timestep=args.unet_focus_max_timestep,
+                decoder_init=args.decoder_init, decoder_lr=args.decoder_lr, decoder_latent_noise=args.decoder_latent_noise,
+                decoder_max_seconds=args.decoder_max_minutes * 60 if args.decoder_max_minutes else None)
     for st in stages:
         print(json.dumps({st: run_stage(st, args.out, **over)}, default=str))
     if args.install:

@@ -53,11 +53,19 @@ def edge_weight(x: torch.Tensor, strength: float = 4.0) -> torch.Tensor:
 class VAETask(TrainingTask):
     name = "vae"
 
-    def __init__(self, batch_size: int = 16, kl_weight: float = 1e-6, decoder_only: bool = False, vae=None):
+    def __init__(self, batch_size: int = 16, kl_weight: float = 1e-6, decoder_only: bool = False, vae=None,
+                 latent_noise: float = 0.0, seed: int = 0):
         self.vae = vae if vae is not None else mini_sd.build_vae()
         self.batch_size = batch_size
         self.kl_weight = kl_weight
         self.decoder_only = decoder_only
+        if latent_noise and not decoder_only:
+            raise ValueError("latent_noise trains a decoder robust to off-manifold latents: decoder-only stage only")
+        if latent_noise < 0:
+            raise ValueError(f"latent_noise must be >= 0, got {latent_noise}")
+        # per-sample Gaussian noise on the latent before decoding, std uniform in [0, latent_noise] latent stds:
+        # samplers hand the decoder latents slightly off the encoder's manifold, which it should decode cleanly
+        self.latent_noise, self.seed = float(latent_noise), int(seed)
         if decoder_only:
             self.name = "decoder"
             self.vae.encoder.requires_grad_(False)
@@ -79,11 +87,23 @@ class VAETask(TrainingTask):
         vae_m = getattr(vae, "module", vae)
         moments = []
         at = vae_m.quant_conv if vae_m.quant_conv is not None else vae_m.encoder
-        hook = at.register_forward_hook(lambda mod, inp, outp: moments.append(outp))
+        hooks = [at.register_forward_hook(lambda mod, inp, outp: moments.append(outp))]
+        if self.latent_noise:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            std = 1.0 / float(vae_m.config.scaling_factor)
+
+            def perturb(mod, args):
+                z = args[0]
+                level = torch.rand(z.shape[0], 1, 1, 1, generator=gen) * self.latent_noise * std
+                return (z + (level * torch.randn(z.shape, generator=gen)).to(z),) + tuple(args[1:])
+
+            first = vae_m.post_quant_conv if vae_m.post_quant_conv is not None else vae_m.decoder
+            hooks.append(first.register_forward_pre_hook(perturb))
         try:
             rec = vae(x, sample_posterior=not self.decoder_only).sample
         finally:
-            hook.remove()
+            for h in hooks:
+                h.remove()
         if self.decoder_only:
             kl = torch.zeros((), device=x.device)
         else:
@@ -158,7 +178,8 @@ class UNetTask(TrainingTask):
     name = "unet"
 
     def __init__(self, vae, latents: torch.Tensor, scenes: list[shapes.Scene], batch_size: int = 64,
-                 snr_gamma: float = 5.0, unet=None, text_encoder=None, tokenizer=None):
+                 snr_gamma: float = 5.0, unet=None, text_encoder=None, tokenizer=None,
+                 focus_max_timestep: int = 0, focus_fraction: float = 0.0):
         from diffusers import DDPMScheduler
 
         self.vae = vae
@@ -171,6 +192,11 @@ class UNetTask(TrainingTask):
         self.scenes = scenes
         self.batch_size = batch_size
         self.snr_gamma = snr_gamma
+        T = self.noise_scheduler.config.num_train_timesteps
+        if focus_fraction and not (0 < focus_max_timestep <= T and 0.0 <= focus_fraction <= 1.0):
+            raise ValueError(f"timestep focus needs 0 < max timestep <= {T} and a fraction in [0, 1], "
+                             f"got {focus_max_timestep} and {focus_fraction}")
+        self.focus_max_timestep, self.focus_fraction = int(focus_max_timestep), float(focus_fraction)
         ac = self.noise_scheduler.alphas_cumprod
         self.snr = ac / (1 - ac)
 
@@ -182,7 +208,13 @@ class UNetTask(TrainingTask):
         captions = [shapes.augmented_caption(self.scenes[i], rng) for i in idx]
         ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt").input_ids
-        t = torch.from_numpy(rng.integers(0, self.noise_scheduler.config.num_train_timesteps, size=self.batch_size))
+        t = rng.integers(0, self.noise_scheduler.config.num_train_timesteps, size=self.batch_size)
+        if self.focus_fraction:
+            # a share of the batch drawn from the low-noise end only: LSB's bridge (tau ~ 1) queries the model at
+            # alphabar >= 0.8, i.e. SD timesteps below ~200, where uniform sampling spends a fifth of the steps
+            low = rng.random(self.batch_size) < self.focus_fraction
+            t = np.where(low, rng.integers(0, self.focus_max_timestep, size=self.batch_size), t)
+        t = torch.from_numpy(t)
         noise = torch.from_numpy(rng.standard_normal((self.batch_size, 4, 8, 8)).astype(np.float32))
         return {"latents": self.latents[idx].to(device), "ids": ids.to(device), "t": t.to(device), "noise": noise.to(device)}
 
@@ -245,6 +277,13 @@ class MiniSDRecipe:
     unet_warmup: int = 200
     mixed_precision: str = "no"
     unet_max_seconds: float = 0.0
+    #: draw this share of each UNet batch's timesteps from [0, unet_focus_max_timestep) instead of [0, T)
+    unet_focus_fraction: float = 0.0
+    unet_focus_max_timestep: int = 300
+    #: continue the decoder stage from this pipeline folder's VAE (encoder stays frozen) instead of vae/final
+    decoder_init: str | None = None
+    decoder_latent_noise: float = 0.0
+    decoder_max_seconds: float = 0.0
 
 
 def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, **overrides) -> dict:
@@ -268,10 +307,18 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
         PartialState().wait_for_everyone()
         res["latent_std"] = std
     elif stage == "decoder":
-        vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
+        if r.decoder_init:
+            src = Path(r.decoder_init)
+            if not (src / "vae" / "config.json").is_file():
+                raise FileNotFoundError(f"--decoder-init {src}: not a pipeline folder with a vae/ component")
+            vae = AutoencoderKL.from_pretrained(src / "vae", torch_dtype=torch.float32)
+        else:
+            vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
         cfg = TrainConfig(str(out / "decoder"), max_steps=r.decoder_steps, learning_rate=r.decoder_lr,
-                          weight_decay=0.0, checkpoint_every=250, sample_every=500, seed=r.seed + 1)
-        res = train(VAETask(batch_size=r.vae_batch, decoder_only=True, vae=vae), cfg)
+                          weight_decay=0.0, checkpoint_every=250, sample_every=500, seed=r.seed + 1,
+                          max_seconds=r.decoder_max_seconds)
+        res = train(VAETask(batch_size=r.vae_batch, decoder_only=True, vae=vae, latent_noise=r.decoder_latent_noise,
+                            seed=r.seed + 1), cfg)
     elif stage == "unet":
         init = {}
         if r.unet_init:
@@ -295,9 +342,10 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
                           lr_warmup_steps=r.unet_warmup, checkpoint_every=max(200, r.unet_steps // 20),
                           sample_every=max(500, r.unet_steps // 10), ema_decay=0.999, seed=r.seed + 2,
                           mixed_precision=r.mixed_precision, max_seconds=r.unet_max_seconds)
-        res = train(UNetTask(vae, latents, scenes, batch_size=r.unet_batch, **init), cfg)
+        res = train(UNetTask(vae, latents, scenes, batch_size=r.unet_batch, focus_fraction=r.unet_focus_fraction,
+                             focus_max_timestep=r.unet_focus_max_timestep, **init), cfg)
     elif stage == "export":
-        res = export_pipeline(out, out / "pipeline")
+        res = export_pipeline(out, out / "pipeline", base=r.unet_init or r.decoder_init)
     else:
         raise ValueError(f"unknown stage {stage!r}; choose vae, decoder, unet, export or all")
     if is_main_process():
@@ -305,14 +353,22 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
     return res
 
 
-def export_pipeline(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.float16) -> dict:
+def export_pipeline(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.float16,
+                    base: str | Path | None = None) -> dict:
     """Assemble the StableDiffusionPipeline folder: UNet + text encoder from ``unet``, VAE decoder from
-    ``decoder`` when present (else ``vae``)."""
+    ``decoder`` when present (else ``vae``). A run that continued only some stages from a pipeline folder
+    (``--unet-init`` / ``--decoder-init``) takes the stages it did not train from ``base``."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     run_dir = Path(run_dir)
-    pipe = StableDiffusionPipeline.from_pretrained(run_dir / "unet" / "final", safety_checker=None,
-                                                   requires_safety_checker=False)
+    src = run_dir / "unet" / "final"
+    if not src.is_dir():
+        if base is None:
+            raise FileNotFoundError(f"{src} does not exist: run the unet stage first, or pass the pipeline folder "
+                                    "the run continued from (--unet-init / --decoder-init)")
+        src = Path(base)
+    pipe = StableDiffusionPipeline.from_pretrained(src, safety_checker=None, requires_safety_checker=False,
+                                                   dtype=torch.float32)
     dec = run_dir / "decoder" / "final"
     if dec.is_dir():
         pipe.vae = AutoencoderKL.from_pretrained(dec)
