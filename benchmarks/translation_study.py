@@ -120,10 +120,18 @@ def claims(rows: list[dict]) -> list[str]:
         here = [r for r in rows if r["nfe"] == nfe]
         if len({r["method"] for r in here}) < 2:
             continue
-        best_s = max(here, key=lambda r: r["mean"]["success"])
+        top = max(r["mean"]["success"] for r in here)
+        leaders = [r["method"] for r in here if r["mean"]["success"] >= top - 1e-9]  # equal counts tie exactly
         best_f = min(here, key=lambda r: r["fid"])
-        out.append(f"- NFE {nfe}: highest success {best_s['method']} ({best_s['mean']['success']:.3f}); lowest FID "
-                   f"{best_f['method']} ({best_f['fid']:.2f}). LSB {'holds' if best_s['method'] == best_f['method'] == 'lsb' else 'does not hold'} both.")
+        who = leaders[0] if len(leaders) == 1 else "tie between " + " and ".join(leaders)
+        if best_f["method"] == "lsb" and leaders == ["lsb"]:
+            verdict = "LSB holds both."
+        elif best_f["method"] == "lsb" and "lsb" in leaders:
+            verdict = "LSB ties on success and holds FID."
+        else:
+            verdict = "LSB does not hold both."
+        out.append(f"- NFE {nfe}: highest success {who} ({top:.3f}); lowest FID {best_f['method']} "
+                   f"({best_f['fid']:.2f}). {verdict}")
     ref = by.get(("lsb", 8))
     if ref:
         for m in ("sdedit", "ddib"):

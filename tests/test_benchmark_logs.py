@@ -81,3 +81,42 @@ def test_ddm_claims_and_missing(tmp_path):
     assert "holds only in part (1 of 2" in md
     assert "ddm: NFE 20" in res["missing"] and "ddm-eta0: NFE 10, 20" in res["missing"]
     assert "ddpm+dpm++: NFE 10" in res["missing"]
+
+
+def test_study_claims_call_equal_success_a_tie():
+    """Two methods with the same number of successes (floats that differ in the last bit) tie; LSB only
+    "holds both" when it leads alone on success and has the lowest FID."""
+    study = _script("translation_study")
+
+    def row(method, nfe, success, fid):
+        return {"method": method, "nfe": nfe, "mean": {"success": success}, "fid": fid}
+
+    rows = [row("lsb", 4, 130 / 180, 21.5), row("sdedit", 4, 0.7222222222222222, 39.0), row("ddib", 4, 0.01, 143.0),
+            row("lsb", 8, 0.77, 26.9), row("sdedit", 8, 0.72, 33.9), row("ddib", 8, 0.31, 88.1)]
+    lines = study.claims(rows)
+    assert lines[0].startswith("- NFE 4: highest success tie between lsb and sdedit (0.722)")
+    assert lines[0].endswith("LSB ties on success and holds FID.")
+    assert lines[1].endswith("LSB holds both.")
+    rows[3] = row("lsb", 8, 0.70, 26.9)
+    assert study.claims(rows)[1].endswith("LSB does not hold both.")
+
+
+def test_lsb_failure_reasons_on_rendered_scenes():
+    """benchmarks/lsb_failures.py files each output under the first thing the reader finds wrong."""
+    import numpy as np
+
+    from lsb.data import shapes
+    from lsb.metrics import read_scene
+
+    fail = _script("lsb_failures")
+    src = shapes.scenes("val", 1, shape="circle")[0].replace(colour="red", background="white", size=28.0, cx=32.0, cy=32.0)
+
+    def why(scene, target="square"):
+        return fail.failure_reason(read_scene(shapes.render_array(scene)), src, target)
+
+    assert why(src.replace(shape="square")) is None
+    assert why(src.replace(shape="triangle")) == "shape: square read as triangle"
+    assert why(src.replace(shape="square", colour="blue")) == "colour: red -> blue"
+    assert why(src.replace(shape="square", cx=41.0)) == "centre off by > 6 px"
+    blank = np.full((64, 64, 3), 240, dtype=np.uint8)
+    assert fail.failure_reason(read_scene(blank), src, "square").startswith("unclean")
