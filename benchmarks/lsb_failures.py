@@ -33,34 +33,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import translation as T  # noqa: E402
+from translation import failure_reason, to_uint8  # noqa: E402
 from lsb.data import shapes  # noqa: E402
 from lsb.metrics import read_batch  # noqa: E402
-
-
-def failure_reason(reading, scene, target: str, centre_tol: float = 6.0) -> str | None:
-    """None for a success, else a short category for the first thing that is wrong."""
-    if not reading.clean:
-        why = reading.reason.split(";")[0]
-        if why.startswith("object colour"):
-            return "unclean: colour between palette colours"
-        if why.startswith("size"):
-            return "unclean: size out of range"
-        if "regions" in why:
-            return "unclean: several object regions"
-        return "unclean: " + why.split(" ")[0]
-    if reading.shape != target:
-        return f"shape: {target} read as {reading.shape}"
-    if reading.colour != scene.colour:
-        return f"colour: {scene.colour} -> {reading.colour}"
-    if reading.background != scene.background:
-        return "background changed"
-    if np.hypot(reading.cx - scene.cx, reading.cy - scene.cy) > centre_tol:
-        return "centre off by > 6 px"
-    return None
-
-
-def to_uint8(images) -> list[np.ndarray]:
-    return [(np.asarray(im) * 255).round().astype(np.uint8) for im in images]
 
 
 @torch.no_grad()

@@ -40,6 +40,34 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
 
 
+def to_uint8(images) -> list[np.ndarray]:
+    """Pipeline outputs (float arrays in [0, 1]) as uint8 pictures."""
+    return [(np.asarray(im) * 255).round().astype(np.uint8) for im in images]
+
+
+def failure_reason(reading, scene: shapes.Scene, target: str, centre_tol: float = 6.0) -> str | None:
+    """None for a success (clean, ``target`` shape, the source's colour and background, centre within
+    ``centre_tol`` px), else a short category for the first thing that is wrong."""
+    if not reading.clean:
+        why = reading.reason.split(";")[0]
+        if why.startswith("object colour"):
+            return "unclean: colour between palette colours"
+        if why.startswith("size"):
+            return "unclean: size out of range"
+        if "regions" in why:
+            return "unclean: several object regions"
+        return "unclean: " + why.split(" ")[0]
+    if reading.shape != target:
+        return f"shape: {target} read as {reading.shape}"
+    if reading.colour != scene.colour:
+        return f"colour: {scene.colour} -> {reading.colour}"
+    if reading.background != scene.background:
+        return "background changed"
+    if np.hypot(reading.cx - scene.cx, reading.cy - scene.cy) > centre_tol:
+        return "centre off by > 6 px"
+    return None
+
+
 def score(outputs: list[np.ndarray], sources: list[shapes.Scene], target_shape: str, centre_tol: float = 6.0) -> dict:
     rs = read_batch(outputs)
     ok, colour, bg, shape_ok, cerr, sratio, ps = [], [], [], [], [], [], []
@@ -48,11 +76,9 @@ def score(outputs: list[np.ndarray], sources: list[shapes.Scene], target_shape: 
         shape_ok.append(c and r.shape == target_shape)
         colour.append(c and r.colour == s.colour)
         bg.append(r.background == s.background)
-        e = float(np.hypot(r.cx - s.cx, r.cy - s.cy)) if c else float("nan")
-        cerr.append(e)
+        cerr.append(float(np.hypot(r.cx - s.cx, r.cy - s.cy)) if c else float("nan"))
         sratio.append(r.size / s.size if c else float("nan"))
-        ok.append(bool(c and r.shape == target_shape and r.colour == s.colour and r.background == s.background
-                       and e <= centre_tol))
+        ok.append(failure_reason(r, s, target_shape, centre_tol) is None)
         ps.append(psnr(out, shapes.render_array(s.replace(shape=target_shape))))
     return {"success": float(np.mean(ok)), "clean": float(np.mean([r.clean for r in rs])),
             "shape": float(np.mean(shape_ok)), "colour_kept": float(np.mean(colour)),
@@ -92,7 +118,7 @@ class Runner:
         gens = [torch.Generator().manual_seed(seed + i) for i in range(len(images))]
         imgs, nfe_spent = translate(method, pipe, images, self.prompt(pipe, src), self.prompt(pipe, tgt), nfe=nfe,
                                     guidance_scale=guidance, tau=tau, t0=t0, generator=gens, output_type="np")
-        return [(np.asarray(im) * 255).round().astype(np.uint8) for im in imgs], nfe_spent
+        return to_uint8(imgs), nfe_spent
 
 
 def run(runner, method, nfe, split, n, directions, guidance, tau, t0, solver, batch=50, seed=0,
