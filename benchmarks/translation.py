@@ -56,7 +56,12 @@ def failure_reason(reading, scene: shapes.Scene, target: str, centre_tol: float 
             return "unclean: size out of range"
         if "regions" in why:
             return "unclean: several object regions"
-        return "unclean: " + why.split(" ")[0]
+        for start, label in (("no clear shape", "no clear shape"), ("bounding box", "wrong aspect ratio"),
+                             ("coverage", "coverage inconsistent with the region"), ("background", "background off-palette"),
+                             ("object touches", "object touches the border")):
+            if why.startswith(start):
+                return "unclean: " + label
+        return "unclean: " + why
     if reading.shape != target:
         return f"shape: {target} read as {reading.shape}"
     if reading.colour != scene.colour:
@@ -90,14 +95,14 @@ def score(outputs: list[np.ndarray], sources: list[shapes.Scene], target_shape: 
 class Runner:
     """Loads each method's pipeline once and translates batches of PIL images to uint8 arrays."""
 
-    def __init__(self, model=None, domains: str | None = None):
-        self.model, self.domains, self.pipes = model, domains, {}
+    def __init__(self, model=None, domains: str | None = None, device: str = "cpu"):
+        self.model, self.domains, self.device, self.pipes = model, domains, device, {}
 
     def pipe(self, method):
         if method not in self.pipes:
             from lsb.baselines import load_translator
 
-            p = load_translator(method, self.model, device="cpu")
+            p = load_translator(method, self.model, device=self.device)
             p.set_progress_bar_config(disable=True)
             self.pipes[method] = p
         return self.pipes[method]
@@ -182,13 +187,14 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", nargs="*", default=None, help="name=v1,v2 over guidance/tau/t0 (use --split val)")
     ap.add_argument("--domains", default=None, help="folder of learned domains <shape>/learned_embeds.safetensors")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--device", default="cpu", help="torch device for the pipelines (the committed tables are measured on cpu)")
     ap.add_argument("--tag", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     if args.sweep is not None and args.split == "test":
         ap.error("sweeps tune hyperparameters: run them on --split val, never on the test scenes")
     directions = DIRECTIONS if not args.directions else [tuple(d.split("-")) for d in args.directions]
-    runner = Runner(args.model, args.domains)
+    runner = Runner(args.model, args.domains, args.device)
     grid = [dict(guidance=args.guidance, tau=args.tau, t0=args.t0)]
     if args.sweep:
         axes = {k: [float(v) for v in vals.split(",")] for k, vals in (s.split("=") for s in args.sweep)}

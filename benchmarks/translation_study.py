@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -30,7 +31,7 @@ from translation import DIRECTIONS, Runner, run  # noqa: E402
 
 #: Per-method validation grids (the method's own knobs; tau / t0 set SDEdit's start noise level).
 GRIDS = {
-    "lsb": {"guidance": [2.0, 3.0, 5.0], "t0": [0.05, 0.2], "tau": [1.0]},
+    "lsb": {"guidance": [2.0, 3.0, 5.0], "t0": [0.02, 0.05], "tau": [0.35, 1.0]},
     "sdedit": {"guidance": [2.0, 3.0, 5.0], "t0": [0.05, 0.2], "tau": [1.0]},
     "ddib": {"guidance": [1.0, 2.0, 3.0], "t0": [0.2], "tau": [1.0]},
 }
@@ -83,7 +84,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     return True
 
 
-def write(rows: list[dict], tuning: list[dict], path_md: Path, args) -> str:
+def write(rows: list[dict], tuning: list[dict], path_md: Path, args, device_name: str = "cpu") -> str:
     lines = ["# Quality vs NFE: LSB, SDEdit and DDIB on the shapes world (embedded mini SD, text prompts)", "",
              f"Test split, {args.n_test} scenes per direction (x6 directions); each method's hyperparameters chosen per NFE "
              f"on the validation split ({args.n_val} scenes per direction; NFE above {args.tune_max_nfe} reuses the setting "
@@ -107,7 +108,9 @@ def write(rows: list[dict], tuning: list[dict], path_md: Path, args) -> str:
         lines.append(f"| {t['method']} | {t['nfe']} | " + ", ".join(f"{k} {v:g}" for k, v in t["hp"].items())
                      + f" | {t['success']:.3f} |")
     lines += ["", f"Reproduce: `python benchmarks/translation_study.py --nfe {' '.join(map(str, args.nfe))} "
-              f"--n-val {args.n_val} --n-test {args.n_test} --tune-max-nfe {args.tune_max_nfe}" + (f" --tag {args.tag}" if args.tag else "") + "`."]
+              f"--n-val {args.n_val} --n-test {args.n_test} --tune-max-nfe {args.tune_max_nfe}" + (f" --tag {args.tag}" if args.tag else "")
+              + (f" --device {args.device}" if args.device != "cpu" else "") + "`"
+              + (f" (pipelines on {device_name}; s/image is that device's)." if args.device != "cpu" else ".")]
     text = "\n".join(lines) + "\n"
     path_md.write_text(text)
     return text
@@ -157,6 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tune-max-nfe", type=int, default=16,
                     help="tune on val up to this NFE; larger NFEs reuse the setting chosen at the largest tuned one")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--device", default="cpu", help="torch device for the pipelines")
     ap.add_argument("--tag", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
@@ -171,7 +175,9 @@ def main(argv=None) -> int:
         tmp.write_text(json.dumps(state, indent=1))
         tmp.replace(state_path)
 
-    runner = Runner(args.model)
+    runner = Runner(args.model, device=args.device)
+    if args.device.startswith("cuda") and torch.cuda.is_available():
+        state["device_name"] = torch.cuda.get_device_name()
     rows, tuning = [], []
     for method in args.methods:
         tuned = {}
@@ -203,7 +209,7 @@ def main(argv=None) -> int:
             r = rows[-1]
             print(json.dumps({"method": method, "nfe": nfe, "hp": r["hp"], "success": r["mean"]["success"],
                               "fid": r["fid"]}), flush=True)
-    print(write(rows, tuning, out / f"{stem}.md", args))
+    print(write(rows, tuning, out / f"{stem}.md", args, state.get("device_name", args.device)))
     plot(rows, out / f"{stem}.png")
     return 0
 
