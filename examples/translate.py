@@ -23,7 +23,7 @@ scenes = shapes.scenes("test", 4, shape="circle")  # held-out scenes of the sour
 sources = [shapes.render(s) for s in scenes]
 # tau / t0 / guidance tuned for the embedded model on the validation split (README, "Choosing parameters")
 out = pipe(sources, source_prompt="a circle", target_prompt="a square", num_inference_steps=args.nfe,
-           guidance_scale=3.0, tau=1.0, t0=0.05, generator=torch.Generator().manual_seed(0))
+           guidance_scale=3.0, tau=0.35, t0=0.02, generator=torch.Generator().manual_seed(0))
 for scene, image in zip(scenes, out.images):
     r = read_scene(image)
     print(f"{scene.caption:45s} -> read back: a {r.colour} {r.shape} on a {r.background} background")

@@ -14,7 +14,7 @@ from pathlib import Path
 # Defaults for translation. They are the paper's (METHODS.md section 2) except where the embedded
 # model needs others; see README "Choosing parameters" for the measurements behind each.
 TRANSLATE_DEFAULTS = dict(nfe=8, tau=5.29, t0=0.2, guidance=11.0, solver="euler")
-MINI_SD_TRANSLATE_DEFAULTS = dict(nfe=8, tau=1.0, t0=0.05, guidance=3.0, solver="euler")  # tuned on the val split
+MINI_SD_TRANSLATE_DEFAULTS = dict(nfe=8, tau=0.35, t0=0.02, guidance=3.0, solver="euler")  # tuned on the val split
 
 
 def _user_errors():
