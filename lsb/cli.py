@@ -239,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         print(f"lsb: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        from .training.loop import leave_process_group
+
+        leave_process_group()
 
 
 if __name__ == "__main__":

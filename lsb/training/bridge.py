@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from ..data import shapes
 from ..data.degradations import degrade
 from ..restoration import BRIDGES, TASKS, check_task, empty_prompt_embeds, expand_conv_in, training_scheduler, unet_call
-from .loop import TrainConfig, TrainingTask, train
+from .loop import TrainConfig, TrainingTask, leave_process_group, train
 
 METHODS = BRIDGES + ("palette",)
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
@@ -331,4 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        leave_process_group()

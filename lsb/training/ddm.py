@@ -40,7 +40,7 @@ from ..data import shapes
 from ..data.degradations import degrade
 from ..models import mini_sd
 from ..models.ddm import ddm_unet_channels, split_heads
-from .loop import TrainConfig, TrainingTask, is_main_process, train
+from .loop import TrainConfig, TrainingTask, is_main_process, leave_process_group, train
 
 KINDS = ("ddm", "ddpm")
 TASKS = ("t2i", "sr4")
@@ -296,4 +296,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        leave_process_group()

@@ -39,7 +39,7 @@ from ..data import shapes
 from ..data.degradations import degrade, inpaint_mask
 from ..models.diffir import CPENS1, CPENS2, DIRformer, PriorDenoiser, count_parameters
 from ..schedulers.scheduling_diffir import DiffIRScheduler
-from .loop import TrainConfig, TrainingTask, is_main_process, train
+from .loop import TrainConfig, TrainingTask, is_main_process, leave_process_group, train
 
 TASKS = ("inpaint", "sr4")
 STAGES = ("s1", "s2", "plain", "diffir", "all")
@@ -419,4 +419,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        leave_process_group()

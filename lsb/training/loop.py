@@ -311,6 +311,16 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
     return result
 
 
+def leave_process_group() -> None:
+    """Destroy the torch.distributed group of a multi-process ``accelerate launch`` run; entry points call it
+    on their way out, since a group left alive until interpreter shutdown can abort the process ("terminate
+    called without an active exception") while its communication threads are torn down."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _with_ema(ema: _EMA | None, fn) -> None:
     if ema is not None:
         ema.swap()
