@@ -120,3 +120,33 @@ def test_lsb_failure_reasons_on_rendered_scenes():
     assert why(src.replace(shape="square", cx=41.0)) == "centre off by > 6 px"
     blank = np.full((64, 64, 3), 240, dtype=np.uint8)
     assert fail.failure_reason(read_scene(blank), src, "square").startswith("unclean")
+
+
+def test_sweep_summary_round_trip_and_ranking(tmp_path):
+    """gpu/sweep_summary.py: run folders -> jsonl -> the same map; settings ranked by the mean over setups."""
+    spec = importlib.util.spec_from_file_location("bench_sweep_summary", ROOT / "benchmarks" / "gpu" / "sweep_summary.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def result(t0, tau, g, success):
+        return {"method": "lsb", "solver": "euler", "nfe": 8, "t0": t0, "tau": tau, "guidance": g, "n_per_direction": 5,
+                "mean": {"success": success, "shape": 1.0, "colour_kept": 1.0, "clean": 1.0},
+                "directions": [{"direction": "circle->square", "success": success}]}
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    # setup a is best at (0.02, 0.35, 3), setup b at (0.05, 1, 3); their mean favours (0.02, 0.35, 3)
+    (runs / "translation-a-text-euler-t00.02.json").write_text(json.dumps([result(0.02, 0.35, 3.0, 0.8)]))
+    (runs / "translation-a-text-euler-t00.05.json").write_text(json.dumps([result(0.05, 1.0, 3.0, 0.6)]))
+    (runs / "translation-b-text-euler-t00.02.json").write_text(json.dumps([result(0.02, 0.35, 3.0, 0.7)]))
+    (runs / "translation-b-text-euler-t00.05.json").write_text(json.dumps([result(0.05, 1.0, 3.0, 0.75)]))
+    raw, md1, md2 = tmp_path / "cells.jsonl", tmp_path / "a.md", tmp_path / "b.md"
+    assert mod.main([str(runs), "--raw", str(raw), "--out", str(md1)]) == 0
+    assert len(raw.read_text().splitlines()) == 4
+    assert mod.main(["--from-raw", str(raw), "--out", str(md2)]) == 0
+    text = md1.read_text()
+    assert text == md2.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| 0.0")]
+    assert rows[0].startswith("| 0.02 | 0.35 | 3 |") and "**0.750**" in rows[0]
+    assert rows[1].startswith("| 0.05 | 1 | 3 |") and "**0.675**" in rows[1]
+    assert "- a-text-euler: 0.800 at t0 0.02, tau 0.35" in text and "- b-text-euler: 0.750 at t0 0.05, tau 1" in text
