@@ -26,6 +26,11 @@ def _user_errors():
     return (ImageInputError, ModelFolderError, UnknownTokenError, DomainFileError, ValueError, FileNotFoundError)
 
 
+def _default_note(key: str) -> str:
+    a, b = MINI_SD_TRANSLATE_DEFAULTS[key], TRANSLATE_DEFAULTS[key]
+    return f" (default {a})" if a == b else f" (default {a} on the embedded model, {b} on others)"
+
+
 def _add_translate(sub):
     p = sub.add_parser("translate", help="translate images from a source domain to a target domain",
                        description="Translate images with the Latent Schrödinger Bridge (default) or a baseline.")
@@ -35,11 +40,11 @@ def _add_translate(sub):
     p.add_argument("--model", default=None, help="diffusers SD folder or Hub id (default: the embedded mini SD)")
     p.add_argument("--method", default="lsb", choices=["lsb", "sdedit", "ddib"],
                    help="lsb, or the LSB paper's baselines sdedit / ddib (same NFE budget)")
-    p.add_argument("--nfe", type=int, default=None, help="UNet evaluations per image (default 8)")
-    p.add_argument("--tau", type=float, default=None, help="bridge noise τ (paper's τ; official --tau is sqrt(τ))")
-    p.add_argument("--t0", type=float, default=None, help="bridge start time t0 in (0, 1)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance weight w on the predictor difference")
-    p.add_argument("--solver", default=None, choices=["euler", "ddim", "multistep"], help="ODE solver")
+    p.add_argument("--nfe", type=int, default=None, help="UNet evaluations per image" + _default_note("nfe"))
+    p.add_argument("--tau", type=float, default=None, help="bridge noise τ (paper's τ; official --tau is sqrt(τ))" + _default_note("tau"))
+    p.add_argument("--t0", type=float, default=None, help="bridge start time t0 in (0, 1)" + _default_note("t0"))
+    p.add_argument("--guidance", type=float, default=None, help="guidance weight w on the predictor difference" + _default_note("guidance"))
+    p.add_argument("--solver", default=None, choices=["euler", "ddim", "multistep"], help="ODE solver" + _default_note("solver"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=None, help="resize inputs to SIZE x SIZE first (default: keep size)")
     p.add_argument("--batch-size", type=int, default=8)

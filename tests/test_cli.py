@@ -85,6 +85,17 @@ def test_module_entry_point():
         assert cmd in proc.stdout
 
 
+def test_translate_help_states_both_default_sets(capsys):
+    from lsb.cli import MINI_SD_TRANSLATE_DEFAULTS, TRANSLATE_DEFAULTS
+
+    with pytest.raises(SystemExit):
+        main(["translate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for key in ("tau", "t0", "guidance"):
+        assert f"default {MINI_SD_TRANSLATE_DEFAULTS[key]} on the embedded model, {TRANSLATE_DEFAULTS[key]} on others" in text
+    assert f"(default {TRANSLATE_DEFAULTS['nfe']})" in text
+
+
 @pytest.mark.parametrize("method", ["sdedit", "ddib"])
 def test_translate_baseline_methods(tiny_sd_dir, inputs, tmp_path, method, capsys):
     out = tmp_path / method
