@@ -140,8 +140,11 @@ def test_sweep_summary_round_trip_and_ranking(tmp_path):
     (runs / "translation-a-text-euler-t00.05.json").write_text(json.dumps([result(0.05, 1.0, 3.0, 0.6)]))
     (runs / "translation-b-text-euler-t00.02.json").write_text(json.dumps([result(0.02, 0.35, 3.0, 0.7)]))
     (runs / "translation-b-text-euler-t00.05.json").write_text(json.dumps([result(0.05, 1.0, 3.0, 0.75)]))
+    again = tmp_path / "again"  # a second run folder holding a copy of one file: its cell is counted once
+    again.mkdir()
+    (again / "translation-a-text-euler-t00.02.json").write_text((runs / "translation-a-text-euler-t00.02.json").read_text())
     raw, md1, md2 = tmp_path / "cells.jsonl", tmp_path / "a.md", tmp_path / "b.md"
-    assert mod.main([str(runs), "--raw", str(raw), "--out", str(md1)]) == 0
+    assert mod.main([str(runs), str(again), "--raw", str(raw), "--out", str(md1)]) == 0
     assert len(raw.read_text().splitlines()) == 4
     assert mod.main(["--from-raw", str(raw), "--out", str(md2)]) == 0
     text = md1.read_text()

@@ -17,11 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cells_from_runs(dirs: list[str]) -> list[dict]:
-    cells = []
+    """Every (setup, solver, nfe, t0, tau, guidance) cell once: overlapping grids (and a run folder that still
+    holds an earlier run's files) give the same cell twice; the first one read is kept."""
+    cells, seen = [], set()
     for d in dirs:
         for f in sorted(Path(d).glob("translation-*.json")):
             setup = f.stem[len("translation-"):].rsplit("-t0", 1)[0]   # e.g. shipped-text-euler
             for r in json.loads(f.read_text()):
+                key = (setup, r["solver"], r["nfe"], r["t0"], r["tau"], r["guidance"])
+                if key in seen:
+                    continue
+                seen.add(key)
                 cells.append({"setup": setup, "solver": r["solver"], "nfe": r["nfe"], "t0": r["t0"], "tau": r["tau"],
                               "guidance": r["guidance"], "n_per_direction": r["n_per_direction"],
                               "success": r["mean"]["success"], "shape": r["mean"]["shape"],
