@@ -286,6 +286,17 @@ class MiniSDRecipe:
     decoder_max_seconds: float = 0.0
 
 
+def _init_folder(option: str, path: str, components: tuple[str, ...]) -> Path:
+    """The pipeline folder a stage continues from, checked like any model folder, errors naming ``option``."""
+    from ..loading import ModelFolderError, check_model_folder
+
+    try:
+        check_model_folder(path, components)
+    except ModelFolderError as e:
+        raise ModelFolderError(f"{option} {path}: {e}") from None
+    return Path(path)
+
+
 def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, **overrides) -> dict:
     """Run one stage of the mini-SD recipe under ``out`` (resuming if checkpoints exist)."""
     from diffusers import AutoencoderKL
@@ -308,9 +319,7 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
         res["latent_std"] = std
     elif stage == "decoder":
         if r.decoder_init:
-            src = Path(r.decoder_init)
-            if not (src / "vae" / "config.json").is_file():
-                raise FileNotFoundError(f"--decoder-init {src}: not a pipeline folder with a vae/ component")
+            src = _init_folder("--decoder-init", r.decoder_init, ("vae",))
             vae = AutoencoderKL.from_pretrained(src / "vae", torch_dtype=torch.float32)
         else:
             vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
@@ -325,9 +334,7 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
             from diffusers import UNet2DConditionModel
             from transformers import CLIPTextModel, CLIPTokenizer
 
-            src = Path(r.unet_init)
-            if not (src / "model_index.json").is_file():
-                raise FileNotFoundError(f"--unet-init {src}: not a diffusers pipeline folder (no model_index.json)")
+            src = _init_folder("--unet-init", r.unet_init, ("vae", "unet", "text_encoder", "tokenizer"))
             vae = AutoencoderKL.from_pretrained(src / "vae", torch_dtype=torch.float32)
             init = dict(unet=UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float32),
                         text_encoder=CLIPTextModel.from_pretrained(src / "text_encoder", dtype=torch.float32),
