@@ -45,20 +45,21 @@ def to_uint8(images) -> list[np.ndarray]:
     return [(np.asarray(im) * 255).round().astype(np.uint8) for im in images]
 
 
+#: the reader's reasons for an unclean picture (by how they start) as short failure categories
+_UNCLEAN_LABELS = (("object colour", "colour between palette colours"), ("size", "size out of range"),
+                   ("no clear shape", "no clear shape"), ("bounding box", "wrong aspect ratio"),
+                   ("coverage", "coverage inconsistent with the region"), ("background", "background off-palette"),
+                   ("object touches", "object touches the border"))
+
+
 def failure_reason(reading, scene: shapes.Scene, target: str, centre_tol: float = 6.0) -> str | None:
     """None for a success (clean, ``target`` shape, the source's colour and background, centre within
     ``centre_tol`` px), else a short category for the first thing that is wrong."""
     if not reading.clean:
         why = reading.reason.split(";")[0]
-        if why.startswith("object colour"):
-            return "unclean: colour between palette colours"
-        if why.startswith("size"):
-            return "unclean: size out of range"
-        if "regions" in why:
+        if "regions" in why:  # "<n> significant object regions (expected 1)"
             return "unclean: several object regions"
-        for start, label in (("no clear shape", "no clear shape"), ("bounding box", "wrong aspect ratio"),
-                             ("coverage", "coverage inconsistent with the region"), ("background", "background off-palette"),
-                             ("object touches", "object touches the border")):
+        for start, label in _UNCLEAN_LABELS:
             if why.startswith(start):
                 return "unclean: " + label
         return "unclean: " + why
