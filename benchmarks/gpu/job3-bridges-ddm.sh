@@ -1,12 +1,7 @@
 # Last GPU slot: bridges (I2SB, DDBM-VP, Palette; inpaint + sr4) and DDM/DDPM t2i, then the claim-relevant benchmark rows
 set -u
 T0=$(date +%s); left() { echo $(( ${BUDGET:-400} - ($(date +%s) - T0) )); }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-mkdir -p /tmp/pp && ln -sfn $PWD/pipelines /tmp/pp/lsb_pipelines
-export PYTHONPATH=/tmp/site:$PWD:/tmp/pp PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-if nvidia-cuda-mps-control -d 2>/dev/null; then
-  timeout 60 python3 -c "import torch; torch.zeros(1).cuda(); print('MPS on')" || { echo quit | nvidia-cuda-mps-control; echo "MPS off"; }
-fi
+. benchmarks/gpu/device-env.sh || exit 1
 R=/tmp/r; RES=/tmp/res; L=/tmp/logs; mkdir -p $R $RES $L
 CAP=${CAP:-140}; STEPS=${STEPS:-1200}; B=256; N=${N:-200}
 for t in inpaint sr4; do for b in i2sb ddbm-vp palette; do

@@ -11,15 +11,9 @@
 # MIN: training minutes cap per variant (default 6); N: val scenes per direction (default 120). Variants differ
 # in timestep focus and learning rate. CPU dry run: MIN=0.05 STEPS=3 SCENES=256 BATCH=8 N=2 bash <this file>
 set -u
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  mkdir -p /tmp/pp && ln -sfn $PWD/pipelines /tmp/pp/lsb_pipelines   # what `pip install -e .` maps
-  export PYTHONPATH=/tmp/site:$PWD:/tmp/pp
-fi
-export PYTHONUNBUFFERED=1
+. benchmarks/gpu/device-env.sh || exit 1
 OUT=${OUT:-/tmp/job4-out}; mkdir -p "$OUT"
 R=/tmp/job4; mkdir -p $R
-command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d 2>/dev/null
 BASE=lsb/assets/mini-sd
 MIN=${MIN:-6}
 STEPS=${STEPS:-2000}       # the cosine schedule's length (decays to 0 within ~5 min on an H100 under MPS); MIN caps it

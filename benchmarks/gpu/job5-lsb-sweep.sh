@@ -7,10 +7,8 @@
 #          domains/<shape>/ = the learned tokens of `benchmarks/learn_domains.py --images 200 --steps 600`)
 #   run:   bash benchmarks/gpu/job5-lsb-sweep.sh        back: $OUT/job5.tgz (json + md per process), $OUT/job5.log
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-mkdir -p /tmp/pp && ln -sfn $PWD/pipelines /tmp/pp/lsb_pipelines
-export PYTHONPATH=/tmp/site:$PWD:/tmp/pp PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
-command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d 2>/dev/null
+. benchmarks/gpu/device-env.sh || exit 1
+export OMP_NUM_THREADS=1
 RES=/tmp/res5; mkdir -p $RES
 GRID="tau=${TAUS:-0.5,1,1.5,2.5} guidance=${WS:-2,3,4,6}"
 one() {  # tag, t0, solver, extra args
