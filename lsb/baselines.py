@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from .bridges.matching import sb_time_to_timestep
+from .execution import execution_device, model_dtype
 from .translation_utils import check_nfe, preprocess_images, prompt_embeds_for_batch
 
 METHODS = ("lsb", "sdedit", "ddib")
@@ -145,7 +146,7 @@ def sdedit_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: in
 
     pixels = preprocess_images(images, pipe_img2img.image_processor, pipe_img2img.vae_scale_factor)
     batch = pixels.shape[0]
-    device, dtype = pipe_img2img._execution_device, pipe_img2img.unet.dtype
+    device, dtype = execution_device(pipe_img2img), model_dtype(pipe_img2img.unet)
     src_text, src_embeds = _prompt_and_embeds(source_prompt)
     tgt_text, tgt_embeds = _prompt_and_embeds(target_prompt)
     negative = prompt_embeds_for_batch(pipe_img2img, src_text, src_embeds, batch, device, dtype, "source", clip_skip)

@@ -22,6 +22,7 @@ import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
 
+from .execution import execution_device, model_dtype
 from .images import ImageInputError
 
 #: The paired restoration tasks of the shapes world (WORLD.md), named as in ``lsb.data.degradations``.
@@ -194,7 +195,7 @@ def unet_call(unet, x: torch.Tensor, cond: torch.Tensor, timestep, prompt_embeds
     t = torch.as_tensor(timestep, device=x.device, dtype=torch.float32)
     if t.ndim == 0:
         t = t.expand(x.shape[0])
-    dtype = getattr(unet, "module", unet).dtype  # DDP-wrapped during multi-process training
+    dtype = model_dtype(getattr(unet, "module", unet))  # DDP-wrapped during multi-process training
     inp = torch.cat([x, cond], dim=1).to(dtype)
     return unet(inp, t, encoder_hidden_states=prompt_embeds.to(dtype), return_dict=False)[0].float()
 
@@ -277,7 +278,7 @@ class LatentRestorationMixin:
         pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)
         batch, _, height, width = pixels.shape
         masks = preprocess_mask(mask, batch, height, width) if mask is not None else None
-        device = self._execution_device
+        device = execution_device(self)
 
         x_T = encode_images(self.vae, pixels, device).float()
         embeds = empty_prompt_embeds(self.text_encoder, self.tokenizer, device).expand(batch, -1, -1)
@@ -289,7 +290,7 @@ class LatentRestorationMixin:
         if output_type == "latent":
             images = x
         else:
-            decoded = self.vae.decode(x.to(self.vae.dtype) / self.vae.config.scaling_factor).sample.float()
+            decoded = self.vae.decode(x.to(model_dtype(self.vae)) / self.vae.config.scaling_factor).sample.float()
             decoded = paste_known(decoded.clamp(-1, 1), pixels.to(decoded.device), masks)
             images = self.image_processor.postprocess(decoded, output_type=output_type)
         self.maybe_free_model_hooks()

@@ -14,6 +14,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .execution import model_dtype
 from .images import ImageInputError, to_rgb
 from .prompting import broadcast_embeds, encode_text
 
@@ -81,7 +82,7 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
 @torch.no_grad()
 def encode_images(vae, pixels: torch.Tensor, device) -> torch.Tensor:
     """VAE-encode images in [-1, 1] to scaled latents, using the posterior mode (deterministic)."""
-    pixels = pixels.to(device=device, dtype=vae.dtype)
+    pixels = pixels.to(device=device, dtype=model_dtype(vae))
     latents = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
     if not torch.isfinite(latents).all():
         raise FloatingPointError("the VAE produced NaN/inf latents for the input image(s)")
@@ -93,7 +94,7 @@ def decode_latents(vae, image_processor, latents: torch.Tensor, output_type: str
     """Scaled latents -> images of ``output_type`` ("pil", "np", "pt"); "latent" returns them unchanged."""
     if output_type == "latent":
         return latents
-    image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    image = vae.decode(latents.to(model_dtype(vae)) / vae.config.scaling_factor).sample
     return image_processor.postprocess(image, output_type=output_type)
 
 

@@ -50,6 +50,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
+from lsb.execution import execution_device, model_dtype
 from lsb.translation_utils import (
     check_nfe,
     check_prompt_args,
@@ -203,8 +204,8 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         self.check_inputs(image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
                           negative_prompt, negative_prompt_embeds, num_inference_steps, guidance_scale,
                           inversion_guidance_scale, callback_on_step_end_tensor_inputs)
-        device = self._execution_device
-        dtype = self.unet.dtype
+        device = execution_device(self)
+        dtype = model_dtype(self.unet)
         num_inversion_steps, num_sampling_steps = self.split_nfe(num_inference_steps)
 
         # 1. images -> source latents

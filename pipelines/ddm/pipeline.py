@@ -29,6 +29,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from lsb.execution import execution_device, model_dtype
 from lsb.models.ddm import check_ddm_unet
 from lsb.prompting import broadcast_embeds, encode_text
 from lsb.schedulers import DDMScheduler
@@ -101,12 +102,12 @@ class DDMPipeline(DiffusionPipeline):
             if isinstance(prompt, list) and len(prompt) not in (1, batch):
                 raise ValueError(f"`prompt` has {len(prompt)} entries for a batch of {batch}")
             prompt_embeds = encode_text(self, prompt, device)
-        pos = broadcast_embeds(prompt_embeds.to(device=device, dtype=self.unet.dtype), batch, "prompt_embeds")
+        pos = broadcast_embeds(prompt_embeds.to(device=device, dtype=model_dtype(self.unet)), batch, "prompt_embeds")
         neg = None
         if do_cfg:
             if negative_prompt_embeds is None:
                 negative_prompt_embeds = encode_text(self, negative_prompt or "", device)
-            neg = broadcast_embeds(negative_prompt_embeds.to(device=device, dtype=self.unet.dtype), batch,
+            neg = broadcast_embeds(negative_prompt_embeds.to(device=device, dtype=model_dtype(self.unet)), batch,
                                    "negative_prompt_embeds")
         return neg, pos
 
@@ -158,12 +159,12 @@ class DDMPipeline(DiffusionPipeline):
         """
         self.check_inputs(prompt, prompt_embeds, image, num_inference_steps, guidance_scale, eta,
                           callback_on_step_end_tensor_inputs)
-        device = self._execution_device
+        device = execution_device(self)
         cond = None
         if image is not None:
             pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)
             height, width = pixels.shape[-2:]
-            cond = encode_images(self.vae, pixels, device).to(self.unet.dtype)
+            cond = encode_images(self.vae, pixels, device).to(model_dtype(self.unet))
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         if prompt is None and prompt_embeds is None:
@@ -193,7 +194,7 @@ class DDMPipeline(DiffusionPipeline):
         if eta is not None and eta != scheduler.config.eta:
             scheduler = DDMScheduler.from_config(scheduler.config, eta=eta)
         scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = self.prepare_latents(batch, height, width, self.unet.dtype, device, generator, latents)
+        latents = self.prepare_latents(batch, height, width, model_dtype(self.unet), device, generator, latents)
 
         nfe = 0
         with self.progress_bar(total=len(scheduler.timesteps)) as progress_bar:

@@ -28,6 +28,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from lsb.data.degradations import INPAINT_FILL, inpaint_mask
+from lsb.execution import execution_device
 from lsb.images import ImageInputError
 from lsb.models.diffir import CPENS2, DIRformer, PriorDenoiser
 from lsb.schedulers import DiffIRScheduler
@@ -190,7 +191,7 @@ class DiffIRPipeline(DiffusionPipeline):
             output_type: "pil", "np" or "pt" (tensor (B, 3, H, W) in [0, 1]).
         """
         self.check_inputs(image, mask, num_inference_steps, output_type)
-        device, dtype = self._execution_device, self.dirformer.dtype
+        device, dtype = execution_device(self), self.dirformer.dtype
         x = self.prepare_inputs(image, mask).to(device=device, dtype=dtype)
         prior, nfe = None, 0
         if self.uses_prior:

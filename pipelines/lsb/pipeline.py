@@ -25,6 +25,7 @@ from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from lsb.execution import execution_device, model_dtype
 from lsb.schedulers import LSBScheduler
 from lsb.translation_utils import (check_nfe, check_prompt_args, decode_latents, encode_images, preprocess_images,
                                    prompt_pair_embeds)
@@ -92,7 +93,7 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
 
     def encode_image(self, image: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """VAE-encode images in [-1, 1] to scaled latents (posterior mode: deterministic)."""
-        return encode_images(self.vae, image, device if device is not None else self._execution_device)
+        return encode_images(self.vae, image, device if device is not None else execution_device(self))
 
     def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
         return decode_latents(self.vae, self.image_processor, latents, output_type)
@@ -141,7 +142,7 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         """
         self.check_inputs(image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
                           num_inference_steps, tau, t0, callback_on_step_end_tensor_inputs)
-        device = self._execution_device  # once: diffusers walks every module of every component to find it
+        device = execution_device(self)  # once per call; diffusers' own lookup only when hooks are on
 
         # 1. images -> source latents
         pixels = self.preprocess_images(image)
@@ -149,7 +150,7 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         x_src = self.encode_image(pixels, device)
 
         # 2. prompts -> embeddings (source, target), broadcast to the batch
-        dtype = self.unet.dtype
+        dtype = model_dtype(self.unet)
         source_prompt_embeds, target_prompt_embeds = prompt_pair_embeds(
             self, source_prompt, source_prompt_embeds, target_prompt, target_prompt_embeds, batch, device, dtype,
             clip_skip=clip_skip)
