@@ -13,6 +13,10 @@ Three measurements on the **val** split (this is a diagnostic for choosing what 
 
     python benchmarks/lsb_failures.py                                # the embedded model
     python benchmarks/lsb_failures.py --model runs/ft1/pipeline --tag ft1
+    python benchmarks/lsb_failures.py --method sdedit --t0 0.05 --tau 1     # the same account for SDEdit
+
+It also accounts for the object's size: whether a translation keeps the source's side (what the world counts
+right) or its area, and the success ceiling of a translator that keeps area.
 
 Writes benchmarks/results/lsb-failures[-TAG].md/.json.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -37,21 +42,61 @@ from translation import failure_reason, to_uint8  # noqa: E402
 from lsb.cli import MINI_SD_TRANSLATE_DEFAULTS  # noqa: E402
 from lsb.data import shapes  # noqa: E402
 from lsb.metrics import read_batch  # noqa: E402
+from lsb.metrics.reader import SIZE_TOL  # noqa: E402
+
+#: object area / side^2 of each shape (side = the world's size: circle diameter, square side, triangle side)
+FILL = {"square": 1.0, "circle": math.pi / 4, "triangle": math.sqrt(3) / 4}
+#: the sizes the reader accepts as clean: the world's range widened by its tolerance
+SIZE_OK = (shapes.MIN_SIZE * (1 - SIZE_TOL), shapes.MAX_SIZE * (1 + SIZE_TOL))
+
+
+def area_kept_size(size: float, src: str, tgt: str) -> float:
+    """The side of the ``tgt`` shape with the same area as a ``src`` shape of side ``size``."""
+    return size * math.sqrt(FILL[src] / FILL[tgt])
 
 
 @torch.no_grad()
-def breakdown(runner: T.Runner, n: int, nfe: int, guidance: float, tau: float, t0: float) -> dict:
-    reasons, per_dir = collections.Counter(), {}
+def breakdown(runner: T.Runner, n: int, nfe: int, guidance: float, tau: float, t0: float, method: str = "lsb") -> dict:
+    reasons, per_dir, sizes = collections.Counter(), {}, {}
     for src, tgt in T.DIRECTIONS:
         scenes = shapes.scenes("val", n, shape=src)
-        outs, _ = runner("lsb", [shapes.render(s) for s in scenes], src, tgt, nfe, guidance, tau, t0, "euler", 0)
+        outs, _ = runner(method, [shapes.render(s) for s in scenes], src, tgt, nfe, guidance, tau, t0, "euler", 0)
         rs = read_batch(outs)
         why = [failure_reason(r, s, tgt) for r, s in zip(rs, scenes)]
-        per_dir[f"{src}->{tgt}"] = float(np.mean([w is None for w in why]))
+        ok = np.array([w is None for w in why])
+        per_dir[f"{src}->{tgt}"] = float(ok.mean())
         reasons.update(w for w in why if w is not None)
+        sizes[f"{src}->{tgt}"] = size_account(rs, scenes, src, tgt, ok)
     total = n * len(T.DIRECTIONS)
     return {"success": float(np.mean(list(per_dir.values()))), "per_direction": per_dir,
-            "failures": {k: v / total for k, v in reasons.most_common()}}
+            "failures": {k: v / total for k, v in reasons.most_common()}, "sizes": sizes}
+
+
+def fits_share_world(ratio: float) -> float:
+    """The share of the world's sizes (uniform on [MIN_SIZE, MAX_SIZE]) whose size x ``ratio`` the reader accepts."""
+    lo, hi = max(shapes.MIN_SIZE, SIZE_OK[0] / ratio), min(shapes.MAX_SIZE, SIZE_OK[1] / ratio)
+    return max(0.0, hi - lo) / (shapes.MAX_SIZE - shapes.MIN_SIZE)
+
+
+def size_account(readings, scenes, src: str, tgt: str, ok: np.ndarray) -> dict:
+    """Does the translation keep the object's side (what the world counts right) or its area?
+
+    Among outputs read clean as the target shape: the median ratio of the output's side to the source's
+    (1 if the side is kept; ``area_kept_size / size`` if the area is) and of the areas (1 if the area is kept).
+    Then the scenes whose area-keeping target size lies inside the reader's clean range: their share is the
+    success a perfect area-keeping translator would reach, and success is split by it."""
+    good = [(r, s) for r, s in zip(readings, scenes) if r.clean and r.shape == tgt]
+    fits = np.array([SIZE_OK[0] <= area_kept_size(s.size, src, tgt) <= SIZE_OK[1] for s in scenes])
+    return {
+        "side_ratio": float(np.median([r.size / s.size for r, s in good])) if good else None,
+        "area_ratio": float(np.median([FILL[tgt] * r.size**2 / (FILL[src] * s.size**2) for r, s in good]))
+        if good else None,
+        "area_keeping_side_ratio": math.sqrt(FILL[src] / FILL[tgt]),
+        "area_keeping_fits": float(fits.mean()),
+        "area_keeping_fits_world": fits_share_world(math.sqrt(FILL[src] / FILL[tgt])),
+        "success_if_fits": float(ok[fits].mean()) if fits.any() else None,
+        "success_if_not": float(ok[~fits].mean()) if (~fits).any() else None,
+    }
 
 
 @torch.no_grad()
@@ -89,35 +134,59 @@ def main(argv=None) -> int:
     ap.add_argument("--guidance", type=float, default=d["guidance"])
     ap.add_argument("--tau", type=float, default=d["tau"])
     ap.add_argument("--t0", type=float, default=d["t0"])
+    ap.add_argument("--method", default="lsb", choices=["lsb", "sdedit"],
+                    help="sdedit: the same failure and size account for the SDEdit baseline (no denoise section)")
     ap.add_argument("--timesteps", type=int, nargs="+", default=[50, 100, 150, 250])
     ap.add_argument("--tag", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
 
     runner = T.Runner(args.model)
-    res = {"model": args.model or "embedded mini SD", "split": "val", "n": args.n, "nfe": args.nfe,
-           "guidance": args.guidance, "tau": args.tau, "t0": args.t0}
-    res |= breakdown(runner, args.n, args.nfe, args.guidance, args.tau, args.t0)
-    res |= round_trip_and_denoise(runner.pipe("lsb"), args.n, args.timesteps)
+    res = {"model": args.model or "embedded mini SD", "method": args.method, "split": "val", "n": args.n,
+           "nfe": args.nfe, "guidance": args.guidance, "tau": args.tau, "t0": args.t0}
+    res |= breakdown(runner, args.n, args.nfe, args.guidance, args.tau, args.t0, args.method)
+    if args.method == "lsb":
+        res |= round_trip_and_denoise(runner.pipe("lsb"), args.n, args.timesteps)
 
-    stem = "lsb-failures" + (f"-{args.tag}" if args.tag else "")
+    stem = ("lsb-failures" if args.method == "lsb" else f"{args.method}-failures") + (f"-{args.tag}" if args.tag else "")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
-    lines = [f"# Where LSB fails ({res['model']}; val split, {args.n} scenes per direction; Euler NFE {args.nfe}, "
+    name = {"lsb": "LSB", "sdedit": "SDEdit"}[args.method]
+    sampler = f"Euler NFE {args.nfe}" if args.method == "lsb" else f"DDIM NFE {args.nfe}"
+    lines = [f"# Where {name} fails ({res['model']}; val split, {args.n} scenes per direction; {sampler}, "
              f"guidance {args.guidance:g}, tau {args.tau:g}, t0 {args.t0:g})", "",
              f"Success {res['success']:.3f}. Per direction: "
              + ", ".join(f"{k} {v:.2f}" for k, v in res["per_direction"].items()) + ".", "",
              "| failure (first reason) | share of all translations |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in res["failures"].items()]
-    lines += ["", "Before any translation: the VAE round trip reads back as the same clean scene for "
-              f"**{res['vae_round_trip_success']:.3f}** of the source scenes; one UNet denoise under the right "
-              "shape prompt from the SD timestep shown (the range LSB queries at tau <= 1) reads back for:", "",
-              "| timestep | " + " | ".join(res["one_step_denoise_success"]) + " |",
-              "|---|" + "---|" * len(res["one_step_denoise_success"]),
-              "| same clean scene | " + " | ".join(f"{v:.3f}" for v in res["one_step_denoise_success"].values()) + " |",
-              "", f"Reproduce: `python benchmarks/lsb_failures.py{' --model ' + args.model if args.model else ''}"
-              f"{' --tag ' + args.tag if args.tag else ''}`."]
+    sz = res["sizes"]
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    lines += ["", "Size: the world counts a translation right when it keeps the object's side (side ratio 1). Medians "
+              "over outputs read clean as the target shape, and what keeping the *area* instead would give; "
+              f"'fits' is the share of scenes whose area-keeping target size lies in the reader's clean range "
+              f"[{SIZE_OK[0]:.1f}, {SIZE_OK[1]:.1f}] px, the success ceiling of a translator that keeps area:", "",
+              "| direction | side ratio | area ratio | side ratio if area kept | fits | success | success if fits | "
+              "success if not |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {fmt(v['side_ratio'])} | {fmt(v['area_ratio'])} | {v['area_keeping_side_ratio']:.2f} | "
+              f"{v['area_keeping_fits']:.2f} | {res['per_direction'][k]:.2f} | {fmt(v['success_if_fits'])} | "
+              f"{fmt(v['success_if_not'])} |" for k, v in sz.items()]
+    res["area_keeping_ceiling"] = float(np.mean([v["area_keeping_fits"] for v in sz.values()]))
+    res["area_keeping_ceiling_world"] = float(np.mean([v["area_keeping_fits_world"] for v in sz.values()]))
+    lines += ["", f"Mean 'fits' (the area-keeping ceiling): **{res['area_keeping_ceiling']:.3f}** on these scenes, "
+              f"{res['area_keeping_ceiling_world']:.3f} over the world's size distribution; "
+              f"{name} success {res['success']:.3f}."]
+    if args.method == "lsb":
+        dn = res["one_step_denoise_success"]
+        lines += ["", "Before any translation: the VAE round trip reads back as the same clean scene for "
+                  f"**{res['vae_round_trip_success']:.3f}** of the source scenes; one UNet denoise under the right "
+                  "shape prompt from the SD timestep shown (the range LSB queries at tau <= 1) reads back for:", "",
+                  "| timestep | " + " | ".join(dn) + " |", "|---|" + "---|" * len(dn),
+                  "| same clean scene | " + " | ".join(f"{v:.3f}" for v in dn.values()) + " |"]
+    flags = [("method", args.method if args.method != "lsb" else None), ("model", args.model)]
+    flags += [(k, f"{getattr(args, k):g}" if getattr(args, k) != d[k] else None) for k in ("nfe", "guidance", "tau", "t0")]
+    flags += [("tag", args.tag)]
+    lines += ["", "Reproduce: `python benchmarks/lsb_failures.py" + "".join(f" --{k} {v}" for k, v in flags if v) + "`."]
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -122,6 +122,32 @@ def test_lsb_failure_reasons_on_rendered_scenes():
     assert fail.failure_reason(read_scene(blank), src, "square").startswith("unclean")
 
 
+def test_lsb_failures_size_account():
+    """The size account tells side-keeping from area-keeping outputs, and its ceiling matches the world's sizes."""
+    import numpy as np
+
+    from lsb.data import shapes
+    from lsb.metrics import read_batch
+
+    fail = _script("lsb_failures")
+    assert fail.area_kept_size(20.0, "square", "triangle") == pytest.approx(20.0 * (4 / np.sqrt(3)) ** 0.5)
+    assert fail.fits_share_world(1.0) == 1.0
+    # square -> triangle keeping area: sides up to 41.4 / 1.52 = 27.2 px fit, i.e. (27.2 - 20) / 16 of the world
+    assert fail.fits_share_world(fail.area_kept_size(1.0, "square", "triangle")) == pytest.approx(0.452, abs=1e-3)
+    # squares small enough that their area-keeping triangle (side x 1.52) is still a world size (<= 36 px)
+    scenes = [s.replace(cx=32.0, cy=32.0, size=20.0 + i) for i, s in enumerate(shapes.scenes("val", 4, shape="square"))]
+    side_kept = [s.replace(shape="triangle") for s in scenes]
+    area_kept = [s.replace(shape="triangle", size=fail.area_kept_size(s.size, "square", "triangle")) for s in scenes]
+    for outs, side, area in ((side_kept, 1.0, np.sqrt(3) / 4), (area_kept, None, 1.0)):
+        rs = read_batch([shapes.render_array(o) for o in outs])
+        acc = fail.size_account(rs, scenes, "square", "triangle", np.ones(len(scenes), dtype=bool))
+        if side is not None:
+            assert acc["side_ratio"] == pytest.approx(side, abs=0.03)
+        assert acc["area_ratio"] == pytest.approx(area, abs=0.03)
+        fits = [fail.SIZE_OK[0] <= fail.area_kept_size(s.size, "square", "triangle") <= fail.SIZE_OK[1] for s in scenes]
+        assert acc["area_keeping_fits"] == pytest.approx(np.mean(fits))
+
+
 def test_sweep_summary_round_trip_and_ranking(tmp_path):
     """gpu/sweep_summary.py: run folders -> jsonl -> the same map; settings ranked by the mean over setups."""
     spec = importlib.util.spec_from_file_location("bench_sweep_summary", ROOT / "benchmarks" / "gpu" / "sweep_summary.py")
