@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from .commands import CONVERT_MODE_HELP
+
 # Defaults for translation. They are the paper's (METHODS.md section 2) except where the embedded
 # model needs others; see README "Choosing parameters" for the measurements behind each.
 TRANSLATE_DEFAULTS = dict(nfe=8, tau=5.29, t0=0.2, guidance=11.0, solver="euler")
@@ -47,6 +49,7 @@ def _add_translate(sub):
     p.add_argument("--solver", default=None, choices=["euler", "ddim", "multistep"], help="ODE solver" + _default_note("solver"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=None, help="resize inputs to SIZE x SIZE first (default: keep size)")
+    p.add_argument("--convert-mode", action="store_true", help=CONVERT_MODE_HELP)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None)
     p.add_argument("-o", "--output", required=True, help="output folder (created)")
@@ -74,7 +77,10 @@ def cmd_translate(args) -> int:
     if not tau > 0:
         raise ValueError(f"--tau must be positive, got {tau}")
     # Validate every input before loading the model: a bad file is reported by name, nothing runs.
-    images = [check_size(load_image(f), str(f), resize_to=args.size) for f in files]
+    images = [check_size(load_image(f, convert=args.convert_mode), str(f), resize_to=args.size) for f in files]
+    for f, im in zip(files, images):
+        if "converted_from" in im.info:
+            print(f"{f}: converted from mode {im.info['converted_from']} to RGB", file=sys.stderr)
     # One process, or several under `accelerate launch` (lsb.translate_job: identical outputs either way).
     from .translate_job import process_state, translate_files
 
@@ -114,6 +120,7 @@ def _add_learn_domain(sub):
     p.add_argument("--templates", default=None, help="template preset: 'paper' or 'mini' (default: by model)")
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--convert-mode", action="store_true", help=CONVERT_MODE_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("-o", "--output", required=True, help="output folder: learned_embeds.safetensors + checkpoints")
@@ -126,7 +133,8 @@ def cmd_learn_domain(args) -> int:
     path = learn_domain(args.images, args.token, args.model, output_dir=args.output, steps=args.steps,
                         learning_rate=args.lr, batch_size=args.batch_size, num_vectors=args.num_vectors,
                         initializer_token=args.init, templates=args.templates, seed=args.seed,
-                        checkpoint_every=args.checkpoint_every, max_images=args.max_images, device=args.device)
+                        checkpoint_every=args.checkpoint_every, max_images=args.max_images, device=args.device,
+                        convert_mode=args.convert_mode)
     from accelerate import PartialState
 
     state = PartialState()  # set up by the training loop; several under `accelerate launch`

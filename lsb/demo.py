@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from .baselines import METHODS, load_translator, translate
 from .domains import DomainFileError, load_domain
-from .images import ImageInputError, load_image, make_grid
+from .images import CONVERSIONS, ImageInputError, load_image, make_grid
 from .loading import ModelFolderError
 from .prompting import UnknownTokenError
 
@@ -143,11 +143,14 @@ class Translator:
         if not image_path:
             raise ImageInputError("no input image: upload one or pick an example")
         _check_file_size(image_path, "the input image")
-        image = load_image(image_path, name="the input image")
+        # the demo converts what the CLI and the pipelines refuse (RGBA screenshots, grayscale), and says so
+        image = load_image(image_path, name="the input image", convert=True)
         w, h = image.size
         if w * h > 4096 * 4096:
             raise ImageInputError(f"the input image is {w}x{h} pixels; the demo accepts up to 4096x4096")
         notes = []
+        if "converted_from" in image.info:
+            notes.append(f"input converted from mode {image.info['converted_from']} to RGB ({CONVERSIONS})")
 
         pipe = self.pipeline(method)
         res = self.resolution(pipe)

@@ -26,30 +26,52 @@ def _describe(src) -> str:
     return str(src) if isinstance(src, (str, os.PathLike)) else f"input #{src}" if isinstance(src, int) else repr(type(src).__name__)
 
 
-def to_rgb(img: Image.Image, name: str = "image", allow_convert: bool = True) -> Image.Image:
-    """RGB version of a PIL image. RGBA is composited on white; L/P/CMYK converted; 16-bit scaled."""
+#: what each non-RGB PIL mode is, for error messages
+_MODE_WORDS = {"RGBA": "RGB with an alpha channel", "LA": "grayscale with an alpha channel", "L": "8-bit grayscale",
+               "1": "1-bit black and white", "P": "palette colours", "PA": "palette colours with alpha",
+               "CMYK": "CMYK", "YCbCr": "YCbCr", "LAB": "Lab", "HSV": "HSV", "I": "32-bit integer grayscale",
+               "I;16": "16-bit grayscale", "I;16B": "16-bit grayscale", "I;16L": "16-bit grayscale",
+               "F": "32-bit float grayscale", "RGBX": "RGB with padding", "RGBa": "RGB with premultiplied alpha"}
+#: what ``to_rgb(..., allow_convert=True)`` does to other modes
+CONVERSIONS = "alpha composited on white, grayscale / palette / CMYK converted to RGB, 16-bit and float scaled to 8 bits"
+
+
+def to_rgb(img: Image.Image, name: str = "image", allow_convert: bool = False) -> Image.Image:
+    """An 8-bit RGB PIL image, or an :class:`ImageInputError` naming ``name`` and its mode.
+
+    With ``allow_convert=True`` other modes are converted instead (RGBA composited on white, L / P / CMYK
+    converted, 16-bit and float scaled to 8 bits) and the result records the original mode in
+    ``info["converted_from"]``.
+    """
     if img.mode == "RGB":
         return img
     if not allow_convert:
-        raise ImageInputError(f"{name}: mode {img.mode} is not RGB")
+        raise ImageInputError(
+            f"{name}: mode {img.mode} ({_MODE_WORDS.get(img.mode, 'not RGB')}), expected 8-bit RGB; convert it "
+            f"first (e.g. image.convert('RGB')), or let lsb convert it ({CONVERSIONS}): `--convert-mode` on the "
+            f"command line, lsb.images.to_rgb(image, allow_convert=True) in Python")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        out = Image.fromarray(arr, mode="L").convert("RGB")
+    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, rgba).convert("RGB")
-    if img.mode == "F":
+        out = Image.alpha_composite(bg, rgba).convert("RGB")
+    elif img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         scale = 255.0 if arr.max() <= 1.0 else 1.0
-        return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8), mode="L").convert("RGB")
-    return img.convert("RGB")
+        out = Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    else:
+        out = img.convert("RGB")
+    out.info["converted_from"] = img.mode
+    return out
 
 
-def load_image(path: str | os.PathLike, name: str | None = None) -> Image.Image:
-    """Open an image file as RGB; clear errors for missing, unreadable or non-image files."""
+def load_image(path: str | os.PathLike, name: str | None = None, convert: bool = False) -> Image.Image:
+    """Open an image file as RGB; clear errors for missing, unreadable or non-image files, and for files
+    that are not 8-bit RGB unless ``convert`` (then converted as :func:`to_rgb` does)."""
     p = Path(path)
     name = name or str(p)
     if not p.exists():
@@ -59,7 +81,7 @@ def load_image(path: str | os.PathLike, name: str | None = None) -> Image.Image:
     try:
         with Image.open(p) as im:
             im.load()
-            return to_rgb(im.copy(), name)
+            return to_rgb(im.copy(), name, allow_convert=convert)
     except UnidentifiedImageError:
         raise ImageInputError(f"{name}: not an image file PIL can read") from None
     except (OSError, SyntaxError) as e:

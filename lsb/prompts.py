@@ -188,7 +188,7 @@ class DomainImages:
     """
 
     def __init__(self, source: str | os.PathLike | Iterable[str | os.PathLike], size: int,
-                 max_images: int | None = None):
+                 max_images: int | None = None, convert_mode: bool = False):
         if size <= 0 or size % 8:
             raise ImageInputError(f"image size must be a positive multiple of 8, got {size}")
         sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
@@ -205,7 +205,7 @@ class DomainImages:
             files = files[:max_images]
         self.size = size
         self.files: list[Path] = files
-        arr = np.stack([np.asarray(_center_square(load_image(f), size), dtype=np.uint8) for f in files])
+        arr = np.stack([np.asarray(_center_square(load_image(f, convert=convert_mode), size), dtype=np.uint8) for f in files])
         self.uint8 = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # (N, 3, size, size)
         self.latents: torch.Tensor | None = None
 
@@ -484,6 +484,7 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
                  validation_every: int = 0, num_validation_images: int = 4, validation_steps: int = 20,
                  validation_guidance_scale: float | None = None, weight_decay: float = 1e-2,
                  gradient_accumulation_steps: int = 1, mixed_precision: str = "no", max_images: int | None = None,
+                 convert_mode: bool = False,
                  device: str | torch.device | None = None, progress: bool = True) -> Path:
     """Learn a domain token from an unpaired image folder; returns the ``learned_embeds.safetensors`` path.
 
@@ -527,6 +528,8 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
         gradient_accumulation_steps, mixed_precision: as in accelerate ("fp16"/"bf16" also run UNet and
             VAE in that precision on GPU; the trained embedding stays float32).
         max_images: use at most this many images (sorted by name); the paper uses up to 1000.
+        convert_mode: accept images that are not 8-bit RGB, converted as ``lsb.images.to_rgb`` does
+            (default: an :class:`~lsb.images.ImageInputError` naming the first such file).
         device: where to load the model when ``model`` is not a pipeline (default: best available).
     """
     out = Path(output_dir)
@@ -541,7 +544,7 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
     if pipe.unet.dtype == torch.float16 and mixed_precision != "fp16":
         logger.warning("the UNet is float16: pass mixed_precision='fp16' so that accelerate's gradient "
                        "scaler keeps the embedding's gradients from underflowing")
-    domain = images if isinstance(images, DomainImages) else DomainImages(images, model_resolution(pipe), max_images)
+    domain = images if isinstance(images, DomainImages) else DomainImages(images, model_resolution(pipe), max_images, convert_mode)
     task = PromptOptimizationTask(
         pipe, domain, token, out, num_vectors=num_vectors, initializer_token=initializer_token,
         templates=templates, batch_size=batch_size, checkpoint_every=checkpoint_every,

@@ -44,10 +44,12 @@ def check_prompt_args(name: str, prompt, prompt_embeds) -> None:
 def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Tensor:
     """PIL / numpy / tensor image(s) -> float tensor (B, 3, H, W) in [-1, 1].
 
-    Accepts a PIL image (any mode; converted to RGB), a numpy array (H, W, 3) in [0, 1] or uint8, a tensor
-    (3, H, W) in [0, 1] or (B, 3, H, W), or a list of those. Sides must be multiples of ``vae_scale_factor``:
-    a wrong size, a NaN/inf value or an unsupported type raises :class:`ImageInputError` naming the image,
-    instead of the silent resize diffusers' image processor would do.
+    Accepts an 8-bit RGB PIL image, a numpy array (H, W, 3) in [0, 1] (float) or uint8, a float tensor
+    (3, H, W) in [0, 1] or (B, 3, H, W), or a list of those. Sides must be multiples of ``vae_scale_factor``.
+    A wrong size, another PIL mode (RGBA, L, 16-bit ...: convert first, e.g. with
+    ``lsb.images.to_rgb(image, allow_convert=True)``), another channel count, an integer dtype other than
+    uint8, a NaN/inf value or an unsupported type raises :class:`ImageInputError` naming the image, instead
+    of the silent resize or conversion diffusers' image processor would do.
     """
     images = image if isinstance(image, list) else [image]
     if not images:
@@ -58,18 +60,22 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
             im = to_rgb(im, f"image #{i}")
             w, h = im.size
         elif isinstance(im, (np.ndarray, torch.Tensor)):
-            channels_last = im.ndim in (3, 4) and im.shape[-1] in (1, 3)
-            channels_first = im.ndim in (3, 4) and im.shape[-3] in (1, 3)
-            if not (channels_last or channels_first):
-                raise ImageInputError(f"image #{i}: expected an RGB array (H, W, 3) or tensor (3, H, W), "
-                                      f"got shape {tuple(im.shape)}")
-            if isinstance(im, np.ndarray) and im.dtype == np.uint8:
+            # numpy images are channels-last (diffusers' convention), tensors channels-first
+            is_np = isinstance(im, np.ndarray)
+            if im.ndim not in (3, 4) or im.shape[-1 if is_np else -3] != 3:
+                raise ImageInputError(f"image #{i}: expected an RGB {'array (H, W, 3)' if is_np else 'tensor (3, H, W)'}"
+                                      f" or a batch of them, got shape {tuple(im.shape)}")
+            if is_np and im.dtype == np.uint8:
                 im = im.astype(np.float32) / 255.0
+            elif not is_np and im.dtype == torch.uint8:
+                im = im.float() / 255.0
+            elif not (im.dtype.kind == "f" if is_np else im.is_floating_point()):
+                raise ImageInputError(f"image #{i}: dtype {im.dtype} is neither uint8 nor floating point "
+                                      f"(16-bit or integer pictures: scale them to uint8 or to floats in [0, 1])")
             finite = np.isfinite(im).all() if isinstance(im, np.ndarray) else torch.isfinite(im).all()
             if not bool(finite):
                 raise ImageInputError(f"image #{i}: contains NaN or infinite values")
-            # numpy images are channels-last (diffusers' convention), tensors channels-first
-            h, w = (im.shape[-3], im.shape[-2]) if isinstance(im, np.ndarray) else (im.shape[-2], im.shape[-1])
+            h, w = (im.shape[-3], im.shape[-2]) if is_np else (im.shape[-2], im.shape[-1])
         else:
             raise ImageInputError(f"image #{i}: unsupported type {type(im).__name__}; use PIL, numpy or torch")
         if w % vae_scale_factor or h % vae_scale_factor:

@@ -68,6 +68,25 @@ def test_translate_errors(tiny_sd_dir, inputs, tmp_path, capsys):
                                    "--model", str(broken), "-o", str(tmp_path / "o")])
 
 
+def test_translate_other_modes_refused_unless_convert_mode(tiny_sd_dir, inputs, tmp_path, capsys):
+    """RGBA / L / 16-bit files: a clear error naming the file before any compute; --convert-mode converts them."""
+    import numpy as np
+
+    base = ["--source", "a circle", "--target", "a square", "--model", str(tiny_sd_dir), "--nfe", "2"]
+    rgb = Image.open(inputs / "c0.png")
+    odd = {"alpha.png": rgb.convert("RGBA"), "gray.png": rgb.convert("L"),
+           "deep.png": Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257))}
+    for name, im in odd.items():
+        im.save(tmp_path / name)
+        err = _err(capsys, ["translate", str(inputs / "c1.png"), str(tmp_path / name), *base, "-o", str(tmp_path / "o")])
+        assert f"{name}: mode {im.mode}" in err and "--convert-mode" in err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+    out = tmp_path / "converted"
+    assert main(["translate", *(str(tmp_path / n) for n in odd), *base, "--convert-mode", "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["alpha.png", "deep.png", "gray.png", "grid.png"]
+    assert "alpha.png: converted from mode RGBA" in capsys.readouterr().err
+
+
 def test_translate_with_learned_domain_file(tiny_sd_dir, inputs, tmp_path):
     from lsb.prompts import learn_domain
 

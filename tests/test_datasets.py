@@ -49,8 +49,10 @@ def test_paired_dataset(task):
 def test_image_folder(tmp_path):
     Image.new("RGB", (80, 40), (255, 0, 0)).save(tmp_path / "a.png")
     Image.new("L", (64, 64), 10).save(tmp_path / "b.jpg")
-    ds = ImageFolderDataset(tmp_path, resolution=32)
+    with pytest.raises(ImageInputError, match="b.jpg: mode L"):
+        ImageFolderDataset(tmp_path, resolution=32)
+    ds = ImageFolderDataset(tmp_path, resolution=32, convert_mode=True)
     assert len(ds) == 2 and ds[0]["pixel_values"].shape == (3, 32, 32)
     (tmp_path / "c.png").write_bytes(b"garbage")
     with pytest.raises(ImageInputError, match="c.png"):
-        ImageFolderDataset(tmp_path)
+        ImageFolderDataset(tmp_path, convert_mode=True)

@@ -112,11 +112,12 @@ def test_user_errors_reach_the_client(client, tmp_path):
 
 
 def test_baselines_in_process(tiny_model, tmp_path):
-    """demo(..., api_name="translate") without a server: SDEdit and DDIB; a non-multiple-of-8 input is resized."""
+    """demo(..., api_name="translate") without a server: SDEdit and DDIB; a non-multiple-of-8 RGBA input is
+    converted and resized, with notes."""
     from lsb.demo import build_demo
 
     odd = tmp_path / "odd.png"
-    Image.open(EXAMPLE).resize((50, 45)).save(odd)
+    Image.open(EXAMPLE).resize((50, 45)).convert("RGBA").save(odd)
     demo = build_demo(tiny_model)
     for method in ("sdedit", "ddib"):
         out, side, strip, status = demo(*_args(str(odd), method=method, nfe=2, resize=False), api_name="translate")
@@ -124,6 +125,7 @@ def test_baselines_in_process(tiny_model, tmp_path):
             assert im.size == (RES, RES)
         assert strip is None
         assert "2 UNet calls" in status and "50x45 is not a multiple of 8: resized to 64x64" in status
+        assert "converted from mode RGBA to RGB" in status  # the demo converts what the CLI refuses, and says so
 
 
 def test_demo_subcommand_registered():

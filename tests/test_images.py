@@ -11,13 +11,28 @@ from lsb.images import (ImageInputError, check_size, list_images, load_image, ma
                         tensor_to_pil, to_rgb)
 
 
-def test_modes_convert_to_rgb():
+def test_modes_convert_to_rgb_on_request():
     rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent red -> white background
-    assert to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
-    assert to_rgb(Image.new("L", (8, 8), 100)).getpixel((0, 0)) == (100, 100, 100)
+    out = to_rgb(rgba, allow_convert=True)
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.info["converted_from"] == "RGBA"
+    assert to_rgb(Image.new("L", (8, 8), 100), allow_convert=True).getpixel((0, 0)) == (100, 100, 100)
     deep = Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16))  # 16-bit grayscale
-    assert to_rgb(deep).getpixel((0, 0)) == (255, 255, 255)
-    assert to_rgb(Image.new("P", (8, 8))).mode == "RGB"
+    assert to_rgb(deep, allow_convert=True).getpixel((0, 0)) == (255, 255, 255)
+    assert to_rgb(Image.new("P", (8, 8)), allow_convert=True).mode == "RGB"
+    rgb = Image.new("RGB", (8, 8))
+    assert to_rgb(rgb) is rgb and "converted_from" not in rgb.info
+
+
+@pytest.mark.parametrize("mode, words", [("RGBA", "alpha"), ("L", "8-bit grayscale"), ("I;16", "16-bit"),
+                                         ("P", "palette")])
+def test_other_modes_refused_by_name(tmp_path, mode, words):
+    im = Image.fromarray(np.zeros((8, 8), dtype=np.uint16)) if mode == "I;16" else Image.new(mode, (8, 8))
+    with pytest.raises(ImageInputError, match=f"pic: mode {mode} .*{words}.*--convert-mode"):
+        to_rgb(im, "pic")
+    im.save(tmp_path / "pic.png")
+    with pytest.raises(ImageInputError, match=f"pic.png: mode {mode}"):
+        load_image(tmp_path / "pic.png")
+    assert load_image(tmp_path / "pic.png", convert=True).mode == "RGB"
 
 
 def test_load_errors_name_the_file(tmp_path):

@@ -11,7 +11,7 @@ from PIL import Image
 
 import lsb
 from lsb.data import shapes
-from lsb.images import ImageInputError
+from lsb.images import ImageInputError, to_rgb
 from lsb.prompting import UnknownTokenError
 from tests.conftest import tiny_components
 
@@ -128,10 +128,22 @@ def test_bad_images():
         pipe(Image.new("RGB", (60, 64)), "a circle", "a square", num_inference_steps=2)
     with pytest.raises(ImageInputError, match="NaN"):
         pipe(np.full((64, 64, 3), np.nan, dtype=np.float32), "a circle", "a square", num_inference_steps=2)
-    # RGBA / L are converted, not rejected
-    out = pipe([_img().convert("RGBA"), _img().convert("L")], "a circle", "a square", num_inference_steps=2,
-               output_type="np")
+    # other PIL modes, channel counts and integer dtypes are refused, naming the image; converted ones run
+    for bad, match in ((_img().convert("RGBA"), "image #1: mode RGBA"), (_img().convert("L"), "image #1: mode L"),
+                       (np.zeros((64, 64, 1), dtype=np.uint8), "image #1: expected an RGB array"),
+                       (np.zeros((64, 64, 3), dtype=np.uint16), "image #1: dtype uint16"),
+                       (torch.zeros(4, 64, 64), "image #1: expected an RGB tensor")):
+        with pytest.raises(ImageInputError, match=match):
+            pipe([_img(), bad], "a circle", "a square", num_inference_steps=2)
+    converted = [to_rgb(_img().convert(m), allow_convert=True) for m in ("RGBA", "L")]
+    out = pipe(converted, "a circle", "a square", num_inference_steps=2, output_type="np")
     assert out.images.shape[0] == 2
+    as_uint8 = torch.from_numpy(np.asarray(_img())).permute(2, 0, 1).contiguous()
+    as_float = as_uint8.float() / 255
+    kw = dict(num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0))
+    a = pipe(as_uint8, "a circle", "a square", **kw).images
+    kw["generator"] = torch.Generator().manual_seed(0)
+    assert np.array_equal(a, pipe(as_float, "a circle", "a square", **kw).images)  # uint8 tensors are /255
 
 
 def test_from_pretrained_on_sd_folder_and_save_roundtrip(tiny_sd_dir, tmp_path):

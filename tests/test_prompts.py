@@ -33,14 +33,27 @@ def _pipe(components, prediction_type="epsilon"):
 
 @pytest.fixture
 def circles(tmp_path):
-    """Three small images of red circles, of different sizes and modes."""
+    """Three small RGB images of red circles, of different sizes."""
     d = tmp_path / "circles"
     d.mkdir()
-    for i, (size, mode) in enumerate([((64, 64), "RGB"), ((80, 48), "RGBA"), ((32, 32), "L")]):
-        im = Image.new(mode, size, "white")
-        ImageDraw.Draw(im).ellipse((4, 4, size[0] - 8, size[1] - 8), fill="red" if mode != "L" else 90)
+    for i, size in enumerate([(64, 64), (80, 48), (32, 32)]):
+        im = Image.new("RGB", size, "white")
+        ImageDraw.Draw(im).ellipse((4, 4, size[0] - 8, size[1] - 8), fill="red")
         im.save(d / f"img{i}.png")
     return d
+
+
+def test_domain_images_other_modes(circles):
+    """An RGBA or grayscale file in a domain folder is refused by name, or converted with convert_mode."""
+    im = Image.new("RGBA", (48, 48), (0, 0, 0, 0))
+    ImageDraw.Draw(im).ellipse((4, 4, 40, 40), fill="red")
+    im.save(circles / "img3.png")
+    Image.new("L", (32, 32), 90).save(circles / "img4.png")
+    with pytest.raises(ImageInputError, match="img3.png: mode RGBA"):
+        DomainImages(circles, 64)
+    imgs = DomainImages(circles, 64, convert_mode=True)
+    assert imgs.uint8.shape == (5, 3, 64, 64)
+    assert imgs.uint8[3, :, 0, 0].tolist() == [255, 255, 255]  # transparent corner composited on white
 
 
 def _states(module):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import CONVERT_MODE_HELP
+
 METHODS = ("bridge", "palette", "diffir")
 TRAIN_HINT = {
     "bridge": "python -m lsb.training.bridge --task {task} --bridge i2sb --out runs/bridge-{task}-i2sb",
@@ -59,6 +61,7 @@ def register(subparsers) -> None:
     p.add_argument("--eta", type=float, default=None, help="DBIM's eta in [0, 1] (--scheduler dbim)")
     p.add_argument("--solver-order", type=int, default=None, choices=[1, 2, 3], help="DBIM's solver order")
     p.add_argument("--mask", default=None, help="inpainting mask image (white = missing); known pixels are kept")
+    p.add_argument("--convert-mode", action="store_true", help=CONVERT_MODE_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None)
@@ -81,7 +84,7 @@ def cmd_restore(args) -> int:
     if dbim_opts and args.scheduler != "dbim":
         raise ValueError("--eta and --solver-order apply only with --scheduler dbim")
     files = list_images(args.inputs)
-    images = [check_size(load_image(f), str(f)) for f in files]  # every input checked before any compute
+    images = [check_size(load_image(f, convert=args.convert_mode), str(f)) for f in files]  # every input checked before any compute
     mask = None
     if args.mask is not None:
         from PIL import Image

@@ -88,18 +88,20 @@ class ImageFolderDataset(Dataset):
     """A user's folder (or list of files/folders) of images, as RGB tensors in [-1, 1] of one size.
 
     Every file is opened once up front so that a bad file is reported by name before any training
-    starts. Images are centre-cropped to a square and resized to ``resolution``.
+    starts. Images are centre-cropped to a square and resized to ``resolution``. Files that are not
+    8-bit RGB are refused by name unless ``convert_mode`` (then converted as ``lsb.images.to_rgb`` does).
     """
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], resolution: int = 64,
-                 transform: Callable | None = None):
+                 transform: Callable | None = None, convert_mode: bool = False):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.files = list_images(paths)
         self.resolution = resolution
         self.transform = transform
+        self.convert_mode = convert_mode
         for f in self.files:
-            load_image(f)  # raises ImageInputError naming the file
+            load_image(f, convert=convert_mode)  # raises ImageInputError naming the file
 
     def __len__(self) -> int:
         return len(self.files)
@@ -107,7 +109,7 @@ class ImageFolderDataset(Dataset):
     def load(self, i: int):
         from PIL import Image
 
-        img = load_image(self.files[i])
+        img = load_image(self.files[i], convert=self.convert_mode)
         w, h = img.size
         side = min(w, h)
         if side < 8:
