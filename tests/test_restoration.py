@@ -251,9 +251,13 @@ def test_cli_restore(models, tmp_path, capsys):
         (["--task", "sr4", "--model", str(models["i2sb"]), "--scheduler", "ddbm"], "DDBM's Heun sampler"),
         (["--task", "deblur", "--method", "palette"], "python -m lsb.training.bridge --task deblur --bridge palette"),
         (["--task", "sr4", "--model", str(models["i2sb"]), "--eta", "0.5"], "only with --scheduler dbim"),
+        (["--task", "sr4", "--model", str(models["i2sb"]), "--method", "diffir"], "give --model or --method"),
     ):
         assert main(["restore", str(src), *argv, "--device", "cpu", "-o", str(out)]) == 2
         assert msg in capsys.readouterr().err
+    # neither --model nor --method: the model shipped for the task (DiffIR; no bridge is shipped)
+    assert main(["restore", str(src), "--task", "sr4", "--device", "cpu", "-o", str(tmp_path / "shipped")]) == 0
+    assert "with DiffIRPipeline" in capsys.readouterr().out
     Image.new("RGB", (60, 60)).save(src / "bad.png")
     assert main(["restore", str(src), "--task", "sr4", "--model", str(models["i2sb"]), "-o", str(out)]) == 2
     assert "not a multiple of 8" in capsys.readouterr().err

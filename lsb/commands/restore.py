@@ -26,6 +26,11 @@ def assets_dir() -> Path:
     return Path(lsb.__file__).parent / "assets" / "restoration"
 
 
+def default_method(task: str) -> str:
+    """The first of :data:`METHODS` with a shipped model for ``task`` (``bridge`` when none is)."""
+    return next((m for m in METHODS if (assets_dir() / f"{m}-{task}" / "model_index.json").is_file()), METHODS[0])
+
+
 def default_model(method: str, task: str) -> Path:
     """The shipped model folder for ``method`` and ``task``, or a ModelFolderError saying how to train one."""
     from ..loading import ModelFolderError
@@ -50,8 +55,9 @@ def register(subparsers) -> None:
                     "restoration pipeline folder. NFE = UNet calls per image.")
     p.add_argument("inputs", nargs="+", help="degraded image files and/or folders of images")
     p.add_argument("--task", required=True, choices=TASKS, help="the degradation the model restores")
-    p.add_argument("--method", default="bridge", choices=METHODS,
-                   help="which shipped model to use when --model is not given (default bridge)")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help="which shipped model to use when --model is not given (default: the first of "
+                        f"{', '.join(METHODS)} shipped for the task)")
     p.add_argument("--model", default=None, help="restoration pipeline folder (default: lsb/assets/restoration/"
                                                  "<method>-<task>)")
     p.add_argument("--scheduler", default=None, choices=SAMPLERS,
@@ -97,7 +103,9 @@ def cmd_restore(args) -> int:
                 raise ImageInputError(f"mask {args.mask} is {mask.size[0]}x{mask.size[1]}, but {f} is "
                                       f"{im.size[0]}x{im.size[1]}")
 
-    model = Path(args.model) if args.model else default_model(args.method, args.task)
+    if args.model and args.method:
+        raise ValueError("give --model or --method, not both (--method picks a shipped model)")
+    model = Path(args.model) if args.model else default_model(args.method or default_method(args.task), args.task)
     pipe = load_restoration_pipeline(model, device=args.device)
     trained_task = pipe.config.get("task")
     if trained_task is not None and trained_task != args.task:
