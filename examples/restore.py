@@ -1,8 +1,9 @@
 """Restore degraded shapes-world images with a latent diffusion bridge (I2SB / DDBM / DBIM) in a few lines.
 
 With ``--model DIR`` it loads a trained BridgeRestorationPipeline folder (e.g. runs/bridge-sr4-ddbm-vp/final);
-without it, it fine-tunes a DDBM-VP bridge from the embedded mini SD for ``--steps`` steps first (a toy model:
-use ``python -m lsb.training.bridge`` on a GPU for a real one). It then restores a few validation images with
+without it, it fine-tunes a DDBM-VP bridge from the embedded mini SD for ``--steps`` steps first (a toy model;
+a real one is shipped for inpainting, ``--task inpaint --model lsb/assets/restoration/bridge-inpaint``, and
+``python -m lsb.training.bridge`` trains others: about 40 min on 2 CPU cores). It then restores a few validation images with
 DBIM (orders 1 and 2) and with DDBM's Heun sampler (or I2SB's), all at NFE 5, and prints PSNR against the
 clean renders.
 

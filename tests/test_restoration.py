@@ -255,8 +255,14 @@ def test_cli_restore(models, tmp_path, capsys):
     ):
         assert main(["restore", str(src), *argv, "--device", "cpu", "-o", str(out)]) == 2
         assert msg in capsys.readouterr().err
-    # neither --model nor --method: the model shipped for the task (DiffIR; no bridge is shipped)
+    # neither --model nor --method: the model shipped for the task (the I2SB bridge for inpainting, DiffIR for sr4)
     assert main(["restore", str(src), "--task", "sr4", "--device", "cpu", "-o", str(tmp_path / "shipped")]) == 0
+    assert "with DiffIRPipeline" in capsys.readouterr().out
+    assert main(["restore", str(src), "--task", "inpaint", "--nfe", "2", "--device", "cpu",
+                 "-o", str(tmp_path / "shipped")]) == 0
+    assert "with BridgeRestorationPipeline" in capsys.readouterr().out
+    assert main(["restore", str(src), "--task", "inpaint", "--method", "diffir", "--device", "cpu",
+                 "-o", str(tmp_path / "shipped")]) == 0
     assert "with DiffIRPipeline" in capsys.readouterr().out
     Image.new("RGB", (60, 60)).save(src / "bad.png")
     assert main(["restore", str(src), "--task", "sr4", "--model", str(models["i2sb"]), "-o", str(out)]) == 2
