@@ -20,15 +20,19 @@ def _modules(pipe) -> list[torch.nn.Module]:
     return [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
 
 
+def _any_hooked(modules) -> bool:
+    return any(attr in sub.__dict__ for m in modules for sub in m.modules() for attr in _HOOK_ATTRS)
+
+
 def has_hooks(pipe) -> bool:
     """Whether any submodule of any component carries an accelerate or diffusers hook."""
-    return any(attr in sub.__dict__ for m in _modules(pipe) for sub in m.modules() for attr in _HOOK_ATTRS)
+    return _any_hooked(_modules(pipe))
 
 
 def execution_device(pipe) -> torch.device:
     """``pipe._execution_device``, answered from the parameters when no component has hooks."""
     modules = _modules(pipe)
-    if not modules or has_hooks(pipe):
+    if not modules or _any_hooked(modules):
         return pipe._execution_device
     devices = []
     for m in modules:

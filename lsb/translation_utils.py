@@ -72,7 +72,7 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
             elif not (im.dtype.kind == "f" if is_np else im.is_floating_point()):
                 raise ImageInputError(f"image #{i}: dtype {im.dtype} is neither uint8 nor floating point "
                                       f"(16-bit or integer pictures: scale them to uint8 or to floats in [0, 1])")
-            finite = np.isfinite(im).all() if isinstance(im, np.ndarray) else torch.isfinite(im).all()
+            finite = np.isfinite(im).all() if is_np else torch.isfinite(im).all()
             if not bool(finite):
                 raise ImageInputError(f"image #{i}: contains NaN or infinite values")
             h, w = (im.shape[-3], im.shape[-2]) if is_np else (im.shape[-2], im.shape[-1])

@@ -26,9 +26,13 @@ def assets_dir() -> Path:
     return Path(lsb.__file__).parent / "assets" / "restoration"
 
 
+def _is_shipped(path: Path) -> bool:
+    return (path / "model_index.json").is_file()
+
+
 def default_method(task: str) -> str:
     """The first of :data:`METHODS` with a shipped model for ``task`` (``bridge`` when none is)."""
-    return next((m for m in METHODS if (assets_dir() / f"{m}-{task}" / "model_index.json").is_file()), METHODS[0])
+    return next((m for m in METHODS if _is_shipped(assets_dir() / f"{m}-{task}")), METHODS[0])
 
 
 def default_model(method: str, task: str) -> Path:
@@ -36,7 +40,7 @@ def default_model(method: str, task: str) -> Path:
     from ..loading import ModelFolderError
 
     path = assets_dir() / f"{method}-{task}"
-    if not (path / "model_index.json").is_file():
+    if not _is_shipped(path):
         hint = TRAIN_HINT[method].format(task=task)
         out = hint.split("--out ")[-1] if "--out " in hint else "DIR"
         raise ModelFolderError(
