@@ -63,7 +63,7 @@ def _back(value: torch.Tensor, like: Number) -> Number:
     return value if isinstance(like, torch.Tensor) else float(value)
 
 
-def _bcast(coef: Number, x: torch.Tensor) -> Number:
+def broadcast_coef(coef: Number, x: torch.Tensor) -> Number:
     """A per-sample coefficient (float or tensor of shape (B,) / scalar) broadcast against ``x``, in x's dtype."""
     if not isinstance(coef, torch.Tensor):
         return coef
@@ -166,21 +166,21 @@ class BridgeSchedule:
 
     def marginal(self, x0: torch.Tensor, x_T: torch.Tensor, t: Number, noise: torch.Tensor | None) -> torch.Tensor:
         """A sample a_t x_T + b_t x0 + c_t noise of (1) (the mean when ``noise`` is None); t float or shape (B,)."""
-        a, b, c = (_bcast(v, x0) for v in self.abc(t))
+        a, b, c = (broadcast_coef(v, x0) for v in self.abc(t))
         out = a * x_T + b * x0
         return out if noise is None else out + c * noise
 
     def score(self, x_t: torch.Tensor, x_T: torch.Tensor, x0_hat: torch.Tensor, t: Number) -> torch.Tensor:
         """Bridge score s = grad log q(x_t | x_T) ~ -(x_t - a_t x_T - b_t x0hat) / c_t^2 from a denoiser x0hat."""
-        a, b, c = (_bcast(v, x_t) for v in self.abc(t))
+        a, b, c = (broadcast_coef(v, x_t) for v in self.abc(t))
         return -(x_t - a * x_T - b * x0_hat) / c**2
 
     def h_term(self, x_t: torch.Tensor, x_T: torch.Tensor, t: Number) -> torch.Tensor:
         """Doob h-transform drift h = grad_{x_t} log p(x_T | x_t) = (alphabar_t x_T - x_t) / (alpha_t^2 rhobar_t^2)."""
         t64 = _to64(t)
         alpha = self._alpha(t64)
-        alpha_bar = _bcast(_back(alpha / self.alpha_T, t), x_t)
-        denom = _bcast(_back(alpha**2 * self._rho_bar(t64) ** 2, t), x_t)
+        alpha_bar = broadcast_coef(_back(alpha / self.alpha_T, t), x_t)
+        denom = broadcast_coef(_back(alpha**2 * self._rho_bar(t64) ** 2, t), x_t)
         return (alpha_bar * x_T - x_t) / denom
 
 

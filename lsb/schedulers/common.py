@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..bridges.paired import _bcast
+from ..bridges.paired import broadcast_coef
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -86,7 +86,7 @@ class PreconditionedBridgeMixin:
 
     def _scalings(self, timestep, like: torch.Tensor):
         t = torch.as_tensor(timestep, dtype=torch.float64).cpu()
-        return [_bcast(v, like) for v in self.preconditioning.scalings(t.reshape(-1) if t.numel() > 1 else t)]
+        return [broadcast_coef(v, like) for v in self.preconditioning.scalings(t.reshape(-1) if t.numel() > 1 else t)]
 
     def precondition_inputs(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
         """c_in x_t (DDBM: A^(-1/2), A = a^2 sigma_T^2 + b^2 sigma_0^2 + 2 a b cov + c^2; I2SB: 1)."""
