@@ -1,16 +1,18 @@
-"""LSBScheduler: solver accuracy on an analytic bridge, and diffusers' scheduler contract."""
+"""LSBScheduler: solver accuracy on an analytic bridge on the VP and the flow base, and diffusers' scheduler
+contract."""
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, PNDMScheduler
 
-from lsb.bridges import alpha_bar_to_sb_time, sb_sigma, timestep_to_alpha_bar
-from lsb.schedulers import LSBScheduler, LSBSchedulerOutput
+from lsb.bridges import alpha_bar_to_sb_time, flow_level, flow_level_to_sb_time, sb_sigma, timestep_to_alpha_bar
+from lsb.schedulers import LSBScheduler, LSBSchedulerOutput, config_base
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -372,3 +374,176 @@ def test_set_timesteps_errors():
         sched.set_timesteps(4, tau=0.0)
     with pytest.raises(ValueError, match="set_timesteps"):
         LSBScheduler().step(torch.zeros(2, 1), 0.0, torch.zeros(1, 1))
+
+
+# ------------------------------------------------------------------ the flow base (SD3 / FLUX)
+
+SHARED_CONFIGS = Path("/work/shared/configs")
+
+
+def _flow_velocities(toy, x, t):
+    """The exact velocities of the toy's two prompts for a flow model, v_i = E[e | z] - E[x_i | z] at z = (1 - s) x:
+    the flow state's noise is the bridge noise, so E[e | z] = (x - E[x_i | x]) / sigma_t."""
+    eps_src, eps_tgt = toy.eps(x, t)
+    sigma = sb_sigma(t, toy.tau)
+    return eps_src - (x - sigma * eps_src), eps_tgt - (x - sigma * eps_tgt)
+
+
+def run_flow_toy(scheduler, toy, nfe, guidance_scale=1.0, x=None, dtype=F64, model_levels="exact"):
+    """Like ``run_toy`` on a flow base: the model gets (1 - s) x and returns velocities."""
+    scheduler.set_timesteps(nfe)
+    x = toy.start(scheduler.bridge_times[0].item(), XI) if x is None else x
+    x = x.to(dtype)
+    for timestep in scheduler.timesteps:
+        z = scheduler.scale_model_input(torch.cat([x, x]), timestep)
+        i = scheduler.step_index
+        t, s = scheduler.bridge_times[i].item(), scheduler.flow_levels[i].item()
+        torch.testing.assert_close(z[: len(x)], x * (1 - s))
+        if model_levels == "timestep":  # the level the network reads from its (float32) timestep
+            s_model = timestep.double().item() / scheduler.config.num_train_timesteps
+            t = flow_level_to_sb_time(s_model, toy.tau, "source" if t <= 0.5 else "target").item()
+        v_src, v_tgt = _flow_velocities(toy, x.double(), t)
+        x = scheduler.step(torch.cat([v_src, v_tgt]).to(dtype), timestep, x, guidance_scale=guidance_scale).prev_sample
+    return x
+
+
+def _flow_scheduler(**kwargs):
+    return LSBScheduler.from_config(FlowMatchEulerDiscreteScheduler().config, **kwargs)
+
+
+def test_from_flow_match_configs_gives_the_flow_base(tmp_path):
+    configs = [dict(FlowMatchEulerDiscreteScheduler().config)] + [
+        json.loads((SHARED_CONFIGS / name / "scheduler.json").read_text()) for name in ("sd3-medium", "flux-dev")
+    ]
+    for config in configs:
+        sched = LSBScheduler.from_config(config)
+        assert sched.base == "flow" and sched.config.prediction_type == "flow_prediction"
+        assert sched.betas is None and sched.alphas is None and sched.alphas_cumprod is None
+        assert sched.config.tau == TAU and sched.config.t0 == T0 and len(sched) == 1000
+        # the flow-matching keys stay (hidden) and come back to diffusers' scheduler
+        sched.save_pretrained(tmp_path)
+        loaded = LSBScheduler.from_pretrained(tmp_path)
+        assert loaded.base == "flow"
+        for lsb in (sched, loaded):
+            back = FlowMatchEulerDiscreteScheduler.from_config(lsb.config)
+            for key in ("shift", "use_dynamic_shifting", "base_shift", "max_shift"):
+                assert back.config[key] == config.get(key, FlowMatchEulerDiscreteScheduler().config[key])
+    assert LSBScheduler.from_config(configs[1], tau=2.0, solver="multistep").config.tau == 2.0
+    assert FlowMatchEulerDiscreteScheduler in LSBScheduler().compatibles
+
+
+def test_base_detection_and_round_trips_keep_the_base():
+    sd15 = PNDMScheduler.from_config(SD15_SCHEDULER)
+    flow = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    assert config_base(sd15.config) == "vp" and config_base(flow.config) == "flow"
+    assert config_base(DPMSolverMultistepScheduler().config) == "vp"  # has flow_shift / use_flow_sigmas keys
+    dpm_flow = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")
+    assert config_base(dpm_flow.config) == "flow" and LSBScheduler.from_config(dpm_flow.config).base == "flow"
+    assert config_base({"_class_name": "FlowMatchHeunDiscreteScheduler"}) == "flow"
+    assert config_base({"_class_name": "LSBScheduler", "prediction_type": "flow_prediction"}) == "flow"
+    assert LSBScheduler.from_config(sd15.config).base == "vp" and LSBScheduler().base == "vp"
+    assert LSBScheduler.from_config(flow.config, prediction_type="epsilon").base == "vp"  # explicit wins
+    # a default (VP) LSB config passed through the flow scheduler stays VP, and the flow base survives DDIM
+    for sched in (LSBScheduler(), _flow_scheduler()):
+        for other in (FlowMatchEulerDiscreteScheduler, DDIMScheduler, DPMSolverMultistepScheduler):
+            assert LSBScheduler.from_config(other.from_config(sched.config).config).base == sched.base
+    with pytest.raises(ValueError, match="config"):
+        config_base("scheduler_config.json")
+
+
+def test_flow_schedule_timesteps_and_model_input():
+    sched = _flow_scheduler(solver="ddim")
+    with pytest.raises(ValueError, match="timestep"):
+        sched.scale_model_input(torch.ones(1))
+    torch.testing.assert_close(sched.scale_model_input(torch.ones(2), 250.0), torch.full((2,), 0.75))
+    sched.set_timesteps(5, device="cpu")
+    grid = torch.linspace(T0, 1, 6, dtype=F64)[:-1]
+    torch.testing.assert_close(sched.bridge_times, grid)
+    sigma = (TAU * grid * (1 - grid)).sqrt()
+    torch.testing.assert_close(sched.sigmas, sigma)
+    torch.testing.assert_close(sched.flow_levels, sigma / (1 + sigma))
+    assert sched.timesteps.dtype == torch.float32
+    torch.testing.assert_close(sched.timesteps, (1000 * sched.flow_levels).float())
+    x = torch.randn(1, 4, 4, 4)
+    for i, timestep in enumerate(sched.timesteps):
+        torch.testing.assert_close(sched.scale_model_input(x, timestep), x * (1 - sched.flow_levels[i].item()))
+        sched.step(torch.randn(2, 4, 4, 4), timestep, x)
+    # the VP base's SD timesteps differ, the bridge grid does not
+    vp = LSBScheduler(solver="ddim")
+    vp.set_timesteps(5)
+    assert torch.equal(vp.bridge_times, sched.bridge_times) and not torch.allclose(vp.timesteps, sched.timesteps)
+
+
+@pytest.mark.parametrize("solver", ["euler", "ddim", "multistep"])
+@pytest.mark.parametrize("noise_predictor,guidance_scale", [("interpolate", 1.0), ("switch", 3.0)])
+def test_flow_base_transports_as_the_vp_base(solver, noise_predictor, guidance_scale):
+    """The same analytic bridge on both bases: exact eps (VP) and exact velocity (flow) give the same predictors,
+    so the whole trajectory agrees to float tolerance, and the flow base reaches the exact target like the VP one."""
+    toy = GaussianToy()
+    for nfe in (2, 5, 16):
+        vp = run_toy(LSBScheduler(solver=solver, noise_predictor=noise_predictor), toy, nfe, guidance_scale)
+        flow = run_flow_toy(_flow_scheduler(solver=solver, noise_predictor=noise_predictor), toy, nfe, guidance_scale)
+        torch.testing.assert_close(flow, vp, rtol=0, atol=2e-5)  # VP model: alphabar of the float32 timestep
+    if noise_predictor == "interpolate":
+        sched = _flow_scheduler(solver=solver, noise_predictor="interpolate")
+        errors = torch.tensor([(run_flow_toy(sched, toy, n) - toy.end(XI)).abs().max().item() for n in NFES])
+        torch.testing.assert_close(errors, torch.tensor([toy_error(solver, n) for n in NFES]), rtol=1e-3, atol=1e-5)
+        assert errors[-1] < errors[0] / 5
+
+
+def test_flow_base_equals_vp_base_exactly_with_exact_levels():
+    """Both models evaluated at the scheduler's exact matched level: the trajectories agree to 1e-12."""
+    toy = GaussianToy()
+    vp_sched, flow_sched = LSBScheduler(solver="multistep"), _flow_scheduler(solver="multistep")
+    vp_sched.set_timesteps(6)
+    flow_sched.set_timesteps(6)
+    x_vp = x_flow = toy.start(T0, XI)
+    for tv, tf in zip(vp_sched.timesteps, flow_sched.timesteps):
+        t = vp_sched.bridge_times[vp_sched._step_index or 0].item()
+        out_vp = vp_sched.step(torch.cat(toy.eps(x_vp, t)), tv, x_vp)
+        out_flow = flow_sched.step(torch.cat(_flow_velocities(toy, x_flow, t)), tf, x_flow)
+        for a, b in zip(out_vp.to_tuple(), out_flow.to_tuple()):
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+        x_vp, x_flow = out_vp.prev_sample, out_flow.prev_sample
+    # and with the level each network reads off its float32 timestep
+    out = run_flow_toy(_flow_scheduler(solver="multistep"), toy, 6, model_levels="timestep")
+    torch.testing.assert_close(out, x_flow, rtol=0, atol=1e-5)
+
+
+def test_flow_base_point_masses_and_dtypes():
+    toy = GaussianToy(a=-1.0, b=2.0, s0=0.0, s1=0.0)
+    for solver in ("euler", "ddim", "multistep"):
+        out = run_flow_toy(_flow_scheduler(solver=solver, noise_predictor="interpolate"), toy, 4)
+        assert (out - 2.0).abs().max().item() < 1e-9
+    ref = run_flow_toy(_flow_scheduler(solver="multistep"), GaussianToy(), 6)
+    out32 = run_flow_toy(_flow_scheduler(solver="multistep"), GaussianToy(), 6, dtype=torch.float32)
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), ref, rtol=0, atol=1e-4)
+    out16 = run_flow_toy(_flow_scheduler(), GaussianToy(), 4, dtype=torch.bfloat16)
+    assert out16.dtype == torch.bfloat16 and torch.isfinite(out16.float()).all()
+
+
+def test_flow_base_add_noise_and_initial_sample():
+    sched = _flow_scheduler()
+    sched.set_timesteps(4)
+    gen = torch.Generator().manual_seed(0)
+    src, noise = torch.randn(2, 2, 4, 8, 8, generator=gen)
+    x = sched.prepare_initial_sample(src, noise)
+    torch.testing.assert_close(x, (1 - T0) * src + math.sqrt(TAU * T0 * (1 - T0)) * noise)
+    torch.testing.assert_close(sched.add_noise(src, noise, sched.timesteps[:1]), x)
+    # off the schedule: the source-side bridge time whose flow level is timestep / 1000
+    off = sched.add_noise(src, noise, torch.tensor(300.0))
+    t_off = flow_level_to_sb_time(0.3, TAU, "source").item()
+    assert 0 < t_off < 0.5 and flow_level(t_off, TAU) == pytest.approx(0.3)
+    torch.testing.assert_close(off, (1 - t_off) * src + sb_sigma(t_off, TAU) * noise)
+
+
+def test_flow_base_config_errors():
+    with pytest.raises(ValueError, match="trained_betas"):
+        LSBScheduler(prediction_type="flow_prediction", trained_betas=[0.1, 0.2])
+    with pytest.raises(ValueError, match="official_final_renoise"):
+        _flow_scheduler(official_final_renoise=True)
+    # a flow config without any VP field builds and runs
+    sched = LSBScheduler.from_config({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0})
+    sched.set_timesteps(3)
+    assert sched.base == "flow" and len(sched.timesteps) == 3

@@ -50,6 +50,37 @@ __all__ = [
     "timestep_to_alpha_bar",
 ]
 
+# LSB on a rectified-flow base (SD3 / FLUX): SNR matching and velocity conversions
+from .flow import (  # noqa: E402
+    flow_interpolant,
+    flow_level,
+    flow_level_to_sb_time,
+    flow_level_to_sigma,
+    flow_model_input_scale,
+    flow_predictors,
+    flow_timestep,
+    flow_velocity,
+    sb_time_to_flow_timestep,
+    sigma_to_flow_level,
+    velocity_to_noise,
+    velocity_to_sample,
+)
+
+__all__ += [
+    "flow_interpolant",
+    "flow_level",
+    "flow_level_to_sb_time",
+    "flow_level_to_sigma",
+    "flow_model_input_scale",
+    "flow_predictors",
+    "flow_timestep",
+    "flow_velocity",
+    "sb_time_to_flow_timestep",
+    "sigma_to_flow_level",
+    "velocity_to_noise",
+    "velocity_to_sample",
+]
+
 # paired bridges (I2SB, DDBM VP / VE, DBIM): one schedule core, preconditionings and one-step updates
 from .paired import (  # noqa: E402
     SCHEDULES,

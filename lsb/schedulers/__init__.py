@@ -1,8 +1,8 @@
 """diffusers-loadable schedulers (one SchedulerMixin + ConfigMixin class per file)."""
 
-from .scheduling_lsb import LSBScheduler, LSBSchedulerOutput
+from .scheduling_lsb import LSBScheduler, LSBSchedulerOutput, config_base
 
-__all__ = ["LSBScheduler", "LSBSchedulerOutput"]
+__all__ = ["LSBScheduler", "LSBSchedulerOutput", "config_base"]
 
 # paired-bridge schedulers (need the degraded endpoint x_T; see lsb.bridges.paired)
 from .scheduling_dbim import DBIMScheduler, DBIMSchedulerOutput  # noqa: E402
