@@ -3,7 +3,7 @@
 The model is ``$LSB_DEMO_MODEL`` (a diffusers Stable Diffusion folder or Hub id) or the embedded mini SD.
 """
 
-from lsb.demo import build_demo, launch_demo
+from lsb.surfaces.demo import build_demo, launch_demo
 
 demo = build_demo()
 

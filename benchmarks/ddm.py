@@ -119,7 +119,7 @@ def run(a) -> dict:
             rows.append(row)
             print(json.dumps(row), flush=True)
             if a.grids:
-                from lsb.images import save_grid
+                from lsb.io.images import save_grid
 
                 save_grid(imgs[:16] * 2 - 1, Path(a.out) / f"{a.tag}-{name}-nfe{nfe}.png", nrow=16)
 

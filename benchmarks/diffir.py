@@ -40,7 +40,7 @@ from logrows import json_rows, pyplot, training_lines  # noqa: E402
 def load(path: str, device: str):
     """Any lsb restoration pipeline folder (float32: quality numbers are not confounded by half precision)."""
     try:
-        from lsb.loading import load_restoration_pipeline
+        from lsb.helpers.loading import load_restoration_pipeline
     except ImportError:  # older checkouts: DiffIR folders only
         load_restoration_pipeline = None
     if load_restoration_pipeline is not None:
@@ -57,7 +57,7 @@ def call_kwargs(pipe, nfe: int) -> dict:
     if type(pipe).__name__ == "DiffIRPipeline":
         return {}
     if hasattr(pipe, "set_sampler"):
-        from lsb.restoration import steps_for_nfe
+        from lsb.helpers.restoration import steps_for_nfe
 
         return {"num_inference_steps": steps_for_nfe(pipe.scheduler, nfe)}
     return {"num_inference_steps": nfe}

@@ -1,7 +1,7 @@
 """Learn one domain token per shape from unlabelled image folders (the LSB paper's prompt optimization).
 
 For each shape it renders ``--images`` training scenes of that shape (any colour, background, size,
-position: the folder carries no labels besides being "the domain") and runs ``lsb.prompts.learn_domain``.
+position: the folder carries no labels besides being "the domain") and runs ``lsb.training.prompt_optimization.learn_domain``.
 The resulting folders feed ``benchmarks/translation.py --domains <out>``.
 
     python benchmarks/learn_domains.py --images 200 --steps 1000 --out runs/domains
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lsb.data import shapes  # noqa: E402
-from lsb.images import save_image  # noqa: E402
+from lsb.io.images import save_image  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shapes", nargs="+", default=list(shapes.SHAPES))
     args = ap.parse_args(argv)
 
-    from lsb.prompts import learn_domain
+    from lsb.training.prompt_optimization import learn_domain
 
     summary = {}
     for shape in args.shapes:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import translation as T  # noqa: E402
 from translation import failure_reason, to_uint8  # noqa: E402
-from lsb.cli import MINI_SD_TRANSLATE_DEFAULTS  # noqa: E402
+from lsb.surfaces.cli import MINI_SD_TRANSLATE_DEFAULTS  # noqa: E402
 from lsb.data import shapes  # noqa: E402
 from lsb.metrics import read_batch  # noqa: E402
 from lsb.metrics.reader import SIZE_TOL  # noqa: E402
@@ -102,7 +102,7 @@ def size_account(readings, scenes, src: str, tgt: str, ok: np.ndarray) -> dict:
 @torch.no_grad()
 def round_trip_and_denoise(pipe, n: int, timesteps: list[int]) -> dict:
     from lsb.bridges.matching import timestep_to_alpha_bar
-    from lsb.translation_utils import prompt_embeds_for_batch
+    from lsb.helpers.translation import prompt_embeds_for_batch
 
     device = torch.device("cpu")
     ac = pipe.scheduler.alphas_cumprod

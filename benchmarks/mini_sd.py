@@ -61,7 +61,7 @@ def bench_vae(vae, n: int, batch: int = 100) -> dict:
 @torch.no_grad()
 def bench_t2i(pipe, n: int, guidance: float, steps: int = 25, batch: int = 50, seed: int = 0) -> dict:
     scenes = shapes.scenes("test", n, start=10_000)
-    full_ok, clean = [], []
+    full_ok, clean, attr_ok = [], [], {"shape": [], "colour": [], "background": []}
     for i in range(0, n, batch):
         chunk = scenes[i:i + batch]
         imgs = pipe([s.caption for s in chunk], num_inference_steps=steps, guidance_scale=guidance, output_type="np",
@@ -70,6 +70,8 @@ def bench_t2i(pipe, n: int, guidance: float, steps: int = 25, batch: int = 50, s
         for r, s in zip(rs, chunk):
             clean.append(r.clean)
             full_ok.append(r.clean and r.shape == s.shape and r.colour == s.colour and r.background == s.background)
+            for k, v in attr_ok.items():
+                v.append(getattr(r, k) == getattr(s, k))
     shape_ok, shape_clean_ok = [], []
     per = max(1, n // 6)
     for k, shape in enumerate(shapes.SHAPES):
@@ -79,7 +81,8 @@ def bench_t2i(pipe, n: int, guidance: float, steps: int = 25, batch: int = 50, s
         shape_ok += [r.shape == shape for r in rs]  # the metric: the shape read back
         shape_clean_ok += [r.clean and r.shape == shape for r in rs]  # stricter: also a clean picture
     return {"guidance": guidance, "steps": steps, "n_full": n, "full_caption_all_right": float(np.mean(full_ok)),
-            "clean": float(np.mean(clean)), "n_shape_only": len(shape_ok), "shape_only_right": float(np.mean(shape_ok)),
+            "clean": float(np.mean(clean)), **{f"full_caption_{k}_right": float(np.mean(v)) for k, v in attr_ok.items()},
+            "n_shape_only": len(shape_ok), "shape_only_right": float(np.mean(shape_ok)),
             "shape_only_clean_and_right": float(np.mean(shape_clean_ok))}
 
 

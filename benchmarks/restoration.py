@@ -94,8 +94,9 @@ def sampler_rows(kind: str, nfes) -> list[tuple[str, str, dict, int]]:
 
 def run(a) -> dict:
     from lsb.data.degradations import inpaint_mask
-    from lsb.loading import default_device, load_restoration_pipeline
-    from lsb.restoration import steps_for_nfe
+    from lsb.surfaces.restorers import load_restoration_pipeline
+    from lsb.io.execution import default_device
+    from lsb.helpers.restoration import steps_for_nfe
     from lsb.training.bridge import render_pairs
 
     device = torch.device(a.device) if a.device else default_device()

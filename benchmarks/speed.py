@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import lsb
-    from lsb.loading import load_pipeline
+    from lsb.helpers.loading import load_pipeline
 
     def fresh():
         if args.real:

@@ -101,7 +101,7 @@ class Runner:
 
     def pipe(self, method):
         if method not in self.pipes:
-            from lsb.baselines import load_translator
+            from lsb.surfaces.translators import load_translator
 
             p = load_translator(method, self.model, device=self.device)
             p.set_progress_bar_config(disable=True)
@@ -110,13 +110,13 @@ class Runner:
 
     def prompt(self, pipe, shape):
         if self.domains:
-            from lsb.domains import load_domain
+            from lsb.prompts.domains import load_domain
 
             return load_domain(pipe, str(Path(self.domains) / shape))
         return f"a {shape}"
 
     def __call__(self, method, images, src, tgt, nfe, guidance, tau, t0, solver, seed):
-        from lsb.baselines import translate
+        from lsb.surfaces.translators import translate
 
         pipe = self.pipe(method)
         if method == "lsb":

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import lsb
-from lsb.images import save_grid
+from lsb.io.images import save_grid
 from lsb.metrics.reader import read_batch
 
 ap = argparse.ArgumentParser()

@@ -13,9 +13,9 @@ import torch
 
 import lsb
 from lsb.data import shapes
-from lsb.domains import load_domain
-from lsb.images import make_grid, save_image
-from lsb.prompts import learn_domain
+from lsb.prompts.domains import load_domain
+from lsb.io.images import make_grid, save_image
+from lsb.training.prompt_optimization import learn_domain
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default=lsb.MINI_SD)

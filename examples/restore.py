@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 import lsb
-from lsb.images import make_grid, save_image
-from lsb.loading import load_restoration_pipeline
+from lsb.io.images import make_grid, save_image
+from lsb.helpers.loading import load_restoration_pipeline
 from lsb.metrics.pixel import psnr
 from lsb.training.bridge import main as train_bridge, render_pairs
 

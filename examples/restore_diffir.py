@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 import lsb
-from lsb.images import make_grid, save_image, tensor_to_pil
+from lsb.io.images import make_grid, save_image, tensor_to_pil
 from lsb.training import diffir as training
 
 p = argparse.ArgumentParser()

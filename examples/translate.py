@@ -9,7 +9,7 @@ import torch
 
 import lsb
 from lsb.data import shapes
-from lsb.images import make_grid, save_image
+from lsb.io.images import make_grid, save_image
 from lsb.metrics import read_scene
 
 ap = argparse.ArgumentParser()

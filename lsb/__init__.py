@@ -7,10 +7,9 @@ resolves non-diffusers libraries only among already-imported modules). Pipelines
 
 from pathlib import Path as _Path
 
-__version__ = "0.1.0"
+from .io.assets import MINI_SD, MINI_SD3
 
-#: The embedded mini Stable Diffusion (diffusers folder layout), trained on the shapes world.
-MINI_SD = str(_Path(__file__).parent / "assets" / "mini-sd")
+__version__ = "0.1.0"
 
 from .schedulers import DBIMScheduler, DDBMScheduler, DDMScheduler, I2SBScheduler, LSBScheduler  # noqa: E402  (eager: from_pretrained)
 
@@ -27,7 +26,7 @@ _PIPELINES = {
     "BridgeRestorationPipeline": ("lsb_pipelines.bridge.pipeline", "BridgeRestorationPipeline"),
     "ConditionalDiffusionRestorationPipeline": ("lsb_pipelines.palette.pipeline",
                                                 "ConditionalDiffusionRestorationPipeline"),
-    "RestorationPipelineOutput": ("lsb.restoration", "RestorationPipelineOutput"),
+    "RestorationPipelineOutput": ("lsb.helpers.restoration", "RestorationPipelineOutput"),
     "DDMPipeline": ("lsb_pipelines.ddm.pipeline", "DDMPipeline"),
     "DDMPipelineOutput": ("lsb_pipelines.ddm.pipeline", "DDMPipelineOutput"),
 }
@@ -43,6 +42,11 @@ def pipeline_dir(name: str) -> str:
     return str(path)
 
 
+def pipeline_class_names() -> list[str]:
+    """Names of every lsb pipeline class (``lsb.<name>`` imports it on first use)."""
+    return [n for n in _PIPELINES if n.endswith("Pipeline")]
+
+
 def __getattr__(name):
     if name in _PIPELINES:
         import importlib
@@ -54,4 +58,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'lsb' has no attribute {name!r}")
 
 
-__all__ = ["MINI_SD", "LSBScheduler", "I2SBScheduler", "DDBMScheduler", "DBIMScheduler", "DDMScheduler", "DiffIRScheduler", "CPENS1", "CPENS2", "DIRformer", "PriorDenoiser", "pipeline_dir", *_PIPELINES]
+__all__ = ["MINI_SD", "MINI_SD3", "LSBScheduler", "I2SBScheduler", "DDBMScheduler", "DBIMScheduler", "DDMScheduler", "DiffIRScheduler", "CPENS1", "CPENS2", "DIRformer", "PriorDenoiser", "pipeline_dir", "pipeline_class_names", *_PIPELINES]

@@ -2,7 +2,7 @@
 
 ``accelerate launch --cpu --num_processes 2`` would start ONE process (accelerate's simple launcher needs an
 MPI hostfile for more); the torchrun launcher (``--multi_gpu``) starts two, and lsb asks accelerate for the
-CPU (gloo) backend itself when there is no GPU (``lsb.translate_job.process_state``,
+CPU (gloo) backend itself when there is no GPU (``lsb.io.execution.process_state``,
 ``lsb.training.loop.make_accelerator``).
 """
 

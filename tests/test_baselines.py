@@ -14,12 +14,14 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
 
 import lsb
-from lsb import baselines
+from lsb.helpers import sdedit
+from lsb.surfaces import translators
 from lsb.bridges.matching import sb_alpha_bar, timestep_to_alpha_bar
 from lsb.data import shapes
-from lsb.images import ImageInputError
-from lsb.prompting import UnknownTokenError, encode_text
-from lsb.translation_utils import encode_images, preprocess_images
+from lsb.io.images import ImageInputError
+from lsb.prompts.tokens import UnknownTokenError
+from lsb.prompts.encoding import encode_text
+from lsb.helpers.translation import encode_images, preprocess_images
 from lsb_pipelines.ddib.pipeline import DDIBPipeline
 from tests.conftest import tiny_components
 
@@ -259,7 +261,7 @@ def test_ddib_from_pretrained_and_custom_pipeline(tiny_sd_dir, fresh_dynamic_mod
 @pytest.mark.parametrize("t0,tau", [(0.2, 5.29), (0.1, 1.0), (0.4, 20.0)])
 def test_sdedit_strength_matches_lsb_start_snr(t0, tau):
     ac = DDIMScheduler.from_config(tiny_components()["scheduler"].config).alphas_cumprod
-    strength = baselines.sdedit_strength(t0, tau, ac)
+    strength = sdedit.sdedit_strength(t0, tau, ac)
     start = strength * len(ac)
     # the same timestep LSB's first model call uses
     sched = lsb.LSBScheduler.from_config(tiny_components()["scheduler"].config)
@@ -275,7 +277,7 @@ def test_sdedit_spends_exactly_nfe_and_starts_at_lsb_snr(nfe):
     pipe = _img2img()  # PNDM scheduler: converted to DDIM, as the paper runs SDEdit
     calls = _record_calls(pipe)
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
-    images, spent = baselines.sdedit_translate(pipe, _imgs(2), "a circle", "a square", nfe=nfe, t0=0.2, tau=5.29,
+    images, spent = sdedit.sdedit_translate(pipe, _imgs(2), "a circle", "a square", nfe=nfe, t0=0.2, tau=5.29,
                                                guidance_scale=3.0, generator=gens, output_type="np")
     assert isinstance(pipe.scheduler, DDIMScheduler)
     assert spent == nfe and len(calls) == nfe
@@ -284,7 +286,7 @@ def test_sdedit_spends_exactly_nfe_and_starts_at_lsb_snr(nfe):
     src, tgt = encode_text(pipe, "a circle", "cpu"), encode_text(pipe, "a square", "cpu")
     assert torch.equal(calls[0][2], torch.cat([src, src, tgt, tgt]))
     # the first denoising step is at the grid timestep nearest LSB's SNR-matched start, within half a step
-    s_star = baselines.sdedit_start_timestep(0.2, 5.29, pipe.scheduler.alphas_cumprod)
+    s_star = sdedit.sdedit_start_timestep(0.2, 5.29, pipe.scheduler.alphas_cumprod)
     first, second = calls[0][1], calls[1][1]
     assert abs(first - s_star) <= 0.5 * (first - second) + 1
 
@@ -293,7 +295,7 @@ def test_sdedit_schedule_runs_exactly_nfe_steps():
     sched = DDIMScheduler.from_config(tiny_components()["scheduler"].config)
     for nfe in (2, 3, 4, 8, 13, 50):
         for start in (50.0, 329.0, 700.0, 999.0):
-            n, strength, first = baselines.sdedit_schedule(nfe, start, sched)
+            n, strength, first = sdedit.sdedit_schedule(nfe, start, sched)
             assert int(n * strength) == nfe and 0 < strength <= 1
             sched.set_timesteps(n)
             assert int(sched.timesteps[n - nfe]) == first
@@ -302,9 +304,9 @@ def test_sdedit_schedule_runs_exactly_nfe_steps():
 # --------------------------------------------------------------------------------- translate() for all
 
 
-@pytest.mark.parametrize("method", baselines.METHODS)
+@pytest.mark.parametrize("method", translators.METHODS)
 def test_translate_all_methods_load_and_are_deterministic(method, tiny_sd_dir):
-    pipe = baselines.load_translator(method, str(tiny_sd_dir), device="cpu")
+    pipe = translators.load_translator(method, str(tiny_sd_dir), device="cpu")
     pipe.set_progress_bar_config(disable=True)
     if method == "sdedit":
         assert isinstance(pipe, StableDiffusionImg2ImgPipeline) and isinstance(pipe.scheduler, DDIMScheduler)
@@ -312,7 +314,7 @@ def test_translate_all_methods_load_and_are_deterministic(method, tiny_sd_dir):
 
     def run(seed):
         gens = [torch.Generator().manual_seed(seed + i) for i in range(2)]
-        return baselines.translate(method, pipe, _imgs(2), "a circle", "a square", nfe=4, guidance_scale=3.0,
+        return translators.translate(method, pipe, _imgs(2), "a circle", "a square", nfe=4, guidance_scale=3.0,
                                    tau=5.29, t0=0.2, generator=gens, output_type="np")
 
     a, nfe_a = run(0)
@@ -329,31 +331,31 @@ def test_translate_accepts_prompt_embeddings():
     pipe = _ddib()
     src, tgt = encode_text(pipe, "a circle", "cpu"), encode_text(pipe, "a square", "cpu")
     kw = dict(nfe=4, guidance_scale=2.0, output_type="pt")
-    a, _ = baselines.translate("ddib", pipe, _img(), "a circle", "a square", **kw)
-    b, _ = baselines.translate("ddib", pipe, _img(), src, tgt, **kw)
+    a, _ = translators.translate("ddib", pipe, _img(), "a circle", "a square", **kw)
+    b, _ = translators.translate("ddib", pipe, _img(), src, tgt, **kw)
     assert torch.allclose(a, b)
 
 
 # ------------------------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("method", baselines.METHODS)
+@pytest.mark.parametrize("method", translators.METHODS)
 def test_translate_rejects_small_nfe_and_bad_prompts(method, tiny_sd_dir):
-    pipe = baselines.load_translator(method, str(tiny_sd_dir), device="cpu")
+    pipe = translators.load_translator(method, str(tiny_sd_dir), device="cpu")
     pipe.set_progress_bar_config(disable=True)
     calls = _record_calls(pipe)
     kw = dict(nfe=4, output_type="np")
     for nfe in (1, 0, 2.5):
         with pytest.raises(ValueError, match="nfe"):
-            baselines.translate(method, pipe, _img(), "a circle", "a square", nfe=nfe, output_type="np")
+            translators.translate(method, pipe, _img(), "a circle", "a square", nfe=nfe, output_type="np")
     with pytest.raises(TypeError, match="source_prompt"):
-        baselines.translate(method, pipe, _img(), None, "a square", **kw)
+        translators.translate(method, pipe, _img(), None, "a square", **kw)
     with pytest.raises(TypeError, match="target_prompt"):
-        baselines.translate(method, pipe, _img(), "a circle", 3, **kw)
+        translators.translate(method, pipe, _img(), "a circle", 3, **kw)
     with pytest.raises(UnknownTokenError, match="<nonexistent>"):
-        baselines.translate(method, pipe, _img(), "a circle", "a <nonexistent>", **kw)
+        translators.translate(method, pipe, _img(), "a circle", "a <nonexistent>", **kw)
     with pytest.raises(ImageInputError, match="multiple of 8"):
-        baselines.translate(method, pipe, _img().resize((60, 64)), "a circle", "a square", **kw)
+        translators.translate(method, pipe, _img().resize((60, 64)), "a circle", "a square", **kw)
     assert calls == []  # every error is raised before any model compute
 
 
@@ -368,10 +370,10 @@ def test_other_errors():
     with pytest.raises(ValueError, match="guidance_scale"):
         pipe(_img(), "a circle", "a square", num_inference_steps=2, guidance_scale=float("nan"))
     with pytest.raises(ValueError, match="unknown translation method"):
-        baselines.translate("cyclegan", pipe, _img(), "a circle", "a square")
+        translators.translate("cyclegan", pipe, _img(), "a circle", "a square")
     with pytest.raises(ValueError, match="unknown translation method"):
-        baselines.load_translator("cyclegan")
+        translators.load_translator("cyclegan")
     with pytest.raises(ValueError, match="t0"):
-        baselines.sdedit_translate(_img2img(), _img(), "a circle", "a square", nfe=4, t0=1.0)
+        sdedit.sdedit_translate(_img2img(), _img(), "a circle", "a square", nfe=4, t0=1.0)
     with pytest.raises(ValueError, match="tau"):
-        baselines.sdedit_strength(0.2, -1.0, DDIMScheduler().alphas_cumprod)
+        sdedit.sdedit_strength(0.2, -1.0, DDIMScheduler().alphas_cumprod)

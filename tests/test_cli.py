@@ -10,7 +10,7 @@ import sys
 import pytest
 from PIL import Image
 
-from lsb.cli import main
+from lsb.surfaces.cli import main
 from lsb.data import shapes
 
 
@@ -88,7 +88,7 @@ def test_translate_other_modes_refused_unless_convert_mode(tiny_sd_dir, inputs, 
 
 
 def test_translate_with_learned_domain_file(tiny_sd_dir, inputs, tmp_path):
-    from lsb.prompts import learn_domain
+    from lsb.training.prompt_optimization import learn_domain
 
     dom = learn_domain(inputs, "<tiny-circle>", str(tiny_sd_dir), output_dir=tmp_path / "dom", steps=2,
                        batch_size=2, progress=False)
@@ -105,7 +105,7 @@ def test_module_entry_point():
 
 
 def test_translate_help_states_both_default_sets(capsys):
-    from lsb.cli import MINI_SD_TRANSLATE_DEFAULTS, TRANSLATE_DEFAULTS
+    from lsb.surfaces.cli import MINI_SD_TRANSLATE_DEFAULTS, TRANSLATE_DEFAULTS
 
     with pytest.raises(SystemExit):
         main(["translate", "--help"])

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from lsb.data import shapes
 from lsb.data.datasets import ImageFolderDataset, PairedShapesDataset, ShapesDataset, collate
-from lsb.images import ImageInputError
+from lsb.io.images import ImageInputError
 
 
 def test_shapes_dataset_is_deterministic_and_pins_attributes():

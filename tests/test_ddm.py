@@ -236,7 +236,7 @@ def test_pipeline_image_conditioned_and_errors():
     assert out.images.shape == (2, 64, 64, 3) and out.nfe == 3
     with pytest.raises(ValueError, match="image"):
         pipe("a circle", num_inference_steps=2)
-    with pytest.raises(lsb.images.ImageInputError if hasattr(lsb, "images") else Exception):
+    with pytest.raises(lsb.io.images.ImageInputError if hasattr(lsb, "images") else Exception):
         pipe(image=Image.new("RGB", (60, 60)), num_inference_steps=2)
     comps = dict(pipe.components)
     from diffusers import DDIMScheduler

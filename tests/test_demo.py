@@ -1,4 +1,4 @@
-"""The Gradio demo (lsb.demo / app.py) on a tiny random SD: API calls through gradio_client, and a real browser.
+"""The Gradio demo (lsb.surfaces.demo / app.py) on a tiny random SD: API calls through gradio_client, and a real browser.
 
 The browser test drives Debian's /usr/bin/chromium with Playwright (never a downloaded browser); it is
 skipped only when that executable is missing.
@@ -55,7 +55,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tiny_model):
-    from lsb.demo import build_demo, launch_demo
+    from lsb.surfaces.demo import build_demo, launch_demo
 
     demo = build_demo(tiny_model)
     _, url, _ = launch_demo(demo, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
@@ -73,7 +73,7 @@ def client(server):
 def test_translate_through_client(client, tmp_path):
     from gradio_client import handle_file
 
-    from lsb.domains import write_domain
+    from lsb.prompts.domains import write_domain
 
     assert "/translate" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     # The target as an uploaded learned domain (16-d: the tiny text encoder's width).
@@ -114,7 +114,7 @@ def test_user_errors_reach_the_client(client, tmp_path):
 def test_baselines_in_process(tiny_model, tmp_path):
     """demo(..., api_name="translate") without a server: SDEdit and DDIB; a non-multiple-of-8 RGBA input is
     converted and resized, with notes."""
-    from lsb.demo import build_demo
+    from lsb.surfaces.demo import build_demo
 
     odd = tmp_path / "odd.png"
     Image.open(EXAMPLE).resize((50, 45)).convert("RGBA").save(odd)
@@ -129,7 +129,7 @@ def test_baselines_in_process(tiny_model, tmp_path):
 
 
 def test_demo_subcommand_registered():
-    from lsb.cli import build_parser
+    from lsb.surfaces.cli import build_parser
 
     args = build_parser().parse_args(["demo", "--model", "some/folder", "--port", "7861", "--share"])
     assert (args.model, args.port, args.share) == ("some/folder", 7861, True)

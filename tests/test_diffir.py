@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import lsb
-from lsb.images import ImageInputError
+from lsb.io.images import ImageInputError
 from lsb.models.diffir import CPENS1, CPENS2, DIRformer, PriorDenoiser
 from lsb.schedulers import DiffIRScheduler
 from lsb.training import diffir as tr

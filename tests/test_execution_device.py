@@ -1,4 +1,4 @@
-"""lsb.execution.execution_device answers what diffusers' ``_execution_device`` answers, faster when nothing is hooked."""
+"""lsb.io.execution.execution_device answers what diffusers' ``_execution_device`` answers, faster when nothing is hooked."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from diffusers import DiffusionPipeline
 from diffusers.hooks import apply_group_offloading
 
 import lsb
-from lsb.execution import execution_device, has_hooks, model_dtype
+from lsb.io.execution import execution_device, has_hooks, model_dtype
 from tests.conftest import tiny_components
 
 

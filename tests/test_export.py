@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from lsb.cli import main
+from lsb.surfaces.cli import main
 from lsb.data import shapes
-from lsb.domains import write_domain
+from lsb.prompts.domains import write_domain
 
 SEED = 3
 
@@ -59,8 +59,8 @@ FRESH = textwrap.dedent("""
 
 
 def test_export_loads_in_fresh_process_and_reproduces(tiny_sd_dir, domain, tmp_path):
-    from lsb.baselines import load_translator
-    from lsb.domains import load_domain
+    from lsb.surfaces.translators import load_translator
+    from lsb.prompts.domains import load_domain
     from lsb.schedulers import LSBScheduler
 
     out = tmp_path / "export"
@@ -138,7 +138,7 @@ def test_push_to_hub_without_credentials_fails_before_writing(tiny_sd_dir, tmp_p
 def test_export_concept_layout_and_loading(domain, tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from lsb.export import export_concept, load_concept
+    from lsb.surfaces.export import export_concept, load_concept
 
     out = export_concept(domain, tmp_path / "concept")
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "learned_embeds.safetensors",
@@ -157,7 +157,7 @@ def test_export_concept_layout_and_loading(domain, tmp_path):
     pipe = fresh()
     assert load_concept(pipe, out) == "a <tiny-circle> shape"
     ids = pipe.tokenizer.convert_tokens_to_ids(["<tiny-circle>", "<tiny-circle>_1"])
-    from lsb.domains import read_domain
+    from lsb.prompts.domains import read_domain
 
     _, emb, _ = read_domain(domain)
     assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[ids].detach(), emb)

@@ -1,4 +1,4 @@
-"""lsb.images: conversions, validation errors that name the input, atomic writes."""
+"""lsb.io.images: conversions, validation errors that name the input, atomic writes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lsb.images import (ImageInputError, check_size, list_images, load_image, make_grid, pil_to_tensor, save_image,
-                        tensor_to_pil, to_rgb)
+from lsb.io.images import ImageInputError, check_size, list_images, load_image, make_grid, pil_to_tensor, save_image, tensor_to_pil, to_rgb
 
 
 def test_modes_convert_to_rgb_on_request():

@@ -11,8 +11,8 @@ from PIL import Image
 
 import lsb
 from lsb.data import shapes
-from lsb.images import ImageInputError, to_rgb
-from lsb.prompting import UnknownTokenError
+from lsb.io.images import ImageInputError, to_rgb
+from lsb.prompts.tokens import UnknownTokenError
 from tests.conftest import tiny_components
 
 
@@ -81,8 +81,8 @@ def test_inputs_pil_numpy_tensor_agree():
 
 def test_prompt_embeds_equal_prompts_and_trajectory():
     pipe = _pipe()
-    src = lsb.prompting.encode_text(pipe, "a circle", "cpu")
-    tgt = lsb.prompting.encode_text(pipe, "a square", "cpu")
+    src = lsb.prompts.encoding.encode_text(pipe, "a circle", "cpu")
+    tgt = lsb.prompts.encoding.encode_text(pipe, "a square", "cpu")
     kw = dict(num_inference_steps=3, output_type="latent", generator=torch.Generator().manual_seed(0))
     a = pipe(_img(), "a circle", "a square", return_trajectory=True, **kw)
     kw["generator"] = torch.Generator().manual_seed(0)

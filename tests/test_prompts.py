@@ -8,15 +8,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from lsb.images import ImageInputError
-from lsb.prompts import (
-    PAPER_TEMPLATES,
-    DomainImages,
-    PromptOptimizationError,
-    PromptOptimizationTask,
-    learn_domain,
-    resolve_templates,
-)
+from lsb.io.images import ImageInputError
+from lsb.prompts.templates import PAPER_TEMPLATES, resolve_templates
+from lsb.training.prompt_optimization import DomainImages, PromptOptimizationTask, learn_domain
+from lsb.prompts.tokens import PromptOptimizationError
 from lsb.training.loop import TrainConfig, train
 
 FAST = dict(checkpoint_every=100, num_validation_images=0, progress=False)
@@ -97,7 +92,7 @@ def test_only_new_rows_change(circles, tiny_sd_components, tmp_path):
 
 def test_learn_domain_loads_in_diffusers_and_lsb(circles, tiny_sd_dir, tmp_path):
     from diffusers import StableDiffusionPipeline
-    from lsb.domains import load_domain, read_domain
+    from lsb.prompts.domains import load_domain, read_domain
 
     out = tmp_path / "run"
     path = learn_domain(circles, "<circle>", str(tiny_sd_dir), output_dir=out, steps=4, checkpoint_every=2,
@@ -126,7 +121,7 @@ def test_learn_domain_loads_in_diffusers_and_lsb(circles, tiny_sd_dir, tmp_path)
 def test_multi_vector(circles, tiny_sd_components, tmp_path):
     pipe = _pipe(tiny_sd_components)
     path = learn_domain(circles, "<sq>", pipe, output_dir=tmp_path / "run", steps=3, num_vectors=3, **FAST)
-    from lsb.domains import read_domain
+    from lsb.prompts.domains import read_domain
 
     _, emb, _ = read_domain(path)
     assert emb.shape == (3, 16)
@@ -138,7 +133,7 @@ def test_multi_vector(circles, tiny_sd_components, tmp_path):
 
 
 def test_resume_matches_uninterrupted(circles, tiny_sd_dir, tmp_path, capsys):
-    from lsb.domains import read_domain
+    from lsb.prompts.domains import read_domain
 
     kw = dict(steps=4, checkpoint_every=4, num_validation_images=0, progress=False, seed=3)
     resumed = tmp_path / "resumed"

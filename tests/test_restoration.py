@@ -10,9 +10,8 @@ import torch
 from PIL import Image
 
 import lsb
-from lsb.images import ImageInputError
-from lsb.restoration import (bridge_spec, check_scheduler_for_bridge, expand_conv_in, make_bridge_scheduler,
-                             preprocess_mask, training_scheduler)
+from lsb.io.images import ImageInputError
+from lsb.helpers.restoration import bridge_spec, check_scheduler_for_bridge, expand_conv_in, make_bridge_scheduler, preprocess_mask, training_scheduler
 from lsb.training.bridge import RestorationTask, cache_pair_latents, palette_schedulers, render_pairs
 from lsb.training.loop import TrainConfig, train
 from tests.conftest import tiny_components
@@ -217,7 +216,8 @@ def test_make_bridge_scheduler_matches_trained_spec():
 # ------------------------------------------------------------------ loading and CLI
 
 def test_load_restoration_pipeline(models, tmp_path):
-    from lsb.loading import ModelFolderError, load_restoration_pipeline
+    from lsb.helpers.loading import ModelFolderError
+    from lsb.surfaces.restorers import load_restoration_pipeline
 
     pipe = load_restoration_pipeline(models["palette"], device="cpu")
     assert type(pipe).__name__ == "ConditionalDiffusionRestorationPipeline"
@@ -233,7 +233,7 @@ def test_load_restoration_pipeline(models, tmp_path):
 
 
 def test_cli_restore(models, tmp_path, capsys):
-    from lsb.cli import main
+    from lsb.surfaces.cli import main
 
     src = tmp_path / "in"
     src.mkdir()

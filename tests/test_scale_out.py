@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from lsb.data import shapes
-from lsb.translate_job import plan_batches
+from lsb.surfaces.translate_files import plan_batches
 from tests.launching import child_env, run_module
 
 

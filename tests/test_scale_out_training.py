@@ -27,7 +27,7 @@ def _images(folder, n=4):
 
 
 def _learned(run):
-    from lsb.domains import read_domain
+    from lsb.prompts.domains import read_domain
 
     token, emb, _ = read_domain(run / "learned_embeds.safetensors")
     assert token == TOKEN
@@ -37,8 +37,8 @@ def _learned(run):
 def test_learn_domain_two_processes(tiny_sd_dir, tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from lsb.domains import load_domain
-    from lsb.prompts import TRAIN_RESULT_NAME, learn_domain
+    from lsb.prompts.domains import load_domain
+    from lsb.training.prompt_optimization import TRAIN_RESULT_NAME, learn_domain
 
     images = _images(tmp_path / "imgs")
     run = tmp_path / "run2"

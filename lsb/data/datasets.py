@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..images import ImageInputError, list_images, load_image
+from ..io.images import ImageInputError, list_images, load_image
 from . import shapes
 from .degradations import DEGRADATIONS, degrade, inpaint_mask
 
@@ -89,7 +89,7 @@ class ImageFolderDataset(Dataset):
 
     Every file is opened once up front so that a bad file is reported by name before any training
     starts. Images are centre-cropped to a square and resized to ``resolution``. Files that are not
-    8-bit RGB are refused by name unless ``convert_mode`` (then converted as ``lsb.images.to_rgb`` does).
+    8-bit RGB are refused by name unless ``convert_mode`` (then converted as ``lsb.io.images.to_rgb`` does).
     """
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], resolution: int = 64,

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from ..data import shapes
 from ..data.degradations import degrade
-from ..restoration import BRIDGES, TASKS, check_task, empty_prompt_embeds, expand_conv_in, training_scheduler, unet_call
+from ..helpers.restoration import BRIDGES, TASKS, check_task, empty_prompt_embeds, expand_conv_in, training_scheduler, unet_call
 from .loop import TrainConfig, TrainingTask, leave_process_group, train
 
 METHODS = BRIDGES + ("palette",)
@@ -105,7 +105,7 @@ def load_base(base: str | Path):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from ..loading import check_model_folder
+    from ..helpers.loading import check_model_folder
 
     base = Path(base)
     check_model_folder(base)
@@ -134,7 +134,7 @@ class RestorationTask(TrainingTask):
 
     Args:
         method: one of :data:`METHODS`.
-        task: restoration task (:data:`lsb.restoration.TASKS`).
+        task: restoration task (:data:`lsb.helpers.restoration.TASKS`).
         vae, text_encoder, tokenizer, unet: the base Stable Diffusion's components (``unet`` with 4 input
             channels; it is widened to 8 here).
         base_scheduler_config: the base model's scheduler config (Palette's noise schedule).
@@ -245,7 +245,7 @@ class RestorationTask(TrainingTask):
 
     @torch.no_grad()
     def sample(self, step, out_dir):
-        from ..images import make_grid, save_image
+        from ..io.images import make_grid, save_image
 
         if self.sample_images <= 0:
             return
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.steps < 1 or args.batch_size < 1 or args.pairs < 1:
         raise SystemExit("--steps, --batch-size and --pairs must be positive")
-    from ..loading import default_device
+    from ..io.execution import default_device
 
     out = Path(args.out)
     vae, te, tok, unet, sched_cfg = load_base(args.base)

@@ -218,7 +218,7 @@ class DDMTrainTask(TrainingTask):
 
     @torch.no_grad()
     def sample(self, step, out_dir):
-        from ..images import save_grid
+        from ..io.images import save_grid
 
         self.unet.eval()
         device = next(self.unet.parameters()).device

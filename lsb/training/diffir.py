@@ -163,7 +163,7 @@ class _PairsTask(TrainingTask):
 
     @torch.no_grad()
     def sample(self, step, out_dir):
-        from ..images import save_grid
+        from ..io.images import save_grid
 
         clean_u8, deg_u8 = paired_arrays(self.task, 8, "val", workers=1)
         dev = next(iter(self.trainable_modules().values())).device
@@ -197,7 +197,7 @@ class Stage1Task(_PairsTask):
 
     @torch.no_grad()
     def sample(self, step, out_dir):
-        from ..images import save_grid
+        from ..io.images import save_grid
 
         clean_u8, deg_u8 = paired_arrays(self.task, 8, "val", workers=1)
         dev = self.dirformer.device

@@ -181,7 +181,7 @@ def make_accelerator(cfg: TrainConfig, task: TrainingTask | None = None) -> Acce
     device exists; one LR-scheduler step per optimizer step whatever the number of processes
     (``split_batches``: accelerate otherwise steps a prepared scheduler ``num_processes`` times; the loop
     draws its own batches, so no data loader is affected)."""
-    from ..loading import default_device
+    from ..io.execution import default_device
 
     handlers = []
     if task is not None and task.ddp_find_unused_parameters:

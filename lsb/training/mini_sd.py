@@ -117,7 +117,7 @@ class VAETask(TrainingTask):
 
     @torch.no_grad()
     def sample(self, step, out_dir):
-        from ..images import save_grid
+        from ..io.images import save_grid
 
         self.vae.eval()
         rng = np.random.default_rng([12345])
@@ -241,7 +241,7 @@ class UNetTask(TrainingTask):
     @torch.no_grad()
     def sample(self, step, out_dir):
         from diffusers import DDIMScheduler
-        from ..images import save_grid
+        from ..io.images import save_grid
 
         self.unet.eval()
         self.text_encoder.eval()
@@ -288,7 +288,7 @@ class MiniSDRecipe:
 
 def _init_folder(option: str, path: str, components: tuple[str, ...]) -> Path:
     """The pipeline folder a stage continues from, checked like any model folder, errors naming ``option``."""
-    from ..loading import ModelFolderError, check_model_folder
+    from ..helpers.loading import ModelFolderError, check_model_folder
 
     try:
         check_model_folder(path, components)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
-from lsb.restoration import LatentRestorationMixin, RestorationPipelineOutput, bridge_denoise, make_bridge_scheduler
+from lsb.helpers.restoration import LatentRestorationMixin, RestorationPipelineOutput, bridge_denoise, make_bridge_scheduler
 from lsb.schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler
 
 
@@ -30,12 +30,12 @@ class BridgeRestorationPipeline(LatentRestorationMixin, DiffusionPipeline):
     :class:`lsb.I2SBScheduler`, :class:`lsb.DDBMScheduler`, :class:`lsb.DBIMScheduler`).
 
     Config: ``task`` (the restoration task the model was trained for) and ``trained_bridge`` (the bridge it was
-    trained on, :func:`lsb.restoration.bridge_spec` of its training scheduler). A scheduler for another bridge is
+    trained on, :func:`lsb.helpers.restoration.bridge_spec` of its training scheduler). A scheduler for another bridge is
     rejected before any compute; :meth:`set_sampler` builds a matching I2SB / DDBM / DBIM scheduler.
 
     NFE (batched UNet calls, reported as ``output.nfe``): I2SB and DBIM spend exactly ``num_inference_steps``;
     DDBM's ``num_inference_steps`` is its number of Karras intervals N and it spends 3N - 1 calls with churn
-    (2N - 1 without); :func:`lsb.restoration.steps_for_nfe` converts a target NFE. VAE encode/decode are not
+    (2N - 1 without); :func:`lsb.helpers.restoration.steps_for_nfe` converts a target NFE. VAE encode/decode are not
     counted.
     """
 

@@ -50,16 +50,8 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
-from lsb.execution import execution_device, model_dtype
-from lsb.translation_utils import (
-    check_nfe,
-    check_prompt_args,
-    decode_latents,
-    encode_images,
-    guided_model_output,
-    preprocess_images,
-    prompt_embeds_for_batch,
-)
+from lsb.io.execution import execution_device, model_dtype
+from lsb.helpers.translation import check_nfe, check_prompt_args, decode_latents, encode_images, guided_model_output, preprocess_images, prompt_embeds_for_batch
 
 #: Scheduler settings DDIB needs on top of the model's own scheduler config (see the module docstring).
 DDIB_SCHEDULER_OVERRIDES = {"timestep_spacing": "trailing", "clip_sample": False, "thresholding": False}

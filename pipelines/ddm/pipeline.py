@@ -29,11 +29,11 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from lsb.execution import execution_device, model_dtype
+from lsb.io.execution import execution_device, model_dtype
 from lsb.models.ddm import check_ddm_unet
-from lsb.prompting import broadcast_embeds, encode_text
+from lsb.prompts.encoding import broadcast_embeds, encode_text
 from lsb.schedulers import DDMScheduler
-from lsb.translation_utils import check_nfe, decode_latents, encode_images, preprocess_images
+from lsb.helpers.translation import check_nfe, decode_latents, encode_images, preprocess_images
 
 
 @dataclass

@@ -28,11 +28,11 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from lsb.data.degradations import INPAINT_FILL, inpaint_mask
-from lsb.execution import execution_device
-from lsb.images import ImageInputError
+from lsb.io.execution import execution_device
+from lsb.io.images import ImageInputError
 from lsb.models.diffir import CPENS2, DIRformer, PriorDenoiser
 from lsb.schedulers import DiffIRScheduler
-from lsb.translation_utils import preprocess_images
+from lsb.helpers.translation import preprocess_images
 
 #: Tasks a DiffIR model can be trained for, and the DIRformer input channels each needs (RGB [+ hole mask]).
 TASK_CHANNELS = {"inpaint": 4, "sr4": 3, "deblur": 3, "jpeg": 3}

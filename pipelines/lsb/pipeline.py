@@ -25,10 +25,9 @@ from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from lsb.execution import execution_device, model_dtype
+from lsb.io.execution import execution_device, model_dtype
 from lsb.schedulers import LSBScheduler
-from lsb.translation_utils import (check_nfe, check_prompt_args, decode_latents, encode_images, preprocess_images,
-                                   prompt_pair_embeds)
+from lsb.helpers.translation import check_nfe, check_prompt_args, decode_latents, encode_images, preprocess_images, prompt_pair_embeds
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
-from lsb.restoration import LatentRestorationMixin, RestorationPipelineOutput, unet_call
+from lsb.helpers.restoration import LatentRestorationMixin, RestorationPipelineOutput, unet_call
 
 
 class ConditionalDiffusionRestorationPipeline(LatentRestorationMixin, DiffusionPipeline):

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import torch
 
-from .bridges.matching import sb_time_to_timestep
-from .execution import execution_device, model_dtype
-from .translation_utils import check_nfe, preprocess_images, prompt_embeds_for_batch
-
-METHODS = ("lsb", "sdedit", "ddib")
+from ..bridges.matching import sb_time_to_timestep
+from ..io.execution import execution_device, model_dtype
+from .translation import check_nfe, preprocess_images, prompt_embeds_for_batch
 
 #: Paper defaults (METHODS.md section 2 (c)): tau is the paper's tau (official ``--tau 2.3`` = sqrt(tau)),
 #: t0 the bridge start, w the CFG weight every method is run with.
@@ -88,7 +86,7 @@ def sdedit_schedule(nfe: int, start_timestep: float, scheduler) -> tuple[int, fl
     return best
 
 
-def _as_ddim(pipe) -> None:
+def as_ddim(pipe) -> None:
     """Give ``pipe`` a DDIMScheduler (the paper's SDEdit sampler) built from its scheduler's config."""
     from diffusers import DDIMScheduler
 
@@ -96,12 +94,12 @@ def _as_ddim(pipe) -> None:
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
 
 
-def _prompt_and_embeds(prompt):
+def split_prompt(prompt):
     """A prompt argument that may be text or a precomputed embedding tensor -> (text, embeds)."""
     return (None, prompt) if isinstance(prompt, torch.Tensor) else (prompt, None)
 
 
-def _check_prompt(name: str, prompt) -> None:
+def check_prompt_arg(name: str, prompt) -> None:
     if isinstance(prompt, torch.Tensor):
         return
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
@@ -140,15 +138,15 @@ def sdedit_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: in
     """
     nfe = check_nfe(nfe, name="nfe")
     _check_bridge(t0, tau)
-    _check_prompt("source_prompt", source_prompt)
-    _check_prompt("target_prompt", target_prompt)
-    _as_ddim(pipe_img2img)
+    check_prompt_arg("source_prompt", source_prompt)
+    check_prompt_arg("target_prompt", target_prompt)
+    as_ddim(pipe_img2img)
 
     pixels = preprocess_images(images, pipe_img2img.image_processor, pipe_img2img.vae_scale_factor)
     batch = pixels.shape[0]
     device, dtype = execution_device(pipe_img2img), model_dtype(pipe_img2img.unet)
-    src_text, src_embeds = _prompt_and_embeds(source_prompt)
-    tgt_text, tgt_embeds = _prompt_and_embeds(target_prompt)
+    src_text, src_embeds = split_prompt(source_prompt)
+    tgt_text, tgt_embeds = split_prompt(target_prompt)
     negative = prompt_embeds_for_batch(pipe_img2img, src_text, src_embeds, batch, device, dtype, "source", clip_skip)
     positive = prompt_embeds_for_batch(pipe_img2img, tgt_text, tgt_embeds, batch, device, dtype, "target", clip_skip)
 
@@ -168,81 +166,116 @@ def sdedit_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: in
     return out.images, len(steps_run)
 
 
-def load_translator(method: str, model: str | None = None, device=None, **kwargs):
-    """The pipeline object that :func:`translate` needs for ``method``, loaded with :func:`lsb.loading.load_pipeline`.
+# ------------------------------------------------------------------------------------------------------------------
+# SDEdit on rectified-flow models (SD3 / SD3.5, FLUX.1) through diffusers' stock img2img pipelines
 
-    * ``"lsb"``: :class:`lsb.LatentSchrodingerBridgePipeline`
-    * ``"ddib"``: :class:`lsb_pipelines.ddib.pipeline.DDIBPipeline`
-    * ``"sdedit"``: diffusers' ``StableDiffusionImg2ImgPipeline`` with a ``DDIMScheduler`` (no safety checker)
-
-    ``model`` is the embedded mini SD (None), a local diffusers SD folder or a Hub id; ``kwargs`` go to
-    ``from_pretrained`` (e.g. ``dtype``).
-    """
-    from .loading import load_pipeline
-
-    if method == "lsb":
-        from lsb_pipelines.lsb.pipeline import LatentSchrodingerBridgePipeline
-
-        return load_pipeline(LatentSchrodingerBridgePipeline, model, device=device, **kwargs)
-    if method == "ddib":
-        from lsb_pipelines.ddib.pipeline import DDIBPipeline
-
-        return load_pipeline(DDIBPipeline, model, device=device, **kwargs)
-    if method == "sdedit":
-        from diffusers import StableDiffusionImg2ImgPipeline
-
-        kwargs.setdefault("safety_checker", None)
-        kwargs.setdefault("requires_safety_checker", False)
-        pipe = load_pipeline(StableDiffusionImg2ImgPipeline, model, device=device, **kwargs)
-        _as_ddim(pipe)
-        return pipe
-    raise ValueError(f"unknown translation method {method!r}; expected one of {METHODS}")
+#: SDEdit's guidance per flow family when none is given: SD3 true CFG (StableDiffusion3Pipeline's default 7.0,
+#: negative = the source prompt); FLUX.1-dev distilled guidance (FluxPipeline's 3.5; schnell ignores it).
+FLOW_SDEDIT_GUIDANCE = {"sd3": 7.0, "flux": 3.5}
 
 
-def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int = 8,
-              guidance_scale: float | None = None, tau: float | None = None, t0: float | None = None,
-              generator=None, output_type: str = "pil"):
-    """Translate ``images`` from the source to the target domain with ``method`` at a budget of ``nfe`` UNet calls.
+def flow_family(pipe) -> str:
+    """"sd3" or "flux" for a diffusers SD3 / FLUX (img2img) pipeline, by its transformer class; else ValueError."""
+    name = type(getattr(pipe, "transformer", None)).__name__
+    if name == "SD3Transformer2DModel":
+        return "sd3"
+    if name == "FluxTransformer2DModel":
+        return "flux"
+    raise ValueError(f"{type(pipe).__name__} has transformer={name}: SDEdit on a flow model needs an SD3 or FLUX "
+                     "img2img pipeline (StableDiffusion3Img2ImgPipeline / FluxImg2ImgPipeline)")
 
-    Args:
-        method: "lsb", "sdedit" or "ddib"; ``pipe`` the matching object from :func:`load_translator`.
-        images: PIL image(s) (or numpy / tensor images, see the pipelines); sides multiples of 8.
-        source_prompt / target_prompt: text, a list of texts, or embedding tensors (batch, tokens, dim).
-        nfe: UNet forward calls per image batch (>= 2). LSB: NFE - 1 solver steps + final denoise (its scheduler);
-            SDEdit: nfe DDIM denoising steps; DDIB: nfe // 2 inversion + nfe - nfe // 2 sampling steps.
-        guidance_scale: CFG weight w (None: the paper's 11). LSB: w on the predictor difference with the source as
-            negative; SDEdit: CFG with the source prompt as negative; DDIB: CFG with the null prompt as negative.
-        tau, t0: the paper's tau and t_0 (None: LSB's scheduler config for "lsb", the paper's 5.29 / 0.2 for
-            "sdedit"); SDEdit uses them only for its start noise level; DDIB ignores them.
-        generator: torch generator(s); DDIB is deterministic and ignores it.
-        output_type: "pil", "np", "pt" or "latent".
+
+def flow_image_seq_len(pipe, height: int, width: int) -> int:
+    """The transformer's image token count for an image of ``height`` x ``width`` px (what dynamic shifting uses)."""
+    patch = pipe.transformer.config.patch_size if flow_family(pipe) == "sd3" else 2
+    return (height // pipe.vae_scale_factor // patch) * (width // pipe.vae_scale_factor // patch)
+
+
+def sdedit_flow_schedule(nfe: int, start_sigma: float, scheduler, family: str, image_seq_len: int,
+                         max_steps: int = 1000) -> tuple[int, float, float]:
+    """img2img settings that run exactly ``nfe`` flow-Euler steps from the grid level nearest ``start_sigma``.
+
+    The stock SD3 / FLUX img2img pipelines build the N-step grid of their family (SD3: the scheduler's shift;
+    FLUX: ``linspace(1, 1/N, N)`` dynamically shifted by the token count), then run the last
+    ``N - int(N - N * strength)`` steps, starting at ``sigmas[N - nfe]`` with the image noised to that level. This
+    searches N in [nfe, max_steps] for the grid whose ``sigmas[N - nfe]`` is nearest ``start_sigma`` and sets
+    ``strength = (nfe - 0.5) / N``, so that exactly ``nfe`` steps run.
 
     Returns:
-        (images, nfe_spent): the translations and the UNet calls actually made.
+        (num_inference_steps, strength, start level actually used).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown translation method {method!r}; expected one of {METHODS}")
+    from .flowedit import flow_timesteps
+
+    nfe = check_nfe(nfe, minimum=1, name="nfe")
+    if not 0.0 < start_sigma <= 1.0:
+        raise ValueError(f"the SDEdit start level must lie in (0, 1], got {start_sigma!r}")
+    probe = type(scheduler).from_config(scheduler.config)
+    best = None
+    for n in range(nfe, max_steps + 1):
+        _, sigmas = flow_timesteps(probe, n, "cpu", image_seq_len, family)
+        level = float(sigmas[n - nfe])
+        if best is None or abs(level - start_sigma) < abs(best[2] - start_sigma):
+            best = (n, (nfe - 0.5) / n, level)
+        if level < start_sigma:  # the start level only falls as N grows: nothing nearer beyond
+            break
+    return best
+
+
+@torch.no_grad()
+def sdedit_flow_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: int = 8, t0: float = DEFAULT_T0,
+                          tau: float = DEFAULT_TAU, guidance_scale: float | None = None, generator=None,
+                          output_type: str = "pil", max_sequence_length: int | None = None, **img2img_kwargs):
+    """SDEdit on an SD3 / FLUX model through a stock ``StableDiffusion3Img2ImgPipeline`` / ``FluxImg2ImgPipeline``.
+
+    The source latent is noised along the straight flow path to the grid level nearest LSB's start level
+    ``s(t0) = sigma_t0 / (1 + sigma_t0)``, ``sigma_t0 = sqrt(tau t0 (1 - t0))`` (:func:`lsb.bridges.flow.flow_level`),
+    then integrated with ``nfe`` Euler steps (``FlowMatchEulerDiscreteScheduler``) under the target prompt.
+    SD3: true CFG with the source prompt as negative (``guidance_scale``, default 7.0); FLUX.1-dev: the distilled
+    guidance ``guidance_scale`` (default 3.5), no negative (schnell ignores it).
+
+    Returns:
+        (images, nfe_spent, forward_passes): transformer calls img2img actually ran, and latents evaluated per
+        image (2 per step with SD3's CFG, 1 otherwise).
+    """
+    from ..bridges.flow import flow_level
+
     nfe = check_nfe(nfe, name="nfe")
-    _check_prompt("source_prompt", source_prompt)
-    _check_prompt("target_prompt", target_prompt)
-    w = DEFAULT_GUIDANCE if guidance_scale is None else float(guidance_scale)
-    src_text, src_embeds = _prompt_and_embeds(source_prompt)
-    tgt_text, tgt_embeds = _prompt_and_embeds(target_prompt)
-    prompts = dict(source_prompt=src_text, target_prompt=tgt_text, source_prompt_embeds=src_embeds,
-                   target_prompt_embeds=tgt_embeds)
+    _check_bridge(t0, tau)
+    family = flow_family(pipe_img2img)
+    for name, p in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
+        if not (isinstance(p, str) or (isinstance(p, list) and p and all(isinstance(q, str) for q in p))):
+            raise ValueError(f"{name} must be text (a string or a list of strings) for SDEdit on {family}; "
+                             f"got {type(p).__name__}")
+    multiple = pipe_img2img.vae_scale_factor * (pipe_img2img.transformer.config.patch_size if family == "sd3" else 2)
+    pixels = preprocess_images(images, pipe_img2img.image_processor, multiple)
+    batch, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
+    w = FLOW_SDEDIT_GUIDANCE[family] if guidance_scale is None else float(guidance_scale)
 
-    if method == "sdedit":
-        return sdedit_translate(pipe, images, source_prompt, target_prompt, nfe=nfe,
-                                t0=DEFAULT_T0 if t0 is None else t0, tau=DEFAULT_TAU if tau is None else tau,
-                                guidance_scale=w, generator=generator, output_type=output_type)
-    if method == "lsb":
-        out = pipe(images, num_inference_steps=nfe, guidance_scale=w, tau=tau, t0=t0, generator=generator,
-                   output_type=output_type, **prompts)
+    start = float(flow_level(t0, tau))
+    num_steps, strength, _ = sdedit_flow_schedule(nfe, start, pipe_img2img.scheduler, family,
+                                                  flow_image_seq_len(pipe_img2img, height, width))
+    steps_run = []
+
+    def count_steps(pipe, i, t, tensors):
+        steps_run.append(float(t))
+        return {}
+
+    targets = [target_prompt] * batch if isinstance(target_prompt, str) else target_prompt
+    kwargs = dict(image=(pixels + 1) / 2, prompt=targets, strength=strength, num_inference_steps=num_steps,
+                  guidance_scale=w, generator=generator, output_type=output_type, callback_on_step_end=count_steps,
+                  callback_on_step_end_tensor_inputs=[], **img2img_kwargs)
+    if max_sequence_length is not None:
+        kwargs["max_sequence_length"] = max_sequence_length
+    if family == "sd3":
+        negatives = [source_prompt] * batch if isinstance(source_prompt, str) else source_prompt
+        out = pipe_img2img(negative_prompt=negatives, **kwargs)
+        per_step = 2 if w > 1 else 1  # StableDiffusion3Img2ImgPipeline applies CFG for guidance_scale > 1
     else:
-        out = pipe(images, num_inference_steps=nfe, guidance_scale=w, generator=generator, output_type=output_type,
-                   **prompts)
-    return out.images, out.nfe
+        out = pipe_img2img(height=height, width=width, **kwargs)
+        per_step = 1
+    return out.images, len(steps_run), per_step * len(steps_run)
 
 
-__all__ = ["METHODS", "DEFAULT_TAU", "DEFAULT_T0", "DEFAULT_GUIDANCE", "sdedit_start_timestep", "sdedit_strength",
-           "sdedit_schedule", "sdedit_translate", "load_translator", "translate"]
+__all__ = ["split_prompt", "check_prompt_arg", "DEFAULT_TAU", "DEFAULT_T0", "DEFAULT_GUIDANCE", "sdedit_start_timestep", "sdedit_strength",
+           "sdedit_schedule", "sdedit_translate", "FLOW_SDEDIT_GUIDANCE", "flow_family", "flow_image_seq_len",
+           "sdedit_flow_schedule", "sdedit_flow_translate"]

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import torch
 
+from ..io.assets import MINI_SD
+from ..io.execution import default_device
+
 SD_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 
 
@@ -16,10 +19,8 @@ class ModelFolderError(FileNotFoundError):
 
 def resolve_model(model: str | None) -> str:
     """``None``/"mini-sd" -> the embedded model; a local path must be a complete diffusers folder."""
-    import lsb
-
     if model in (None, "", "mini-sd", "embedded"):
-        model = lsb.MINI_SD
+        model = MINI_SD
         if not (Path(model) / "model_index.json").is_file():
             raise ModelFolderError(f"the embedded model is missing from {model}; reinstall lsb or train it with "
                                    f"`lsb train mini-sd --stage all`")
@@ -31,7 +32,7 @@ def resolve_model(model: str | None) -> str:
     return model  # a Hub repo id; diffusers reports download/offline problems itself
 
 
-def _model_index(p: Path, what: str = "model", kind: str = "model") -> Path:
+def model_index_file(p: Path, what: str = "model", kind: str = "model") -> Path:
     """``p / "model_index.json"``, or a :class:`ModelFolderError` naming the ``what`` folder ``p`` when it does not
     exist, is a file or has no model index (``kind``: the diffusers folder expected, "model" or "pipeline")."""
     if not p.exists():
@@ -44,7 +45,7 @@ def _model_index(p: Path, what: str = "model", kind: str = "model") -> Path:
     return index
 
 
-def _device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
+def device_and_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
     """``device`` (default :func:`default_device`) and ``dtype`` (default float16 on cuda, float32 elsewhere)."""
     device = torch.device(device) if device is not None else default_device()
     if dtype is None:
@@ -54,7 +55,7 @@ def _device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
 
 def check_model_folder(path: str | Path, components=SD_COMPONENTS) -> None:
     p = Path(path)
-    index = _model_index(p)
+    index = model_index_file(p)
     try:
         entries = json.loads(index.read_text())
     except json.JSONDecodeError as e:
@@ -69,49 +70,13 @@ def check_model_folder(path: str | Path, components=SD_COMPONENTS) -> None:
         raise ModelFolderError(f"model folder {p} is incomplete: {', '.join(missing)}")
 
 
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def load_pipeline(cls, model: str | None = None, device: str | torch.device | None = None,
                   dtype: torch.dtype | None = None, **kwargs):
     """``cls.from_pretrained`` on a resolved model, moved to ``device``; float32 on CPU by default."""
-    device, dtype = _device_dtype(device, dtype)
+    device, dtype = device_and_dtype(device, dtype)
     path = resolve_model(model)
     pipe = cls.from_pretrained(path, dtype=dtype, **kwargs)
     pipe.set_progress_bar_config(leave=False)
     return pipe.to(device)
 
 
-def load_restoration_pipeline(path: str | Path, device: str | torch.device | None = None,
-                              dtype: torch.dtype | None = None):
-    """Load any lsb restoration pipeline folder by the ``_class_name`` in its ``model_index.json``.
-
-    The class is looked up as ``getattr(lsb, _class_name)`` (``BridgeRestorationPipeline``,
-    ``ConditionalDiffusionRestorationPipeline``, ``DiffIRPipeline``, ... : every pipeline in ``lsb._PIPELINES``) and
-    loaded with its ``from_pretrained``, moved to ``device`` (default: cuda / mps / cpu) in ``dtype`` (default:
-    float16 on cuda, float32 elsewhere). Missing folders, a missing or broken ``model_index.json`` and unknown
-    classes raise :class:`ModelFolderError` / ``ValueError`` naming the folder.
-    """
-    import lsb
-
-    p = Path(path).expanduser()
-    index = _model_index(p, "restoration model", "pipeline")
-    try:
-        class_name = json.loads(index.read_text()).get("_class_name")
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise ModelFolderError(f"{index} is not a valid model_index.json ({e})") from None
-    if isinstance(class_name, list):  # ["module", "Class"] form of Hub-shipped custom pipelines
-        class_name = class_name[-1]
-    known = [n for n in lsb._PIPELINES if n.endswith("Pipeline")]
-    if not isinstance(class_name, str) or class_name not in known:
-        raise ValueError(f"{p}: model_index.json names the pipeline class {class_name!r}, which lsb does not know; "
-                         f"known pipelines: {', '.join(sorted(known))}")
-    device, dtype = _device_dtype(device, dtype)
-    pipe = getattr(lsb, class_name).from_pretrained(str(p), dtype=dtype)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)

@@ -1,35 +1,10 @@
-"""Prompt handling shared by the translation pipelines (LSB, DDIB): text or learned tokens -> embeddings.
-
-Learned domain tokens are ordinary textual-inversion tokens (``pipe.load_textual_inversion``); a prompt
-that names a ``<token>`` the tokenizer does not know is an error here, not a silent character-level
-encoding of the angle brackets.
-"""
+"""Text encoding for SD 1.x/2.x-style pipelines: prompt(s) -> CLIP hidden states, batched to the images."""
 
 from __future__ import annotations
 
-import re
-
 import torch
 
-_TOKEN_RE = re.compile(r"<[^<>\s]+>")
-
-
-class UnknownTokenError(ValueError):
-    """A prompt names a placeholder token that has not been loaded."""
-
-
-def check_prompt_tokens(tokenizer, prompt: str | list[str], what: str = "prompt") -> None:
-    """Raise if ``prompt`` contains ``<token>`` placeholders missing from ``tokenizer``'s vocabulary."""
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    vocab = tokenizer.get_vocab()
-    specials = set(getattr(tokenizer, "all_special_tokens", []))
-    for p in prompts:
-        for tok in _TOKEN_RE.findall(p):
-            if tok not in vocab and tok not in specials:
-                raise UnknownTokenError(
-                    f"{what} {p!r} uses the token {tok}, which this pipeline's tokenizer does not know; "
-                    f"load its learned embedding first (pipe.load_textual_inversion(path, token={tok!r})) "
-                    f"or pass a learned_embeds.safetensors file where a prompt is expected")
+from .tokens import check_prompt_tokens
 
 
 @torch.no_grad()

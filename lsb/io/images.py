@@ -49,7 +49,7 @@ def to_rgb(img: Image.Image, name: str = "image", allow_convert: bool = False) -
         raise ImageInputError(
             f"{name}: mode {img.mode} ({_MODE_WORDS.get(img.mode, 'not RGB')}), expected 8-bit RGB; convert it "
             f"first (e.g. image.convert('RGB')), or let lsb convert it ({CONVERSIONS}): `--convert-mode` on the "
-            f"command line, lsb.images.to_rgb(image, allow_convert=True) in Python")
+            f"command line, lsb.io.images.to_rgb(image, allow_convert=True) in Python")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0

@@ -27,18 +27,6 @@ import os
 from pathlib import Path
 
 
-def process_state(device=None):
-    """accelerate's ``PartialState``, on the CPU (gloo) backend when no accelerator is in use."""
-    import torch
-    from accelerate import PartialState
-
-    from .loading import default_device
-
-    flag = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    dev = torch.device(device) if device is not None else default_device()
-    return PartialState(cpu=flag or dev.type == "cpu")
-
-
 def plan_batches(files, images, batch_size: int, seed: int) -> list[list[tuple[int, Path, int]]]:
     """Global batch plan: a list of batches, each a list of ``(input index, file, seed)``.
 
@@ -71,8 +59,8 @@ def translate_files(method, pipe, files, images, source, target, out, *, nfe, gu
     """
     import torch
 
-    from .baselines import translate
-    from .images import save_image
+    from .translators import translate
+    from ..io.images import save_image
 
     state = state or process_state()
     out = Path(out)

@@ -22,8 +22,8 @@ import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
 
-from .execution import execution_device, model_dtype
-from .images import ImageInputError
+from ..io.execution import execution_device, model_dtype
+from ..io.images import ImageInputError
 
 #: The paired restoration tasks of the shapes world (WORLD.md), named as in ``lsb.data.degradations``.
 TASKS = ("inpaint", "sr4", "deblur", "jpeg")
@@ -70,7 +70,7 @@ def bridge_spec(scheduler) -> dict:
     preconditioning depends on sigma_data and cov_xy); ``{"bridge": "noise", ...betas}`` for a noise-to-image
     diffusers scheduler (DDIM, DDPM, ...).
     """
-    from .schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler
+    from ..schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler
 
     c = scheduler.config
     if isinstance(scheduler, I2SBScheduler) or (isinstance(scheduler, DBIMScheduler) and c.schedule == "i2sb"):
@@ -115,7 +115,7 @@ def make_bridge_scheduler(sampler: str, trained: dict, **overrides):
     ``overrides`` are sampler settings (eta, solver_order, s_churn, ot_ode, clip_sample, ...). I2SB's sampler needs
     an I2SB-trained model and DDBM's Heun sampler a VP / VE one; DBIM samples all three.
     """
-    from .schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler
+    from ..schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler
 
     kind = trained.get("bridge")
     consts = {k: v for k, v in trained.items() if k != "bridge"}
@@ -142,7 +142,7 @@ def training_scheduler(bridge: str, task: str, ot_ode: bool = False, sigma_data:
     i2sb: ``I2SBScheduler`` with I2SB's per-task beta_max (:data:`I2SB_BETA_MAX`); ddbm-vp / ddbm-ve:
     ``DBIMScheduler`` (the fast default sampler) on DDBM's VP / VE bridge with ``sigma_data`` for latents.
     """
-    from .schedulers import DBIMScheduler, I2SBScheduler
+    from ..schedulers import DBIMScheduler, I2SBScheduler
 
     check_task(task)
     if bridge == "i2sb":
@@ -154,7 +154,7 @@ def training_scheduler(bridge: str, task: str, ot_ode: bool = False, sigma_data:
 
 def steps_for_nfe(scheduler, nfe: int) -> int:
     """The ``num_inference_steps`` that spends ``nfe`` network calls (DDBM: N intervals, NFE = 3N - 1 with churn)."""
-    from .schedulers import DDBMScheduler
+    from ..schedulers import DDBMScheduler
 
     if isinstance(scheduler, DDBMScheduler):
         return DDBMScheduler.num_steps_for_nfe(nfe, scheduler.config.s_churn)
@@ -272,7 +272,7 @@ class LatentRestorationMixin:
         Returns ``(pixels, masks, x_T, embeds, device)``: the images in [-1, 1], the inpainting masks (or None),
         their latents, the batched empty-prompt embedding and the execution device.
         """
-        from .translation_utils import encode_images, preprocess_images
+        from .translation import encode_images, preprocess_images
 
         self.check_inputs(image, num_inference_steps, output_type)
         pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)

@@ -58,3 +58,22 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
         if param.is_floating_point() and not any(k in name for k in keep):
             return param.dtype
     return model.dtype
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def process_state(device=None):
+    """accelerate's ``PartialState``, on the CPU (gloo) backend when no accelerator is in use."""
+    from accelerate import PartialState
+
+    import os
+
+    flag = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    dev = torch.device(device) if device is not None else default_device()
+    return PartialState(cpu=flag or dev.type == "cpu")

@@ -37,7 +37,7 @@ def default_method(task: str) -> str:
 
 def default_model(method: str, task: str) -> Path:
     """The shipped model folder for ``method`` and ``task``, or a ModelFolderError saying how to train one."""
-    from ..loading import ModelFolderError
+    from ...helpers.loading import ModelFolderError
 
     path = assets_dir() / f"{method}-{task}"
     if not _is_shipped(path):
@@ -50,7 +50,7 @@ def default_model(method: str, task: str) -> Path:
 
 
 def register(subparsers) -> None:
-    from ..restoration import SAMPLERS, TASKS
+    from ...helpers.restoration import SAMPLERS, TASKS
 
     p = subparsers.add_parser(
         "restore", help="restore degraded images (inpaint, sr4, deblur, jpeg) with a bridge or baseline model",
@@ -82,9 +82,9 @@ def register(subparsers) -> None:
 def cmd_restore(args) -> int:
     import torch
 
-    from ..images import ImageInputError, check_size, list_images, load_image, save_image
-    from ..loading import load_restoration_pipeline
-    from ..restoration import steps_for_nfe
+    from ...io.images import ImageInputError, check_size, list_images, load_image, save_image
+    from ..restorers import load_restoration_pipeline
+    from ...helpers.restoration import steps_for_nfe
 
     if args.nfe is not None and args.nfe < 1:
         raise ValueError(f"--nfe must be a positive integer, got {args.nfe}")

@@ -100,7 +100,7 @@ def push_folder(folder, repo_id: str, private: bool = False, token: str | None =
 
 
 def _domain_info(spec: str, prompt: str) -> dict:
-    from .domains import domain_file, read_domain
+    from ..prompts.domains import domain_file, read_domain
 
     path = domain_file(spec)
     if path is None:
@@ -189,7 +189,7 @@ image = Image.open("input.png").convert("RGB")  # sides multiples of 8
 out = pipe(image, generator=torch.Generator().manual_seed(0), **call).images[0]
 ```
 
-or, with lsb: `from lsb.export import load_translator; pipe, call = load_translator(repo)`.
+or, with lsb: `from lsb.surfaces.export import load_translator; pipe, call = load_translator(repo)`.
 
 ## Results
 
@@ -211,10 +211,10 @@ def export_translator(output, source: str, target: str, model: str | None = None
 
     import lsb
 
-    from .baselines import load_translator as load_base
+    from .translators import load_translator as load_base
     from .cli import MINI_SD_TRANSLATE_DEFAULTS, TRANSLATE_DEFAULTS
-    from .domains import load_domain
-    from .schedulers import LSBScheduler
+    from ..prompts.domains import load_domain
+    from ..schedulers import LSBScheduler
 
     out = Path(output)
     _check_empty_target(out)
@@ -300,7 +300,7 @@ def export_concept(domain, output, concept_type: str = "object") -> Path:
     learned_embeds.safetensors file or a folder holding one. Refuses a non-empty ``output``."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .domains import EMBEDS_NAME, DomainFileError, domain_file, read_domain
+    from ..prompts.domains import EMBEDS_NAME, DomainFileError, domain_file, read_domain
 
     out = Path(output)
     _check_empty_target(out)
@@ -325,7 +325,7 @@ A textual-inversion embedding ({emb.shape[0]} vector(s) of dimension {emb.shape[
 ```python
 pipe.load_textual_inversion("path/or/repo")        # stock diffusers
 # or, with lsb (checks the text encoder, returns the prompt):
-from lsb.export import load_concept
+from lsb.surfaces.export import load_concept
 prompt = load_concept(pipe, "path/or/repo")
 ```
 """)
@@ -343,7 +343,7 @@ prompt = load_concept(pipe, "path/or/repo")
 
 def load_concept(pipe, folder) -> str:
     """Load an sd-concepts-library folder (or Hub repo) into ``pipe``; returns the domain's prompt."""
-    from .domains import EMBEDS_NAME, DomainFileError, load_domain
+    from ..prompts.domains import EMBEDS_NAME, DomainFileError, load_domain
 
     p = Path(folder)
     if not p.is_dir():

@@ -16,10 +16,10 @@ official code's habit of training and saving the whole embedding matrix (METHODS
 
 The result is a plain diffusers textual-inversion file, ``learned_embeds.safetensors`` =
 ``{token: [num_vectors, dim]}`` with metadata ``format=pt``, plus lsb's ``lsb_prompt`` template
-(:mod:`lsb.domains`), so that both of these work::
+(:mod:`lsb.prompts.domains`), so that both of these work::
 
     pipe.load_textual_inversion(output_dir); pipe("a <circle>")     # stock diffusers
-    prompt = lsb.domains.load_domain(pipe, output_dir)                # -> "a <circle>"
+    prompt = lsb.prompts.domains.load_domain(pipe, output_dir)                # -> "a <circle>"
 
 Timesteps follow diffusers' convention (``alphas_cumprod[t]`` for UNet input ``t``), not the official
 code's table shifted by one (METHODS.md pitfall 3).
@@ -40,74 +40,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .domains import EMBEDS_NAME, write_domain
-from .images import IMAGE_SUFFIXES, ImageInputError, list_images, load_image, make_grid, save_image
-from .training.loop import CHECKPOINT_PREFIX, TrainConfig, TrainingTask, latest_checkpoint, train
+from ..prompts.domains import EMBEDS_NAME, write_domain
+from ..prompts.templates import MINI_TEMPLATES, PAPER_TEMPLATES, TEMPLATE_PRESETS, is_mini_tokenizer, resolve_templates  # noqa: F401
+from ..prompts.tokens import PromptOptimizationError, add_placeholder_tokens, placeholder_tokens  # noqa: F401
+from ..io.images import IMAGE_SUFFIXES, ImageInputError, list_images, load_image, make_grid, save_image
+from .loop import CHECKPOINT_PREFIX, TrainConfig, TrainingTask, latest_checkpoint, train
 
 logger = logging.getLogger(__name__)
 
-#: The 27 textual-inversion templates of the LSB code (``textual_inversion.py``), for real SD models.
-PAPER_TEMPLATES = (
-    "a photo of a {}", "a rendering of a {}", "a cropped photo of the {}", "the photo of a {}",
-    "a photo of a clean {}", "a photo of a dirty {}", "a dark photo of the {}", "a photo of my {}",
-    "a photo of the cool {}", "a close-up photo of a {}", "a bright photo of the {}", "a cropped photo of a {}",
-    "a photo of the {}", "a good photo of the {}", "a photo of one {}", "a close-up photo of the {}",
-    "a rendition of the {}", "a photo of the clean {}", "a rendition of a {}", "a photo of a nice {}",
-    "a good photo of a {}", "a photo of the nice {}", "a photo of the small {}", "a photo of the weird {}",
-    "a photo of the large {}", "a photo of a cool {}", "a photo of a small {}",
-)
-#: The embedded mini model only ever saw captions like "a circle" / "a red circle on a white background".
-MINI_TEMPLATES = ("a {}",)
-TEMPLATE_PRESETS = {"paper": PAPER_TEMPLATES, "mini": MINI_TEMPLATES}
-
-#: A tokenizer smaller than this is the mini model's word-level tokenizer (CLIP's has 49408 entries).
-MINI_VOCAB_LIMIT = 1000
 RUN_CONFIG_NAME = "domain_config.json"
 TRAIN_RESULT_NAME = "train_result.json"  # the loop's summary of the last run (steps, processes, ...)
-
-
-class PromptOptimizationError(ValueError):
-    """Settings that cannot work (a token that exists, an initializer that is not one token, ...)."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# Settings helpers
-
-
-def is_mini_tokenizer(tokenizer) -> bool:
-    """True for the embedded mini model's word-level tokenizer (tiny vocabulary)."""
-    return len(tokenizer) < MINI_VOCAB_LIMIT
-
-
-def resolve_templates(templates: str | Sequence[str] | None, tokenizer=None) -> tuple[str, ...]:
-    """Template list from a preset name ("paper", "mini"), one template, a list, or None (automatic).
-
-    None picks "mini" for the mini model's tokenizer and "paper" otherwise. The first template is
-    also the prompt the domain is used with at translation time (``lsb_prompt`` in the file).
-    """
-    if templates is None:
-        templates = "mini" if tokenizer is not None and is_mini_tokenizer(tokenizer) else "paper"
-    if isinstance(templates, str):
-        if templates in TEMPLATE_PRESETS:
-            return TEMPLATE_PRESETS[templates]
-        if "{}" not in templates:
-            raise PromptOptimizationError(
-                f"templates={templates!r} is neither a preset ({', '.join(TEMPLATE_PRESETS)}) nor a template with {{}}")
-        templates = [templates]
-    out = tuple(templates)
-    if not out:
-        raise PromptOptimizationError("templates is empty")
-    bad = [t for t in out if not isinstance(t, str) or t.count("{}") != 1]
-    if bad:
-        raise PromptOptimizationError(f"every template needs exactly one {{}} for the token; these do not: {bad}")
-    return out
-
-
-def placeholder_tokens(token: str, num_vectors: int = 1) -> list[str]:
-    """``[token, token_1, ..., token_{n-1}]``: the names diffusers gives a multi-vector embedding's rows."""
-    if num_vectors < 1:
-        raise PromptOptimizationError(f"num_vectors must be >= 1, got {num_vectors}")
-    return [token] + [f"{token}_{i}" for i in range(1, num_vectors)]
 
 
 def model_resolution(pipe) -> int:
@@ -116,50 +58,6 @@ def model_resolution(pipe) -> int:
     size = pipe.unet.config.sample_size
     size = size[0] if isinstance(size, (list, tuple)) else size
     return int(size) * int(factor)
-
-
-def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int = 1,
-                           initializer_token: str = "a") -> list[int]:
-    """Add ``token`` (and ``token_1``... for ``num_vectors`` > 1) to ``tokenizer`` and ``text_encoder``.
-
-    The new embedding rows start as copies of ``initializer_token``'s row. Raises
-    :class:`PromptOptimizationError` if a token already exists (or would shadow an existing word) or
-    the initializer is not exactly one token. Returns the new token ids.
-    """
-    if not token or any(c.isspace() for c in token):
-        raise PromptOptimizationError(f"token {token!r} must be one non-empty word without spaces, e.g. '<circle>'")
-    names = placeholder_tokens(token, num_vectors)
-    init_ids = tokenizer.encode(initializer_token, add_special_tokens=False)
-    if len(init_ids) != 1:
-        raise PromptOptimizationError(
-            f"initializer_token {initializer_token!r} is {len(init_ids)} tokens for this tokenizer "
-            f"({tokenizer.convert_ids_to_tokens(init_ids)}); pick a word that is exactly one token")
-    vocab = tokenizer.get_vocab()
-    for name in names:
-        if name in vocab:
-            raise PromptOptimizationError(
-                f"token {name!r} already exists in the tokenizer vocabulary; choose a new name such as '<my-domain>'")
-        ids = tokenizer.encode(name, add_special_tokens=False)
-        if len(ids) == 1:
-            raise PromptOptimizationError(
-                f"token {name!r} is already the word {tokenizer.convert_ids_to_tokens(ids)[0]!r} of this tokenizer; "
-                f"learning it would change every prompt that uses the word. Use a new name such as '<{name}>'")
-    if tokenizer.add_tokens(names) != len(names):
-        raise PromptOptimizationError(f"the tokenizer refused to add {names}")
-    new_ids = tokenizer.convert_tokens_to_ids(names)
-    for name, i in zip(names, new_ids):
-        # e.g. CLIP lower-cases text, so "<Circle>" could never be typed back: catch that here.
-        if tokenizer.encode(name, add_special_tokens=False) != [i]:
-            raise PromptOptimizationError(
-                f"token {name!r} does not encode back to itself with this tokenizer "
-                f"(got {tokenizer.tokenize(name)}); use lower case and no special characters inside")
-    rows = text_encoder.get_input_embeddings().weight.shape[0]
-    if max(new_ids) >= rows:  # grow only: existing rows keep their values
-        text_encoder.resize_token_embeddings(max(new_ids) + 1, mean_resizing=False)
-    with torch.no_grad():
-        w = text_encoder.get_input_embeddings().weight
-        w[new_ids] = w[init_ids[0]].clone()
-    return new_ids
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -178,7 +76,7 @@ def _center_square(img: Image.Image, size: int) -> Image.Image:
 class DomainImages:
     """Every image of a domain folder, validated, as RGB squares of the model's resolution.
 
-    ``source`` is a folder, an image file, or a list of them (``lsb.images.list_images``). Images are
+    ``source`` is a folder, an image file, or a list of them (``lsb.io.images.list_images``). Images are
     center-cropped to a square and resized to ``size`` (the model resolution: 64 for the mini model,
     512 for SD 1.x). Pixels are cached as uint8 (a 1000-image folder at 512 px is 0.8 GB that way, 3 GB
     as floats); :meth:`tensor` gives them in [-1, 1]. :meth:`encode` turns them into VAE latents once.
@@ -465,7 +363,8 @@ def _load_pipeline(model, device, mixed_precision: str):
         return model, str(getattr(model.config, "_name_or_path", "") or "") or None
     from diffusers import StableDiffusionPipeline
 
-    from .loading import default_device, load_pipeline
+    from ..helpers.loading import load_pipeline
+    from ..io.execution import default_device
 
     device = torch.device(device) if device is not None else default_device()
     # UNet and VAE run in half precision only when accelerate's autocast + grad scaler handle it.
@@ -491,7 +390,7 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
     Rerunning the same call resumes from the newest ``checkpoint-N`` in ``output_dir``; a larger
     ``steps`` extends a finished run (the learning rate is constant, so the result equals one
     uninterrupted run of that length). Writes into ``output_dir``: ``learned_embeds.safetensors``
-    (loadable with ``pipe.load_textual_inversion(output_dir)`` and :func:`lsb.domains.load_domain`),
+    (loadable with ``pipe.load_textual_inversion(output_dir)`` and :func:`lsb.prompts.domains.load_domain`),
     ``learned_embeds-steps-N.safetensors`` at every checkpoint, ``samples/validation-N.png``,
     ``checkpoint-N/`` (accelerate state, newest two kept), ``train_log.jsonl``, ``domain_config.json`` and
     ``train_result.json`` (the loop's summary: steps, processes, ``weights_sha1``).
@@ -499,7 +398,7 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
     Runs under ``accelerate launch`` with several processes too (``lsb learn-domain`` as well): each
     process draws its own images, noise and timesteps and the gradients are averaged, so a step sees
     ``batch_size`` images per process; on CPU (gloo) launch with ``accelerate launch --multi_gpu
-    --num_processes N ...`` (see :mod:`lsb.translate_job`).
+    --num_processes N ...`` (see :mod:`lsb.surfaces.translate_files`).
 
     Args:
         images: a folder of images (or a list of files/folders, or a :class:`DomainImages`).
@@ -528,15 +427,15 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
         gradient_accumulation_steps, mixed_precision: as in accelerate ("fp16"/"bf16" also run UNet and
             VAE in that precision on GPU; the trained embedding stays float32).
         max_images: use at most this many images (sorted by name); the paper uses up to 1000.
-        convert_mode: accept images that are not 8-bit RGB, converted as ``lsb.images.to_rgb`` does
-            (default: an :class:`~lsb.images.ImageInputError` naming the first such file).
+        convert_mode: accept images that are not 8-bit RGB, converted as ``lsb.io.images.to_rgb`` does
+            (default: an :class:`~lsb.io.images.ImageInputError` naming the first such file).
         device: where to load the model when ``model`` is not a pipeline (default: best available).
     """
     out = Path(output_dir)
     settings = {"token": token, "num_vectors": int(num_vectors)}
     _check_run_folder(out, settings, steps)
     if device is None and not hasattr(model, "unet"):
-        from .translate_job import process_state
+        from ..io.execution import process_state
 
         state = process_state()  # under `accelerate launch`: this process's device (CPU: the gloo backend)
         device = state.device if state.num_processes > 1 else None

@@ -13,10 +13,11 @@ import numbers
 import numpy as np
 import PIL.Image
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
-from .execution import model_dtype
-from .images import ImageInputError, to_rgb
-from .prompting import broadcast_embeds, encode_text
+from ..io.execution import model_dtype
+from ..io.images import ImageInputError, to_rgb
+from ..prompts.encoding import broadcast_embeds, encode_text
 
 
 def check_nfe(nfe, minimum: int = 2, name: str = "num_inference_steps (NFE)") -> int:
@@ -47,7 +48,7 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
     Accepts an 8-bit RGB PIL image, a numpy array (H, W, 3) in [0, 1] (float) or uint8, a float tensor
     (3, H, W) in [0, 1] or (B, 3, H, W), or a list of those. Sides must be multiples of ``vae_scale_factor``.
     A wrong size, another PIL mode (RGBA, L, 16-bit ...: convert first, e.g. with
-    ``lsb.images.to_rgb(image, allow_convert=True)``), another channel count, an integer dtype other than
+    ``lsb.io.images.to_rgb(image, allow_convert=True)``), another channel count, an integer dtype other than
     uint8, a NaN/inf value or an unsupported type raises :class:`ImageInputError` naming the image, instead
     of the silent resize or conversion diffusers' image processor would do.
     """
@@ -109,7 +110,7 @@ def prompt_embeds_for_batch(pipe, prompt, prompt_embeds, batch: int, device, dty
     """Text (or given embeddings) -> embeddings of batch ``batch`` on ``device``/``dtype``.
 
     A list of prompts must have 1 or ``batch`` entries; a single prompt is shared by all images. Prompts are
-    encoded with :func:`lsb.prompting.encode_text`, which rejects unknown ``<token>`` placeholders.
+    encoded with :func:`lsb.prompts.tokens.encode_text`, which rejects unknown ``<token>`` placeholders.
     """
     if prompt_embeds is None:
         if isinstance(prompt, list) and len(prompt) not in (1, batch):
@@ -146,3 +147,32 @@ def guided_model_output(unet, latents: torch.Tensor, timestep, negative_embeds: 
     out = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=hidden, return_dict=False)[0]
     out_neg, out_pos = out.chunk(2)
     return out_neg + guidance_scale * (out_pos - out_neg)
+
+
+def check_bridge_settings(num_inference_steps, tau, t0) -> None:
+    """The LSB pipelines' NFE / tau / t0 checks (None: the scheduler's config), as one ValueError naming the input."""
+    check_nfe(num_inference_steps)
+    if tau is not None and not (isinstance(tau, numbers.Real) and tau > 0 and np.isfinite(tau)):
+        raise ValueError(f"tau must be a positive number, got {tau!r}")
+    if t0 is not None and not (isinstance(t0, numbers.Real) and 0 < t0 < 1):
+        raise ValueError(f"t0 must lie strictly between 0 and 1, got {t0!r}")
+
+
+def check_callback_tensor_inputs(names, allowed) -> None:
+    """ValueError if ``callback_on_step_end_tensor_inputs`` names a tensor the pipeline does not offer."""
+    bad = [k for k in (names or []) if k not in allowed]
+    if bad:
+        raise ValueError(f"callback tensor inputs {bad} not in {list(allowed)}")
+
+
+def initial_bridge_state(scheduler, source_latents: torch.Tensor, generator=None,
+                         noise: torch.Tensor | None = None) -> torch.Tensor:
+    """x_{t0} = (1 - t0) x_src + sigma_{t0} z from ``scheduler.prepare_initial_sample`` (after ``set_timesteps``);
+    ``noise`` (the z, shaped like the latents) or a draw from ``generator``."""
+    if noise is None:
+        noise = randn_tensor(source_latents.shape, generator=generator, device=source_latents.device,
+                             dtype=source_latents.dtype)
+    elif tuple(noise.shape) != tuple(source_latents.shape):
+        raise ValueError(f"noise has shape {tuple(noise.shape)}, the latents {tuple(source_latents.shape)}")
+    return scheduler.prepare_initial_sample(source_latents,
+                                            noise.to(device=source_latents.device, dtype=source_latents.dtype))

@@ -20,10 +20,10 @@ MINI_SD_TRANSLATE_DEFAULTS = dict(nfe=8, tau=0.35, t0=0.02, guidance=3.0, solver
 
 
 def _user_errors():
-    from .domains import DomainFileError
-    from .images import ImageInputError
-    from .loading import ModelFolderError
-    from .prompting import UnknownTokenError
+    from ..prompts.domains import DomainFileError
+    from ..io.images import ImageInputError
+    from ..helpers.loading import ModelFolderError
+    from ..prompts.tokens import UnknownTokenError
 
     return (ImageInputError, ModelFolderError, UnknownTokenError, DomainFileError, ValueError, FileNotFoundError)
 
@@ -57,9 +57,9 @@ def _add_translate(sub):
 
 
 def cmd_translate(args) -> int:
-    from .baselines import load_translator
-    from .domains import load_domain
-    from .images import check_size, list_images, load_image, make_grid, save_image
+    from .translators import load_translator
+    from ..prompts.domains import load_domain
+    from ..io.images import check_size, list_images, load_image, make_grid, save_image
 
     files = list_images(args.inputs)
     defaults = MINI_SD_TRANSLATE_DEFAULTS if args.model in (None, "mini-sd") else TRANSLATE_DEFAULTS
@@ -81,8 +81,9 @@ def cmd_translate(args) -> int:
     for f, im in zip(files, images):
         if "converted_from" in im.info:
             print(f"{f}: converted from mode {im.info['converted_from']} to RGB", file=sys.stderr)
-    # One process, or several under `accelerate launch` (lsb.translate_job: identical outputs either way).
-    from .translate_job import process_state, translate_files
+    # One process, or several under `accelerate launch` (lsb.surfaces.translate_files: identical outputs either way).
+    from ..io.execution import process_state
+    from .translate_files import translate_files
 
     state = process_state(args.device)
     device = args.device if args.device is not None or state.num_processes == 1 else state.device
@@ -128,7 +129,7 @@ def _add_learn_domain(sub):
 
 
 def cmd_learn_domain(args) -> int:
-    from .prompts import learn_domain
+    from ..training.prompt_optimization import learn_domain
 
     path = learn_domain(args.images, args.token, args.model, output_dir=args.output, steps=args.steps,
                         learning_rate=args.lr, batch_size=args.batch_size, num_vectors=args.num_vectors,
@@ -159,8 +160,8 @@ def cmd_generate(args) -> int:
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from .images import make_grid, save_image
-    from .loading import load_pipeline
+    from ..io.images import make_grid, save_image
+    from ..helpers.loading import load_pipeline
 
     pipe = load_pipeline(StableDiffusionPipeline, args.model, safety_checker=None, requires_safety_checker=False)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -197,6 +198,29 @@ def _add_train(sub):
     m.add_argument("--seed", type=int)
     m.add_argument("--install", action="store_true", help="after export, copy the pipeline into lsb/assets/mini-sd")
     m.set_defaults(func=cmd_train_mini_sd)
+    m3 = tsub.add_parser("mini-sd3", help="train the embedded mini SD3 (rectified-flow transformer; resumable)")
+    m3.add_argument("--out", required=True, help="run folder (checkpoints go here; rerun to resume)")
+    for flag, typ in (("--steps", int), ("--batch", int), ("--lr", float), ("--cached-scenes", int), ("--seed", int),
+                      ("--max-minutes", float), ("--logit-normal-fraction", float)):
+        m3.add_argument(flag, type=typ)
+    m3.add_argument("--base", help="mini SD folder whose VAE, text encoder and tokenizer are reused (default lsb.MINI_SD)")
+    m3.add_argument("--transformer-config", type=json.loads, help='JSON overrides of the transformer config')
+    m3.add_argument("--install", action="store_true", help="then copy the pipeline into lsb/assets/mini-sd3")
+    m3.set_defaults(func=cmd_train_mini_sd3)
+
+
+def cmd_train_mini_sd3(args) -> int:
+    import lsb
+
+    from ..training.mini_sd3 import install, run
+
+    res = run(args.out, steps=args.steps, batch=args.batch, lr=args.lr, cached_scenes=args.cached_scenes, seed=args.seed,
+              max_seconds=args.max_minutes * 60 if args.max_minutes else None, base=args.base,
+              logit_normal_fraction=args.logit_normal_fraction, transformer=args.transformer_config)
+    print(json.dumps(res, default=str))
+    if args.install:
+        print(f"installed into {install(args.out, lsb.MINI_SD3)}")
+    return 0
 
 
 def cmd_train_mini_sd(args) -> int:
@@ -204,7 +228,7 @@ def cmd_train_mini_sd(args) -> int:
 
     import lsb
 
-    from .training.mini_sd import run_stage
+    from ..training.mini_sd import run_stage
 
     stages = ["vae", "decoder", "unet", "export"] if args.stage == "all" else [args.stage]
     over = dict(vae_steps=args.vae_steps, decoder_steps=args.decoder_steps, unet_steps=args.unet_steps,
@@ -240,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import COMMANDS
 
     for name in COMMANDS:
-        importlib.import_module(f"lsb.commands.{name}").register(sub)
+        importlib.import_module(f"lsb.surfaces.commands.{name}").register(sub)
     return parser
 
 
@@ -253,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lsb: error: {e}", file=sys.stderr)
         return 2
     finally:
-        from .training.loop import leave_process_group
+        from ..training.loop import leave_process_group
 
         leave_process_group()
 

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from .baselines import METHODS, load_translator, translate
-from .domains import DomainFileError, load_domain
-from .images import CONVERSIONS, ImageInputError, load_image, make_grid
-from .loading import ModelFolderError
-from .prompting import UnknownTokenError
+from .translators import METHODS, load_translator, translate
+from ..prompts.domains import DomainFileError, load_domain
+from ..io.images import CONVERSIONS, ImageInputError, load_image, make_grid
+from ..helpers.loading import ModelFolderError
+from ..prompts.tokens import UnknownTokenError
 
 #: Environment variable naming the model the demo serves (a diffusers SD folder or Hub id).
 MODEL_ENV = "LSB_DEMO_MODEL"

@@ -1,0 +1,1 @@
+"""Core I/O: images (load, validate, convert, save), latents (VAE encode/decode), execution device."""

@@ -1,0 +1,1 @@
+"""Prompt components: tokens, templates, text encoding per model family, learned-domain files."""

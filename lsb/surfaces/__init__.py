@@ -1,0 +1,1 @@
+"""What people run: the ``lsb`` CLI and its commands, the Gradio demo, export, translation jobs."""

@@ -1,0 +1,93 @@
+"""One entry point for every translation method: load the object a method needs, translate with it.
+
+``load_translator(method, model)`` returns the LSB or DDIB pipeline, or diffusers' stock img2img pipeline
+for SDEdit; ``translate(method, pipe, ...)`` runs it at a budget of ``nfe`` network calls. The CLI, the demo,
+export and the benchmarks all go through these two functions.
+"""
+
+from __future__ import annotations
+
+from ..helpers.sdedit import (DEFAULT_GUIDANCE, DEFAULT_T0, DEFAULT_TAU, as_ddim, check_prompt_arg, sdedit_translate,
+                              split_prompt)
+from ..helpers.translation import check_nfe
+
+METHODS = ("lsb", "sdedit", "ddib")
+
+
+def load_translator(method: str, model: str | None = None, device=None, **kwargs):
+    """The pipeline object that :func:`translate` needs for ``method``, loaded with :func:`lsb.loading.load_pipeline`.
+
+    * ``"lsb"``: :class:`lsb.LatentSchrodingerBridgePipeline`
+    * ``"ddib"``: :class:`lsb_pipelines.ddib.pipeline.DDIBPipeline`
+    * ``"sdedit"``: diffusers' ``StableDiffusionImg2ImgPipeline`` with a ``DDIMScheduler`` (no safety checker)
+
+    ``model`` is the embedded mini SD (None), a local diffusers SD folder or a Hub id; ``kwargs`` go to
+    ``from_pretrained`` (e.g. ``dtype``).
+    """
+    from ..helpers.loading import load_pipeline
+
+    if method == "lsb":
+        from lsb_pipelines.lsb.pipeline import LatentSchrodingerBridgePipeline
+
+        return load_pipeline(LatentSchrodingerBridgePipeline, model, device=device, **kwargs)
+    if method == "ddib":
+        from lsb_pipelines.ddib.pipeline import DDIBPipeline
+
+        return load_pipeline(DDIBPipeline, model, device=device, **kwargs)
+    if method == "sdedit":
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        kwargs.setdefault("safety_checker", None)
+        kwargs.setdefault("requires_safety_checker", False)
+        pipe = load_pipeline(StableDiffusionImg2ImgPipeline, model, device=device, **kwargs)
+        as_ddim(pipe)
+        return pipe
+    raise ValueError(f"unknown translation method {method!r}; expected one of {METHODS}")
+
+
+def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int = 8,
+              guidance_scale: float | None = None, tau: float | None = None, t0: float | None = None,
+              generator=None, output_type: str = "pil"):
+    """Translate ``images`` from the source to the target domain with ``method`` at a budget of ``nfe`` UNet calls.
+
+    Args:
+        method: "lsb", "sdedit" or "ddib"; ``pipe`` the matching object from :func:`load_translator`.
+        images: PIL image(s) (or numpy / tensor images, see the pipelines); sides multiples of 8.
+        source_prompt / target_prompt: text, a list of texts, or embedding tensors (batch, tokens, dim).
+        nfe: UNet forward calls per image batch (>= 2). LSB: NFE - 1 solver steps + final denoise (its scheduler);
+            SDEdit: nfe DDIM denoising steps; DDIB: nfe // 2 inversion + nfe - nfe // 2 sampling steps.
+        guidance_scale: CFG weight w (None: the paper's 11). LSB: w on the predictor difference with the source as
+            negative; SDEdit: CFG with the source prompt as negative; DDIB: CFG with the null prompt as negative.
+        tau, t0: the paper's tau and t_0 (None: LSB's scheduler config for "lsb", the paper's 5.29 / 0.2 for
+            "sdedit"); SDEdit uses them only for its start noise level; DDIB ignores them.
+        generator: torch generator(s); DDIB is deterministic and ignores it.
+        output_type: "pil", "np", "pt" or "latent".
+
+    Returns:
+        (images, nfe_spent): the translations and the UNet calls actually made.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown translation method {method!r}; expected one of {METHODS}")
+    nfe = check_nfe(nfe, name="nfe")
+    check_prompt_arg("source_prompt", source_prompt)
+    check_prompt_arg("target_prompt", target_prompt)
+    w = DEFAULT_GUIDANCE if guidance_scale is None else float(guidance_scale)
+    src_text, src_embeds = split_prompt(source_prompt)
+    tgt_text, tgt_embeds = split_prompt(target_prompt)
+    prompts = dict(source_prompt=src_text, target_prompt=tgt_text, source_prompt_embeds=src_embeds,
+                   target_prompt_embeds=tgt_embeds)
+
+    if method == "sdedit":
+        return sdedit_translate(pipe, images, source_prompt, target_prompt, nfe=nfe,
+                                t0=DEFAULT_T0 if t0 is None else t0, tau=DEFAULT_TAU if tau is None else tau,
+                                guidance_scale=w, generator=generator, output_type=output_type)
+    if method == "lsb":
+        out = pipe(images, num_inference_steps=nfe, guidance_scale=w, tau=tau, t0=t0, generator=generator,
+                   output_type=output_type, **prompts)
+    else:
+        out = pipe(images, num_inference_steps=nfe, guidance_scale=w, generator=generator, output_type=output_type,
+                   **prompts)
+    return out.images, out.nfe
+
+
+__all__ = ["METHODS", "load_translator", "translate"]
