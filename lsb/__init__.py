@@ -29,6 +29,9 @@ _PIPELINES = {
     "RestorationPipelineOutput": ("lsb.helpers.restoration", "RestorationPipelineOutput"),
     "DDMPipeline": ("lsb_pipelines.ddm.pipeline", "DDMPipeline"),
     "DDMPipelineOutput": ("lsb_pipelines.ddm.pipeline", "DDMPipelineOutput"),
+    "FlowEditSD3Pipeline": ("lsb_pipelines.flowedit_sd3.pipeline", "FlowEditSD3Pipeline"),
+    "FlowEditFluxPipeline": ("lsb_pipelines.flowedit_flux.pipeline", "FlowEditFluxPipeline"),
+    "FlowEditPipelineOutput": ("lsb.helpers.flowedit", "FlowEditPipelineOutput"),
 }
 
 

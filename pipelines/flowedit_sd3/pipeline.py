@@ -1,0 +1,225 @@
+"""FlowEditSD3Pipeline: inversion-free text-based image editing on Stable Diffusion 3 / 3.5 (rectified flow).
+
+Kulikov, Kleiner, Huberman-Spiegelglas & Michaeli, "FlowEdit: Inversion-Free Text-Based Editing Using
+Pre-Trained Flow Models" (ICCV 2025). Our own implementation of the paper's update
+(:mod:`lsb.bridges.flowedit`): from ``Z = X_src`` at grid step ``n_max`` of a T-step grid,
+
+    Z_src = (1 - s_i) X_src + s_i N   (N fresh every step),   Z_tar = Z + Z_src - X_src,
+    Z <- Z + (s_{i-1} - s_i) [V(Z_tar, s_i, c_tar) - V(Z_src, s_i, c_src)],
+
+with classifier-free guidance on both branches (source CFG ``source_guidance_scale`` on the source branch,
+target CFG ``target_guidance_scale`` on the target branch, ``negative_prompt`` "" as the unconditional text).
+Defaults are the paper's SD3 settings: T = 50, n_max = 33, CFG 3.5 / 13.5.
+
+Counting: every step is ONE batched transformer call on [src-uncond, src-cond, tar-uncond, tar-cond]; the
+output's ``nfe`` counts those calls (n_max x n_avg), ``forward_passes`` the latents evaluated per image
+(4 per step with CFG, 2 when both scales are 1 and no unconditional branch is needed).
+
+This file is self-contained apart from the installed ``lsb`` package, so it also loads as a diffusers
+custom pipeline (``custom_pipeline=<this folder>, trust_remote_code=True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils.torch_utils import randn_tensor
+
+from lsb.bridges.flowedit import guided_velocity
+from lsb.helpers.flowedit import (SD3_FLOWEDIT_DEFAULTS, FlowEditPipelineOutput, check_flowedit_args, flow_timesteps,
+                                  flowedit_counts, flowedit_edit_step, flowedit_sampling_start,
+                                  flowedit_sampling_step)
+from lsb.helpers.model_family import check_flow_components
+from lsb.helpers.translation import preprocess_images
+from lsb.io.execution import execution_device, model_dtype
+from lsb.io.latents import decode_latents, encode_latents
+from lsb.prompts.encoding_sd3 import check_max_sequence_length, encode_prompt_sd3
+
+
+class FlowEditSD3Pipeline(DiffusionPipeline):
+    r"""FlowEdit on an SD3 / SD3.5 checkpoint: ``FlowEditSD3Pipeline.from_pretrained(<sd3 folder or repo>)``.
+
+    Components are those of diffusers' ``StableDiffusion3Pipeline`` (T5, ``text_encoder_3``, optional).
+    """
+
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->text_encoder_3->transformer->vae"
+    _optional_components = ["text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor"]
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, transformer, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                 text_encoder_3=None, tokenizer_3=None, image_encoder=None, feature_extractor=None):
+        super().__init__()
+        check_flow_components(type(self).__name__, transformer, scheduler, "SD3Transformer2DModel")
+        # image_encoder / feature_extractor (SD3.5 IP-adapter slots of the folder layout) are accepted and unused.
+        self.register_modules(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder,
+                              tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+                              text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3, image_encoder=None,
+                              feature_extractor=None)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.patch_size = self.transformer.config.patch_size
+
+    # ------------------------------------------------------------------ inputs
+    def check_inputs(self, image, source_prompt, target_prompt, num_inference_steps, n_max, n_min, n_avg,
+                     source_guidance_scale, target_guidance_scale, max_sequence_length,
+                     callback_on_step_end_tensor_inputs):
+        if image is None:
+            raise ValueError("`image` is required: the picture(s) to edit")
+        for name, p in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
+            if not (isinstance(p, str) or (isinstance(p, list) and p and all(isinstance(q, str) for q in p))):
+                raise ValueError(f"{name} must be a string or a non-empty list of strings, got {p!r}")
+        check_flowedit_args(num_inference_steps, n_max, n_min, n_avg, source_guidance_scale, target_guidance_scale)
+        if self.text_encoder_3 is not None:
+            check_max_sequence_length(max_sequence_length, self.tokenizer_3)
+        else:
+            check_max_sequence_length(max_sequence_length)
+        bad = [k for k in (callback_on_step_end_tensor_inputs or []) if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+
+    def encode_prompt(self, prompt, device, num_images_per_prompt: int = 1, max_sequence_length: int = 256,
+                      clip_skip: int | None = None):
+        """One side's SD3 embeddings ``(prompt_embeds, pooled_prompt_embeds)`` (== StableDiffusion3Pipeline)."""
+        return encode_prompt_sd3(self.text_encoder, self.text_encoder_2, self.text_encoder_3, self.tokenizer,
+                                 self.tokenizer_2, self.tokenizer_3, prompt, device=device,
+                                 num_images_per_prompt=num_images_per_prompt, max_sequence_length=max_sequence_length,
+                                 clip_skip=clip_skip, joint_attention_dim=self.transformer.config.joint_attention_dim)
+
+    def _batched(self, prompt, batch, device, max_sequence_length, clip_skip):
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if len(prompts) not in (1, batch):
+            raise ValueError(f"a prompt list has {len(prompts)} entries for {batch} images")
+        embeds, pooled = self.encode_prompt(prompts, device, 1, max_sequence_length, clip_skip)
+        if embeds.shape[0] == 1:
+            embeds, pooled = embeds.expand(batch, -1, -1), pooled.expand(batch, -1)
+        return embeds, pooled
+
+    # ------------------------------------------------------------------ call
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        source_prompt: str | list[str] | None = None,
+        target_prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] = "",
+        num_inference_steps: int = SD3_FLOWEDIT_DEFAULTS["num_inference_steps"],
+        n_max: int = SD3_FLOWEDIT_DEFAULTS["n_max"],
+        n_min: int = SD3_FLOWEDIT_DEFAULTS["n_min"],
+        n_avg: int = SD3_FLOWEDIT_DEFAULTS["n_avg"],
+        source_guidance_scale: float = SD3_FLOWEDIT_DEFAULTS["source_guidance_scale"],
+        target_guidance_scale: float = SD3_FLOWEDIT_DEFAULTS["target_guidance_scale"],
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        max_sequence_length: int = 256,
+        clip_skip: int | None = None,
+        callback_on_step_end: Callable[[Any, int, float, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ):
+        r"""Edit ``image`` from what ``source_prompt`` describes to what ``target_prompt`` describes.
+
+        Args:
+            image: PIL image, numpy (H, W, 3) in [0, 1] or uint8, tensor (3, H, W) in [0, 1] / (B, 3, H, W) in
+                [-1, 1], or a list; sides multiples of ``vae_scale_factor * patch_size`` (16 px for SD3).
+            source_prompt / target_prompt: text (or learned ``<token>``s loaded into the tokenizers).
+            negative_prompt: the unconditional text of both CFG branches (the paper's "").
+            num_inference_steps: T, the grid size (paper: 50). The grid is the scheduler's (shift 3.0 for SD3).
+            n_max: the paper's n_max, the number of grid steps FlowEdit runs (it starts at level
+                ``sigmas[T - n_max]``; 0 returns the input's reconstruction; paper: 33).
+            n_min: the paper's n_min: the last n_min steps are plain sampling under the target prompt (paper: 0).
+            n_avg: the paper's n_avg, noise draws averaged per step (each one batched call; paper: 1).
+            source_guidance_scale / target_guidance_scale: CFG on the source / target branch (paper: 3.5 / 13.5).
+            generator: the per-step noise N (a list: one generator per image).
+            output_type: "pil", "np", "pt" or "latent".
+            max_sequence_length: T5 tokens (<= T5's limit).
+            callback_on_step_end: ``fn(pipe, step, timestep, {"latents": Z})`` after each step.
+
+        Returns:
+            :class:`FlowEditPipelineOutput` (``images``, ``nfe``, ``forward_passes``), or a tuple of those.
+        """
+        self.check_inputs(image, source_prompt, target_prompt, num_inference_steps, n_max, n_min, n_avg,
+                          source_guidance_scale, target_guidance_scale, max_sequence_length,
+                          callback_on_step_end_tensor_inputs)
+        edit_steps, sampling_steps = check_flowedit_args(num_inference_steps, n_max, n_min, n_avg)
+        pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor * self.patch_size)
+        device = execution_device(self)
+        dtype = model_dtype(self.transformer)
+        batch = pixels.shape[0]
+
+        # 1. source latents X_src (VAE mode, (z - shift) * scale)
+        x_src = encode_latents(self.vae, pixels, device).to(dtype)
+
+        # 2. prompts: [src-uncond, src-cond, tar-uncond, tar-cond] (uncond dropped when no CFG is needed)
+        do_cfg = not (source_guidance_scale == 1.0 and target_guidance_scale == 1.0)
+        src, src_pooled = self._batched(source_prompt, batch, device, max_sequence_length, clip_skip)
+        tar, tar_pooled = self._batched(target_prompt, batch, device, max_sequence_length, clip_skip)
+        if do_cfg:
+            neg, neg_pooled = self._batched(negative_prompt, batch, device, max_sequence_length, clip_skip)
+            embeds = torch.cat([neg, src, neg, tar]).to(dtype)
+            pooled = torch.cat([neg_pooled, src_pooled, neg_pooled, tar_pooled]).to(dtype)
+            sample_embeds, sample_pooled = torch.cat([neg, tar]).to(dtype), torch.cat([neg_pooled, tar_pooled]).to(dtype)
+        else:
+            embeds, pooled = torch.cat([src, tar]).to(dtype), torch.cat([src_pooled, tar_pooled]).to(dtype)
+            sample_embeds, sample_pooled = tar.to(dtype), tar_pooled.to(dtype)
+
+        # 3. the scheduler's grid (the model's shift), sigmas [T + 1] ending in 0
+        seq_len = (x_src.shape[-2] // self.patch_size) * (x_src.shape[-1] // self.patch_size)
+        timesteps, sigmas = flow_timesteps(self.scheduler, num_inference_steps, device, seq_len, "sd3")
+        self._num_timesteps = len(edit_steps) + len(sampling_steps)
+
+        def velocity(latents, t, enc, pool):
+            n = latents.shape[0]
+            return self.transformer(hidden_states=latents, timestep=t.expand(n).to(dtype), encoder_hidden_states=enc,
+                                    pooled_projections=pool, return_dict=False)[0]
+
+        def velocity_pair(z_src, z_tar, t):
+            """(V_src, V_tar): one batched call on [src-uncond, src-cond, tar-uncond, tar-cond], CFG per branch."""
+            if do_cfg:
+                su, sc, tu, tc = velocity(torch.cat([z_src, z_src, z_tar, z_tar]), t, embeds, pooled).chunk(4)
+                return guided_velocity(su, sc, source_guidance_scale), guided_velocity(tu, tc, target_guidance_scale)
+            return velocity(torch.cat([z_src, z_tar]), t, embeds, pooled).chunk(2)
+
+        # 4. the FlowEdit ODE from Z = X_src, then the optional n_min sampling tail
+        z = x_src.clone()
+        x_tar = None
+        with self.progress_bar(total=self._num_timesteps) as progress_bar:
+            for i in [*edit_steps, *sampling_steps]:
+                t, s, s_next = timesteps[i], sigmas[i], sigmas[i + 1]
+                if i in edit_steps:
+                    noises = [randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
+                              for _ in range(n_avg)]
+                    z = flowedit_edit_step(partial(velocity_pair, t=t), z, x_src, s, s_next, noises)
+                    current = z
+                else:
+                    if x_tar is None:
+                        noise = randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
+                        x_tar = flowedit_sampling_start(z, x_src, s, noise)
+                    v = velocity(torch.cat([x_tar] * (2 if do_cfg else 1)), t, sample_embeds, sample_pooled)
+                    v = guided_velocity(*v.chunk(2), target_guidance_scale) if do_cfg else v
+                    x_tar = flowedit_sampling_step(x_tar, v, s, s_next)
+                    current = x_tar
+                if not torch.isfinite(current).all():
+                    raise FloatingPointError(f"NaN/inf in the latents after step {i} (sigma {float(s):.4f})")
+                if callback_on_step_end is not None:
+                    res = callback_on_step_end(self, i, t, {k: current for k in callback_on_step_end_tensor_inputs or []})
+                    if res and "latents" in res:
+                        if x_tar is None:
+                            z = res["latents"]
+                        else:
+                            x_tar = res["latents"]
+                progress_bar.update()
+        out_latents = z if x_tar is None else x_tar
+
+        # 5. decode; counts
+        images = decode_latents(self.vae, self.image_processor, out_latents, output_type)
+        nfe, passes = flowedit_counts(len(edit_steps), len(sampling_steps), n_avg, 4 if do_cfg else 2,
+                                      2 if do_cfg else 1)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, nfe, passes)
+        return FlowEditPipelineOutput(images=images, nfe=nfe, forward_passes=passes)
