@@ -62,3 +62,9 @@ def test_restore_example(tmp_path):
     out = run_example("restore.py", "--steps", "2", "--pairs", "16", "--batch-size", "4", "--images", "2",
                       "--run", str(tmp_path / "run"), "--out", str(tmp_path / "r.png"), cwd=tmp_path)
     assert "dbim" in out and "NFE 5" in out and (tmp_path / "r.png").is_file()
+
+
+@pytest.mark.skipif(not (Path(lsb.MINI_SD3) / "model_index.json").is_file(), reason="mini SD3 not installed")
+def test_generate_mini_sd3_example(tmp_path):
+    out = run_example("generate_mini_sd3.py", "--steps", "2", "--out", str(tmp_path / "g.png"), cwd=tmp_path)
+    assert "read back" in out and (tmp_path / "g.png").is_file()
