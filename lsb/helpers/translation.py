@@ -17,6 +17,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..io.execution import model_dtype
 from ..io.images import ImageInputError, to_rgb
+from ..io.latents import decode_latents
+from ..io.latents import encode_latents as encode_images  # the one VAE encode (lsb.io.latents)
 from ..prompts.encoding import broadcast_embeds, encode_text
 
 
@@ -84,25 +86,6 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
                                   f"(the VAE's downsampling factor); resize or crop it first")
         checked.append(im)
     return image_processor.preprocess(checked if len(checked) > 1 else checked[0])
-
-
-@torch.no_grad()
-def encode_images(vae, pixels: torch.Tensor, device) -> torch.Tensor:
-    """VAE-encode images in [-1, 1] to scaled latents, using the posterior mode (deterministic)."""
-    pixels = pixels.to(device=device, dtype=model_dtype(vae))
-    latents = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
-    if not torch.isfinite(latents).all():
-        raise FloatingPointError("the VAE produced NaN/inf latents for the input image(s)")
-    return latents
-
-
-@torch.no_grad()
-def decode_latents(vae, image_processor, latents: torch.Tensor, output_type: str = "pil"):
-    """Scaled latents -> images of ``output_type`` ("pil", "np", "pt"); "latent" returns them unchanged."""
-    if output_type == "latent":
-        return latents
-    image = vae.decode(latents.to(model_dtype(vae)) / vae.config.scaling_factor).sample
-    return image_processor.postprocess(image, output_type=output_type)
 
 
 def prompt_embeds_for_batch(pipe, prompt, prompt_embeds, batch: int, device, dtype, name: str,
