@@ -1,0 +1,85 @@
+"""``lsb train``: train the embedded models (mini SD, mini SD3); rerun to resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train models (the embedded mini SD)")
+    tsub = p.add_subparsers(dest="what", required=True)
+    m = tsub.add_parser("mini-sd", help="train the embedded mini Stable Diffusion from scratch (resumable)")
+    m.add_argument("--stage", default="all", choices=["vae", "decoder", "unet", "export", "all"])
+    m.add_argument("--out", required=True, help="run folder (checkpoints go here; rerun to resume)")
+    m.add_argument("--vae-steps", type=int)
+    m.add_argument("--decoder-steps", type=int)
+    m.add_argument("--unet-steps", type=int)
+    m.add_argument("--unet-batch", type=int)
+    m.add_argument("--cached-scenes", type=int)
+    m.add_argument("--unet-lr", type=float)
+    m.add_argument("--unet-init", help="continue the UNet stage from this pipeline folder (e.g. the shipped model)")
+    m.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    m.add_argument("--unet-max-minutes", type=float, help="stop the UNet stage after this many minutes (then export)")
+    m.add_argument("--unet-focus-fraction", type=float,
+                   help="share of UNet timesteps drawn from [0, --unet-focus-max-timestep) (low noise, where LSB works)")
+    m.add_argument("--unet-focus-max-timestep", type=int, help="upper end of the focused timesteps (default 300)")
+    m.add_argument("--decoder-init", help="continue the decoder stage from this pipeline folder's VAE")
+    m.add_argument("--decoder-lr", type=float)
+    m.add_argument("--decoder-latent-noise", type=float,
+                   help="decode latents perturbed by up to this many latent stds (robust decoder; default 0)")
+    m.add_argument("--decoder-max-minutes", type=float, help="stop the decoder stage after this many minutes")
+    m.add_argument("--seed", type=int)
+    m.add_argument("--install", action="store_true", help="after export, copy the pipeline into lsb/assets/mini-sd")
+    m.set_defaults(func=cmd_train_mini_sd)
+    m3 = tsub.add_parser("mini-sd3", help="train the embedded mini SD3 (rectified-flow transformer; resumable)")
+    m3.add_argument("--out", required=True, help="run folder (checkpoints go here; rerun to resume)")
+    for flag, typ in (("--steps", int), ("--batch", int), ("--lr", float), ("--cached-scenes", int), ("--seed", int),
+                      ("--max-minutes", float), ("--logit-normal-fraction", float)):
+        m3.add_argument(flag, type=typ)
+    m3.add_argument("--base", help="mini SD folder whose VAE, text encoder and tokenizer are reused (default lsb.MINI_SD)")
+    m3.add_argument("--transformer-config", type=json.loads, help='JSON overrides of the transformer config')
+    m3.add_argument("--install", action="store_true", help="then copy the pipeline into lsb/assets/mini-sd3")
+    m3.set_defaults(func=cmd_train_mini_sd3)
+
+
+def cmd_train_mini_sd3(args) -> int:
+    import lsb
+
+    from ...training.mini_sd3 import install, run
+
+    res = run(args.out, steps=args.steps, batch=args.batch, lr=args.lr, cached_scenes=args.cached_scenes, seed=args.seed,
+              max_seconds=args.max_minutes * 60 if args.max_minutes else None, base=args.base,
+              logit_normal_fraction=args.logit_normal_fraction, transformer=args.transformer_config)
+    print(json.dumps(res, default=str))
+    if args.install:
+        print(f"installed into {install(args.out, lsb.MINI_SD3)}")
+    return 0
+
+
+def cmd_train_mini_sd(args) -> int:
+    import shutil
+
+    import lsb
+
+    from ...training.mini_sd import run_stage
+
+    stages = ["vae", "decoder", "unet", "export"] if args.stage == "all" else [args.stage]
+    over = dict(vae_steps=args.vae_steps, decoder_steps=args.decoder_steps, unet_steps=args.unet_steps,
+                unet_batch=args.unet_batch, cached_scenes=args.cached_scenes, seed=args.seed,
+                unet_lr=args.unet_lr, unet_init=args.unet_init, mixed_precision=args.mixed_precision,
+                unet_max_seconds=args.unet_max_minutes * 60 if args.unet_max_minutes else None,
+                unet_focus_fraction=args.unet_focus_fraction, unet_focus_max_timestep=args.unet_focus_max_timestep,
+                decoder_init=args.decoder_init, decoder_lr=args.decoder_lr, decoder_latent_noise=args.decoder_latent_noise,
+                decoder_max_seconds=args.decoder_max_minutes * 60 if args.decoder_max_minutes else None)
+    for st in stages:
+        print(json.dumps({st: run_stage(st, args.out, **over)}, default=str))
+    if args.install:
+        dest = Path(lsb.MINI_SD)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(Path(args.out) / "pipeline", tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+        print(f"installed into {dest}")
+    return 0
