@@ -13,8 +13,9 @@ trust_remote_code=True)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -23,11 +24,21 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
 
+from lsb.helpers.bridge_loop import integrate_bridge
+from lsb.helpers.sdxl import check_sd_components
+from lsb.helpers.translation import (
+    check_bridge_settings,
+    check_callback_tensor_inputs,
+    check_prompt_args,
+    decode_latents,
+    encode_images,
+    initial_bridge_state,
+    preprocess_images,
+    prompt_pair_embeds,
+)
 from lsb.io.execution import execution_device, model_dtype
 from lsb.schedulers import LSBScheduler
-from lsb.helpers.translation import check_nfe, check_prompt_args, decode_latents, encode_images, preprocess_images, prompt_pair_embeds
 
 
 @dataclass
@@ -51,7 +62,8 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
 
     Components are those of a Stable Diffusion 1.x/2.x pipeline. Any SD scheduler passed in is
     converted with ``LSBScheduler.from_config``, so ``LatentSchrodingerBridgePipeline.from_pretrained``
-    works on any SD checkpoint folder or repo (epsilon or v-prediction).
+    works on any SD checkpoint folder or repo (epsilon or v-prediction). An SDXL UNet is refused in ``__init__``
+    (use :class:`lsb.LatentSchrodingerBridgeXLPipeline`).
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
@@ -61,6 +73,7 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker=None, feature_extractor=None,
                  requires_safety_checker: bool = False):
         super().__init__()
+        check_sd_components(unet, text_encoder, type(self).__name__)
         if not isinstance(scheduler, LSBScheduler):
             scheduler = LSBScheduler.from_config(scheduler.config)
         # The safety checker / feature extractor of SD folders are accepted and ignored: outputs are
@@ -77,14 +90,8 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
             raise ValueError("`image` is required: the picture(s) to translate")
         check_prompt_args("source", source_prompt, source_prompt_embeds)
         check_prompt_args("target", target_prompt, target_prompt_embeds)
-        check_nfe(num_inference_steps)
-        if tau is not None and not (tau > 0 and np.isfinite(tau)):
-            raise ValueError(f"tau must be a positive number, got {tau!r}")
-        if t0 is not None and not (0 < t0 < 1):
-            raise ValueError(f"t0 must lie strictly between 0 and 1, got {t0!r}")
-        bad = [k for k in (callback_on_step_end_tensor_inputs or []) if k not in self._callback_tensor_inputs]
-        if bad:
-            raise ValueError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+        check_bridge_settings(num_inference_steps, tau, t0)
+        check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
     def preprocess_images(self, image) -> torch.Tensor:
         """PIL / numpy / tensor image(s) -> float tensor in [-1, 1], checked for a VAE-compatible size."""
@@ -96,6 +103,19 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
 
     def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
         return decode_latents(self.vae, self.image_processor, latents, output_type)
+
+    def encode_prompt(self, source_prompt, target_prompt, device, batch_size: int, dtype,
+                      source_prompt_embeds: torch.Tensor | None = None, target_prompt_embeds: torch.Tensor | None = None,
+                      clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(source_prompt_embeds, target_prompt_embeds)`` for ``batch_size`` images on ``device`` / ``dtype``, each
+        encoded as ``StableDiffusionPipeline.encode_prompt`` does (two single text prompts share one encoder call)."""
+        return prompt_pair_embeds(self, source_prompt, source_prompt_embeds, target_prompt, target_prompt_embeds,
+                                  batch_size, device, dtype, clip_skip=clip_skip)
+
+    def prepare_latents(self, source_latents: torch.Tensor, generator=None,
+                        noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The initial bridge state x_{t0} = (1 - t0) x_src + σ_{t0} z (after ``scheduler.set_timesteps``)."""
+        return initial_bridge_state(self.scheduler, source_latents, generator, noise)
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
@@ -150,46 +170,29 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
 
         # 2. prompts -> embeddings (source, target), broadcast to the batch
         dtype = model_dtype(self.unet)
-        source_prompt_embeds, target_prompt_embeds = prompt_pair_embeds(
-            self, source_prompt, source_prompt_embeds, target_prompt, target_prompt_embeds, batch, device, dtype,
-            clip_skip=clip_skip)
+        source_prompt_embeds, target_prompt_embeds = self.encode_prompt(
+            source_prompt, target_prompt, device, batch, dtype, source_prompt_embeds, target_prompt_embeds, clip_skip)
 
         # 3. bridge time grid and the initial state x_{t0}
         self.scheduler.set_timesteps(num_inference_steps, device=device, t0=t0, tau=tau)
-        if noise is None:
-            noise = randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
-        elif noise.shape != x_src.shape:
-            raise ValueError(f"noise has shape {tuple(noise.shape)}, the latents {tuple(x_src.shape)}")
-        latents = self.scheduler.prepare_initial_sample(x_src, noise.to(device=device, dtype=x_src.dtype))
+        latents = self.prepare_latents(x_src, generator, noise)
 
-        # 4. integrate the PF-ODE: one batched UNet call per step
-        trajectory = [] if return_trajectory else None
-        timesteps = self.scheduler.timesteps
-        self._num_timesteps = len(timesteps)
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for i, t in enumerate(timesteps):
-                model_input = self.scheduler.scale_model_input(latents, t)
-                model_input = torch.cat([model_input, model_input])
-                hidden = torch.cat([source_prompt_embeds, target_prompt_embeds])
-                model_output = self.unet(model_input, t, encoder_hidden_states=hidden, return_dict=False)[0]
-                out = self.scheduler.step(model_output, t, latents, guidance_scale=guidance_scale)
-                latents = out.prev_sample
-                if not torch.isfinite(latents).all():
-                    raise FloatingPointError(f"NaN/inf in the latents after step {i} (timestep {float(t):.2f})")
-                if trajectory is not None:
-                    trajectory.append({"t": float(self.scheduler.bridge_times[i]), "timestep": float(t),
-                                       "x_t": latents.detach().cpu(), "source": out.pred_source_sample.detach().cpu(),
-                                       "target": out.pred_target_sample.detach().cpu()})
-                if callback_on_step_end is not None:
-                    local = {"latents": latents, "source_prompt_embeds": source_prompt_embeds,
-                             "target_prompt_embeds": target_prompt_embeds}
-                    res = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs or []})
-                    latents = (res or {}).get("latents", latents)
-                progress_bar.update()
+        # 4. integrate the PF-ODE: one batched UNet call on [source; target] per step (embeddings concatenated once)
+        hidden = torch.cat([source_prompt_embeds, target_prompt_embeds])
+
+        def network(model_input, t):
+            return self.unet(model_input, t, encoder_hidden_states=hidden, return_dict=False)[0]
+
+        self._num_timesteps = len(self.scheduler.timesteps)
+        latents, trajectory = integrate_bridge(
+            self, latents, network, guidance_scale, return_trajectory=return_trajectory,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            callback_state={"source_prompt_embeds": source_prompt_embeds, "target_prompt_embeds": target_prompt_embeds})
 
         # 5. decode
         images = self.decode_latents(latents, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
-            return (images, len(timesteps), trajectory)
-        return LSBPipelineOutput(images=images, nfe=len(timesteps), trajectory=trajectory)
+            return (images, self._num_timesteps, trajectory)
+        return LSBPipelineOutput(images=images, nfe=self._num_timesteps, trajectory=trajectory)
