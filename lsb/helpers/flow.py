@@ -1,0 +1,116 @@
+"""Functions the rectified-flow translation pipelines (SD3 / SD3.5, FLUX.1) share: prompt-side checks (text or
+embeddings + pooled embeddings, the encoders a text prompt needs), embedding widths against the transformer,
+image sizes the transformer's patching takes, and broadcasting a prompt side to the image batch.
+
+Every check raises a ValueError naming the input before any transformer compute.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..prompts.encoding import broadcast_embeds
+from ..prompts.encoding_sdxl import broadcast_pooled
+from .translation import check_prompt_args
+
+
+def check_prompt_side(
+    name: str, prompt, prompt_embeds, pooled_prompt_embeds, extra_prompts: dict
+) -> None:
+    """One side (``source`` / ``target``): exactly one of the text prompt and ``<name>_prompt_embeds``; embeddings
+    come with ``<name>_pooled_prompt_embeds``; the per-encoder prompts (``extra_prompts``, e.g.
+    ``{"source_prompt_2": ..., "source_prompt_3": ...}``) only with a text prompt."""
+    check_prompt_args(name, prompt, prompt_embeds)
+    if (prompt_embeds is None) != (pooled_prompt_embeds is None):
+        given, missing = (
+            ("prompt_embeds", "pooled_prompt_embeds")
+            if pooled_prompt_embeds is None
+            else ("pooled_prompt_embeds", "prompt_embeds")
+        )
+        raise ValueError(
+            f"`{name}_{given}` given without `{name}_{missing}`: give both or a text `{name}_prompt`"
+        )
+    for key, value in extra_prompts.items():
+        if value is None:
+            continue
+        if prompt_embeds is not None:
+            raise ValueError(
+                f"give `{key}` with `{name}_prompt`, not with `{name}_prompt_embeds`"
+            )
+        check_prompt_args(key.removesuffix("_prompt"), value, None)
+
+
+def check_text_encoders(pipeline_name: str, name: str, components: dict) -> None:
+    """A text prompt on side ``name`` needs every component of ``components`` ({"text_encoder": obj, ...})."""
+    missing = [key for key, value in components.items() if value is None]
+    if missing:
+        raise ValueError(
+            f"{pipeline_name} has no {', '.join(missing)}: `{name}_prompt` cannot be encoded; load "
+            f"the missing component(s) or pass `{name}_prompt_embeds` and `{name}_pooled_prompt_embeds`"
+        )
+
+
+def check_embeds_width(
+    name: str, prompt_embeds, pooled_prompt_embeds, width: int, pooled_width: int
+) -> None:
+    """Given embeddings must have the transformer's widths (``joint_attention_dim``, ``pooled_projection_dim``)."""
+    if prompt_embeds is not None and (
+        prompt_embeds.ndim != 3 or prompt_embeds.shape[-1] != width
+    ):
+        raise ValueError(
+            f"`{name}_prompt_embeds` must be (batch, tokens, {width}) for this transformer "
+            f"(joint_attention_dim), got shape {tuple(prompt_embeds.shape)}"
+        )
+    if pooled_prompt_embeds is not None and (
+        pooled_prompt_embeds.ndim != 2 or pooled_prompt_embeds.shape[-1] != pooled_width
+    ):
+        raise ValueError(
+            f"`{name}_pooled_prompt_embeds` must be (batch, {pooled_width}) for this transformer "
+            f"(pooled_projection_dim), got shape {tuple(pooled_prompt_embeds.shape)}"
+        )
+
+
+def check_pixel_multiple(pixels: torch.Tensor, multiple: int, why: str) -> None:
+    """ValueError unless the (B, 3, H, W) images' sides are multiples of ``multiple`` px (``why`` says whose)."""
+    h, w = pixels.shape[-2:]
+    if h % multiple or w % multiple:
+        raise ValueError(
+            f"image size {w}x{h} is not a multiple of {multiple} px ({why}); resize or crop it first"
+        )
+
+
+def side_for_batch(
+    prompt_embeds: torch.Tensor,
+    pooled_prompt_embeds: torch.Tensor,
+    batch: int,
+    device,
+    dtype,
+    name: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One side's ``(embeds (B, L, D), pooled (B, P))`` repeated to ``batch`` images on ``device`` / ``dtype``."""
+    return (
+        broadcast_embeds(
+            prompt_embeds.to(device=device, dtype=dtype), batch, f"{name}_prompt_embeds"
+        ),
+        broadcast_pooled(
+            pooled_prompt_embeds.to(device=device, dtype=dtype),
+            batch,
+            f"{name}_pooled_prompt_embeds",
+        ),
+    )
+
+
+def check_prompt_batch(name: str, prompt, batch: int) -> None:
+    """A list of prompts must have 1 or ``batch`` entries (one per image)."""
+    if isinstance(prompt, list) and len(prompt) not in (1, batch):
+        raise ValueError(f"{name}_prompt has {len(prompt)} entries for {batch} images")
+
+
+__all__ = [
+    "check_embeds_width",
+    "check_pixel_multiple",
+    "check_prompt_batch",
+    "check_prompt_side",
+    "check_text_encoders",
+    "side_for_batch",
+]
