@@ -37,29 +37,42 @@ trust_remote_code=True)``.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler, DiffusionPipeline
+from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
+from lsb.helpers.ddib import (
+    DDIB_SCHEDULER_OVERRIDES,
+    cfg_network,
+    ddib_schedulers,
+    integrate_ddib,
+)
+from lsb.helpers.sdxl import check_sd_components
+from lsb.helpers.translation import (
+    check_callback_tensor_inputs,
+    check_nfe,
+    check_prompt_args,
+    decode_latents,
+    encode_images,
+    preprocess_images,
+    prompt_embeds_for_batch,
+)
 from lsb.io.execution import execution_device, model_dtype
-from lsb.helpers.translation import check_nfe, check_prompt_args, decode_latents, encode_images, guided_model_output, preprocess_images, prompt_embeds_for_batch
 
-#: Scheduler settings DDIB needs on top of the model's own scheduler config (see the module docstring).
-DDIB_SCHEDULER_OVERRIDES = {"timestep_spacing": "trailing", "clip_sample": False, "thresholding": False}
+__all__ = ["DDIB_SCHEDULER_OVERRIDES", "DDIBPipeline", "DDIBPipelineOutput"]
 
 
 @dataclass
 class DDIBPipelineOutput(BaseOutput):
-    """Output of :class:`DDIBPipeline`.
+    """Output of :class:`DDIBPipeline` (and of the SDXL one).
 
     Args:
         images: translated images (PIL list, numpy array or tensor per ``output_type``).
@@ -77,7 +90,8 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
 
     Components are those of a Stable Diffusion 1.x/2.x pipeline. The scheduler passed in (any SD scheduler) is
     converted to a :class:`~diffusers.DDIMScheduler` with ``timestep_spacing="trailing"`` and ``clip_sample=False``;
-    the matching :class:`~diffusers.DDIMInverseScheduler` is built from its config at every call.
+    the matching :class:`~diffusers.DDIMInverseScheduler` is built from its config at every call. SDXL checkpoints:
+    ``lsb_pipelines.ddib_xl.pipeline.DDIBXLPipeline``.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
@@ -87,6 +101,7 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker=None, feature_extractor=None,
                  requires_safety_checker: bool = False):
         super().__init__()
+        check_sd_components(unet, text_encoder, type(self).__name__)
         scheduler = DDIMScheduler.from_config(scheduler.config, **DDIB_SCHEDULER_OVERRIDES)
         # The safety checker / feature extractor of SD folders are accepted and ignored: outputs are
         # translations of the user's own images.
@@ -101,12 +116,8 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         """``"inversion"`` or ``"sampling"`` while a call runs (readable from ``callback_on_step_end``)."""
         return self._phase
 
-    @contextlib.contextmanager
-    def _running_phase(self):
-        try:
-            yield
-        finally:
-            self._phase = None
+    def _set_phase(self, phase: str | None) -> None:
+        self._phase = phase
 
     @staticmethod
     def split_nfe(nfe: int) -> tuple[int, int]:
@@ -129,25 +140,28 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         for name, w in (("guidance_scale", guidance_scale), ("inversion_guidance_scale", inversion_guidance_scale)):
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w):
                 raise ValueError(f"{name} must be a finite number, got {w!r}")
-        bad = [k for k in (callback_on_step_end_tensor_inputs or []) if k not in self._callback_tensor_inputs]
-        if bad:
-            raise ValueError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+        check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
-    def _schedulers(self, num_inversion_steps: int, num_sampling_steps: int, device):
-        """The inverse and forward DDIM schedulers for one call, checked to meet at the same timestep."""
-        if not isinstance(self.scheduler, DDIMScheduler):
-            raise TypeError(f"DDIBPipeline needs a DDIMScheduler, found {type(self.scheduler).__name__}; "
-                            f"set pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)")
-        keys = inspect.signature(DDIMInverseScheduler.__init__).parameters
-        inverse = DDIMInverseScheduler.from_config({k: v for k, v in self.scheduler.config.items() if k in keys})
-        inverse.set_timesteps(num_inversion_steps, device=device)
-        self.scheduler.set_timesteps(num_sampling_steps, device=device)
-        if int(inverse.timesteps[-1]) != int(self.scheduler.timesteps[0]):
-            raise ValueError(
-                f"the DDIM inversion ends at timestep {int(inverse.timesteps[-1])} but sampling starts at "
-                f"{int(self.scheduler.timesteps[0])}; DDIB needs timestep_spacing='trailing' "
-                f"(the scheduler has {self.scheduler.config.timestep_spacing!r})")
-        return inverse, self.scheduler
+    def encode_prompt(self, source_prompt, target_prompt, device, batch_size: int, dtype, source_prompt_embeds=None,
+                      target_prompt_embeds=None, negative_prompt=None, negative_prompt_embeds=None, clip_skip=None):
+        """``(source, target, null, negative)`` embeddings for ``batch_size`` images: the source prompt is encoded
+        (and validated) even when the inversion runs under the null prompt ""; the negative defaults to the null."""
+
+        def embeds(prompt, given, name):
+            return prompt_embeds_for_batch(self, prompt, given, batch_size, device, dtype, name, clip_skip=clip_skip)
+
+        source = embeds(source_prompt, source_prompt_embeds, "source")
+        target = embeds(target_prompt, target_prompt_embeds, "target")
+        null = embeds("", None, "null")
+        if negative_prompt is None and negative_prompt_embeds is None:
+            negative = null
+        else:
+            negative = embeds(negative_prompt, negative_prompt_embeds, "negative")
+        return source, target, null, negative
+
+    def prepare_latents(self, image, device) -> torch.Tensor:
+        """Image(s) -> checked pixels -> the source latents DDIM inversion starts from (VAE posterior mode)."""
+        return encode_images(self.vae, preprocess_images(image, self.image_processor, self.vae_scale_factor), device)
 
     @torch.no_grad()
     def __call__(
@@ -201,56 +215,34 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         num_inversion_steps, num_sampling_steps = self.split_nfe(num_inference_steps)
 
         # 1. images -> source latents
-        pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)
-        batch = pixels.shape[0]
-        latents = encode_images(self.vae, pixels, device)
+        latents = self.prepare_latents(image, device)
+        batch = latents.shape[0]
 
         # 2. prompts -> embeddings, broadcast to the batch (source is validated even when unused)
-        def embeds(prompt, given, name):
-            return prompt_embeds_for_batch(self, prompt, given, batch, device, dtype, name, clip_skip=clip_skip)
-
-        source_embeds = embeds(source_prompt, source_prompt_embeds, "source")
-        target_embeds = embeds(target_prompt, target_prompt_embeds, "target")
-        null_embeds = embeds("", None, "null")
-        if negative_prompt is None and negative_prompt_embeds is None:
-            negative_embeds = null_embeds
-        else:
-            negative_embeds = embeds(negative_prompt, negative_prompt_embeds, "negative")
+        source_embeds, target_embeds, null_embeds, negative_embeds = self.encode_prompt(
+            source_prompt, target_prompt, device, batch, dtype, source_prompt_embeds, target_prompt_embeds,
+            negative_prompt, negative_prompt_embeds, clip_skip)
 
         # 3. schedules: inversion ascends to T - 1, sampling descends from it
-        inverse, sampler = self._schedulers(num_inversion_steps, num_sampling_steps, device)
-        steps = [("inversion", inverse, t) for t in inverse.timesteps]
-        steps += [("sampling", sampler, t) for t in sampler.timesteps]
-        self._num_timesteps = len(steps)
+        inverse, sampler = ddib_schedulers(self.scheduler, num_inversion_steps, num_sampling_steps, device)
+        self._num_timesteps = num_inversion_steps + num_sampling_steps
 
         # 4. one UNet call per step: DDIM inversion (null/source prompt), then DDIM sampling (CFG on the target)
-        inverted = None
-        with self.progress_bar(total=len(steps)) as progress_bar, self._running_phase():
-            for i, (phase, scheduler, t) in enumerate(steps):
-                self._phase = phase
-                if phase == "inversion":
-                    negative, positive, w = null_embeds, source_embeds, inversion_guidance_scale
-                else:
-                    negative, positive, w = negative_embeds, target_embeds, guidance_scale
-                model_input = scheduler.scale_model_input(latents, t)
-                model_output = guided_model_output(self.unet, model_input, t, negative, positive, w)
-                latents = scheduler.step(model_output, t, latents, return_dict=False)[0]
-                if not torch.isfinite(latents).all():
-                    raise FloatingPointError(f"NaN/inf in the latents after {phase} step {i} (timestep {int(t)})")
-                if i == num_inversion_steps - 1:
-                    inverted = latents.clone()
-                if callback_on_step_end is not None:
-                    local = {"latents": latents, "source_prompt_embeds": source_embeds,
-                             "target_prompt_embeds": target_embeds, "negative_prompt_embeds": negative_embeds}
-                    wanted = {k: local[k] for k in callback_on_step_end_tensor_inputs or []}
-                    res = callback_on_step_end(self, i, t, wanted)
-                    latents = (res or {}).get("latents", latents)
-                progress_bar.update()
+        def call(x, t, embeds):
+            return self.unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
+
+        latents, inverted, nfe = integrate_ddib(
+            self, latents, inverse, sampler,
+            cfg_network(call, null_embeds, source_embeds, inversion_guidance_scale),
+            cfg_network(call, negative_embeds, target_embeds, guidance_scale),
+            set_phase=self._set_phase, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            callback_state={"source_prompt_embeds": source_embeds, "target_prompt_embeds": target_embeds,
+                            "negative_prompt_embeds": negative_embeds})
 
         # 5. decode
         images = decode_latents(self.vae, self.image_processor, latents, output_type)
         self.maybe_free_model_hooks()
-        nfe = len(steps)
         if not return_dict:
             return (images, nfe, inverted)
         return DDIBPipelineOutput(images=images, nfe=nfe, inverted_latents=inverted)

@@ -1,0 +1,114 @@
+"""The DDIB loop (DDIM inversion, then DDIM sampling), once, for the SD and SDXL DDIB pipelines.
+
+Dual Diffusion Implicit Bridges (Su, Song, Meng & Ermon, ICLR 2023) as the LSB paper runs it (METHODS.md
+section 2 (b)): ``NFE // 2`` DDIMInverseScheduler steps from the source latent up to the last training timestep,
+then ``NFE - NFE // 2`` DDIMScheduler steps down under the target prompt; one (batched) UNet call per step.
+The pipelines differ only in their conditioning, so they pass a ``network(x, t)`` per phase, usually built with
+:func:`cfg_network` over a ``call(x, t, cond)`` that knows the model's keyword arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler
+
+#: Scheduler settings DDIB needs on top of the model's own scheduler config (see the DDIB pipeline's docstring).
+DDIB_SCHEDULER_OVERRIDES = {"timestep_spacing": "trailing", "clip_sample": False, "thresholding": False}
+
+
+def ddib_schedulers(scheduler, num_inversion_steps: int, num_sampling_steps: int, device):
+    """The inverse and forward DDIM schedulers for one call (``scheduler`` is the pipeline's DDIMScheduler and is
+    set up for sampling), checked to meet at the same timestep."""
+    if not isinstance(scheduler, DDIMScheduler):
+        raise TypeError(f"DDIB needs a DDIMScheduler, found {type(scheduler).__name__}; "
+                        f"set pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)")
+    keys = inspect.signature(DDIMInverseScheduler.__init__).parameters
+    inverse = DDIMInverseScheduler.from_config({k: v for k, v in scheduler.config.items() if k in keys})
+    inverse.set_timesteps(num_inversion_steps, device=device)
+    scheduler.set_timesteps(num_sampling_steps, device=device)
+    if int(inverse.timesteps[-1]) != int(scheduler.timesteps[0]):
+        raise ValueError(
+            f"the DDIM inversion ends at timestep {int(inverse.timesteps[-1])} but sampling starts at "
+            f"{int(scheduler.timesteps[0])}; DDIB needs timestep_spacing='trailing' "
+            f"(the scheduler has {scheduler.config.timestep_spacing!r})")
+    return inverse, scheduler
+
+
+def cat_batch(*conds):
+    """Concatenate conditionings along the batch: tensors, or (nested) dicts of tensors such as SDXL's
+    ``{"encoder_hidden_states": ..., "added_cond_kwargs": {"text_embeds": ..., "time_ids": ...}}``."""
+    if isinstance(conds[0], dict):
+        return {k: cat_batch(*(c[k] for c in conds)) for k in conds[0]}
+    return torch.cat(list(conds))
+
+
+def cfg_network(call: Callable, negative, positive, guidance_scale: float) -> Callable:
+    """``network(x, t)`` = ``out_neg + w (out_pos - out_neg)`` of ``call(x, t, cond)`` in exactly ONE model call.
+
+    ``w = 1`` evaluates only ``positive`` and ``w = 0`` only ``negative`` (batch B); any other ``w`` one batched call
+    on ``[negative; positive]`` (batch 2B), concatenated here once, not per step. Guidance is applied to the raw
+    model output (epsilon or v), as diffusers' Stable Diffusion pipelines do.
+    """
+    if guidance_scale == 1.0:
+        return lambda x, t: call(x, t, positive)
+    if guidance_scale == 0.0:
+        return lambda x, t: call(x, t, negative)
+    both = cat_batch(negative, positive)
+
+    def network(x, t):
+        out_neg, out_pos = call(torch.cat([x, x]), t, both).chunk(2)
+        return out_neg + guidance_scale * (out_pos - out_neg)
+
+    return network
+
+
+def integrate_ddib(pipe, latents: torch.Tensor, inverse, sampler, inversion_network: Callable,
+                   sampling_network: Callable, *, set_phase: Callable[[str | None], None] | None = None,
+                   callback_on_step_end: Callable | None = None,
+                   callback_on_step_end_tensor_inputs: list[str] | None = None,
+                   callback_state: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """DDIM-invert ``latents`` with ``inverse`` under ``inversion_network``, then sample with ``sampler`` under
+    ``sampling_network``; one network call per step, ``pipe.progress_bar`` over both phases.
+
+    ``set_phase("inversion" | "sampling")`` is called before each step (and ``None`` at the end, also on error) so a
+    callback can read the phase. ``callback_on_step_end(pipe, i, t, tensors)`` counts steps over both phases; a
+    returned ``"latents"`` replaces the state.
+
+    Returns:
+        ``(latents, inverted_latents, nfe)``: the sampled latents, the DDIB latent at the end of the inversion and the
+        number of network calls.
+    """
+    steps = [("inversion", inverse, t) for t in inverse.timesteps]
+    steps += [("sampling", sampler, t) for t in sampler.timesteps]
+    num_inversion_steps = len(inverse.timesteps)
+    names = list(callback_on_step_end_tensor_inputs or [])
+    state = dict(callback_state or {})
+    inverted = None
+    try:
+        with pipe.progress_bar(total=len(steps)) as progress_bar:
+            for i, (phase, scheduler, t) in enumerate(steps):
+                if set_phase is not None:
+                    set_phase(phase)
+                network = inversion_network if phase == "inversion" else sampling_network
+                model_output = network(scheduler.scale_model_input(latents, t), t)
+                latents = scheduler.step(model_output, t, latents, return_dict=False)[0]
+                if not torch.isfinite(latents).all():
+                    raise FloatingPointError(f"NaN/inf in the latents after {phase} step {i} (timestep {int(t)})")
+                if i == num_inversion_steps - 1:
+                    inverted = latents.clone()
+                if callback_on_step_end is not None:
+                    local = {"latents": latents, **state}
+                    res = callback_on_step_end(pipe, i, t, {k: local[k] for k in names})
+                    latents = (res or {}).get("latents", latents)
+                progress_bar.update()
+    finally:
+        if set_phase is not None:
+            set_phase(None)
+    return latents, inverted, len(steps)
+
+
+__all__ = ["DDIB_SCHEDULER_OVERRIDES", "cat_batch", "cfg_network", "ddib_schedulers", "integrate_ddib"]
