@@ -29,6 +29,8 @@ _PIPELINES = {
     "RestorationPipelineOutput": ("lsb.helpers.restoration", "RestorationPipelineOutput"),
     "DDMPipeline": ("lsb_pipelines.ddm.pipeline", "DDMPipeline"),
     "DDMPipelineOutput": ("lsb_pipelines.ddm.pipeline", "DDMPipelineOutput"),
+    "LatentSchrodingerBridgeSD3Pipeline": ("lsb_pipelines.lsb_sd3.pipeline", "LatentSchrodingerBridgeSD3Pipeline"),
+    "LatentSchrodingerBridgeFluxPipeline": ("lsb_pipelines.lsb_flux.pipeline", "LatentSchrodingerBridgeFluxPipeline"),
     "FlowEditSD3Pipeline": ("lsb_pipelines.flowedit_sd3.pipeline", "FlowEditSD3Pipeline"),
     "FlowEditFluxPipeline": ("lsb_pipelines.flowedit_flux.pipeline", "FlowEditFluxPipeline"),
     "FlowEditPipelineOutput": ("lsb.helpers.flowedit", "FlowEditPipelineOutput"),

@@ -68,3 +68,10 @@ def test_restore_example(tmp_path):
 def test_generate_mini_sd3_example(tmp_path):
     out = run_example("generate_mini_sd3.py", "--steps", "2", "--out", str(tmp_path / "g.png"), cwd=tmp_path)
     assert "read back" in out and (tmp_path / "g.png").is_file()
+
+
+def test_translate_sd3_example(tmp_path):
+    """LSB on an SD3-architecture model: lsb.MINI_SD3 when shipped (``--tiny`` otherwise: a random tiny SD3)."""
+    tiny = [] if (Path(lsb.MINI_SD3) / "model_index.json").is_file() else ["--tiny"]
+    out = run_example("translate_sd3.py", *tiny, "--nfe", "2", "--out", str(tmp_path / "t.png"), cwd=tmp_path)
+    assert "read back" in out and "NFE 2" in out and (tmp_path / "t.png").is_file()

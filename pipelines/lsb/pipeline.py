@@ -26,6 +26,7 @@ from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
 from lsb.helpers.bridge_loop import integrate_bridge
+from lsb.helpers.model_family import check_model_folder_family, check_vp_components
 from lsb.helpers.sdxl import check_sd_components
 from lsb.helpers.translation import (
     check_bridge_settings,
@@ -73,6 +74,7 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker=None, feature_extractor=None,
                  requires_safety_checker: bool = False):
         super().__init__()
+        check_vp_components(type(self).__name__, unet, scheduler)  # a flow model (SD3 / FLUX) is refused by name
         check_sd_components(unet, text_encoder, type(self).__name__)
         if not isinstance(scheduler, LSBScheduler):
             scheduler = LSBScheduler.from_config(scheduler.config)
@@ -82,6 +84,13 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
                               safety_checker=None, feature_extractor=None)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained``; a local SD3 / FLUX folder (a transformer, a flow scheduler) is refused first,
+        naming the pipeline for it."""
+        check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "unet", "UNet2DConditionModel")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ inputs
     def check_inputs(self, image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
