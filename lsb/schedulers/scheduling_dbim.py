@@ -63,8 +63,16 @@ class DBIMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
     `precondition_outputs(x, F(precondition_inputs(x, t), precondition_noise(t), x_T), t)`, with DDBM's EDM-style
     preconditioning for `vp` / `ve` and I2SB's (c_out = -rho_t) for `i2sb`. `scale_model_input` is the identity.
 
-    `_compatibles` is empty: a bridge scheduler is no drop-in for the noise-to-image schedulers of Stable Diffusion,
-    because it needs the degraded endpoint x_T and a network trained on the bridge.
+    Differences from diffusers' scheduler contract:
+        - `step` needs the degraded endpoint: `step(model_output, timestep, sample, x_T=x_T)` (ValueError without it),
+          and so does `add_noise(original_samples, noise, timesteps, x_T)`; `prepare_initial_sample(x_T)` is x_T.
+        - The first call (the boot, at t = T) draws the booting noise even for eta = 0: pass a `generator` (or
+          `variance_noise`) for reproducible samples.
+        - `model_output` is the denoiser's x0hat (explicit preconditioning); `scale_model_input` is the identity;
+          `timesteps` are float64 times t.
+        - No `trained_betas`: the bridge schedules are continuous (VP / VE) or I2SB's beta ramp.
+        - `_compatibles` is empty: a bridge scheduler is no drop-in for the noise-to-image schedulers of Stable
+          Diffusion, because it needs x_T and a network trained on the bridge.
 
     Args:
         schedule (`str`, defaults to `"vp"`):

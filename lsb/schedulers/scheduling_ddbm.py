@@ -67,8 +67,17 @@ class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
     `precondition_outputs(x, F(precondition_inputs(x, t), precondition_noise(t), x_T), t)` with DDBM's EDM-style
     preconditioning (sigma_data, cov_xy). `scale_model_input` is the identity. `timesteps` are float64 times t.
 
-    `_compatibles` is empty: a bridge scheduler is no drop-in for the noise-to-image schedulers of Stable Diffusion,
-    because it needs the degraded endpoint x_T and a network trained on the bridge.
+    Differences from diffusers' scheduler contract:
+        - `step` needs the degraded endpoint: `step(model_output, timestep, sample, x_T=x_T)` (ValueError without it),
+          and so does `add_noise(original_samples, noise, timesteps, x_T)`; `prepare_initial_sample(x_T)` is x_T.
+        - `num_inference_steps` is the number of Karras intervals N, not the NFE: `timesteps` lists every network
+          call (3N - 1 with churn, 2N - 1 without; repeated times as in [`HeunDiscreteScheduler`]), and `order` is the
+          number of calls per interval.
+        - `model_output` is the denoiser's x0hat (explicit EDM-style preconditioning); `scale_model_input` is the
+          identity; `timesteps` are float64 times t.
+        - No `trained_betas`: the bridge schedule is continuous (VP: `beta_d`, `beta_min`; VE: `sigma_max`).
+        - `_compatibles` is empty: a bridge scheduler is no drop-in for the noise-to-image schedulers of Stable
+          Diffusion, because it needs x_T and a network trained on the bridge.
 
     Args:
         schedule (`str`, defaults to `"vp"`):
@@ -262,6 +271,11 @@ class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
             self._heun_state = (x, d)
             x = x + d * (t_next - t_hat)
         elif phase == "heun2":  # trapezoidal corrector with the slope at the predictor
+            if self._heun_state is None:
+                raise ValueError(
+                    f"call {k} is the second Heun call of an interval whose first call was not made: a `begin_index` "
+                    f"must be a multiple of `order` ({self.order})."
+                )
             x_hat, d = self._heun_state
             d_next = ddbm_ode_drift(x, x_end, x0_hat, bridge, t_next, w)
             x = x_hat + 0.5 * (d + d_next) * (t_next - t_hat)

@@ -64,6 +64,14 @@ class DDMScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
     **Input scaling.** `scale_model_input` multiplies x_t by c_in = 1 / sqrt((1 - t)^2 + t) (unit variance for
     unit-variance latents; `scale_input=False` feeds x_t unscaled).
 
+    Differences from diffusers' scheduler contract:
+        - `model_output` is not shaped like `sample`: it carries two (constant) or three (linear attenuation) heads on
+          the channel axis (`[C, eps]` / `[K, C, eps]`); `step` refuses any other channel count.
+        - With `denoise=True` the NFE is `num_inference_steps + 1` (`len(timesteps)`, `nfe`).
+        - `add_noise` of the linear attenuation needs the slope `K`; there is no `trained_betas` (no beta schedule:
+          x_t = x_0 + H_t + sqrt(t) eps).
+        - `_compatibles` is empty: the decoupled forward process is no VP / flow process of diffusers' schedulers.
+
     Args:
         num_train_timesteps (`int`, defaults to 1000):
             Scale of the network's time input: timestep = num_train_timesteps * t.

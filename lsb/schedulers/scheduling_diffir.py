@@ -56,22 +56,47 @@ class DiffIRScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
     [`~lsb.models.diffir.PriorDenoiser`]). All coefficient math is float64; `step` keeps the sample's dtype and is
     differentiable (the coefficients are Python floats).
 
+    Differences from diffusers' scheduler contract:
+        - `num_inference_steps` is at most T = 4 (the whole prior diffusion has four steps); `set_timesteps()` with
+          no argument uses all of them, and `timesteps` is set from the start (like `DDPMScheduler`), so `step` works
+          before `set_timesteps`. `step` is keyed by its `timestep` (like `DDPMScheduler`), not by the call counter:
+          any index of the schedule may be stepped again (`step_index` only counts calls).
+        - `trained_betas` must have exactly T entries (diffusers' VP schedulers do not check the length).
+        - `_compatibles` is empty: the prior diffusion runs on DiffIR's IR prior vector, not on a latent image, so no
+          diffusers scheduler is a drop-in.
+
     Args:
         num_train_timesteps (`int`, defaults to 4): T.
         beta_start (`float`, defaults to 0.1): β_0.
         beta_end (`float`, defaults to 0.99): β_{T-1}.
+        trained_betas (`np.ndarray` or `list[float]`, *optional*): the T betas, bypassing `beta_start` / `beta_end`.
     """
 
     _compatibles = []
     order = 1
 
     @register_to_config
-    def __init__(self, num_train_timesteps: int = 4, beta_start: float = 0.1, beta_end: float = 0.99):
+    def __init__(
+        self,
+        num_train_timesteps: int = 4,
+        beta_start: float = 0.1,
+        beta_end: float = 0.99,
+        trained_betas: list[float] | None = None,
+    ):
         if not (isinstance(num_train_timesteps, (int, np.integer)) and num_train_timesteps >= 1):
             raise ValueError(f"num_train_timesteps must be a positive integer, got {num_train_timesteps!r}")
-        if not (0 < beta_start <= beta_end < 1):
+        if trained_betas is not None:
+            betas = np.asarray(trained_betas, dtype=np.float64).reshape(-1)
+            if len(betas) != num_train_timesteps or not ((betas > 0) & (betas < 1)).all():
+                raise ValueError(
+                    f"trained_betas must hold num_train_timesteps={num_train_timesteps} values in (0, 1), "
+                    f"got {betas.tolist()}"
+                )
+            self.betas = betas
+        elif not (0 < beta_start <= beta_end < 1):
             raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
-        self.betas = np.linspace(np.sqrt(beta_start), np.sqrt(beta_end), num_train_timesteps, dtype=np.float64) ** 2
+        else:
+            self.betas = np.linspace(np.sqrt(beta_start), np.sqrt(beta_end), num_train_timesteps, dtype=np.float64) ** 2
         self.alphas_cumprod = np.cumprod(1.0 - self.betas)
         self.init_noise_sigma = 1.0
         self.num_inference_steps = None

@@ -57,8 +57,16 @@ class I2SBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
     eps = (X_n - X_0) / std_fwd[n] (`prediction_type="epsilon"`, the official training label), from which
     x0hat = X_n - std_fwd[n] eps. `scale_model_input` is the identity: the input preconditioning is explicit.
 
-    `_compatibles` is empty: a bridge scheduler is no drop-in for the noise-to-image schedulers of Stable Diffusion,
-    because it needs the degraded endpoint x_T and a network trained on the bridge.
+    Differences from diffusers' scheduler contract:
+        - The bridge starts from the degraded endpoint x_T, not from noise: `prepare_initial_sample(x_T)` is x_T itself
+          (`init_noise_sigma` = 1 scales nothing), and `add_noise(original_samples, noise, timesteps, x_T)` needs x_T.
+          `step` takes `x_T` (keyword) only for inpainting with `mask`.
+        - `model_output` is the clean-image prediction (or I2SB's eps label); the preconditioning is explicit
+          (`precondition_inputs` / `precondition_noise` / `precondition_outputs`) and `scale_model_input` is the
+          identity. `timesteps` are integer bridge indices n, descending from N - 1.
+        - No `trained_betas`: the schedule is I2SB's symmetric beta ramp (`beta_min`, `beta_max`).
+        - `_compatibles` is empty: a bridge scheduler is no drop-in for the noise-to-image schedulers of Stable
+          Diffusion, because it needs x_T and a network trained on the bridge.
 
     Args:
         num_train_timesteps (`int`, defaults to 1000):
