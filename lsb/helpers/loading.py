@@ -70,6 +70,47 @@ def check_model_folder(path: str | Path, components=SD_COMPONENTS) -> None:
         raise ModelFolderError(f"model folder {p} is incomplete: {', '.join(missing)}")
 
 
+#: Pipeline classes (model_index.json ``_class_name``) of SDXL checkpoints and of lsb's SDXL translators.
+SDXL_PIPELINE_CLASSES = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
+                         "StableDiffusionXLInpaintPipeline", "LatentSchrodingerBridgeXLPipeline", "DDIBXLPipeline")
+SDXL_COMPONENTS = SD_COMPONENTS + ("text_encoder_2", "tokenizer_2")
+
+
+def detect_model_family(model: str | None) -> str:
+    """The model family of a ``--model`` argument, from its ``model_index.json``, before any weights load.
+
+    ``"sdxl"`` for an SDXL pipeline class or a UNet folder with a second text encoder (``text_encoder_2``),
+    ``"sd3"`` / ``"flux"`` for an SD3 / FLUX transformer, else ``"sd"`` (SD 1.x/2.x; also when the index of a Hub
+    id cannot be read offline). The embedded model (None) is ``"sd"``. A local SDXL folder is checked for all of its
+    components (:data:`SDXL_COMPONENTS`).
+    """
+    if model in (None, "", "mini-sd", "embedded"):
+        return "sd"
+    p = Path(str(model)).expanduser()
+    try:
+        if p.is_dir():
+            index = json.loads((p / "model_index.json").read_text())
+        else:
+            from huggingface_hub import hf_hub_download
+
+            index = json.loads(Path(hf_hub_download(str(model), "model_index.json")).read_text())
+    except Exception:  # noqa: BLE001 (missing / offline / not a pipeline): the loader reports it
+        return "sd"
+    name = index.get("_class_name")
+    name = name[-1] if isinstance(name, list) else name
+    transformer = (index.get("transformer") or [None, None])[-1]
+    if transformer == "SD3Transformer2DModel":
+        return "sd3"
+    if transformer == "FluxTransformer2DModel":
+        return "flux"
+    second = index.get("text_encoder_2")
+    if name in SDXL_PIPELINE_CLASSES or ("unet" in index and isinstance(second, list) and second[-1] is not None):
+        if p.is_dir():
+            check_model_folder(p, SDXL_COMPONENTS)
+        return "sdxl"
+    return "sd"
+
+
 def load_pipeline(cls, model: str | None = None, device: str | torch.device | None = None,
                   dtype: torch.dtype | None = None, **kwargs):
     """``cls.from_pretrained`` on a resolved model, moved to ``device``; float32 on CPU by default."""
