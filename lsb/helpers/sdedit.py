@@ -113,7 +113,9 @@ def check_prompt_arg(name: str, prompt) -> None:
 def sdedit_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: int = 8, t0: float = DEFAULT_T0,
                      tau: float = DEFAULT_TAU, guidance_scale: float = DEFAULT_GUIDANCE, generator=None,
                      output_type: str = "pil", clip_skip: int | None = None, **img2img_kwargs):
-    """SDEdit as the LSB paper runs it, through a stock ``StableDiffusionImg2ImgPipeline``.
+    """SDEdit as the LSB paper runs it, through a stock ``StableDiffusionImg2ImgPipeline`` (or, for SDXL, a stock
+    ``StableDiffusionXLImg2ImgPipeline``: both text encoders and the pooled embeddings; its micro-conditioning
+    defaults to the image size, as LSB-XL's does).
 
     The source latent is noised to the DDIM grid timestep nearest the SD timestep SNR-matched to LSB's start
     (:func:`sdedit_strength`), then denoised with ``nfe`` DDIM steps under the target prompt with CFG whose
@@ -147,8 +149,21 @@ def sdedit_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: in
     device, dtype = execution_device(pipe_img2img), model_dtype(pipe_img2img.unet)
     src_text, src_embeds = split_prompt(source_prompt)
     tgt_text, tgt_embeds = split_prompt(target_prompt)
-    negative = prompt_embeds_for_batch(pipe_img2img, src_text, src_embeds, batch, device, dtype, "source", clip_skip)
-    positive = prompt_embeds_for_batch(pipe_img2img, tgt_text, tgt_embeds, batch, device, dtype, "target", clip_skip)
+    pooled = {}
+    if getattr(pipe_img2img, "text_encoder_2", None) is not None:  # SDXL img2img: both encoders + pooled embeddings
+        from .sdxl import sdxl_prompt_embeds
+
+        negative, neg_pooled = sdxl_prompt_embeds(pipe_img2img, src_text, None, src_embeds, None, batch, device, dtype,
+                                                  "source", clip_skip)
+        positive, pos_pooled = sdxl_prompt_embeds(pipe_img2img, tgt_text, None, tgt_embeds, None, batch, device, dtype,
+                                                  "target", clip_skip)
+        pooled = {"pooled_prompt_embeds": pos_pooled.contiguous(),
+                  "negative_pooled_prompt_embeds": neg_pooled.contiguous()}
+    else:
+        negative = prompt_embeds_for_batch(pipe_img2img, src_text, src_embeds, batch, device, dtype, "source",
+                                           clip_skip)
+        positive = prompt_embeds_for_batch(pipe_img2img, tgt_text, tgt_embeds, batch, device, dtype, "target",
+                                           clip_skip)
 
     start = sdedit_start_timestep(t0, tau, pipe_img2img.scheduler.alphas_cumprod)
     num_steps, strength, _ = sdedit_schedule(nfe, start, pipe_img2img.scheduler)
@@ -162,7 +177,8 @@ def sdedit_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: in
     out = pipe_img2img(prompt_embeds=positive.contiguous(), negative_prompt_embeds=negative.contiguous(),
                        image=(pixels + 1) / 2, strength=strength, num_inference_steps=num_steps,
                        guidance_scale=guidance_scale, generator=generator, output_type=output_type,
-                       callback_on_step_end=count_steps, callback_on_step_end_tensor_inputs=[], **img2img_kwargs)
+                       callback_on_step_end=count_steps, callback_on_step_end_tensor_inputs=[], **pooled,
+                       **img2img_kwargs)
     return out.images, len(steps_run)
 
 

@@ -7,9 +7,8 @@ export and the benchmarks all go through these two functions.
 
 from __future__ import annotations
 
-from ..helpers.sdedit import (DEFAULT_GUIDANCE, DEFAULT_T0, DEFAULT_TAU, as_ddim, check_prompt_arg, sdedit_translate,
-                              split_prompt)
-from ..helpers.translation import check_nfe
+from ..helpers.sdedit import as_ddim, check_prompt_arg, sdedit_translate, split_prompt
+from ..io.settings import check_nfe, translation_defaults
 
 METHODS = ("lsb", "sdedit", "ddib")
 
@@ -45,7 +44,7 @@ def load_translator(method: str, model: str | None = None, device=None, **kwargs
     raise ValueError(f"unknown translation method {method!r}; expected one of {METHODS}")
 
 
-def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int = 8,
+def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int | None = None,
               guidance_scale: float | None = None, tau: float | None = None, t0: float | None = None,
               generator=None, output_type: str = "pil"):
     """Translate ``images`` from the source to the target domain with ``method`` at a budget of ``nfe`` UNet calls.
@@ -54,12 +53,12 @@ def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int 
         method: "lsb", "sdedit" or "ddib"; ``pipe`` the matching object from :func:`load_translator`.
         images: PIL image(s) (or numpy / tensor images, see the pipelines); sides multiples of 8.
         source_prompt / target_prompt: text, a list of texts, or embedding tensors (batch, tokens, dim).
-        nfe: UNet forward calls per image batch (>= 2). LSB: NFE - 1 solver steps + final denoise (its scheduler);
+        nfe: UNet forward calls per image batch (>= 2; None: the model's default). LSB: NFE - 1 solver steps + final denoise (its scheduler);
             SDEdit: nfe DDIM denoising steps; DDIB: nfe // 2 inversion + nfe - nfe // 2 sampling steps.
-        guidance_scale: CFG weight w (None: the paper's 11). LSB: w on the predictor difference with the source as
+        guidance_scale: CFG weight w (None: the model folder's ``lsb_defaults.json``, else the paper's 11). LSB: w on the predictor difference with the source as
             negative; SDEdit: CFG with the source prompt as negative; DDIB: CFG with the null prompt as negative.
-        tau, t0: the paper's tau and t_0 (None: LSB's scheduler config for "lsb", the paper's 5.29 / 0.2 for
-            "sdedit"); SDEdit uses them only for its start noise level; DDIB ignores them.
+        tau, t0: the paper's tau and t_0 (None: the model folder's ``lsb_defaults.json``, else the paper's 5.29 / 0.2,
+            :func:`lsb.io.settings.translation_defaults`); SDEdit uses them only for its start noise level; DDIB ignores them.
         generator: torch generator(s); DDIB is deterministic and ignores it.
         output_type: "pil", "np", "pt" or "latent".
 
@@ -68,10 +67,11 @@ def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int 
     """
     if method not in METHODS:
         raise ValueError(f"unknown translation method {method!r}; expected one of {METHODS}")
-    nfe = check_nfe(nfe, name="nfe")
+    defaults = translation_defaults(pipe)  # the settings the model folder carries (none: the paper's)
+    nfe = check_nfe(defaults.num_inference_steps if nfe is None else nfe, name="nfe")
     check_prompt_arg("source_prompt", source_prompt)
     check_prompt_arg("target_prompt", target_prompt)
-    w = DEFAULT_GUIDANCE if guidance_scale is None else float(guidance_scale)
+    w = defaults.guidance_scale if guidance_scale is None else float(guidance_scale)
     src_text, src_embeds = split_prompt(source_prompt)
     tgt_text, tgt_embeds = split_prompt(target_prompt)
     prompts = dict(source_prompt=src_text, target_prompt=tgt_text, source_prompt_embeds=src_embeds,
@@ -79,7 +79,7 @@ def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int 
 
     if method == "sdedit":
         return sdedit_translate(pipe, images, source_prompt, target_prompt, nfe=nfe,
-                                t0=DEFAULT_T0 if t0 is None else t0, tau=DEFAULT_TAU if tau is None else tau,
+                                t0=defaults.t0 if t0 is None else t0, tau=defaults.tau if tau is None else tau,
                                 guidance_scale=w, generator=generator, output_type=output_type)
     if method == "lsb":
         out = pipe(images, num_inference_steps=nfe, guidance_scale=w, tau=tau, t0=t0, generator=generator,
