@@ -450,6 +450,7 @@ def test_real_sd3_medium_transformer_translates_once():
         text_encoder=build_clip_encoder(tok, 64, 768).to(torch.bfloat16),
         text_encoder_2=build_clip_encoder(tok, 64, 1280, seed=1).to(torch.bfloat16),
     )
+    built = time.perf_counter()
     with recorded_calls(transformer) as calls:
         out = pipe(
             shapes_image(32),
@@ -460,8 +461,11 @@ def test_real_sd3_medium_transformer_translates_once():
             generator=torch.Generator().manual_seed(0),
             output_type="np",
         )
-    elapsed = time.perf_counter() - start
-    print(f"real SD3-medium transformer, NFE 2 at 32 px: {elapsed:.1f} s (build + run)")
+    done = time.perf_counter()
+    print(
+        f"real SD3-medium transformer (bf16), NFE 2 at 32 px: build {built - start:.1f} s, "
+        f"translate {done - built:.1f} s"
+    )
     assert len(calls) == 2 and calls[0]["encoder_hidden_states"].shape == (
         2,
         77 + 8,

@@ -106,11 +106,47 @@ def check_prompt_batch(name: str, prompt, batch: int) -> None:
         raise ValueError(f"{name}_prompt has {len(prompt)} entries for {batch} images")
 
 
+def prompt_pair_for_batch(
+    encode, source_args: tuple, target_args: tuple, batch: int, device, dtype
+):
+    """Both prompt sides through ``encode(*args) -> (embeds, pooled, *extra)`` (a pipeline's ``encode_prompt`` with
+    its fixed settings bound), each broadcast to ``batch`` images. ``args[0]`` is the side's text prompt (a list must
+    have 1 or ``batch`` entries). Returns ``(src, src_pooled, tgt, tgt_pooled, extra)`` with the target side's extra
+    outputs (e.g. FLUX's ``text_ids``); a ValueError when the two sides' token counts differ (one batched call)."""
+    out = {}
+    for name, args in (("source", source_args), ("target", target_args)):
+        check_prompt_batch(name, args[0], batch)
+        embeds, pooled, *extra = encode(*args)
+        out[name] = (
+            *side_for_batch(embeds, pooled, batch, device, dtype, name),
+            tuple(extra),
+        )
+    (src, src_pooled, _), (tgt, tgt_pooled, extra) = out["source"], out["target"]
+    if src.shape[1] != tgt.shape[1]:
+        raise ValueError(
+            f"source and target prompt embeddings have {src.shape[1]} and {tgt.shape[1]} tokens; "
+            "one batched call needs the same length (same max_sequence_length)"
+        )
+    return src, src_pooled, tgt, tgt_pooled, extra
+
+
+def pair_callback_state(src, tgt, src_pooled, tgt_pooled) -> dict:
+    """The tensors ``callback_on_step_end`` may ask for besides ``latents`` (the prompt pair with pooled embeddings)."""
+    return {
+        "source_prompt_embeds": src,
+        "target_prompt_embeds": tgt,
+        "source_pooled_prompt_embeds": src_pooled,
+        "target_pooled_prompt_embeds": tgt_pooled,
+    }
+
+
 __all__ = [
     "check_embeds_width",
     "check_pixel_multiple",
     "check_prompt_batch",
     "check_prompt_side",
     "check_text_encoders",
+    "pair_callback_state",
+    "prompt_pair_for_batch",
     "side_for_batch",
 ]

@@ -28,10 +28,10 @@ from lsb_pipelines.lsb.pipeline import LSBPipelineOutput
 from lsb.helpers.bridge_loop import integrate_bridge
 from lsb.helpers.flow import (
     check_embeds_width,
-    check_prompt_batch,
     check_prompt_side,
     check_text_encoders,
-    side_for_batch,
+    pair_callback_state,
+    prompt_pair_for_batch,
 )
 from lsb.helpers.flux import (
     check_distilled_guidance,
@@ -337,37 +337,31 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
         # 1. images -> pixels (checked)
         pixels = self.preprocess_images(image)
         batch = pixels.shape[0]
-        check_prompt_batch("source", source_prompt, batch)
-        check_prompt_batch("target", target_prompt, batch)
 
         # 2. prompts -> T5 token and CLIP pooled embeddings (source, target), broadcast to the batch
-        sides, text_ids = {}, None
-        for side, prompt, prompt_2, embeds, pooled in (
+        def encode(prompt, prompt_2, embeds, pooled):
+            return self.encode_prompt(
+                prompt, prompt_2, device, 1, embeds, pooled, max_sequence_length
+            )
+
+        src, src_pooled, tgt, tgt_pooled, (text_ids,) = prompt_pair_for_batch(
+            encode,
             (
-                "source",
                 source_prompt,
                 source_prompt_2,
                 source_prompt_embeds,
                 source_pooled_prompt_embeds,
             ),
             (
-                "target",
                 target_prompt,
                 target_prompt_2,
                 target_prompt_embeds,
                 target_pooled_prompt_embeds,
             ),
-        ):
-            embeds, pooled, text_ids = self.encode_prompt(
-                prompt, prompt_2, device, 1, embeds, pooled, max_sequence_length
-            )
-            sides[side] = side_for_batch(embeds, pooled, batch, device, dtype, side)
-        (src, src_pooled), (tgt, tgt_pooled) = sides["source"], sides["target"]
-        if src.shape[1] != tgt.shape[1]:
-            raise ValueError(
-                f"source and target prompt embeddings have {src.shape[1]} and {tgt.shape[1]} tokens; "
-                "one batched call needs the same length (same max_sequence_length)"
-            )
+            batch,
+            device,
+            dtype,
+        )
 
         # 3. source latents (packed), bridge time grid and the initial state x_{t0}
         x_src = self.encode_image(pixels, device)
@@ -402,12 +396,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
             )[0]
 
         self._num_timesteps = len(self.scheduler.timesteps)
-        state = {
-            "source_prompt_embeds": src,
-            "target_prompt_embeds": tgt,
-            "source_pooled_prompt_embeds": src_pooled,
-            "target_pooled_prompt_embeds": tgt_pooled,
-        }
+        state = pair_callback_state(src, tgt, src_pooled, tgt_pooled)
         latents, trajectory = integrate_bridge(
             self,
             latents,
