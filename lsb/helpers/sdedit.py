@@ -22,20 +22,12 @@ import torch
 
 from ..bridges.matching import sb_time_to_timestep
 from ..io.execution import execution_device, model_dtype
-from .translation import check_nfe, preprocess_images, prompt_embeds_for_batch
-
-#: Paper defaults (METHODS.md section 2 (c)): tau is the paper's tau (official ``--tau 2.3`` = sqrt(tau)),
-#: t0 the bridge start, w the CFG weight every method is run with.
-DEFAULT_TAU = 5.29
-DEFAULT_T0 = 0.2
-DEFAULT_GUIDANCE = 11.0
-
+from ..io.settings import PAPER_TRANSLATION, check_nfe, check_t0, check_tau
+from .translation import preprocess_images, prompt_embeds_for_batch
 
 def _check_bridge(t0: float, tau: float) -> None:
-    if not 0.0 < t0 < 1.0:
-        raise ValueError(f"t0 must lie strictly between 0 and 1, got {t0!r}")
-    if not tau > 0.0:
-        raise ValueError(f"tau must be a positive number (the paper's tau), got {tau!r}")
+    check_t0(t0)
+    check_tau(tau)
 
 
 def sdedit_start_timestep(t0: float, tau: float, alphas_cumprod: torch.Tensor) -> float:
@@ -110,8 +102,9 @@ def check_prompt_arg(name: str, prompt) -> None:
 
 
 @torch.no_grad()
-def sdedit_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: int = 8, t0: float = DEFAULT_T0,
-                     tau: float = DEFAULT_TAU, guidance_scale: float = DEFAULT_GUIDANCE, generator=None,
+def sdedit_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: int = 8,
+                     t0: float = PAPER_TRANSLATION.t0, tau: float = PAPER_TRANSLATION.tau,
+                     guidance_scale: float = PAPER_TRANSLATION.guidance_scale, generator=None,
                      output_type: str = "pil", clip_skip: int | None = None, **img2img_kwargs):
     """SDEdit as the LSB paper runs it, through a stock ``StableDiffusionImg2ImgPipeline`` (or, for SDXL, a stock
     ``StableDiffusionXLImg2ImgPipeline``: both text encoders and the pooled embeddings; its micro-conditioning
@@ -238,8 +231,8 @@ def sdedit_flow_schedule(nfe: int, start_sigma: float, scheduler, family: str, i
 
 
 @torch.no_grad()
-def sdedit_flow_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: int = 8, t0: float = DEFAULT_T0,
-                          tau: float = DEFAULT_TAU, guidance_scale: float | None = None, generator=None,
+def sdedit_flow_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: int = 8,
+                          t0: float = PAPER_TRANSLATION.t0, tau: float = PAPER_TRANSLATION.tau, guidance_scale: float | None = None, generator=None,
                           output_type: str = "pil", max_sequence_length: int | None = None, **img2img_kwargs):
     """SDEdit on an SD3 / FLUX model through a stock ``StableDiffusion3Img2ImgPipeline`` / ``FluxImg2ImgPipeline``.
 
@@ -292,6 +285,6 @@ def sdedit_flow_translate(pipe_img2img, images, source_prompt, target_prompt, nf
     return out.images, len(steps_run), per_step * len(steps_run)
 
 
-__all__ = ["split_prompt", "check_prompt_arg", "DEFAULT_TAU", "DEFAULT_T0", "DEFAULT_GUIDANCE", "sdedit_start_timestep", "sdedit_strength",
+__all__ = ["split_prompt", "check_prompt_arg", "sdedit_start_timestep", "sdedit_strength",
            "sdedit_schedule", "sdedit_translate", "FLOW_SDEDIT_GUIDANCE", "flow_family", "flow_image_seq_len",
            "sdedit_flow_schedule", "sdedit_flow_translate"]

@@ -8,25 +8,18 @@ and one (optionally guided) UNet evaluation.
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..io.execution import model_dtype
 from ..io.images import ImageInputError, to_rgb
-from ..io.latents import decode_latents
-from ..io.latents import encode_latents as encode_images  # the one VAE encode (lsb.io.latents)
+# Re-exported, not redefined: THE VAE encode/decode (lsb.io.latents) and THE setting checks (lsb.io.settings).
+from ..io.latents import decode_latents  # noqa: F401
+from ..io.latents import encode_latents as encode_images  # noqa: F401
+from ..io.settings import check_bridge_settings, check_nfe  # noqa: F401
 from ..prompts.encoding import broadcast_embeds, encode_text
-
-
-def check_nfe(nfe, minimum: int = 2, name: str = "num_inference_steps (NFE)") -> int:
-    """``nfe`` as an int, or a ValueError if it is not an integer >= ``minimum``."""
-    if isinstance(nfe, bool) or not isinstance(nfe, numbers.Integral) or nfe < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {nfe!r}")
-    return int(nfe)
 
 
 def check_prompt_args(name: str, prompt, prompt_embeds) -> None:
@@ -130,15 +123,6 @@ def guided_model_output(unet, latents: torch.Tensor, timestep, negative_embeds: 
     out = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=hidden, return_dict=False)[0]
     out_neg, out_pos = out.chunk(2)
     return out_neg + guidance_scale * (out_pos - out_neg)
-
-
-def check_bridge_settings(num_inference_steps, tau, t0) -> None:
-    """The LSB pipelines' NFE / tau / t0 checks (None: the scheduler's config), as one ValueError naming the input."""
-    check_nfe(num_inference_steps)
-    if tau is not None and not (isinstance(tau, numbers.Real) and tau > 0 and np.isfinite(tau)):
-        raise ValueError(f"tau must be a positive number, got {tau!r}")
-    if t0 is not None and not (isinstance(t0, numbers.Real) and 0 < t0 < 1):
-        raise ValueError(f"t0 must lie strictly between 0 and 1, got {t0!r}")
 
 
 def check_callback_tensor_inputs(names, allowed) -> None:

@@ -39,6 +39,7 @@ from lsb.helpers.translation import (
     prompt_pair_embeds,
 )
 from lsb.io.execution import execution_device, model_dtype
+from lsb.io.settings import resolve_translation_args
 from lsb.schedulers import LSBScheduler
 
 
@@ -133,8 +134,8 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         image,
         source_prompt: str | list[str] | None = None,
         target_prompt: str | list[str] | None = None,
-        num_inference_steps: int = 8,
-        guidance_scale: float = 11.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         tau: float | None = None,
         t0: float | None = None,
         source_prompt_embeds: torch.Tensor | None = None,
@@ -156,18 +157,23 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
             source_prompt / target_prompt: text (or learned ``<token>``s) describing each domain.
             num_inference_steps: NFE, the number of batched UNet calls (each call evaluates the source
                 and target prompts together). With the paper's Euler solver this is NFE - 1 Euler steps
-                plus one final denoise, exactly as the paper counts it.
+                plus one final denoise, exactly as the paper counts it. ``None``: the model folder's
+                ``lsb_defaults.json`` (the embedded mini SD: 8), else the paper's 8.
             guidance_scale: the paper's CFG weight ``w`` on the predictor difference
-                (x̂_target - x̂_source); the source prompt acts as the negative prompt.
+                (x̂_target - x̂_source); the source prompt acts as the negative prompt. ``None``: the model
+                folder's ``lsb_defaults.json`` (the embedded mini SD: 3), else the paper's 11.
             tau: the paper's τ, the variance of the bridge's Brownian reference (the official code's
-                ``--tau`` is sqrt(τ): its default 2.3 is τ = 5.29). ``None``: the scheduler's config.
-            t0: the bridge time the translation starts from (paper ``t_0``). ``None``: the scheduler's.
+                ``--tau`` is sqrt(τ): its default 2.3 is τ = 5.29). ``None``: the model folder's
+                ``lsb_defaults.json`` (the embedded mini SD: 0.35), else the scheduler's config (the paper's 5.29).
+            t0: the bridge time the translation starts from (paper ``t_0``). ``None``: as for ``tau`` (0.02 / 0.2).
             source_prompt_embeds / target_prompt_embeds: precomputed text embeddings instead of prompts.
             generator / noise: randomness of the initial state x_{t0} = (1 - t0) x_src + σ_{t0} z.
             output_type: "pil", "np", "pt" or "latent".
             return_trajectory: also return x_t and both predictors (latents) after every step.
             callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each step.
         """
+        num_inference_steps, guidance_scale, tau, t0 = resolve_translation_args(  # the folder's lsb_defaults.json
+            self, num_inference_steps, guidance_scale, tau, t0)
         self.check_inputs(image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
                           num_inference_steps, tau, t0, callback_on_step_end_tensor_inputs)
         device = execution_device(self)  # once per call; diffusers' own lookup only when hooks are on
