@@ -33,6 +33,8 @@ _PIPELINES = {
     "LatentSchrodingerBridgeFluxPipeline": ("lsb_pipelines.lsb_flux.pipeline", "LatentSchrodingerBridgeFluxPipeline"),
     "FlowEditSD3Pipeline": ("lsb_pipelines.flowedit_sd3.pipeline", "FlowEditSD3Pipeline"),
     "FlowEditFluxPipeline": ("lsb_pipelines.flowedit_flux.pipeline", "FlowEditFluxPipeline"),
+    "LatentSchrodingerBridgeXLPipeline": ("lsb_pipelines.lsb_xl.pipeline", "LatentSchrodingerBridgeXLPipeline"),
+    "DDIBXLPipeline": ("lsb_pipelines.ddib_xl.pipeline", "DDIBXLPipeline"),
     "FlowEditPipelineOutput": ("lsb.helpers.flowedit", "FlowEditPipelineOutput"),
 }
 
