@@ -413,7 +413,8 @@ def _flow_scheduler(**kwargs):
 
 def test_from_flow_match_configs_gives_the_flow_base(tmp_path):
     configs = [dict(FlowMatchEulerDiscreteScheduler().config)] + [
-        json.loads((SHARED_CONFIGS / name / "scheduler.json").read_text()) for name in ("sd3-medium", "flux-dev")
+        json.loads((SHARED_CONFIGS / name / "scheduler.json").read_text())
+        for name in ("sd3-medium", "sd35-medium", "sd35-large", "flux-dev", "flux-schnell")
     ]
     for config in configs:
         sched = LSBScheduler.from_config(config)
@@ -429,6 +430,10 @@ def test_from_flow_match_configs_gives_the_flow_base(tmp_path):
             for key in ("shift", "use_dynamic_shifting", "base_shift", "max_shift"):
                 assert back.config[key] == config.get(key, FlowMatchEulerDiscreteScheduler().config[key])
     assert LSBScheduler.from_config(configs[1], tau=2.0, solver="multistep").config.tau == 2.0
+    # a model folder's scheduler/ written by diffusers' flow scheduler loads as the flow base
+    FlowMatchEulerDiscreteScheduler(shift=3.0).save_pretrained(tmp_path / "scheduler")
+    from_folder = LSBScheduler.from_pretrained(tmp_path, subfolder="scheduler")
+    assert from_folder.base == "flow" and from_folder.config.shift == 3.0
     assert FlowMatchEulerDiscreteScheduler in LSBScheduler().compatibles
 
 
