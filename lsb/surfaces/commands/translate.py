@@ -6,12 +6,19 @@ import json
 import sys
 from pathlib import Path
 
+from ...io.settings import PAPER_TRANSLATION, translation_defaults
 from . import CONVERT_MODE_HELP
 
 # Defaults for translation. They are the paper's (METHODS.md section 2) except where the embedded
 # model needs others; see README "Choosing parameters" for the measurements behind each.
-TRANSLATE_DEFAULTS = dict(nfe=8, tau=5.29, t0=0.2, guidance=11.0, solver="euler")
-MINI_SD_TRANSLATE_DEFAULTS = dict(nfe=8, tau=0.35, t0=0.02, guidance=3.0, solver="euler")  # tuned on the val split
+# The values live in ONE place, lsb.io.settings (the paper's) and each model folder's lsb_defaults.json (the
+# embedded model's: lsb/assets/mini-sd/lsb_defaults.json); these dicts use the CLI's option names.
+def _cli_defaults(d) -> dict:
+    return dict(nfe=d.num_inference_steps, tau=d.tau, t0=d.t0, guidance=d.guidance_scale, solver=d.solver)
+
+
+TRANSLATE_DEFAULTS = _cli_defaults(PAPER_TRANSLATION)
+MINI_SD_TRANSLATE_DEFAULTS = _cli_defaults(translation_defaults(None))  # tuned on the val split
 
 def _default_note(key: str) -> str:
     a, b = MINI_SD_TRANSLATE_DEFAULTS[key], TRANSLATE_DEFAULTS[key]
@@ -47,7 +54,7 @@ def cmd_translate(args) -> int:
     from ..translators import load_translator
 
     files = list_images(args.inputs)
-    defaults = MINI_SD_TRANSLATE_DEFAULTS if args.model in (None, "mini-sd") else TRANSLATE_DEFAULTS
+    defaults = _cli_defaults(translation_defaults(args.model))  # the model folder's lsb_defaults.json, else the paper's
     nfe = args.nfe if args.nfe is not None else defaults["nfe"]
     tau = args.tau if args.tau is not None else defaults["tau"]
     t0 = args.t0 if args.t0 is not None else defaults["t0"]
