@@ -128,6 +128,7 @@ def source_latent(pipe, img):
     return (z - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
 
 
+@torch.no_grad()
 def pooled_of(pipe, prompt, **kw):
     return pipe.encode_prompt(prompt, "cpu", **kw)[1][0].float()
 

@@ -73,10 +73,11 @@ def check_flowedit_args(num_inference_steps, n_max, n_min=0, n_avg=1, source_gui
 
 
 def image_seq_len_shift(scheduler, image_seq_len: int) -> float:
-    """``mu`` of dynamic shifting for ``image_seq_len`` transformer tokens (diffusers' ``calculate_shift``)."""
+    """``mu`` of dynamic shifting for ``image_seq_len`` transformer tokens (diffusers' ``calculate_shift``);
+    ``scheduler`` is a scheduler or its config."""
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-    cfg = scheduler.config
+    cfg = getattr(scheduler, "config", scheduler)
     return calculate_shift(image_seq_len, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
                            cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
 

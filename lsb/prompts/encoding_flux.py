@@ -39,7 +39,6 @@ def text_position_ids(num_tokens: int, device, dtype) -> torch.Tensor:
     return torch.zeros(num_tokens, 3, device=device, dtype=dtype)
 
 
-@torch.no_grad()
 def encode_prompt_flux(
     text_encoder,
     text_encoder_2,

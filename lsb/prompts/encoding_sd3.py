@@ -97,7 +97,6 @@ def t5_prompt_embeds(
     return text_encoder(ids.to(device))[0].to(dtype=text_encoder.dtype, device=device)
 
 
-@torch.no_grad()
 def encode_prompt_sd3(
     text_encoder,
     text_encoder_2,

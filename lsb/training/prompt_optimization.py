@@ -28,12 +28,13 @@ code's table shifted by one (METHODS.md pitfall 3).
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..prompts.domains import EMBEDS_NAME, write_domain
+from ..prompts.encoder_slots import model_family, text_encoder_slots
 from ..prompts.templates import MINI_TEMPLATES, PAPER_TEMPLATES, TEMPLATE_PRESETS, is_mini_tokenizer, resolve_templates  # noqa: F401
 from ..prompts.tokens import PromptOptimizationError, add_placeholder_tokens, placeholder_tokens  # noqa: F401
 from ..io.images import IMAGE_SUFFIXES, ImageInputError, list_images, load_image, make_grid, save_image
@@ -53,9 +55,11 @@ TRAIN_RESULT_NAME = "train_result.json"  # the loop's summary of the last run (s
 
 
 def model_resolution(pipe) -> int:
-    """Image side the pipeline's UNet was built for: ``unet.config.sample_size * vae_scale_factor``."""
+    """Image side the pipeline's denoiser was built for: ``sample_size * vae_scale_factor`` of the UNet or the SD3
+    transformer; FLUX's transformer has no sample size: FluxPipeline's default 128 latents (1024 px)."""
     factor = getattr(pipe, "vae_scale_factor", None) or 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    size = pipe.unet.config.sample_size
+    net = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+    size = getattr(net.config, "sample_size", None) or 128
     size = size[0] if isinstance(size, (list, tuple)) else size
     return int(size) * int(factor)
 
@@ -138,28 +142,38 @@ class DomainImages:
 
 
 class PromptOptimizationTask(TrainingTask):
-    """Textual inversion of one domain for :func:`lsb.training.loop.train`.
+    """Textual inversion of one domain for :func:`lsb.training.loop.train`, for every model family.
 
-    The pipeline's tokenizer and text encoder are copied (the given pipeline keeps its vocabulary);
-    the copy gets the placeholder token(s) and is the only trainable module, with everything but the
-    new embedding rows frozen. UNet and VAE are shared and frozen (``requires_grad_(False)``).
+    The pipeline's tokenizers and text encoders (all of them: :func:`lsb.prompts.encoder_slots.text_encoder_slots`,
+    e.g. CLIP-L, CLIP-G and T5 for SD3) are copied (the given pipeline keeps its vocabularies); each copy gets the
+    placeholder token(s) and is trainable only in the new embedding rows. The denoiser (UNet or transformer) and
+    the VAE are shared and frozen (``requires_grad_(False)``).
+
+    The loss follows the base: VP models (SD 1.x/2.x) regress noise or velocity at t ~ U{0..T-1} (module
+    docstring); rectified-flow models (SD3 / FLUX) regress the flow velocity ``v = e - x`` at
+    ``z_s = (1 - s) x + s e``, ``s = shift(u)``, ``u ~ logit-normal(0, 1)`` (SD3's training distribution; the
+    shift is the scheduler's ``shift``, or FLUX's dynamic shift ``mu`` for the image's token count).
 
     Args:
-        pipe: a StableDiffusionPipeline-like object (vae, text_encoder, tokenizer, unet, scheduler).
+        pipe: a StableDiffusionPipeline-like object (vae, text_encoder, tokenizer, unet, scheduler), or an SD3 /
+            FLUX pipeline (transformer, FlowMatchEulerDiscreteScheduler, its text encoders).
         images: a :class:`DomainImages` or what its constructor takes (resized to the model resolution).
-        token: the placeholder, e.g. ``"<circle>"``; must be new to the tokenizer.
+        token: the placeholder, e.g. ``"<circle>"``; must be new to every tokenizer.
         output_dir: run folder; receives ``learned_embeds.safetensors`` (export) and
             ``learned_embeds-steps-N.safetensors`` every ``checkpoint_every`` steps.
         num_vectors: embedding vectors per token (tokens ``token, token_1, ...`` as in diffusers).
-        initializer_token: word whose embedding initialises the new rows; default "shape" for the
-            mini model, "a" otherwise (LSB's ``--init "a photo"`` uses its first token, "a").
+        initializer_token: word whose embedding initialises the new rows (in every encoder); default "shape" for
+            the mini models' word tokenizer, "a" otherwise (LSB's ``--init "a photo"`` uses its first token, "a").
         templates: see :func:`resolve_templates`; the first one is the translation-time prompt.
         batch_size: images per step (with replacement; batches are a pure function of (seed, step)).
         validation_prompt: prompt for the sample grid; default the first template with the token.
-        num_validation_images, validation_steps, validation_guidance_scale: sample grid size, DDIM
-            steps and CFG scale (default 3.0 for the mini model, the scale its training samples
-            use, and 7.5, the paper's evaluation setting, otherwise).
+        num_validation_images, validation_steps, validation_guidance_scale: sample grid size, sampler steps and
+            guidance (default 3.0 for the mini models, 7.5 otherwise).
         base_model: recorded in the file's metadata.
+        max_sequence_length: T5 tokens for SD3 / FLUX prompts (default the pipelines' 256 / 512; translate with
+            the same value).
+        distilled_guidance_scale: FLUX.1-dev's guidance input during training (default 3.5, diffusers' FLUX
+            training scripts; schnell has none).
     """
 
     name = "prompt"
@@ -168,42 +182,75 @@ class PromptOptimizationTask(TrainingTask):
                  initializer_token: str | None = None, templates: str | Sequence[str] | None = None,
                  batch_size: int = 4, checkpoint_every: int = 250, validation_prompt: str | None = None,
                  num_validation_images: int = 4, validation_steps: int = 20,
-                 validation_guidance_scale: float | None = None, base_model: str | None = None, seed: int = 0):
-        from diffusers import DDPMScheduler
-
+                 validation_guidance_scale: float | None = None, base_model: str | None = None, seed: int = 0,
+                 max_sequence_length: int | None = None, distilled_guidance_scale: float | None = None):
         if batch_size < 1:
             raise PromptOptimizationError(f"batch_size must be >= 1, got {batch_size}")
         self.output_dir = Path(output_dir)
-        self.unet, self.vae = pipe.unet, pipe.vae
-        self.unet.requires_grad_(False)
+        self.family = model_family(pipe)
+        if self.family == "sdxl":
+            raise PromptOptimizationError("prompt optimization for SDXL is not wired yet (condition_sdxl)")
+        self.flow = self.family in ("sd3", "flux")
+        self.network = pipe.transformer if self.flow else pipe.unet
+        self.unet = None if self.flow else pipe.unet
+        self.vae = pipe.vae
+        self.network.requires_grad_(False)
         self.vae.requires_grad_(False)
-        self.tokenizer = copy.deepcopy(pipe.tokenizer)
-        self.text_encoder = copy.deepcopy(pipe.text_encoder).float()
-        self.text_encoder.requires_grad_(False)
+
+        # one copied (tokenizer, text encoder) per encoder slot, each with the placeholder rows
+        self.slots = text_encoder_slots(pipe, self.family)
+        self.tokenizers, self.text_encoders, self.embeddings, self.slot_token_ids = {}, {}, {}, {}
+        self._orig_weights, self._trained = {}, {}
+        for slot in self.slots:
+            self.tokenizers[slot.key] = copy.deepcopy(getattr(pipe, slot.tokenizer_attr))
+            te = copy.deepcopy(getattr(pipe, slot.text_encoder_attr)).float()
+            te.requires_grad_(False)
+            self.text_encoders[slot.key] = te
+        first = self.slots[0].key
+        self.tokenizer, self.text_encoder = self.tokenizers[first], self.text_encoders[first]
         mini = is_mini_tokenizer(self.tokenizer)
         self.templates = resolve_templates(templates, self.tokenizer)
         self.prompt_template = self.templates[0]
         self.initializer_token = initializer_token or ("shape" if mini else "a")
-
         self.token = token
         self.tokens = placeholder_tokens(token, num_vectors)
-        self.token_ids = add_placeholder_tokens(self.tokenizer, self.text_encoder, token, num_vectors,
-                                                self.initializer_token)
         self.placeholder_text = " ".join(self.tokens)  # what "{}" becomes in a training prompt
-        self.embedding = self.text_encoder.get_input_embeddings()
-        self.embedding.weight.requires_grad_(True)
-        self._orig_weight = self.embedding.weight.detach().clone()
-        self._trained_rows = torch.zeros(self.embedding.weight.shape[0], dtype=torch.bool)
-        self._trained_rows[self.token_ids] = True
-        self.embedding.weight.register_hook(self._mask_grad)
+        for slot in self.slots:
+            te = self.text_encoders[slot.key]
+            ids = add_placeholder_tokens(self.tokenizers[slot.key], te, token, num_vectors, self.initializer_token)
+            emb = te.get_input_embeddings()
+            emb.weight.requires_grad_(True)
+            self.slot_token_ids[slot.key] = ids
+            self.embeddings[slot.key] = emb
+            self._orig_weights[slot.key] = emb.weight.detach().clone()
+            rows = torch.zeros(emb.weight.shape[0], dtype=torch.bool)
+            rows[ids] = True
+            self._trained[slot.key] = rows
+            emb.weight.register_hook(functools.partial(self._mask_grad, slot.key))
+        self.token_ids = self.slot_token_ids[first]
+        self.embedding = self.embeddings[first]
 
-        cls_keys = inspect.signature(DDPMScheduler.__init__).parameters
-        self.noise_scheduler = DDPMScheduler.from_config(
-            {k: v for k, v in pipe.scheduler.config.items() if k in cls_keys})
         self.scheduler_config = dict(pipe.scheduler.config)
+        if self.flow:
+            self.noise_scheduler = None
+            self.max_sequence_length = max_sequence_length or (256 if self.family == "sd3" else 512)
+            guided = bool(getattr(self.network.config, "guidance_embeds", False))
+            if distilled_guidance_scale is not None and not guided:
+                raise PromptOptimizationError("distilled_guidance_scale given, but this FLUX transformer has no "
+                                              "guidance embedding (schnell): leave it None")
+            self.distilled_guidance = (distilled_guidance_scale if distilled_guidance_scale is not None else 3.5) \
+                if guided else None
+        else:
+            from diffusers import DDPMScheduler
+
+            cls_keys = inspect.signature(DDPMScheduler.__init__).parameters
+            self.noise_scheduler = DDPMScheduler.from_config(
+                {k: v for k, v in pipe.scheduler.config.items() if k in cls_keys})
 
         self.images = images if isinstance(images, DomainImages) else DomainImages(images, model_resolution(pipe))
         self.latents = self.images.encode(self.vae)
+        if self.flow:
+            self.level_shift = flow_level_shift(self.scheduler_config, self.family, self.latents.shape)
 
         self.batch_size = batch_size
         self.checkpoint_every = checkpoint_every
@@ -217,49 +264,61 @@ class PromptOptimizationTask(TrainingTask):
 
     # -- what the loop optimises ------------------------------------------------------------------
     def trainable_modules(self):
-        return {"text_encoder": self.text_encoder}
+        """``{"text_encoder": ...}`` (SD), or one entry per encoder named like the pipeline attribute."""
+        return {slot.text_encoder_attr: self.text_encoders[slot.key] for slot in self.slots}
 
     def parameters(self):
-        return [self.embedding.weight]
+        return [self.embeddings[slot.key].weight for slot in self.slots]
 
-    def _rows_on(self, device: torch.device) -> torch.Tensor:
-        if self._trained_rows.device != device:  # follows the text encoder once accelerate has moved it
-            self._trained_rows = self._trained_rows.to(device)
-            self._orig_weight = self._orig_weight.to(device)
-        return self._trained_rows
+    def _rows_on(self, key: str, device: torch.device) -> torch.Tensor:
+        if self._trained[key].device != device:  # follows the text encoder once accelerate has moved it
+            self._trained[key] = self._trained[key].to(device)
+            self._orig_weights[key] = self._orig_weights[key].to(device)
+        return self._trained[key]
 
-    def _mask_grad(self, grad: torch.Tensor) -> torch.Tensor:
+    def _mask_grad(self, key: str, grad: torch.Tensor) -> torch.Tensor:
         """Zero the gradient of every row but the placeholder ones (so clipping/Adam see only those)."""
         zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
-        return torch.where(self._rows_on(grad.device)[:, None], grad, zero)
+        return torch.where(self._rows_on(key, grad.device)[:, None], grad, zero)
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
         """Restore all non-placeholder rows (undoes AdamW weight decay there); save intermediate embeddings."""
-        w = self.embedding.weight
-        w.copy_(torch.where(self._rows_on(w.device)[:, None], w, self._orig_weight.to(w.dtype)))
+        for slot in self.slots:
+            w = self.embeddings[slot.key].weight
+            w.copy_(torch.where(self._rows_on(slot.key, w.device)[:, None], w,
+                                self._orig_weights[slot.key].to(w.dtype)))
         done = step + 1
         if self.checkpoint_every and done % self.checkpoint_every == 0 and _is_main_process():
             self.save_embeddings(self.output_dir / f"learned_embeds-steps-{done}.safetensors")
 
     # -- data and loss ----------------------------------------------------------------------------
     def batch(self, rng: np.random.Generator, step: int, device: torch.device) -> dict:
-        if self.unet.device != device:
-            self.unet.to(device)
+        if self.network.device != device:
+            self.network.to(device)
             self.vae.to(device)
         n = self.batch_size
         idx = rng.integers(len(self.latents), size=n)
-        t = rng.integers(0, self.noise_scheduler.config.num_train_timesteps, size=n)
+        if self.flow:  # s = shift(u), u ~ logit-normal(0, 1)
+            u = 1.0 / (1.0 + np.exp(-rng.standard_normal(n)))
+            t = self.level_shift(u).astype(np.float32)
+        else:
+            t = rng.integers(0, self.noise_scheduler.config.num_train_timesteps, size=n)
         noise = rng.standard_normal((n, *self.latents.shape[1:])).astype(np.float32)
         prompts = [self.templates[i].format(self.placeholder_text) for i in rng.integers(len(self.templates), size=n)]
-        enc = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt")
-        return {"latents": self.latents[torch.from_numpy(idx)].to(device), "t": torch.from_numpy(t).to(device),
-                "noise": torch.from_numpy(noise).to(device), "ids": enc.input_ids.to(device),
-                "mask": enc.attention_mask.to(device), "prompts": prompts}
+        out = {"latents": self.latents[torch.from_numpy(idx)].to(device), "t": torch.from_numpy(t).to(device),
+               "noise": torch.from_numpy(noise).to(device), "prompts": prompts}
+        if not self.flow:
+            enc = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt")
+            out.update(ids=enc.input_ids.to(device), mask=enc.attention_mask.to(device))
+        return out
 
     def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the UNet is trained to output, per the scheduler config's ``prediction_type``."""
+        """What the denoiser is trained to output: flow velocity ``noise - latents`` (SD3 / FLUX), else per the
+        scheduler config's ``prediction_type``."""
+        if self.flow:
+            return noise - latents
         kind = self.noise_scheduler.config.prediction_type
         if kind == "epsilon":
             return noise
@@ -270,6 +329,10 @@ class PromptOptimizationTask(TrainingTask):
         raise PromptOptimizationError(f"unsupported prediction_type {kind!r}")
 
     def loss(self, b: dict, step: int):
+        if self.flow:
+            encoders = {slot.key: self.wrapped_modules[slot.text_encoder_attr] for slot in self.slots}
+            pred = flow_prediction(self, encoders, b)
+            return F.mse_loss(pred.float(), self.target(b["latents"], b["noise"], b["t"]).float()), {}
         te = self.wrapped_modules["text_encoder"]
         mask = b["mask"] if getattr(self.text_encoder.config, "use_attention_mask", False) else None
         cond = te(b["ids"], attention_mask=mask)[0]
@@ -279,13 +342,19 @@ class PromptOptimizationTask(TrainingTask):
         return loss, {}
 
     # -- outputs ----------------------------------------------------------------------------------
-    def learned_embeddings(self) -> torch.Tensor:
-        """The placeholder rows, (num_vectors, dim), float32 on CPU."""
-        return self.embedding.weight[self.token_ids].detach().float().cpu()
+    def learned_embeddings(self) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The placeholder rows, (num_vectors, dim), float32 on CPU; a dict ``{encoder key: rows}`` for models
+        with several text encoders."""
+        rows = {slot.key: self.embeddings[slot.key].weight[self.slot_token_ids[slot.key]].detach().float().cpu()
+                for slot in self.slots}
+        return rows[self.slots[0].key] if self.family == "sd" else rows
 
     def save_embeddings(self, path: str | os.PathLike) -> Path:
+        if self.family == "sd":
+            return write_domain(path, self.token, self.learned_embeddings(), prompt=self.prompt_template,
+                                text_encoder=self.text_encoder, base_model=self.base_model)
         return write_domain(path, self.token, self.learned_embeddings(), prompt=self.prompt_template,
-                            text_encoder=self.text_encoder, base_model=self.base_model)
+                            text_encoder=self.text_encoders, base_model=self.base_model, family=self.family)
 
     def export(self, out_dir: Path) -> None:
         """Write ``learned_embeds.safetensors`` into the run folder itself (what
@@ -293,38 +362,105 @@ class PromptOptimizationTask(TrainingTask):
         self.save_embeddings(self.output_dir / EMBEDS_NAME)
 
     def pipeline(self, scheduler=None):
-        """A StableDiffusionPipeline using the learned token (DDIM scheduler by default)."""
-        from diffusers import DDIMScheduler, StableDiffusionPipeline
+        """A text-to-image pipeline of the model's family using the learned token (SD: DDIM scheduler by default)."""
+        from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler, FluxPipeline, StableDiffusion3Pipeline
+        from diffusers import StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-            scheduler=scheduler or DDIMScheduler.from_config(self.scheduler_config), safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False)
+        if self.family == "sd":
+            pipe = StableDiffusionPipeline(
+                vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+                scheduler=scheduler or DDIMScheduler.from_config(self.scheduler_config), safety_checker=None,
+                feature_extractor=None, requires_safety_checker=False)
+        else:
+            comps = {slot.tokenizer_attr: self.tokenizers[slot.key] for slot in self.slots}
+            comps.update({slot.text_encoder_attr: self.text_encoders[slot.key] for slot in self.slots})
+            sched = scheduler or FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+            if self.family == "sd3":
+                comps.setdefault("text_encoder_3", None)
+                comps.setdefault("tokenizer_3", None)
+                pipe = StableDiffusion3Pipeline(transformer=self.network, vae=self.vae, scheduler=sched, **comps)
+            else:
+                pipe = FluxPipeline(transformer=self.network, vae=self.vae, scheduler=sched, **comps)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     @torch.no_grad()
     def sample(self, step: int, out_dir: Path) -> Path | None:
-        """Grid: top row training images, bottom row ``validation_prompt`` samples (DDIM, CFG)."""
+        """Grid: top row training images, bottom row ``validation_prompt`` samples."""
         n = self.num_validation_images
         if n <= 0:
             return None
-        was_training = self.text_encoder.training
-        self.text_encoder.eval()
+        was_training = {k: te.training for k, te in self.text_encoders.items()}
+        for te in self.text_encoders.values():
+            te.eval()
         try:
             pipe = self.pipeline()
-            device = self.unet.device
-            cond, uncond = pipe.encode_prompt(self.validation_prompt, device, n, True, negative_prompt="")
             size = self.images.size
-            samples = pipe(prompt_embeds=cond.to(self.unet.dtype), negative_prompt_embeds=uncond.to(self.unet.dtype),
-                           height=size, width=size, num_inference_steps=self.validation_steps,
-                           guidance_scale=self.validation_guidance_scale,
-                           generator=torch.Generator("cpu").manual_seed(self.seed)).images
+            gen = torch.Generator("cpu").manual_seed(self.seed)
+            if self.family == "sd":
+                device = self.unet.device
+                cond, uncond = pipe.encode_prompt(self.validation_prompt, device, n, True, negative_prompt="")
+                samples = pipe(prompt_embeds=cond.to(self.unet.dtype),
+                               negative_prompt_embeds=uncond.to(self.unet.dtype), height=size, width=size,
+                               num_inference_steps=self.validation_steps,
+                               guidance_scale=self.validation_guidance_scale, generator=gen).images
+            else:
+                samples = pipe(self.validation_prompt, num_images_per_prompt=n, height=size, width=size,
+                               num_inference_steps=self.validation_steps, guidance_scale=self.validation_guidance_scale,
+                               generator=gen, max_sequence_length=self.max_sequence_length).images
         finally:
-            self.text_encoder.train(was_training)
+            for k, te in self.text_encoders.items():
+                te.train(was_training[k])
         refs = self.images.pil(range(min(n, len(self.images))))
         refs += [Image.new("RGB", (size, size), (255, 255, 255))] * (n - len(refs))
         return save_image(make_grid(refs + list(samples), nrow=n), Path(out_dir) / f"validation-{step:06d}.png")
+
+
+def flow_level_shift(scheduler_config: dict, family: str, latent_shape) -> Callable[[np.ndarray], np.ndarray]:
+    """The map u -> s that turns uniform training levels into the model's: SD3 ``shift * u / (1 + (shift - 1) u)``
+    (static shift), FLUX (dynamic shifting) ``e^mu / (e^mu + 1/u - 1)`` with ``mu`` for the image's token count
+    (``latent_shape`` [N, C, h, w]; FLUX packs 2x2 patches)."""
+    if scheduler_config.get("use_dynamic_shifting", False):
+        from ..helpers.flowedit import image_seq_len_shift
+
+        h, w = latent_shape[-2:]
+        mu = image_seq_len_shift(scheduler_config, (h // 2) * (w // 2))  # 2x2 patches (FLUX packing, SD3 patches)
+        return lambda u: np.exp(mu) / (np.exp(mu) + (1.0 / u - 1.0))
+    shift = float(scheduler_config.get("shift", 1.0))
+    return lambda u: shift * u / (1.0 + (shift - 1.0) * u)
+
+
+def flow_prediction(task: PromptOptimizationTask, encoders: dict, b: dict) -> torch.Tensor:
+    """The SD3 / FLUX transformer's velocity at ``z_s = (1 - s) x + s e`` under the batch's prompts, encoded by
+    ``encoders`` (the trainable copies); FLUX's output is unpacked back to [N, C, h, w]."""
+    from ..helpers.flux import latent_image_ids, pack_latents, unpack_latents
+    from ..prompts.encoding_flux import encode_prompt_flux
+    from ..prompts.encoding_sd3 import encode_prompt_sd3
+
+    net = task.network
+    dtype = net.dtype
+    x, e, s = b["latents"], b["noise"], b["t"]
+    z = (1.0 - s)[:, None, None, None] * x + s[:, None, None, None] * e
+    tok = task.tokenizers
+    device = x.device
+    if task.family == "sd3":
+        embeds, pooled = encode_prompt_sd3(encoders["clip_l"], encoders["clip_g"], encoders.get("t5xxl"),
+                                           tok["clip_l"], tok["clip_g"], tok.get("t5xxl"), b["prompts"],
+                                           device=device, max_sequence_length=task.max_sequence_length,
+                                           joint_attention_dim=net.config.joint_attention_dim)
+        return net(hidden_states=z.to(dtype), timestep=(s * 1000).to(dtype), encoder_hidden_states=embeds.to(dtype),
+                   pooled_projections=pooled.to(dtype), return_dict=False)[0]
+    embeds, pooled, text_ids = encode_prompt_flux(encoders["clip_l"], encoders["t5xxl"], tok["clip_l"], tok["t5xxl"],
+                                                  b["prompts"], device=device,
+                                                  max_sequence_length=task.max_sequence_length)
+    h, w = z.shape[-2:]
+    guidance = None
+    if task.distilled_guidance is not None:
+        guidance = torch.full((z.shape[0],), float(task.distilled_guidance), device=device, dtype=torch.float32)
+    out = net(hidden_states=pack_latents(z).to(dtype), timestep=s.to(dtype), guidance=guidance,
+              pooled_projections=pooled.to(dtype), encoder_hidden_states=embeds.to(dtype), txt_ids=text_ids.to(dtype),
+              img_ids=latent_image_ids(h, w, device, dtype), return_dict=False)[0]
+    return unpack_latents(out, h, w)
 
 
 def _is_main_process() -> bool:
@@ -358,8 +494,11 @@ def _check_run_folder(out: Path, settings: dict, steps: int) -> None:
 
 
 def _load_pipeline(model, device, mixed_precision: str):
-    """(pipeline, base-model name) from a pipeline object, None (embedded mini model), a folder or a Hub id."""
-    if hasattr(model, "unet") and hasattr(model, "text_encoder"):
+    """(pipeline, base-model name) from a pipeline object, None (embedded mini model), a folder or a Hub id.
+
+    A local SD3 / FLUX folder (``model_index.json`` naming ``StableDiffusion3Pipeline`` / ``FluxPipeline``) loads
+    with its own pipeline class (SD3 saved without T5: ``text_encoder_3=None``)."""
+    if (hasattr(model, "unet") or hasattr(model, "transformer")) and hasattr(model, "text_encoder"):
         return model, str(getattr(model.config, "_name_or_path", "") or "") or None
     from diffusers import StableDiffusionPipeline
 
@@ -371,6 +510,18 @@ def _load_pipeline(model, device, mixed_precision: str):
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
     if device.type == "cpu":
         dtype = torch.float32
+    index = Path(str(model)) / "model_index.json" if model is not None else None
+    if index is not None and index.is_file():
+        entries = json.loads(index.read_text())
+        name = str(entries.get("_class_name", ""))
+        if name.startswith(("StableDiffusion3", "Flux")):
+            from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+            cls = StableDiffusion3Pipeline if name.startswith("StableDiffusion3") else FluxPipeline
+            absent = {k: None for k in ("text_encoder_3", "tokenizer_3")
+                      if k in entries and (not isinstance(entries[k], list) or entries[k][0] is None)}
+            pipe = load_pipeline(cls, str(model), device=device, dtype=dtype, **absent)
+            return pipe, str(model)
     pipe = load_pipeline(StableDiffusionPipeline, None if model is None else str(model), device=device, dtype=dtype,
                          safety_checker=None, requires_safety_checker=False)
     return pipe, "mini-sd" if model is None else str(model)
@@ -383,7 +534,7 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
                  validation_every: int = 0, num_validation_images: int = 4, validation_steps: int = 20,
                  validation_guidance_scale: float | None = None, weight_decay: float = 1e-2,
                  gradient_accumulation_steps: int = 1, mixed_precision: str = "no", max_images: int | None = None,
-                 convert_mode: bool = False,
+                 convert_mode: bool = False, resolution: int | None = None, max_sequence_length: int | None = None,
                  device: str | torch.device | None = None, progress: bool = True) -> Path:
     """Learn a domain token from an unpaired image folder; returns the ``learned_embeds.safetensors`` path.
 
@@ -429,27 +580,35 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
         max_images: use at most this many images (sorted by name); the paper uses up to 1000.
         convert_mode: accept images that are not 8-bit RGB, converted as ``lsb.io.images.to_rgb`` does
             (default: an :class:`~lsb.io.images.ImageInputError` naming the first such file).
+        resolution: image side to train at (default :func:`model_resolution`: the denoiser's sample size; 1024
+            for FLUX).
+        max_sequence_length: T5 tokens of SD3 / FLUX training prompts (default 256 / 512, the pipelines').
         device: where to load the model when ``model`` is not a pipeline (default: best available).
+
+    SD3 / FLUX: the token is learned in every text encoder (CLIP-L, CLIP-G, T5) with the flow-matching loss; the
+    file holds one embedding per encoder (``clip_l`` / ``clip_g`` / ``t5xxl``), loaded by ``load_domain``.
     """
     out = Path(output_dir)
     settings = {"token": token, "num_vectors": int(num_vectors)}
     _check_run_folder(out, settings, steps)
-    if device is None and not hasattr(model, "unet"):
+    if device is None and not (hasattr(model, "unet") or hasattr(model, "transformer")):
         from ..io.execution import process_state
 
         state = process_state()  # under `accelerate launch`: this process's device (CPU: the gloo backend)
         device = state.device if state.num_processes > 1 else None
     pipe, base_model = _load_pipeline(model, device, mixed_precision)
-    if pipe.unet.dtype == torch.float16 and mixed_precision != "fp16":
+    network = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+    if network.dtype == torch.float16 and mixed_precision != "fp16":
         logger.warning("the UNet is float16: pass mixed_precision='fp16' so that accelerate's gradient "
                        "scaler keeps the embedding's gradients from underflowing")
-    domain = images if isinstance(images, DomainImages) else DomainImages(images, model_resolution(pipe), max_images, convert_mode)
+    domain = images if isinstance(images, DomainImages) else DomainImages(
+        images, resolution or model_resolution(pipe), max_images, convert_mode)
     task = PromptOptimizationTask(
         pipe, domain, token, out, num_vectors=num_vectors, initializer_token=initializer_token,
         templates=templates, batch_size=batch_size, checkpoint_every=checkpoint_every,
         validation_prompt=validation_prompt, num_validation_images=num_validation_images,
         validation_steps=validation_steps, validation_guidance_scale=validation_guidance_scale,
-        base_model=base_model, seed=seed)
+        base_model=base_model, seed=seed, max_sequence_length=max_sequence_length)
     out.mkdir(parents=True, exist_ok=True)
     record = {**settings, "initializer_token": task.initializer_token, "templates": list(task.templates),
               "prompt": task.prompt_template, "base_model": base_model, "images": len(domain),
