@@ -475,3 +475,49 @@ def test_real_sd3_medium_transformer_translates_once():
         "hidden_states"
     ].shape == (2, 16, 4, 4)
     assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
+
+
+@pytest.mark.parametrize("family", ["sd3-medium", "sd35-medium", "sd35-large"])
+def test_real_sd3_configs_pass_our_checks_on_the_meta_device(family):
+    """The real SD3 / SD3.5 transformers (meta device: no memory, no compute) are accepted by the pipeline's checks:
+    embedding widths 4096 / 2048, 16-channel latents, and the position table's size limit."""
+    from lsb.models.random_flow import build_real_transformer
+
+    transformer = build_real_transformer(CONFIGS, family, device="meta")
+    pipe = lsb.LatentSchrodingerBridgeSD3Pipeline(
+        **{**tiny_sd3_components(), "transformer": transformer}
+    )
+    cfg = transformer.config
+    assert (cfg.joint_attention_dim, cfg.pooled_projection_dim, cfg.in_channels) == (
+        4096,
+        2048,
+        16,
+    )
+    embeds = {
+        "source_prompt_embeds": torch.zeros(1, 77 + 256, 4096),
+        "target_prompt_embeds": torch.zeros(1, 77 + 256, 4096),
+        "source_pooled_prompt_embeds": torch.zeros(1, 2048),
+        "target_pooled_prompt_embeds": torch.zeros(1, 2048),
+    }
+    args = {
+        "image": shapes_image(),
+        "source_prompt": None,
+        "target_prompt": None,
+        "source_prompt_2": None,
+        "target_prompt_2": None,
+        "source_prompt_3": None,
+        "target_prompt_3": None,
+        **embeds,
+        "num_inference_steps": 8,
+        "tau": None,
+        "t0": None,
+        "max_sequence_length": 256,
+        "callback_on_step_end_tensor_inputs": None,
+    }
+    pipe.check_inputs(**args)  # accepted
+    with pytest.raises(ValueError, match=r"\(batch, 2048\)"):
+        pipe.check_inputs(**{**args, "source_pooled_prompt_embeds": torch.zeros(1, 40)})
+    limit_px = cfg.pos_embed_max_size * 16  # 16 px per patch (VAE 8 x patch 2)
+    pipe.preprocess_images(shapes_image(min(limit_px, 1024)))
+    with pytest.raises(ValueError, match="pos_embed_max_size"):
+        pipe.preprocess_images(torch.zeros(1, 3, 16, limit_px + 16))
