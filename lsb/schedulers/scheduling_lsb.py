@@ -37,7 +37,6 @@ from .common import StepIndexMixin, work_dtype as _work_dtype
 SOLVERS = ("euler", "ddim", "multistep")
 FLOW_PREDICTION = "flow_prediction"  # diffusers' name for a velocity model (DPMSolver / UniPC `use_flow_sigmas`)
 LSB_PREDICTION_TYPES = PREDICTION_TYPES + (FLOW_PREDICTION,)
-BASES = ("vp", "flow")
 
 # init keys of diffusers' flow-matching schedulers that no VP scheduler has
 FLOW_CONFIG_KEYS = frozenset(
