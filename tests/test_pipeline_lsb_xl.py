@@ -271,3 +271,73 @@ def test_lsb_xl_on_real_sdxl_architecture():
     finally:
         del comps
         gc.collect()
+
+
+def test_ddib_xl_conditioning_matches_diffusers_and_nfe():
+    """DDIB on SDXL: NFE // 2 inversion calls under the null condition (SDXL's zeroed embeddings, as
+    force_zeros_for_empty_prompt makes diffusers use), then CFG calls on [null; target] equal to what
+    StableDiffusionXLPipeline passes for prompt=target without a negative prompt."""
+    from diffusers import StableDiffusionXLPipeline
+
+    comps = tiny_sdxl_components()
+    ref = StableDiffusionXLPipeline(**comps, add_watermarker=False)
+    ref.set_progress_bar_config(disable=True)
+    ddib = lsb.DDIBXLPipeline(**comps)
+    ddib.set_progress_bar_config(disable=True)
+    seen_ref, hook = _capture(ref.unet)
+    ref("a red circle", height=64, width=64, num_inference_steps=1, guidance_scale=5.0, output_type="latent")
+    hook.remove()
+    seen, hook = _capture(ddib.unet)
+    phases = []
+    out = ddib(_img(), "a blue square", "a red circle", num_inference_steps=5, guidance_scale=5.0,
+               output_type="np", callback_on_step_end=lambda p, i, t, k: phases.append(p.phase) or {})
+    hook.remove()
+    assert out.nfe == 5 and phases == ["inversion"] * 2 + ["sampling"] * 3 and ddib.phase is None
+    assert [s["batch"] for s in seen] == [1, 1, 2, 2, 2]
+    assert float(seen[0]["encoder_hidden_states"].abs().max()) == 0.0  # null = zeros (force_zeros_for_empty_prompt)
+    for key in ("encoder_hidden_states", "text_embeds", "time_ids"):
+        torch.testing.assert_close(seen[2][key], seen_ref[0][key], rtol=0, atol=1e-6)
+    assert out.inverted_latents.shape == (1, 4, 8, 8) and np.isfinite(out.images).all()
+    # inversion under the source prompt (Su et al.'s DDIB): conditioned, batch 1
+    seen, hook = _capture(ddib.unet)
+    ddib(_img(), "a blue square", "a red circle", num_inference_steps=4, inversion_guidance_scale=1.0,
+         output_type="latent")
+    hook.remove()
+    assert float(seen[0]["encoder_hidden_states"].abs().max()) > 0
+
+
+def test_sdedit_xl_through_stock_img2img(tiny_sdxl_dir):
+    from lsb.helpers.sdedit import sdedit_schedule, sdedit_start_timestep, sdedit_translate
+    from lsb.surfaces.translators import load_translator
+
+    pipe = load_translator("sdedit", str(tiny_sdxl_dir), device="cpu")
+    assert type(pipe).__name__ == "StableDiffusionXLImg2ImgPipeline"
+    seen, hook = _capture(pipe.unet)
+    kw = dict(nfe=4, t0=0.2, tau=5.29, guidance_scale=3.0, output_type="np")
+    a, nfe = sdedit_translate(pipe, [_img()], "a circle", "a square", generator=torch.Generator().manual_seed(0), **kw)
+    hook.remove()
+    b, _ = sdedit_translate(pipe, [_img()], "a circle", "a square", generator=torch.Generator().manual_seed(0), **kw)
+    assert nfe == 4 and len(seen) == 4 and np.array_equal(a, b)
+    assert seen[0]["text_embeds"].shape == (2, 8) and seen[0]["time_ids"][0].tolist() == [64, 64, 0, 0, 64, 64]
+    start = sdedit_start_timestep(0.2, 5.29, pipe.scheduler.alphas_cumprod)
+    assert sdedit_schedule(4, start, pipe.scheduler)[0] > 4  # strength < 1: starts at LSB's SNR, not pure noise
+
+
+def test_cli_translate_detects_sdxl_for_every_method(tiny_sdxl_dir, tmp_path):
+    from PIL import Image
+
+    from lsb.surfaces.cli import main
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(2):
+        _img(i).save(inputs / f"c{i}.png")
+    for method in ("lsb", "sdedit", "ddib"):
+        out = tmp_path / f"out-{method}"
+        argv = ["translate", str(inputs), "--source", "a circle", "--target", "a square", "--model",
+                str(tiny_sdxl_dir), "--method", method, "--nfe", "2", "-o", str(out)]
+        assert main(argv) == 0
+        assert sorted(p.name for p in out.glob("c*.png")) == ["c0.png", "c1.png"]
+        again = tmp_path / f"again-{method}"
+        assert main(argv[:-1] + [str(again)]) == 0
+        assert Image.open(out / "c0.png").tobytes() == Image.open(again / "c0.png").tobytes()
