@@ -245,8 +245,6 @@ def test_folder_without_t5_loads_plainly_and_as_custom_pipeline(tmp_path):
         tmp_path / "sd3",
         custom_pipeline=lsb.pipeline_dir("lsb_sd3"),
         trust_remote_code=True,
-        text_encoder_3=None,
-        tokenizer_3=None,
     )
     assert type(custom).__name__ == "LatentSchrodingerBridgeSD3Pipeline"
     a = pipe(
