@@ -54,7 +54,7 @@ def test_translate_errors(tiny_sd_dir, inputs, tmp_path, capsys):
     empty.mkdir()
     assert "no image files" in _err(capsys, ["translate", str(empty), *base])
     Image.new("RGB", (60, 60)).save(tmp_path / "odd.png")
-    assert "multiple of 8" in _err(capsys, ["translate", str(tmp_path / "odd.png"), *base])
+    assert "multiple of 8" in _err(capsys, ["translate", str(tmp_path / "odd.png"), *base, "--size-policy", "keep"])
     assert "<nope>" in _err(capsys, ["translate", str(inputs), "--source", "a circle", "--target", "a <nope>",
                                      "--model", str(tiny_sd_dir), "-o", str(tmp_path / "o")])
     assert "--nfe" in _err(capsys, ["translate", str(inputs), *base, "--nfe", "1"])

@@ -243,9 +243,9 @@ def test_cli_restore(models, tmp_path, capsys):
     assert main(["restore", str(src), "--task", "sr4", "--model", str(models["ddbm-vp"]), "--scheduler", "ddbm",
                  "--nfe", "5", "--device", "cpu", "-o", str(out)]) == 0
     assert "NFE 5" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["d0.png", "d1.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["d0.png", "d1.png", "settings.json"]
     assert main(["restore", str(src), "--task", "sr4", "--model", str(models["i2sb"]), "--scheduler", "dbim",
-                 "--solver-order", "2", "--nfe", "3", "--device", "cpu", "-o", str(out)]) == 0
+                 "--solver-order", "2", "--nfe", "3", "--device", "cpu", "-o", str(out), "--overwrite"]) == 0
     for argv, msg in (
         (["--task", "inpaint", "--model", str(models["i2sb"])], "restores 'sr4', not 'inpaint'"),
         (["--task", "sr4", "--model", str(models["i2sb"]), "--scheduler", "ddbm"], "DDBM's Heun sampler"),
@@ -253,19 +253,20 @@ def test_cli_restore(models, tmp_path, capsys):
         (["--task", "sr4", "--model", str(models["i2sb"]), "--eta", "0.5"], "only with --scheduler dbim"),
         (["--task", "sr4", "--model", str(models["i2sb"]), "--method", "diffir"], "give --model or --method"),
     ):
-        assert main(["restore", str(src), *argv, "--device", "cpu", "-o", str(out)]) == 2
+        assert main(["restore", str(src), *argv, "--device", "cpu", "-o", str(tmp_path / "new")]) == 2
         assert msg in capsys.readouterr().err
     # neither --model nor --method: the model shipped for the task (the I2SB bridge for inpainting, DiffIR for sr4)
     assert main(["restore", str(src), "--task", "sr4", "--device", "cpu", "-o", str(tmp_path / "shipped")]) == 0
     assert "with DiffIRPipeline" in capsys.readouterr().out
     assert main(["restore", str(src), "--task", "inpaint", "--nfe", "2", "--device", "cpu",
-                 "-o", str(tmp_path / "shipped")]) == 0
+                 "-o", str(tmp_path / "shipped"), "--overwrite"]) == 0
     assert "with BridgeRestorationPipeline" in capsys.readouterr().out
     assert main(["restore", str(src), "--task", "inpaint", "--method", "diffir", "--device", "cpu",
-                 "-o", str(tmp_path / "shipped")]) == 0
+                 "-o", str(tmp_path / "shipped"), "--overwrite"]) == 0
     assert "with DiffIRPipeline" in capsys.readouterr().out
     Image.new("RGB", (60, 60)).save(src / "bad.png")
-    assert main(["restore", str(src), "--task", "sr4", "--model", str(models["i2sb"]), "-o", str(out)]) == 2
+    assert main(["restore", str(src), "--task", "sr4", "--model", str(models["i2sb"]), "-o", str(tmp_path / "new"),
+                 "--size-policy", "keep"]) == 2
     assert "not a multiple of 8" in capsys.readouterr().err
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -121,8 +124,125 @@ def check_size(img: Image.Image, name: str, multiple: int = 8, resize_to: int | 
     return img
 
 
+#: default upper bound on an input's pixels (and on the size a model computes at): a 12-megapixel photo passes,
+#: 4096 x 4096 does not
+DEFAULT_MAX_PIXELS = 12_000_000
+#: how inputs of another size than the model's native one are handled (``lsb translate --size-policy``)
+SIZE_POLICIES = ("resize", "exact", "keep")
+
+
+def model_native_size(folder: str | os.PathLike) -> int | None:
+    """The native resolution (pixels per side) of a diffusers model folder, from its configs alone (no torch):
+    ``unet`` (or ``transformer``) ``sample_size`` times the VAE's factor ``2 ** (len(block_out_channels) - 1)``;
+    None when the folder does not say (then sizes are not changed)."""
+    import json
+
+    root = Path(folder)
+    try:
+        vae = json.loads((root / "vae" / "config.json").read_text())
+        factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        for name in ("unet", "transformer"):
+            cfg = root / name / "config.json"
+            if cfg.is_file():
+                size = json.loads(cfg.read_text()).get("sample_size")
+                if isinstance(size, int):
+                    return size * factor
+                if isinstance(size, (list, tuple)) and len(set(size)) == 1:
+                    return int(size[0]) * factor
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
+def native_size(pipe) -> int | None:
+    """The native resolution of a loaded pipeline: ``unet.config.sample_size`` (or the transformer's, or the
+    pipeline's ``default_sample_size``) times ``pipe.vae_scale_factor``; None when it has neither."""
+    factor = getattr(pipe, "vae_scale_factor", None)
+    if factor is None:
+        return None
+    for name in ("unet", "transformer"):
+        model = getattr(pipe, name, None)
+        size = getattr(getattr(model, "config", None), "sample_size", None)
+        if isinstance(size, int):
+            return size * factor
+    size = getattr(pipe, "default_sample_size", None)
+    return size * factor if isinstance(size, int) else None
+
+
+def image_size_of(img) -> tuple[int, int]:
+    """(width, height) of a PIL image, an (H, W, C) / (B, H, W, C) array or a (C, H, W) / (B, C, H, W) tensor."""
+    if isinstance(img, Image.Image):
+        return img.size
+    shape = tuple(img.shape)
+    if type(img).__module__.startswith("torch"):
+        return shape[-1], shape[-2]
+    return (shape[-2], shape[-3]) if len(shape) >= 3 else (shape[1], shape[0])
+
+
+def check_pixels(size: tuple[int, int], name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 flag: str = "--max-pixels") -> None:
+    """An :class:`ImageInputError` naming ``name`` when ``size`` has more than ``max_pixels`` pixels."""
+    w, h = size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageInputError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} ({flag}); "
+                              f"downscale it first or raise {flag}")
+
+
+def fit_size(img: Image.Image, name: str, native: int | None, policy: str = "resize", multiple: int = 8,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, flag: str = "--size-policy") -> Image.Image:
+    """The size policy of the commands for one image of a model whose native resolution is ``native``:
+
+    * ``"resize"`` (default): an image of another size is resized to ``native x native`` (bicubic; the result
+      records the input's size in ``info["resized_from"]``, for a note and for resizing the output back);
+    * ``"exact"``: an image of another size is refused, naming it, its size and the native one;
+    * ``"keep"``: the image runs at its own size, whose sides must be multiples of ``multiple``.
+
+    ``native`` None (unknown) behaves as ``"keep"``. The size computed at must not exceed ``max_pixels``.
+    """
+    if policy not in SIZE_POLICIES:
+        raise ValueError(f"{flag} must be one of {', '.join(SIZE_POLICIES)}, got {policy!r}")
+    w, h = img.size
+    if native is not None and policy == "resize":
+        check_pixels((native, native), name, max_pixels)
+        if (w, h) != (native, native):
+            info = dict(img.info)
+            img = img.resize((native, native), Image.BICUBIC)
+            img.info.update(info, resized_from=(w, h))
+        return img
+    if native is not None and policy == "exact" and (w, h) != (native, native):
+        raise ImageInputError(f"{name}: size {w}x{h}, but the model's native size is {native}x{native} and "
+                              f"{flag} exact asks for it; resize the image, or use {flag} resize (default) or keep")
+    check_pixels((w, h), name, max_pixels)
+    return check_size(img, name, multiple)
+
+
+def check_pipeline_images(images, native: int | None = None, max_pixels: int | None = None, multiple: int = 8,
+                          name: str = "image") -> None:
+    """The pipelines' size policy, called by their ``check_inputs`` before any compute: images run at their own
+    size, so every image of one call must share it (a mixed-size list is refused, naming the first differing
+    entry, instead of being resized silently), its sides must be multiples of ``multiple`` (the VAE's factor), and
+    it must not exceed ``max_pixels`` (None: no bound). ``native`` is only used in the message: resize to it
+    first (``lsb.io.images.fit_size``) for the model's best results."""
+    items = images if isinstance(images, (list, tuple)) else [images]
+    sizes = [image_size_of(im) for im in items]
+    if not sizes:
+        return
+    hint = f" (the model's native size is {native}x{native})" if native else ""
+    for i, (w, h) in enumerate(sizes):
+        if (w, h) != sizes[0]:
+            raise ImageInputError(f"{name}[{i}] is {w}x{h} but {name}[0] is {sizes[0][0]}x{sizes[0][1]}: images of "
+                                  f"one call must share a size; resize them first{hint}")
+    w, h = sizes[0]
+    if w % multiple or h % multiple:
+        raise ImageInputError(f"{name}: size {w}x{h} is not a multiple of {multiple} (the VAE's factor); resize "
+                              f"it first{hint}")
+    check_pixels((w, h), name, max_pixels, flag="max_pixels")
+
+
 def pil_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
     """PIL RGB images of one size -> float tensor in [-1, 1], (B, 3, H, W)."""
+    import torch
+
     sizes = {im.size for im in images}
     if len(sizes) != 1:
         raise ImageInputError(f"images in one batch must share a size, got {sorted(sizes)}")
@@ -132,6 +252,8 @@ def pil_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
 
 def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:
     """Float tensor in [-1, 1], (B, 3, H, W) -> PIL RGB images."""
+    import torch
+
     arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a, mode="RGB") for a in arr]
 
@@ -150,6 +272,19 @@ def make_grid(images: Sequence[Image.Image], nrow: int | None = None, pad: int =
     return grid
 
 
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as f:  # Linux: read without changing it
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_image(img: Image.Image, path: str | os.PathLike) -> Path:
     """Write atomically (temp file in the same folder, then rename)."""
     path = Path(path)
@@ -157,6 +292,7 @@ def save_image(img: Image.Image, path: str | os.PathLike) -> Path:
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs are readable like any file the user writes
         with os.fdopen(fd, "wb") as f:
             img.save(f, format=fmt)
         os.replace(tmp, path)
@@ -169,5 +305,7 @@ def save_image(img: Image.Image, path: str | os.PathLike) -> Path:
 
 def save_grid(x: torch.Tensor | Sequence[Image.Image], path: str | os.PathLike, nrow: int | None = None) -> Path:
     """Save a tensor batch in [-1, 1] or a list of PIL images as one grid picture."""
+    import torch
+
     images = tensor_to_pil(x) if isinstance(x, torch.Tensor) else list(x)
     return save_image(make_grid(images, nrow=nrow), path)

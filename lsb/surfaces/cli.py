@@ -42,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lsb: error: {e}", file=sys.stderr)
         return 2
     finally:
-        from ..training.loop import leave_process_group
+        if "torch.distributed" in sys.modules:  # only a run that imported torch can hold a process group
+            from ..training.loop import leave_process_group
 
-        leave_process_group()
+            leave_process_group()
 
 
 if __name__ == "__main__":

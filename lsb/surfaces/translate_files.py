@@ -23,7 +23,6 @@ backend. Bit-exact equality with one process also needs the same number of CPU t
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -50,29 +49,36 @@ def output_path(out: Path, f) -> Path:
 
 
 def translate_files(method, pipe, files, images, source, target, out, *, nfe, guidance, tau, t0, seed=0,
-                    batch_size=8, state=None) -> list[tuple[int, Path]]:
+                    batch_size=8, state=None, names=None, postprocess=None) -> list[tuple[int, Path]]:
     """Translate ``images`` (already loaded and checked; ``files`` are their names) into ``out``.
 
     Runs this process's share of the global batch plan (all of it in a single process) and waits for
     the others. Returns ``(input index, output path)`` for EVERY input in plan order (the files of
-    other processes included), valid on every process after the barrier.
+    other processes included), valid on every process after the barrier. ``names``: each input's output path
+    relative to ``out`` (default ``<stem>.png``; ``lsb.surfaces.outputs.output_names`` makes them distinct);
+    ``postprocess(index, image)``: applied to each output before it is written (e.g. resizing back).
     """
     import torch
 
-    from .translators import translate
+    from ..io.execution import process_state
     from ..io.images import save_image
+    from .translators import translate
 
     state = state or process_state()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     batches = plan_batches(files, images, batch_size, seed)
+
+    def dest_of(k, f):
+        return out / names[k] if names is not None else output_path(out, f)
+
     with state.split_between_processes(batches) as mine:
         for batch in mine:
             gen = [torch.Generator().manual_seed(s) for _, _, s in batch]
             outs, _ = translate(method, pipe, [images[k] for k, _, _ in batch], source, target, nfe=nfe,
                                 guidance_scale=guidance, tau=tau, t0=t0, generator=gen)
             for (k, f, _), o in zip(batch, outs):
-                dest = save_image(o, output_path(out, f))
+                dest = save_image(postprocess(k, o) if postprocess else o, dest_of(k, f))
                 print(f"{f} -> {dest}", flush=True)
     state.wait_for_everyone()
-    return [(k, output_path(out, f)) for batch in batches for k, f, _ in batch]
+    return [(k, dest_of(k, f)) for batch in batches for k, f, _ in batch]

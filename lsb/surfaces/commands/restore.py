@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...io.images import SIZE_POLICIES
+from ..inputs import MAX_PIXELS_HELP, SIZE_POLICY_HELP
 from . import CONVERT_MODE_HELP
 
 METHODS = ("bridge", "palette", "diffir")
@@ -49,9 +51,13 @@ def default_model(method: str, task: str) -> Path:
     return path
 
 
-def register(subparsers) -> None:
-    from ...helpers.restoration import SAMPLERS, TASKS
+#: lsb.helpers.restoration's TASKS and SAMPLERS, repeated here so that building the parser imports no torch
+#: (tests/test_bad_inputs.py checks they agree)
+TASKS = ("inpaint", "sr4", "deblur", "jpeg")
+SAMPLERS = ("i2sb", "ddbm", "dbim")
 
+
+def register(subparsers) -> None:
     p = subparsers.add_parser(
         "restore", help="restore degraded images (inpaint, sr4, deblur, jpeg) with a bridge or baseline model",
         description="Restore degraded images with a paired restoration model: a latent diffusion bridge "
@@ -75,41 +81,65 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None)
-    p.add_argument("-o", "--output", required=True, help="output folder (created)")
+    p.add_argument("--size-policy", default="resize", choices=SIZE_POLICIES, help=SIZE_POLICY_HELP)
+    p.add_argument("--resize-back", action="store_true", help="resize each output back to its input's size")
+    p.add_argument("--max-pixels", type=int, default=None, help=MAX_PIXELS_HELP)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the previous run in a non-empty output folder (all its files, settings.json included)")
+    p.add_argument("-o", "--output", required=True, help="output folder (created; must be new or empty)")
     p.set_defaults(func=cmd_restore)
 
 
 def cmd_restore(args) -> int:
-    import torch
-
-    from ...io.images import ImageInputError, check_size, list_images, load_image, save_image
-    from ..restorers import load_restoration_pipeline
-    from ...helpers.restoration import steps_for_nfe
+    from .. import checks
+    from ..inputs import load_inputs, resize_back
+    from ..outputs import OutputFolder, expand_inputs, output_names
 
     if args.nfe is not None and args.nfe < 1:
         raise ValueError(f"--nfe must be a positive integer, got {args.nfe}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    checks.finite(args.eta, "--eta", low=0, high=1)
+    checks.check_seed(args.seed)
+    max_pixels = checks.check_max_pixels(args.max_pixels)
     dbim_opts = {k: v for k, v in (("eta", args.eta), ("solver_order", args.solver_order)) if v is not None}
     if dbim_opts and args.scheduler != "dbim":
         raise ValueError("--eta and --solver-order apply only with --scheduler dbim")
-    files = list_images(args.inputs)
-    images = [check_size(load_image(f, convert=args.convert_mode), str(f)) for f in files]  # every input checked before any compute
-    mask = None
-    if args.mask is not None:
-        from PIL import Image
-
-        if not Path(args.mask).is_file():
-            raise ImageInputError(f"{args.mask}: no such mask file")
-        mask = Image.open(args.mask).convert("L")
-        for f, im in zip(files, images):
-            if im.size != mask.size:
-                raise ImageInputError(f"mask {args.mask} is {mask.size[0]}x{mask.size[1]}, but {f} is "
-                                      f"{im.size[0]}x{im.size[1]}")
-
     if args.model and args.method:
         raise ValueError("give --model or --method, not both (--method picks a shipped model)")
+    if args.model:
+        checks.check_model_arg(args.model)
     model = Path(args.model) if args.model else default_model(args.method or default_method(args.task), args.task)
+    files = expand_inputs(args.inputs)
+    names = output_names(files)
+    folder = OutputFolder(args.output, args.inputs, files, overwrite=args.overwrite)
+    from ...io.images import ImageInputError, model_native_size, save_image
+
+    native = model_native_size(model)
+    images = load_inputs(files, native, policy=args.size_policy, convert=args.convert_mode, max_pixels=max_pixels,
+                         notes=native is not None)  # every input checked before any compute
+    mask = None
+    if args.mask is not None:
+        from ...io.images import load_image
+
+        checks.check_readable_file(args.mask, "--mask", "mask file")
+        mask = load_image(args.mask, name=f"--mask {args.mask}", convert=True).convert("L")
+        for f, im in zip(files, images):
+            w, h = im.info.get("resized_from", im.size)
+            if (w, h) != mask.size:
+                raise ImageInputError(f"mask {args.mask} is {mask.size[0]}x{mask.size[1]}, but {f} is {w}x{h}")
+        if images and mask.size != images[0].size:
+            from PIL import Image
+
+            mask = mask.resize(images[0].size, Image.NEAREST)
+    checks.check_device(args.device)
+
+    import torch
+
+    from ...helpers.restoration import steps_for_nfe
+    from ..restorers import load_restoration_pipeline
+
+    checks.quiet_loading()
     pipe = load_restoration_pipeline(model, device=args.device)
     trained_task = pipe.config.get("task")
     if trained_task is not None and trained_task != args.task:
@@ -127,8 +157,7 @@ def cmd_restore(args) -> int:
     elif args.nfe is not None:
         call["num_inference_steps"] = args.nfe
 
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = folder.prepare()
     device = pipe._execution_device
     generator = torch.Generator(device).manual_seed(args.seed)
     nfe = None
@@ -136,8 +165,13 @@ def cmd_restore(args) -> int:
         chunk = images[i:i + args.batch_size]
         res = pipe(chunk, mask=mask, generator=generator, output_type="pil", **call)
         nfe = getattr(res, "nfe", None)
-        for f, im in zip(files[i:i + args.batch_size], res.images):
-            save_image(im, out_dir / f"{f.stem}.png")
+        for k, im in zip(range(i, i + len(chunk)), res.images):
+            save_image(resize_back(im, images[k]) if args.resize_back else im, out_dir / names[k])
+    folder.write_settings("restore", {
+        "model": str(model), "task": args.task, "scheduler": args.scheduler, "nfe": nfe, "seed": args.seed,
+        "mask": args.mask, "size_policy": args.size_policy, "resize_back": args.resize_back,
+        "inputs": {str(n): str(f) for n, f in zip(names, files)}})
+    out_dir = folder.commit()
     print(f"restored {len(images)} image(s) with {type(pipe).__name__} ({model})"
           + (f", NFE {nfe} per image" if nfe is not None else "") + f" -> {out_dir}")
     return 0

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
+from ...io.images import SIZE_POLICIES
+from ..inputs import MAX_PIXELS_HELP, SIZE_POLICY_HELP
 from ...io.settings import PAPER_TRANSLATION, translation_defaults
 from . import CONVERT_MODE_HELP
 
@@ -32,15 +32,24 @@ def register(sub) -> None:
     p.add_argument("--source", required=True, help="source domain: text, or a learned_embeds.safetensors file/folder")
     p.add_argument("--target", required=True, help="target domain: text, or a learned_embeds.safetensors file/folder")
     p.add_argument("--model", default=None, help="diffusers SD folder or Hub id (default: the embedded mini SD)")
-    p.add_argument("--method", default="lsb", choices=["lsb", "sdedit", "ddib"],
-                   help="lsb, or the LSB paper's baselines sdedit / ddib (same NFE budget)")
+    p.add_argument("--method", default="lsb", choices=["lsb", "sdedit", "ddib", "flowedit"],
+                   help="lsb, or the LSB paper's baselines sdedit / ddib (same NFE budget); flowedit (SD3 / FLUX "
+                        "models: --nfe = FlowEdit steps n_max, --guidance = target guidance; unset: the paper's)")
     p.add_argument("--nfe", type=int, default=None, help="UNet evaluations per image" + _default_note("nfe"))
     p.add_argument("--tau", type=float, default=None, help="bridge noise τ (paper's τ; official --tau is sqrt(τ))" + _default_note("tau"))
     p.add_argument("--t0", type=float, default=None, help="bridge start time t0 in (0, 1)" + _default_note("t0"))
     p.add_argument("--guidance", type=float, default=None, help="guidance weight w on the predictor difference" + _default_note("guidance"))
     p.add_argument("--solver", default=None, choices=["euler", "ddim", "multistep"], help="ODE solver" + _default_note("solver"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=None, help="resize inputs to SIZE x SIZE first (default: keep size)")
+    p.add_argument("--size", type=int, default=None,
+                   help="resize inputs to SIZE x SIZE first (default: the model's native size, see --size-policy)")
+    p.add_argument("--size-policy", default="resize", choices=SIZE_POLICIES, help=SIZE_POLICY_HELP)
+    p.add_argument("--resize-back", action="store_true", help="resize each output back to its input's size")
+    p.add_argument("--max-pixels", type=int, default=None, help=MAX_PIXELS_HELP)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the previous run in a non-empty output folder (all its files, settings.json included)")
+    p.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="run custom code shipped with a Hub model (a local folder you name is trusted)")
     p.add_argument("--convert-mode", action="store_true", help=CONVERT_MODE_HELP)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None)
@@ -49,51 +58,97 @@ def register(sub) -> None:
 
 
 def cmd_translate(args) -> int:
-    from ...io.images import check_size, list_images, load_image, make_grid, save_image
-    from ...prompts.domains import load_domain
-    from ..translators import load_translator
+    from ...io.images import make_grid, model_native_size, native_size, save_image
+    from .. import checks
+    from ..inputs import load_inputs, resize_back
+    from ..outputs import GRID_NAME, OutputFolder, expand_inputs, output_names
 
-    files = list_images(args.inputs)
     defaults = _cli_defaults(translation_defaults(args.model))  # the model folder's lsb_defaults.json, else the paper's
     nfe = args.nfe if args.nfe is not None else defaults["nfe"]
     tau = args.tau if args.tau is not None else defaults["tau"]
     t0 = args.t0 if args.t0 is not None else defaults["t0"]
     guidance = args.guidance if args.guidance is not None else defaults["guidance"]
+    if args.method == "flowedit":  # FlowEdit's own defaults unless given (SD3 T=50 n_max=33; FLUX T=28 n_max=24)
+        nfe, guidance = args.nfe, args.guidance
     if args.method != "lsb" and args.solver:
         raise ValueError("--solver applies only to --method lsb")
     solver = (args.solver or defaults["solver"]) if args.method == "lsb" else None
-    if nfe < 2:
+    if nfe is not None and nfe < 2:
         raise ValueError(f"--nfe must be at least 2, got {nfe}")
+    checks.finite(t0, "--t0")
     if not 0 < t0 < 1:
         raise ValueError(f"--t0 must lie strictly between 0 and 1, got {t0}")
+    checks.finite(tau, "--tau")
     if not tau > 0:
         raise ValueError(f"--tau must be positive, got {tau}")
-    # Validate every input before loading the model: a bad file is reported by name, nothing runs.
-    images = [check_size(load_image(f, convert=args.convert_mode), str(f), resize_to=args.size) for f in files]
-    for f, im in zip(files, images):
-        if "converted_from" in im.info:
-            print(f"{f}: converted from mode {im.info['converted_from']} to RGB", file=sys.stderr)
+    if guidance is not None:
+        checks.finite(guidance, "--guidance")
+    checks.positive_int(args.batch_size, "--batch-size")
+    checks.check_seed(args.seed)
+    checks.check_size_arg(args.size)
+    max_pixels = checks.check_max_pixels(args.max_pixels)
+    checks.check_model_arg(args.model)
+    checks.check_domain_arg(args.source, "--source")
+    checks.check_domain_arg(args.target, "--target")
+    # Validate every input and the output folder before loading the model: a bad one is reported by name.
+    files = expand_inputs(args.inputs)
+    names = output_names(files)
+    folder = OutputFolder(args.output, args.inputs, files, overwrite=args.overwrite)
+    local = args.model in checks.EMBEDDED_NAMES or Path(str(args.model)).expanduser().is_dir()
+    native = model_native_size(_model_folder(args.model)) if local else None
+    images = load_inputs(files, native, policy=args.size_policy, size=args.size, convert=args.convert_mode,
+                         max_pixels=max_pixels, notes=native is not None or args.size is not None)
+    checks.check_device(args.device)
     # One process, or several under `accelerate launch` (lsb.surfaces.translate_files: identical outputs either way).
     from ...io.execution import process_state
+    from ...prompts.domains import load_domain
     from ..translate_files import translate_files
+    from ..translators import load_translator
 
     state = process_state(args.device)
     device = args.device if args.device is not None or state.num_processes == 1 else state.device
-    pipe = load_translator(args.method, args.model, device=device)
+    extra = {} if args.trust_remote_code is None else {"trust_remote_code": True}
+    checks.quiet_loading()
+    try:
+        pipe = load_translator(args.method, args.model, device=device, **extra)
+    except OSError as e:  # a Hub id that is not there (offline, no such repo): one line, not diffusers' traceback
+        if local:
+            raise
+        raise checks.hub_failure(args.model, e) from None
+    if native is None and args.size is None:  # a Hub model: its size is known now, still before any compute
+        native = native_size(pipe)
+        images = load_inputs(files, native, policy=args.size_policy, convert=args.convert_mode, max_pixels=max_pixels)
     if args.method == "lsb":
         pipe.scheduler.register_to_config(solver=solver)
     source, target = load_domain(pipe, args.source), load_domain(pipe, args.target)
-    out = Path(args.output)
+    state.wait_for_everyone()  # every process has checked the output folder before the main one prepares it
+    if state.is_main_process:
+        folder.prepare()
+    state.wait_for_everyone()
+    out = folder.path
+    post = (lambda k, o: resize_back(o, images[k])) if args.resize_back else None
     done = translate_files(args.method, pipe, files, images, source, target, out, nfe=nfe, guidance=guidance,
-                           tau=tau, t0=t0, seed=args.seed, batch_size=args.batch_size, state=state)
+                           tau=tau, t0=t0, seed=args.seed, batch_size=args.batch_size, state=state, names=names,
+                           postprocess=post)
     if not state.is_main_process:
         return 0
+    from ...io.images import load_image
+
     results = [(images[k], load_image(dest)) for k, dest in done]
     grid = make_grid([x for pair in results for x in pair], nrow=2 * min(4, len(results)))
-    save_image(grid, out / "grid.png")
-    (out / "settings.json").write_text(json.dumps(dict(
+    save_image(grid, out / GRID_NAME)
+    folder.write_settings("translate", dict(
         model=args.model or "mini-sd", method=args.method, source=args.source, target=args.target,
-        nfe=nfe, tau=tau, t0=t0, guidance=guidance, solver=solver, seed=args.seed), indent=2))
-    print(f"wrote {len(results)} image(s) and grid.png to {out} (NFE {nfe} per image"
+        nfe=nfe, tau=tau, t0=t0, guidance=guidance, solver=solver, seed=args.seed, size_policy=args.size_policy,
+        size=args.size, resize_back=args.resize_back,
+        inputs={str(names[k]): str(files[k]) for k, _ in done}))
+    final = folder.commit()
+    print(f"wrote {len(results)} image(s) and grid.png to {final} (NFE {nfe} per image"
           + (f", {state.num_processes} processes)" if state.num_processes > 1 else ")"))
     return 0
+
+
+def _model_folder(model):
+    from ...io.assets import MINI_SD
+
+    return MINI_SD if model in (None, "", "mini-sd", "embedded") else Path(model).expanduser()
