@@ -519,3 +519,10 @@ def test_real_sd3_configs_pass_our_checks_on_the_meta_device(family):
     pipe.preprocess_images(shapes_image(min(limit_px, 1024)))
     with pytest.raises(ValueError, match="pos_embed_max_size"):
         pipe.preprocess_images(torch.zeros(1, 3, 16, limit_px + 16))
+
+
+def test_vp_pipeline_refuses_a_flow_scheduler(tiny_sd_components):
+    with pytest.raises(ValueError, match="VP diffusion scheduler.*FlowMatchEulerDiscreteScheduler.*SD3Pipeline"):
+        lsb.LatentSchrodingerBridgePipeline(
+            **{**tiny_sd_components, "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0)}
+        )
