@@ -32,10 +32,10 @@ for i, scene in enumerate(shapes.scenes("train", args.images, start=50_000, shap
 embeds = learn_domain(folder, "<my-square>", args.model, output_dir=args.out, steps=args.steps)
 print(f"learned {embeds}")
 
-pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(args.model, dtype=torch.float32)
+pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(args.model)
 target = load_domain(pipe, str(embeds))  # -> "a <my-square>"
 sources = [shapes.render(s) for s in shapes.scenes("test", 4, shape="circle")]
-out = pipe(sources, source_prompt="a circle", target_prompt=target, guidance_scale=3.0, tau=0.35, t0=0.02,
+out = pipe(sources, source_prompt="a circle", target_prompt=target,  # the model's own defaults (lsb_defaults.json)
            generator=torch.Generator().manual_seed(0))
 save_image(make_grid(sources + out.images, nrow=4), Path(args.out) / "translated.png")
 print(f"translated with {target!r}; wrote {Path(args.out) / 'translated.png'}")

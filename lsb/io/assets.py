@@ -8,3 +8,21 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MINI_SD = str(ASSETS / "mini-sd")
 #: The embedded mini Stable Diffusion 3 (rectified flow; diffusers folder layout), trained on the shapes world.
 MINI_SD3 = str(ASSETS / "mini-sd3")
+
+
+def default_to_float32(component_dir) -> None:
+    """Make a saved transformers component (e.g. ``<model>/text_encoder``) load in float32 when no dtype is given.
+
+    transformers' ``dtype="auto"`` takes the config's ``dtype``, which ``save_pretrained`` sets to the weights'
+    (float16 for half-precision files), while diffusers loads UNets / VAEs in float32 unless asked: a half-precision
+    text encoder then meets a float32 UNet (``StableDiffusionPipeline.from_pretrained(folder)`` on CPU fails with a
+    Half/Float mismatch). The weights stay as stored; ``dtype=torch.float16`` still gives half precision.
+    """
+    import json
+
+    cfg = Path(component_dir) / "config.json"
+    data = json.loads(cfg.read_text())
+    for key in ("dtype", "torch_dtype"):
+        if key in data:
+            data[key] = "float32"
+    cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -367,6 +367,8 @@ def export_pipeline(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = 
     (``--unet-init`` / ``--decoder-init``) takes the stages it did not train from ``base``."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
+    from ..io.assets import default_to_float32
+
     run_dir = Path(run_dir)
     src = run_dir / "unet" / "final"
     if not src.is_dir():
@@ -381,5 +383,6 @@ def export_pipeline(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = 
         pipe.vae = AutoencoderKL.from_pretrained(dec)
     pipe.scheduler = mini_sd.build_scheduler()
     pipe.to(dtype).save_pretrained(dest, max_shard_size="5MB")  # files under 8 MiB (repository rule)
+    default_to_float32(Path(dest) / "text_encoder")  # loads float32 without a dtype, like diffusers' UNet/VAE
     size = sum(p.stat().st_size for p in Path(dest).rglob("*") if p.is_file())
     return {"dest": str(dest), "bytes": size}
