@@ -75,3 +75,10 @@ def test_translate_sd3_example(tmp_path):
     tiny = [] if (Path(lsb.MINI_SD3) / "model_index.json").is_file() else ["--tiny"]
     out = run_example("translate_sd3.py", *tiny, "--nfe", "2", "--out", str(tmp_path / "t.png"), cwd=tmp_path)
     assert "read back" in out and "NFE 2" in out and (tmp_path / "t.png").is_file()
+
+
+def test_translate_sdxl_example(tmp_path):
+    """LSB, SDEdit and DDIB on an SDXL-shaped model (a tiny folder the example builds: no weights needed)."""
+    out = run_example("translate_sdxl.py", "--nfe", "2", "--out", str(tmp_path / "t.png"), cwd=tmp_path)
+    assert "lsb    : NFE 2" in out and "StableDiffusionXLImg2ImgPipeline" in out and "DDIBXLPipeline" in out
+    assert (tmp_path / "t.png").is_file()
