@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-import lsb
 from lsb.io.images import make_grid, save_image
 from lsb.helpers.loading import load_restoration_pipeline
 from lsb.metrics.pixel import psnr

@@ -337,7 +337,7 @@ def test_dbim_high_order_on_a_gaussian_bridge():
         return (x - exact).abs().max().item()
 
     errors = {order: [run_order(order, nfe) for nfe in (4, 8, 16)] for order in (1, 2, 3)}
-    for order, errs in errors.items():
+    for errs in errors.values():
         assert errs[2] < errs[1] < errs[0], errors
     assert errors[2][1] < errors[1][1] and errors[3][1] < errors[1][1], errors
     assert errors[3][2] < errors[1][2] / 2, errors
@@ -350,13 +350,13 @@ def test_dbim_multistep_is_exact_for_polynomial_denoisers(bridge):
     times = [0.8, 0.6, 0.45, 0.3] if bridge.name == "vp" else [15.0, 9.0, 5.0, 2.0]
     lams = [bridge.lam(u) for u in times]
     x_s, x_T = torch.tensor([0.7], dtype=F64), torch.tensor([0.3], dtype=F64)
-    (a_s, b_s, c_s), (a_t, b_t, c_t) = bridge.abc(times[2]), bridge.abc(times[3])
+    (a_s, _, c_s), (a_t, _, c_t) = bridge.abc(times[2]), bridge.abc(times[3])
     coeffs = (0.2, -0.3, 0.05)
     for order in (1, 2, 3):
         p = coeffs[:order]
-        poly = lambda lam: sum(c * lam**k for k, c in enumerate(p))  # noqa: E731
+        poly = lambda lam, p=p: sum(c * lam**k for k, c in enumerate(p))  # noqa: E731
         # antiderivative of e^l (p0 + p1 l + p2 l^2): e^l (p0 + p1 (l - 1) + p2 (l^2 - 2 l + 2))
-        anti = lambda lam: math.exp(lam) * sum(  # noqa: E731
+        anti = lambda lam, p=p: math.exp(lam) * sum(  # noqa: E731
             c * v for c, v in zip(p, (1.0, lam - 1, lam * lam - 2 * lam + 2))
         )
         exact = (c_t / c_s) * x_s + (a_t - a_s * c_t / c_s) * x_T + c_t * (anti(lams[3]) - anti(lams[2]))

@@ -246,7 +246,7 @@ def test_multistep_step_integrates_linear_predictors_exactly(t_prev, t, t_next):
     out = multistep_step(x, zero, delta(t), eps(t), t, t_next, TAU, w, delta(t_prev), eps(t_prev), t_prev)
     exact = x.clone()
     for j in range(x.numel()):  # int_t^{t_next} (w D(r) + sigma_dot(r) eps(r)) dr by quadrature, per entry
-        exact[j] += _quad(lambda r: w * (D0[j] + r * D1[j]), t, t_next)
+        exact[j] += _quad(lambda r, j=j: w * (D0[j] + r * D1[j]), t, t_next)
         # sigma_dot * eps: integrate by parts (the sigma_dot singularity at 1 is integrable)
         exact[j] += (
             sb_sigma(t_next, TAU) * (E0[j] + t_next * E1[j])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from lsb.io.images import ImageInputError, check_size, list_images, load_image, make_grid, pil_to_tensor, save_image, tensor_to_pil, to_rgb

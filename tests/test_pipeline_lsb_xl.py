@@ -185,7 +185,7 @@ def test_force_upcast_vae_runs_in_float32_and_returns_to_float16():
         pipe = _pipe(force_upcast=force_upcast)
         pipe.vae.to(torch.float16)
         dtypes = []
-        hook = pipe.vae.decoder.register_forward_pre_hook(lambda m, a: dtypes.append(a[0].dtype))
+        hook = pipe.vae.decoder.register_forward_pre_hook(lambda m, a, dtypes=dtypes: dtypes.append(a[0].dtype))
         out = pipe(_img(), "a circle", "a square", num_inference_steps=2, output_type="np")
         hook.remove()
         assert dtypes == [want] and pipe.vae.dtype == torch.float16
@@ -238,6 +238,14 @@ def test_from_pretrained_save_roundtrip_and_custom_pipeline(tiny_sdxl_dir, tmp_p
     again.set_progress_bar_config(disable=True)
     assert torch.equal(a, again(_img(), "a circle", "a square", generator=torch.Generator().manual_seed(0),
                                 **kw).images)
+    # a folder's lsb_defaults.json sets the unset call arguments, as for the SD pipeline
+    from lsb.io.settings import TranslationDefaults, write_translation_defaults
+
+    write_translation_defaults(tmp_path / "xl", TranslationDefaults(num_inference_steps=3, tau=0.5, t0=0.05))
+    tuned = lsb.LatentSchrodingerBridgeXLPipeline.from_pretrained(tmp_path / "xl")
+    tuned.set_progress_bar_config(disable=True)
+    res = tuned(_img(), "a circle", "a square", output_type="latent", return_trajectory=True)
+    assert res.nfe == 3 and abs(res.trajectory[0]["t"] - 0.05) < 1e-9
     custom = DiffusionPipeline.from_pretrained(tiny_sdxl_dir, custom_pipeline=lsb.pipeline_dir("lsb_xl"),
                                                trust_remote_code=True)
     assert type(custom).__name__ == "LatentSchrodingerBridgeXLPipeline"

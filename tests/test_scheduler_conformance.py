@@ -277,7 +277,7 @@ def test_step_shapes_dtypes_and_determinism(case):
     assert len(first) == case.calls(sched)
     if "generator" in inspect.signature(sched.step).parameters:
         s_a, s_b = case.make(), case.make()
-        for s, seed in ((s_a, 1), (s_b, 2)):
+        for s in (s_a, s_b):
             s.set_timesteps(case.nfe)
         x_a = x_b = _initial(s_a, case, sample, x_T)
         kw_a = {**_step_kwargs(s_a, case, x_T), "generator": torch.Generator().manual_seed(1)}

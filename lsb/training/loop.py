@@ -286,7 +286,7 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
             save_checkpoint()
         if accelerator.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
-            _with_ema(ema, lambda: task.sample(step, samples_dir))
+            _with_ema(ema, lambda step=step: task.sample(step, samples_dir))
         if cfg.max_seconds and step % cfg.log_every == 0 and step < cfg.max_steps:
             over = torch.tensor(float(time.time() - t_start > cfg.max_seconds), device=accelerator.device)
             if accelerator.reduce(over, reduction="max").item() > 0:  # every process stops at the same step
