@@ -30,6 +30,7 @@ from lsb.helpers.ddib import (
     ddib_schedulers,
     integrate_ddib,
 )
+from lsb.helpers.model_family import check_vp_components
 from lsb.helpers.sdxl import (
     check_sdxl_components,
     sdxl_prompt_embeds,
@@ -65,6 +66,7 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
                  image_encoder=None, feature_extractor=None, force_zeros_for_empty_prompt: bool = True,
                  add_watermarker: bool | None = None):
         super().__init__()
+        check_vp_components(type(self).__name__, unet, scheduler)  # a flow model (SD3 / FLUX) is refused by name
         check_sdxl_components(unet, text_encoder, text_encoder_2, tokenizer, tokenizer_2, type(self).__name__)
         scheduler = DDIMScheduler.from_config(scheduler.config, **DDIB_SCHEDULER_OVERRIDES)
         self.register_modules(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,

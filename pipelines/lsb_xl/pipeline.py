@@ -24,6 +24,7 @@ from diffusers.loaders import TextualInversionLoaderMixin
 from lsb_pipelines.lsb.pipeline import LSBPipelineOutput
 
 from lsb.helpers.bridge_loop import integrate_bridge
+from lsb.helpers.model_family import check_vp_components
 from lsb.helpers.sdxl import (
     check_sdxl_components,
     concat_conditioning,
@@ -42,6 +43,7 @@ from lsb.helpers.translation import (
     preprocess_images,
 )
 from lsb.io.execution import execution_device, model_dtype
+from lsb.io.settings import resolve_translation_args
 from lsb.schedulers import LSBScheduler
 
 
@@ -64,6 +66,7 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
                  image_encoder=None, feature_extractor=None, force_zeros_for_empty_prompt: bool = True,
                  add_watermarker: bool | None = None):
         super().__init__()
+        check_vp_components(type(self).__name__, unet, scheduler)  # a flow model (SD3 / FLUX) is refused by name
         check_sdxl_components(unet, text_encoder, text_encoder_2, tokenizer, tokenizer_2, type(self).__name__)
         if not isinstance(scheduler, LSBScheduler):
             scheduler = LSBScheduler.from_config(scheduler.config)
@@ -134,8 +137,8 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
         target_prompt: str | list[str] | None = None,
         source_prompt_2: str | list[str] | None = None,
         target_prompt_2: str | list[str] | None = None,
-        num_inference_steps: int = 8,
-        guidance_scale: float = 11.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         tau: float | None = None,
         t0: float | None = None,
         source_prompt_embeds: torch.Tensor | None = None,
@@ -163,9 +166,12 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
             source_prompt_2 / target_prompt_2: the prompts for ``tokenizer_2`` / ``text_encoder_2`` (default: the
                 same prompts), as diffusers' ``prompt_2``.
             num_inference_steps: NFE, the number of batched UNet calls (each evaluates both prompts together).
+                ``None``: the model folder's ``lsb_defaults.json``, else the paper's 8.
             guidance_scale: the paper's CFG weight ``w`` on the predictor difference (x̂_target - x̂_source).
-            tau: the paper's τ (the official code's ``--tau`` is sqrt(τ)). ``None``: the scheduler's config.
-            t0: the bridge time the translation starts from (paper ``t_0``). ``None``: the scheduler's.
+                ``None``: the folder's ``lsb_defaults.json``, else the paper's 11.
+            tau: the paper's τ (the official code's ``--tau`` is sqrt(τ)). ``None``: the folder's
+                ``lsb_defaults.json``, else the scheduler's config (the paper's 5.29).
+            t0: the bridge time the translation starts from (paper ``t_0``). ``None``: as for ``tau`` (0.2).
             source_prompt_embeds / target_prompt_embeds: precomputed (B, 77, D1 + D2) token embeddings, each with its
                 ``*_pooled_prompt_embeds`` (B, P) (both required, as in diffusers).
             original_size / crops_coords_top_left / target_size: SDXL's micro-conditioning ``(height, width)`` /
@@ -175,6 +181,8 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
             return_trajectory: also return x_t and both predictors (latents) after every step.
             callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each step.
         """
+        num_inference_steps, guidance_scale, tau, t0 = resolve_translation_args(  # the folder's lsb_defaults.json
+            self, num_inference_steps, guidance_scale, tau, t0)
         self.check_inputs(image, source_prompt, target_prompt, source_prompt_2, target_prompt_2,
                           source_prompt_embeds, target_prompt_embeds, source_pooled_prompt_embeds,
                           target_pooled_prompt_embeds, num_inference_steps, tau, t0,
