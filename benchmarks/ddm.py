@@ -1,6 +1,6 @@
 """DDM vs a same-size DDPM baseline: quality vs NFE on the shapes world (issue 7).
 
-    python benchmarks/ddm.py --ddm runs/ddm-t2i/final --ddpm runs/ddpm-t2i/final [--sr runs/ddm-sr4/final] \
+    python -m benchmarks.ddm --ddm runs/ddm-t2i/final --ddpm runs/ddpm-t2i/final [--sr runs/ddm-sr4/final] \
         --nfe 2 5 10 20 50 --n 1000
 
 Text-to-image on ``--n`` held-out (test split) captions "a {colour} {shape} on a {background} background":
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -40,8 +39,7 @@ from lsb.data import shapes
 from lsb.data.degradations import degrade
 from lsb.metrics import features, reader
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from logrows import (add_log_args, claims_section, fmt_cmp, json_rows, pair_verdict,  # noqa: E402
+from benchmarks.logrows import (add_log_args, claims_section, fmt_cmp, json_rows, pair_verdict,
                      provenance_lines, pyplot, tally_word)
 
 
@@ -228,7 +226,7 @@ def write(res: dict, a) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{a.tag}.json").write_text(json.dumps({"args": vars(a), **res}, indent=2))
     lines = [f"# DDM vs DDPM baseline on the shapes world ({a.split} split, n = {a.n}, guidance {a.guidance})", "",
-             f"Command: `python benchmarks/ddm.py {shlex.join(a.argv)}`", ""]
+             f"Command: `python -m benchmarks.ddm {shlex.join(a.argv)}`", ""]
     lines += provenance_lines(res, a, " (the model-free `real (other scenes)` row recomputed here, the run did not "
                                       "print it)." if res.get("floor_recomputed") else ".")
     lines += ["", "NFE = batched UNet calls per image (CFG in the same call). FID/KID in the shapes feature space "

@@ -4,7 +4,7 @@ For each shape it renders ``--images`` training scenes of that shape (any colour
 position: the folder carries no labels besides being "the domain") and runs ``lsb.training.prompt_optimization.learn_domain``.
 The resulting folders feed ``benchmarks/translation.py --domains <out>``.
 
-    python benchmarks/learn_domains.py --images 200 --steps 1000 --out runs/domains
+    python -m benchmarks.learn_domains --images 200 --steps 1000 --out runs/domains
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lsb.data import shapes  # noqa: E402
-from lsb.io.images import save_image  # noqa: E402
+from lsb.data import shapes
+from lsb.io.images import save_image
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:

@@ -11,9 +11,9 @@ Three measurements on the **val** split (this is a diagnostic for choosing what 
    and denoised in one UNet call under the *right* shape prompt, read back: the error the UNet adds at
    LSB's noise levels even when nothing is to be changed.
 
-    python benchmarks/lsb_failures.py                                # the embedded model
-    python benchmarks/lsb_failures.py --model runs/ft1/pipeline --tag ft1
-    python benchmarks/lsb_failures.py --method sdedit --t0 0.05 --tau 1     # the same account for SDEdit
+    python -m benchmarks.lsb_failures                                # the embedded model
+    python -m benchmarks.lsb_failures --model runs/ft1/pipeline --tag ft1
+    python -m benchmarks.lsb_failures --method sdedit --t0 0.05 --tau 1     # the same account for SDEdit
 
 It also accounts for the object's size: whether a translation keeps the source's side (what the world counts
 right) or its area, and the success ceiling of a translator that keeps area.
@@ -33,16 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import translation as T  # noqa: E402
-from translation import failure_reason, to_uint8  # noqa: E402
-from lsb.surfaces.cli import MINI_SD_TRANSLATE_DEFAULTS  # noqa: E402
-from lsb.data import shapes  # noqa: E402
-from lsb.metrics import read_batch  # noqa: E402
-from lsb.metrics.reader import SIZE_TOL  # noqa: E402
+from benchmarks import translation as T
+from benchmarks.translation import failure_reason, to_uint8
+from lsb.io.settings import translation_defaults
+from lsb.data import shapes
+from lsb.metrics import read_batch
+from lsb.metrics.reader import SIZE_TOL
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: object area / side^2 of each shape (side = the world's size: circle diameter, square side, triangle side)
 FILL = {"square": 1.0, "circle": math.pi / 4, "triangle": math.sqrt(3) / 4}
@@ -129,7 +128,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="pipeline folder (default: the embedded mini SD)")
     ap.add_argument("--n", type=int, default=100, help="val scenes per direction (and per shape)")
-    d = MINI_SD_TRANSLATE_DEFAULTS  # what `lsb translate` uses on the embedded model
+    e = translation_defaults(None)  # what `lsb translate` uses on the embedded model (its lsb_defaults.json)
+    d = dict(nfe=e.num_inference_steps, guidance=e.guidance_scale, tau=e.tau, t0=e.t0)
     ap.add_argument("--nfe", type=int, default=d["nfe"])
     ap.add_argument("--guidance", type=float, default=d["guidance"])
     ap.add_argument("--tau", type=float, default=d["tau"])
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
     flags = [("method", args.method if args.method != "lsb" else None), ("model", args.model)]
     flags += [(k, f"{getattr(args, k):g}" if getattr(args, k) != d[k] else None) for k in ("nfe", "guidance", "tau", "t0")]
     flags += [("tag", args.tag)]
-    lines += ["", "Reproduce: `python benchmarks/lsb_failures.py" + "".join(f" --{k} {v}" for k, v in flags if v) + "`."]
+    lines += ["", "Reproduce: `python -m benchmarks.lsb_failures" + "".join(f" --{k} {v}" for k, v in flags if v) + "`."]
     (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

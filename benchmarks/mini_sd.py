@@ -7,7 +7,7 @@ Measures, on held-out scenes of the shapes world ("test" split, never used in tr
   background; and the shape accuracy for shape-only prompts ("a square");
 - training wall time and hardware, from the run folder's stage results.
 
-    python benchmarks/mini_sd.py [--model PATH] [--run runs/mini-sd] [--guidance 2 3 5] [--n 300]
+    python -m benchmarks.mini_sd [--model PATH] [--run runs/mini-sd] [--guidance 2 3 5] [--n 300]
 
 Writes benchmarks/results/mini_sd.md and mini_sd.json.
 """
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lsb.data import shapes  # noqa: E402
-from lsb.metrics import read_batch  # noqa: E402
+from lsb.data import shapes
+from lsb.metrics import read_batch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     for st, r in res["training"].items():
         lines.append(f"| {st} | {r.get('steps')} | {float(r.get('seconds', 0)) / 60:.1f} |")
     lines += ["", f"Hardware: {res['hardware']}.", "",
-              "Reproduce: `python benchmarks/mini_sd.py --finetune-run runs/dec1` (model) after "
+              "Reproduce: `python -m benchmarks.mini_sd --finetune-run runs/dec1` (model) after "
               "`lsb train mini-sd --stage all --out runs/mini-sd` and the decoder continuation "
               "`lsb train mini-sd --stage decoder --out runs/dec1 --decoder-init <that pipeline> --decoder-steps 2000 "
               "--decoder-lr 1e-4 --decoder-latent-noise 0.1` (then `--stage export --install`)."]

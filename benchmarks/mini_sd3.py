@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from benchmarks.mini_sd import bench_t2i  # noqa: E402
+from benchmarks.mini_sd import bench_t2i
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_pipeline(model: str | None, checkpoint: str | None):

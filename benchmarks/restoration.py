@@ -36,12 +36,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from logrows import (add_log_args, claims_section, fmt_cmp, json_rows, pair_verdict,  # noqa: E402
+from benchmarks.logrows import (add_log_args, claims_section, fmt_cmp, json_rows, pair_verdict,
                      provenance_lines, pyplot, tally_word)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NFES = (1, 2, 5, 10, 20, 50, 100)
 
@@ -226,7 +225,7 @@ def write(res: dict, a) -> None:
     tag = a.tag or f"restoration-{a.task}-{a.split}"
     (out / f"{tag}.json").write_text(json.dumps({"args": {k: v for k, v in vars(a).items()}, **res}, indent=2))
     lines = [f"# Paired restoration: {res['task']} ({res['split']} split, n = {res['n']})", "",
-             f"Command: `python benchmarks/restoration.py {shlex.join(a.argv)}`", ""]
+             f"Command: `python -m benchmarks.restoration {shlex.join(a.argv)}`", ""]
     lines += provenance_lines(res, a)
     lines += ["", "NFE = batched UNet calls per image (DDBM Heun: 3N - 1, the nearest reachable NFE). PSNR / SSIM on "
               "[0, 1] images, FID / KID in the shapes feature space, all against the exact clean renders of the same "

@@ -3,7 +3,7 @@
 Each component's forward is wrapped with a wall-clock timer (``torch.cuda.synchronize`` on GPU); "rest"
 is the pipeline total minus the components (scheduler math, Python, pre/post-processing).
 
-    python benchmarks/speed.py [--model PATH] [--nfe 8] [--batch 1 16] [--repeats 5]
+    python -m benchmarks.speed [--model PATH] [--nfe 8] [--batch 1 16] [--repeats 5]
 
 Writes benchmarks/results/speed.md and speed.json.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lsb.data import shapes  # noqa: E402
+from lsb.data import shapes
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _sync(device):
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['batch']} | {r['seconds_per_call']:.3f} | {r['images_per_second']:.1f} | "
                      + " | ".join(f"{100 * r['share'][k]:.1f}%" for k in keys) + " |")
     lines += ["", "Target: the rest <= 5% of the total at NFE 8 for batch 1 and 16.",
-              f"Reproduce: `python benchmarks/speed.py --nfe {args.nfe} --batch {' '.join(map(str, args.batch))}"
+              f"Reproduce: `python -m benchmarks.speed --nfe {args.nfe} --batch {' '.join(map(str, args.batch))}"
               + (f" --real {args.real} --size {args.size}" if args.real else "") + f" --tag {args.tag}`."]
     (out / f"{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -6,9 +6,9 @@ parts). Success = clean picture, right target shape, same colour and background 
 within 6 px. Also reported: attribute preservation, centre error, size ratio, PSNR against the ideal
 translation (the source scene re-rendered with the target shape) and seconds per image.
 
-    python benchmarks/translation.py --methods lsb --nfe 4 8 16 --n 100               # test split
-    python benchmarks/translation.py --split val --sweep guidance=2,3,5 t0=0.2,0.3    # tuning (val only)
-    python benchmarks/translation.py --domains runs/domains                            # learned tokens
+    python -m benchmarks.translation --methods lsb --nfe 4 8 16 --n 100               # test split
+    python -m benchmarks.translation --split val --sweep guidance=2,3,5 t0=0.2,0.3    # tuning (val only)
+    python -m benchmarks.translation --domains runs/domains                            # learned tokens
 
 ``--domains DIR`` uses learned-domain files DIR/<shape>/learned_embeds.safetensors instead of text.
 Writes benchmarks/results/translation[-TAG].md/.json.
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lsb.data import shapes  # noqa: E402
-from lsb.metrics import read_batch  # noqa: E402
+from lsb.data import shapes
+from lsb.metrics import read_batch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DIRECTIONS = [(a, b) for a in shapes.SHAPES for b in shapes.SHAPES if a != b]
 

@@ -6,8 +6,8 @@ test rows report the reader's success and attribute preservation (see ``translat
 in the feature space of the shipped shapes network (against the ideal translations of the same scenes)
 and seconds per image. Each finished cell is saved at once, so an interrupted study resumes.
 
-    python benchmarks/translation_study.py                      # full study (about 30 CPU-minutes)
-    python benchmarks/translation_study.py --nfe 4 8 --n-val 10 --n-test 20 --tag quick
+    python -m benchmarks.translation_study                      # full study (about 30 CPU-minutes)
+    python -m benchmarks.translation_study --nfe 4 8 --n-val 10 --n-test 20 --tag quick
 
 Writes benchmarks/results/translation-study[-TAG].md/.json/.png.
 """
@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT))
 
-from translation import DIRECTIONS, Runner, run  # noqa: E402
+from benchmarks.translation import DIRECTIONS, Runner, run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: Per-method validation grids (the method's own knobs; tau / t0 set SDEdit's start noise level).
 GRIDS = {
@@ -107,7 +106,7 @@ def write(rows: list[dict], tuning: list[dict], path_md: Path, args, device_name
     for t in tuning:
         lines.append(f"| {t['method']} | {t['nfe']} | " + ", ".join(f"{k} {v:g}" for k, v in t["hp"].items())
                      + f" | {t['success']:.3f} |")
-    lines += ["", f"Reproduce: `python benchmarks/translation_study.py --nfe {' '.join(map(str, args.nfe))} "
+    lines += ["", f"Reproduce: `python -m benchmarks.translation_study --nfe {' '.join(map(str, args.nfe))} "
               f"--n-val {args.n_val} --n-test {args.n_test} --tune-max-nfe {args.tune_max_nfe}" + (f" --tag {args.tag}" if args.tag else "")
               + (f" --device {args.device}" if args.device != "cpu" else "") + "`"
               + (f" (pipelines on {device_name}; s/image is that device's)." if args.device != "cpu" else ".")]

@@ -22,3 +22,12 @@ def test_ruff_check_passes():
 def test_ruff_config_is_the_projects():
     text = (ROOT / "pyproject.toml").read_text()
     assert "[tool.ruff]" in text and "line-length = 120" in text
+
+
+def test_benchmarks_are_modules_without_sys_path_edits():
+    assert (ROOT / "benchmarks" / "__init__.py").is_file()
+    edits = [p.name for p in (ROOT / "benchmarks").rglob("*.py") if "sys.path.insert" in p.read_text()]
+    assert not edits, f"benchmarks edit sys.path: {edits}"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.lsb_failures", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)  # imports a sibling benchmark (benchmarks.translation)
+    assert res.returncode == 0 and "usage" in res.stdout, res.stderr[-2000:]

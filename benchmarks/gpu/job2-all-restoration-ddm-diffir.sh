@@ -37,13 +37,13 @@ echo "training done at $(( $(date +%s) - T0 )) s"
 for f in $R/*/result.json $R/*/*_result.json; do echo "$f: $(tr -d '\n ' < $f | cut -c1-220)"; done
 TL=$(( $(left) - 30 )); [ $TL -lt 10 ] && TL=10; echo "benchmarks get $TL s"
 for t in inpaint sr4; do
-  timeout $TL python3 benchmarks/restoration.py --task $t --i2sb $R/bridge-$t-i2sb/final \
+  timeout $TL python3 -m benchmarks.restoration --task $t --i2sb $R/bridge-$t-i2sb/final \
     --ddbm $R/bridge-$t-ddbm-vp/final --palette $R/bridge-$t-palette/final --extra DiffIR=$R/diffir-$t/s2/final \
     --nfes ${NFES:-1 2 5 10 20 50 100} --split test --n $N --batch $N --out $RES > $L/bench-restoration-$t.log 2>&1 &
 done
-timeout $TL python3 benchmarks/ddm.py --ddm $R/ddm-t2i/final --ddpm $R/ddpm-t2i/final \
+timeout $TL python3 -m benchmarks.ddm --ddm $R/ddm-t2i/final --ddpm $R/ddpm-t2i/final \
   --sr $R/ddm-sr4/final --nfe ${DDM_NFES:-2 5 10 20 50} --n $N --batch $N --out $RES --tag ddm > $L/bench-ddm.log 2>&1 &
-timeout $TL python3 benchmarks/diffir.py --diffir $R/diffir-inpaint/s2/final $R/diffir-sr4/s2/final \
+timeout $TL python3 -m benchmarks.diffir --diffir $R/diffir-inpaint/s2/final $R/diffir-sr4/s2/final \
   --plain $R/diffir-inpaint/plain/final $R/diffir-sr4/plain/final --bridge $R/bridge-inpaint-i2sb/final $R/bridge-sr4-i2sb/final \
   --palette $R/bridge-inpaint-palette/final $R/bridge-sr4-palette/final --n $N --out $RES --tag diffir > $L/bench-diffir.log 2>&1 &
 wait

@@ -19,11 +19,11 @@ TL=$(( $(left) - 15 )); [ $TL -lt 10 ] && TL=10; echo "benchmarks get $TL s"
 export OMP_NUM_THREADS=2
 NF="10 50 100 5 20 2 1"
 for t in inpaint sr4; do
-  timeout $TL python3 benchmarks/restoration.py --task $t --i2sb $R/bridge-$t-i2sb/final --nfes $NF --split test --n $N --batch $N --out $RES --tag r-$t-i2sb > $L/bench-$t-i2sb.log 2>&1 &
-  timeout $TL python3 benchmarks/restoration.py --task $t --ddbm $R/bridge-$t-ddbm-vp/final --nfes $NF --split test --n $N --batch $N --out $RES --tag r-$t-ddbm > $L/bench-$t-ddbm.log 2>&1 &
-  timeout $TL python3 benchmarks/restoration.py --task $t --palette $R/bridge-$t-palette/final --nfes $NF --split test --n $N --batch $N --out $RES --tag r-$t-palette > $L/bench-$t-palette.log 2>&1 &
+  timeout $TL python3 -m benchmarks.restoration --task $t --i2sb $R/bridge-$t-i2sb/final --nfes $NF --split test --n $N --batch $N --out $RES --tag r-$t-i2sb > $L/bench-$t-i2sb.log 2>&1 &
+  timeout $TL python3 -m benchmarks.restoration --task $t --ddbm $R/bridge-$t-ddbm-vp/final --nfes $NF --split test --n $N --batch $N --out $RES --tag r-$t-ddbm > $L/bench-$t-ddbm.log 2>&1 &
+  timeout $TL python3 -m benchmarks.restoration --task $t --palette $R/bridge-$t-palette/final --nfes $NF --split test --n $N --batch $N --out $RES --tag r-$t-palette > $L/bench-$t-palette.log 2>&1 &
 done
-timeout $TL python3 benchmarks/ddm.py --ddm $R/ddm-t2i/final --ddpm $R/ddpm-t2i/final --nfe 10 20 50 5 2 --n 300 --batch 300 --out $RES --tag ddm > $L/bench-ddm.log 2>&1 &
+timeout $TL python3 -m benchmarks.ddm --ddm $R/ddm-t2i/final --ddpm $R/ddpm-t2i/final --nfe 10 20 50 5 2 --n 300 --batch 300 --out $RES --tag ddm > $L/bench-ddm.log 2>&1 &
 wait
 echo "benchmarks done at $(( $(date +%s) - T0 )) s"
 for f in $L/bench-*.log; do echo "== $f"; grep '^{' $f | cut -c1-330; done

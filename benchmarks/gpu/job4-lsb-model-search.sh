@@ -24,12 +24,12 @@ variant() {  # name, extra training arguments
   python3 -m lsb train mini-sd --stage unet --out /tmp/$name --unet-init $BASE --unet-batch ${BATCH:-256} \
       --cached-scenes $SCENES --unet-steps $STEPS --unet-max-minutes $MIN "$@" > /tmp/$name.log 2>&1 &&
   python3 -m lsb train mini-sd --stage export --out /tmp/$name >> /tmp/$name.log 2>&1 &&
-  CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 python3 benchmarks/lsb_failures.py --n ${N:-120} --model /tmp/$name/pipeline \
+  CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 python3 -m benchmarks.lsb_failures --n ${N:-120} --model /tmp/$name/pipeline \
       --tag $name --out $R >> /tmp/$name.log 2>&1
   echo "$name rc=$? $(grep -o '^Success [0-9.]*' $R/lsb-failures-$name.md 2>/dev/null)"
 }
 
-CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 python3 benchmarks/lsb_failures.py --n ${N:-120} --tag shipped --out $R > /tmp/shipped.log 2>&1 &
+CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 python3 -m benchmarks.lsb_failures --n ${N:-120} --tag shipped --out $R > /tmp/shipped.log 2>&1 &
 variant plain-lr1e-4 --unet-lr 1e-4 &
 variant focus300-lr1e-4 --unet-lr 1e-4 --unet-focus-fraction 0.7 --unet-focus-max-timestep 300 &
 variant plain-lr3e-5 --unet-lr 3e-5 &

@@ -13,7 +13,7 @@ RES=/tmp/res5; mkdir -p $RES
 GRID="tau=${TAUS:-0.5,1,1.5,2.5} guidance=${WS:-2,3,4,6}"
 one() {  # tag, t0, solver, extra args
   local tag=$1 t0=$2 solver=$3; shift 3
-  timeout ${CAP:-480} python3 benchmarks/translation.py --split val --n ${N:-100} --nfe 8 --solver $solver --t0 $t0 \
+  timeout ${CAP:-480} python3 -m benchmarks.translation --split val --n ${N:-100} --nfe 8 --solver $solver --t0 $t0 \
     --sweep $GRID --device ${DEV:-cuda} --out $RES --tag $tag "$@" > $RES/$tag.log 2>&1
   echo "$tag rc=$? $(grep -c '^{' $RES/$tag.log) configs"
 }
