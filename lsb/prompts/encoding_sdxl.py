@@ -23,6 +23,34 @@ def _as_list(prompt) -> list[str]:
     return [prompt] if isinstance(prompt, str) else list(prompt)
 
 
+def encode_prompt_sdxl(text_encoder, text_encoder_2, tokenizer, tokenizer_2, prompt: str | list[str],
+                       prompt_2: str | list[str] | None = None, device=None, clip_skip: int | None = None,
+                       convert=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(prompt_embeds (B, L, D1 + D2), pooled_prompt_embeds (B, P))`` from the two encoders, WITH autograd (prompt
+    optimization backpropagates into the new token rows of both). ``convert(prompts, tokenizer)`` expands
+    multi-vector textual-inversion tokens (a pipeline's ``maybe_convert_prompt``); unknown ``<token>``s are refused."""
+    prompts = _as_list(prompt)
+    prompts_2 = _as_list(prompt_2) if prompt_2 is not None else prompts
+    if len(prompts_2) != len(prompts):
+        raise ValueError(f"prompt_2 has {len(prompts_2)} entries for {len(prompts)} prompts")
+    pairs = ((prompts, tokenizer, text_encoder, "prompt"), (prompts_2, tokenizer_2, text_encoder_2, "prompt (tokenizer_2)"))
+    embeds, pooled = [], None
+    for texts, tok, encoder, what in pairs:
+        check_prompt_tokens(tok, texts, what)
+        if convert is not None:
+            texts = convert(texts, tok)
+        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids
+        out = encoder(ids.to(device), output_hidden_states=True)
+        if pooled is None and out[0].ndim == 2:
+            pooled = out[0]
+        embeds.append(out.hidden_states[-2] if clip_skip is None else out.hidden_states[-(clip_skip + 2)])
+    if pooled is None:
+        raise ValueError("text_encoder_2 returned no pooled embedding: SDXL's second text encoder must be a "
+                         "CLIPTextModelWithProjection")
+    return torch.cat(embeds, dim=-1), pooled
+
+
 @torch.no_grad()
 def encode_text_sdxl(pipe, prompt: str | list[str], prompt_2: str | list[str] | None = None, device=None,
                      clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,28 +60,11 @@ def encode_text_sdxl(pipe, prompt: str | list[str], prompt_2: str | list[str] | 
     tokenizer does not know raises :class:`lsb.prompts.tokens.UnknownTokenError` (naming the tokenizer), instead of
     being encoded character by character.
     """
-    prompts = _as_list(prompt)
-    prompts_2 = _as_list(prompt_2) if prompt_2 is not None else prompts
-    if len(prompts_2) != len(prompts):
-        raise ValueError(f"prompt_2 has {len(prompts_2)} entries for {len(prompts)} prompts")
-    pairs = ((prompts, pipe.tokenizer, pipe.text_encoder, "prompt"),
-             (prompts_2, pipe.tokenizer_2, pipe.text_encoder_2, "prompt (tokenizer_2)"))
-    embeds, pooled = [], None
-    for texts, tokenizer, encoder, what in pairs:
-        check_prompt_tokens(tokenizer, texts, what)
-        if hasattr(pipe, "maybe_convert_prompt"):
-            texts = pipe.maybe_convert_prompt(texts, tokenizer)  # multi-vector TI tokens
-        ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids
-        out = encoder(ids.to(device), output_hidden_states=True)
-        if pooled is None and out[0].ndim == 2:
-            pooled = out[0]
-        embeds.append(out.hidden_states[-2] if clip_skip is None else out.hidden_states[-(clip_skip + 2)])
-    if pooled is None:
-        raise ValueError("text_encoder_2 returned no pooled embedding: SDXL's second text encoder must be a "
-                         "CLIPTextModelWithProjection")
+    embeds, pooled = encode_prompt_sdxl(pipe.text_encoder, pipe.text_encoder_2, pipe.tokenizer, pipe.tokenizer_2,
+                                        prompt, prompt_2, device, clip_skip,
+                                        getattr(pipe, "maybe_convert_prompt", None))
     dtype = pipe.text_encoder_2.dtype
-    return torch.cat(embeds, dim=-1).to(device=device, dtype=dtype), pooled.to(device=device, dtype=dtype)
+    return embeds.to(device=device, dtype=dtype), pooled.to(device=device, dtype=dtype)
 
 
 def broadcast_pooled(pooled: torch.Tensor, batch: int, name: str) -> torch.Tensor:
@@ -67,4 +78,4 @@ def broadcast_pooled(pooled: torch.Tensor, batch: int, name: str) -> torch.Tenso
     raise ValueError(f"{name} has batch {pooled.shape[0]} but there are {batch} images")
 
 
-__all__ = ["broadcast_pooled", "encode_text_sdxl"]
+__all__ = ["broadcast_pooled", "encode_prompt_sdxl", "encode_text_sdxl"]

@@ -188,8 +188,6 @@ class PromptOptimizationTask(TrainingTask):
             raise PromptOptimizationError(f"batch_size must be >= 1, got {batch_size}")
         self.output_dir = Path(output_dir)
         self.family = model_family(pipe)
-        if self.family == "sdxl":
-            raise PromptOptimizationError("prompt optimization for SDXL is not wired yet (condition_sdxl)")
         self.flow = self.family in ("sd3", "flux")
         self.network = pipe.transformer if self.flow else pipe.unet
         self.unet = None if self.flow else pipe.unet
@@ -333,6 +331,11 @@ class PromptOptimizationTask(TrainingTask):
             encoders = {slot.key: self.wrapped_modules[slot.text_encoder_attr] for slot in self.slots}
             pred = flow_prediction(self, encoders, b)
             return F.mse_loss(pred.float(), self.target(b["latents"], b["noise"], b["t"]).float()), {}
+        if self.family == "sdxl":  # both CLIP encoders + pooled embedding + add_time_ids
+            encoders = {slot.key: self.wrapped_modules[slot.text_encoder_attr] for slot in self.slots}
+            noisy = self.noise_scheduler.add_noise(b["latents"], b["noise"], b["t"])
+            pred = sdxl_prediction(self, encoders, noisy, b)
+            return F.mse_loss(pred.float(), self.target(b["latents"], b["noise"], b["t"]).float()), {}
         te = self.wrapped_modules["text_encoder"]
         mask = b["mask"] if getattr(self.text_encoder.config, "use_attention_mask", False) else None
         cond = te(b["ids"], attention_mask=mask)[0]
@@ -374,6 +377,14 @@ class PromptOptimizationTask(TrainingTask):
         else:
             comps = {slot.tokenizer_attr: self.tokenizers[slot.key] for slot in self.slots}
             comps.update({slot.text_encoder_attr: self.text_encoders[slot.key] for slot in self.slots})
+            if self.family == "sdxl":
+                from diffusers import StableDiffusionXLPipeline
+
+                pipe = StableDiffusionXLPipeline(
+                    unet=self.unet, vae=self.vae, add_watermarker=False,
+                    scheduler=scheduler or DDIMScheduler.from_config(self.scheduler_config), **comps)
+                pipe.set_progress_bar_config(disable=True)
+                return pipe
             sched = scheduler or FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
             if self.family == "sd3":
                 comps.setdefault("text_encoder_3", None)
@@ -407,13 +418,30 @@ class PromptOptimizationTask(TrainingTask):
             else:
                 samples = pipe(self.validation_prompt, num_images_per_prompt=n, height=size, width=size,
                                num_inference_steps=self.validation_steps, guidance_scale=self.validation_guidance_scale,
-                               generator=gen, max_sequence_length=self.max_sequence_length).images
+                               generator=gen, **({} if self.family == "sdxl" else
+                                                 {"max_sequence_length": self.max_sequence_length})).images
         finally:
             for k, te in self.text_encoders.items():
                 te.train(was_training[k])
         refs = self.images.pil(range(min(n, len(self.images))))
         refs += [Image.new("RGB", (size, size), (255, 255, 255))] * (n - len(refs))
         return save_image(make_grid(refs + list(samples), nrow=n), Path(out_dir) / f"validation-{step:06d}.png")
+
+
+def sdxl_prediction(task: PromptOptimizationTask, encoders: dict, noisy: torch.Tensor, b: dict) -> torch.Tensor:
+    """The SDXL UNet's output on ``noisy`` under the batch's prompts, encoded by ``encoders`` (the trainable
+    ``clip_l`` / ``clip_g`` copies, autograd on): both penultimate hidden states concatenated, the pooled embedding of
+    the second, and ``add_time_ids = (size, size, 0, 0, size, size)`` (training images are center squares at the
+    model resolution; diffusers' SDXL training scripts condition on original size, crop and target size likewise)."""
+    from ..prompts.encoding_sdxl import encode_prompt_sdxl
+
+    device, dtype = noisy.device, task.unet.dtype
+    embeds, pooled = encode_prompt_sdxl(encoders["clip_l"], encoders["clip_g"], task.tokenizers["clip_l"],
+                                        task.tokenizers["clip_g"], b["prompts"], device=device)
+    size = task.images.size
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=device, dtype=dtype).repeat(noisy.shape[0], 1)
+    return task.unet(noisy.to(dtype), b["t"], encoder_hidden_states=embeds.to(dtype),
+                     added_cond_kwargs={"text_embeds": pooled.to(dtype), "time_ids": time_ids}).sample
 
 
 def flow_level_shift(scheduler_config: dict, family: str, latent_shape) -> Callable[[np.ndarray], np.ndarray]:
@@ -514,6 +542,14 @@ def _load_pipeline(model, device, mixed_precision: str):
     if index is not None and index.is_file():
         entries = json.loads(index.read_text())
         name = str(entries.get("_class_name", ""))
+        from ..helpers.loading import detect_model_family
+
+        if detect_model_family(str(model)) == "sdxl":
+            from diffusers import StableDiffusionXLPipeline
+
+            pipe = load_pipeline(StableDiffusionXLPipeline, str(model), device=device, dtype=dtype,
+                                 add_watermarker=False)
+            return pipe, str(model)
         if name.startswith(("StableDiffusion3", "Flux")):
             from diffusers import FluxPipeline, StableDiffusion3Pipeline
 
