@@ -23,15 +23,51 @@ from tests.conftest import tiny_components  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "images" / "circles" / "circle-0.png"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 RES = 64  # the tiny SD's resolution: unet sample_size 8 x VAE factor 8
 
 
-def _args(image, source="a circle", target="a square", method="lsb", nfe=3, tau=5.29, t0=0.2, guidance=3.0,
-          seed=0, resize=True, source_file=None, target_file=None):
+def _args(
+    image,
+    source="a circle",
+    target="a square",
+    method="lsb",
+    nfe=3,
+    tau=5.29,
+    t0=0.2,
+    guidance=3.0,
+    seed=0,
+    resize=True,
+    source_file=None,
+    target_file=None,
+    source_domain="(none)",
+    target_domain="(none)",
+):
     """The /translate endpoint's inputs, in order."""
-    return [image, source, source_file, target, target_file, method, nfe, tau, t0, guidance, seed, resize]
+    return [
+        image,
+        source,
+        source_file,
+        target,
+        target_file,
+        method,
+        nfe,
+        tau,
+        t0,
+        guidance,
+        seed,
+        resize,
+        source_domain,
+        target_domain,
+    ]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,16 +84,32 @@ def tiny_model(tmp_path_factory):
     from diffusers import StableDiffusionPipeline
 
     path = tmp_path_factory.mktemp("demo") / "tiny-sd"
-    StableDiffusionPipeline(**tiny_components(), safety_checker=None, feature_extractor=None,
-                            requires_safety_checker=False).save_pretrained(path)
+    StableDiffusionPipeline(
+        **tiny_components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    ).save_pretrained(path)
     return str(path)
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model):
+def domain_dir(tmp_path_factory):
+    """The server's domain folder: one learned domain, ``square``, and a link leaving the folder (skipped)."""
+    from lsb.prompts.domains import write_domain
+
+    root = tmp_path_factory.mktemp("server-domains")
+    torch.manual_seed(5)
+    write_domain(root / "square" / "learned_embeds.safetensors", "<srv-sq>", torch.randn(1, 16), prompt="a {}")
+    outside = write_domain(
+        tmp_path_factory.mktemp("elsewhere") / "learned_embeds.safetensors", "<out>", torch.randn(1, 16)
+    )
+    (root / "escape.safetensors").symlink_to(outside)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, domain_dir):
     from lsb.surfaces.demo import build_demo, launch_demo
 
-    demo = build_demo(tiny_model)
+    demo = build_demo(tiny_model, domains=str(domain_dir))
     _, url, _ = launch_demo(demo, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
         yield url
@@ -77,10 +129,10 @@ def test_translate_through_client(client, tmp_path):
 
     assert "/translate" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     # The target as an uploaded learned domain (16-d: the tiny text encoder's width).
-    domain = write_domain(tmp_path / "square" / "learned_embeds.safetensors", "<sq>", torch.randn(1, 16),
-                          prompt="a {}")
-    out, side, strip, status = client.predict(*_args(handle_file(str(EXAMPLE)), target_file=handle_file(str(domain))),
-                                              api_name="/translate")
+    domain = write_domain(tmp_path / "square" / "learned_embeds.safetensors", "<sq>", torch.randn(1, 16), prompt="a {}")
+    out, side, strip, status = client.predict(
+        *_args(handle_file(str(EXAMPLE)), target_file=handle_file(str(domain))), api_name="/translate"
+    )
     with Image.open(out) as im:
         assert im.size == (RES, RES)
     with Image.open(side) as im:
@@ -111,6 +163,126 @@ def test_user_errors_reach_the_client(client, tmp_path):
         client.predict(*_args(handle_file(str(text))), api_name="/translate")
 
 
+def test_server_paths_are_refused_identically(client, tiny_model):
+    """A server path typed as a domain is never opened: an existing weights file (many tensors) and a missing one
+    get the same one-line answer, without tensor names; a path as the server-domain choice is refused too."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    image = handle_file(str(EXAMPLE))
+    existing = str(Path(tiny_model) / "text_encoder" / "model.safetensors")
+    assert Path(existing).is_file()
+    answers = []
+    for path in (
+        existing,
+        existing.replace("model.safetensors", "nothere.safetensors"),
+        tiny_model + "/unet",
+        "../../etc/passwd",
+    ):
+        for role in ("source", "target"):
+            with pytest.raises(AppError) as e:
+                client.predict(*_args(image, **{role: path}), api_name="/translate")
+            msg = str(e.value)
+            assert "looks like a file path" in msg and "upload the file" in msg, msg
+            assert "embeddings" not in msg and "weight" not in msg and path not in msg
+            answers.append(msg.replace(role, "ROLE"))
+    assert len(set(answers)) == 1, set(answers)
+    with pytest.raises(AppError):  # not one of the dropdown's choices
+        client.predict(*_args(image, target_domain=existing), api_name="/translate")
+
+
+def test_server_path_as_domain_file_over_http(server, tiny_model):
+    """A raw API call naming a server file (not an upload) as the domain file is refused the same way whether the
+    file exists or not (Gradio refuses paths outside its upload folder; the demo checks again in process)."""
+    import httpx
+
+    base = server.rstrip("/") + "/gradio_api"
+    with open(EXAMPLE, "rb") as f:
+        image = httpx.post(base + "/upload", files={"files": f}).json()[0]
+
+    def call(domain_path):
+        fd = None if domain_path is None else {"path": domain_path, "meta": {"_type": "gradio.FileData"}}
+        data = _args({"path": image, "meta": {"_type": "gradio.FileData"}}, nfe=2, source_file=fd)
+        event = httpx.post(base + "/call/translate", json={"data": data}).json()["event_id"]
+        return httpx.get(f"{base}/call/translate/{event}", timeout=120).text
+
+    existing = str(Path(tiny_model) / "unet" / "diffusion_pytorch_model.safetensors")
+    answers = {call(existing), call(existing.replace("diffusion_pytorch_model", "missing"))}
+    assert len(answers) == 1 and "event: error" in answers.pop()
+    assert "event: complete" in call(None)  # the same call without the server path works
+
+
+def test_uploads_only_from_the_upload_folder(tiny_model, domain_dir):
+    """In process, a domain "upload" that is a server path (existing or not) gets one refusal; the link that leaves
+    the server's domain folder is not offered."""
+    from lsb.prompts.domains import DomainFileError
+    from lsb.surfaces.demo import Translator
+
+    tr = Translator(tiny_model, domains=str(domain_dir))
+    assert list(tr.domains) == ["square"]
+    pipe = tr.pipeline("lsb")
+    existing = Path(tiny_model) / "unet" / "diffusion_pytorch_model.safetensors"
+    msgs = set()
+    for path in (
+        existing,
+        existing.with_name("missing.safetensors"),
+        domain_dir / "square" / "learned_embeds.safetensors",
+    ):
+        with pytest.raises(DomainFileError) as e:
+            tr._domain_prompt(pipe, ("upload", str(path)), "source")
+        msgs.add(str(e.value))
+    assert msgs == {"the source domain file must be uploaded through the page"}
+    with pytest.raises(DomainFileError, match="unknown server domain"):
+        tr._domain_prompt(pipe, ("server", "escape"), "source")
+    assert tr._domain_prompt(pipe, ("server", "square"), "target") == "a <srv-sq>"
+
+
+def test_server_domain_and_pixel_limit_through_client(client, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    out, _, _, status = client.predict(
+        *_args(handle_file(str(EXAMPLE)), nfe=2, target_domain="square"), api_name="/translate"
+    )
+    assert "2 UNet calls" in status and "a <srv-sq>" in status
+    big = tmp_path / "big.png"
+    Image.open(EXAMPLE).convert("RGB").resize((256, 256)).save(big)  # 65536 px > 4 x 64 x 64
+    with pytest.raises(AppError, match=r"256x256 = 65536 pixels; with resizing off this demo takes up to 16384"):
+        client.predict(*_args(handle_file(str(big)), resize=False), api_name="/translate")
+
+
+def test_time_limit_stops_a_translation(tiny_model):
+    from lsb.surfaces.demo import TranslationTimeout, Translator
+
+    tr = Translator(tiny_model, time_limit=1e-9)
+    with pytest.raises(TranslationTimeout, match=r"time limit of 1e-09 s \(after 0 of about 4 UNet calls\)"):
+        tr(str(EXAMPLE), "a circle", "a square", nfe=4)
+    assert not tr.pipeline("lsb").unet._forward_pre_hooks  # the hook is removed again
+    tr.time_limit = 60.0
+    *_, status = tr(str(EXAMPLE), "a circle", "a square", nfe=2, trajectory=False)
+    assert "2 UNet calls" in status
+    with pytest.raises(ValueError, match="time_limit must be a positive number"):
+        Translator(tiny_model, time_limit=0)
+
+
+def test_analytics_off_and_share_hint(tiny_model, monkeypatch, capsys):
+    from lsb.surfaces.demo import SHARE_HINT, build_demo, launch_demo
+
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    demo = build_demo(tiny_model)
+    assert demo.analytics_enabled is False and os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "True")  # an explicit opt-in is respected
+    assert build_demo(tiny_model).analytics_enabled is True
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    _, url, share_url = launch_demo(demo, server_name="127.0.0.1", prevent_thread_lock=True)
+    try:
+        out = capsys.readouterr().out
+        assert f"Running on local URL: {url}" in out and SHARE_HINT in out and "`lsb demo --share`" in out
+        assert "share=True" not in out and share_url is None
+    finally:
+        demo.close()
+
+
 def test_baselines_in_process(tiny_model, tmp_path):
     """demo(..., api_name="translate") without a server: SDEdit and DDIB; a non-multiple-of-8 RGBA input is
     converted and resized, with notes."""
@@ -133,6 +305,25 @@ def test_demo_subcommand_registered():
 
     args = build_parser().parse_args(["demo", "--model", "some/folder", "--port", "7861", "--share"])
     assert (args.model, args.port, args.share) == ("some/folder", 7861, True)
+    assert (args.domains, args.max_pixels, args.time_limit, args.trust_remote_code) == (None, None, None, None)
+    args = build_parser().parse_args(["demo", "--domains", "d", "--max-pixels", "4096", "--time-limit", "30"])
+    assert (args.domains, args.max_pixels, args.time_limit) == ("d", 4096, 30.0)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--time-limit", "nan"], "--time-limit must be a positive number"),
+        (["--time-limit", "0"], "--time-limit must be a positive number"),
+        (["--max-pixels", "10"], "--max-pixels must be at least 64"),
+    ],
+)
+def test_demo_bad_options_are_one_line(argv, message, capsys):
+    from lsb.surfaces.cli import main
+
+    assert main(["demo", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lsb: error:") and message in err and "\n" not in err
 
 
 def test_browser_upload_and_translate(server, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 from pathlib import Path
 
@@ -17,6 +19,14 @@ class ModelFolderError(FileNotFoundError):
     """A model folder that is missing or incomplete."""
 
 
+class CustomCodeError(ValueError):
+    """A model whose loading would run code shipped with it, without ``trust_remote_code``."""
+
+
+#: Libraries whose classes a model_index.json entry may name without running code from the model.
+LIBRARIES = ("diffusers", "transformers")
+
+
 def resolve_model(model: str | None) -> str:
     """``None``/"mini-sd" -> the embedded model; a local path must be a complete diffusers folder."""
     if model in (None, "", "mini-sd", "embedded"):
@@ -27,7 +37,8 @@ def resolve_model(model: str | None) -> str:
     p = Path(model).expanduser()
     looks_local = p.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
     if looks_local:
-        check_model_folder(p)
+        family = detect_model_family(str(p)) if p.is_dir() else "sd"
+        check_model_folder(p, FLOW_COMPONENTS.get(family, SD_COMPONENTS))
         return str(p)
     return model  # a Hub repo id; diffusers reports download/offline problems itself
 
@@ -74,6 +85,9 @@ def check_model_folder(path: str | Path, components=SD_COMPONENTS) -> None:
 SDXL_PIPELINE_CLASSES = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
                          "StableDiffusionXLInpaintPipeline", "LatentSchrodingerBridgeXLPipeline", "DDIBXLPipeline")
 SDXL_COMPONENTS = SD_COMPONENTS + ("text_encoder_2", "tokenizer_2")
+#: The folders an SD3 / FLUX model must hold (SD3's T5, text_encoder_3, is optional).
+FLOW_COMPONENTS = {family: ("vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "transformer",
+                            "scheduler") for family in ("sd3", "flux")}
 
 
 def detect_model_family(model: str | None) -> str:
@@ -112,12 +126,85 @@ def detect_model_family(model: str | None) -> str:
 
 
 def load_pipeline(cls, model: str | None = None, device: str | torch.device | None = None,
-                  dtype: torch.dtype | None = None, **kwargs):
-    """``cls.from_pretrained`` on a resolved model, moved to ``device``; float32 on CPU by default."""
+                  dtype: torch.dtype | None = None, trust_remote_code: bool | None = None, known=None, **kwargs):
+    """``cls.from_pretrained`` on a resolved model, moved to ``device``; float32 on CPU by default.
+
+    A model whose model_index.json names code shipped with it (an ``lsb export`` folder: ``pipeline.py``,
+    ``scheduler/scheduling_lsb.py``) is built with :func:`load_pipeline_without_code` when every such entry is in
+    ``known`` (``(module, class)`` -> installed class) or is the pipeline entry; otherwise its code runs only with
+    ``trust_remote_code``: None (default) trusts a local folder the caller named, never a Hub id. Refused:
+    a :class:`CustomCodeError` (one line) before any download of weights.
+    """
     device, dtype = device_and_dtype(device, dtype)
     path = resolve_model(model)
-    pipe = cls.from_pretrained(path, dtype=dtype, **kwargs)
+    known = dict(known or {})
+    try:
+        index = read_model_index(path)
+    except Exception:  # noqa: BLE001 (offline, missing repo, ...): diffusers reports it below, as before
+        index = {}
+    custom = custom_code_entries(index, known)
+    if custom == ["_class_name"]:  # only the pipeline class is custom: build cls from the components, no code runs
+        pipe = load_pipeline_without_code(cls, path, known, dtype, **kwargs)
+    elif custom:
+        if not (trust_remote_code or (trust_remote_code is None and Path(path).is_dir())):
+            raise CustomCodeError(f"model {model} contains custom code ({', '.join(custom)}): pass "
+                                  f"--trust-remote-code (trust_remote_code=True) to run it, after reviewing it")
+        pipe = cls.from_pretrained(path, dtype=dtype, trust_remote_code=True, **kwargs)
+    else:
+        pipe = cls.from_pretrained(path, dtype=dtype, **kwargs)
     pipe.set_progress_bar_config(leave=False)
     return pipe.to(device)
 
 
+def read_model_index(model: str) -> dict:
+    """The model_index.json of a local folder or a Hub repo (downloaded; offline: from the cache)."""
+    p = Path(model)
+    if p.is_dir():
+        return json.loads((p / "model_index.json").read_text())
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(model, "model_index.json")).read_text())
+
+
+def custom_code_entries(index: dict, known=()) -> list[str]:
+    """Entries of a model_index.json that name code shipped with the model (not a class of :data:`LIBRARIES`
+    nor one of ``known`` ``(module, class)`` pairs): ``"_class_name"`` for a custom pipeline, else the component."""
+    custom = []
+    pipe_entry = index.get("_class_name")
+    if isinstance(pipe_entry, list) and tuple(pipe_entry) not in known:
+        custom.append("_class_name")
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or entry[0] is None:
+            continue
+        if entry[0] not in LIBRARIES and tuple(entry) not in known:
+            custom.append(name)
+    return custom
+
+
+def load_pipeline_without_code(cls, path: str, known: dict, dtype: torch.dtype, **kwargs):
+    """``cls`` built from the components listed in ``path``'s model_index.json, each loaded with its library class
+    (``known`` maps the model's own ``(module, class)`` entries to installed classes), so that no code shipped with
+    the model runs. The pipeline entry of the index is ignored: ``cls`` is used. ``kwargs`` override components."""
+    index = read_model_index(path)
+    accepted = inspect.signature(cls.__init__).parameters
+    parts = {}
+    for name, entry in index.items():
+        if name.startswith("_") or name not in accepted or name in kwargs:
+            continue
+        if not isinstance(entry, list):
+            parts[name] = entry  # e.g. requires_safety_checker
+            continue
+        library, class_name = entry
+        if library is None or class_name is None:
+            parts[name] = None
+            continue
+        klass = known.get(tuple(entry))
+        if klass is None:
+            if library not in LIBRARIES:
+                raise CustomCodeError(f"model {path}: component {name} is custom code ({library}.py)")
+            klass = getattr(importlib.import_module(library), class_name)
+        is_module = isinstance(klass, type) and issubclass(klass, torch.nn.Module)
+        parts[name] = klass.from_pretrained(path, subfolder=name, **({"dtype": dtype} if is_module else {}))
+    pipe = cls(**parts, **kwargs)
+    pipe.register_to_config(_name_or_path=str(path))
+    return pipe

@@ -1,7 +1,7 @@
 """A Gradio demo of unpaired image-to-image translation: LSB next to the SDEdit and DDIB baselines.
 
     python app.py                      # the embedded mini SD, or $LSB_DEMO_MODEL
-    lsb demo [--model PATH] [--port N] [--share]
+    lsb demo [--model PATH] [--domains DIR] [--port N] [--share]
 
 :func:`build_demo` builds the ``gr.Blocks`` (pipelines load lazily on the first translation and are cached,
 one per method); :func:`launch_demo` starts it with the demo's upload limit. The main event is exposed as the
@@ -9,8 +9,20 @@ API endpoint ``/translate``, so ``gradio_client.Client(url).predict(..., api_nam
 
 Input images: with "Resize to the model's resolution" on (the default), every input is resized to the
 model's square training resolution (64x64 for the embedded mini SD). With it off, an image whose sides are
-multiples of 8 keeps its size (up to :data:`MAX_SIDE` pixels a side); one whose sides are not is still
+multiples of 8 keeps its size (up to the pixel limit below); one whose sides are not is still
 resized to the model's resolution, and the status line says so.
+
+Hardening (the demo may face the internet with ``--share``):
+
+* Learned domains come only from **uploads** (files in Gradio's upload folder) or from the **server's domain
+  folder** (``--domains DIR`` / ``$LSB_DEMO_DOMAINS``: ``DIR/<name>/learned_embeds.safetensors`` or
+  ``DIR/<name>.safetensors``, offered by name in a dropdown). A domain typed as text is only ever a prompt;
+  text that looks like a file path is refused with one message that does not depend on whether the path
+  exists, and no file is touched. Error messages never show tensor key names.
+* A **pixel limit** (``max_pixels``: with resizing off, inputs above it are refused before any compute;
+  default 4x the model's native area) and a **time limit** per translation (``time_limit`` seconds, checked
+  before every UNet call; default :data:`TIME_LIMIT`).
+* Gradio **analytics off** unless ``GRADIO_ANALYTICS_ENABLED=True`` is set explicitly.
 """
 
 from __future__ import annotations
@@ -19,6 +31,8 @@ import html
 import json
 import math
 import os
+import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -37,14 +51,28 @@ MODEL_ENV = "LSB_DEMO_MODEL"
 #: Upload limit (Gradio's ``max_file_size``), also checked on the files the event receives.
 MAX_FILE_SIZE = "5mb"
 MAX_FILE_BYTES = 5 * 1024 * 1024
-#: Largest side kept as is when resizing is off.
-MAX_SIDE = 1024
+#: Environment variables: the server's folder of learned domains, the pixel limit, the per-translation time limit.
+DOMAINS_ENV = "LSB_DEMO_DOMAINS"
+MAX_PIXELS_ENV = "LSB_DEMO_MAX_PIXELS"
+TIME_LIMIT_ENV = "LSB_DEMO_TIME_LIMIT"
+#: Default pixel limit with resizing off: this many times the model's native area (128x128 on the mini SD).
+MAX_PIXELS_FACTOR = 4
+#: Default seconds one translation may take (checked before each UNet call).
+TIME_LIMIT = 120.0
+#: Uploads are decoded up to this many pixels (then resized or refused by ``max_pixels``).
+MAX_UPLOAD_PIXELS = 4096 * 4096
 MAX_NFE = 100
+NO_DOMAIN = "(none)"
 METHOD_LABELS = {"lsb": "LSB", "sdedit": "SDEdit", "ddib": "DDIB"}
+#: The methods the demo offers (of :data:`lsb.surfaces.translators.METHODS`).
+DEMO_METHODS = tuple(m for m in METHODS if m in METHOD_LABELS)
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples" / "images"
 #: (folder, source prompt, target prompt) for the shipped example images (the shapes world of the mini SD).
-EXAMPLE_PROMPTS = {"circles": ("a circle", "a square"), "squares": ("a square", "a triangle"),
-                   "triangles": ("a triangle", "a circle")}
+EXAMPLE_PROMPTS = {
+    "circles": ("a circle", "a square"),
+    "squares": ("a square", "a triangle"),
+    "triangles": ("a triangle", "a circle"),
+}
 
 #: Small outputs (the mini SD's 64 px) are scaled up to fill their boxes, without blurring.
 DEMO_CSS = """
@@ -55,8 +83,56 @@ DEMO_CSS = """
 #trajectory .image-frame { padding-top: 2.4rem; }  /* keep the corner buttons off the column headers */
 """
 
-_USER_ERRORS = (ImageInputError, UnknownTokenError, DomainFileError, ModelFolderError, ValueError, TypeError,
-                FloatingPointError)
+
+class TranslationTimeout(ValueError):
+    """A translation that ran past the demo's per-request time limit."""
+
+
+_USER_ERRORS = (
+    ImageInputError,
+    UnknownTokenError,
+    DomainFileError,
+    ModelFolderError,
+    ValueError,
+    TypeError,
+    FloatingPointError,
+)
+
+
+def analytics_off() -> bool:
+    """Turn Gradio's analytics off unless the user set ``GRADIO_ANALYTICS_ENABLED=True``; True when off."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    return os.environ["GRADIO_ANALYTICS_ENABLED"] != "True"
+
+
+def find_domains(folder) -> dict[str, Path]:
+    """The learned domains the server offers: name -> file, from ``folder`` (``<name>/learned_embeds.safetensors``
+    or ``<name>.safetensors``; symbolic links leaving the folder are skipped). Empty for None."""
+    from ..prompts.domains import EMBEDS_NAME
+
+    if not folder:
+        return {}
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"domain folder {folder} does not exist or is not a folder")
+    root = root.resolve()
+    found = {}
+    for p in sorted(root.iterdir()):
+        f = p / EMBEDS_NAME if p.is_dir() else p
+        name = p.name if p.is_dir() else p.name[: -len(".safetensors")]
+        if f.name.endswith(".safetensors") and f.is_file() and f.resolve().is_relative_to(root) and name:
+            found[name] = f.resolve()
+    return found
+
+
+def _env_number(name, cast):
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ValueError(f"${name} must be a number, got {raw!r}") from None
 
 
 def _is_embedded(model: str | None) -> bool:
@@ -64,18 +140,24 @@ def _is_embedded(model: str | None) -> bool:
 
 
 def model_defaults(model: str | None) -> dict:
-    """NFE / tau / t0 / guidance defaults: the paper's, except guidance 3 on the embedded mini SD (as the CLI)."""
-    from .cli import MINI_SD_TRANSLATE_DEFAULTS, TRANSLATE_DEFAULTS
+    """NFE / tau / t0 / guidance defaults of ``model`` (:func:`lsb.io.settings.translation_defaults`: its
+    ``lsb_defaults.json``, else the paper's), and the prompts of an ``lsb export`` folder."""
+    from .export import local_translator_info
+    from ..io.settings import translation_defaults
 
-    d = MINI_SD_TRANSLATE_DEFAULTS if _is_embedded(model) else TRANSLATE_DEFAULTS
-    return dict(nfe=d["nfe"], tau=d["tau"], t0=d["t0"], guidance=d["guidance"])
+    d = translation_defaults(None if _is_embedded(model) else model)
+    out = dict(nfe=d.num_inference_steps, tau=d.tau, t0=d.t0, guidance=d.guidance_scale)
+    info = None if _is_embedded(model) else local_translator_info(model)
+    if info is not None:
+        out.update(source=info["call"]["source_prompt"], target=info["call"]["target_prompt"])
+    return out
 
 
 def model_resolution(model: str | None) -> int | None:
     """The square resolution a local diffusers SD folder was trained at (unet sample size x VAE factor), if known."""
-    import lsb
+    from ..io.assets import MINI_SD
 
-    path = Path(lsb.MINI_SD if _is_embedded(model) else model).expanduser()
+    path = Path(MINI_SD if _is_embedded(model) else model).expanduser()
     try:
         unet = json.loads((path / "unet" / "config.json").read_text())
         vae = json.loads((path / "vae" / "config.json").read_text())
@@ -103,35 +185,112 @@ def example_rows() -> list[list]:
 class Translator:
     """Lazily loaded pipelines (one per method, cached) and the demo's translate function."""
 
-    def __init__(self, model: str | None = None, device=None):
+    def __init__(
+        self,
+        model: str | None = None,
+        device=None,
+        domains=None,
+        max_pixels: int | None = None,
+        time_limit: float | None = TIME_LIMIT,
+        trust_remote_code: bool | None = None,
+    ):
         self.model = model or None
         self.device = device
+        #: name -> file of the server's learned domains (see :func:`find_domains`)
+        self.domains = dict(domains) if isinstance(domains, dict) else find_domains(domains)
+        if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) < 64):
+            raise ValueError(f"max_pixels must be an integer of at least 64, got {max_pixels}")
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
+        if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+            raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
+        self.time_limit = time_limit
+        self.trust_remote_code = trust_remote_code
         self._pipes: dict[str, object] = {}
         self._lock = threading.Lock()
         # One translation at a time per pipeline (its scheduler and tokenizer are stateful), whatever the
         # queue's concurrency limit.
-        self._busy = {m: threading.Lock() for m in METHODS}
+        self._busy = {m: threading.Lock() for m in DEMO_METHODS}
 
     def pipeline(self, method: str):
         with self._lock:
             if method not in self._pipes:
-                self._pipes[method] = load_translator(method, self.model, device=self.device)
+                self._pipes[method] = load_translator(
+                    method, self.model, device=self.device, trust_remote_code=self.trust_remote_code
+                )
             return self._pipes[method]
+
+    def _deadline(self, pipe, nfe: int) -> _Deadline:
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        return _Deadline(denoiser, self.time_limit, nfe)
+
+    def _domain_prompt(self, pipe, spec, name: str) -> str:
+        """A domain (text, ("upload", path) or ("server", name)) -> the prompt text."""
+        if isinstance(spec, tuple) and len(spec) == 2 and spec[0] in ("upload", "server"):
+            kind, value = spec
+            if kind == "server":
+                path, label = self.domain_file(value), f"the {name} domain {value!r}"
+            else:
+                path, label = _uploaded_file(value, name), f"the {name} domain file"
+                _check_file_size(path, label)
+            try:
+                return load_domain(pipe, str(path))
+            except DomainFileError as e:  # name the upload, not its path; never list tensor names
+                raise DomainFileError(
+                    _without_key_names(str(e).replace(str(path), label).replace(str(value), label))
+                ) from None
+        if not isinstance(spec, str):
+            raise ValueError(f"the {name} domain must be text or an uploaded learned_embeds.safetensors file")
+        text = spec.strip()
+        if not text:
+            raise ValueError(f"the {name} domain is empty: type a prompt or upload a learned_embeds.safetensors file")
+        if _looks_like_path(text):  # never touch the file system for typed text: one answer for any path
+            raise DomainFileError(
+                f"the {name} domain looks like a file path; domain files are not read from the "
+                f"server: upload the file" + (" or pick a server domain" if self.domains else "")
+            )
+        return text
 
     def resolution(self, pipe) -> int:
         size = pipe.unet.config.sample_size
         size = size[0] if isinstance(size, (list, tuple)) else size
         return int(size) * pipe.vae_scale_factor
 
-    def __call__(self, image_path, source: str, target: str, method: str = "lsb", nfe: int = 8,
-                 tau: float | None = None, t0: float | None = None, guidance: float | None = None, seed: int = 0,
-                 resize: bool = True, trajectory: bool = True):
+    def pixel_limit(self, pipe) -> int:
+        """Most pixels an input may have with resizing off: ``max_pixels``, else 4x the model's native area."""
+        return self.max_pixels or MAX_PIXELS_FACTOR * self.resolution(pipe) ** 2
+
+    def domain_file(self, name) -> Path | None:
+        """The server's learned domain called ``name`` (from the dropdown), None for no choice."""
+        if name in (None, "", NO_DOMAIN):
+            return None
+        if not isinstance(name, str) or name not in self.domains:
+            raise DomainFileError("unknown server domain; pick one from the list")
+        return self.domains[name]
+
+    def __call__(
+        self,
+        image_path,
+        source,
+        target,
+        method: str = "lsb",
+        nfe: int = 8,
+        tau: float | None = None,
+        t0: float | None = None,
+        guidance: float | None = None,
+        seed: int = 0,
+        resize: bool = True,
+        trajectory: bool = True,
+    ):
         """Translate one image file. Returns (output, side_by_side, trajectory strip or None, notes).
+
+        ``source`` / ``target``: a text prompt (str), or ``("upload", path)`` for a learned-domain file uploaded
+        through Gradio, or ``("server", name)`` for one of the server's domains (:attr:`domains`). Text is never
+        opened as a file.
 
         Raises the lsb user errors (ImageInputError, UnknownTokenError, DomainFileError, ValueError, ...)
         with messages meant for the user.
         """
-        if method not in METHODS:
+        if method not in DEMO_METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHOD_LABELS.values())}")
         nfe = _check_int("NFE", nfe, 2, MAX_NFE)
         seed = _check_int("seed", seed, 0, 2**63 - 1)
@@ -146,7 +305,7 @@ class Translator:
         # the demo converts what the CLI and the pipelines refuse (RGBA screenshots, grayscale), and says so
         image = load_image(image_path, name="the input image", convert=True)
         w, h = image.size
-        if w * h > 4096 * 4096:
+        if w * h > MAX_UPLOAD_PIXELS:
             raise ImageInputError(f"the input image is {w}x{h} pixels; the demo accepts up to 4096x4096")
         notes = []
         if "converted_from" in image.info:
@@ -162,32 +321,90 @@ class Translator:
         elif w % mult or h % mult:
             notes.append(f"input {w}x{h} is not a multiple of {mult}: resized to {res}x{res} (the model's resolution)")
             image = image.resize((res, res), Image.BICUBIC)
-        elif max(w, h) > MAX_SIDE:
-            raise ImageInputError(f"the input image is {w}x{h}; with resizing off the demo takes sides up to "
-                                  f"{MAX_SIDE} px: turn resizing on or upload a smaller image")
+        elif w * h > self.pixel_limit(pipe):
+            raise ImageInputError(
+                f"the input image is {w}x{h} = {w * h} pixels; with resizing off this demo takes "
+                f"up to {self.pixel_limit(pipe)}: turn resizing on or upload a smaller image"
+            )
 
-        with self._busy[method]:
-            src_prompt = _domain_prompt(pipe, source, "source")
-            tgt_prompt = _domain_prompt(pipe, target, "target")
+        with self._busy[method], self._deadline(pipe, nfe):
+            src_prompt = self._domain_prompt(pipe, source, "source")
+            tgt_prompt = self._domain_prompt(pipe, target, "target")
             generator = torch.Generator().manual_seed(seed)
             start = time.perf_counter()
             strip = None
             if method == "lsb" and trajectory:
-                out = pipe(image, source_prompt=src_prompt, target_prompt=tgt_prompt, num_inference_steps=nfe,
-                           guidance_scale=guidance, tau=tau, t0=t0, generator=generator, return_trajectory=True)
+                out = pipe(
+                    image,
+                    source_prompt=src_prompt,
+                    target_prompt=tgt_prompt,
+                    num_inference_steps=nfe,
+                    guidance_scale=guidance,
+                    tau=tau,
+                    t0=t0,
+                    generator=generator,
+                    return_trajectory=True,
+                )
                 output, spent = out.images[0], out.nfe
                 strip = trajectory_strip(pipe, out.trajectory)
             else:
-                images, spent = translate(method, pipe, image, src_prompt, tgt_prompt, nfe=nfe, guidance_scale=guidance,
-                                          tau=tau, t0=t0, generator=generator)
+                images, spent = translate(
+                    method,
+                    pipe,
+                    image,
+                    src_prompt,
+                    tgt_prompt,
+                    nfe=nfe,
+                    guidance_scale=guidance,
+                    tau=tau,
+                    t0=t0,
+                    generator=generator,
+                )
                 output = images[0]
         seconds = time.perf_counter() - start
         side = make_grid([image, output], nrow=2)
-        status = (f"**{METHOD_LABELS[method]}**: {spent} UNet calls (NFE), {output.size[0]}x{output.size[1]}, "
-                  f"{seconds:.1f} s. Source: `{src_prompt}`, target: `{tgt_prompt}`.")
+        status = (
+            f"**{METHOD_LABELS[method]}**: {spent} UNet calls (NFE), {output.size[0]}x{output.size[1]}, "
+            f"{seconds:.1f} s. Source: `{src_prompt}`, target: `{tgt_prompt}`."
+        )
         if notes:
             status += " Note: " + "; ".join(notes) + "."
         return output, side, strip, status
+
+
+class _Deadline:
+    """Context manager: a forward pre-hook on the denoiser that stops the translation past ``limit`` seconds."""
+
+    def __init__(self, module, limit: float | None, nfe: int):
+        self.module, self.limit, self.nfe, self.calls, self.handle = module, limit, nfe, 0, None
+
+    def hook(self, *_):
+        if time.perf_counter() > self.end:
+            raise TranslationTimeout(
+                f"the translation ran past this demo's time limit of {self.limit:g} s (after "
+                f"{self.calls} of about {self.nfe} UNet calls): lower NFE or the image size"
+            )
+        self.calls += 1
+
+    def __enter__(self):
+        if self.limit is not None and self.module is not None:
+            self.end = time.perf_counter() + self.limit
+            self.handle = self.module.register_forward_pre_hook(self.hook)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.remove()
+        return False
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.endswith(".safetensors") or "/" in text or "\\" in text or text.startswith("~")
+
+
+def _without_key_names(message: str) -> str:
+    """A domain-file error with any list of tensor names replaced by their count."""
+    return re.sub(r"\[(?:'[^']*'(?:, )?)*\]", lambda m: f"{m.group(0).count(chr(39)) // 2} tensor(s)", message)
 
 
 def _check_int(name, value, lo, hi) -> int:
@@ -216,20 +433,18 @@ def _check_file_size(path, what: str) -> None:
         raise ValueError(f"{what} is {size / 2**20:.1f} MB; the demo accepts files up to {MAX_FILE_SIZE}")
 
 
-def _domain_prompt(pipe, spec, name: str) -> str:
-    """A domain given as text or as the path of an uploaded learned_embeds.safetensors -> the prompt text."""
-    if isinstance(spec, (str, os.PathLike)) and str(spec).endswith(".safetensors") and Path(spec).is_file():
-        _check_file_size(spec, f"the {name} domain file")
-        try:
-            return load_domain(pipe, str(spec))
-        except DomainFileError as e:  # name the upload, not its temporary path
-            raise DomainFileError(str(e).replace(str(spec), f"the {name} domain file")) from None
-    text = (spec or "").strip() if isinstance(spec, str) else spec
-    if not text:
-        raise ValueError(f"the {name} domain is empty: type a prompt or upload a learned_embeds.safetensors file")
-    if str(text).endswith(".safetensors"):
-        raise DomainFileError(f"the {name} domain {text!r} looks like a file name: upload the file instead")
-    return str(text)
+def _uploaded_file(path, name: str) -> Path:
+    """``path`` if it is a file in Gradio's upload folder; the same refusal for any other path, existing or not."""
+    from gradio.utils import get_upload_folder
+
+    refusal = DomainFileError(f"the {name} domain file must be uploaded through the page")
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise refusal
+    root = Path(get_upload_folder()).resolve()
+    p = Path(path).resolve()
+    if not p.is_relative_to(root) or not p.is_file():
+        raise refusal
+    return p
 
 
 def _font(size: int):
@@ -240,8 +455,9 @@ def _font(size: int):
 
 
 @torch.no_grad()
-def trajectory_strip(pipe, trajectory, index: int = 0, chunk: int = 8, min_tile: int = 96,
-                     max_rows: int = 12) -> Image.Image:
+def trajectory_strip(
+    pipe, trajectory, index: int = 0, chunk: int = 8, min_tile: int = 96, max_rows: int = 12
+) -> Image.Image:
     """One row per LSB step (top to bottom): the state x_t, the source and the target predictor, decoded.
 
     Rows are labelled with the step number and bridge time t; columns with what they show. Tiles smaller than
@@ -257,7 +473,7 @@ def trajectory_strip(pipe, trajectory, index: int = 0, chunk: int = 8, min_tile:
     batch = torch.stack(latents).to(device=pipe.vae.device, dtype=pipe.vae.dtype)
     tiles = []
     for i in range(0, len(batch), chunk):
-        tiles += pipe.decode_latents(batch[i:i + chunk], output_type="pil")
+        tiles += pipe.decode_latents(batch[i : i + chunk], output_type="pil")
     if tiles[0].height < min_tile:  # small models (the mini SD's 64 px): upscale so the labels stay legible
         scale = -(-min_tile // tiles[0].height)
         tiles = [t.resize((t.width * scale, t.height * scale), Image.NEAREST) for t in tiles]
@@ -287,26 +503,84 @@ def trajectory_strip(pipe, trajectory, index: int = 0, chunk: int = 8, min_tile:
     return canvas
 
 
-def build_demo(model: str | None = None, device=None, concurrency_limit: int = 1, max_queue: int = 16):
-    """The Gradio Blocks of the demo. ``model``: a diffusers SD folder or Hub id; None: ``$LSB_DEMO_MODEL`` or the
-    embedded mini SD. Nothing is loaded until the first translation."""
+def build_demo(
+    model: str | None = None,
+    device=None,
+    concurrency_limit: int = 1,
+    max_queue: int = 16,
+    domains=None,
+    max_pixels: int | None = None,
+    time_limit: float | None = None,
+    trust_remote_code: bool | None = None,
+):
+    """The Gradio Blocks of the demo. ``model``: a diffusers SD folder, an ``lsb export`` folder or a Hub id; None:
+    ``$LSB_DEMO_MODEL`` or the embedded mini SD. ``domains``: the server's folder of learned domains (None:
+    ``$LSB_DEMO_DOMAINS``, else none); ``max_pixels`` / ``time_limit``: see the module doc (None:
+    ``$LSB_DEMO_MAX_PIXELS`` / ``$LSB_DEMO_TIME_LIMIT``, else the defaults). Nothing is loaded until the first
+    translation. Gradio analytics are off unless ``GRADIO_ANALYTICS_ENABLED=True``."""
+    off = analytics_off()  # before gradio is imported: it reads the variable at import and at Blocks()
     import gradio as gr
 
     model = model or os.environ.get(MODEL_ENV) or None
-    translator = Translator(model, device=device)
+    domains = domains if domains is not None else os.environ.get(DOMAINS_ENV) or None
+    max_pixels = max_pixels if max_pixels is not None else _env_number(MAX_PIXELS_ENV, int)
+    time_limit = time_limit if time_limit is not None else _env_number(TIME_LIMIT_ENV, float) or TIME_LIMIT
+    translator = Translator(
+        model,
+        device=device,
+        domains=domains,
+        max_pixels=max_pixels,
+        time_limit=time_limit,
+        trust_remote_code=trust_remote_code,
+    )
     defaults = model_defaults(model)
     res = model_resolution(model)
     res_text = f"{res}x{res}" if res else "the model's resolution"
+    limit = translator.max_pixels or (MAX_PIXELS_FACTOR * res * res if res else None)
+    limit_text = f"{limit} pixels" if limit else f"{MAX_PIXELS_FACTOR}x the model's native area"
     model_name = "the embedded mini SD (64x64 shapes world)" if _is_embedded(model) else f"`{model}`"
+    server_domains = [NO_DOMAIN] + list(translator.domains)
 
-    def run(image, source_text, source_file, target_text, target_file, method, nfe, tau, t0, guidance, seed,
-            resize, progress=gr.Progress(track_tqdm=True)):
-        source = source_file or source_text
-        target = target_file or target_text
+    def pick(text, upload, server):
+        if upload:
+            return ("upload", upload)
+        if server not in (None, "", NO_DOMAIN):
+            return ("server", server)
+        return text
+
+    def run(
+        image,
+        source_text,
+        source_file,
+        target_text,
+        target_file,
+        method,
+        nfe,
+        tau,
+        t0,
+        guidance,
+        seed,
+        resize,
+        source_domain=NO_DOMAIN,
+        target_domain=NO_DOMAIN,
+        progress=gr.Progress(track_tqdm=True),
+    ):
+        source = pick(source_text, source_file, source_domain)
+        target = pick(target_text, target_file, target_domain)
         progress(0, desc="loading the pipeline" if method not in translator._pipes else "translating")
         try:
-            return translator(image, source, target, method=method, nfe=nfe, tau=tau, t0=t0, guidance=guidance,
-                              seed=seed, resize=resize)
+            return translator(
+                image,
+                source,
+                target,
+                method=method,
+                nfe=nfe,
+                tau=tau,
+                t0=t0,
+                guidance=guidance,
+                seed=seed,
+                resize=resize,
+            )
         except _USER_ERRORS as e:
             # The UI renders the message as HTML: escape it, or "<token>" would vanish as an unknown tag.
             raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None
@@ -324,34 +598,67 @@ def build_demo(model: str | None = None, device=None, concurrency_limit: int = 1
             except UnidentifiedImageError:
                 raise gr.Error("the input image: not an image file PIL can read", print_exception=False) from None
             except Exception as e:  # noqa: BLE001 (truncated files, decompression bombs, ...)
-                raise gr.Error(html.escape(f"the input image: unreadable image ({e})", quote=False),
-                               print_exception=False) from None
+                raise gr.Error(
+                    html.escape(f"the input image: unreadable image ({e})", quote=False), print_exception=False
+                ) from None
 
-    with gr.Blocks(title="Latent Schrödinger Bridge: image-to-image translation") as demo:
+    with gr.Blocks(title="Latent Schrödinger Bridge: image-to-image translation", analytics_enabled=not off) as demo:
         gr.Markdown(
             "# Latent Schrödinger Bridge: unpaired image-to-image translation\n"
             f"Translate an image from a **source** domain to a **target** domain with {model_name}. Each domain is "
             "a text prompt or a learned domain (`learned_embeds.safetensors` from `lsb learn-domain`; an uploaded "
             "file replaces the text). LSB integrates the bridge ODE in NFE UNet calls; SDEdit and DDIB are the "
-            "paper's baselines at the same budget.")
+            "paper's baselines at the same budget."
+        )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=320):
-                image = CheckedImage(type="filepath", image_mode=None, label="Input image",
-                                     sources=["upload", "clipboard"], elem_id="input-image", height=280)
-                resize = gr.Checkbox(value=True, label=f"Resize to the model's resolution ({res_text})",
-                                     info="Off: sizes that are multiples of 8 are kept (up to "
-                                          f"{MAX_SIDE} px); others are still resized.")
+                image = CheckedImage(
+                    type="filepath",
+                    image_mode=None,
+                    label="Input image",
+                    sources=["upload", "clipboard"],
+                    elem_id="input-image",
+                    height=280,
+                )
+                resize = gr.Checkbox(
+                    value=True,
+                    label=f"Resize to the model's resolution ({res_text})",
+                    info=f"Off: sizes that are multiples of 8 are kept (up to {limit_text}); others are still resized.",
+                )
                 with gr.Row():
-                    source_text = gr.Textbox(label="Source domain", value="a circle",
-                                             placeholder="e.g. a photo of a cat, or a <token>", elem_id="source-text")
-                    target_text = gr.Textbox(label="Target domain", value="a square",
-                                             placeholder="e.g. a photo of a dog", elem_id="target-text")
+                    source_text = gr.Textbox(
+                        label="Source domain",
+                        value=defaults.get("source", "a circle"),
+                        placeholder="e.g. a photo of a cat, or a <token>",
+                        elem_id="source-text",
+                    )
+                    target_text = gr.Textbox(
+                        label="Target domain",
+                        value=defaults.get("target", "a square"),
+                        placeholder="e.g. a photo of a dog",
+                        elem_id="target-text",
+                    )
                 with gr.Row():
-                    source_file = gr.File(label="or a learned source domain (.safetensors)",
-                                          file_types=[".safetensors"], height=150, elem_id="source-file")
-                    target_file = gr.File(label="or a learned target domain (.safetensors)",
-                                          file_types=[".safetensors"], height=150, elem_id="target-file")
-                method = gr.Radio([(METHOD_LABELS[m], m) for m in METHODS], value="lsb", label="Method")
+                    source_file = gr.File(
+                        label="or a learned source domain (.safetensors)",
+                        file_types=[".safetensors"],
+                        height=150,
+                        elem_id="source-file",
+                    )
+                    target_file = gr.File(
+                        label="or a learned target domain (.safetensors)",
+                        file_types=[".safetensors"],
+                        height=150,
+                        elem_id="target-file",
+                    )
+                with gr.Row(visible=len(server_domains) > 1):
+                    source_domain = gr.Dropdown(
+                        server_domains, value=NO_DOMAIN, label="or a server domain (source)", elem_id="source-domain"
+                    )
+                    target_domain = gr.Dropdown(
+                        server_domains, value=NO_DOMAIN, label="or a server domain (target)", elem_id="target-domain"
+                    )
+                method = gr.Radio([(METHOD_LABELS[m], m) for m in DEMO_METHODS], value="lsb", label="Method")
                 with gr.Accordion("Parameters", open=True):
                     with gr.Row():
                         nfe = gr.Slider(2, MAX_NFE, value=defaults["nfe"], step=1, label="NFE (UNet calls)")
@@ -363,36 +670,94 @@ def build_demo(model: str | None = None, device=None, concurrency_limit: int = 1
                 button = gr.Button("Translate", variant="primary", elem_id="translate-btn")
                 rows = example_rows()
                 if rows:
-                    gr.Examples(rows, inputs=[image, source_text, target_text],
-                                label="Examples (the shapes world of the embedded mini SD): click one to load it",
-                                cache_examples=False, examples_per_page=6)
+                    gr.Examples(
+                        rows,
+                        inputs=[image, source_text, target_text],
+                        label="Examples (the shapes world of the embedded mini SD): click one to load it",
+                        cache_examples=False,
+                        examples_per_page=6,
+                    )
             with gr.Column(scale=1, min_width=320):
-                output = gr.Image(label="Translation", format="png", interactive=False, elem_id="output-image",
-                                  height=280)
+                output = gr.Image(
+                    label="Translation", format="png", interactive=False, elem_id="output-image", height=280
+                )
                 status = gr.Markdown(elem_id="status")
-                side = gr.Image(label="Input | output", format="png", interactive=False, elem_id="side-by-side",
-                                height=200)
-                gr.Markdown("**LSB trajectory**: one row per step, in order (bridge time t); columns: the state "
-                            "x_t, the source and the target predictor, decoded.")
-                strip = gr.Image(label="LSB trajectory", show_label=False, format="png", interactive=False,
-                                 elem_id="trajectory")
-        gr.Markdown(f"Uploads up to {MAX_FILE_SIZE}. SDEdit uses tau and t0 only for its start noise level; DDIB "
-                    "ignores them and the seed. The trajectory is shown for LSB only.")
-        button.click(run, inputs=[image, source_text, source_file, target_text, target_file, method, nfe, tau, t0,
-                                  guidance, seed, resize],
-                     outputs=[output, side, strip, status], api_name="translate",
-                     concurrency_limit=concurrency_limit)
+                side = gr.Image(
+                    label="Input | output", format="png", interactive=False, elem_id="side-by-side", height=200
+                )
+                gr.Markdown(
+                    "**LSB trajectory**: one row per step, in order (bridge time t); columns: the state "
+                    "x_t, the source and the target predictor, decoded."
+                )
+                strip = gr.Image(
+                    label="LSB trajectory", show_label=False, format="png", interactive=False, elem_id="trajectory"
+                )
+        gr.Markdown(
+            f"Uploads up to {MAX_FILE_SIZE}; with resizing off, images up to {limit_text}; each translation "
+            f"may take up to {translator.time_limit:g} s. SDEdit uses tau and t0 only for its start noise level; DDIB "
+            "ignores them and the seed. The trajectory is shown for LSB only."
+        )
+        button.click(
+            run,
+            inputs=[
+                image,
+                source_text,
+                source_file,
+                target_text,
+                target_file,
+                method,
+                nfe,
+                tau,
+                t0,
+                guidance,
+                seed,
+                resize,
+                source_domain,
+                target_domain,
+            ],
+            outputs=[output, side, strip, status],
+            api_name="translate",
+            concurrency_limit=concurrency_limit,
+        )
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     demo.translator = translator
     return demo
 
 
-def launch_demo(demo, server_name: str | None = None, server_port: int | None = None, share: bool = False,
-                **kwargs):
-    """``demo.launch`` with the demo's upload limit and CSS; returns (app, local_url, share_url)."""
+SHARE_HINT = "To create a public link, run `lsb demo --share` (anyone with the link can use this server)."
+
+
+def launch_demo(demo, server_name: str | None = None, server_port: int | None = None, share: bool = False, **kwargs):
+    """``demo.launch`` with the demo's upload limit and CSS; returns (app, local_url, share_url).
+
+    Gradio's own start-up lines are replaced by the local (and public) URL and a hint naming ``lsb demo --share``;
+    ``quiet=True`` prints nothing."""
     kwargs.setdefault("max_file_size", MAX_FILE_SIZE)
     kwargs.setdefault("css", DEMO_CSS)
-    return demo.launch(server_name=server_name, server_port=server_port, share=share, **kwargs)
+    quiet = kwargs.pop("quiet", False)
+    block = not kwargs.pop("prevent_thread_lock", False)
+    app, local_url, share_url = demo.launch(
+        server_name=server_name, server_port=server_port, share=share, quiet=True, prevent_thread_lock=True, **kwargs
+    )
+    if not quiet:
+        print(f"* Running on local URL: {local_url}")
+        print(f"* Running on public URL: {share_url}" if share_url else f"* {SHARE_HINT}", flush=True)
+    if block and not getattr(sys, "ps1", sys.flags.interactive):  # as Gradio: scripts block, interactive sessions not
+        demo.block_thread()
+    return app, local_url, share_url
 
 
-__all__ = ["build_demo", "launch_demo", "Translator", "trajectory_strip", "MODEL_ENV", "MAX_FILE_SIZE"]
+__all__ = [
+    "build_demo",
+    "launch_demo",
+    "Translator",
+    "TranslationTimeout",
+    "find_domains",
+    "trajectory_strip",
+    "MODEL_ENV",
+    "DOMAINS_ENV",
+    "MAX_PIXELS_ENV",
+    "TIME_LIMIT_ENV",
+    "MAX_FILE_SIZE",
+    "TIME_LIMIT",
+]

@@ -13,17 +13,32 @@ from ..io.settings import check_nfe, translation_defaults
 METHODS = ("lsb", "sdedit", "ddib")
 
 
-def load_translator(method: str, model: str | None = None, device=None, **kwargs):
+def export_components() -> dict:
+    """The custom components that ``lsb export`` writes, mapped to the installed classes they re-export: an export
+    loads through lsb without running its own code (see :func:`lsb.helpers.loading.load_pipeline`)."""
+    from ..schedulers import LSBScheduler
+
+    return {("scheduling_lsb", "LSBScheduler"): LSBScheduler}
+
+
+def load_translator(method: str, model: str | None = None, device=None, trust_remote_code: bool | None = None,
+                    **kwargs):
     """The pipeline object that :func:`translate` needs for ``method``, loaded with :func:`lsb.loading.load_pipeline`.
 
     * ``"lsb"``: :class:`lsb.LatentSchrodingerBridgePipeline`
     * ``"ddib"``: :class:`lsb_pipelines.ddib.pipeline.DDIBPipeline`
     * ``"sdedit"``: diffusers' ``StableDiffusionImg2ImgPipeline`` with a ``DDIMScheduler`` (no safety checker)
 
-    ``model`` is the embedded mini SD (None), a local diffusers SD folder or a Hub id; ``kwargs`` go to
-    ``from_pretrained`` (e.g. ``dtype``).
+    ``model`` is the embedded mini SD (None), a local diffusers SD folder, an ``lsb export`` folder or a Hub id;
+    ``kwargs`` go to ``from_pretrained`` (e.g. ``dtype``). An ``lsb export`` (local or Hub) loads with the installed
+    lsb classes: none of its code runs. Other models with custom code run it only with ``trust_remote_code``
+    (None: a local folder you name is trusted, a Hub id is not).
     """
-    from ..helpers.loading import load_pipeline
+    from functools import partial
+
+    from ..helpers.loading import load_pipeline as load
+
+    load_pipeline = partial(load, trust_remote_code=trust_remote_code, known=export_components())
 
     if method == "lsb":
         from lsb_pipelines.lsb.pipeline import LatentSchrodingerBridgePipeline
@@ -90,4 +105,4 @@ def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int 
     return out.images, out.nfe
 
 
-__all__ = ["METHODS", "load_translator", "translate"]
+__all__ = ["METHODS", "export_components", "load_translator", "translate"]

@@ -2,13 +2,51 @@
 
 from __future__ import annotations
 
+import math
+import os
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="serve the translation demo in the browser (Gradio)",
-                              description="Start the Gradio demo: upload an image, pick source/target domains and "
-                                          "a method (LSB, SDEdit, DDIB). Needs the 'demo' extra (gradio).")
-    p.add_argument("--model", default=None,
-                   help="diffusers SD folder or Hub id (default: $LSB_DEMO_MODEL, else the embedded mini SD)")
+    p = subparsers.add_parser(
+        "demo",
+        help="serve the translation demo in the browser (Gradio)",
+        description="Start the Gradio demo: upload an image, pick source/target domains and "
+        "a method (LSB, SDEdit, DDIB). Needs the 'demo' extra (gradio). Learned "
+        "domains come only from uploads or from --domains; Gradio analytics are "
+        "off unless GRADIO_ANALYTICS_ENABLED=True.",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="diffusers SD folder, `lsb export` folder or Hub id (default: $LSB_DEMO_MODEL, else the embedded mini SD)",
+    )
+    p.add_argument(
+        "--domains",
+        default=None,
+        metavar="DIR",
+        help="folder of learned domains the page offers by name (DIR/<name>/learned_embeds.safetensors "
+        "or DIR/<name>.safetensors; default: $LSB_DEMO_DOMAINS, else none)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="largest input (width x height) with resizing off (default: $LSB_DEMO_MAX_PIXELS, else 4x "
+        "the model's native area)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="longest one translation may run (default: $LSB_DEMO_TIME_LIMIT, else 120)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        default=None,
+        help="run custom code of a Hub model (a local folder you name is trusted; lsb exports need none)",
+    )
     p.add_argument("--port", type=int, default=None, help="server port (default: 7860 or the next free one)")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
@@ -23,12 +61,26 @@ def cmd_demo(args) -> int:
         raise ValueError(f"--port must lie between 1 and 65535, got {args.port}")
     if args.concurrency < 1 or args.max_queue < 1:
         raise ValueError("--concurrency and --max-queue must be at least 1")
+    if args.max_pixels is not None and args.max_pixels < 64:
+        raise ValueError(f"--max-pixels must be at least 64, got {args.max_pixels}")
+    if args.time_limit is not None and not (math.isfinite(args.time_limit) and args.time_limit > 0):
+        raise ValueError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # analytics off unless asked for, before gradio
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise ValueError("the demo needs gradio: pip install 'lsb[demo]'") from None
     from ..demo import build_demo, launch_demo
 
-    demo = build_demo(args.model, device=args.device, concurrency_limit=args.concurrency, max_queue=args.max_queue)
+    demo = build_demo(
+        args.model,
+        device=args.device,
+        concurrency_limit=args.concurrency,
+        max_queue=args.max_queue,
+        domains=args.domains,
+        max_pixels=args.max_pixels,
+        time_limit=args.time_limit,
+        trust_remote_code=args.trust_remote_code,
+    )
     launch_demo(demo, server_name=args.host, server_port=args.port, share=args.share)
     return 0
