@@ -8,7 +8,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from lsb.data import shapes
-from lsb.data.datasets import ImageFolderDataset, PairedShapesDataset, ShapesDataset, collate
+from lsb.data.datasets import PairedShapesDataset, ShapesDataset, collate
 from lsb.io.images import ImageInputError
 
 
@@ -46,13 +46,15 @@ def test_paired_dataset(task):
     assert ("mask" in item) == (task == "inpaint")
 
 
-def test_image_folder(tmp_path):
+def test_image_folder(tmp_path):   # a user's image folder: lsb.training.prompt_optimization.DomainImages
+    from lsb.training.prompt_optimization import DomainImages
+
     Image.new("RGB", (80, 40), (255, 0, 0)).save(tmp_path / "a.png")
     Image.new("L", (64, 64), 10).save(tmp_path / "b.jpg")
     with pytest.raises(ImageInputError, match="b.jpg: mode L"):
-        ImageFolderDataset(tmp_path, resolution=32)
-    ds = ImageFolderDataset(tmp_path, resolution=32, convert_mode=True)
-    assert len(ds) == 2 and ds[0]["pixel_values"].shape == (3, 32, 32)
+        DomainImages(tmp_path, size=32)
+    ds = DomainImages(tmp_path, size=32, convert_mode=True, note=lambda _: None)
+    assert len(ds) == 2 and ds.tensor().shape == (2, 3, 32, 32)
     (tmp_path / "c.png").write_bytes(b"garbage")
     with pytest.raises(ImageInputError, match="c.png"):
-        ImageFolderDataset(tmp_path, convert_mode=True)
+        DomainImages(tmp_path, size=32, convert_mode=True)

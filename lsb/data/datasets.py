@@ -7,14 +7,11 @@ generator seeded by ``(seed, i)``, so two workers or two runs see identical data
 
 from __future__ import annotations
 
-import os
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..io.images import ImageInputError, list_images, load_image
 from . import shapes
 from .degradations import DEGRADATIONS, degrade, inpaint_mask
 
@@ -84,50 +81,6 @@ class PairedShapesDataset(ShapesDataset):
         return item
 
 
-class ImageFolderDataset(Dataset):
-    """A user's folder (or list of files/folders) of images, as RGB tensors in [-1, 1] of one size.
-
-    Every file is opened once up front so that a bad file is reported by name before any training
-    starts. Images are centre-cropped to a square and resized to ``resolution``. Files that are not
-    8-bit RGB are refused by name unless ``convert_mode`` (then converted as ``lsb.io.images.to_rgb`` does).
-    """
-
-    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], resolution: int = 64,
-                 transform: Callable | None = None, convert_mode: bool = False):
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        self.files = list_images(paths)
-        self.resolution = resolution
-        self.transform = transform
-        self.convert_mode = convert_mode
-        for f in self.files:
-            load_image(f, convert=convert_mode)  # raises ImageInputError naming the file
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def load(self, i: int):
-        from PIL import Image
-
-        img = load_image(self.files[i], convert=self.convert_mode)
-        w, h = img.size
-        side = min(w, h)
-        if side < 8:
-            raise ImageInputError(f"{self.files[i]}: image of {w}x{h} px is too small")
-        left, top = (w - side) // 2, (h - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-        if img.size != (self.resolution, self.resolution):
-            img = img.resize((self.resolution, self.resolution), Image.BICUBIC)
-        return img
-
-    def __getitem__(self, i: int) -> dict:
-        img = self.load(i)
-        x = to_tensor(img)
-        if self.transform is not None:
-            x = self.transform(x)
-        return {"pixel_values": x, "path": str(self.files[i])}
-
-
 def collate(items: list[dict]) -> dict:
     """Stack tensors, keep everything else as lists (for DataLoader(collate_fn=collate))."""
     out = {}
@@ -137,4 +90,4 @@ def collate(items: list[dict]) -> dict:
     return out
 
 
-__all__ = ["ShapesDataset", "PairedShapesDataset", "ImageFolderDataset", "collate", "to_tensor"]
+__all__ = ["ShapesDataset", "PairedShapesDataset", "collate", "to_tensor"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -192,8 +192,3 @@ def augmented_caption(scene: Scene, rng: np.random.Generator, weights: dict | No
 def caption_vocabulary() -> list[str]:
     """Every word a caption of the world can contain."""
     return ["a", "on", "background", *SHAPES, *COLOURS, *BACKGROUNDS]
-
-
-def iter_renders(split: str, n: int, start: int = 0, **fixed) -> Iterator[tuple[Scene, Image.Image]]:
-    for s in scenes(split, n, start=start, **fixed):
-        yield s, render(s)

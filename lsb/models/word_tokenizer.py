@@ -92,13 +92,3 @@ def build_word_tokenizer(words: Iterable[str], model_max_length: int = 24):
         pad_token=EOS,
     )
     return tok
-
-
-def check_single_tokens(tokenizer, words: Iterable[str]) -> list[str]:
-    """The words that do NOT encode to exactly one token (empty list = all good)."""
-    bad = []
-    for w in words:
-        ids = tokenizer(w, add_special_tokens=False).input_ids
-        if len(ids) != 1:
-            bad.append(w)
-    return bad

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from ..data import shapes
 from ..data.degradations import degrade
 from ..helpers.restoration import BRIDGES, TASKS, check_task, empty_prompt_embeds, expand_conv_in, training_scheduler, unet_call
+from ..io.latents import encode_latents
 from .loop import TrainConfig, TrainingTask, leave_process_group, train
 
 METHODS = BRIDGES + ("palette",)
@@ -65,7 +66,7 @@ def encode(vae, arr: np.ndarray, batch: int = 256) -> torch.Tensor:
     out = []
     for i in range(0, len(arr), batch):
         x = _to_pixels(arr[i:i + batch]).to(device=vae.device, dtype=vae.dtype)
-        out.append((vae.encode(x).latent_dist.mode() * vae.config.scaling_factor).float().cpu())
+        out.append(encode_latents(vae, x).float().cpu())
     return torch.cat(out)
 
 

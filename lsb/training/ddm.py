@@ -38,6 +38,8 @@ import torch
 from ..bridges.ddm import T_MIN
 from ..data import shapes
 from ..data.degradations import degrade
+from ..io.execution import process_state
+from ..io.latents import encode_latents
 from ..models import mini_sd
 from ..models.ddm import ddm_unet_channels, split_heads
 from .loop import TrainConfig, TrainingTask, is_main_process, leave_process_group, train
@@ -82,7 +84,7 @@ def cache_task_latents(vae, n: int, task: str = "t2i", batch: int = 256, device=
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or process_state().device  # where accelerate puts this process
     vae = vae.to(device)
     scenes_all = shapes.scenes("train", n)
     jobs = [(scenes_all[i:i + batch], "sr4" if task == "sr4" else None) for i in range(0, n, batch)]
@@ -91,7 +93,7 @@ def cache_task_latents(vae, n: int, task: str = "t2i", batch: int = 256, device=
 
     def enc(arr):
         x = torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return vae.encode(x).latent_dist.mode().cpu() * vae.config.scaling_factor
+        return encode_latents(vae, x).cpu()
 
     lat, cond = [], []
     try:

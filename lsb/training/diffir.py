@@ -37,6 +37,7 @@ from PIL import Image
 
 from ..data import shapes
 from ..data.degradations import degrade, inpaint_mask
+from ..io.execution import process_state
 from ..models.diffir import CPENS1, CPENS2, DIRformer, PriorDenoiser, count_parameters
 from ..schedulers.scheduling_diffir import DiffIRScheduler
 from .loop import TrainConfig, TrainingTask, is_main_process, leave_process_group, train
@@ -371,7 +372,7 @@ def run_stage(stage: str, task: str, out: str | Path, recipe: DiffIRRecipe | Non
     if stage in ("s2", "plain"):
         pipe = DiffIRPipeline.from_pretrained(out / stage / "final")
         pipe.set_progress_bar_config(disable=True)
-        pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+        pipe.to(process_state().device)  # where accelerate puts this process
         res["val"] = evaluate_pipeline(pipe, task, n=256 if r.cache_size >= 1000 else 16)
         res["pipeline"] = str(out / stage / "final")
     res["task"], res["recipe"] = task, dataclasses.asdict(r)

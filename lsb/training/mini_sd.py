@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data import shapes
+from ..io.execution import process_state
+from ..io.latents import encode_latents
 from ..models import mini_sd
 from .loop import TrainConfig, TrainingTask, is_main_process, train
 
@@ -154,7 +156,7 @@ def cache_latents(vae, n: int, seed: int = 0, batch: int = 128) -> tuple[torch.T
         arrays = pool.map(_render_chunk, chunks) if pool else map(_render_chunk, chunks)
         for arr in tqdm(arrays, total=len(chunks), desc="cache latents"):
             x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-            out.append(vae.encode(x.to(vae.device)).latent_dist.mode().cpu() * vae.config.scaling_factor)
+            out.append(encode_latents(vae, x.to(vae.device)).cpu())
     finally:
         if pool:
             pool.shutdown()
@@ -341,8 +343,7 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
                         tokenizer=CLIPTokenizer.from_pretrained(src / "tokenizer"))
         else:
             vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
-        if torch.cuda.is_available():
-            vae.to("cuda")
+        vae.to(process_state().device)  # where accelerate puts this process (latents are cached on it)
         latents, scenes = cache_latents(vae, r.cached_scenes)
         vae.to("cpu")
         cfg = TrainConfig(str(out / "unet"), max_steps=r.unet_steps, learning_rate=r.unet_lr, weight_decay=1e-2,

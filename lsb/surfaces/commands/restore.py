@@ -149,8 +149,6 @@ def cmd_restore(args) -> int:
         if not is_bridge:
             raise ValueError(f"--scheduler applies to bridge models; {model} is a {type(pipe).__name__}")
         pipe.set_sampler(args.scheduler, **dbim_opts)
-    elif dbim_opts:
-        raise ValueError("--eta / --solver-order need --scheduler dbim")
     call = {}
     if is_bridge:
         call["num_inference_steps"] = steps_for_nfe(pipe.scheduler, args.nfe or 10)
