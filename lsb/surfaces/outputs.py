@@ -107,19 +107,8 @@ class OutputFolder:
 
     def __init__(self, out, inputs=(), files=(), overwrite: bool = False, flag: str = "-o/--output"):
         self.final = Path(out)
-        final = self.final.resolve()
-        for item in inputs:
-            folder = Path(item).resolve()
-            if folder.is_dir() and (final == folder or folder in final.parents):
-                raise OutputPathError(f"{flag} {out} is inside the input folder {item}: outputs would mix with (or "
-                                      f"overwrite) the inputs; choose a folder outside it")
-        for f in files:
-            if Path(f).resolve().parent == final:
-                raise OutputPathError(f"{flag} {out} holds the input {f}: outputs would overwrite or mix with the "
-                                      f"inputs; choose another output folder")
-        if self.final.exists() and not self.final.is_dir():
-            raise OutputPathError(f"{flag} {out} is a file, not a folder")
-        _writable_folder(self.final)
+        check_not_inside_inputs(out, inputs, files, flag)
+        check_output_folder_writable(out, flag)
         self.replacing = self.final.is_dir() and any(self.final.iterdir())
         if self.replacing and not overwrite:
             raise OutputPathError(f"{flag} {out} is not empty; choose a new folder, or pass --overwrite to replace "
@@ -131,10 +120,17 @@ class OutputFolder:
 
     def prepare(self) -> Path:
         """Create the folder to write into (a fresh staging folder when replacing)."""
+        self.created = not self.path.exists()
         if self.replacing:
             shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)
         return self.path
+
+    def abort(self) -> None:
+        """After a failed run: remove the staging folder, or the output folder this run created (the previous run,
+        if any, stays as it was)."""
+        if self.replacing or getattr(self, "created", False):
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def write_settings(self, command: str, settings: dict) -> Path:
         dest = self.path / SETTINGS_NAME
@@ -152,14 +148,36 @@ class OutputFolder:
         return self.final
 
 
+def check_not_inside_inputs(out, inputs, files=(), flag: str = "-o/--output") -> None:
+    """Refuse an output folder equal to or inside an input folder, or holding an input file."""
+    final = Path(out).resolve()
+    for item in inputs:
+        folder = Path(item).resolve()
+        if folder.is_dir() and (final == folder or folder in final.parents):
+            raise OutputPathError(f"{flag} {out} is inside the input folder {item}: outputs would mix with the "
+                                  f"inputs; choose a folder outside it")
+    for f in files:
+        if Path(f).resolve().parent == final:
+            raise OutputPathError(f"{flag} {out} holds the input {f}; choose another output folder")
+
+
+def check_output_folder_writable(out, flag: str = "-o/--output") -> Path:
+    """An output folder path that is not a file and can be created or written."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise OutputPathError(f"{flag} {out} is a file, not a folder")
+    _writable_folder(p)
+    return p
+
+
 def check_output_file(out, overwrite: bool = False, inputs=(), flag: str = "-o/--output") -> Path:
     """Check a single output image path before any compute: an image suffix, not a folder, not an input, an
     existing file only with ``overwrite``, and a writable parent folder."""
     p = Path(out)
-    if p.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
-        raise OutputPathError(f"{flag} {out}: give an image file name ending in .png, .jpg or .webp")
     if p.is_dir():
         raise OutputPathError(f"{flag} {out} is a folder; give a file name such as {p / 'out.png'}")
+    if p.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
+        raise OutputPathError(f"{flag} {out}: give an image file name ending in .png, .jpg or .webp")
     if any(Path(i).resolve() == p.resolve() for i in inputs):
         raise OutputPathError(f"{flag} {out} is also an input")
     if p.exists() and not overwrite:
@@ -168,5 +186,6 @@ def check_output_file(out, overwrite: bool = False, inputs=(), flag: str = "-o/-
     return p
 
 
-__all__ = ["GRID_NAME", "SETTINGS_NAME", "OutputFolder", "OutputPathError", "check_output_file", "expand_inputs",
+__all__ = ["GRID_NAME", "SETTINGS_NAME", "OutputFolder", "OutputPathError", "check_not_inside_inputs",
+           "check_output_file", "check_output_folder_writable", "expand_inputs",
            "is_lsb_output", "output_names"]

@@ -33,19 +33,38 @@ import inspect
 import json
 import logging
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..io.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    ImageInputError,
+    check_pixels,
+    list_images,
+    load_image,
+    make_grid,
+    save_image,
+)
 from ..prompts.domains import EMBEDS_NAME, write_domain
 from ..prompts.encoder_slots import model_family, text_encoder_slots
-from ..prompts.templates import MINI_TEMPLATES, PAPER_TEMPLATES, TEMPLATE_PRESETS, is_mini_tokenizer, resolve_templates  # noqa: F401
-from ..prompts.tokens import PromptOptimizationError, add_placeholder_tokens, placeholder_tokens  # noqa: F401
-from ..io.images import IMAGE_SUFFIXES, ImageInputError, list_images, load_image, make_grid, save_image
+from ..prompts.templates import (
+    MINI_TEMPLATES,
+    PAPER_TEMPLATES,
+    TEMPLATE_PRESETS,
+    is_mini_tokenizer,
+    resolve_templates,
+)
+from ..prompts.tokens import (
+    PromptOptimizationError,
+    add_placeholder_tokens,
+    placeholder_tokens,
+)
 from .loop import CHECKPOINT_PREFIX, TrainConfig, TrainingTask, latest_checkpoint, train
 
 logger = logging.getLogger(__name__)
@@ -82,7 +101,8 @@ class DomainImages:
 
     ``source`` is a folder, an image file, or a list of them (``lsb.io.images.list_images``). Images are
     center-cropped to a square and resized to ``size`` (the model resolution: 64 for the mini model,
-    512 for SD 1.x). Pixels are cached as uint8 (a 1000-image folder at 512 px is 0.8 GB that way, 3 GB
+    512 for SD 1.x), one ``note`` per changed file (default: logged); ``size_policy="exact"`` refuses images of
+    another size instead, and an image over ``max_pixels`` is refused. Pixels are cached as uint8 (a 1000-image folder at 512 px is 0.8 GB that way, 3 GB
     as floats); :meth:`tensor` gives them in [-1, 1]. :meth:`encode` turns them into VAE latents once.
 
     Files with an image suffix that do not load raise :class:`ImageInputError` naming the file; files
@@ -90,7 +110,11 @@ class DomainImages:
     """
 
     def __init__(self, source: str | os.PathLike | Iterable[str | os.PathLike], size: int,
-                 max_images: int | None = None, convert_mode: bool = False):
+                 max_images: int | None = None, convert_mode: bool = False, size_policy: str = "resize",
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, note: Callable[[str], None] | None = None):
+        if size_policy not in ("resize", "exact"):
+            raise ImageInputError(f"size_policy must be 'resize' or 'exact' (training images share one size), "
+                                  f"got {size_policy!r}")
         if size <= 0 or size % 8:
             raise ImageInputError(f"image size must be a positive multiple of 8, got {size}")
         sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
@@ -107,7 +131,21 @@ class DomainImages:
             files = files[:max_images]
         self.size = size
         self.files: list[Path] = files
-        arr = np.stack([np.asarray(_center_square(load_image(f, convert=convert_mode), size), dtype=np.uint8) for f in files])
+        note = note or logger.info
+        squares = []
+        for f in files:
+            im = load_image(f, convert=convert_mode)
+            check_pixels(im.size, str(f), max_pixels)
+            if im.size != (size, size):
+                if size_policy == "exact":
+                    raise ImageInputError(f"{f}: size {im.size[0]}x{im.size[1]}, but the model trains at "
+                                          f"{size}x{size} and size_policy 'exact' asks for it; resize the image or "
+                                          f"use size_policy 'resize' (centre crop to a square, then resize)")
+                w, h = im.size
+                crop = "centre-cropped to a square and " if w != h else ""
+                note(f"{f}: {crop}resized from {w}x{h} to {size}x{size} (the model's resolution)")
+            squares.append(np.asarray(_center_square(im, size), dtype=np.uint8))
+        arr = np.stack(squares)
         self.uint8 = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # (N, 3, size, size)
         self.latents: torch.Tensor | None = None
 
@@ -366,8 +404,13 @@ class PromptOptimizationTask(TrainingTask):
 
     def pipeline(self, scheduler=None):
         """A text-to-image pipeline of the model's family using the learned token (SD: DDIM scheduler by default)."""
-        from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler, FluxPipeline, StableDiffusion3Pipeline
-        from diffusers import StableDiffusionPipeline
+        from diffusers import (
+            DDIMScheduler,
+            FlowMatchEulerDiscreteScheduler,
+            FluxPipeline,
+            StableDiffusion3Pipeline,
+            StableDiffusionPipeline,
+        )
 
         if self.family == "sd":
             pipe = StableDiffusionPipeline(
@@ -501,17 +544,31 @@ def _is_main_process() -> bool:
 # One call
 
 
-def _check_run_folder(out: Path, settings: dict, steps: int) -> None:
-    """Refuse to resume a run folder that belongs to another token, or that is already past ``steps``."""
+#: settings a resumed run must share with the run in its folder (``steps`` may grow: the learning rate is constant,
+#: so a longer run equals one uninterrupted run of that length); ``resume_anyway`` accepts other values
+RESUME_KEYS = ("token", "num_vectors", "image_files", "learning_rate", "batch_size", "seed", "base_model",
+               "initializer_token", "templates", "resolution")
+
+
+def _check_run_folder(out: Path, settings: dict, steps: int, resume_anyway: bool = False) -> None:
+    """Refuse to resume a run folder whose recorded settings differ from ``settings`` (the token always; the others
+    of :data:`RESUME_KEYS` that both sides know unless ``resume_anyway``), or that is already past ``steps``."""
     cfg_path = out / RUN_CONFIG_NAME
     if cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())
-        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        try:
+            old = json.loads(cfg_path.read_text())
+        except ValueError as e:
+            raise PromptOptimizationError(f"{cfg_path} is not valid JSON ({e}); use a new output_dir") from None
+        keys = [k for k in settings if k in old and settings[k] is not None]
+        if resume_anyway:
+            keys = [k for k in keys if k in ("token", "num_vectors")]  # another token is another run
+        diff = {k: (old.get(k), settings[k]) for k in keys if old.get(k) != settings[k]}
         if diff:
-            changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            changes = ", ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, (a, b) in diff.items())
+            hint = "" if set(diff) <= {"token", "num_vectors"} else " (or pass --resume-anyway / resume_anyway=True)"
             raise PromptOptimizationError(
                 f"{out} holds a run with other settings ({changes}); resume it with the same settings "
-                f"or use a new output_dir")
+                f"or use a new output_dir{hint}")
     ckpt = latest_checkpoint(out)
     if ckpt is not None:
         done = int(ckpt.name[len(CHECKPOINT_PREFIX):])
@@ -519,6 +576,12 @@ def _check_run_folder(out: Path, settings: dict, steps: int) -> None:
             raise PromptOptimizationError(
                 f"{out} already holds a run at step {done}, beyond steps={steps}; use its "
                 f"learned_embeds-steps-N.safetensors files or a new output_dir")
+
+
+def _short(v) -> str:
+    if isinstance(v, list) and len(v) > 3:
+        return f"[{len(v)} items: {', '.join(map(repr, v[:2]))}, ...]"
+    return repr(v)
 
 
 def _load_pipeline(model, device, mixed_precision: str):
@@ -571,7 +634,9 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
                  validation_guidance_scale: float | None = None, weight_decay: float = 1e-2,
                  gradient_accumulation_steps: int = 1, mixed_precision: str = "no", max_images: int | None = None,
                  convert_mode: bool = False, resolution: int | None = None, max_sequence_length: int | None = None,
-                 device: str | torch.device | None = None, progress: bool = True) -> Path:
+                 device: str | torch.device | None = None, progress: bool = True, size_policy: str = "resize",
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, resume_anyway: bool = False,
+                 note: Callable[[str], None] | None = None) -> Path:
     """Learn a domain token from an unpaired image folder; returns the ``learned_embeds.safetensors`` path.
 
     Rerunning the same call resumes from the newest ``checkpoint-N`` in ``output_dir``; a larger
@@ -620,13 +685,30 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
             for FLUX).
         max_sequence_length: T5 tokens of SD3 / FLUX training prompts (default 256 / 512, the pipelines').
         device: where to load the model when ``model`` is not a pipeline (default: best available).
+        size_policy, max_pixels, note: images of another size than the model's are centre-cropped and resized
+            (``"resize"``, one ``note`` per file) or refused (``"exact"``); larger than ``max_pixels``: refused.
+        resume_anyway: resume a run folder although its recorded settings (images, learning rate, batch size,
+            seed, model, initializer, templates, resolution) differ; without it such a rerun is refused, saying
+            what differs. The token always has to match.
+
+    The ``checkpoint-N`` folders hold accelerate's own state (``save_state``): the text encoder's weights as
+    safetensors, and accelerate's optimizer / LR-scheduler / RNG state (``optimizer.bin``, ``scheduler.bin``,
+    ``random_states_0.pkl``: torch pickles written by accelerate), plus lsb's ``trainer_state.json``. lsb itself
+    writes no pickle; those files serve only to resume and are never part of an export.
 
     SD3 / FLUX: the token is learned in every text encoder (CLIP-L, CLIP-G, T5) with the flow-matching loss; the
     file holds one embedding per encoder (``clip_l`` / ``clip_g`` / ``t5xxl``), loaded by ``load_domain``.
     """
     out = Path(output_dir)
-    settings = {"token": token, "num_vectors": int(num_vectors)}
-    _check_run_folder(out, settings, steps)
+    settings = {"token": token, "num_vectors": int(num_vectors), "learning_rate": learning_rate,
+                "batch_size": batch_size, "seed": seed, "initializer_token": initializer_token,
+                "resolution": resolution}
+    if not isinstance(images, DomainImages):
+        files = list_images([images] if isinstance(images, (str, os.PathLike)) else list(images))
+        settings["image_files"] = [str(f.resolve()) for f in files[:max_images]]
+    if not (hasattr(model, "unet") or hasattr(model, "transformer")):
+        settings["base_model"] = "mini-sd" if model is None else str(model)
+    _check_run_folder(out, settings, steps, resume_anyway)
     if device is None and not (hasattr(model, "unet") or hasattr(model, "transformer")):
         from ..io.execution import process_state
 
@@ -638,7 +720,8 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
         logger.warning("the UNet is float16: pass mixed_precision='fp16' so that accelerate's gradient "
                        "scaler keeps the embedding's gradients from underflowing")
     domain = images if isinstance(images, DomainImages) else DomainImages(
-        images, resolution or model_resolution(pipe), max_images, convert_mode)
+        images, resolution or model_resolution(pipe), max_images, convert_mode, size_policy=size_policy,
+        max_pixels=max_pixels, note=note)
     task = PromptOptimizationTask(
         pipe, domain, token, out, num_vectors=num_vectors, initializer_token=initializer_token,
         templates=templates, batch_size=batch_size, checkpoint_every=checkpoint_every,
@@ -648,7 +731,8 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
     out.mkdir(parents=True, exist_ok=True)
     record = {**settings, "initializer_token": task.initializer_token, "templates": list(task.templates),
               "prompt": task.prompt_template, "base_model": base_model, "images": len(domain),
-              "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
+              "image_files": [str(Path(f).resolve()) for f in domain.files], "resolution": domain.size,
+              "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed, "steps": steps}
     _write_json_atomic(out / RUN_CONFIG_NAME, record)  # every process writes the same record
     cfg = TrainConfig(output_dir=str(out), max_steps=steps, learning_rate=learning_rate, weight_decay=weight_decay,
                       lr_schedule="constant", gradient_accumulation_steps=gradient_accumulation_steps,
@@ -667,7 +751,16 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 __all__ = [
-    "PAPER_TEMPLATES", "MINI_TEMPLATES", "TEMPLATE_PRESETS", "PromptOptimizationError", "DomainImages",
-    "PromptOptimizationTask", "learn_domain", "add_placeholder_tokens", "placeholder_tokens",
-    "resolve_templates", "model_resolution", "is_mini_tokenizer",
+    "MINI_TEMPLATES",
+    "PAPER_TEMPLATES",
+    "TEMPLATE_PRESETS",
+    "DomainImages",
+    "PromptOptimizationError",
+    "PromptOptimizationTask",
+    "add_placeholder_tokens",
+    "is_mini_tokenizer",
+    "learn_domain",
+    "model_resolution",
+    "placeholder_tokens",
+    "resolve_templates",
 ]

@@ -159,12 +159,16 @@ def cmd_restore(args) -> int:
     device = pipe._execution_device
     generator = torch.Generator(device).manual_seed(args.seed)
     nfe = None
-    for i in range(0, len(images), args.batch_size):
-        chunk = images[i:i + args.batch_size]
-        res = pipe(chunk, mask=mask, generator=generator, output_type="pil", **call)
-        nfe = getattr(res, "nfe", None)
-        for k, im in zip(range(i, i + len(chunk)), res.images):
-            save_image(resize_back(im, images[k]) if args.resize_back else im, out_dir / names[k])
+    try:
+        for i in range(0, len(images), args.batch_size):
+            chunk = images[i:i + args.batch_size]
+            res = pipe(chunk, mask=mask, generator=generator, output_type="pil", **call)
+            nfe = getattr(res, "nfe", None)
+            for k, im in zip(range(i, i + len(chunk)), res.images):
+                save_image(resize_back(im, images[k]) if args.resize_back else im, out_dir / names[k])
+    except BaseException:
+        folder.abort()
+        raise
     folder.write_settings("restore", {
         "model": str(model), "task": args.task, "scheduler": args.scheduler, "nfe": nfe, "seed": args.seed,
         "mask": args.mask, "size_policy": args.size_policy, "resize_back": args.resize_back,

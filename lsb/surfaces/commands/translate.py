@@ -127,9 +127,14 @@ def cmd_translate(args) -> int:
     state.wait_for_everyone()
     out = folder.path
     post = (lambda k, o: resize_back(o, images[k])) if args.resize_back else None
-    done = translate_files(args.method, pipe, files, images, source, target, out, nfe=nfe, guidance=guidance,
-                           tau=tau, t0=t0, seed=args.seed, batch_size=args.batch_size, state=state, names=names,
-                           postprocess=post)
+    try:
+        done = translate_files(args.method, pipe, files, images, source, target, out, nfe=nfe, guidance=guidance,
+                               tau=tau, t0=t0, seed=args.seed, batch_size=args.batch_size, state=state, names=names,
+                               postprocess=post)
+    except BaseException:
+        if state.is_main_process:
+            folder.abort()
+        raise
     if not state.is_main_process:
         return 0
     from ...io.images import load_image
