@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..helpers.sdedit import as_ddim, check_prompt_arg, sdedit_translate, split_prompt
 from ..io.settings import check_nfe, translation_defaults
 
-METHODS = ("lsb", "sdedit", "ddib")
+METHODS = ("lsb", "sdedit", "ddib", "flowedit")  # flowedit: SD3 / FLUX only
 
 
 def export_components() -> dict:
@@ -40,6 +40,13 @@ def load_translator(method: str, model: str | None = None, device=None, trust_re
 
     load_pipeline = partial(load, trust_remote_code=trust_remote_code, known=export_components())
 
+    from ..helpers.loading import detect_model_family
+
+    family = detect_model_family(model)
+    if family in ("sd3", "flux"):  # rectified flow: lsb / flowedit / sdedit (lsb.surfaces.flow_translators)
+        from .flow_translators import load_flow_translator
+
+        return load_flow_translator(method, model, family, load_pipeline, device=device, **kwargs)
     if method == "lsb":
         from lsb_pipelines.lsb.pipeline import LatentSchrodingerBridgePipeline
 
@@ -61,8 +68,13 @@ def load_translator(method: str, model: str | None = None, device=None, trust_re
 
 def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int | None = None,
               guidance_scale: float | None = None, tau: float | None = None, t0: float | None = None,
-              generator=None, output_type: str = "pil"):
+              generator=None, output_type: str = "pil", return_forward_passes: bool = False):
     """Translate ``images`` from the source to the target domain with ``method`` at a budget of ``nfe`` UNet calls.
+
+    SD3 / FLUX pipelines (a ``transformer``) go to :func:`lsb.surfaces.flow_translators.translate_flow`
+    ("lsb", "flowedit", "sdedit"; None arguments: each method's own defaults). ``return_forward_passes``: return
+    ``(images, nfe_spent, forward_passes)``, the latents evaluated per image (LSB 2 per call, SDEdit 2 with CFG,
+    FlowEdit on SD3 4).
 
     Args:
         method: "lsb", "sdedit" or "ddib"; ``pipe`` the matching object from :func:`load_translator`.
@@ -80,6 +92,13 @@ def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int 
     Returns:
         (images, nfe_spent): the translations and the UNet calls actually made.
     """
+    if getattr(pipe, "transformer", None) is not None:  # SD3 / FLUX: lsb, flowedit, sdedit
+        from .flow_translators import translate_flow
+
+        images, nfe_spent, passes = translate_flow(method, pipe, images, source_prompt, target_prompt, nfe=nfe,
+                                                   guidance_scale=guidance_scale, tau=tau, t0=t0,
+                                                   generator=generator, output_type=output_type)
+        return (images, nfe_spent, passes) if return_forward_passes else (images, nfe_spent)
     if method not in METHODS:
         raise ValueError(f"unknown translation method {method!r}; expected one of {METHODS}")
     defaults = translation_defaults(pipe)  # the settings the model folder carries (none: the paper's)
@@ -92,16 +111,21 @@ def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int 
     prompts = dict(source_prompt=src_text, target_prompt=tgt_text, source_prompt_embeds=src_embeds,
                    target_prompt_embeds=tgt_embeds)
 
+    if method == "flowedit":
+        raise ValueError("flowedit runs on rectified-flow models (SD3 / FLUX); this is an SD / SDXL (VP) model")
     if method == "sdedit":
-        return sdedit_translate(pipe, images, source_prompt, target_prompt, nfe=nfe,
-                                t0=defaults.t0 if t0 is None else t0, tau=defaults.tau if tau is None else tau,
-                                guidance_scale=w, generator=generator, output_type=output_type)
+        outs, spent = sdedit_translate(pipe, images, source_prompt, target_prompt, nfe=nfe,
+                                       t0=defaults.t0 if t0 is None else t0, tau=defaults.tau if tau is None else tau,
+                                       guidance_scale=w, generator=generator, output_type=output_type)
+        return (outs, spent, (2 if w > 1 else 1) * spent) if return_forward_passes else (outs, spent)
     if method == "lsb":
         out = pipe(images, num_inference_steps=nfe, guidance_scale=w, tau=tau, t0=t0, generator=generator,
                    output_type=output_type, **prompts)
     else:
         out = pipe(images, num_inference_steps=nfe, guidance_scale=w, generator=generator, output_type=output_type,
                    **prompts)
+    if return_forward_passes:  # LSB: [source; target] per call; DDIB: [null; prompt] per call
+        return out.images, out.nfe, getattr(out, "forward_passes", 2 * out.nfe)
     return out.images, out.nfe
 
 

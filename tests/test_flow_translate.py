@@ -1,0 +1,80 @@
+"""`lsb translate --method lsb|flowedit|sdedit` on SD3 / FLUX folders (tiny real-class models), both NFE counts
+through lsb.surfaces.translators, a learned multi-encoder domain file as --source, and the bad-input errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lsb.models.random_flow import tiny_flux_components, tiny_sd3_components
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    root = tmp_path_factory.mktemp("flow-models")
+    StableDiffusion3Pipeline(**tiny_sd3_components(0)).save_pretrained(root / "sd3")
+    StableDiffusion3Pipeline(**tiny_sd3_components(0, t5=False)).save_pretrained(root / "sd3-no-t5")
+    FluxPipeline(**tiny_flux_components(0)).save_pretrained(root / "flux")
+    return root
+
+
+def picture(seed=0):
+    return Image.fromarray(np.random.default_rng(seed).uniform(0, 255, (64, 64, 3)).astype(np.uint8))
+
+
+# (method, family) -> forward passes per batched call at the defaults
+PER_CALL = {("lsb", "sd3"): 2, ("lsb", "flux"): 2, ("flowedit", "sd3"): 4, ("flowedit", "flux"): 2,
+            ("sdedit", "sd3"): 2, ("sdedit", "flux"): 1}
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux", "sd3-no-t5"])
+@pytest.mark.parametrize("method", ["lsb", "flowedit", "sdedit"])
+def test_translators_on_flow_folders_count_both_ways(folders, method, family):
+    from lsb.surfaces.translators import load_translator, translate
+
+    pipe = load_translator(method, str(folders / family), device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    images, nfe, passes = translate(method, pipe, [picture()], "a red circle", "a blue square", nfe=3,
+                                    generator=[torch.Generator().manual_seed(0)], output_type="np",
+                                    return_forward_passes=True)
+    assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
+    assert nfe == 3 and passes == PER_CALL[(method, family.split("-")[0])] * 3
+
+
+def test_flowedit_budget_keeps_the_paper_start_level():
+    from lsb.surfaces.flow_translators import flowedit_budget
+
+    assert flowedit_budget("sd3", None) == {"num_inference_steps": 50, "n_max": 33}
+    assert flowedit_budget("flux", None) == {"num_inference_steps": 28, "n_max": 24}
+    assert flowedit_budget("sd3", 8) == {"num_inference_steps": 12, "n_max": 8}
+    assert flowedit_budget("flux", 8) == {"num_inference_steps": 9, "n_max": 8}
+
+
+def test_cli_flowedit_with_a_learned_domain_file(folders, tmp_path):
+    from lsb.surfaces.cli import main
+    from lsb.training.prompt_optimization import learn_domain
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        picture(i).save(src / f"{i}.png")
+    emb = learn_domain(src, "<dom>", str(folders / "sd3"), output_dir=tmp_path / "dom", steps=1, batch_size=1,
+                       num_validation_images=0, resolution=64, progress=False, device="cpu", max_sequence_length=256)
+    out = tmp_path / "out"
+    rc = main(["translate", str(src), "--source", str(emb), "--target", "a blue square", "--model",
+               str(folders / "sd3"), "--method", "flowedit", "--nfe", "2", "--device", "cpu", "-o", str(out)])
+    assert rc == 0 and len(list(out.glob("*.png"))) >= 2
+
+
+def test_flowedit_on_a_vp_model_and_ddib_on_a_flow_model_are_refused(folders, tiny_sd_dir):
+    from lsb.surfaces.translators import load_translator, translate
+
+    with pytest.raises(ValueError, match="ddib"):
+        load_translator("ddib", str(folders / "sd3"), device="cpu")
+    pipe = load_translator("lsb", str(tiny_sd_dir), device="cpu")
+    with pytest.raises(ValueError, match="flowedit runs on rectified-flow"):
+        translate("flowedit", pipe, [picture()], "a", "b", nfe=2)
