@@ -39,23 +39,39 @@ if model is None:
     model = str(save_tiny_sdxl(Path(tempfile.mkdtemp()) / "tiny-sdxl"))
     print(f"no --model: a tiny SDXL-shaped model (untrained UNet: the outputs are not translations) at {model}")
 
-image = Image.open(args.image).convert("RGB") if args.image else shapes.render(shapes.scenes("test", 1, shape="circle")[0])
+image = (
+    Image.open(args.image).convert("RGB") if args.image else shapes.render(shapes.scenes("test", 1, shape="circle")[0])
+)
 if args.size:
     image = image.resize((args.size, args.size))
 
 # 1. the pipeline itself: LSB on SDXL, called like the SD one (plus SDXL's prompt_2 / micro-conditioning options)
 pipe = lsb.LatentSchrodingerBridgeXLPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype))
 pipe.to("cuda" if torch.cuda.is_available() else "cpu")
-out = pipe(image, source_prompt=args.source, target_prompt=args.target, num_inference_steps=args.nfe,
-           guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+out = pipe(
+    image,
+    source_prompt=args.source,
+    target_prompt=args.target,
+    num_inference_steps=args.nfe,
+    guidance_scale=3.0,
+    generator=torch.Generator().manual_seed(0),
+)
 print(f"lsb    : NFE {out.nfe} (batched UNet calls on [source; target]) -> {out.images[0].size}")
 results = [image, out.images[0]]
 
 # 2. the baselines on the same model through the one entry point the CLI uses
 for method in ("sdedit", "ddib"):
     base = load_translator(method, model, dtype=getattr(torch, args.dtype))
-    images, nfe = translate(method, base, [image], args.source, args.target, nfe=args.nfe, guidance_scale=3.0,
-                            generator=torch.Generator().manual_seed(0))
+    images, nfe = translate(
+        method,
+        base,
+        [image],
+        args.source,
+        args.target,
+        nfe=args.nfe,
+        guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     print(f"{method:7s}: NFE {nfe} ({type(base).__name__})")
     results.append(images[0])
 

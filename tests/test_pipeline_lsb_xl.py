@@ -45,9 +45,14 @@ def _capture(unet):
     seen = []
 
     def hook(module, args, kwargs):
-        seen.append({"batch": args[0].shape[0], "encoder_hidden_states": kwargs["encoder_hidden_states"].clone(),
-                     "text_embeds": kwargs["added_cond_kwargs"]["text_embeds"].clone(),
-                     "time_ids": kwargs["added_cond_kwargs"]["time_ids"].clone()})
+        seen.append(
+            {
+                "batch": args[0].shape[0],
+                "encoder_hidden_states": kwargs["encoder_hidden_states"].clone(),
+                "text_embeds": kwargs["added_cond_kwargs"]["text_embeds"].clone(),
+                "time_ids": kwargs["added_cond_kwargs"]["time_ids"].clone(),
+            }
+        )
 
     return seen, unet.register_forward_pre_hook(hook, with_kwargs=True)
 
@@ -69,18 +74,36 @@ def test_unet_conditioning_matches_diffusers_sdxl(case):
     ref_kw, our_kw = {}, {}
     if case == "micro-conditioning":  # non-square image, prompt_2, SDXL's size/crop conditioning
         h, w = 64, 128
-        ref_kw = dict(prompt_2="a big red circle", negative_prompt_2="a small blue square", original_size=(512, 1024),
-                      crops_coords_top_left=(16, 32), target_size=(256, 512))
-        our_kw = dict(target_prompt_2="a big red circle", source_prompt_2="a small blue square",
-                      original_size=(512, 1024), crops_coords_top_left=(16, 32), target_size=(256, 512))
+        ref_kw = dict(
+            prompt_2="a big red circle",
+            negative_prompt_2="a small blue square",
+            original_size=(512, 1024),
+            crops_coords_top_left=(16, 32),
+            target_size=(256, 512),
+        )
+        our_kw = dict(
+            target_prompt_2="a big red circle",
+            source_prompt_2="a small blue square",
+            original_size=(512, 1024),
+            crops_coords_top_left=(16, 32),
+            target_size=(256, 512),
+        )
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
     if case == "batch-lists":  # two images, one prompt each
         n, src, tgt = 2, ["a blue square", "a green triangle"], ["a red circle", "a red square"]
         image = [image, torch.rand(3, h, w, generator=torch.Generator().manual_seed(1))]
 
     seen_ref, hook = _capture(ref.unet)
-    ref(tgt, negative_prompt=src, height=h, width=w, num_inference_steps=1, guidance_scale=5.0, output_type="latent",
-        **ref_kw)
+    ref(
+        tgt,
+        negative_prompt=src,
+        height=h,
+        width=w,
+        num_inference_steps=1,
+        guidance_scale=5.0,
+        output_type="latent",
+        **ref_kw,
+    )
     hook.remove()
     seen_ours, hook = _capture(ours.unet)
     ours(image, src, tgt, num_inference_steps=2, output_type="latent", **our_kw)
@@ -108,11 +131,24 @@ def test_conditioning_test_can_fail():
     ours = lsb.LatentSchrodingerBridgeXLPipeline(**comps)
     ours.set_progress_bar_config(disable=True)
     seen_ref, hook = _capture(ref.unet)
-    ref("a red circle", negative_prompt="a blue square", height=64, width=64, num_inference_steps=1, output_type="latent")
+    ref(
+        "a red circle",
+        negative_prompt="a blue square",
+        height=64,
+        width=64,
+        num_inference_steps=1,
+        output_type="latent",
+    )
     hook.remove()
     seen_ours, hook = _capture(ours.unet)
-    ours(torch.rand(3, 64, 64), "a blue square", "a red circle", num_inference_steps=2, output_type="latent",
-         crops_coords_top_left=(0, 8))
+    ours(
+        torch.rand(3, 64, 64),
+        "a blue square",
+        "a red circle",
+        num_inference_steps=2,
+        output_type="latent",
+        crops_coords_top_left=(0, 8),
+    )
     hook.remove()
     assert not torch.equal(seen_ours[0]["time_ids"], seen_ref[0]["time_ids"])
     torch.testing.assert_close(seen_ours[0]["encoder_hidden_states"], seen_ref[0]["encoder_hidden_states"])
@@ -125,8 +161,16 @@ def test_same_prompt_tiny_tau_returns_the_vae_round_trip():
     worst_rt = worst_shrunk = 0.0
     for i in range(3):
         image = _img(i)
-        out = pipe(image, "a circle", "a circle", num_inference_steps=4, tau=1e-4, t0=0.01, output_type="pt",
-                   generator=torch.Generator().manual_seed(0)).images
+        out = pipe(
+            image,
+            "a circle",
+            "a circle",
+            num_inference_steps=4,
+            tau=1e-4,
+            t0=0.01,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(0),
+        ).images
         with torch.no_grad():
             x_src = pipe.encode_image(pipe.preprocess_images(image))
             round_trip = pipe.decode_latents(x_src, output_type="pt")
@@ -137,9 +181,18 @@ def test_same_prompt_tiny_tau_returns_the_vae_round_trip():
     print(f"round trip: max abs diff {worst_rt:.4f} to the VAE round trip, {worst_shrunk:.4f} to decode(0.99 x_src)")
     assert worst_shrunk < 1.5e-2 and worst_rt < 2.5e-2
     # and a real translation moves away from it (the test can fail)
-    moved = pipe(_img(0), "a circle", "a square", num_inference_steps=4, output_type="pt",
-                 generator=torch.Generator().manual_seed(0)).images
-    assert float((moved - pipe.decode_latents(pipe.encode_image(pipe.preprocess_images(_img(0))), "pt")).abs().max()) > 5e-2
+    moved = pipe(
+        _img(0),
+        "a circle",
+        "a square",
+        num_inference_steps=4,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    assert (
+        float((moved - pipe.decode_latents(pipe.encode_image(pipe.preprocess_images(_img(0))), "pt")).abs().max())
+        > 5e-2
+    )
 
 
 def test_nfe_batched_calls_determinism_and_v_prediction():
@@ -172,10 +225,24 @@ def test_prompt_embeds_with_pooled_equal_prompts_and_callback():
         return {}
 
     kw = dict(num_inference_steps=2, output_type="latent")
-    a = pipe(_img(), "a circle", "a square", generator=torch.Generator().manual_seed(0), callback_on_step_end=cb,
-             callback_on_step_end_tensor_inputs=["latents", "add_time_ids"], **kw).images
-    b = pipe(_img(), source_prompt_embeds=src, target_prompt_embeds=tgt, source_pooled_prompt_embeds=src_pooled,
-             target_pooled_prompt_embeds=tgt_pooled, generator=torch.Generator().manual_seed(0), **kw).images
+    a = pipe(
+        _img(),
+        "a circle",
+        "a square",
+        generator=torch.Generator().manual_seed(0),
+        callback_on_step_end=cb,
+        callback_on_step_end_tensor_inputs=["latents", "add_time_ids"],
+        **kw,
+    ).images
+    b = pipe(
+        _img(),
+        source_prompt_embeds=src,
+        target_prompt_embeds=tgt,
+        source_pooled_prompt_embeds=src_pooled,
+        target_pooled_prompt_embeds=tgt_pooled,
+        generator=torch.Generator().manual_seed(0),
+        **kw,
+    ).images
     torch.testing.assert_close(a, b)
     assert seen == [(0, ["add_time_ids", "latents"]), (1, ["add_time_ids", "latents"])]
 
@@ -236,8 +303,9 @@ def test_from_pretrained_save_roundtrip_and_custom_pipeline(tiny_sdxl_dir, tmp_p
     assert index["scheduler"][1] == "LSBScheduler" and index["force_zeros_for_empty_prompt"] is True
     again = lsb.LatentSchrodingerBridgeXLPipeline.from_pretrained(tmp_path / "xl")
     again.set_progress_bar_config(disable=True)
-    assert torch.equal(a, again(_img(), "a circle", "a square", generator=torch.Generator().manual_seed(0),
-                                **kw).images)
+    assert torch.equal(
+        a, again(_img(), "a circle", "a square", generator=torch.Generator().manual_seed(0), **kw).images
+    )
     # a folder's lsb_defaults.json sets the unset call arguments, as for the SD pipeline
     from lsb.io.settings import TranslationDefaults, write_translation_defaults
 
@@ -246,12 +314,14 @@ def test_from_pretrained_save_roundtrip_and_custom_pipeline(tiny_sdxl_dir, tmp_p
     tuned.set_progress_bar_config(disable=True)
     res = tuned(_img(), "a circle", "a square", output_type="latent", return_trajectory=True)
     assert res.nfe == 3 and abs(res.trajectory[0]["t"] - 0.05) < 1e-9
-    custom = DiffusionPipeline.from_pretrained(tiny_sdxl_dir, custom_pipeline=lsb.pipeline_dir("lsb_xl"),
-                                               trust_remote_code=True)
+    custom = DiffusionPipeline.from_pretrained(
+        tiny_sdxl_dir, custom_pipeline=lsb.pipeline_dir("lsb_xl"), trust_remote_code=True
+    )
     assert type(custom).__name__ == "LatentSchrodingerBridgeXLPipeline"
     custom.set_progress_bar_config(disable=True)
-    assert torch.equal(a, custom(_img(), "a circle", "a square", generator=torch.Generator().manual_seed(0),
-                                 **kw).images)
+    assert torch.equal(
+        a, custom(_img(), "a circle", "a square", generator=torch.Generator().manual_seed(0), **kw).images
+    )
 
 
 @pytest.mark.slow
@@ -268,8 +338,15 @@ def test_lsb_xl_on_real_sdxl_architecture():
         assert pipe.vae_scale_factor == 8 and pipe.vae.config.force_upcast
         seen, hook = _capture(pipe.unet)
         with torch.inference_mode():
-            out = pipe(torch.rand(3, 64, 64), "a circle", "a square", num_inference_steps=2, guidance_scale=3.0,
-                       output_type="pt", generator=torch.Generator().manual_seed(0))
+            out = pipe(
+                torch.rand(3, 64, 64),
+                "a circle",
+                "a square",
+                num_inference_steps=2,
+                guidance_scale=3.0,
+                output_type="pt",
+                generator=torch.Generator().manual_seed(0),
+            )
         hook.remove()
         assert out.images.shape == (1, 3, 64, 64) and torch.isfinite(out.images).all()
         assert [s["batch"] for s in seen] == [2, 2]
@@ -297,8 +374,15 @@ def test_ddib_xl_conditioning_matches_diffusers_and_nfe():
     hook.remove()
     seen, hook = _capture(ddib.unet)
     phases = []
-    out = ddib(_img(), "a blue square", "a red circle", num_inference_steps=5, guidance_scale=5.0,
-               output_type="np", callback_on_step_end=lambda p, i, t, k: phases.append(p.phase) or {})
+    out = ddib(
+        _img(),
+        "a blue square",
+        "a red circle",
+        num_inference_steps=5,
+        guidance_scale=5.0,
+        output_type="np",
+        callback_on_step_end=lambda p, i, t, k: phases.append(p.phase) or {},
+    )
     hook.remove()
     assert out.nfe == 5 and phases == ["inversion"] * 2 + ["sampling"] * 3 and ddib.phase is None
     assert [s["batch"] for s in seen] == [1, 1, 2, 2, 2]
@@ -308,8 +392,14 @@ def test_ddib_xl_conditioning_matches_diffusers_and_nfe():
     assert out.inverted_latents.shape == (1, 4, 8, 8) and np.isfinite(out.images).all()
     # inversion under the source prompt (Su et al.'s DDIB): conditioned, batch 1
     seen, hook = _capture(ddib.unet)
-    ddib(_img(), "a blue square", "a red circle", num_inference_steps=4, inversion_guidance_scale=1.0,
-         output_type="latent")
+    ddib(
+        _img(),
+        "a blue square",
+        "a red circle",
+        num_inference_steps=4,
+        inversion_guidance_scale=1.0,
+        output_type="latent",
+    )
     hook.remove()
     assert float(seen[0]["encoder_hidden_states"].abs().max()) > 0
 
@@ -342,8 +432,22 @@ def test_cli_translate_detects_sdxl_for_every_method(tiny_sdxl_dir, tmp_path):
         _img(i).save(inputs / f"c{i}.png")
     for method in ("lsb", "sdedit", "ddib"):
         out = tmp_path / f"out-{method}"
-        argv = ["translate", str(inputs), "--source", "a circle", "--target", "a square", "--model",
-                str(tiny_sdxl_dir), "--method", method, "--nfe", "2", "-o", str(out)]
+        argv = [
+            "translate",
+            str(inputs),
+            "--source",
+            "a circle",
+            "--target",
+            "a square",
+            "--model",
+            str(tiny_sdxl_dir),
+            "--method",
+            method,
+            "--nfe",
+            "2",
+            "-o",
+            str(out),
+        ]
         assert main(argv) == 0
         assert sorted(p.name for p in out.glob("c*.png")) == ["c0.png", "c1.png"]
         again = tmp_path / f"again-{method}"

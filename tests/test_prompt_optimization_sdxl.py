@@ -17,8 +17,15 @@ from lsb.prompts.domains import DomainFileError, load_domain
 from lsb.prompts.encoder_slots import text_encoder_slots
 from lsb.training.prompt_optimization import DomainImages, PromptOptimizationTask, learn_domain
 
-KW = dict(steps=3, batch_size=2, checkpoint_every=2, num_validation_images=0, resolution=64, progress=False,
-          learning_rate=5e-2)
+KW = dict(
+    steps=3,
+    batch_size=2,
+    checkpoint_every=2,
+    num_validation_images=0,
+    resolution=64,
+    progress=False,
+    learning_rate=5e-2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +62,10 @@ def test_file_holds_clip_l_and_clip_g(learned, tiny_sdxl_dir):
     assert keys == ["clip_g", "clip_l"] and meta["lsb_token"] == "<dom>" and meta["lsb_family"] == "sdxl"
     assert meta["format"] == "pt" and embeds["clip_l"].shape == (1, 16) and embeds["clip_g"].shape == (1, 24)
     base = _xl(tiny_sdxl_dir)
-    for key, te, tok in (("clip_l", base.text_encoder, base.tokenizer), ("clip_g", base.text_encoder_2,
-                                                                        base.tokenizer_2)):
+    for key, te, tok in (
+        ("clip_l", base.text_encoder, base.tokenizer),
+        ("clip_g", base.text_encoder_2, base.tokenizer_2),
+    ):
         init = te.get_input_embeddings().weight[tok.encode("shape", add_special_tokens=False)[0]]
         assert (embeds[key][0] - init).abs().max() > 1e-4, key  # trained away from the initializer
 
@@ -71,8 +80,17 @@ def test_only_the_new_rows_train_in_both_encoders(domain_dir, tmp_path):
     assert task.family == "sdxl" and sorted(task.embeddings) == ["clip_g", "clip_l"]
     orig = {k: e.weight.detach().clone() for k, e in task.embeddings.items()}
     unet0 = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    train(task, TrainConfig(output_dir=str(tmp_path / "t"), max_steps=2, learning_rate=5e-2, weight_decay=0.5,
-                            progress=False, checkpoint_every=100))
+    train(
+        task,
+        TrainConfig(
+            output_dir=str(tmp_path / "t"),
+            max_steps=2,
+            learning_rate=5e-2,
+            weight_decay=0.5,
+            progress=False,
+            checkpoint_every=100,
+        ),
+    )
     for key, emb in task.embeddings.items():
         w = emb.weight.detach()
         rows = torch.zeros(w.shape[0], dtype=torch.bool)
@@ -87,12 +105,16 @@ def test_two_stock_load_textual_inversion_calls(learned, tiny_sdxl_dir):
     """What SDXL users do with a clip_l / clip_g file (diffusers' documented recipe)."""
     pipe = _xl(tiny_sdxl_dir)
     state = load_file(str(learned))
-    pipe.load_textual_inversion(state["clip_l"], token="<dom>", text_encoder=pipe.text_encoder,
-                                tokenizer=pipe.tokenizer)
-    pipe.load_textual_inversion(state["clip_g"], token="<dom>", text_encoder=pipe.text_encoder_2,
-                                tokenizer=pipe.tokenizer_2)
-    for key, te, tok in (("clip_l", pipe.text_encoder, pipe.tokenizer), ("clip_g", pipe.text_encoder_2,
-                                                                        pipe.tokenizer_2)):
+    pipe.load_textual_inversion(
+        state["clip_l"], token="<dom>", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer
+    )
+    pipe.load_textual_inversion(
+        state["clip_g"], token="<dom>", text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
+    )
+    for key, te, tok in (
+        ("clip_l", pipe.text_encoder, pipe.tokenizer),
+        ("clip_g", pipe.text_encoder_2, pipe.tokenizer_2),
+    ):
         tid = tok.convert_tokens_to_ids("<dom>")
         assert torch.equal(te.get_input_embeddings().weight[tid].detach(), state[key][0])
     img = pipe("a <dom>", num_inference_steps=2, height=64, width=64, output_type="np").images
@@ -115,8 +137,22 @@ def test_cli_translate_with_an_sdxl_domain_file(learned, tiny_sdxl_dir, tmp_path
     from lsb.surfaces.cli import main
 
     Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(tmp_path / "x.png")
-    rc = main(["translate", str(tmp_path / "x.png"), "--source", str(learned), "--target", "a square",
-               "--model", str(tiny_sdxl_dir), "--nfe", "2", "-o", str(tmp_path / "out")])
+    rc = main(
+        [
+            "translate",
+            str(tmp_path / "x.png"),
+            "--source",
+            str(learned),
+            "--target",
+            "a square",
+            "--model",
+            str(tiny_sdxl_dir),
+            "--nfe",
+            "2",
+            "-o",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 0 and len(list((tmp_path / "out").glob("x*.png"))) == 1
 
 

@@ -78,9 +78,17 @@ def integrate_bridge(
 
     if progress_bar is None:
         with pipe.progress_bar(total=len(timesteps)) as bar:
-            return integrate_bridge(pipe, latents, network, guidance_scale, progress_bar=bar,
-                                    return_trajectory=return_trajectory, callback_on_step_end=callback_on_step_end,
-                                    callback_on_step_end_tensor_inputs=names, callback_state=state)
+            return integrate_bridge(
+                pipe,
+                latents,
+                network,
+                guidance_scale,
+                progress_bar=bar,
+                return_trajectory=return_trajectory,
+                callback_on_step_end=callback_on_step_end,
+                callback_on_step_end_tensor_inputs=names,
+                callback_state=state,
+            )
 
     for i, t in enumerate(timesteps):
         model_input = scheduler.scale_model_input(latents, t)
@@ -90,9 +98,15 @@ def integrate_bridge(
         if not torch.isfinite(latents).all():
             raise FloatingPointError(f"NaN/inf in the latents after step {i} (timestep {float(t):.2f})")
         if trajectory is not None:
-            trajectory.append({"t": float(scheduler.bridge_times[i]), "timestep": float(t),
-                               "x_t": latents.detach().cpu(), "source": out.pred_source_sample.detach().cpu(),
-                               "target": out.pred_target_sample.detach().cpu()})
+            trajectory.append(
+                {
+                    "t": float(scheduler.bridge_times[i]),
+                    "timestep": float(t),
+                    "x_t": latents.detach().cpu(),
+                    "source": out.pred_source_sample.detach().cpu(),
+                    "target": out.pred_target_sample.detach().cpu(),
+                }
+            )
         if callback_on_step_end is not None:
             local = {"latents": latents, **state}
             res = callback_on_step_end(pipe, i, t, {k: local[k] for k in names})

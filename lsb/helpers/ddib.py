@@ -24,8 +24,10 @@ def ddib_schedulers(scheduler, num_inversion_steps: int, num_sampling_steps: int
     """The inverse and forward DDIM schedulers for one call (``scheduler`` is the pipeline's DDIMScheduler and is
     set up for sampling), checked to meet at the same timestep."""
     if not isinstance(scheduler, DDIMScheduler):
-        raise TypeError(f"DDIB needs a DDIMScheduler, found {type(scheduler).__name__}; "
-                        f"set pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)")
+        raise TypeError(
+            f"DDIB needs a DDIMScheduler, found {type(scheduler).__name__}; "
+            f"set pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)"
+        )
     keys = inspect.signature(DDIMInverseScheduler.__init__).parameters
     inverse = DDIMInverseScheduler.from_config({k: v for k, v in scheduler.config.items() if k in keys})
     inverse.set_timesteps(num_inversion_steps, device=device)
@@ -34,7 +36,8 @@ def ddib_schedulers(scheduler, num_inversion_steps: int, num_sampling_steps: int
         raise ValueError(
             f"the DDIM inversion ends at timestep {int(inverse.timesteps[-1])} but sampling starts at "
             f"{int(scheduler.timesteps[0])}; DDIB needs timestep_spacing='trailing' "
-            f"(the scheduler has {scheduler.config.timestep_spacing!r})")
+            f"(the scheduler has {scheduler.config.timestep_spacing!r})"
+        )
     return inverse, scheduler
 
 
@@ -66,11 +69,19 @@ def cfg_network(call: Callable, negative, positive, guidance_scale: float) -> Ca
     return network
 
 
-def integrate_ddib(pipe, latents: torch.Tensor, inverse, sampler, inversion_network: Callable,
-                   sampling_network: Callable, *, set_phase: Callable[[str | None], None] | None = None,
-                   callback_on_step_end: Callable | None = None,
-                   callback_on_step_end_tensor_inputs: list[str] | None = None,
-                   callback_state: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+def integrate_ddib(
+    pipe,
+    latents: torch.Tensor,
+    inverse,
+    sampler,
+    inversion_network: Callable,
+    sampling_network: Callable,
+    *,
+    set_phase: Callable[[str | None], None] | None = None,
+    callback_on_step_end: Callable | None = None,
+    callback_on_step_end_tensor_inputs: list[str] | None = None,
+    callback_state: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """DDIM-invert ``latents`` with ``inverse`` under ``inversion_network``, then sample with ``sampler`` under
     ``sampling_network``; one network call per step, ``pipe.progress_bar`` over both phases.
 

@@ -30,33 +30,49 @@ def is_sdxl_unet(unet) -> bool:
 def check_sd_components(unet, text_encoder, pipeline: str) -> None:
     """Refuse an SDXL UNet (or a text encoder of the wrong width) in an SD 1.x/2.x pipeline, before any compute."""
     if is_sdxl_unet(unet):
-        raise ValueError(f"{pipeline} got an SDXL UNet (addition_embed_type='text_time', cross-attention "
-                         f"{unet.config.cross_attention_dim}): {SDXL_PIPELINE_HINT}")
+        raise ValueError(
+            f"{pipeline} got an SDXL UNet (addition_embed_type='text_time', cross-attention "
+            f"{unet.config.cross_attention_dim}): {SDXL_PIPELINE_HINT}"
+        )
     if unet is not None and text_encoder is not None and isinstance(unet.config.cross_attention_dim, int):
         width = getattr(text_encoder.config, "hidden_size", unet.config.cross_attention_dim)
         if unet.config.cross_attention_dim != width:
-            raise ValueError(f"{pipeline}: the UNet cross-attends to {unet.config.cross_attention_dim}-d text "
-                             f"embeddings but the text encoder gives {width}-d ones")
+            raise ValueError(
+                f"{pipeline}: the UNet cross-attends to {unet.config.cross_attention_dim}-d text "
+                f"embeddings but the text encoder gives {width}-d ones"
+            )
 
 
 def check_sdxl_components(unet, text_encoder, text_encoder_2, tokenizer, tokenizer_2, pipeline: str) -> None:
     """The checks an SDXL pipeline makes in ``__init__``: both text encoders and tokenizers present, a text_time UNet
     whose cross-attention width is the sum of the encoders' widths. One ValueError naming the problem."""
-    missing = [n for n, c in (("text_encoder", text_encoder), ("text_encoder_2", text_encoder_2),
-                              ("tokenizer", tokenizer), ("tokenizer_2", tokenizer_2)) if c is None]
+    missing = [
+        n
+        for n, c in (
+            ("text_encoder", text_encoder),
+            ("text_encoder_2", text_encoder_2),
+            ("tokenizer", tokenizer),
+            ("tokenizer_2", tokenizer_2),
+        )
+        if c is None
+    ]
     if missing:
         hint = SD_PIPELINE_HINT if "text_encoder_2" in missing else "SDXL base checkpoints have both text encoders"
         raise ValueError(f"{pipeline} needs SDXL's two text encoders; missing: {', '.join(missing)} ({hint})")
     if unet is None:
         return
     if not is_sdxl_unet(unet):
-        raise ValueError(f"{pipeline} got a UNet without SDXL's added conditioning (addition_embed_type="
-                         f"{getattr(unet.config, 'addition_embed_type', None)!r}): {SD_PIPELINE_HINT}")
+        raise ValueError(
+            f"{pipeline} got a UNet without SDXL's added conditioning (addition_embed_type="
+            f"{getattr(unet.config, 'addition_embed_type', None)!r}): {SD_PIPELINE_HINT}"
+        )
     width = text_encoder.config.hidden_size + text_encoder_2.config.hidden_size
     if unet.config.cross_attention_dim != width:
-        raise ValueError(f"{pipeline}: the UNet cross-attends to {unet.config.cross_attention_dim}-d embeddings but "
-                         f"text_encoder + text_encoder_2 give {text_encoder.config.hidden_size} + "
-                         f"{text_encoder_2.config.hidden_size} = {width}")
+        raise ValueError(
+            f"{pipeline}: the UNet cross-attends to {unet.config.cross_attention_dim}-d embeddings but "
+            f"text_encoder + text_encoder_2 give {text_encoder.config.hidden_size} + "
+            f"{text_encoder_2.config.hidden_size} = {width}"
+        )
 
 
 def _pair(name: str, value, default):
@@ -66,28 +82,50 @@ def _pair(name: str, value, default):
     return tuple(value)
 
 
-def sdxl_time_ids(unet, image_size: tuple[int, int], original_size=None, crops_coords_top_left=(0, 0),
-                  target_size=None, projection_dim: int | None = None, dtype=torch.float32) -> torch.Tensor:
+def sdxl_time_ids(
+    unet,
+    image_size: tuple[int, int],
+    original_size=None,
+    crops_coords_top_left=(0, 0),
+    target_size=None,
+    projection_dim: int | None = None,
+    dtype=torch.float32,
+) -> torch.Tensor:
     """``(1, 6)`` ``add_time_ids = original_size + crops_coords_top_left + target_size``, as diffusers builds them.
 
     ``original_size`` and ``target_size`` default to ``image_size`` = (height, width) of the input image. The length
     ``6 * addition_time_embed_dim + projection_dim`` is checked against the UNet's ``add_embedding`` (a refiner-style
     UNet, which expects an aesthetic score instead of the target size, is refused naming the mismatch).
     """
-    ids = (_pair("original_size", original_size, image_size) + _pair("crops_coords_top_left",
-           crops_coords_top_left, (0, 0)) + _pair("target_size", target_size, image_size))
+    ids = (
+        _pair("original_size", original_size, image_size)
+        + _pair("crops_coords_top_left", crops_coords_top_left, (0, 0))
+        + _pair("target_size", target_size, image_size)
+    )
     if projection_dim is not None:
         passed = unet.config.addition_time_embed_dim * len(ids) + int(projection_dim)
         expected = unet.add_embedding.linear_1.in_features
         if passed != expected:
-            raise ValueError(f"the UNet expects an added embedding of {expected} features, SDXL's micro-conditioning "
-                             f"gives {passed} (6 x {unet.config.addition_time_embed_dim} + {projection_dim}): not an "
-                             f"SDXL base UNet / text_encoder_2 pair (refiner checkpoints are not supported)")
+            raise ValueError(
+                f"the UNet expects an added embedding of {expected} features, SDXL's micro-conditioning "
+                f"gives {passed} (6 x {unet.config.addition_time_embed_dim} + {projection_dim}): not an "
+                f"SDXL base UNet / text_encoder_2 pair (refiner checkpoints are not supported)"
+            )
     return torch.tensor([list(ids)], dtype=dtype)
 
 
-def sdxl_prompt_embeds(pipe, prompt, prompt_2, prompt_embeds, pooled_prompt_embeds, batch: int, device, dtype,
-                       name: str, clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sdxl_prompt_embeds(
+    pipe,
+    prompt,
+    prompt_2,
+    prompt_embeds,
+    pooled_prompt_embeds,
+    batch: int,
+    device,
+    dtype,
+    name: str,
+    clip_skip: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Text (or given embeddings) -> ``(embeds (B, L, D), pooled (B, P))`` of batch ``batch`` on ``device``/``dtype``.
 
     With ``<name>_prompt_embeds`` given, ``<name>_pooled_prompt_embeds`` is required too (as in diffusers)."""
@@ -96,11 +134,14 @@ def sdxl_prompt_embeds(pipe, prompt, prompt_2, prompt_embeds, pooled_prompt_embe
             raise ValueError(f"{name}_prompt has {len(prompt)} entries for {batch} images")
         prompt_embeds, pooled_prompt_embeds = encode_text_sdxl(pipe, prompt, prompt_2, device, clip_skip=clip_skip)
     elif pooled_prompt_embeds is None:
-        raise ValueError(f"`{name}_prompt_embeds` given without `{name}_pooled_prompt_embeds`: SDXL needs both "
-                         f"(the pooled embedding of text_encoder_2)")
-    return (broadcast_embeds(prompt_embeds.to(device=device, dtype=dtype), batch, f"{name}_prompt_embeds"),
-            broadcast_pooled(pooled_prompt_embeds.to(device=device, dtype=dtype), batch,
-                             f"{name}_pooled_prompt_embeds"))
+        raise ValueError(
+            f"`{name}_prompt_embeds` given without `{name}_pooled_prompt_embeds`: SDXL needs both "
+            f"(the pooled embedding of text_encoder_2)"
+        )
+    return (
+        broadcast_embeds(prompt_embeds.to(device=device, dtype=dtype), batch, f"{name}_prompt_embeds"),
+        broadcast_pooled(pooled_prompt_embeds.to(device=device, dtype=dtype), batch, f"{name}_pooled_prompt_embeds"),
+    )
 
 
 def unet_conditioning(embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torch.Tensor) -> dict:
@@ -113,17 +154,24 @@ def unet_conditioning(embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torc
 def concat_conditioning(*conds: dict) -> dict:
     """Several conditioning dicts of :func:`unet_conditioning` concatenated along the batch (e.g. ``[source;
     target]`` for one batched UNet call)."""
-    return {"encoder_hidden_states": torch.cat([c["encoder_hidden_states"] for c in conds]),
-            "added_cond_kwargs": {k: torch.cat([c["added_cond_kwargs"][k] for c in conds])
-                                  for k in ("text_embeds", "time_ids")}}
+    return {
+        "encoder_hidden_states": torch.cat([c["encoder_hidden_states"] for c in conds]),
+        "added_cond_kwargs": {
+            k: torch.cat([c["added_cond_kwargs"][k] for c in conds]) for k in ("text_embeds", "time_ids")
+        },
+    }
 
 
 def zero_conditioning(cond: dict) -> dict:
     """SDXL's unconditional branch when ``force_zeros_for_empty_prompt`` is set: zero token and pooled embeddings,
     the same time ids (what diffusers feeds the UNet for an empty negative prompt)."""
-    return {"encoder_hidden_states": torch.zeros_like(cond["encoder_hidden_states"]),
-            "added_cond_kwargs": {"text_embeds": torch.zeros_like(cond["added_cond_kwargs"]["text_embeds"]),
-                                  "time_ids": cond["added_cond_kwargs"]["time_ids"]}}
+    return {
+        "encoder_hidden_states": torch.zeros_like(cond["encoder_hidden_states"]),
+        "added_cond_kwargs": {
+            "text_embeds": torch.zeros_like(cond["added_cond_kwargs"]["text_embeds"]),
+            "time_ids": cond["added_cond_kwargs"]["time_ids"],
+        },
+    }
 
 
 @contextlib.contextmanager

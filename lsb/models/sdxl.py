@@ -43,10 +43,22 @@ SDXL_SCHEDULER_CONFIG = dict(
 EMBEDDED_VAE = Path(__file__).resolve().parents[1] / "assets" / "mini-sd" / "vae"
 
 #: Toy widths: text encoders of 16 and 24 features (cross-attention 40), pooled projection 8, time embeds 4.
-TINY_TEXT_CONFIG = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        projection_dim=16, hidden_act="quick_gelu")
-TINY_TEXT_2_CONFIG = dict(hidden_size=24, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
-                          projection_dim=8, hidden_act="gelu")
+TINY_TEXT_CONFIG = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    projection_dim=16,
+    hidden_act="quick_gelu",
+)
+TINY_TEXT_2_CONFIG = dict(
+    hidden_size=24,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    projection_dim=8,
+    hidden_act="gelu",
+)
 TINY_TIME_EMBED_DIM = 4
 
 
@@ -54,13 +66,19 @@ def _text_config(tokenizer, cfg: dict):
     from transformers import CLIPTextConfig
 
     cfg = dict(cfg)
-    cfg.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id, max_position_embeddings=tokenizer.model_max_length)
+    cfg.update(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=tokenizer.model_max_length,
+    )
     return CLIPTextConfig(**cfg)
 
 
-def tiny_sdxl_components(prediction_type: str = "epsilon", seed: int = 0, force_upcast: bool = True,
-                         vae: str = "embedded") -> dict:
+def tiny_sdxl_components(
+    prediction_type: str = "epsilon", seed: int = 0, force_upcast: bool = True, vae: str = "embedded"
+) -> dict:
     """``vae``, ``text_encoder``, ``text_encoder_2``, ``tokenizer``, ``tokenizer_2``, ``unet``, ``scheduler`` of a tiny
     SDXL-shaped model (64 px images, latents 4 x 8 x 8), built with SDXL's classes in about a second.
 
@@ -79,25 +97,50 @@ def tiny_sdxl_components(prediction_type: str = "epsilon", seed: int = 0, force_
     cross = TINY_TEXT_CONFIG["hidden_size"] + TINY_TEXT_2_CONFIG["hidden_size"]
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2), attention_head_dim=(2, 4), cross_attention_dim=cross,
-        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=TINY_TIME_EMBED_DIM,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2),
+        attention_head_dim=(2, 4),
+        cross_attention_dim=cross,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TINY_TIME_EMBED_DIM,
         projection_class_embeddings_input_dim=6 * TINY_TIME_EMBED_DIM + TINY_TEXT_2_CONFIG["projection_dim"],
-        norm_num_groups=4)
+        norm_num_groups=4,
+    )
     if vae == "embedded":
         vae = AutoencoderKL.from_pretrained(str(EMBEDDED_VAE), force_upcast=force_upcast)
     elif vae == "random":
         torch.manual_seed(seed)
-        vae = AutoencoderKL(block_out_channels=[4, 4, 8, 8], in_channels=3, out_channels=3,
-                            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                            latent_channels=4, norm_num_groups=2, sample_size=64, scaling_factor=0.13025,
-                            force_upcast=force_upcast)
+        vae = AutoencoderKL(
+            block_out_channels=[4, 4, 8, 8],
+            in_channels=3,
+            out_channels=3,
+            down_block_types=["DownEncoderBlock2D"] * 4,
+            up_block_types=["UpDecoderBlock2D"] * 4,
+            latent_channels=4,
+            norm_num_groups=2,
+            sample_size=64,
+            scaling_factor=0.13025,
+            force_upcast=force_upcast,
+        )
     else:
         raise ValueError(f"vae must be 'embedded' or 'random', got {vae!r}")
     cfg = dict(SDXL_SCHEDULER_CONFIG, prediction_type=prediction_type)
-    return {"vae": vae, "text_encoder": te, "text_encoder_2": te_2, "tokenizer": tok, "tokenizer_2": tok_2,
-            "unet": unet, "scheduler": EulerDiscreteScheduler.from_config(cfg)}
+    return {
+        "vae": vae,
+        "text_encoder": te,
+        "text_encoder_2": te_2,
+        "tokenizer": tok,
+        "tokenizer_2": tok_2,
+        "unet": unet,
+        "scheduler": EulerDiscreteScheduler.from_config(cfg),
+    }
 
 
 def save_tiny_sdxl(path: str | Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
@@ -140,8 +183,15 @@ def real_sdxl_components(configs: str | Path, seed: int = 0, dtype: torch.dtype 
         te = CLIPTextModel(_text_config(tok, cfg("text_encoder")))
         te_2 = CLIPTextModelWithProjection(_text_config(tok_2, cfg("text_encoder_2")))
     scfg = cfg("scheduler")
-    return {"vae": vae, "text_encoder": te, "text_encoder_2": te_2, "tokenizer": tok, "tokenizer_2": tok_2,
-            "unet": unet, "scheduler": EulerDiscreteScheduler.from_config(copy.deepcopy(scfg))}
+    return {
+        "vae": vae,
+        "text_encoder": te,
+        "text_encoder_2": te_2,
+        "tokenizer": tok,
+        "tokenizer_2": tok_2,
+        "unet": unet,
+        "scheduler": EulerDiscreteScheduler.from_config(copy.deepcopy(scfg)),
+    }
 
 
 __all__ = ["SDXL_SCHEDULER_CONFIG", "real_sdxl_components", "save_tiny_sdxl", "tiny_sdxl_components"]

@@ -23,9 +23,17 @@ def _as_list(prompt) -> list[str]:
     return [prompt] if isinstance(prompt, str) else list(prompt)
 
 
-def encode_prompt_sdxl(text_encoder, text_encoder_2, tokenizer, tokenizer_2, prompt: str | list[str],
-                       prompt_2: str | list[str] | None = None, device=None, clip_skip: int | None = None,
-                       convert=None) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompt_sdxl(
+    text_encoder,
+    text_encoder_2,
+    tokenizer,
+    tokenizer_2,
+    prompt: str | list[str],
+    prompt_2: str | list[str] | None = None,
+    device=None,
+    clip_skip: int | None = None,
+    convert=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(prompt_embeds (B, L, D1 + D2), pooled_prompt_embeds (B, P))`` from the two encoders, WITH autograd (prompt
     optimization backpropagates into the new token rows of both). ``convert(prompts, tokenizer)`` expands
     multi-vector textual-inversion tokens (a pipeline's ``maybe_convert_prompt``); unknown ``<token>``s are refused."""
@@ -33,36 +41,51 @@ def encode_prompt_sdxl(text_encoder, text_encoder_2, tokenizer, tokenizer_2, pro
     prompts_2 = _as_list(prompt_2) if prompt_2 is not None else prompts
     if len(prompts_2) != len(prompts):
         raise ValueError(f"prompt_2 has {len(prompts_2)} entries for {len(prompts)} prompts")
-    pairs = ((prompts, tokenizer, text_encoder, "prompt"), (prompts_2, tokenizer_2, text_encoder_2, "prompt (tokenizer_2)"))
+    pairs = (
+        (prompts, tokenizer, text_encoder, "prompt"),
+        (prompts_2, tokenizer_2, text_encoder_2, "prompt (tokenizer_2)"),
+    )
     embeds, pooled = [], None
     for texts, tok, encoder, what in pairs:
         check_prompt_tokens(tok, texts, what)
         if convert is not None:
             texts = convert(texts, tok)
-        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
+        ids = tok(
+            texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         out = encoder(ids.to(device), output_hidden_states=True)
         if pooled is None and out[0].ndim == 2:
             pooled = out[0]
         embeds.append(out.hidden_states[-2] if clip_skip is None else out.hidden_states[-(clip_skip + 2)])
     if pooled is None:
-        raise ValueError("text_encoder_2 returned no pooled embedding: SDXL's second text encoder must be a "
-                         "CLIPTextModelWithProjection")
+        raise ValueError(
+            "text_encoder_2 returned no pooled embedding: SDXL's second text encoder must be a "
+            "CLIPTextModelWithProjection"
+        )
     return torch.cat(embeds, dim=-1), pooled
 
 
 @torch.no_grad()
-def encode_text_sdxl(pipe, prompt: str | list[str], prompt_2: str | list[str] | None = None, device=None,
-                     clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_text_sdxl(
+    pipe, prompt: str | list[str], prompt_2: str | list[str] | None = None, device=None, clip_skip: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(prompt_embeds (B, L, D1 + D2), pooled_prompt_embeds (B, P))`` of ``prompt`` / ``prompt_2`` for an SDXL pipeline.
 
     ``pipe`` needs ``tokenizer``, ``tokenizer_2``, ``text_encoder`` and ``text_encoder_2``. A ``<token>`` that either
     tokenizer does not know raises :class:`lsb.prompts.tokens.UnknownTokenError` (naming the tokenizer), instead of
     being encoded character by character.
     """
-    embeds, pooled = encode_prompt_sdxl(pipe.text_encoder, pipe.text_encoder_2, pipe.tokenizer, pipe.tokenizer_2,
-                                        prompt, prompt_2, device, clip_skip,
-                                        getattr(pipe, "maybe_convert_prompt", None))
+    embeds, pooled = encode_prompt_sdxl(
+        pipe.text_encoder,
+        pipe.text_encoder_2,
+        pipe.tokenizer,
+        pipe.tokenizer_2,
+        prompt,
+        prompt_2,
+        device,
+        clip_skip,
+        getattr(pipe, "maybe_convert_prompt", None),
+    )
     dtype = pipe.text_encoder_2.dtype
     return embeds.to(device=device, dtype=dtype), pooled.to(device=device, dtype=dtype)
 

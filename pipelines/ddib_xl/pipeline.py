@@ -58,20 +58,45 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
     """
 
     model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae"
-    _optional_components = ["tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "image_encoder",
-                            "feature_extractor"]
+    _optional_components = [
+        "tokenizer",
+        "tokenizer_2",
+        "text_encoder",
+        "text_encoder_2",
+        "image_encoder",
+        "feature_extractor",
+    ]
     _callback_tensor_inputs = ["latents", "source_prompt_embeds", "target_prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, unet, scheduler,
-                 image_encoder=None, feature_extractor=None, force_zeros_for_empty_prompt: bool = True,
-                 add_watermarker: bool | None = None):
+    def __init__(
+        self,
+        vae,
+        text_encoder,
+        text_encoder_2,
+        tokenizer,
+        tokenizer_2,
+        unet,
+        scheduler,
+        image_encoder=None,
+        feature_extractor=None,
+        force_zeros_for_empty_prompt: bool = True,
+        add_watermarker: bool | None = None,
+    ):
         super().__init__()
         check_vp_components(type(self).__name__, unet, scheduler)  # a flow model (SD3 / FLUX) is refused by name
         check_sdxl_components(unet, text_encoder, text_encoder_2, tokenizer, tokenizer_2, type(self).__name__)
         scheduler = DDIMScheduler.from_config(scheduler.config, **DDIB_SCHEDULER_OVERRIDES)
-        self.register_modules(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-                              tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, image_encoder=None,
-                              feature_extractor=None)
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            unet=unet,
+            scheduler=scheduler,
+            image_encoder=None,
+            feature_extractor=None,
+        )
         self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
@@ -85,19 +110,33 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
     def _set_phase(self, phase: str | None) -> None:
         self._phase = phase
 
-    def check_inputs(self, image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
-                     source_pooled_prompt_embeds, target_pooled_prompt_embeds, negative_prompt, num_inference_steps,
-                     guidance_scale, inversion_guidance_scale, callback_on_step_end_tensor_inputs):
+    def check_inputs(
+        self,
+        image,
+        source_prompt,
+        target_prompt,
+        source_prompt_embeds,
+        target_prompt_embeds,
+        source_pooled_prompt_embeds,
+        target_pooled_prompt_embeds,
+        negative_prompt,
+        num_inference_steps,
+        guidance_scale,
+        inversion_guidance_scale,
+        callback_on_step_end_tensor_inputs,
+    ):
         if image is None:
             raise ValueError("`image` is required: the picture(s) to translate")
-        for name, prompt, embeds, pooled in (("source", source_prompt, source_prompt_embeds,
-                                              source_pooled_prompt_embeds),
-                                             ("target", target_prompt, target_prompt_embeds,
-                                              target_pooled_prompt_embeds)):
+        for name, prompt, embeds, pooled in (
+            ("source", source_prompt, source_prompt_embeds, source_pooled_prompt_embeds),
+            ("target", target_prompt, target_prompt_embeds, target_pooled_prompt_embeds),
+        ):
             check_prompt_args(name, prompt, embeds)
             if embeds is not None and pooled is None:
-                raise ValueError(f"`{name}_prompt_embeds` given without `{name}_pooled_prompt_embeds`: SDXL needs "
-                                 f"both (the pooled embedding of text_encoder_2)")
+                raise ValueError(
+                    f"`{name}_prompt_embeds` given without `{name}_pooled_prompt_embeds`: SDXL needs "
+                    f"both (the pooled embedding of text_encoder_2)"
+                )
         if negative_prompt is not None:
             check_prompt_args("negative", negative_prompt, None)
         check_nfe(num_inference_steps)
@@ -106,22 +145,40 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
                 raise ValueError(f"{name} must be a finite number, got {w!r}")
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
-    def encode_prompt(self, source_prompt, target_prompt, device, batch_size: int, dtype, time_ids,
-                      source_prompt_2=None, target_prompt_2=None, source_prompt_embeds=None, target_prompt_embeds=None,
-                      source_pooled_prompt_embeds=None, target_pooled_prompt_embeds=None, negative_prompt=None,
-                      negative_prompt_2=None, clip_skip=None):
+    def encode_prompt(
+        self,
+        source_prompt,
+        target_prompt,
+        device,
+        batch_size: int,
+        dtype,
+        time_ids,
+        source_prompt_2=None,
+        target_prompt_2=None,
+        source_prompt_embeds=None,
+        target_prompt_embeds=None,
+        source_pooled_prompt_embeds=None,
+        target_pooled_prompt_embeds=None,
+        negative_prompt=None,
+        negative_prompt_2=None,
+        clip_skip=None,
+    ):
         """UNet conditionings ``(source, target, null, negative)`` (dicts of ``encoder_hidden_states`` and
         ``added_cond_kwargs``) for ``batch_size`` images."""
 
         def cond(prompt, prompt_2, embeds, pooled, name):
-            e, p = sdxl_prompt_embeds(self, prompt, prompt_2, embeds, pooled, batch_size, device, dtype, name,
-                                      clip_skip)
+            e, p = sdxl_prompt_embeds(
+                self, prompt, prompt_2, embeds, pooled, batch_size, device, dtype, name, clip_skip
+            )
             return unet_conditioning(e, p, time_ids)
 
         source = cond(source_prompt, source_prompt_2, source_prompt_embeds, source_pooled_prompt_embeds, "source")
         target = cond(target_prompt, target_prompt_2, target_prompt_embeds, target_pooled_prompt_embeds, "target")
-        null = zero_conditioning(target) if self.config.force_zeros_for_empty_prompt else \
-            cond("", None, None, None, "null")
+        null = (
+            zero_conditioning(target)
+            if self.config.force_zeros_for_empty_prompt
+            else cond("", None, None, None, "null")
+        )
         negative = null if negative_prompt is None else cond(negative_prompt, negative_prompt_2, None, None, "negative")
         return source, target, null, negative
 
@@ -165,10 +222,20 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         micro-conditioning ``original_size`` / ``crops_coords_top_left`` / ``target_size`` (default the image's
         ``(height, width)`` and ``(0, 0)``). ``generator`` is accepted for symmetry; DDIB is deterministic.
         """
-        self.check_inputs(image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
-                          source_pooled_prompt_embeds, target_pooled_prompt_embeds, negative_prompt,
-                          num_inference_steps, guidance_scale, inversion_guidance_scale,
-                          callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            image,
+            source_prompt,
+            target_prompt,
+            source_prompt_embeds,
+            target_prompt_embeds,
+            source_pooled_prompt_embeds,
+            target_pooled_prompt_embeds,
+            negative_prompt,
+            num_inference_steps,
+            guidance_scale,
+            inversion_guidance_scale,
+            callback_on_step_end_tensor_inputs,
+        )
         device = execution_device(self)
         dtype = model_dtype(self.unet)
         nfe = check_nfe(num_inference_steps)
@@ -177,14 +244,34 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         # 1. images -> checked pixels, micro-conditioning, source latents
         pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)
         batch, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
-        time_ids = sdxl_time_ids(self.unet, (height, width), original_size, crops_coords_top_left, target_size,
-                                 self.text_encoder_2.config.projection_dim, dtype)
+        time_ids = sdxl_time_ids(
+            self.unet,
+            (height, width),
+            original_size,
+            crops_coords_top_left,
+            target_size,
+            self.text_encoder_2.config.projection_dim,
+            dtype,
+        )
 
         # 2. prompts -> SDXL conditionings
         source, target, null, negative = self.encode_prompt(
-            source_prompt, target_prompt, device, batch, dtype, time_ids, source_prompt_2, target_prompt_2,
-            source_prompt_embeds, target_prompt_embeds, source_pooled_prompt_embeds, target_pooled_prompt_embeds,
-            negative_prompt, negative_prompt_2, clip_skip)
+            source_prompt,
+            target_prompt,
+            device,
+            batch,
+            dtype,
+            time_ids,
+            source_prompt_2,
+            target_prompt_2,
+            source_prompt_embeds,
+            target_prompt_embeds,
+            source_pooled_prompt_embeds,
+            target_pooled_prompt_embeds,
+            negative_prompt,
+            negative_prompt_2,
+            clip_skip,
+        )
         latents = self.prepare_latents(pixels, device)
 
         # 3. schedules, then the shared DDIB loop
@@ -192,17 +279,30 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         self._num_timesteps = nfe
 
         def call(x, t, cond):
-            return self.unet(x, t, encoder_hidden_states=cond["encoder_hidden_states"],
-                             added_cond_kwargs=cond["added_cond_kwargs"], return_dict=False)[0]
+            return self.unet(
+                x,
+                t,
+                encoder_hidden_states=cond["encoder_hidden_states"],
+                added_cond_kwargs=cond["added_cond_kwargs"],
+                return_dict=False,
+            )[0]
 
         latents, inverted, nfe = integrate_ddib(
-            self, latents, inverse, sampler, cfg_network(call, null, source, inversion_guidance_scale),
-            cfg_network(call, negative, target, guidance_scale), set_phase=self._set_phase,
+            self,
+            latents,
+            inverse,
+            sampler,
+            cfg_network(call, null, source, inversion_guidance_scale),
+            cfg_network(call, negative, target, guidance_scale),
+            set_phase=self._set_phase,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            callback_state={"source_prompt_embeds": source["encoder_hidden_states"],
-                            "target_prompt_embeds": target["encoder_hidden_states"],
-                            "negative_prompt_embeds": negative["encoder_hidden_states"]})
+            callback_state={
+                "source_prompt_embeds": source["encoder_hidden_states"],
+                "target_prompt_embeds": target["encoder_hidden_states"],
+                "negative_prompt_embeds": negative["encoder_hidden_states"],
+            },
+        )
 
         # 4. decode
         with vae_upcast(self.vae):

@@ -57,14 +57,37 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
     """
 
     model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae"
-    _optional_components = ["tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "image_encoder",
-                            "feature_extractor"]
-    _callback_tensor_inputs = ["latents", "source_prompt_embeds", "target_prompt_embeds",
-                               "source_pooled_prompt_embeds", "target_pooled_prompt_embeds", "add_time_ids"]
+    _optional_components = [
+        "tokenizer",
+        "tokenizer_2",
+        "text_encoder",
+        "text_encoder_2",
+        "image_encoder",
+        "feature_extractor",
+    ]
+    _callback_tensor_inputs = [
+        "latents",
+        "source_prompt_embeds",
+        "target_prompt_embeds",
+        "source_pooled_prompt_embeds",
+        "target_pooled_prompt_embeds",
+        "add_time_ids",
+    ]
 
-    def __init__(self, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, unet, scheduler,
-                 image_encoder=None, feature_extractor=None, force_zeros_for_empty_prompt: bool = True,
-                 add_watermarker: bool | None = None):
+    def __init__(
+        self,
+        vae,
+        text_encoder,
+        text_encoder_2,
+        tokenizer,
+        tokenizer_2,
+        unet,
+        scheduler,
+        image_encoder=None,
+        feature_extractor=None,
+        force_zeros_for_empty_prompt: bool = True,
+        add_watermarker: bool | None = None,
+    ):
         super().__init__()
         check_vp_components(type(self).__name__, unet, scheduler)  # a flow model (SD3 / FLUX) is refused by name
         check_sdxl_components(unet, text_encoder, text_encoder_2, tokenizer, tokenizer_2, type(self).__name__)
@@ -72,30 +95,54 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
             scheduler = LSBScheduler.from_config(scheduler.config)
         # image_encoder / feature_extractor (IP-adapter) and the watermarker of SDXL folders are accepted and unused:
         # outputs are translations of the user's own images.
-        self.register_modules(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-                              tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, image_encoder=None,
-                              feature_extractor=None)
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            unet=unet,
+            scheduler=scheduler,
+            image_encoder=None,
+            feature_extractor=None,
+        )
         self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
     # ------------------------------------------------------------------ inputs
-    def check_inputs(self, image, source_prompt, target_prompt, source_prompt_2, target_prompt_2,
-                     source_prompt_embeds, target_prompt_embeds, source_pooled_prompt_embeds,
-                     target_pooled_prompt_embeds, num_inference_steps, tau, t0, callback_on_step_end_tensor_inputs):
+    def check_inputs(
+        self,
+        image,
+        source_prompt,
+        target_prompt,
+        source_prompt_2,
+        target_prompt_2,
+        source_prompt_embeds,
+        target_prompt_embeds,
+        source_pooled_prompt_embeds,
+        target_pooled_prompt_embeds,
+        num_inference_steps,
+        tau,
+        t0,
+        callback_on_step_end_tensor_inputs,
+    ):
         if image is None:
             raise ValueError("`image` is required: the picture(s) to translate")
         for name, prompt, prompt_2, embeds, pooled in (
-                ("source", source_prompt, source_prompt_2, source_prompt_embeds, source_pooled_prompt_embeds),
-                ("target", target_prompt, target_prompt_2, target_prompt_embeds, target_pooled_prompt_embeds)):
+            ("source", source_prompt, source_prompt_2, source_prompt_embeds, source_pooled_prompt_embeds),
+            ("target", target_prompt, target_prompt_2, target_prompt_embeds, target_pooled_prompt_embeds),
+        ):
             check_prompt_args(name, prompt, embeds)
             if prompt_2 is not None:
                 if embeds is not None:
                     raise ValueError(f"give `{name}_prompt_2` with `{name}_prompt`, not with `{name}_prompt_embeds`")
                 check_prompt_args(f"{name}_2", prompt_2, None)
             if embeds is not None and pooled is None:
-                raise ValueError(f"`{name}_prompt_embeds` given without `{name}_pooled_prompt_embeds`: SDXL needs "
-                                 f"both (the pooled embedding of text_encoder_2)")
+                raise ValueError(
+                    f"`{name}_prompt_embeds` given without `{name}_pooled_prompt_embeds`: SDXL needs "
+                    f"both (the pooled embedding of text_encoder_2)"
+                )
         check_bridge_settings(num_inference_steps, tau, t0)
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
@@ -113,15 +160,47 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
         with vae_upcast(self.vae):
             return decode_latents(self.vae, self.image_processor, latents, output_type)
 
-    def encode_prompt(self, source_prompt, target_prompt, device, batch_size: int, dtype, source_prompt_2=None,
-                      target_prompt_2=None, source_prompt_embeds=None, target_prompt_embeds=None,
-                      source_pooled_prompt_embeds=None, target_pooled_prompt_embeds=None, clip_skip=None):
+    def encode_prompt(
+        self,
+        source_prompt,
+        target_prompt,
+        device,
+        batch_size: int,
+        dtype,
+        source_prompt_2=None,
+        target_prompt_2=None,
+        source_prompt_embeds=None,
+        target_prompt_embeds=None,
+        source_pooled_prompt_embeds=None,
+        target_pooled_prompt_embeds=None,
+        clip_skip=None,
+    ):
         """``(source_embeds, target_embeds, source_pooled, target_pooled)`` for ``batch_size`` images, as
         ``StableDiffusionXLPipeline.encode_prompt`` computes a prompt's (``prompt_2`` defaults to the prompt)."""
-        src, src_pooled = sdxl_prompt_embeds(self, source_prompt, source_prompt_2, source_prompt_embeds,
-                                             source_pooled_prompt_embeds, batch_size, device, dtype, "source", clip_skip)
-        tgt, tgt_pooled = sdxl_prompt_embeds(self, target_prompt, target_prompt_2, target_prompt_embeds,
-                                             target_pooled_prompt_embeds, batch_size, device, dtype, "target", clip_skip)
+        src, src_pooled = sdxl_prompt_embeds(
+            self,
+            source_prompt,
+            source_prompt_2,
+            source_prompt_embeds,
+            source_pooled_prompt_embeds,
+            batch_size,
+            device,
+            dtype,
+            "source",
+            clip_skip,
+        )
+        tgt, tgt_pooled = sdxl_prompt_embeds(
+            self,
+            target_prompt,
+            target_prompt_2,
+            target_prompt_embeds,
+            target_pooled_prompt_embeds,
+            batch_size,
+            device,
+            dtype,
+            "target",
+            clip_skip,
+        )
         return src, tgt, src_pooled, tgt_pooled
 
     def prepare_latents(self, source_latents: torch.Tensor, generator=None, noise: torch.Tensor | None = None):
@@ -182,25 +261,54 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
             callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each step.
         """
         num_inference_steps, guidance_scale, tau, t0 = resolve_translation_args(  # the folder's lsb_defaults.json
-            self, num_inference_steps, guidance_scale, tau, t0)
-        self.check_inputs(image, source_prompt, target_prompt, source_prompt_2, target_prompt_2,
-                          source_prompt_embeds, target_prompt_embeds, source_pooled_prompt_embeds,
-                          target_pooled_prompt_embeds, num_inference_steps, tau, t0,
-                          callback_on_step_end_tensor_inputs)
+            self, num_inference_steps, guidance_scale, tau, t0
+        )
+        self.check_inputs(
+            image,
+            source_prompt,
+            target_prompt,
+            source_prompt_2,
+            target_prompt_2,
+            source_prompt_embeds,
+            target_prompt_embeds,
+            source_pooled_prompt_embeds,
+            target_pooled_prompt_embeds,
+            num_inference_steps,
+            tau,
+            t0,
+            callback_on_step_end_tensor_inputs,
+        )
         device = execution_device(self)
         dtype = model_dtype(self.unet)
 
         # 1. images -> pixels (checked) and the micro-conditioning of their size
         pixels = self.preprocess_images(image)
         batch, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
-        add_time_ids = sdxl_time_ids(self.unet, (height, width), original_size, crops_coords_top_left, target_size,
-                                     self.text_encoder_2.config.projection_dim, dtype)
+        add_time_ids = sdxl_time_ids(
+            self.unet,
+            (height, width),
+            original_size,
+            crops_coords_top_left,
+            target_size,
+            self.text_encoder_2.config.projection_dim,
+            dtype,
+        )
 
         # 2. prompts -> token and pooled embeddings (source, target), broadcast to the batch
         src, tgt, src_pooled, tgt_pooled = self.encode_prompt(
-            source_prompt, target_prompt, device, batch, dtype, source_prompt_2, target_prompt_2,
-            source_prompt_embeds, target_prompt_embeds, source_pooled_prompt_embeds, target_pooled_prompt_embeds,
-            clip_skip)
+            source_prompt,
+            target_prompt,
+            device,
+            batch,
+            dtype,
+            source_prompt_2,
+            target_prompt_2,
+            source_prompt_embeds,
+            target_prompt_embeds,
+            source_pooled_prompt_embeds,
+            target_pooled_prompt_embeds,
+            clip_skip,
+        )
 
         # 3. source latents, bridge time grid and the initial state x_{t0}
         x_src = self.encode_image(pixels, device)
@@ -208,20 +316,37 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
         latents = self.prepare_latents(x_src, generator, noise)
 
         # 4. integrate the PF-ODE: one batched UNet call on [source; target] per step
-        cond = concat_conditioning(unet_conditioning(src, src_pooled, add_time_ids),
-                                   unet_conditioning(tgt, tgt_pooled, add_time_ids))
+        cond = concat_conditioning(
+            unet_conditioning(src, src_pooled, add_time_ids), unet_conditioning(tgt, tgt_pooled, add_time_ids)
+        )
 
         def network(model_input, t):
-            return self.unet(model_input, t, encoder_hidden_states=cond["encoder_hidden_states"],
-                             added_cond_kwargs=cond["added_cond_kwargs"], return_dict=False)[0]
+            return self.unet(
+                model_input,
+                t,
+                encoder_hidden_states=cond["encoder_hidden_states"],
+                added_cond_kwargs=cond["added_cond_kwargs"],
+                return_dict=False,
+            )[0]
 
         self._num_timesteps = len(self.scheduler.timesteps)
-        state = {"source_prompt_embeds": src, "target_prompt_embeds": tgt, "source_pooled_prompt_embeds": src_pooled,
-                 "target_pooled_prompt_embeds": tgt_pooled, "add_time_ids": add_time_ids}
+        state = {
+            "source_prompt_embeds": src,
+            "target_prompt_embeds": tgt,
+            "source_pooled_prompt_embeds": src_pooled,
+            "target_pooled_prompt_embeds": tgt_pooled,
+            "add_time_ids": add_time_ids,
+        }
         latents, trajectory = integrate_bridge(
-            self, latents, network, guidance_scale, return_trajectory=return_trajectory,
+            self,
+            latents,
+            network,
+            guidance_scale,
+            return_trajectory=return_trajectory,
             callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, callback_state=state)
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            callback_state=state,
+        )
 
         # 5. decode
         images = self.decode_latents(latents, output_type)
