@@ -14,7 +14,7 @@ import PIL.Image
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..io.images import ImageInputError, to_rgb
+from ..io.images import ImageInputError, check_pipeline_images, to_rgb
 # Re-exported, not redefined: THE VAE encode/decode (lsb.io.latents) and THE setting checks (lsb.io.settings).
 from ..io.latents import decode_latents  # noqa: F401
 from ..io.latents import encode_latents as encode_images  # noqa: F401
@@ -45,7 +45,10 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
     A wrong size, another PIL mode (RGBA, L, 16-bit ...: convert first, e.g. with
     ``lsb.io.images.to_rgb(image, allow_convert=True)``), another channel count, an integer dtype other than
     uint8, a NaN/inf value or an unsupported type raises :class:`ImageInputError` naming the image, instead
-    of the silent resize or conversion diffusers' image processor would do.
+    of the silent resize or conversion diffusers' image processor would do. Images run at their own size; a list
+    of images of different sizes is refused (:func:`lsb.io.images.check_pipeline_images`) rather than resized to
+    the first one's: resize them first, e.g. to the model's native size with
+    ``lsb.io.images.fit_size(img, name, lsb.io.images.native_size(pipe))`` (what ``lsb translate`` does).
     """
     images = image if isinstance(image, list) else [image]
     if not images:
@@ -78,6 +81,7 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
             raise ImageInputError(f"image #{i}: size {w}x{h} is not a multiple of {vae_scale_factor} "
                                   f"(the VAE's downsampling factor); resize or crop it first")
         checked.append(im)
+    check_pipeline_images(images, multiple=vae_scale_factor)  # a mixed-size list: refused, not resized silently
     return image_processor.preprocess(checked if len(checked) > 1 else checked[0])
 
 
