@@ -40,7 +40,9 @@ def load_pipeline(model: str | None, checkpoint: str | None):
     from lsb.models import mini_sd3
     from lsb.training.mini_sd3 import transformer_from_checkpoint
 
-    return mini_sd3.build_pipeline(transformer_from_checkpoint(checkpoint), mini_sd3.components_from_mini_sd(lsb.MINI_SD))
+    return mini_sd3.build_pipeline(
+        transformer_from_checkpoint(checkpoint), mini_sd3.components_from_mini_sd(lsb.MINI_SD)
+    )
 
 
 def training_rows(run: Path) -> list[dict]:
@@ -52,7 +54,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="pipeline folder (default: the embedded lsb.MINI_SD3)")
     ap.add_argument("--checkpoint", default=None, help="a training checkpoint folder instead of --model (EMA weights)")
-    ap.add_argument("--run", default=str(ROOT / "runs" / "mini-sd3"), help="training run folder (runs.jsonl: steps, time)")
+    ap.add_argument(
+        "--run", default=str(ROOT / "runs" / "mini-sd3"), help="training run folder (runs.jsonl: steps, time)"
+    )
     ap.add_argument("--guidance", type=float, nargs="+", default=[2.0, 3.0, 5.0])
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--n", type=int, default=300)
@@ -70,46 +74,77 @@ def main(argv=None) -> int:
     pipe = load_pipeline(args.model, args.checkpoint)
     pipe.set_progress_bar_config(disable=True)
     t = time.time()
-    res = {"model": args.checkpoint or str(args.model or lsb.MINI_SD3), "sampler": type(pipe.scheduler).__name__,
-           "scheduler_shift": pipe.scheduler.config.shift}
+    res = {
+        "model": args.checkpoint or str(args.model or lsb.MINI_SD3),
+        "sampler": type(pipe.scheduler).__name__,
+        "scheduler_shift": pipe.scheduler.config.shift,
+    }
     res["t2i"] = [bench_t2i(pipe, args.n, g, steps=args.steps) for g in args.guidance]
     res["bench_seconds"] = time.time() - t
     if not args.checkpoint:
         folder = Path(args.model or lsb.MINI_SD3)
         res["model_bytes"] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    res["parameters"] = {k: sum(p.numel() for p in getattr(pipe, k).parameters())
-                         for k in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")}
+    res["parameters"] = {
+        k: sum(p.numel() for p in getattr(pipe, k).parameters())
+        for k in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+    }
     rows = training_rows(Path(args.run))
-    res["training"] = {"runs": len(rows), "steps": rows[-1]["steps"] if rows else None,
-                       "seconds": sum(float(r["seconds"]) for r in rows), "recipe": rows[-1]["recipe"] if rows else None}
-    res["hardware"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    res["training"] = {
+        "runs": len(rows),
+        "steps": rows[-1]["steps"] if rows else None,
+        "seconds": sum(float(r["seconds"]) for r in rows),
+        "recipe": rows[-1]["recipe"] if rows else None,
+    }
+    res["hardware"] = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "mini_sd3" + (f"-{args.tag}" if args.tag else "")
     (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
-    size = f"{res['model_bytes'] / 1e6:.1f} MB ({res['model_bytes'] / 2**20:.1f} MiB) on disk; " if "model_bytes" in res else ""
-    lines = ["# Embedded mini SD3 (rectified flow) benchmark", "",
-             f"Model: `{res['model']}` ({size}parameters: "
-             + ", ".join(f"{k} {n / 1e6:.2f}M" for k, n in res["parameters"].items()) + ")", "",
-             f"## Text-to-image (stock StableDiffusion3Pipeline, {res['sampler']} shift {res['scheduler_shift']:g}, "
-             f"{args.steps} steps, held-out test scenes)", "",
-             "| guidance | full captions: clean + shape + colour + background | clean | shape | colour | background "
-             "| shape-only prompts: right shape | shape-only: clean + right shape | target |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    size = (
+        f"{res['model_bytes'] / 1e6:.1f} MB ({res['model_bytes'] / 2**20:.1f} MiB) on disk; "
+        if "model_bytes" in res
+        else ""
+    )
+    lines = [
+        "# Embedded mini SD3 (rectified flow) benchmark",
+        "",
+        f"Model: `{res['model']}` ({size}parameters: "
+        + ", ".join(f"{k} {n / 1e6:.2f}M" for k, n in res["parameters"].items())
+        + ")",
+        "",
+        f"## Text-to-image (stock StableDiffusion3Pipeline, {res['sampler']} shift {res['scheduler_shift']:g}, "
+        f"{args.steps} steps, held-out test scenes)",
+        "",
+        "| guidance | full captions: clean + shape + colour + background | clean | shape | colour | background "
+        "| shape-only prompts: right shape | shape-only: clean + right shape | target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res["t2i"]:
-        lines.append(f"| {r['guidance']:g} | {r['full_caption_all_right']:.3f} (n={r['n_full']}) | {r['clean']:.3f} | "
-                     f"{r['full_caption_shape_right']:.3f} | {r['full_caption_colour_right']:.3f} | "
-                     f"{r['full_caption_background_right']:.3f} | {r['shape_only_right']:.3f} (n={r['n_shape_only']}) | "
-                     f"{r['shape_only_clean_and_right']:.3f} | >= 0.90 full captions |")
+        lines.append(
+            f"| {r['guidance']:g} | {r['full_caption_all_right']:.3f} (n={r['n_full']}) | {r['clean']:.3f} | "
+            f"{r['full_caption_shape_right']:.3f} | {r['full_caption_colour_right']:.3f} | "
+            f"{r['full_caption_background_right']:.3f} | {r['shape_only_right']:.3f} (n={r['n_shape_only']}) | "
+            f"{r['shape_only_clean_and_right']:.3f} | >= 0.90 full captions |"
+        )
     tr = res["training"]
     if tr["steps"] is not None:
-        lines += ["", "## Training", "",
-                  f"{tr['steps']} steps (batch {tr['recipe']['batch']}) in {tr['seconds'] / 60:.1f} min over {tr['runs']} "
-                  "run(s), transformer only (VAE, text encoders, tokenizers: the mini SD's, frozen)."]
-    lines += ["", f"Hardware: {res['hardware']}.", "",
-              f"Reproduce: `lsb train mini-sd3 --out runs/mini-sd3 --install` then `python -m benchmarks.mini_sd3 "
-              f"--guidance {' '.join(f'{g:g}' for g in args.guidance)} --steps {args.steps} --n {args.n}`."]
+        lines += [
+            "",
+            "## Training",
+            "",
+            f"{tr['steps']} steps (batch {tr['recipe']['batch']}) in {tr['seconds'] / 60:.1f} min over {tr['runs']} "
+            "run(s), transformer only (VAE, text encoders, tokenizers: the mini SD's, frozen).",
+        ]
+    lines += [
+        "",
+        f"Hardware: {res['hardware']}.",
+        "",
+        f"Reproduce: `lsb train mini-sd3 --out runs/mini-sd3 --install` then `python -m benchmarks.mini_sd3 "
+        f"--guidance {' '.join(f'{g:g}' for g in args.guidance)} --steps {args.steps} --n {args.n}`.",
+    ]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

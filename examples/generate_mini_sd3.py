@@ -22,10 +22,20 @@ args = ap.parse_args()
 
 pipe = StableDiffusion3Pipeline.from_pretrained(args.model)  # float32 as stored: no dtype needed on the CPU
 pipe.set_progress_bar_config(disable=True)
-prompts = ["a red circle on a white background", "a blue square on a black background",
-           "a yellow triangle on a gray background", "a green circle on a black background", "a triangle"]
-images = pipe(prompts, num_inference_steps=args.steps, guidance_scale=args.guidance, output_type="pt",
-              generator=torch.Generator().manual_seed(0)).images
+prompts = [
+    "a red circle on a white background",
+    "a blue square on a black background",
+    "a yellow triangle on a gray background",
+    "a green circle on a black background",
+    "a triangle",
+]
+images = pipe(
+    prompts,
+    num_inference_steps=args.steps,
+    guidance_scale=args.guidance,
+    output_type="pt",
+    generator=torch.Generator().manual_seed(0),
+).images
 save_grid(images * 2 - 1, args.out, nrow=len(prompts))
 print(f"{len(prompts)} images, {args.steps} Euler steps, guidance {args.guidance:g} -> {args.out}")
 for p, r in zip(prompts, read_batch(images)):

@@ -24,15 +24,52 @@ def test_shipped_folder_loads_with_stock_pipeline_and_draws_64px():
     pipe = StableDiffusion3Pipeline.from_pretrained(lsb.MINI_SD3)  # no arguments, no dtype
     assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler)
     assert pipe.vae.config.shift_factor == 0.0 and pipe.text_encoder_3 is not None
-    assert {m.dtype for m in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2,
-                              pipe.text_encoder_3)} == {torch.float32}
+    assert {
+        m.dtype for m in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3)
+    } == {torch.float32}
     pipe.set_progress_bar_config(disable=True)
-    img = pipe("a red circle on a white background", num_inference_steps=2, output_type="np",
-               generator=torch.Generator().manual_seed(0)).images
+    img = pipe(
+        "a red circle on a white background",
+        num_inference_steps=2,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert img.shape == (1, 64, 64, 3) and np.isfinite(img).all()
     size = sum(p.stat().st_size for p in Path(lsb.MINI_SD3).rglob("*") if p.is_file())
     assert size < 25e6, f"{size / 1e6:.1f} MB"
     assert max(p.stat().st_size for p in Path(lsb.MINI_SD3).rglob("*")) < 8 * 2**20  # repository file limit
+
+
+@shipped
+def test_shipped_vae_shift_factor_through_sd3_encode_and_decode():
+    """SD3's decode ((z / scaling) + shift) and img2img encode ((z - shift) * scaling) work with shift_factor 0: the
+    pipeline's latent output decodes like the mini SD's VAE, and a light img2img pass keeps a rendered scene."""
+    from diffusers import StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline
+    from lsb.data import shapes
+    from lsb.metrics.reader import read_scene
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(lsb.MINI_SD3)
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(prompt="a blue square on a gray background", num_inference_steps=3, generator=None)
+    lat = pipe(**{**kw, "generator": torch.Generator().manual_seed(0)}, output_type="latent").images
+    img = pipe(**{**kw, "generator": torch.Generator().manual_seed(0)}, output_type="pt").images
+    with torch.no_grad():
+        ref = pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample
+    torch.testing.assert_close(img, (ref / 2 + 0.5).clamp(0, 1), atol=1e-5, rtol=1e-5)
+
+    i2i = StableDiffusion3Img2ImgPipeline.from_pipe(pipe)
+    scene = shapes.scenes("test", 1)[0]
+    out = i2i(
+        scene.caption,
+        image=shapes.render(scene),
+        strength=0.2,
+        num_inference_steps=10,
+        guidance_scale=3.0,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
+    r = read_scene((out * 255).round().astype(np.uint8))
+    assert (r.shape, r.colour, r.background) == (scene.shape, scene.colour, scene.background)
 
 
 def _components():
@@ -46,7 +83,9 @@ def test_text_encoders_carry_the_mini_sd_features_and_t5_is_silent():
 
     c = _components()
     clip = CLIPTextModel.from_pretrained(Path(lsb.MINI_SD) / "text_encoder", dtype=torch.float32)
-    ids = c["tokenizer"](["a red circle on a white background", ""], padding="max_length", return_tensors="pt").input_ids
+    ids = c["tokenizer"](
+        ["a red circle on a white background", ""], padding="max_length", return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         ref = clip(ids, output_hidden_states=True)
         one = c["text_encoder"](ids, output_hidden_states=True)
@@ -60,7 +99,7 @@ def test_text_encoders_carry_the_mini_sd_features_and_t5_is_silent():
     pipe.set_progress_bar_config(disable=True)
     embeds, _, pooled, _ = pipe.encode_prompt("a blue square", None, None, do_classifier_free_guidance=False)
     assert embeds.shape == (1, mini_sd3.CLIP_MAX_LENGTH + mini_sd3.T5_SEQUENCE_LENGTH, 256) and pooled.shape == (1, 256)
-    assert embeds[:, mini_sd3.CLIP_MAX_LENGTH:].abs().max() == 0
+    assert embeds[:, mini_sd3.CLIP_MAX_LENGTH :].abs().max() == 0
     kw = dict(num_inference_steps=2, output_type="np", height=64, width=64)
     a = pipe("a blue square", generator=torch.Generator().manual_seed(1), **kw).images
     pipe.text_encoder_3, pipe.tokenizer_3 = None, None
@@ -137,8 +176,9 @@ def test_task_batch_and_loss(tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         MiniSD3Task(_components(), latents, scenes, batch_size=0, transformer=mini_sd3.build_transformer(**TINY))
     with pytest.raises(ValueError, match="logit_normal_fraction"):
-        MiniSD3Task(_components(), latents, scenes, logit_normal_fraction=1.5,
-                    transformer=mini_sd3.build_transformer(**TINY))
+        MiniSD3Task(
+            _components(), latents, scenes, logit_normal_fraction=1.5, transformer=mini_sd3.build_transformer(**TINY)
+        )
 
 
 def test_logit_normal_share_of_the_timesteps():
@@ -146,8 +186,14 @@ def test_logit_normal_share_of_the_timesteps():
     from lsb.data import shapes
     from lsb.training.mini_sd3 import MiniSD3Task
 
-    task = MiniSD3Task(_components(), torch.zeros(2, 4, 8, 8), shapes.scenes("train", 2), batch_size=4000,
-                       transformer=mini_sd3.build_transformer(**TINY), logit_normal_fraction=0.7)
+    task = MiniSD3Task(
+        _components(),
+        torch.zeros(2, 4, 8, 8),
+        shapes.scenes("train", 2),
+        batch_size=4000,
+        transformer=mini_sd3.build_transformer(**TINY),
+        logit_normal_fraction=0.7,
+    )
     s = task.batch(np.random.default_rng(3), 0, torch.device("cpu"))["s"].numpy()
     phi = 0.5 * (1 + math.erf(math.log(0.1 / 0.9) / math.sqrt(2)))  # P(sigmoid(N(0,1)) < 0.1)
     expected = 0.7 * phi + 0.3 * 0.1
@@ -159,8 +205,18 @@ def test_cli_train_smoke_and_resume(tmp_path, capsys):
     from lsb.surfaces.cli import main
 
     out = tmp_path / "run"
-    args = ["train", "mini-sd3", "--out", str(out), "--batch", "4", "--cached-scenes", "16",
-            "--transformer-config", json.dumps(TINY)]
+    args = [
+        "train",
+        "mini-sd3",
+        "--out",
+        str(out),
+        "--batch",
+        "4",
+        "--cached-scenes",
+        "16",
+        "--transformer-config",
+        json.dumps(TINY),
+    ]
     assert main([*args, "--steps", "2"]) == 0
     assert main([*args, "--steps", "4"]) == 0
     assert "resumed mini-sd3" in capsys.readouterr().out

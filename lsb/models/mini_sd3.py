@@ -109,8 +109,12 @@ def build_t5_encoder(tokenizer, **overrides):
     from transformers import T5Config, T5EncoderModel
 
     cfg = _merged(T5_CONFIG, overrides)
-    cfg.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-               decoder_start_token_id=tokenizer.pad_token_id)
+    cfg.update(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     model = T5EncoderModel(T5Config(**cfg))
     with torch.no_grad():
@@ -134,14 +138,16 @@ def clip_with_projection(clip_text_model, extra_identity_layer: bool = False):
     model = CLIPTextModelWithProjection(CLIPTextConfig(**cfg)).float()
     # transformers 5: CLIPTextModel's keys are those of CLIPTextModelWithProjection.text_model
     missing, unexpected = model.text_model.load_state_dict(
-        {k.removeprefix("text_model."): v.float() for k, v in clip_text_model.state_dict().items()}, strict=False)
+        {k.removeprefix("text_model."): v.float() for k, v in clip_text_model.state_dict().items()}, strict=False
+    )
     expected_missing = set()
     if extra_identity_layer:
         last = cfg["num_hidden_layers"] - 1
         expected_missing = {k for k in model.text_model.state_dict() if k.startswith(f"encoder.layers.{last}.")}
     if set(missing) != expected_missing or unexpected:
-        raise ValueError(f"CLIP weights do not fit: missing {sorted(set(missing) - expected_missing)}, "
-                         f"unexpected {unexpected}")
+        raise ValueError(
+            f"CLIP weights do not fit: missing {sorted(set(missing) - expected_missing)}, unexpected {unexpected}"
+        )
     with torch.no_grad():
         model.text_projection.weight.copy_(torch.eye(hidden))
         if extra_identity_layer:
@@ -229,5 +235,6 @@ def set_repeated_token_attention(transformer, repeats: int | None) -> None:
     stock joint processor (``None``)."""
     from diffusers.models.attention_processor import JointAttnProcessor2_0
 
-    transformer.set_attn_processor(JointAttnProcessor2_0() if repeats is None
-                                   else RepeatedTokenJointAttnProcessor(repeats))
+    transformer.set_attn_processor(
+        JointAttnProcessor2_0() if repeats is None else RepeatedTokenJointAttnProcessor(repeats)
+    )

@@ -31,10 +31,18 @@ from .loop import TrainConfig, TrainingTask, is_main_process, train
 from .mini_sd import cache_latents
 
 SAMPLE_PROMPTS = [
-    "a red circle on a white background", "a green square on a black background",
-    "a blue triangle on a gray background", "a yellow circle on a black background",
-    "a purple square on a white background", "an orange triangle on a white background",
-    "a circle", "a square", "a triangle", "a blue square", "a circle on a black background", "",
+    "a red circle on a white background",
+    "a green square on a black background",
+    "a blue triangle on a gray background",
+    "a yellow circle on a black background",
+    "a purple square on a white background",
+    "an orange triangle on a white background",
+    "a circle",
+    "a square",
+    "a triangle",
+    "a blue square",
+    "a circle on a black background",
+    "",
 ]
 
 
@@ -44,8 +52,11 @@ def all_captions() -> list[str]:
     for shape in shapes.SHAPES:
         for colour in shapes.COLOURS:
             for bg in shapes.BACKGROUNDS:
-                out.update(shapes.caption_variants(shapes.Scene(shape=shape, colour=colour, background=bg,
-                                                                size=28.0, cx=32.0, cy=32.0)))
+                out.update(
+                    shapes.caption_variants(
+                        shapes.Scene(shape=shape, colour=colour, background=bg, size=28.0, cx=32.0, cy=32.0)
+                    )
+                )
     return sorted(out)
 
 
@@ -53,8 +64,9 @@ def all_captions() -> list[str]:
 def encode_captions(pipe, captions: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """caption -> (context tokens with the T5 stream reduced to one token, pooled projection), from the
     pipeline's ``encode_prompt``; checks that the T5 stream is one token repeated."""
-    embeds, _, pooled, _ = pipe.encode_prompt(captions, None, None, do_classifier_free_guidance=False,
-                                              device=torch.device("cpu"))
+    embeds, _, pooled, _ = pipe.encode_prompt(
+        captions, None, None, do_classifier_free_guidance=False, device=torch.device("cpu")
+    )
     n_clip = pipe.tokenizer_max_length
     t5 = embeds[:, n_clip:]
     if t5.shape[1] != mini_sd3.T5_SEQUENCE_LENGTH or not torch.equal(t5, t5[:, :1].expand_as(t5)):
@@ -66,8 +78,16 @@ def encode_captions(pipe, captions: list[str]) -> dict[str, tuple[torch.Tensor, 
 class MiniSD3Task(TrainingTask):
     name = "mini-sd3"
 
-    def __init__(self, components: dict, latents: torch.Tensor, scenes: list[shapes.Scene], batch_size: int = 64,
-                 transformer=None, logit_normal_fraction: float = 0.7, caption_weights: dict | None = None):
+    def __init__(
+        self,
+        components: dict,
+        latents: torch.Tensor,
+        scenes: list[shapes.Scene],
+        batch_size: int = 64,
+        transformer=None,
+        logit_normal_fraction: float = 0.7,
+        caption_weights: dict | None = None,
+    ):
         if not 0.0 <= logit_normal_fraction <= 1.0:
             raise ValueError(f"logit_normal_fraction must be in [0, 1], got {logit_normal_fraction}")
         if batch_size < 1:
@@ -93,18 +113,25 @@ class MiniSD3Task(TrainingTask):
         ctx = torch.stack([self.captions[c][0] for c in caps])
         pooled = torch.stack([self.captions[c][1] for c in caps])
         logit_normal = rng.random(self.batch_size) < self.logit_normal_fraction
-        s = np.where(logit_normal, 1.0 / (1.0 + np.exp(-rng.standard_normal(self.batch_size))),
-                     rng.random(self.batch_size))
+        s = np.where(
+            logit_normal, 1.0 / (1.0 + np.exp(-rng.standard_normal(self.batch_size))), rng.random(self.batch_size)
+        )
         noise = rng.standard_normal((self.batch_size, *self.latents.shape[1:])).astype(np.float32)
-        return {"x": self.latents[idx].to(device), "ctx": ctx.to(device), "pooled": pooled.to(device),
-                "s": torch.from_numpy(s.astype(np.float32)).to(device), "noise": torch.from_numpy(noise).to(device)}
+        return {
+            "x": self.latents[idx].to(device),
+            "ctx": ctx.to(device),
+            "pooled": pooled.to(device),
+            "s": torch.from_numpy(s.astype(np.float32)).to(device),
+            "noise": torch.from_numpy(noise).to(device),
+        }
 
     def loss(self, b, step):
         model = self.wrapped_modules["transformer"]
         s = b["s"].view(-1, 1, 1, 1)
         z = (1 - s) * b["x"] + s * b["noise"]
-        pred = model(hidden_states=z, encoder_hidden_states=b["ctx"], pooled_projections=b["pooled"],
-                     timestep=b["s"] * 1000.0).sample
+        pred = model(
+            hidden_states=z, encoder_hidden_states=b["ctx"], pooled_projections=b["pooled"], timestep=b["s"] * 1000.0
+        ).sample
         mse = ((pred.float() - (b["noise"] - b["x"])) ** 2).mean()
         return mse, {"mse": float(mse.detach())}
 
@@ -126,8 +153,13 @@ class MiniSD3Task(TrainingTask):
             self.transformer.eval()
             pipe = self.pipeline()
             pipe.set_progress_bar_config(disable=True)
-            imgs = pipe(SAMPLE_PROMPTS, num_inference_steps=20, guidance_scale=DEFAULT_GUIDANCE, output_type="pt",
-                        generator=torch.Generator().manual_seed(0)).images
+            imgs = pipe(
+                SAMPLE_PROMPTS,
+                num_inference_steps=20,
+                guidance_scale=DEFAULT_GUIDANCE,
+                output_type="pt",
+                generator=torch.Generator().manual_seed(0),
+            ).images
             save_grid(imgs * 2 - 1, Path(out_dir) / f"mini-sd3-{step:06d}.png", nrow=len(SAMPLE_PROMPTS))
 
         self._with_stock_attention(draw)
@@ -147,7 +179,7 @@ DEFAULT_GUIDANCE = 3.0
 class MiniSD3Recipe:
     """Defaults of the shipped model's training (README / benchmarks/results/mini_sd3.md: the measured run)."""
 
-    steps: int = 8000
+    steps: int = 7000
     batch: int = 32
     lr: float = 5e-4
     warmup: int = 300
@@ -197,12 +229,27 @@ def run(out: str | Path, recipe: MiniSD3Recipe | None = None, **overrides) -> di
     latents, scenes = load_latents(out, base, r.cached_scenes)
     components = mini_sd3.components_from_mini_sd(base)
     torch.manual_seed(r.seed)
-    task = MiniSD3Task(components, latents, scenes, batch_size=r.batch,
-                       transformer=mini_sd3.build_transformer(**r.transformer),
-                       logit_normal_fraction=r.logit_normal_fraction)
-    cfg = TrainConfig(str(out), max_steps=r.steps, learning_rate=r.lr, weight_decay=1e-2, lr_warmup_steps=r.warmup,
-                      checkpoint_every=r.checkpoint_every, sample_every=r.sample_every, ema_decay=r.ema_decay,
-                      seed=r.seed, mixed_precision=r.mixed_precision, max_seconds=r.max_seconds)
+    task = MiniSD3Task(
+        components,
+        latents,
+        scenes,
+        batch_size=r.batch,
+        transformer=mini_sd3.build_transformer(**r.transformer),
+        logit_normal_fraction=r.logit_normal_fraction,
+    )
+    cfg = TrainConfig(
+        str(out),
+        max_steps=r.steps,
+        learning_rate=r.lr,
+        weight_decay=1e-2,
+        lr_warmup_steps=r.warmup,
+        checkpoint_every=r.checkpoint_every,
+        sample_every=r.sample_every,
+        ema_decay=r.ema_decay,
+        seed=r.seed,
+        mixed_precision=r.mixed_precision,
+        max_seconds=r.max_seconds,
+    )
     res = train(task, cfg)
     if is_main_process():
         res["recipe"] = dataclasses.asdict(r)
