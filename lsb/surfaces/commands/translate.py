@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ...io.images import SIZE_POLICIES
 from ..inputs import MAX_PIXELS_HELP, SIZE_POLICY_HELP
-from ...io.settings import PAPER_TRANSLATION, translation_defaults
+from ...io.settings import PAPER_TRANSLATION, check_guidance, check_nfe, check_t0, check_tau, translation_defaults
 from . import CONVERT_MODE_HELP
 
 # Defaults for translation. They are the paper's (METHODS.md section 2) except where the embedded
@@ -63,6 +63,7 @@ def cmd_translate(args) -> int:
     from ..inputs import load_inputs, resize_back
     from ..outputs import GRID_NAME, OutputFolder, expand_inputs, output_names
 
+    checks.check_model_arg(args.model)  # before any look-up: a path that does not exist is an error, not a Hub id
     defaults = _cli_defaults(translation_defaults(args.model))  # the model folder's lsb_defaults.json, else the paper's
     nfe = args.nfe if args.nfe is not None else defaults["nfe"]
     tau = args.tau if args.tau is not None else defaults["tau"]
@@ -73,21 +74,16 @@ def cmd_translate(args) -> int:
     if args.method != "lsb" and args.solver:
         raise ValueError("--solver applies only to --method lsb")
     solver = (args.solver or defaults["solver"]) if args.method == "lsb" else None
-    if nfe is not None and nfe < 2:
-        raise ValueError(f"--nfe must be at least 2, got {nfe}")
-    checks.finite(t0, "--t0")
-    if not 0 < t0 < 1:
-        raise ValueError(f"--t0 must lie strictly between 0 and 1, got {t0}")
-    checks.finite(tau, "--tau")
-    if not tau > 0:
-        raise ValueError(f"--tau must be positive, got {tau}")
+    if nfe is not None:
+        check_nfe(nfe, name="--nfe")
+    check_t0(t0, "--t0")
+    check_tau(tau, "--tau")
     if guidance is not None:
-        checks.finite(guidance, "--guidance")
+        check_guidance(guidance, "--guidance")
     checks.positive_int(args.batch_size, "--batch-size")
     checks.check_seed(args.seed)
     checks.check_size_arg(args.size)
     max_pixels = checks.check_max_pixels(args.max_pixels)
-    checks.check_model_arg(args.model)
     checks.check_domain_arg(args.source, "--source")
     checks.check_domain_arg(args.target, "--target")
     # Validate every input and the output folder before loading the model: a bad one is reported by name.
