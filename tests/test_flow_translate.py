@@ -78,3 +78,20 @@ def test_flowedit_on_a_vp_model_and_ddib_on_a_flow_model_are_refused(folders, ti
     pipe = load_translator("lsb", str(tiny_sd_dir), device="cpu")
     with pytest.raises(ValueError, match="flowedit runs on rectified-flow"):
         translate("flowedit", pipe, [picture()], "a", "b", nfe=2)
+
+
+def test_flow_benchmark_runs_tiny(folders, tmp_path):
+    import json
+
+    from benchmarks.translation_flow import main
+
+    rc = main(["--model", str(folders / "sd3"), "--methods", "lsb-euler", "flowedit", "--nfe", "2", "--n", "1",
+               "--n-val", "1", "--vp-model", "mini-sd", "--tag", "t", "--out", str(tmp_path)])
+    assert rc == 0
+    state = json.loads((tmp_path / "translation-flow-t.json").read_text())
+    tests = [c for k, c in state["cells"].items() if "|test1|" in k]
+    # lsb-euler, flowedit at NFE 2, FlowEdit's paper setting, LSB on the VP model
+    assert sorted((c["nfe_spent"], c["forward_passes"]) for c in tests) == [(2, 4), (2, 4), (2, 8), (33, 132)]
+    assert all("fid" in c and 0.0 <= c["mean"]["success"] <= 1.0 for c in tests)
+    text = (tmp_path / "translation-flow-t.md").read_text()
+    assert "flowedit-paper" in text and "lsb-euler (VP)" in text
