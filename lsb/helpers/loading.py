@@ -11,6 +11,7 @@ import torch
 
 from ..io.assets import MINI_SD
 from ..io.execution import default_device
+from ..io.quiet import quiet_loading_if_requested
 
 SD_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 
@@ -136,6 +137,7 @@ def load_pipeline(cls, model: str | None = None, device: str | torch.device | No
     a :class:`CustomCodeError` (one line) before any download of weights.
     """
     device, dtype = device_and_dtype(device, dtype)
+    quiet_loading_if_requested()  # the lsb CLI: no nested loading bars (lsb.io.quiet)
     path = resolve_model(model)
     known = dict(known or {})
     try:

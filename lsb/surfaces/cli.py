@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..io.quiet import quiet_cli_run
 from .commands.translate import MINI_SD_TRANSLATE_DEFAULTS, TRANSLATE_DEFAULTS  # noqa: F401  (re-exported)
 
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_cli_run()  # our progress bar and result lines, not library notices (lsb.io.quiet)
     try:
         return args.func(args)
     except _user_errors() as e:

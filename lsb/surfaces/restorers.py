@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..helpers.loading import ModelFolderError, device_and_dtype, model_index_file
+from ..io.quiet import quiet_loading_if_requested
 
 
 def load_restoration_pipeline(path: str | Path, device: str | torch.device | None = None,
@@ -35,6 +36,7 @@ def load_restoration_pipeline(path: str | Path, device: str | torch.device | Non
         raise ValueError(f"{p}: model_index.json names the pipeline class {class_name!r}, which lsb does not know; "
                          f"known pipelines: {', '.join(sorted(known))}")
     device, dtype = device_and_dtype(device, dtype)
+    quiet_loading_if_requested()  # the lsb CLI: no nested loading bars (lsb.io.quiet)
     pipe = getattr(lsb, class_name).from_pretrained(str(p), dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
