@@ -181,11 +181,15 @@ def test_learn_domain_bad_inputs(world, tiny_sd_dir, capsys):
         _check_table(capsys, [*base, "-o", str(o)], [([], needle)], t / "in")
 
 
-def test_size_policy_lists_agree_with_the_library():
+def test_parser_constants_agree_with_the_library():
     from lsb.helpers.restoration import SAMPLERS, TASKS
     from lsb.surfaces.commands import restore
 
     assert restore.TASKS == TASKS and restore.SAMPLERS == SAMPLERS
+    from lsb.io import images
+    from lsb.surfaces import inputs
+
+    assert inputs.SIZE_POLICIES == images.SIZE_POLICIES
 
 
 def _fresh(code: str) -> subprocess.CompletedProcess:

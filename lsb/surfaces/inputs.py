@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from PIL import Image
-
-from ..io.images import ImageInputError, check_pixels, fit_size, load_image
-
+#: lsb.io.images.SIZE_POLICIES, repeated so that building the parser imports no numpy / PIL
+SIZE_POLICIES = ("resize", "exact", "keep")
 SIZE_POLICY_HELP = ("how inputs of another size than the model's native one are handled: resize (default; one note "
                     "per file), exact (refuse them) or keep (run at their own size, sides multiples of 8)")
 MAX_PIXELS_HELP = "largest input (width x height, checked before decoding) and computation size (default 12000000)"
@@ -21,6 +19,10 @@ MAX_PIXELS_HELP = "largest input (width x height, checked before decoding) and c
 
 def header_size(path, name: str) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding the pixels."""
+    from PIL import Image
+
+    from ..io.images import ImageInputError
+
     try:
         with Image.open(path) as im:
             return im.size
@@ -31,8 +33,12 @@ def header_size(path, name: str) -> tuple[int, int]:
 
 
 def load_inputs(files, native: int | None, *, policy: str = "resize", size: int | None = None, convert: bool = False,
-                max_pixels: int | None = None, notes=True) -> list[Image.Image]:
+                max_pixels: int | None = None, notes=True) -> list:
     """Every input checked and loaded (a bad one raises, naming it, before anything runs)."""
+    from PIL import Image
+
+    from ..io.images import ImageInputError, check_pixels, fit_size, load_image
+
     if size is not None:
         native = size
     images = []
@@ -54,7 +60,9 @@ def load_inputs(files, native: int | None, *, policy: str = "resize", size: int 
     return images
 
 
-def resize_back(out: Image.Image, source: Image.Image) -> Image.Image:
+def resize_back(out, source):
     """``out`` at the size its input had before :func:`load_inputs` resized it (unchanged otherwise)."""
+    from PIL import Image
+
     size = source.info.get("resized_from")
     return out.resize(tuple(size), Image.BICUBIC) if size and tuple(size) != out.size else out

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...io.images import SIZE_POLICIES
-from ..inputs import MAX_PIXELS_HELP, SIZE_POLICY_HELP
+from ..inputs import MAX_PIXELS_HELP, SIZE_POLICIES, SIZE_POLICY_HELP
 from . import CONVERT_MODE_HELP
 
 METHODS = ("bridge", "palette", "diffir")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...io.images import SIZE_POLICIES
-from ..inputs import MAX_PIXELS_HELP, SIZE_POLICY_HELP
+from ..inputs import MAX_PIXELS_HELP, SIZE_POLICIES, SIZE_POLICY_HELP
 from ...io.settings import PAPER_TRANSLATION, check_guidance, check_nfe, check_t0, check_tau, translation_defaults
 from . import CONVERT_MODE_HELP
 
