@@ -212,6 +212,20 @@ def test_server_path_as_domain_file_over_http(server, tiny_model):
     assert "event: complete" in call(None)  # the same call without the server path works
 
 
+def test_uploaded_file_errors_show_no_tensor_names(client, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    from safetensors.torch import save_file
+
+    two = tmp_path / "learned_embeds.safetensors"
+    save_file({"secret_a": torch.zeros(1, 16), "secret_b": torch.zeros(1, 16)}, str(two))
+    with pytest.raises(AppError) as e:
+        client.predict(*_args(handle_file(str(EXAMPLE)), source_file=handle_file(str(two))), api_name="/translate")
+    msg = str(e.value)
+    assert "the source domain file" in msg and "2 tensor(s)" in msg, msg
+    assert "secret" not in msg and str(tmp_path) not in msg
+
+
 def test_uploads_only_from_the_upload_folder(tiny_model, domain_dir):
     """In process, a domain "upload" that is a server path (existing or not) gets one refusal; the link that leaves
     the server's domain folder is not offered."""

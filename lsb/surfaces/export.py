@@ -2,28 +2,35 @@
 
 Layout written by :func:`export_translator` (``lsb export``)::
 
-    model_index.json        _class_name = ["pipeline", "LatentSchrodingerBridgePipeline"],
+    model_index.json        _class_name = ["pipeline", <the LSB pipeline class, e.g. LatentSchrodingerBridgePipeline>],
                             scheduler   = ["scheduling_lsb", "LSBScheduler"]
-    pipeline.py             copy of lsb's pipelines/lsb/pipeline.py (diffusers custom-pipeline rule)
+    pipeline.py             copy of the file of lsb's pipeline class (diffusers custom-pipeline rule)
     scheduler/              scheduler_config.json (tau, t0, solver = the chosen defaults)
                             scheduling_lsb.py (re-exports lsb's LSBScheduler)
-    vae/ unet/ text_encoder/ tokenizer/   the base model's components (save_pretrained: self-contained)
+    vae/ unet/ text_encoder/ tokenizer/ ...   the base model's components (save_pretrained: self-contained), each
+                            in the precision the base model stores it in (fp16 for the embedded mini SD; an fp16
+                            variant is written too where the base has one); a text encoder with learned tokens
+                            baked in stays float32 so the learned vectors are exact
     domains/source|target/learned_embeds.safetensors   the learned domains (provenance; only if learned)
+    lsb_defaults.json       the translation defaults (lsb.io.settings): the pipeline uses them for unset arguments
     lsb_translator.json     base model, domains, prompts and the call defaults
-    README.md               model card
+    README.md               model card (its usage snippet runs as written on the folder and on the Hub repo)
 
 Domains: learned embeddings are **baked in**: they are loaded into the tokenizer and text encoder
 before ``save_pretrained``, so the saved tokenizer knows the tokens and nothing has to be loaded at init.
 Text domains are plain prompts. Both prompts are recorded in ``lsb_translator.json["call"]``.
 
-Translation defaults: ``tau``/``t0``/``solver`` live in ``scheduler/scheduler_config.json`` (the pipeline
-reads tau/t0 from the scheduler when not passed); NFE and guidance are call arguments. The pipeline class
-cannot read defaults from the repo, so ``lsb_translator.json["call"]`` holds the full keyword set
-(source_prompt, target_prompt, num_inference_steps, guidance_scale, tau, t0) and the documented way to use
-an export is ``pipe(image, **call)``; :func:`load_translator` returns both.
+Translation defaults: ``lsb_defaults.json`` holds NFE, guidance, tau, t0 and the solver (the base model's own,
+overridden by the values given to the export; checked before anything is written), so ``pipe(image,
+source_prompt=..., target_prompt=...)`` on the export gives the same pixels as ``lsb translate --model <export>``.
+``tau``/``t0``/``solver`` are also in ``scheduler/scheduler_config.json``. ``lsb_translator.json["call"]`` holds
+the full keyword set (source_prompt, target_prompt, num_inference_steps, guidance_scale, tau, t0): the documented
+way to use an export is ``pipe(image, **call)``; :func:`load_translator` returns both.
 
-Requirements to load: ``pip install lsb`` (both .py files import the installed ``lsb`` package) and
-``trust_remote_code=True`` (diffusers refuses to run ``pipeline.py`` otherwise).
+Loading: with stock diffusers, ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` (both .py
+files import the installed ``lsb`` package: ``pip install lsb``). Through lsb (``lsb translate --model``, ``lsb demo
+--model``, :func:`load_translator`) an export loads with the installed lsb classes and none of its code runs, so
+no ``trust_remote_code`` is needed, for a folder or a Hub id.
 """
 
 from __future__ import annotations
@@ -36,7 +43,6 @@ from pathlib import Path
 
 TRANSLATOR_FILE = "lsb_translator.json"
 TAGS = ["lsb", "image-to-image", "schrodinger-bridge", "textual-inversion"]
-PIPELINE_ENTRY = ["pipeline", "LatentSchrodingerBridgePipeline"]
 SCHEDULER_ENTRY = ["scheduling_lsb", "LSBScheduler"]
 
 SCHEDULER_SHIM = '''"""LSBScheduler for this repository (diffusers custom component ["scheduling_lsb", "LSBScheduler"]).
@@ -53,7 +59,8 @@ class ExportError(ValueError):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _check_empty_target(out: Path) -> None:
+def check_empty_target(out: Path) -> None:
+    """An ExportError unless ``out`` is missing or an empty folder."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"output folder {out} exists and is not empty; choose a new folder")
 
@@ -65,7 +72,7 @@ def _staging_dir(out: Path) -> Path:
 
 def _publish(tmp: Path, out: Path) -> Path:
     """Move the finished staging folder into place (an existing empty ``out`` is replaced)."""
-    _check_empty_target(out)
+    check_empty_target(out)
     if out.exists():
         out.rmdir()
     os.replace(tmp, out)
@@ -73,8 +80,12 @@ def _publish(tmp: Path, out: Path) -> Path:
 
 
 def _is_hub_id(model: str | None) -> bool:
-    return bool(model) and not Path(model).expanduser().exists() and model.count("/") == 1 \
+    return (
+        bool(model)
+        and not Path(model).expanduser().exists()
+        and model.count("/") == 1
         and not model.startswith((".", "/", "~"))
+    )
 
 
 def check_hub_credentials() -> str:
@@ -83,8 +94,10 @@ def check_hub_credentials() -> str:
 
     token = get_token()
     if not token:
-        raise ExportError("--push-to-hub needs Hugging Face credentials: set HF_TOKEN or run `hf auth login` "
-                          "(nothing was written or uploaded)")
+        raise ExportError(
+            "--push-to-hub needs Hugging Face credentials: set HF_TOKEN or run `hf auth login` "
+            "(nothing was written or uploaded)"
+        )
     return token
 
 
@@ -106,8 +119,14 @@ def _domain_info(spec: str, prompt: str) -> dict:
     if path is None:
         return {"kind": "text", "spec": spec, "prompt": prompt}
     token, emb, meta = read_domain(path)
-    return {"kind": "learned", "spec": str(spec), "prompt": prompt, "token": token,
-            "num_vectors": int(emb.shape[0]), "file": str(path)}
+    return {
+        "kind": "learned",
+        "spec": str(spec),
+        "prompt": prompt,
+        "token": token,
+        "num_vectors": int(emb.shape[0]),
+        "file": str(path),
+    }
 
 
 def _domain_name(info: dict) -> str:
@@ -128,31 +147,55 @@ def _results_section(results_file, src: dict, tgt: dict) -> str:
             if isinstance(v, (int, float)) and k not in metric_keys:
                 metric_keys.append(k)
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
-    lines = [f"Benchmark results from `{Path(results_file).name}` (mean over all directions):", "",
-             "| " + " | ".join(setting_keys + metric_keys) + " |", "|" + "---|" * (len(setting_keys) + len(metric_keys))]
+    lines = [
+        f"Benchmark results from `{Path(results_file).name}` (mean over all directions):",
+        "",
+        "| " + " | ".join(setting_keys + metric_keys) + " |",
+        "|" + "---|" * (len(setting_keys) + len(metric_keys)),
+    ]
     for r in rows:
-        lines.append("| " + " | ".join([fmt(r.get(k)) for k in setting_keys]
-                                       + [fmt((r.get("mean") or {}).get(k)) for k in metric_keys]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [fmt(r.get(k)) for k in setting_keys] + [fmt((r.get("mean") or {}).get(k)) for k in metric_keys]
+            )
+            + " |"
+        )
     pair = [(r, d) for r in rows for d in r.get("directions", []) or [] if d.get("direction") == direction]
     if pair:
         keys = [k for k, v in pair[0][1].items() if isinstance(v, (int, float))]
-        lines += ["", f"This pair ({direction}):", "", "| " + " | ".join(setting_keys + keys) + " |",
-                  "|" + "---|" * (len(setting_keys) + len(keys))]
+        lines += [
+            "",
+            f"This pair ({direction}):",
+            "",
+            "| " + " | ".join(setting_keys + keys) + " |",
+            "|" + "---|" * (len(setting_keys) + len(keys)),
+        ]
         for r, d in pair:
-            lines.append("| " + " | ".join([fmt(r.get(k)) for k in setting_keys] + [fmt(d.get(k)) for k in keys]) + " |")
+            lines.append(
+                "| " + " | ".join([fmt(r.get(k)) for k in setting_keys] + [fmt(d.get(k)) for k in keys]) + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def _model_card(info: dict, repo_id: str | None, results_file=None):
+def _model_card(info: dict, repo_id: str | None, results_file=None, res: int = 512):
     from huggingface_hub import ModelCard, ModelCardData
 
     base = info["base_model"]
-    data = ModelCardData(base_model=base if _is_hub_id(base) else None, tags=list(TAGS), library_name="diffusers",
-                         pipeline_tag="image-to-image")
+    data = ModelCardData(
+        base_model=base if _is_hub_id(base) else None,
+        tags=list(TAGS),
+        library_name="diffusers",
+        pipeline_tag="image-to-image",
+    )
     src, tgt, call = info["source"], info["target"], info["call"]
-    repo = repo_id or "path/to/this/folder"
-    describe = lambda d: (f"learned token `{d['token']}` ({d['num_vectors']} vector(s)), prompt `{d['prompt']}`"  # noqa: E731
-                          if d["kind"] == "learned" else f"text prompt `{d['prompt']}`")
+    repo = repo_id or info.get("folder") or "path/to/this/folder"
+
+    def describe(d):
+        if d["kind"] == "learned":
+            return f"learned token `{d['token']}` ({d['num_vectors']} vector(s)), prompt `{d['prompt']}`"
+        return f"text prompt `{d['prompt']}`"
+
     text = f"""---
 {data.to_yaml()}
 ---
@@ -165,8 +208,8 @@ arXiv 2411.14863) on a Stable Diffusion model, exported with `lsb export`.
 * Base model: `{base}` (all components are included here; the repository is self-contained)
 * Source domain: {describe(src)}
 * Target domain: {describe(tgt)}
-* Defaults: NFE {call['num_inference_steps']}, guidance {call['guidance_scale']}, τ {call['tau']}, t0 {call['t0']},
-  solver `{info['solver']}` (τ, t0 and the solver are also in `scheduler/scheduler_config.json`)
+* Defaults: NFE {call["num_inference_steps"]}, guidance {call["guidance_scale"]}, τ {call["tau"]}, t0 {call["t0"]},
+  solver `{info["solver"]}` (τ, t0 and the solver are also in `scheduler/scheduler_config.json`)
 
 Learned domain tokens are already in the tokenizer and text encoder. `lsb_translator.json` records the
 base model, the domains and the call arguments.
@@ -174,22 +217,28 @@ base model, the domains and the call arguments.
 ## Usage
 
 The pipeline code (`pipeline.py`, `scheduler/scheduling_lsb.py`) imports the `lsb` package: `pip install lsb`,
-then load with `trust_remote_code=True` (review the code first; pin a `revision`).
+then load with `trust_remote_code=True` (review the code first; pin a `revision`). `repo` is this repository's
+Hub id or its local folder.
 
 ```python
-import json, torch
+import json, os, torch
 from diffusers import DiffusionPipeline
-from huggingface_hub import hf_hub_download
+from huggingface_hub import snapshot_download
 from PIL import Image
 
 repo = "{repo}"
-pipe = DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)
-call = json.load(open(hf_hub_download(repo, "{TRANSLATOR_FILE}")))["call"]  # prompts + defaults
-image = Image.open("input.png").convert("RGB")  # sides multiples of 8
+folder = repo if os.path.isdir(repo) else snapshot_download(repo)  # a local folder, or the Hub repo's files
+pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+with open(os.path.join(folder, "{TRANSLATOR_FILE}")) as f:
+    call = json.load(f)["call"]  # prompts + defaults
+image = Image.open("input.png").convert("RGB").resize(({res}, {res}))  # the model's resolution
 out = pipe(image, generator=torch.Generator().manual_seed(0), **call).images[0]
+out.save("output.png")
 ```
 
-or, with lsb: `from lsb.surfaces.export import load_translator; pipe, call = load_translator(repo)`.
+or, with lsb (no `trust_remote_code`: the installed lsb classes are used): `from lsb.surfaces.export import
+load_translator; pipe, call = load_translator(repo)`, or `lsb translate --model {repo} --source "{call["source_prompt"]}"
+--target "{call["target_prompt"]}" input.png -o out` (the defaults come from `lsb_defaults.json`).
 
 ## Results
 
@@ -198,57 +247,190 @@ or, with lsb: `from lsb.surfaces.export import load_translator; pipe, call = loa
     return ModelCard(text)
 
 
+# ----------------------------------------------------------------------------- precision
+def stored_dtype(folder, component: str):
+    """The floating dtype ``folder/component`` stores its weights in (its non-variant safetensors files; the most
+    common floating dtype by element count), or None when unknown (no such local files)."""
+    import torch
+    from safetensors import safe_open
+
+    files = [f for f in sorted(Path(folder, component).glob("*.safetensors")) if f.name.count(".") == 1]
+    counts: dict = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as sf:
+            for k in sf.keys():
+                sl = sf.get_slice(k)
+                dtype = getattr(
+                    torch,
+                    {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}.get(sl.get_dtype(), ""),
+                    None,
+                )
+                if isinstance(dtype, torch.dtype):
+                    n = 1
+                    for d in sl.get_shape():
+                        n *= d
+                    counts[dtype] = counts.get(dtype, 0) + n
+    return max(counts, key=counts.get) if counts else None
+
+
+def stored_variants(folder, component: str) -> list[str]:
+    """The weight variants (``diffusion_pytorch_model.<variant>.safetensors``) ``folder/component`` has."""
+    found = set()
+    for f in Path(folder, component).glob("*.safetensors"):
+        parts = f.name.split(".")
+        if len(parts) == 3:
+            found.add(parts[1].split("-")[0])
+    return sorted(v for v in found if v in ("fp16", "bf16"))
+
+
+def _cast(module, dtype) -> None:
+    """``module.to(dtype)``; diffusers' override (which warns on every model, kept-in-fp32 modules or not) only
+    where the model keeps modules in float32."""
+    import torch
+
+    if getattr(module, "_keep_in_fp32_modules", None):
+        module.to(dtype)
+    else:
+        torch.nn.Module.to(module, dtype)
+
+
+def _save_in_stored_precision(pipe, source_folder, tmp: Path, keep_fp32=()) -> dict:
+    """``pipe.save_pretrained(tmp)`` with each component in the precision ``source_folder`` stores it in (float32
+    where unknown or listed in ``keep_fp32``), plus the source's fp16/bf16 variants; returns name -> dtype str."""
+    import torch
+
+    modules = {n: c for n, c in pipe.components.items() if isinstance(c, torch.nn.Module)}
+    chosen = {}
+    for name, module in modules.items():
+        dtype = stored_dtype(source_folder, name) if source_folder else None
+        dtype = torch.float32 if dtype is None or name in keep_fp32 else dtype
+        _cast(module, dtype)
+        chosen[name] = str(dtype).replace("torch.", "")
+    pipe.save_pretrained(tmp)
+    for name, module in modules.items():
+        for variant in stored_variants(source_folder, name) if source_folder else []:
+            if name not in keep_fp32:
+                _cast(module, getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[variant]))
+                module.save_pretrained(tmp / name, variant=variant)
+    return chosen
+
+
+def _source_folder(model) -> Path | None:
+    """The local folder of the base model (the embedded one, a folder, or a cached Hub snapshot), if any."""
+    from ..helpers.loading import resolve_model
+
+    path = Path(resolve_model(model))
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(model), local_files_only=True))
+    except Exception:  # noqa: BLE001 (not cached as a snapshot): float32
+        return None
+
+
 # ----------------------------------------------------------------------------- translator export
-def export_translator(output, source: str, target: str, model: str | None = None, *, nfe: int | None = None,
-                      tau: float | None = None, t0: float | None = None, guidance: float | None = None,
-                      solver: str | None = None, results=None, repo_id: str | None = None) -> Path:
+def export_settings(model, nfe=None, tau=None, t0=None, guidance=None, solver=None):
+    """The export's translation defaults: the base model's (``lsb_defaults.json``, else the paper's) with the given
+    values replacing them, checked (ValueError naming the option: NaN guidance, tau <= 0, t0 outside (0, 1),
+    NFE < 2, unknown solver)."""
+    from ..io.settings import TranslationDefaults, check_guidance, check_nfe, check_t0, check_tau, translation_defaults
+
+    d = translation_defaults(model).as_dict()
+    if nfe is not None:
+        d["num_inference_steps"] = check_nfe(nfe, name="--nfe")
+    if tau is not None:
+        d["tau"] = check_tau(tau, name="--tau")
+    if t0 is not None:
+        d["t0"] = check_t0(t0, name="--t0")
+    if guidance is not None:
+        d["guidance_scale"] = check_guidance(guidance, name="--guidance")
+    if solver is not None:
+        d["solver"] = solver
+    try:
+        return TranslationDefaults(**d)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+
+
+def export_translator(
+    output,
+    source: str,
+    target: str,
+    model: str | None = None,
+    *,
+    nfe: int | None = None,
+    tau: float | None = None,
+    t0: float | None = None,
+    guidance: float | None = None,
+    solver: str | None = None,
+    results=None,
+    repo_id: str | None = None,
+) -> Path:
     """Write a Hub-ready folder for the translator ``model`` + ``source`` -> ``target`` (see module doc).
 
-    Refuses a non-empty ``output``; builds everything in a temporary sibling folder and renames it at the end.
-    Defaults for unset settings are ``lsb translate``'s (the mini-SD ones for the embedded model).
+    Refuses a non-empty ``output`` and invalid settings before writing anything; builds everything in a temporary
+    sibling folder and renames it at the end. Unset settings are the base model's defaults
+    (:func:`lsb.io.settings.translation_defaults`: the tuned ones for the embedded model, else the paper's).
     """
+    import inspect
+
     import diffusers
 
     import lsb
 
     from .translators import load_translator as load_base
-    from .cli import MINI_SD_TRANSLATE_DEFAULTS, TRANSLATE_DEFAULTS
+    from ..io.settings import write_translation_defaults
     from ..prompts.domains import load_domain
     from ..schedulers import LSBScheduler
 
     out = Path(output)
-    _check_empty_target(out)
+    check_empty_target(out)
     if results is not None and not Path(results).is_file():
         raise ExportError(f"--results {results}: no such file")
-    d = MINI_SD_TRANSLATE_DEFAULTS if model in (None, "mini-sd") else TRANSLATE_DEFAULTS
-    nfe = d["nfe"] if nfe is None else int(nfe)
-    tau = d["tau"] if tau is None else float(tau)
-    t0 = d["t0"] if t0 is None else float(t0)
-    guidance = d["guidance"] if guidance is None else float(guidance)
-    solver = solver or d["solver"]
-    if nfe < 2:
-        raise ExportError(f"--nfe must be at least 2, got {nfe}")
+    settings = export_settings(model, nfe=nfe, tau=tau, t0=t0, guidance=guidance, solver=solver)
 
-    pipe = load_base("lsb", model, device="cpu")
-    pipe.scheduler = LSBScheduler.from_config(pipe.scheduler.config, tau=tau, t0=t0, solver=solver)  # validates
+    pipe = load_base("lsb", model, device="cpu", trust_remote_code=False)
+    pipe.scheduler = LSBScheduler.from_config(
+        pipe.scheduler.config, tau=settings.tau, t0=settings.t0, solver=settings.solver
+    )  # validates
     src_prompt, tgt_prompt = load_domain(pipe, source), load_domain(pipe, target)  # learned tokens: baked in
     info = {
-        "format": 1, "lsb_version": lsb.__version__, "diffusers_version": diffusers.__version__,
-        "base_model": model or "mini-sd", "method": "lsb", "solver": solver,
-        "source": _domain_info(source, src_prompt), "target": _domain_info(target, tgt_prompt),
-        "call": {"source_prompt": src_prompt, "target_prompt": tgt_prompt, "num_inference_steps": nfe,
-                 "guidance_scale": guidance, "tau": tau, "t0": t0},
+        "format": 1,
+        "lsb_version": lsb.__version__,
+        "diffusers_version": diffusers.__version__,
+        "base_model": model or "mini-sd",
+        "method": "lsb",
+        "solver": settings.solver,
+        "source": _domain_info(source, src_prompt),
+        "target": _domain_info(target, tgt_prompt),
+        "call": {
+            "source_prompt": src_prompt,
+            "target_prompt": tgt_prompt,
+            "num_inference_steps": settings.num_inference_steps,
+            "guidance_scale": settings.guidance_scale,
+            "tau": settings.tau,
+            "t0": settings.t0,
+        },
     }
+    learned = any(info[r]["kind"] == "learned" for r in ("source", "target"))
+    text_encoders = [n for n in pipe.components if n.startswith("text_encoder")]
+    pipeline_file = Path(inspect.getfile(type(pipe)))
+    size = pipe.unet.config.sample_size if getattr(pipe, "unet", None) is not None else 64
+    res = int(size[0] if isinstance(size, (list, tuple)) else size) * int(getattr(pipe, "vae_scale_factor", 8))
     tmp = _staging_dir(out)
     try:
-        pipe.save_pretrained(tmp)
+        info["precision"] = _save_in_stored_precision(
+            pipe, _source_folder(model), tmp, keep_fp32=text_encoders if learned else ()
+        )
         index_path = tmp / "model_index.json"
         index = json.loads(index_path.read_text())
-        index["_class_name"] = PIPELINE_ENTRY
-        index["scheduler"] = SCHEDULER_ENTRY
+        index["_class_name"] = ["pipeline", type(pipe).__name__]
+        index["scheduler"] = SCHEDULER_ENTRY  # lsb's loader maps it back to the installed class
         index.pop("_name_or_path", None)  # a local path means nothing on the Hub; base model is in the json
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        shutil.copyfile(Path(lsb.pipeline_dir("lsb")) / "pipeline.py", tmp / "pipeline.py")
+        shutil.copyfile(pipeline_file, tmp / "pipeline.py")
         (tmp / "scheduler" / "scheduling_lsb.py").write_text(SCHEDULER_SHIM)
         for role in ("source", "target"):
             dom = info[role]
@@ -257,8 +439,10 @@ def export_translator(output, source: str, target: str, model: str | None = None
                 dest.parent.mkdir(parents=True)
                 shutil.copyfile(dom.pop("file"), dest)
                 dom["file"] = f"domains/{role}/learned_embeds.safetensors"
-        (tmp / TRANSLATOR_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        _model_card(info, repo_id, results).save(str(tmp / "README.md"))
+        write_translation_defaults(tmp, settings)
+        (tmp / TRANSLATOR_FILE).write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
+        card_info = dict(info, folder=str(out.resolve()))
+        _model_card(card_info, repo_id, results, res=res).save(str(tmp / "README.md"))
         return _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -279,17 +463,50 @@ def read_translator_info(folder) -> dict:
     return json.loads(Path(f).read_text())
 
 
-def load_translator(folder, **from_pretrained_kwargs):
-    """(pipeline, call kwargs) of an exported translator: ``pipe(image, generator=..., **call)`` translates.
+def local_translator_info(model) -> dict | None:
+    """``lsb_translator.json`` of a local export folder, None for anything else (no download)."""
+    if not model or not Path(str(model)).expanduser().is_dir():
+        return None
+    f = Path(str(model)).expanduser() / TRANSLATOR_FILE
+    try:
+        return json.loads(f.read_text()) if f.is_file() else None
+    except (OSError, ValueError):
+        return None
 
-    Loads with ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` (the repo's own
-    ``pipeline.py`` and ``scheduler/scheduling_lsb.py``).
+
+def load_translator(folder, trust_remote_code: bool = False, device="cpu", **from_pretrained_kwargs):
+    """(pipeline, call kwargs) of an exported translator (folder or Hub id): ``pipe(image, generator=..., **call)``.
+
+    By default the pipeline is built with the installed lsb classes (the class named in ``model_index.json``, the
+    LSBScheduler): none of the repository's code runs, for a Hub id or a folder. ``trust_remote_code=True`` loads
+    the repository's own ``pipeline.py`` / ``scheduler/scheduling_lsb.py`` with stock diffusers instead.
     """
-    from diffusers import DiffusionPipeline
-
     info = read_translator_info(folder)
-    from_pretrained_kwargs.setdefault("trust_remote_code", True)
-    pipe = DiffusionPipeline.from_pretrained(str(folder), **from_pretrained_kwargs)
+    if trust_remote_code:
+        from diffusers import DiffusionPipeline
+
+        pipe = DiffusionPipeline.from_pretrained(str(folder), trust_remote_code=True, **from_pretrained_kwargs)
+        return pipe.to(device), dict(info["call"])
+    import lsb
+
+    from .translators import export_components
+    from ..helpers.loading import load_pipeline, read_model_index
+
+    name = read_model_index(str(folder)).get("_class_name")
+    name = name[1] if isinstance(name, list) else name
+    if name not in lsb.pipeline_class_names():
+        raise ExportError(
+            f"{folder}: pipeline class {name!r} is not one of lsb's; load it with "
+            f"trust_remote_code=True after reviewing its pipeline.py"
+        )
+    pipe = load_pipeline(
+        getattr(lsb, name),
+        str(folder),
+        device=device,
+        trust_remote_code=False,
+        known=export_components(),
+        **from_pretrained_kwargs,
+    )
     return pipe, dict(info["call"])
 
 
@@ -303,7 +520,7 @@ def export_concept(domain, output, concept_type: str = "object") -> Path:
     from ..prompts.domains import EMBEDS_NAME, DomainFileError, domain_file, read_domain
 
     out = Path(output)
-    _check_empty_target(out)
+    check_empty_target(out)
     path = domain_file(domain)
     if path is None:
         raise DomainFileError(f"{domain}: not a learned-domain file or folder")
@@ -311,8 +528,9 @@ def export_concept(domain, output, concept_type: str = "object") -> Path:
     base = meta.get("lsb_base_model")
     prompt = meta.get("lsb_prompt", "{}")
     example = prompt.format(token) if "{}" in prompt else f"{prompt} {token}"
-    data = ModelCardData(base_model=base if _is_hub_id(base) else None, tags=["lsb", "textual-inversion"],
-                         library_name="diffusers")
+    data = ModelCardData(
+        base_model=base if _is_hub_id(base) else None, tags=["lsb", "textual-inversion"], library_name="diffusers"
+    )
     card = ModelCard(f"""---
 {data.to_yaml()}
 ---
@@ -320,7 +538,7 @@ def export_concept(domain, output, concept_type: str = "object") -> Path:
 # Learned domain `{token}`
 
 A textual-inversion embedding ({emb.shape[0]} vector(s) of dimension {emb.shape[1]}) learned with `lsb learn-domain`
-(base model: `{base or 'unknown'}`). Prompt: `{example}`.
+(base model: `{base or "unknown"}`). Prompt: `{example}`.
 
 ```python
 pipe.load_textual_inversion("path/or/repo")        # stock diffusers
@@ -355,6 +573,8 @@ def load_concept(pipe, folder) -> str:
     prompt = load_domain(pipe, str(p))
     tok_file = p / "token_identifier.txt"
     if tok_file.is_file() and tok_file.read_text().strip() not in prompt:
-        raise DomainFileError(f"{folder}: token_identifier.txt names {tok_file.read_text().strip()!r}, "
-                              f"which the embeddings file does not define")
+        raise DomainFileError(
+            f"{folder}: token_identifier.txt names {tok_file.read_text().strip()!r}, "
+            f"which the embeddings file does not define"
+        )
     return prompt
