@@ -43,8 +43,12 @@ GRIDS = {
     "flowedit": {"guidance": [5.0, 9.0, 13.5], "source_guidance": [1.5, 3.5]},
 }
 #: rows: (label, method, solver)
-VARIANTS = {"lsb-euler": ("lsb", "euler"), "lsb-multistep": ("lsb", "multistep"), "flowedit": ("flowedit", None),
-            "sdedit": ("sdedit", None)}
+VARIANTS = {
+    "lsb-euler": ("lsb", "euler"),
+    "lsb-multistep": ("lsb", "multistep"),
+    "flowedit": ("flowedit", None),
+    "sdedit": ("sdedit", None),
+}
 
 
 def grid(method: str) -> list[dict]:
@@ -64,12 +68,19 @@ class FlowRunner(Runner):
         if method == "lsb":
             pipe.scheduler.register_to_config(solver=solver)
         gens = [torch.Generator().manual_seed(seed + i) for i in range(len(images))]
-        kw = dict(nfe=nfe, guidance_scale=hp.get("guidance"), tau=hp.get("tau"), t0=hp.get("t0"), generator=gens,
-                  output_type="np")
+        kw = dict(
+            nfe=nfe,
+            guidance_scale=hp.get("guidance"),
+            tau=hp.get("tau"),
+            t0=hp.get("t0"),
+            generator=gens,
+            output_type="np",
+        )
         s, t = self.prompt(pipe, src), self.prompt(pipe, tgt)
         if getattr(pipe, "transformer", None) is not None:
-            imgs, spent, passes = translate_flow(method, pipe, images, s, t,
-                                                 source_guidance_scale=hp.get("source_guidance"), **kw)
+            imgs, spent, passes = translate_flow(
+                method, pipe, images, s, t, source_guidance_scale=hp.get("source_guidance"), **kw
+            )
         else:
             imgs, spent, passes = translate(method, pipe, images, s, t, return_forward_passes=True, **kw)
         return to_uint8(imgs), spent, passes
@@ -82,7 +93,7 @@ def run_cell(runner, method, solver, nfe, split, n, hp, seed=0, batch=25, collec
         scenes = shapes.scenes(split, n, shape=src)
         outs = []
         for i in range(0, n, batch):
-            chunk = scenes[i:i + batch]
+            chunk = scenes[i : i + batch]
             t = time.time()
             o, spent, passes = runner(method, [shapes.render(sc) for sc in chunk], src, tgt, nfe, hp, solver, seed + i)
             t_total += time.time() - t
@@ -91,10 +102,19 @@ def run_cell(runner, method, solver, nfe, split, n, hp, seed=0, batch=25, collec
         if collect is not None:
             collect += [(o, shapes.render_array(sc.replace(shape=tgt))) for o, sc in zip(outs, scenes)]
         rows.append({"direction": f"{src}->{tgt}", **score(outs, scenes, tgt)})
-    mean = {k: float(np.mean([r[k] for r in rows if r[k] is not None])) for k in rows[0] if k not in ("direction", "n")
-            if any(r[k] is not None for r in rows)}
-    return {"nfe_spent": spent, "forward_passes": passes, "seconds_per_image": t_total / max(1, n_total),
-            "mean": mean, "directions": rows}
+    mean = {
+        k: float(np.mean([r[k] for r in rows if r[k] is not None]))
+        for k in rows[0]
+        if k not in ("direction", "n")
+        if any(r[k] is not None for r in rows)
+    }
+    return {
+        "nfe_spent": spent,
+        "forward_passes": passes,
+        "seconds_per_image": t_total / max(1, n_total),
+        "mean": mean,
+        "directions": rows,
+    }
 
 
 def cell_key(model, label, nfe, split, hp) -> str:
@@ -132,27 +152,42 @@ def plot(rows: list[dict], path: Path) -> bool:
 
 
 def write(rows, tuning, path_md: Path, args) -> str:
-    lines = [f"# Shape translation on a rectified-flow model ({args.model})", "",
-             f"Test split, {args.n} scenes per direction (x6 directions); settings chosen per method and NFE on the "
-             f"validation split ({args.n_val} scenes per direction) from: "
-             + "; ".join(f"{m}: " + ", ".join(f"{k} in {v}" for k, v in GRIDS[m].items()) for m in GRIDS) + ".",
-             "NFE = batched transformer calls; passes = latents the transformer evaluates per image. FID: shapes "
-             "feature network, outputs vs the ideal translations of the same scenes.", "",
-             "| model | method | NFE | passes/image | chosen on val | val success | success | shape | colour kept | "
-             "background kept | PSNR vs ideal | FID | s/image |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Shape translation on a rectified-flow model ({args.model})",
+        "",
+        f"Test split, {args.n} scenes per direction (x6 directions); settings chosen per method and NFE on the "
+        f"validation split ({args.n_val} scenes per direction) from: "
+        + "; ".join(f"{m}: " + ", ".join(f"{k} in {v}" for k, v in GRIDS[m].items()) for m in GRIDS)
+        + ".",
+        "NFE = batched transformer calls; passes = latents the transformer evaluates per image. FID: shapes "
+        "feature network, outputs vs the ideal translations of the same scenes.",
+        "",
+        "| model | method | NFE | passes/image | chosen on val | val success | success | shape | colour kept | "
+        "background kept | PSNR vs ideal | FID | s/image |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         m = r["mean"]
         hp = ", ".join(f"{k} {v:g}" for k, v in r["hp"].items()) or "paper"
-        lines.append(f"| {r['model_label']} | {r['label']} | {r['nfe_spent']} | {r['forward_passes']} | {hp} | "
-                     f"{_fmt(r.get('val_success'))} | **{m['success']:.3f}** | {m['shape']:.3f} | {m['colour_kept']:.3f} | "
-                     f"{m['background_kept']:.3f} | {m['psnr_ideal']:.2f} | {r['fid']:.2f} | "
-                     f"{r['seconds_per_image']:.3f} |")
-    lines += ["", "Validation sweep (success per setting):", "", "| method | NFE | setting | val success |",
-              "|---|---|---|---|"]
+        lines.append(
+            f"| {r['model_label']} | {r['label']} | {r['nfe_spent']} | {r['forward_passes']} | {hp} | "
+            f"{_fmt(r.get('val_success'))} | **{m['success']:.3f}** | {m['shape']:.3f} | {m['colour_kept']:.3f} | "
+            f"{m['background_kept']:.3f} | {m['psnr_ideal']:.2f} | {r['fid']:.2f} | "
+            f"{r['seconds_per_image']:.3f} |"
+        )
+    lines += [
+        "",
+        "Validation sweep (success per setting):",
+        "",
+        "| method | NFE | setting | val success |",
+        "|---|---|---|---|",
+    ]
     for t in tuning:
-        lines.append(f"| {t['label']} | {t['nfe']} | " + ", ".join(f"{k} {v:g}" for k, v in t["hp"].items())
-                     + f" | {t['success']:.3f} |")
+        lines.append(
+            f"| {t['label']} | {t['nfe']} | "
+            + ", ".join(f"{k} {v:g}" for k, v in t["hp"].items())
+            + f" | {t['success']:.3f} |"
+        )
     lines += ["", "Reproduce: `python -m benchmarks.translation_flow " + " ".join(args.argv) + "`"]
     text = "\n".join(lines) + "\n"
     path_md.write_text(text)
@@ -167,10 +202,17 @@ def main(argv=None) -> int:
     ap.add_argument("--no-flowedit-paper", action="store_true", help="skip FlowEdit at its paper setting")
     ap.add_argument("--n", type=int, default=100, help="test scenes per direction")
     ap.add_argument("--n-val", type=int, default=None, help="validation scenes per direction (default min(n, 15))")
-    ap.add_argument("--tune-max-nfe", type=int, default=16,
-                    help="tune on val up to this NFE; larger NFEs reuse the setting chosen at the largest tuned one")
-    ap.add_argument("--vp-model", default=None, help="also run the chosen LSB settings on this VP model "
-                                                     "('mini-sd': the embedded mini SD)")
+    ap.add_argument(
+        "--tune-max-nfe",
+        type=int,
+        default=16,
+        help="tune on val up to this NFE; larger NFEs reuse the setting chosen at the largest tuned one",
+    )
+    ap.add_argument(
+        "--vp-model",
+        default=None,
+        help="also run the chosen LSB settings on this VP model ('mini-sd': the embedded mini SD)",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tag", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -217,8 +259,19 @@ def main(argv=None) -> int:
             hp, val = picked[tune_at]
             r = cell(flow, args.model, label, method, solver, nfe, "test", args.n, hp, True)
             rows.append({**r, "label": label, "model_label": "flow", "nfe": nfe, "hp": hp, "val_success": val})
-            print(json.dumps({"label": label, "nfe": nfe, "hp": hp, "success": r["mean"]["success"], "fid": r["fid"],
-                              "passes": r["forward_passes"]}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "label": label,
+                        "nfe": nfe,
+                        "hp": hp,
+                        "success": r["mean"]["success"],
+                        "fid": r["fid"],
+                        "passes": r["forward_passes"],
+                    }
+                ),
+                flush=True,
+            )
         chosen[label] = picked
     if "flowedit" in args.methods and not args.no_flowedit_paper:
         r = cell(flow, args.model, "flowedit-paper", "flowedit", None, None, "test", args.n, {}, True)
@@ -230,8 +283,16 @@ def main(argv=None) -> int:
                 tune_at = nfe if nfe in chosen[label] else max(chosen[label])
                 hp, _ = chosen[label][tune_at]
                 r = cell(vp, args.vp_model, label, "lsb", VARIANTS[label][1], nfe, "test", args.n, hp, True)
-                rows.append({**r, "label": label + " (VP)", "model_label": args.vp_model, "nfe": nfe, "hp": hp,
-                             "val_success": None})
+                rows.append(
+                    {
+                        **r,
+                        "label": label + " (VP)",
+                        "model_label": args.vp_model,
+                        "nfe": nfe,
+                        "hp": hp,
+                        "val_success": None,
+                    }
+                )
     print(write(rows, tuning, out / f"{stem}.md", args))
     plot(rows, out / f"{stem}.png")
     return 0

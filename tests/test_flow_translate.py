@@ -27,8 +27,14 @@ def picture(seed=0):
 
 
 # (method, family) -> forward passes per batched call at the defaults
-PER_CALL = {("lsb", "sd3"): 2, ("lsb", "flux"): 2, ("flowedit", "sd3"): 4, ("flowedit", "flux"): 2,
-            ("sdedit", "sd3"): 2, ("sdedit", "flux"): 1}
+PER_CALL = {
+    ("lsb", "sd3"): 2,
+    ("lsb", "flux"): 2,
+    ("flowedit", "sd3"): 4,
+    ("flowedit", "flux"): 2,
+    ("sdedit", "sd3"): 2,
+    ("sdedit", "flux"): 1,
+}
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux", "sd3-no-t5"])
@@ -38,9 +44,17 @@ def test_translators_on_flow_folders_count_both_ways(folders, method, family):
 
     pipe = load_translator(method, str(folders / family), device="cpu")
     pipe.set_progress_bar_config(disable=True)
-    images, nfe, passes = translate(method, pipe, [picture()], "a red circle", "a blue square", nfe=3,
-                                    generator=[torch.Generator().manual_seed(0)], output_type="np",
-                                    return_forward_passes=True)
+    images, nfe, passes = translate(
+        method,
+        pipe,
+        [picture()],
+        "a red circle",
+        "a blue square",
+        nfe=3,
+        generator=[torch.Generator().manual_seed(0)],
+        output_type="np",
+        return_forward_passes=True,
+    )
     assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
     assert nfe == 3 and passes == PER_CALL[(method, family.split("-")[0])] * 3
 
@@ -62,11 +76,40 @@ def test_cli_flowedit_with_a_learned_domain_file(folders, tmp_path):
     src.mkdir()
     for i in range(2):
         picture(i).save(src / f"{i}.png")
-    emb = learn_domain(src, "<dom>", str(folders / "sd3"), output_dir=tmp_path / "dom", steps=1, batch_size=1,
-                       num_validation_images=0, resolution=64, progress=False, device="cpu", max_sequence_length=256)
+    emb = learn_domain(
+        src,
+        "<dom>",
+        str(folders / "sd3"),
+        output_dir=tmp_path / "dom",
+        steps=1,
+        batch_size=1,
+        num_validation_images=0,
+        resolution=64,
+        progress=False,
+        device="cpu",
+        max_sequence_length=256,
+    )
     out = tmp_path / "out"
-    rc = main(["translate", str(src), "--source", str(emb), "--target", "a blue square", "--model",
-               str(folders / "sd3"), "--method", "flowedit", "--nfe", "2", "--device", "cpu", "-o", str(out)])
+    rc = main(
+        [
+            "translate",
+            str(src),
+            "--source",
+            str(emb),
+            "--target",
+            "a blue square",
+            "--model",
+            str(folders / "sd3"),
+            "--method",
+            "flowedit",
+            "--nfe",
+            "2",
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0 and len(list(out.glob("*.png"))) >= 2
 
 
@@ -85,8 +128,27 @@ def test_flow_benchmark_runs_tiny(folders, tmp_path):
 
     from benchmarks.translation_flow import main
 
-    rc = main(["--model", str(folders / "sd3"), "--methods", "lsb-euler", "flowedit", "--nfe", "2", "--n", "1",
-               "--n-val", "1", "--vp-model", "mini-sd", "--tag", "t", "--out", str(tmp_path)])
+    rc = main(
+        [
+            "--model",
+            str(folders / "sd3"),
+            "--methods",
+            "lsb-euler",
+            "flowedit",
+            "--nfe",
+            "2",
+            "--n",
+            "1",
+            "--n-val",
+            "1",
+            "--vp-model",
+            "mini-sd",
+            "--tag",
+            "t",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     state = json.loads((tmp_path / "translation-flow-t.json").read_text())
     tests = [c for k, c in state["cells"].items() if "|test1|" in k]

@@ -32,8 +32,16 @@ class AnalyticFlowModel(ModelMixin, ConfigMixin):
     (times the distilled guidance value when the model has a guidance embedding, as a FLUX stand-in)."""
 
     @register_to_config
-    def __init__(self, channels: int = 4, a: float = A_DATA, timestep_scale: float = 1000.0, packed: bool = False,
-                 patch_size: int = 2, joint_attention_dim: int = 48, guidance_embeds: bool = False):
+    def __init__(
+        self,
+        channels: int = 4,
+        a: float = A_DATA,
+        timestep_scale: float = 1000.0,
+        packed: bool = False,
+        patch_size: int = 2,
+        joint_attention_dim: int = 48,
+        guidance_embeds: bool = False,
+    ):
         ModelMixin.__init__(self)  # not super(): the SD3/FLUX subclasses below must not build a real transformer
         self.dummy = torch.nn.Parameter(torch.zeros(()))
         self.calls: list[dict] = []
@@ -46,12 +54,28 @@ class AnalyticFlowModel(ModelMixin, ConfigMixin):
             return m.repeat_interleave(4, dim=1)[:, None, :]
         return m[:, :, None, None]
 
-    def forward(self, hidden_states, timestep, encoder_hidden_states=None, pooled_projections=None, guidance=None,
-                txt_ids=None, img_ids=None, return_dict=False, **kwargs):
-        self.calls.append({"batch": hidden_states.shape[0], "timestep": timestep.detach().clone(),
-                           "enc": encoder_hidden_states.detach().clone(), "pooled": pooled_projections.detach().clone(),
-                           "guidance": None if guidance is None else guidance.detach().clone(),
-                           "img_ids": None if img_ids is None else img_ids.detach().clone()})
+    def forward(
+        self,
+        hidden_states,
+        timestep,
+        encoder_hidden_states=None,
+        pooled_projections=None,
+        guidance=None,
+        txt_ids=None,
+        img_ids=None,
+        return_dict=False,
+        **kwargs,
+    ):
+        self.calls.append(
+            {
+                "batch": hidden_states.shape[0],
+                "timestep": timestep.detach().clone(),
+                "enc": encoder_hidden_states.detach().clone(),
+                "pooled": pooled_projections.detach().clone(),
+                "guidance": None if guidance is None else guidance.detach().clone(),
+                "img_ids": None if img_ids is None else img_ids.detach().clone(),
+            }
+        )
         s = (timestep.float() / self.config.timestep_scale).reshape(-1, *[1] * (hidden_states.ndim - 1))
         a2 = self.config.a**2
         m = self.means(pooled_projections, guidance)
@@ -175,14 +199,23 @@ def test_sd3_update_matches_the_analytic_recursion(cfg):
     pipe = sd3_pipe(model)
     img = image()
     T, n_max = 12, 8
-    out = pipe(img, "a red circle", "a blue square", num_inference_steps=T, n_max=n_max, source_guidance_scale=w_src,
-               target_guidance_scale=w_tar, max_sequence_length=16, output_type="latent",
-               generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        img,
+        "a red circle",
+        "a blue square",
+        num_inference_steps=T,
+        n_max=n_max,
+        source_guidance_scale=w_src,
+        target_guidance_scale=w_tar,
+        max_sequence_length=16,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+    )
     x_src = source_latent(pipe, img)[0].double().numpy()
 
     sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
     sched.set_timesteps(T)
-    sigmas = sched.sigmas.double().numpy()[T - n_max:]
+    sigmas = sched.sigmas.double().numpy()[T - n_max :]
     m_u = pooled_of(pipe, "", max_sequence_length=16)[:4].double().numpy()[:, None, None]
     m_s = pooled_of(pipe, "a red circle", max_sequence_length=16)[:4].double().numpy()[:, None, None]
     m_t = pooled_of(pipe, "a blue square", max_sequence_length=16)[:4].double().numpy()[:, None, None]
@@ -197,16 +230,24 @@ def test_sd3_update_matches_the_analytic_recursion(cfg):
     assert (out.nfe, out.forward_passes) == (n_max, per_step * n_max)
     assert len(model.calls) == n_max and all(c["batch"] == per_step for c in model.calls)
     # the timesteps visited: the scheduler's (shift 3) grid from step T - n_max on, 0-1000 scale
-    np.testing.assert_allclose([float(c["timestep"][0]) for c in model.calls], sched.timesteps[T - n_max:].numpy(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        [float(c["timestep"][0]) for c in model.calls], sched.timesteps[T - n_max :].numpy(), rtol=1e-6
+    )
 
 
 def test_sd3_cfg_branch_rows():
     """One batched call per step on [src-uncond, src-cond, tar-uncond, tar-cond] with the right embeddings."""
     model = AnalyticSD3()
     pipe = sd3_pipe(model)
-    pipe(image(), "a red circle", "a blue square", num_inference_steps=4, n_max=2, max_sequence_length=16,
-         output_type="latent")
+    pipe(
+        image(),
+        "a red circle",
+        "a blue square",
+        num_inference_steps=4,
+        n_max=2,
+        max_sequence_length=16,
+        output_type="latent",
+    )
     enc_u, pool_u = pipe.encode_prompt("", "cpu", max_sequence_length=16)
     enc_s, pool_s = pipe.encode_prompt("a red circle", "cpu", max_sequence_length=16)
     enc_t, pool_t = pipe.encode_prompt("a blue square", "cpu", max_sequence_length=16)
@@ -219,14 +260,29 @@ def test_n_max_zero_returns_the_input_and_n_max_T_starts_at_the_top():
     model = AnalyticSD3()
     pipe = sd3_pipe(model)
     img = image()
-    out = pipe(img, "a red circle", "a blue square", num_inference_steps=6, n_max=0, max_sequence_length=16,
-               output_type="latent")
+    out = pipe(
+        img,
+        "a red circle",
+        "a blue square",
+        num_inference_steps=6,
+        n_max=0,
+        max_sequence_length=16,
+        output_type="latent",
+    )
     torch.testing.assert_close(out.images, source_latent(pipe, img), rtol=0, atol=1e-6)
     assert (out.nfe, out.forward_passes, len(model.calls)) == (0, 0, 0)
     seen = []
-    pipe(img, "a red circle", "a blue square", num_inference_steps=6, n_max=6, max_sequence_length=16,
-         output_type="latent", callback_on_step_end=lambda p, i, t, d: seen.append((i, float(t))) or {},
-         callback_on_step_end_tensor_inputs=["latents"])
+    pipe(
+        img,
+        "a red circle",
+        "a blue square",
+        num_inference_steps=6,
+        n_max=6,
+        max_sequence_length=16,
+        output_type="latent",
+        callback_on_step_end=lambda p, i, t, d: seen.append((i, float(t))) or {},
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
     assert [i for i, _ in seen] == list(range(6)) and seen[0][1] == pytest.approx(1000.0)
     with pytest.raises(ValueError, match="n_max"):
         pipe(img, "a", "b", num_inference_steps=6, n_max=7)
@@ -237,8 +293,17 @@ def test_n_max_zero_returns_the_input_and_n_max_T_starts_at_the_top():
 def test_n_avg_and_n_min_counts():
     model = AnalyticSD3()
     pipe = sd3_pipe(model)
-    out = pipe(image(), "a red circle", "a blue square", num_inference_steps=8, n_max=5, n_min=2, n_avg=3,
-               max_sequence_length=16, output_type="latent")
+    out = pipe(
+        image(),
+        "a red circle",
+        "a blue square",
+        num_inference_steps=8,
+        n_max=5,
+        n_min=2,
+        n_avg=3,
+        max_sequence_length=16,
+        output_type="latent",
+    )
     # 3 edit steps x 3 draws (4 latents each) + 2 plain target steps ([uncond, cond])
     assert (out.nfe, out.forward_passes) == (3 * 3 + 2, 3 * 3 * 4 + 2 * 2)
     assert [c["batch"] for c in model.calls] == [4] * 9 + [2] * 2
@@ -261,8 +326,13 @@ def test_sd3_paper_defaults():
     from lsb_pipelines.flowedit_sd3.pipeline import FlowEditSD3Pipeline
 
     p = inspect.signature(FlowEditSD3Pipeline.__call__).parameters
-    assert (p["num_inference_steps"].default, p["n_max"].default, p["source_guidance_scale"].default,
-            p["target_guidance_scale"].default, p["n_avg"].default) == (50, 33, 3.5, 13.5, 1)
+    assert (
+        p["num_inference_steps"].default,
+        p["n_max"].default,
+        p["source_guidance_scale"].default,
+        p["target_guidance_scale"].default,
+        p["n_avg"].default,
+    ) == (50, 33, 3.5, 13.5, 1)
     assert SD3_FLOWEDIT_DEFAULTS["n_max"] == 33
 
 
@@ -276,8 +346,16 @@ def test_flux_update_matches_the_analytic_recursion_through_packing():
     pipe = flux_pipe(model)
     img = image()
     T, n_max = 10, 7
-    out = pipe(img, "a red circle", "a blue square", num_inference_steps=T, n_max=n_max, max_sequence_length=16,
-               output_type="latent", generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        img,
+        "a red circle",
+        "a blue square",
+        num_inference_steps=T,
+        n_max=n_max,
+        max_sequence_length=16,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+    )
     x_src = source_latent(pipe, img)[0].double().numpy()
     sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
     seq_len = (x_src.shape[1] // 2) * (x_src.shape[2] // 2)
@@ -286,7 +364,7 @@ def test_flux_update_matches_the_analytic_recursion_through_packing():
     c = sched.config
     mu = calculate_shift(seq_len, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
     sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / T, T), mu=mu)
-    sigmas = sched.sigmas.double().numpy()[T - n_max:]
+    sigmas = sched.sigmas.double().numpy()[T - n_max :]
     m_s = pooled_of(pipe, "a red circle", max_sequence_length=16)[:4].double().numpy()[:, None, None] * 1.5
     m_t = pooled_of(pipe, "a blue square", max_sequence_length=16)[:4].double().numpy()[:, None, None] * 5.5
     d = hand_rolled_flowedit(sigmas, lambda s: offset(m_s, s), lambda s: offset(m_t, s))
@@ -312,8 +390,15 @@ def test_flux_bad_input():
     schnell = flux_pipe(guidance_embeds=False)
     with pytest.raises(ValueError, match="guidance"):
         schnell(image(), "a", "b", num_inference_steps=4, n_max=2, source_guidance_scale=1.5, max_sequence_length=16)
-    out = schnell(image(), "a red circle", "a blue square", num_inference_steps=4, n_max=2, max_sequence_length=16,
-                  output_type="latent")  # schnell without guidance values runs
+    out = schnell(
+        image(),
+        "a red circle",
+        "a blue square",
+        num_inference_steps=4,
+        n_max=2,
+        max_sequence_length=16,
+        output_type="latent",
+    )  # schnell without guidance values runs
     assert out.nfe == 2
     dev = flux_pipe()
     with pytest.raises(ValueError, match="multiple of 16"):  # 2 x the VAE factor 8: FLUX's 2x2 packing
@@ -357,9 +442,18 @@ def test_sdedit_flow_runs_exactly_nfe_steps_from_the_matched_level(family, nfe):
         return real_call(*a, **k)
 
     pipe.transformer.forward = counting
-    images, nfe_spent, passes = sdedit_flow_translate(pipe, image(), "a red circle", "a blue square", nfe=nfe, t0=t0,
-                                                      tau=tau, generator=torch.Generator().manual_seed(0),
-                                                      output_type="np", max_sequence_length=16)
+    images, nfe_spent, passes = sdedit_flow_translate(
+        pipe,
+        image(),
+        "a red circle",
+        "a blue square",
+        nfe=nfe,
+        t0=t0,
+        tau=tau,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        max_sequence_length=16,
+    )
     assert nfe_spent == nfe == len(seen)
     per_step = 2 if family == "sd3" else 1
     assert passes == per_step * nfe and all(b == per_step for b, _ in seen)

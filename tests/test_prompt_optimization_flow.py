@@ -41,8 +41,16 @@ def domain_dir(tmp_path):
 
 
 KEYS = {"sd3": ["clip_g", "clip_l", "t5xxl"], "flux": ["clip_l", "t5xxl"]}
-KW = dict(steps=3, batch_size=2, checkpoint_every=2, num_validation_images=0, max_sequence_length=16,
-          resolution=64, progress=False, learning_rate=5e-2)
+KW = dict(
+    steps=3,
+    batch_size=2,
+    checkpoint_every=2,
+    num_validation_images=0,
+    max_sequence_length=16,
+    resolution=64,
+    progress=False,
+    learning_rate=5e-2,
+)
 
 
 def read(path):
@@ -55,14 +63,21 @@ def test_family_and_slots():
     assert [s.key for s in text_encoder_slots(flow_pipe("sd3"))] == ["clip_l", "clip_g", "t5xxl"]
     assert [s.key for s in text_encoder_slots(flow_pipe("sd3", t5=False))] == ["clip_l", "clip_g"]
     assert [(s.key, s.text_encoder_attr) for s in text_encoder_slots(flow_pipe("flux"))] == [
-        ("clip_l", "text_encoder"), ("t5xxl", "text_encoder_2")]
+        ("clip_l", "text_encoder"),
+        ("t5xxl", "text_encoder_2"),
+    ]
 
 
 def test_level_shift_maps():
     u = np.array([0.1, 0.5, 0.9])
     np.testing.assert_allclose(flow_level_shift({"shift": 3.0}, "sd3", (1, 4, 8, 8))(u), 3 * u / (1 + 2 * u))
-    cfg = {"use_dynamic_shifting": True, "base_image_seq_len": 256, "max_image_seq_len": 4096, "base_shift": 0.5,
-           "max_shift": 1.15}
+    cfg = {
+        "use_dynamic_shifting": True,
+        "base_image_seq_len": 256,
+        "max_image_seq_len": 4096,
+        "base_shift": 0.5,
+        "max_shift": 1.15,
+    }
     mu = 0.5 + (1.15 - 0.5) / (4096 - 256) * (16 - 256)  # 16 packed tokens of an 8x8 latent
     np.testing.assert_allclose(flow_level_shift(cfg, "flux", (1, 4, 8, 8))(u), np.exp(mu) / (np.exp(mu) + 1 / u - 1))
 
@@ -70,8 +85,10 @@ def test_level_shift_maps():
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_flow_prompt_optimization_file_rows_and_resume(family, domain_dir, tmp_path):
     pipe = flow_pipe(family)
-    before = {s.key: getattr(pipe, s.text_encoder_attr).get_input_embeddings().weight.detach().clone()
-              for s in text_encoder_slots(pipe)}
+    before = {
+        s.key: getattr(pipe, s.text_encoder_attr).get_input_embeddings().weight.detach().clone()
+        for s in text_encoder_slots(pipe)
+    }
     path = learn_domain(domain_dir, "<dom>", pipe, output_dir=tmp_path / "run", **KW)
     embeds, meta = read(path)
     assert sorted(embeds) == KEYS[family] and meta["lsb_token"] == "<dom>" and meta["lsb_family"] == family
@@ -96,11 +113,21 @@ def test_other_rows_stay_and_only_new_rows_train(domain_dir, tmp_path):
     from lsb.training.loop import TrainConfig, train
 
     pipe = flow_pipe("sd3")
-    task = PromptOptimizationTask(pipe, DomainImages(domain_dir, 64), "<dom>", tmp_path / "t",
-                                  num_validation_images=0, max_sequence_length=16)
+    task = PromptOptimizationTask(
+        pipe, DomainImages(domain_dir, 64), "<dom>", tmp_path / "t", num_validation_images=0, max_sequence_length=16
+    )
     orig = {k: e.weight.detach().clone() for k, e in task.embeddings.items()}
-    train(task, TrainConfig(output_dir=str(tmp_path / "t"), max_steps=2, learning_rate=5e-2, weight_decay=1e-2,
-                            progress=False, checkpoint_every=100))
+    train(
+        task,
+        TrainConfig(
+            output_dir=str(tmp_path / "t"),
+            max_steps=2,
+            learning_rate=5e-2,
+            weight_decay=1e-2,
+            progress=False,
+            checkpoint_every=100,
+        ),
+    )
     for key, emb in task.embeddings.items():
         w = emb.weight.detach()
         rows = torch.zeros(w.shape[0], dtype=torch.bool)
@@ -128,14 +155,22 @@ def test_load_domain_into_a_fresh_pipeline_and_translate(family, domain_dir, tmp
         from lsb_pipelines.flowedit_flux.pipeline import FlowEditFluxPipeline as cls
     pipe = cls(**{k: v for k, v in fresh.components.items() if k not in ("image_encoder", "feature_extractor")})
     pipe.set_progress_bar_config(disable=True)
-    out = pipe(Image.open(next(domain_dir.iterdir())), prompt, "a red circle", num_inference_steps=4, n_max=2,
-               max_sequence_length=16, output_type="np")
+    out = pipe(
+        Image.open(next(domain_dir.iterdir())),
+        prompt,
+        "a red circle",
+        num_inference_steps=4,
+        n_max=2,
+        max_sequence_length=16,
+        output_type="np",
+    )
     assert out.images.shape == (1, 64, 64, 3)
 
 
 def test_sd3_file_without_t5_and_wrong_family(domain_dir, tmp_path):
-    path = learn_domain(domain_dir, "<dom>", flow_pipe("sd3", t5=False), output_dir=tmp_path / "no_t5",
-                        **{**KW, "steps": 1})
+    path = learn_domain(
+        domain_dir, "<dom>", flow_pipe("sd3", t5=False), output_dir=tmp_path / "no_t5", **{**KW, "steps": 1}
+    )
     embeds, _ = read(path)
     assert sorted(embeds) == ["clip_g", "clip_l"]
     with pytest.raises(DomainFileError, match="t5xxl"):  # a pipeline WITH T5 needs the T5 row

@@ -23,8 +23,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["flowedit_steps", "flowedit_source_latent", "flowedit_target_latent", "flowedit_update",
-           "flowedit_start_sigma", "guided_velocity", "flow_euler_step"]
+__all__ = [
+    "flowedit_steps",
+    "flowedit_source_latent",
+    "flowedit_target_latent",
+    "flowedit_update",
+    "flowedit_start_sigma",
+    "guided_velocity",
+    "flow_euler_step",
+]
 
 
 def flowedit_steps(num_inference_steps: int, n_max: int, n_min: int = 0) -> tuple[range, range]:

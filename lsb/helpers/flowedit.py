@@ -31,11 +31,27 @@ import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
 
-from ..bridges.flowedit import (flow_euler_step, flowedit_source_latent, flowedit_steps, flowedit_target_latent,
-                                flowedit_update)
+from ..bridges.flowedit import (
+    flow_euler_step,
+    flowedit_source_latent,
+    flowedit_steps,
+    flowedit_target_latent,
+    flowedit_update,
+)
 
-__all__ = ["FlowEditPipelineOutput", "SD3_FLOWEDIT_DEFAULTS", "FLUX_FLOWEDIT_DEFAULTS", "check_flowedit_args", "flow_timesteps", "flowedit_counts", "flowedit_edit_step", "flowedit_sampling_start",
-           "flowedit_sampling_step", "image_seq_len_shift"]
+__all__ = [
+    "FlowEditPipelineOutput",
+    "SD3_FLOWEDIT_DEFAULTS",
+    "FLUX_FLOWEDIT_DEFAULTS",
+    "check_flowedit_args",
+    "flow_timesteps",
+    "flowedit_counts",
+    "flowedit_edit_step",
+    "flowedit_sampling_start",
+    "flowedit_sampling_step",
+    "image_seq_len_shift",
+]
+
 
 @dataclass
 class FlowEditPipelineOutput(BaseOutput):
@@ -53,15 +69,28 @@ class FlowEditPipelineOutput(BaseOutput):
 
 
 #: fallenshock/FlowEdit ``SD3_exp.yaml`` (SD3-medium).
-SD3_FLOWEDIT_DEFAULTS = {"num_inference_steps": 50, "n_max": 33, "n_min": 0, "n_avg": 1,
-                         "source_guidance_scale": 3.5, "target_guidance_scale": 13.5}
+SD3_FLOWEDIT_DEFAULTS = {
+    "num_inference_steps": 50,
+    "n_max": 33,
+    "n_min": 0,
+    "n_avg": 1,
+    "source_guidance_scale": 3.5,
+    "target_guidance_scale": 13.5,
+}
 #: fallenshock/FlowEdit ``FLUX_exp.yaml`` (FLUX.1-dev; guidance = the distilled guidance embedding's value).
-FLUX_FLOWEDIT_DEFAULTS = {"num_inference_steps": 28, "n_max": 24, "n_min": 0, "n_avg": 1,
-                          "source_guidance_scale": 1.5, "target_guidance_scale": 5.5}
+FLUX_FLOWEDIT_DEFAULTS = {
+    "num_inference_steps": 28,
+    "n_max": 24,
+    "n_min": 0,
+    "n_avg": 1,
+    "source_guidance_scale": 1.5,
+    "target_guidance_scale": 5.5,
+}
 
 
-def check_flowedit_args(num_inference_steps, n_max, n_min=0, n_avg=1, source_guidance_scale=None,
-                        target_guidance_scale=None) -> tuple[range, range]:
+def check_flowedit_args(
+    num_inference_steps, n_max, n_min=0, n_avg=1, source_guidance_scale=None, target_guidance_scale=None
+) -> tuple[range, range]:
     """Validate FlowEdit's step arguments (ValueError naming the bad one) and return the grid steps it runs
     (:func:`lsb.bridges.flowedit.flowedit_steps`)."""
     if isinstance(n_avg, bool) or not isinstance(n_avg, numbers.Integral) or n_avg < 1:
@@ -78,8 +107,13 @@ def image_seq_len_shift(scheduler, image_seq_len: int) -> float:
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
     cfg = getattr(scheduler, "config", scheduler)
-    return calculate_shift(image_seq_len, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
-                           cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+    return calculate_shift(
+        image_seq_len,
+        cfg.get("base_image_seq_len", 256),
+        cfg.get("max_image_seq_len", 4096),
+        cfg.get("base_shift", 0.5),
+        cfg.get("max_shift", 1.15),
+    )
 
 
 def flow_timesteps(scheduler, num_inference_steps: int, device, image_seq_len: int, family: str):
@@ -102,8 +136,9 @@ def flow_timesteps(scheduler, num_inference_steps: int, device, image_seq_len: i
     return scheduler.timesteps, scheduler.sigmas
 
 
-def flowedit_counts(n_edit_steps: int, n_sampling_steps: int, n_avg: int, latents_per_edit_call: int,
-                    latents_per_sampling_call: int) -> tuple[int, int]:
+def flowedit_counts(
+    n_edit_steps: int, n_sampling_steps: int, n_avg: int, latents_per_edit_call: int, latents_per_sampling_call: int
+) -> tuple[int, int]:
     """``(nfe, forward_passes)``: batched transformer calls and latents evaluated per image.
 
     Each FlowEdit step makes ``n_avg`` batched calls (one per noise draw) of ``latents_per_edit_call`` latents

@@ -32,15 +32,21 @@ class EncoderSlot:
 
 _SLOTS = {
     "sd": (EncoderSlot("clip_l", "tokenizer", "text_encoder"),),
-    "sdxl": (EncoderSlot("clip_l", "tokenizer", "text_encoder"), EncoderSlot("clip_g", "tokenizer_2", "text_encoder_2")),
-    "sd3": (EncoderSlot("clip_l", "tokenizer", "text_encoder"), EncoderSlot("clip_g", "tokenizer_2", "text_encoder_2"),
-            EncoderSlot("t5xxl", "tokenizer_3", "text_encoder_3")),
+    "sdxl": (
+        EncoderSlot("clip_l", "tokenizer", "text_encoder"),
+        EncoderSlot("clip_g", "tokenizer_2", "text_encoder_2"),
+    ),
+    "sd3": (
+        EncoderSlot("clip_l", "tokenizer", "text_encoder"),
+        EncoderSlot("clip_g", "tokenizer_2", "text_encoder_2"),
+        EncoderSlot("t5xxl", "tokenizer_3", "text_encoder_3"),
+    ),
     "flux": (EncoderSlot("clip_l", "tokenizer", "text_encoder"), EncoderSlot("t5xxl", "tokenizer_2", "text_encoder_2")),
 }
 
 
 def model_family(pipe) -> str:
-    """"sd", "sdxl", "sd3" or "flux" for a pipeline (or any object with its components as attributes).
+    """ "sd", "sdxl", "sd3" or "flux" for a pipeline (or any object with its components as attributes).
 
     By the denoiser's class: ``SD3Transformer2DModel`` -> sd3, ``FluxTransformer2DModel`` -> flux, a UNet with a
     second text encoder -> sdxl, a UNet alone -> sd. Anything else is a ValueError naming what was found.
@@ -63,8 +69,11 @@ def text_encoder_slots(pipe, family: str | None = None) -> list[EncoderSlot]:
     family = family or model_family(pipe)
     if family not in _SLOTS:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-    return [s for s in _SLOTS[family]
-            if getattr(pipe, s.text_encoder_attr, None) is not None and getattr(pipe, s.tokenizer_attr, None) is not None]
+    return [
+        s
+        for s in _SLOTS[family]
+        if getattr(pipe, s.text_encoder_attr, None) is not None and getattr(pipe, s.tokenizer_attr, None) is not None
+    ]
 
 
 def family_slot_keys(family: str) -> tuple[str, ...]:

@@ -34,15 +34,19 @@ def absent_components(model) -> dict:
     if model is None or not index.is_file():
         return {}
     entries = json.loads(index.read_text())
-    return {k: None for k in ("text_encoder_3", "tokenizer_3")
-            if k in entries and (not isinstance(entries[k], list) or entries[k][0] is None)}
+    return {
+        k: None
+        for k in ("text_encoder_3", "tokenizer_3")
+        if k in entries and (not isinstance(entries[k], list) or entries[k][0] is None)
+    }
 
 
 def load_flow_translator(method: str, model, family: str, load_pipeline, device=None, **kwargs):
     """The SD3 / FLUX object :func:`translate_flow` needs for ``method``, via ``load_pipeline(cls, model, ...)``."""
     if method not in FLOW_METHODS:
-        raise ValueError(f"method {method!r} has no version for {family} (rectified-flow) models; "
-                         f"expected one of {FLOW_METHODS}")
+        raise ValueError(
+            f"method {method!r} has no version for {family} (rectified-flow) models; expected one of {FLOW_METHODS}"
+        )
     kwargs = {**absent_components(model), **kwargs}
     if method == "lsb":
         if family == "sd3":
@@ -71,16 +75,28 @@ def flowedit_budget(family: str, nfe: int | None) -> dict:
 
 
 def pipeline_family(pipe) -> str:
-    """"sd3" or "flux" by the pipeline's transformer class (ValueError otherwise)."""
+    """ "sd3" or "flux" by the pipeline's transformer class (ValueError otherwise)."""
     from ..helpers.sdedit import flow_family
 
     return flow_family(pipe)
 
 
-def translate_flow(method: str, pipe, images, source_prompt, target_prompt, nfe: int | None = None,
-                   guidance_scale: float | None = None, tau: float | None = None, t0: float | None = None,
-                   generator=None, output_type: str = "pil", max_sequence_length: int | None = None,
-                   source_guidance_scale: float | None = None, **kwargs):
+def translate_flow(
+    method: str,
+    pipe,
+    images,
+    source_prompt,
+    target_prompt,
+    nfe: int | None = None,
+    guidance_scale: float | None = None,
+    tau: float | None = None,
+    t0: float | None = None,
+    generator=None,
+    output_type: str = "pil",
+    max_sequence_length: int | None = None,
+    source_guidance_scale: float | None = None,
+    **kwargs,
+):
     """Run ``method`` on an SD3 / FLUX ``pipe``; returns ``(images, nfe, forward_passes)``.
 
     ``guidance_scale``: LSB's w; FlowEdit's *target* guidance (CFG for SD3, distilled for FLUX; the source
@@ -95,24 +111,59 @@ def translate_flow(method: str, pipe, images, source_prompt, target_prompt, nfe:
         tar_w = d["target_guidance_scale"] if guidance_scale is None else guidance_scale
         if family == "flux" and not getattr(pipe.transformer.config, "guidance_embeds", False):
             src_w = tar_w = None  # schnell: no guidance embedding
-        out = pipe(images, source_prompt, target_prompt, **flowedit_budget(family, nfe), generator=generator,
-                   source_guidance_scale=src_w, target_guidance_scale=tar_w, output_type=output_type, **extra,
-                   **kwargs)
+        out = pipe(
+            images,
+            source_prompt,
+            target_prompt,
+            **flowedit_budget(family, nfe),
+            generator=generator,
+            source_guidance_scale=src_w,
+            target_guidance_scale=tar_w,
+            output_type=output_type,
+            **extra,
+            **kwargs,
+        )
         return out.images, out.nfe, out.forward_passes
     if method == "sdedit":
-        return sdedit_flow_translate(pipe, images, source_prompt, target_prompt, nfe=8 if nfe is None else nfe,
-                                     t0=PAPER_TRANSLATION.t0 if t0 is None else t0,
-                                     tau=PAPER_TRANSLATION.tau if tau is None else tau,
-                                     guidance_scale=guidance_scale, generator=generator, output_type=output_type,
-                                     **extra, **kwargs)
+        return sdedit_flow_translate(
+            pipe,
+            images,
+            source_prompt,
+            target_prompt,
+            nfe=8 if nfe is None else nfe,
+            t0=PAPER_TRANSLATION.t0 if t0 is None else t0,
+            tau=PAPER_TRANSLATION.tau if tau is None else tau,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            output_type=output_type,
+            **extra,
+            **kwargs,
+        )
     if method == "lsb":
-        given = {k: v for k, v in (("num_inference_steps", nfe), ("guidance_scale", guidance_scale), ("tau", tau),
-                                   ("t0", t0)) if v is not None}
-        out = pipe(images, source_prompt=source_prompt, target_prompt=target_prompt, generator=generator,
-                   output_type=output_type, **given, **extra, **kwargs)
+        given = {
+            k: v
+            for k, v in (("num_inference_steps", nfe), ("guidance_scale", guidance_scale), ("tau", tau), ("t0", t0))
+            if v is not None
+        }
+        out = pipe(
+            images,
+            source_prompt=source_prompt,
+            target_prompt=target_prompt,
+            generator=generator,
+            output_type=output_type,
+            **given,
+            **extra,
+            **kwargs,
+        )
         return out.images, out.nfe, getattr(out, "forward_passes", 2 * out.nfe)
     raise ValueError(f"unknown method {method!r} for {family} models; expected one of {FLOW_METHODS}")
 
 
-__all__ = ["FLOW_METHODS", "FLOWEDIT_DEFAULTS", "absent_components", "load_flow_translator", "flowedit_budget",
-           "translate_flow"]
+__all__ = [
+    "FLOW_METHODS",
+    "FLOWEDIT_DEFAULTS",
+    "absent_components",
+    "load_flow_translator",
+    "flowedit_budget",
+    "translate_flow",
+]

@@ -31,11 +31,23 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
-from lsb.helpers.flowedit import (FLUX_FLOWEDIT_DEFAULTS, FlowEditPipelineOutput,
-                                  check_flowedit_args, flow_timesteps, flowedit_counts, flowedit_edit_step,
-                                  flowedit_sampling_start, flowedit_sampling_step)
-from lsb.helpers.flux import (check_distilled_guidance, check_flux_image_size, latent_image_ids, pack_latents,
-                              unpack_latents)
+from lsb.helpers.flowedit import (
+    FLUX_FLOWEDIT_DEFAULTS,
+    FlowEditPipelineOutput,
+    check_flowedit_args,
+    flow_timesteps,
+    flowedit_counts,
+    flowedit_edit_step,
+    flowedit_sampling_start,
+    flowedit_sampling_step,
+)
+from lsb.helpers.flux import (
+    check_distilled_guidance,
+    check_flux_image_size,
+    latent_image_ids,
+    pack_latents,
+    unpack_latents,
+)
 from lsb.helpers.model_family import check_flow_components
 from lsb.helpers.translation import preprocess_images
 from lsb.io.execution import execution_device, model_dtype
@@ -54,21 +66,50 @@ class FlowEditFluxPipeline(DiffusionPipeline):
     _optional_components = ["image_encoder", "feature_extractor"]
     _callback_tensor_inputs = ["latents"]
 
-    def __init__(self, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer,
-                 image_encoder=None, feature_extractor=None):
+    def __init__(
+        self,
+        scheduler,
+        vae,
+        text_encoder,
+        tokenizer,
+        text_encoder_2,
+        tokenizer_2,
+        transformer,
+        image_encoder=None,
+        feature_extractor=None,
+    ):
         super().__init__()
         check_flow_components(type(self).__name__, transformer, scheduler, "FluxTransformer2DModel")
         # image_encoder / feature_extractor (IP-adapter slots of FluxPipeline's layout) are accepted and unused.
-        self.register_modules(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                              text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
-                              image_encoder=None, feature_extractor=None)
+        self.register_modules(
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=tokenizer_2,
+            transformer=transformer,
+            image_encoder=None,
+            feature_extractor=None,
+        )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor * 2)
 
     # ------------------------------------------------------------------ inputs
-    def check_inputs(self, image, source_prompt, target_prompt, num_inference_steps, n_max, n_min, n_avg,
-                     source_guidance_scale, target_guidance_scale, max_sequence_length,
-                     callback_on_step_end_tensor_inputs):
+    def check_inputs(
+        self,
+        image,
+        source_prompt,
+        target_prompt,
+        num_inference_steps,
+        n_max,
+        n_min,
+        n_avg,
+        source_guidance_scale,
+        target_guidance_scale,
+        max_sequence_length,
+        callback_on_step_end_tensor_inputs,
+    ):
         if image is None:
             raise ValueError("`image` is required: the picture(s) to edit")
         for name, p in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
@@ -97,14 +138,23 @@ class FlowEditFluxPipeline(DiffusionPipeline):
                 source_guidance_scale = FLUX_FLOWEDIT_DEFAULTS["source_guidance_scale"]
             if target_guidance_scale is None:
                 target_guidance_scale = FLUX_FLOWEDIT_DEFAULTS["target_guidance_scale"]
-        return (check_distilled_guidance(self.transformer, source_guidance_scale),
-                check_distilled_guidance(self.transformer, target_guidance_scale))
+        return (
+            check_distilled_guidance(self.transformer, source_guidance_scale),
+            check_distilled_guidance(self.transformer, target_guidance_scale),
+        )
 
     def encode_prompt(self, prompt, device, num_images_per_prompt: int = 1, max_sequence_length: int = 512):
         """``(prompt_embeds, pooled_prompt_embeds, text_ids)`` (== FluxPipeline.encode_prompt)."""
-        return encode_prompt_flux(self.text_encoder, self.text_encoder_2, self.tokenizer, self.tokenizer_2, prompt,
-                                  device=device, num_images_per_prompt=num_images_per_prompt,
-                                  max_sequence_length=max_sequence_length)
+        return encode_prompt_flux(
+            self.text_encoder,
+            self.text_encoder_2,
+            self.tokenizer,
+            self.tokenizer_2,
+            prompt,
+            device=device,
+            num_images_per_prompt=num_images_per_prompt,
+            max_sequence_length=max_sequence_length,
+        )
 
     def _batched(self, prompt, batch, device, max_sequence_length):
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -155,9 +205,19 @@ class FlowEditFluxPipeline(DiffusionPipeline):
         Returns:
             :class:`FlowEditPipelineOutput` (``images``, ``nfe``, ``forward_passes``), or a tuple of those.
         """
-        self.check_inputs(image, source_prompt, target_prompt, num_inference_steps, n_max, n_min, n_avg,
-                          source_guidance_scale, target_guidance_scale, max_sequence_length,
-                          callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            image,
+            source_prompt,
+            target_prompt,
+            num_inference_steps,
+            n_max,
+            n_min,
+            n_avg,
+            source_guidance_scale,
+            target_guidance_scale,
+            max_sequence_length,
+            callback_on_step_end_tensor_inputs,
+        )
         g_src, g_tar = self.resolve_guidance(source_guidance_scale, target_guidance_scale)
         edit_steps, sampling_steps = check_flowedit_args(num_inference_steps, n_max, n_min, n_avg)
         pixels = preprocess_images(image, self.image_processor, 2 * self.vae_scale_factor)
@@ -187,9 +247,16 @@ class FlowEditFluxPipeline(DiffusionPipeline):
 
         def velocity(tokens, t, enc, pool, g):
             n = tokens.shape[0]
-            return self.transformer(hidden_states=tokens, timestep=(t / 1000).expand(n).to(dtype), guidance=g,
-                                    pooled_projections=pool, encoder_hidden_states=enc, txt_ids=text_ids,
-                                    img_ids=img_ids, return_dict=False)[0]
+            return self.transformer(
+                hidden_states=tokens,
+                timestep=(t / 1000).expand(n).to(dtype),
+                guidance=g,
+                pooled_projections=pool,
+                encoder_hidden_states=enc,
+                txt_ids=text_ids,
+                img_ids=img_ids,
+                return_dict=False,
+            )[0]
 
         def velocity_pair(z_src, z_tar, t):
             """(V_src, V_tar): one batched call on [src; tar], each row with its branch's distilled guidance."""
@@ -202,8 +269,10 @@ class FlowEditFluxPipeline(DiffusionPipeline):
             for i in [*edit_steps, *sampling_steps]:
                 t, s, s_next = timesteps[i], sigmas[i], sigmas[i + 1]
                 if i in edit_steps:
-                    noises = [randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
-                              for _ in range(n_avg)]
+                    noises = [
+                        randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
+                        for _ in range(n_avg)
+                    ]
                     z = flowedit_edit_step(partial(velocity_pair, t=t), z, x_src, s, s_next, noises)
                     current = z
                 else:
@@ -216,7 +285,9 @@ class FlowEditFluxPipeline(DiffusionPipeline):
                 if not torch.isfinite(current).all():
                     raise FloatingPointError(f"NaN/inf in the latents after step {i} (sigma {float(s):.4f})")
                 if callback_on_step_end is not None:
-                    res = callback_on_step_end(self, i, t, {k: current for k in callback_on_step_end_tensor_inputs or []})
+                    res = callback_on_step_end(
+                        self, i, t, {k: current for k in callback_on_step_end_tensor_inputs or []}
+                    )
                     if res and "latents" in res:
                         if x_tar is None:
                             z = res["latents"]

@@ -31,9 +31,16 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
 from lsb.bridges.flowedit import guided_velocity
-from lsb.helpers.flowedit import (SD3_FLOWEDIT_DEFAULTS, FlowEditPipelineOutput, check_flowedit_args, flow_timesteps,
-                                  flowedit_counts, flowedit_edit_step, flowedit_sampling_start,
-                                  flowedit_sampling_step)
+from lsb.helpers.flowedit import (
+    SD3_FLOWEDIT_DEFAULTS,
+    FlowEditPipelineOutput,
+    check_flowedit_args,
+    flow_timesteps,
+    flowedit_counts,
+    flowedit_edit_step,
+    flowedit_sampling_start,
+    flowedit_sampling_step,
+)
 from lsb.helpers.model_family import check_flow_components
 from lsb.helpers.translation import preprocess_images
 from lsb.io.execution import execution_device, model_dtype
@@ -51,23 +58,55 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
     _optional_components = ["text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor"]
     _callback_tensor_inputs = ["latents"]
 
-    def __init__(self, transformer, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
-                 text_encoder_3=None, tokenizer_3=None, image_encoder=None, feature_extractor=None):
+    def __init__(
+        self,
+        transformer,
+        scheduler,
+        vae,
+        text_encoder,
+        tokenizer,
+        text_encoder_2,
+        tokenizer_2,
+        text_encoder_3=None,
+        tokenizer_3=None,
+        image_encoder=None,
+        feature_extractor=None,
+    ):
         super().__init__()
         check_flow_components(type(self).__name__, transformer, scheduler, "SD3Transformer2DModel")
         # image_encoder / feature_extractor (SD3.5 IP-adapter slots of the folder layout) are accepted and unused.
-        self.register_modules(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder,
-                              tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
-                              text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3, image_encoder=None,
-                              feature_extractor=None)
+        self.register_modules(
+            transformer=transformer,
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=tokenizer_2,
+            text_encoder_3=text_encoder_3,
+            tokenizer_3=tokenizer_3,
+            image_encoder=None,
+            feature_extractor=None,
+        )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.patch_size = self.transformer.config.patch_size
 
     # ------------------------------------------------------------------ inputs
-    def check_inputs(self, image, source_prompt, target_prompt, num_inference_steps, n_max, n_min, n_avg,
-                     source_guidance_scale, target_guidance_scale, max_sequence_length,
-                     callback_on_step_end_tensor_inputs):
+    def check_inputs(
+        self,
+        image,
+        source_prompt,
+        target_prompt,
+        num_inference_steps,
+        n_max,
+        n_min,
+        n_avg,
+        source_guidance_scale,
+        target_guidance_scale,
+        max_sequence_length,
+        callback_on_step_end_tensor_inputs,
+    ):
         if image is None:
             raise ValueError("`image` is required: the picture(s) to edit")
         for name, p in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
@@ -82,13 +121,29 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
         if bad:
             raise ValueError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
 
-    def encode_prompt(self, prompt, device, num_images_per_prompt: int = 1, max_sequence_length: int = 256,
-                      clip_skip: int | None = None):
+    def encode_prompt(
+        self,
+        prompt,
+        device,
+        num_images_per_prompt: int = 1,
+        max_sequence_length: int = 256,
+        clip_skip: int | None = None,
+    ):
         """One side's SD3 embeddings ``(prompt_embeds, pooled_prompt_embeds)`` (== StableDiffusion3Pipeline)."""
-        return encode_prompt_sd3(self.text_encoder, self.text_encoder_2, self.text_encoder_3, self.tokenizer,
-                                 self.tokenizer_2, self.tokenizer_3, prompt, device=device,
-                                 num_images_per_prompt=num_images_per_prompt, max_sequence_length=max_sequence_length,
-                                 clip_skip=clip_skip, joint_attention_dim=self.transformer.config.joint_attention_dim)
+        return encode_prompt_sd3(
+            self.text_encoder,
+            self.text_encoder_2,
+            self.text_encoder_3,
+            self.tokenizer,
+            self.tokenizer_2,
+            self.tokenizer_3,
+            prompt,
+            device=device,
+            num_images_per_prompt=num_images_per_prompt,
+            max_sequence_length=max_sequence_length,
+            clip_skip=clip_skip,
+            joint_attention_dim=self.transformer.config.joint_attention_dim,
+        )
 
     def _batched(self, prompt, batch, device, max_sequence_length, clip_skip):
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -142,9 +197,19 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
         Returns:
             :class:`FlowEditPipelineOutput` (``images``, ``nfe``, ``forward_passes``), or a tuple of those.
         """
-        self.check_inputs(image, source_prompt, target_prompt, num_inference_steps, n_max, n_min, n_avg,
-                          source_guidance_scale, target_guidance_scale, max_sequence_length,
-                          callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            image,
+            source_prompt,
+            target_prompt,
+            num_inference_steps,
+            n_max,
+            n_min,
+            n_avg,
+            source_guidance_scale,
+            target_guidance_scale,
+            max_sequence_length,
+            callback_on_step_end_tensor_inputs,
+        )
         edit_steps, sampling_steps = check_flowedit_args(num_inference_steps, n_max, n_min, n_avg)
         pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor * self.patch_size)
         device = execution_device(self)
@@ -162,7 +227,10 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
             neg, neg_pooled = self._batched(negative_prompt, batch, device, max_sequence_length, clip_skip)
             embeds = torch.cat([neg, src, neg, tar]).to(dtype)
             pooled = torch.cat([neg_pooled, src_pooled, neg_pooled, tar_pooled]).to(dtype)
-            sample_embeds, sample_pooled = torch.cat([neg, tar]).to(dtype), torch.cat([neg_pooled, tar_pooled]).to(dtype)
+            sample_embeds, sample_pooled = (
+                torch.cat([neg, tar]).to(dtype),
+                torch.cat([neg_pooled, tar_pooled]).to(dtype),
+            )
         else:
             embeds, pooled = torch.cat([src, tar]).to(dtype), torch.cat([src_pooled, tar_pooled]).to(dtype)
             sample_embeds, sample_pooled = tar.to(dtype), tar_pooled.to(dtype)
@@ -174,8 +242,13 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
 
         def velocity(latents, t, enc, pool):
             n = latents.shape[0]
-            return self.transformer(hidden_states=latents, timestep=t.expand(n).to(dtype), encoder_hidden_states=enc,
-                                    pooled_projections=pool, return_dict=False)[0]
+            return self.transformer(
+                hidden_states=latents,
+                timestep=t.expand(n).to(dtype),
+                encoder_hidden_states=enc,
+                pooled_projections=pool,
+                return_dict=False,
+            )[0]
 
         def velocity_pair(z_src, z_tar, t):
             """(V_src, V_tar): one batched call on [src-uncond, src-cond, tar-uncond, tar-cond], CFG per branch."""
@@ -191,8 +264,10 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
             for i in [*edit_steps, *sampling_steps]:
                 t, s, s_next = timesteps[i], sigmas[i], sigmas[i + 1]
                 if i in edit_steps:
-                    noises = [randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
-                              for _ in range(n_avg)]
+                    noises = [
+                        randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
+                        for _ in range(n_avg)
+                    ]
                     z = flowedit_edit_step(partial(velocity_pair, t=t), z, x_src, s, s_next, noises)
                     current = z
                 else:
@@ -206,7 +281,9 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
                 if not torch.isfinite(current).all():
                     raise FloatingPointError(f"NaN/inf in the latents after step {i} (sigma {float(s):.4f})")
                 if callback_on_step_end is not None:
-                    res = callback_on_step_end(self, i, t, {k: current for k in callback_on_step_end_tensor_inputs or []})
+                    res = callback_on_step_end(
+                        self, i, t, {k: current for k in callback_on_step_end_tensor_inputs or []}
+                    )
                     if res and "latents" in res:
                         if x_tar is None:
                             z = res["latents"]
@@ -217,8 +294,9 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
 
         # 5. decode; counts
         images = decode_latents(self.vae, self.image_processor, out_latents, output_type)
-        nfe, passes = flowedit_counts(len(edit_steps), len(sampling_steps), n_avg, 4 if do_cfg else 2,
-                                      2 if do_cfg else 1)
+        nfe, passes = flowedit_counts(
+            len(edit_steps), len(sampling_steps), n_avg, 4 if do_cfg else 2, 2 if do_cfg else 1
+        )
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, nfe, passes)
