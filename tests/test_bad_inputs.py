@@ -231,3 +231,23 @@ def test_nan_in_learned_embedding_refused_before_model(tmp_path):
         check_domain_arg(str(path), "--source")
     ok = write_domain(tmp_path / "e", "<e>", torch.tensor(np.ones((1, 4), dtype=np.float32)))
     assert check_domain_arg(str(ok), "--source") == str(ok)
+
+
+def test_train_bad_inputs(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "run"
+    table = [
+        (["mini-sd", "--vae-steps", "0"], "--vae-steps"), (["mini-sd", "--unet-lr", "nan"], "--unet-lr"),
+        (["mini-sd", "--unet-focus-fraction", "2"], "--unet-focus-fraction"),
+        (["mini-sd", "--unet-init", str(tmp_path / "nothere")], "nothere"),
+        (["mini-sd", "--decoder-latent-noise", "-1"], "--decoder-latent-noise"),
+        (["mini-sd", "--seed", "-3"], "--seed"), (["mini-sd3", "--steps", "0"], "--steps"),
+        (["mini-sd3", "--lr", "inf"], "--lr"), (["mini-sd3", "--base", str(tmp_path / "nothere")], "nothere"),
+    ]
+    for extra, needle in table:
+        rc = main(["train", *extra, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("lsb: error: ") and needle in err and err.count("\n") == 1, (extra, err)
+        assert not out.exists()
+    assert main(["train", "mini-sd", "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -44,6 +44,8 @@ def register(sub) -> None:
 
 
 def cmd_train_mini_sd3(args) -> int:
+    _check_train_args(args, ints=("steps", "batch", "cached_scenes"), floats=("lr", "max_minutes"),
+                      fractions=("logit_normal_fraction",), folders=("base",))
     import lsb
 
     from ...training.mini_sd3 import install, run
@@ -57,8 +59,36 @@ def cmd_train_mini_sd3(args) -> int:
     return 0
 
 
+def _check_train_args(args, ints=(), floats=(), fractions=(), folders=()) -> None:
+    """One line per bad ``lsb train`` argument, before any data or model is built."""
+    from .. import checks
+    from ..outputs import check_output_folder_writable
+
+    for name in ints:
+        checks.positive_int(getattr(args, name), "--" + name.replace("_", "-"))
+    for name in floats:
+        checks.finite(getattr(args, name), "--" + name.replace("_", "-"), low=0, low_open=True)
+    for name in fractions:
+        checks.finite(getattr(args, name), "--" + name.replace("_", "-"), low=0, high=1)
+    for name in folders:
+        value = getattr(args, name)
+        if value is not None and not Path(value).expanduser().is_dir():
+            raise checks.ArgumentError(f"--{name.replace('_', '-')} {value}: no such folder")
+    if getattr(args, "seed", None) is not None:
+        checks.check_seed(args.seed)
+    check_output_folder_writable(args.out, "--out")
+
+
 def cmd_train_mini_sd(args) -> int:
     import shutil
+
+    _check_train_args(args, ints=("vae_steps", "decoder_steps", "unet_steps", "unet_batch", "cached_scenes",
+                                  "unet_focus_max_timestep"),
+                      floats=("unet_lr", "decoder_lr", "unet_max_minutes", "decoder_max_minutes"),
+                      fractions=("unet_focus_fraction",), folders=("unet_init", "decoder_init"))
+    from .. import checks
+
+    checks.finite(args.decoder_latent_noise, "--decoder-latent-noise", low=0)
 
     import lsb
 
