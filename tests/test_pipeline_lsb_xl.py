@@ -453,3 +453,64 @@ def test_cli_translate_detects_sdxl_for_every_method(tiny_sdxl_dir, tmp_path):
         again = tmp_path / f"again-{method}"
         assert main(argv[:-1] + [str(again)]) == 0
         assert Image.open(out / "c0.png").tobytes() == Image.open(again / "c0.png").tobytes()
+
+
+FRESH_EXPORT = """
+import json, sys
+import numpy as np, torch
+from PIL import Image
+from diffusers import DiffusionPipeline
+torch.set_num_threads(1)
+folder, image, out, seed = sys.argv[1:5]
+pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+call = json.load(open(folder + "/lsb_translator.json"))["call"]
+res = pipe(Image.open(image).convert("RGB"), generator=torch.Generator().manual_seed(int(seed)), output_type="np",
+           **call)
+np.save(out, res.images)
+print(json.dumps({"pipeline": type(pipe).__name__, "module": type(pipe).__module__, "nfe": res.nfe}))
+"""
+
+
+def test_export_sdxl_translator_round_trip_in_a_fresh_process(tiny_sdxl_dir, tmp_path):
+    """`lsb export --model <sdxl>`: a folder a fresh process loads with stock diffusers (trust_remote_code) and that
+    reproduces the in-process translation for the same seed; lsb itself loads it without running its code."""
+    import os
+    import subprocess
+    import sys
+
+    from lsb.surfaces.cli import main
+    from lsb.surfaces.translators import load_translator
+
+    out = tmp_path / "export"
+    argv = ["export", "--model", str(tiny_sdxl_dir), "--source", "a circle", "--target", "a square", "--nfe", "2"]
+    assert main([*argv, "--guidance", "2.5", "--tau", "4.0", "--t0", "0.3", "-o", str(out)]) == 0
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline", "LatentSchrodingerBridgeXLPipeline"]
+    assert index["text_encoder_2"] == ["transformers", "CLIPTextModelWithProjection"]
+    call = json.loads((out / "lsb_translator.json").read_text())["call"]
+    _img().save(tmp_path / "in.png")
+    ref_pipe = lsb.LatentSchrodingerBridgeXLPipeline.from_pretrained(tiny_sdxl_dir)
+    ref_pipe.set_progress_bar_config(disable=True)
+    ref = ref_pipe(_img(), generator=torch.Generator().manual_seed(3), output_type="np", **call).images
+    (tmp_path / "fresh.py").write_text(FRESH_EXPORT)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
+    r = subprocess.run(
+        [sys.executable, str(tmp_path / "fresh.py"), str(out), str(tmp_path / "in.png"), str(tmp_path / "o.npy"), "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rep["pipeline"] == "LatentSchrodingerBridgeXLPipeline" and rep["module"].startswith("diffusers_modules")
+    assert rep["nfe"] == 2
+    got = np.load(tmp_path / "o.npy")
+    print("export round trip max abs diff", float(np.abs(got - ref).max()))
+    assert np.array_equal(got, ref)
+    # lsb loads the export with its installed classes (no code from the folder runs)
+    pipe = load_translator("lsb", str(out), device="cpu")
+    assert type(pipe).__module__ == "lsb_pipelines.lsb_xl.pipeline"
+    again = pipe(_img(), generator=torch.Generator().manual_seed(3), output_type="np", **call).images
+    assert np.array_equal(again, ref)
