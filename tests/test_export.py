@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from lsb.surfaces.cli import main
 from lsb.data import shapes
@@ -432,3 +433,23 @@ def test_hub_ids_never_run_remote_code_by_default(monkeypatch, tiny_sd_dir):
         load_pipeline(LatentSchrodingerBridgePipeline, "someone/odd")
     with pytest.raises(CustomCodeError, match="--trust-remote-code"):
         load_pipeline(LatentSchrodingerBridgePipeline, "someone/odd", trust_remote_code=False)
+
+
+def test_export_keeps_fp32_weights_and_their_fp16_variant(tmp_path):
+    """A base folder storing fp32 weights plus an fp16 variant exports both, in those precisions."""
+    from diffusers import StableDiffusionPipeline
+
+    from lsb.surfaces.export import export_translator, stored_dtype, stored_variants
+    from tests.conftest import tiny_components
+
+    base = tmp_path / "base"
+    pipe = StableDiffusionPipeline(
+        **tiny_components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.save_pretrained(base)
+    pipe.unet.half().save_pretrained(base / "unet", variant="fp16")
+    out = export_translator(tmp_path / "out", "a circle", "a square", str(base), nfe=2)
+    assert stored_dtype(out, "unet") == torch.float32 and stored_variants(out, "unet") == ["fp16"]
+    with safe_open(str(out / "unet" / "diffusion_pytorch_model.fp16.safetensors"), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    assert stored_dtype(out, "vae") == torch.float32 and stored_variants(out, "vae") == []

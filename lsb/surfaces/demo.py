@@ -273,7 +273,7 @@ class Translator:
         source,
         target,
         method: str = "lsb",
-        nfe: int = 8,
+        nfe: int | None = None,
         tau: float | None = None,
         t0: float | None = None,
         guidance: float | None = None,
@@ -292,6 +292,8 @@ class Translator:
         """
         if method not in DEMO_METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHOD_LABELS.values())}")
+        if nfe is None:  # the model's own (its lsb_defaults.json), as the CLI and the pipeline
+            nfe = model_defaults(self.model)["nfe"]
         nfe = _check_int("NFE", nfe, 2, MAX_NFE)
         seed = _check_int("seed", seed, 0, 2**63 - 1)
         tau = _check_float("tau", tau, lambda v: v > 0, "must be a positive number")
