@@ -82,3 +82,17 @@ def test_translate_sdxl_example(tmp_path):
     out = run_example("translate_sdxl.py", "--nfe", "2", "--out", str(tmp_path / "t.png"), cwd=tmp_path)
     assert "lsb    : NFE 2" in out and "StableDiffusionXLImg2ImgPipeline" in out and "DDIBXLPipeline" in out
     assert (tmp_path / "t.png").is_file()
+
+
+def test_flowedit_sd3_example(tmp_path):
+    """FlowEdit next to LSB on an SD3-architecture model (lsb.MINI_SD3 when shipped, else ``--tiny``), both counts."""
+    tiny = [] if (Path(lsb.MINI_SD3) / "model_index.json").is_file() else ["--tiny"]
+    out = run_example("flowedit_sd3.py", *tiny, "--nfe", "2", "--out", str(tmp_path / "f.png"), cwd=tmp_path)
+    assert "FlowEdit: NFE 2 batched calls, 8 forward passes" in out and (tmp_path / "f.png").is_file()
+
+
+def test_learn_domain_sd3_example(tmp_path):
+    """A domain token in both CLIPs and T5 of an SD3-architecture model, then FlowEdit with it."""
+    tiny = [] if (Path(lsb.MINI_SD3) / "model_index.json").is_file() else ["--tiny"]
+    out = run_example("learn_domain_sd3.py", *tiny, "--steps", "2", "--out", str(tmp_path / "d"), cwd=tmp_path)
+    assert "'clip_l'" in out and "'clip_g'" in out and "source prompt 'a <circle>'" in out
