@@ -467,3 +467,102 @@ def test_sdedit_flow_runs_exactly_nfe_steps_from_the_matched_level(family, nfe):
     assert abs(level - target) == pytest.approx(min(abs(v - target) for v in levels))
     first = seen[0][1] * (1.0 if family == "sd3" else 1000.0)  # FLUX gets sigma, SD3 sigma * 1000
     assert first == pytest.approx(level * 1000, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------- differential
+def capture(module):
+    """Record the keyword inputs of every forward call of ``module`` (a pre-hook)."""
+    calls = []
+
+    def hook(mod, args, kwargs):
+        calls.append({k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()})
+
+    module.register_forward_pre_hook(hook, with_kwargs=True)
+    return calls
+
+
+def test_sd3_inputs_equal_the_stock_pipelines():
+    """With n_max = T, FlowEdit's source rows [uncond, cond] get the embeddings and timesteps that diffusers'
+    StableDiffusion3Pipeline passes for the same prompt, negative prompt "" and size."""
+    from diffusers import StableDiffusion3Pipeline
+
+    comps = eval_mode(tiny_sd3_components(3))
+    stock = StableDiffusion3Pipeline(**comps)
+    stock.set_progress_bar_config(disable=True)
+    ref = capture(stock.transformer)
+    stock(
+        "a red circle",
+        negative_prompt="",
+        num_inference_steps=5,
+        guidance_scale=3.5,
+        height=64,
+        width=64,
+        max_sequence_length=16,
+        output_type="latent",
+    )
+    from lsb_pipelines.flowedit_sd3.pipeline import FlowEditSD3Pipeline
+
+    pipe = FlowEditSD3Pipeline(**comps)  # the same modules as the stock pipeline (the hook sees both)
+    pipe.set_progress_bar_config(disable=True)
+    ref_n = len(ref)
+    pipe(
+        image(),
+        "a red circle",
+        "a blue square",
+        num_inference_steps=5,
+        n_max=5,
+        max_sequence_length=16,
+        output_type="latent",
+    )
+    ours = ref[ref_n:]
+    assert len(ours) == ref_n == 5
+    for a, b in zip(ref[:ref_n], ours):
+        torch.testing.assert_close(b["timestep"][:2], a["timestep"])
+        torch.testing.assert_close(b["encoder_hidden_states"][:2], a["encoder_hidden_states"])
+        torch.testing.assert_close(b["pooled_projections"][:2], a["pooled_projections"])
+
+
+def test_flux_inputs_equal_the_stock_pipelines():
+    """FLUX: the source row gets FluxPipeline's timestep (sigma), distilled guidance, img_ids, txt_ids, T5 and
+    pooled CLIP embeddings for the same prompt, guidance and size."""
+    from diffusers import FluxPipeline
+
+    comps = eval_mode(tiny_flux_components(3))
+    stock = FluxPipeline(**comps)
+    stock.set_progress_bar_config(disable=True)
+    ref = capture(stock.transformer)
+    stock(
+        "a red circle",
+        num_inference_steps=4,
+        guidance_scale=1.5,
+        height=64,
+        width=64,
+        max_sequence_length=16,
+        output_type="latent",
+    )
+    from lsb_pipelines.flowedit_flux.pipeline import FlowEditFluxPipeline
+
+    pipe = FlowEditFluxPipeline(**comps)
+    pipe.set_progress_bar_config(disable=True)
+    ref_n = len(ref)
+    pipe(
+        image(),
+        "a red circle",
+        "a blue square",
+        num_inference_steps=4,
+        n_max=4,
+        source_guidance_scale=1.5,
+        target_guidance_scale=5.5,
+        max_sequence_length=16,
+        output_type="latent",
+    )
+    ours = ref[ref_n:]
+    assert len(ours) == ref_n == 4
+    for a, b in zip(ref[:ref_n], ours):
+        torch.testing.assert_close(b["timestep"][:1], a["timestep"])
+        torch.testing.assert_close(b["guidance"][:1], a["guidance"])
+        assert float(b["guidance"][1]) == 5.5
+        torch.testing.assert_close(b["img_ids"], a["img_ids"])
+        torch.testing.assert_close(b["txt_ids"], a["txt_ids"])
+        torch.testing.assert_close(b["encoder_hidden_states"][:1], a["encoder_hidden_states"])
+        torch.testing.assert_close(b["pooled_projections"][:1], a["pooled_projections"])
