@@ -164,6 +164,7 @@ def quiet_loading() -> None:
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()  # e.g. "Couldn't connect to the Hub": the command says it in one line
 
 
 def check_readable_file(path, flag: str, what: str = "file") -> Path:
