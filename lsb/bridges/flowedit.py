@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from .guidance import classifier_free_guidance
+
 __all__ = [
     "flowedit_steps",
     "flowedit_source_latent",
@@ -82,5 +84,5 @@ def flow_euler_step(x: torch.Tensor, velocity: torch.Tensor, sigma, sigma_next) 
 
 
 def guided_velocity(v_uncond: torch.Tensor, v_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """Classifier-free guidance on velocities, ``v_u + w (v_c - v_u)``."""
-    return v_uncond + guidance_scale * (v_cond - v_uncond)
+    """Classifier-free guidance on velocities, ``v_u + w (v_c - v_u)`` (:mod:`lsb.bridges.guidance`)."""
+    return classifier_free_guidance(v_uncond, v_cond, guidance_scale)

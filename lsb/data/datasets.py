@@ -14,12 +14,12 @@ from torch.utils.data import Dataset
 
 from . import shapes
 from .degradations import DEGRADATIONS, degrade, inpaint_mask
+from ..io.images import uint8_to_pixels
 
 
 def to_tensor(img) -> torch.Tensor:
     """PIL RGB -> float tensor (3, H, W) in [-1, 1] (the range SD's VAE expects)."""
-    arr = np.asarray(img, dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+    return uint8_to_pixels(img)
 
 
 class ShapesDataset(Dataset):

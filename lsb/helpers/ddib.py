@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
+from ..bridges.guidance import classifier_free_guidance
+
 #: Scheduler settings DDIB needs on top of the model's own scheduler config (see the DDIB pipeline's docstring).
 DDIB_SCHEDULER_OVERRIDES = {"timestep_spacing": "trailing", "clip_sample": False, "thresholding": False}
 
@@ -64,7 +66,7 @@ def cfg_network(call: Callable, negative, positive, guidance_scale: float) -> Ca
 
     def network(x, t):
         out_neg, out_pos = call(torch.cat([x, x]), t, both).chunk(2)
-        return out_neg + guidance_scale * (out_pos - out_neg)
+        return classifier_free_guidance(out_neg, out_pos, guidance_scale)
 
     return network
 

@@ -307,8 +307,9 @@ class LatentRestorationMixin:
 def preprocess_mask(mask, batch: int, height: int, width: int) -> torch.Tensor:
     """An inpainting mask (1 = missing pixel) as a float tensor (batch, 1, H, W) in [0, 1].
 
-    Accepts a PIL image (mode L / 1 / RGB; white = missing), a numpy array or tensor of shape (H, W), (1, H, W) or
-    (B, 1, H, W) with values in [0, 1] (bool allowed; uint8 in 0..255), or a list of per-image masks. The spatial
+    THE mask parser of the project (the restoration pipelines and DiffIR use it). Accepts a PIL image (mode L / 1 /
+    RGB; white = missing), a numpy array or tensor of shape (H, W), (B, H, W) or (B, 1, H, W) with values in [0, 1]
+    (bool allowed; uint8 in 0..255), or a list of per-image masks. The spatial
     size must equal the image's; otherwise :class:`ImageInputError` names the mask.
     """
     if isinstance(mask, list):
@@ -324,13 +325,13 @@ def preprocess_mask(mask, batch: int, height: int, width: int) -> torch.Tensor:
         mask = torch.from_numpy(np.ascontiguousarray(mask))
     if not isinstance(mask, torch.Tensor):
         raise ImageInputError(f"mask: unsupported type {type(mask).__name__}; use PIL, numpy or torch")
-    m = mask.float()
+    m = mask.detach().float()
     if m.ndim == 2:
         m = m[None, None]
-    elif m.ndim == 3 and m.shape[0] == 1:
-        m = m[None]
+    elif m.ndim == 3:
+        m = m[:, None]  # (1, H, W) or (B, H, W)
     elif not (m.ndim == 4 and m.shape[1] == 1):
-        raise ImageInputError(f"mask: expected shape (H, W), (1, H, W) or (B, 1, H, W), got {tuple(mask.shape)}")
+        raise ImageInputError(f"mask: expected shape (H, W), (B, H, W) or (B, 1, H, W), got {tuple(mask.shape)}")
     if tuple(m.shape[-2:]) != (height, width):
         raise ImageInputError(f"mask: size {m.shape[-1]}x{m.shape[-2]} does not match the image size {width}x{height}")
     if m.shape[0] not in (1, batch):

@@ -3,7 +3,7 @@
 Each pipeline file under ``pipelines/`` holds exactly one ``DiffusionPipeline`` subclass (diffusers'
 custom-pipeline loader needs that), so the steps every translator repeats live here as functions:
 argument checks, image validation -> [-1, 1] tensor, VAE encode/decode, prompt -> batched embeddings,
-and one (optionally guided) UNet evaluation.
+(classifier-free guidance: :func:`lsb.helpers.ddib.cfg_network` / :mod:`lsb.bridges.guidance`).
 """
 
 from __future__ import annotations
@@ -109,24 +109,6 @@ def prompt_pair_embeds(pipe, source_prompt, source_embeds, target_prompt, target
                 broadcast_embeds(both[1:], batch, "target_prompt_embeds"))
     return (prompt_embeds_for_batch(pipe, source_prompt, source_embeds, batch, device, dtype, "source", clip_skip),
             prompt_embeds_for_batch(pipe, target_prompt, target_embeds, batch, device, dtype, "target", clip_skip))
-
-
-def guided_model_output(unet, latents: torch.Tensor, timestep, negative_embeds: torch.Tensor | None,
-                        positive_embeds: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
-    """Classifier-free-guided UNet output ``out_neg + w (out_pos - out_neg)`` in exactly ONE UNet call.
-
-    ``w = 1`` evaluates only the positive prompt and ``w = 0`` only the negative one (batch B); any other ``w``
-    makes one batched call on ``[negative; positive]`` (batch 2B). Either way this costs one NFE. Guidance is
-    applied to the raw model output (epsilon or v), as diffusers' Stable Diffusion pipelines do.
-    """
-    if guidance_scale == 1.0:
-        return unet(latents, timestep, encoder_hidden_states=positive_embeds, return_dict=False)[0]
-    if guidance_scale == 0.0:
-        return unet(latents, timestep, encoder_hidden_states=negative_embeds, return_dict=False)[0]
-    hidden = torch.cat([negative_embeds, positive_embeds])
-    out = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=hidden, return_dict=False)[0]
-    out_neg, out_pos = out.chunk(2)
-    return out_neg + guidance_scale * (out_pos - out_neg)
 
 
 def check_callback_tensor_inputs(names, allowed) -> None:

@@ -239,15 +239,32 @@ def check_pipeline_images(images, native: int | None = None, max_pixels: int | N
     check_pixels((w, h), name, max_pixels, flag="max_pixels")
 
 
-def pil_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
-    """PIL RGB images of one size -> float tensor in [-1, 1], (B, 3, H, W)."""
+def uint8_to_pixels(x) -> torch.Tensor:
+    """THE 8-bit -> model pixel conversion: values 0..255 -> float32 in [-1, 1] (``x / 127.5 - 1``).
+
+    A numpy array or PIL image is channels-last, (H, W, 3) or (N, H, W, 3), and comes back channels-first,
+    (3, H, W) or (N, 3, H, W); a torch tensor keeps its layout (already channels-first, e.g. (N, 3, H, W)).
+    """
     import torch
 
+    if isinstance(x, Image.Image):
+        x = np.asarray(x)
+    if isinstance(x, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        t = t.permute(2, 0, 1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
+    elif isinstance(x, torch.Tensor):
+        t = x
+    else:
+        raise ImageInputError(f"expected uint8 pixels (numpy, PIL or torch), got {type(x).__name__}")
+    return t.float() / 127.5 - 1.0
+
+
+def pil_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """PIL RGB images of one size -> float tensor in [-1, 1], (B, 3, H, W)."""
     sizes = {im.size for im in images}
     if len(sizes) != 1:
         raise ImageInputError(f"images in one batch must share a size, got {sorted(sizes)}")
-    arr = np.stack([np.asarray(im, dtype=np.float32) for im in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
+    return uint8_to_pixels(np.stack([np.asarray(im) for im in images]))
 
 
 def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:

@@ -40,6 +40,7 @@ from ..data import shapes
 from ..data.degradations import degrade
 from ..helpers.restoration import BRIDGES, TASKS, check_task, empty_prompt_embeds, expand_conv_in, training_scheduler, unet_call
 from ..io.latents import encode_latents
+from ..io.images import uint8_to_pixels
 from .loop import TrainConfig, TrainingTask, leave_process_group, train
 
 METHODS = BRIDGES + ("palette",)
@@ -57,7 +58,7 @@ def render_pairs(task: str, split: str, n: int, start: int = 0) -> tuple[np.ndar
 
 
 def _to_pixels(arr: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return uint8_to_pixels(arr)
 
 
 @torch.no_grad()

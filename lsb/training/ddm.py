@@ -39,6 +39,7 @@ from ..bridges.ddm import T_MIN
 from ..data import shapes
 from ..data.degradations import degrade
 from ..io.execution import process_state
+from ..io.images import uint8_to_pixels
 from ..io.latents import encode_latents
 from ..models import mini_sd
 from ..models.ddm import ddm_unet_channels, split_heads
@@ -92,7 +93,7 @@ def cache_task_latents(vae, n: int, task: str = "t2i", batch: int = 256, device=
     pool = ProcessPoolExecutor(workers) if workers > 2 else None
 
     def enc(arr):
-        x = torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = uint8_to_pixels(arr).to(device)
         return encode_latents(vae, x).cpu()
 
     lat, cond = [], []

@@ -38,6 +38,7 @@ from PIL import Image
 from ..data import shapes
 from ..data.degradations import degrade, inpaint_mask
 from ..io.execution import process_state
+from ..io.images import uint8_to_pixels
 from ..models.diffir import CPENS1, CPENS2, DIRformer, PriorDenoiser, count_parameters
 from ..schedulers.scheduling_diffir import DiffIRScheduler
 from .loop import TrainConfig, TrainingTask, is_main_process, leave_process_group, train
@@ -80,7 +81,7 @@ def paired_arrays(task: str, n: int, split: str = "train", start: int = 0, worke
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
     """uint8 -> float in [-1, 1] (as lsb.data.datasets.to_tensor)."""
-    return x.float() / 127.5 - 1.0
+    return uint8_to_pixels(x)
 
 
 def model_input(task: str, degraded: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..data import shapes
 from ..io.execution import process_state
+from ..io.images import uint8_to_pixels
 from ..io.latents import encode_latents
 from ..models import mini_sd
 from .loop import TrainConfig, TrainingTask, is_main_process, train
@@ -35,8 +36,7 @@ def render_batch(rng: np.random.Generator, n: int, split: str = "train") -> tupl
     """``n`` random scenes and their renders as a float tensor in [-1, 1], (n, 3, 64, 64)."""
     scenes = [shapes.sample_scene(rng) for _ in range(n)]
     arr = np.stack([shapes.render_array(s) for s in scenes])
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return scenes, x
+    return scenes, uint8_to_pixels(arr)
 
 
 def edge_weight(x: torch.Tensor, strength: float = 4.0) -> torch.Tensor:
@@ -155,7 +155,7 @@ def cache_latents(vae, n: int, seed: int = 0, batch: int = 128) -> tuple[torch.T
     try:
         arrays = pool.map(_render_chunk, chunks) if pool else map(_render_chunk, chunks)
         for arr in tqdm(arrays, total=len(chunks), desc="cache latents"):
-            x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            x = uint8_to_pixels(arr)
             out.append(encode_latents(vae, x.to(vae.device)).cpu())
     finally:
         if pool:

@@ -30,6 +30,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from lsb.io.execution import execution_device, model_dtype
+from lsb.bridges.guidance import classifier_free_guidance
 from lsb.models.ddm import check_ddm_unet
 from lsb.prompts.encoding import broadcast_embeds, encode_text
 from lsb.schedulers import DDMScheduler
@@ -206,7 +207,7 @@ class DDMPipeline(DiffusionPipeline):
                     out = self.unet(torch.cat([x_in, x_in]), t, encoder_hidden_states=torch.cat([neg, pos]),
                                     return_dict=False)[0]
                     out_u, out_c = out.chunk(2)
-                    out = out_u + guidance_scale * (out_c - out_u)
+                    out = classifier_free_guidance(out_u, out_c, guidance_scale)
                 else:
                     out = self.unet(x_in, t, encoder_hidden_states=pos, return_dict=False)[0]
                 nfe += 1

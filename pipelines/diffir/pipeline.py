@@ -32,6 +32,7 @@ from lsb.io.execution import execution_device
 from lsb.io.images import ImageInputError
 from lsb.models.diffir import CPENS2, DIRformer, PriorDenoiser
 from lsb.schedulers import DiffIRScheduler
+from lsb.helpers.restoration import preprocess_mask
 from lsb.helpers.translation import preprocess_images
 
 #: Tasks a DiffIR model can be trained for, and the DIRformer input channels each needs (RGB [+ hole mask]).
@@ -122,28 +123,10 @@ class DiffIRPipeline(DiffusionPipeline):
         """Hole mask (B, 1, H, W) in {0, 1} (1 = missing). None: the shapes world's centred box."""
         if mask is None:
             m = torch.from_numpy(inpaint_mask((height, width)))[None, None].float()
-        else:
-            if isinstance(mask, PIL.Image.Image):
-                m = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
-            elif isinstance(mask, np.ndarray):
-                m = torch.from_numpy(mask.astype(np.float32) / (255.0 if mask.dtype == np.uint8 else 1.0))
-            elif isinstance(mask, torch.Tensor):
-                m = mask.detach().float().cpu()
-            else:
-                raise ImageInputError(f"mask: unsupported type {type(mask).__name__}; use PIL, numpy or torch")
-            if not torch.isfinite(m).all() or m.min() < 0 or m.max() > 1:
-                raise ImageInputError("mask: values must lie in [0, 1] (or 0..255 for uint8 / PIL)")
-            if m.ndim == 2:
-                m = m[None, None]
-            elif m.ndim == 3:
-                m = m[:, None]
-            if m.ndim != 4 or m.shape[1] != 1:
-                raise ImageInputError(f"mask: expected (H, W), (B, H, W) or (B, 1, H, W), got {tuple(mask.shape)}")
-            m = (m > 0.5).float()
+        else:  # THE mask parser (lsb.helpers.restoration.preprocess_mask), then holes binarized
+            m = (preprocess_mask(mask, batch, height, width).cpu() > 0.5).float()
         if m.shape[-2:] != (height, width):
             raise ImageInputError(f"mask: size {m.shape[-1]}x{m.shape[-2]} does not match the image's {width}x{height}")
-        if m.shape[0] not in (1, batch):
-            raise ImageInputError(f"mask: batch of {m.shape[0]} masks for {batch} images")
         return m.expand(batch, 1, height, width)
 
     def prepare_inputs(self, image, mask) -> torch.Tensor:
