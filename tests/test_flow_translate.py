@@ -157,3 +157,18 @@ def test_flow_benchmark_runs_tiny(folders, tmp_path):
     assert all("fid" in c and 0.0 <= c["mean"]["success"] <= 1.0 for c in tests)
     text = (tmp_path / "translation-flow-t.md").read_text()
     assert "flowedit-paper" in text and "lsb-euler (VP)" in text
+
+
+@pytest.mark.parametrize(("family", "name"), [("sd3", "flowedit_sd3"), ("flux", "flowedit_flux")])
+def test_flowedit_loads_as_a_custom_pipeline(folders, family, name):
+    from diffusers import DiffusionPipeline
+
+    import lsb
+
+    pipe = DiffusionPipeline.from_pretrained(
+        str(folders / family), custom_pipeline=str(lsb.pipeline_dir(name)), trust_remote_code=True
+    )
+    assert type(pipe).__name__ == {"sd3": "FlowEditSD3Pipeline", "flux": "FlowEditFluxPipeline"}[family]
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(picture(), "a red circle", "a blue square", num_inference_steps=3, n_max=2, max_sequence_length=16)
+    assert out.nfe == 2 and len(out.images) == 1
