@@ -17,6 +17,7 @@ import torch
 
 from ..prompts.encoding import broadcast_embeds
 from ..prompts.encoding_sdxl import broadcast_pooled, encode_text_sdxl
+from .translation import check_prompt_args
 
 SDXL_PIPELINE_HINT = "load SDXL checkpoints with lsb.LatentSchrodingerBridgeXLPipeline"
 SD_PIPELINE_HINT = "load SD 1.x/2.x checkpoints with lsb.LatentSchrodingerBridgePipeline"
@@ -114,6 +115,21 @@ def sdxl_time_ids(
     return torch.tensor([list(ids)], dtype=dtype)
 
 
+def check_sdxl_prompt_args(name: str, prompt, prompt_2, prompt_embeds, pooled_prompt_embeds) -> None:
+    """``<name>_prompt`` xor ``<name>_prompt_embeds`` (as for SD); ``<name>_prompt_2`` only with a prompt; the pooled
+    embedding required with given token embeddings (as diffusers' SDXL pipelines require it)."""
+    check_prompt_args(name, prompt, prompt_embeds)
+    if prompt_2 is not None:
+        if prompt_embeds is not None:
+            raise ValueError(f"give `{name}_prompt_2` with `{name}_prompt`, not with `{name}_prompt_embeds`")
+        check_prompt_args(f"{name}_2", prompt_2, None)
+    if prompt_embeds is not None and pooled_prompt_embeds is None:
+        raise ValueError(
+            f"`{name}_prompt_embeds` given without `{name}_pooled_prompt_embeds`: SDXL needs both "
+            f"(the pooled embedding of text_encoder_2)"
+        )
+
+
 def sdxl_prompt_embeds(
     pipe,
     prompt,
@@ -129,15 +145,11 @@ def sdxl_prompt_embeds(
     """Text (or given embeddings) -> ``(embeds (B, L, D), pooled (B, P))`` of batch ``batch`` on ``device``/``dtype``.
 
     With ``<name>_prompt_embeds`` given, ``<name>_pooled_prompt_embeds`` is required too (as in diffusers)."""
+    check_sdxl_prompt_args(name, prompt, prompt_2, prompt_embeds, pooled_prompt_embeds)
     if prompt_embeds is None:
         if isinstance(prompt, list) and len(prompt) not in (1, batch):
             raise ValueError(f"{name}_prompt has {len(prompt)} entries for {batch} images")
         prompt_embeds, pooled_prompt_embeds = encode_text_sdxl(pipe, prompt, prompt_2, device, clip_skip=clip_skip)
-    elif pooled_prompt_embeds is None:
-        raise ValueError(
-            f"`{name}_prompt_embeds` given without `{name}_pooled_prompt_embeds`: SDXL needs both "
-            f"(the pooled embedding of text_encoder_2)"
-        )
     return (
         broadcast_embeds(prompt_embeds.to(device=device, dtype=dtype), batch, f"{name}_prompt_embeds"),
         broadcast_pooled(pooled_prompt_embeds.to(device=device, dtype=dtype), batch, f"{name}_pooled_prompt_embeds"),
@@ -193,6 +205,7 @@ __all__ = [
     "SD_PIPELINE_HINT",
     "check_sd_components",
     "check_sdxl_components",
+    "check_sdxl_prompt_args",
     "concat_conditioning",
     "is_sdxl_unet",
     "sdxl_prompt_embeds",

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
@@ -33,6 +32,7 @@ from lsb.helpers.ddib import (
 from lsb.helpers.model_family import check_vp_components
 from lsb.helpers.sdxl import (
     check_sdxl_components,
+    check_sdxl_prompt_args,
     sdxl_prompt_embeds,
     sdxl_time_ids,
     unet_conditioning,
@@ -48,6 +48,7 @@ from lsb.helpers.translation import (
     preprocess_images,
 )
 from lsb.io.execution import execution_device, model_dtype
+from lsb.io.settings import check_guidance
 
 
 class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
@@ -115,6 +116,8 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         image,
         source_prompt,
         target_prompt,
+        source_prompt_2,
+        target_prompt_2,
         source_prompt_embeds,
         target_prompt_embeds,
         source_pooled_prompt_embeds,
@@ -127,22 +130,17 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
     ):
         if image is None:
             raise ValueError("`image` is required: the picture(s) to translate")
-        for name, prompt, embeds, pooled in (
-            ("source", source_prompt, source_prompt_embeds, source_pooled_prompt_embeds),
-            ("target", target_prompt, target_prompt_embeds, target_pooled_prompt_embeds),
-        ):
-            check_prompt_args(name, prompt, embeds)
-            if embeds is not None and pooled is None:
-                raise ValueError(
-                    f"`{name}_prompt_embeds` given without `{name}_pooled_prompt_embeds`: SDXL needs "
-                    f"both (the pooled embedding of text_encoder_2)"
-                )
+        check_sdxl_prompt_args(
+            "source", source_prompt, source_prompt_2, source_prompt_embeds, source_pooled_prompt_embeds
+        )
+        check_sdxl_prompt_args(
+            "target", target_prompt, target_prompt_2, target_prompt_embeds, target_pooled_prompt_embeds
+        )
         if negative_prompt is not None:
             check_prompt_args("negative", negative_prompt, None)
         check_nfe(num_inference_steps)
-        for name, w in (("guidance_scale", guidance_scale), ("inversion_guidance_scale", inversion_guidance_scale)):
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w):
-                raise ValueError(f"{name} must be a finite number, got {w!r}")
+        check_guidance(guidance_scale)
+        check_guidance(inversion_guidance_scale, name="inversion_guidance_scale")
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
     def encode_prompt(
@@ -226,6 +224,8 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             image,
             source_prompt,
             target_prompt,
+            source_prompt_2,
+            target_prompt_2,
             source_prompt_embeds,
             target_prompt_embeds,
             source_pooled_prompt_embeds,

@@ -27,6 +27,7 @@ from lsb.helpers.bridge_loop import integrate_bridge
 from lsb.helpers.model_family import check_vp_components
 from lsb.helpers.sdxl import (
     check_sdxl_components,
+    check_sdxl_prompt_args,
     concat_conditioning,
     sdxl_prompt_embeds,
     sdxl_time_ids,
@@ -36,7 +37,6 @@ from lsb.helpers.sdxl import (
 from lsb.helpers.translation import (
     check_bridge_settings,
     check_callback_tensor_inputs,
-    check_prompt_args,
     decode_latents,
     encode_images,
     initial_bridge_state,
@@ -129,20 +129,12 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
     ):
         if image is None:
             raise ValueError("`image` is required: the picture(s) to translate")
-        for name, prompt, prompt_2, embeds, pooled in (
-            ("source", source_prompt, source_prompt_2, source_prompt_embeds, source_pooled_prompt_embeds),
-            ("target", target_prompt, target_prompt_2, target_prompt_embeds, target_pooled_prompt_embeds),
-        ):
-            check_prompt_args(name, prompt, embeds)
-            if prompt_2 is not None:
-                if embeds is not None:
-                    raise ValueError(f"give `{name}_prompt_2` with `{name}_prompt`, not with `{name}_prompt_embeds`")
-                check_prompt_args(f"{name}_2", prompt_2, None)
-            if embeds is not None and pooled is None:
-                raise ValueError(
-                    f"`{name}_prompt_embeds` given without `{name}_pooled_prompt_embeds`: SDXL needs "
-                    f"both (the pooled embedding of text_encoder_2)"
-                )
+        check_sdxl_prompt_args(
+            "source", source_prompt, source_prompt_2, source_prompt_embeds, source_pooled_prompt_embeds
+        )
+        check_sdxl_prompt_args(
+            "target", target_prompt, target_prompt_2, target_prompt_embeds, target_pooled_prompt_embeds
+        )
         check_bridge_settings(num_inference_steps, tau, t0)
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
