@@ -23,6 +23,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from ..io.execution import execution_device, model_dtype
+from ..io.latents import decode_pixels
 from ..io.images import ImageInputError
 
 #: The paired restoration tasks of the shapes world (WORLD.md), named as in ``lsb.data.degradations``.
@@ -290,7 +291,7 @@ class LatentRestorationMixin:
         if output_type == "latent":
             images = x
         else:
-            decoded = self.vae.decode(x.to(model_dtype(self.vae)) / self.vae.config.scaling_factor).sample.float()
+            decoded = decode_pixels(self.vae, x).float()  # THE VAE decode (lsb.io.latents)
             decoded = paste_known(decoded.clamp(-1, 1), pixels.to(decoded.device), masks)
             images = self.image_processor.postprocess(decoded, output_type=output_type)
         self.maybe_free_model_hooks()
