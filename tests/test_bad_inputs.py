@@ -38,7 +38,7 @@ def _check_table(capsys, base, table, out):
         argv = list(base)
         if paths:
             k = argv.index("--images") + 1 if "--images" in argv else 1
-            argv[k:k + 1] = paths
+            argv[k : k + 1] = paths
         rc = main([*argv, *(x for x in extra if not isinstance(x, Path))])
         err = capsys.readouterr().err
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]
@@ -83,32 +83,64 @@ def test_translate_bad_inputs(world, tiny_sd_dir, capsys, monkeypatch):
     monkeypatch.chdir(world)
     out = world / "out"
     t = world
-    base = ["translate", str(t / "in"), "--source", "a circle", "--target", "a square", "--model", str(tiny_sd_dir),
-            "--nfe", "2"]
+    base = [
+        "translate",
+        str(t / "in"),
+        "--source",
+        "a circle",
+        "--target",
+        "a square",
+        "--model",
+        str(tiny_sd_dir),
+        "--nfe",
+        "2",
+    ]
     table = [
-        (["--guidance", "nan"], "--guidance"), (["--guidance", "inf"], "--guidance"), (["--tau", "nan"], "--tau"),
-        (["--tau", "-1"], "--tau"), (["--t0", "nan"], "--t0"), (["--t0", "0"], "--t0"), (["--nfe", "1"], "--nfe"),
-        (["--batch-size", "0"], "--batch-size"), (["--seed", "-1"], "--seed"), (["--size", "30"], "--size"),
-        (["--size", "0"], "--size"), (["--max-pixels", "0"], "--max-pixels"), (["--max-pixels", "100"], "c0.png"),
-        (["--source", "domains/circel"], "domains/circel"), (["--target", "sq.safetensors"], "sq.safetensors"),
-        (["--source", ""], "--source"), (["--source", str(t / "nan-domain")], "NaN"),
+        (["--guidance", "nan"], "--guidance"),
+        (["--guidance", "inf"], "--guidance"),
+        (["--tau", "nan"], "--tau"),
+        (["--tau", "-1"], "--tau"),
+        (["--t0", "nan"], "--t0"),
+        (["--t0", "0"], "--t0"),
+        (["--nfe", "1"], "--nfe"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--seed", "-1"], "--seed"),
+        (["--size", "30"], "--size"),
+        (["--size", "0"], "--size"),
+        (["--max-pixels", "0"], "--max-pixels"),
+        (["--max-pixels", "100"], "c0.png"),
+        (["--source", "domains/circel"], "domains/circel"),
+        (["--target", "sq.safetensors"], "sq.safetensors"),
+        (["--source", ""], "--source"),
+        (["--source", str(t / "nan-domain")], "NaN"),
         (["--target", str(t / "domain-folder")], "learned_embeds.safetensors"),
-        (["--model", "./nothere"], "nothere"), (["--model", "models/nothere"], "models/nothere"),
-        (["--model", str(t / "afile.txt")], "afile.txt"), (["--model", str(t / "broken-model")], "unet"),
+        (["--model", "./nothere"], "nothere"),
+        (["--model", "models/nothere"], "models/nothere"),
+        (["--model", str(t / "afile.txt")], "afile.txt"),
+        (["--model", str(t / "broken-model")], "unet"),
         (["--device", "nonsense"], "--device"),
-        (["--size-policy", "exact", t / "odd.png"], "odd.png"), ([t / "notes.png"], "notes.png"),
-        ([t / "missing.png"], "missing.png"), ([t / "alpha.png"], "alpha.png"),
-        ([t / "huge.png"], "huge.png"), (["--size-policy", "keep", t / "odd.png"], "multiple of 8"),
-        (["--target", "a <nope>"], "<nope>"), (["--solver", "ddim", "--method", "sdedit"], "--solver"),
+        (["--size-policy", "exact", t / "odd.png"], "odd.png"),
+        ([t / "notes.png"], "notes.png"),
+        ([t / "missing.png"], "missing.png"),
+        ([t / "alpha.png"], "alpha.png"),
+        ([t / "huge.png"], "huge.png"),
+        (["--size-policy", "keep", t / "odd.png"], "multiple of 8"),
+        (["--target", "a <nope>"], "<nope>"),
+        (["--solver", "ddim", "--method", "sdedit"], "--solver"),
     ]
     if NO_GPU:
         table.append((["--device", "cuda"], "--device cuda"))
     _check_table(capsys, [*base, "-o", str(out)], table, out)
     # output paths that cannot be used; the input folder is untouched
     inputs_before = _snapshot(t / "in")
-    outs = [([str(t / "afile.txt")], "afile.txt"), ([str(t / "in")], "input folder"),
-            ([str(t / "in" / "sub")], "input folder"), ([str(t / "nonempty")], "not empty"),
-            ([str(t / "nonempty"), "--overwrite"], "not written by lsb"), ([str(t / "afile.txt" / "x")], "afile.txt")]
+    outs = [
+        ([str(t / "afile.txt")], "afile.txt"),
+        ([str(t / "in")], "input folder"),
+        ([str(t / "in" / "sub")], "input folder"),
+        ([str(t / "nonempty")], "not empty"),
+        ([str(t / "nonempty"), "--overwrite"], "not written by lsb"),
+        ([str(t / "afile.txt" / "x")], "afile.txt"),
+    ]
     for extra, needle in outs:
         _check_table(capsys, [*base, "-o", *extra], [([], needle)], out)
     assert _snapshot(t / "in") == inputs_before and (t / "nonempty" / "mine.txt").read_text() == "user file"
@@ -120,20 +152,30 @@ def test_restore_bad_inputs(world, tiny_sd_dir, capsys):
     Image.new("RGB", (32, 32)).save(t / "small-mask.png")
     base = ["restore", str(t / "in"), "--task", "inpaint", "--model", str(tiny_sd_dir), "-o", str(out)]
     table = [
-        (["--nfe", "0"], "--nfe"), (["--batch-size", "0"], "--batch-size"), (["--eta", "nan", "--scheduler", "dbim"],
-                                                                             "--eta"),
-        (["--eta", "2", "--scheduler", "dbim"], "--eta"), (["--seed", "-1"], "--seed"),
-        (["--mask", str(t / "nomask.png")], "nomask.png"), (["--mask", str(t / "notes.png")], "notes.png"),
-        (["--mask", str(t / "small-mask.png")], "small-mask.png"), (["--max-pixels", "10"], "--max-pixels"),
-        (["--max-pixels", "100"], "c0.png"), (["--model", str(t / "nothere")], "nothere"),
-        (["--size-policy", "exact", t / "odd.png"], "odd.png"), (["--device", "nonsense"], "--device"),
+        (["--nfe", "0"], "--nfe"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--eta", "nan", "--scheduler", "dbim"], "--eta"),
+        (["--eta", "2", "--scheduler", "dbim"], "--eta"),
+        (["--seed", "-1"], "--seed"),
+        (["--mask", str(t / "nomask.png")], "nomask.png"),
+        (["--mask", str(t / "notes.png")], "notes.png"),
+        (["--mask", str(t / "small-mask.png")], "small-mask.png"),
+        (["--max-pixels", "10"], "--max-pixels"),
+        (["--max-pixels", "100"], "c0.png"),
+        (["--model", str(t / "nothere")], "nothere"),
+        (["--size-policy", "exact", t / "odd.png"], "odd.png"),
+        (["--device", "nonsense"], "--device"),
     ]
     if NO_GPU:
         table.append((["--device", "cuda"], "--device cuda"))
     _check_table(capsys, base, table, out)
     for o, needle in ((t / "afile.txt", "afile.txt"), (t / "in", "input folder"), (t / "nonempty", "not empty")):
-        _check_table(capsys, ["restore", str(t / "in"), "--task", "inpaint", "--model", str(tiny_sd_dir), "-o", str(o)],
-                     [([], needle)], out)
+        _check_table(
+            capsys,
+            ["restore", str(t / "in"), "--task", "inpaint", "--model", str(tiny_sd_dir), "-o", str(o)],
+            [([], needle)],
+            out,
+        )
 
 
 def test_generate_bad_inputs(world, tiny_sd_dir, capsys):
@@ -141,18 +183,27 @@ def test_generate_bad_inputs(world, tiny_sd_dir, capsys):
     out = t / "gen.png"
     base = ["generate", "a circle", "--model", str(tiny_sd_dir), "--steps", "2", "--num-images", "1"]
     table = [
-        (["--steps", "0"], "--steps"), (["--num-images", "0"], "--num-images"), (["--guidance", "nan"], "--guidance"),
-        (["--guidance", "-1"], "--guidance"), (["--seed", "-1"], "--seed"),
-        (["--model", str(t / "nothere")], "nothere"), (["--device", "nonsense"], "--device"),
+        (["--steps", "0"], "--steps"),
+        (["--num-images", "0"], "--num-images"),
+        (["--guidance", "nan"], "--guidance"),
+        (["--guidance", "-1"], "--guidance"),
+        (["--seed", "-1"], "--seed"),
+        (["--model", str(t / "nothere")], "nothere"),
+        (["--device", "nonsense"], "--device"),
     ]
     if NO_GPU:
         table.append((["--device", "cuda"], "--device cuda"))
     _check_table(capsys, [*base, "-o", str(out)], table, out)
-    _check_table(capsys, ["generate", "--model", str(tiny_sd_dir), "-o", str(out), "a", " "], [([], "prompt is empty")],
-                 out)
+    _check_table(
+        capsys, ["generate", "--model", str(tiny_sd_dir), "-o", str(out), "a", " "], [([], "prompt is empty")], out
+    )
     Image.new("RGB", (8, 8)).save(t / "exists.png")
-    for o, needle in ((t / "in", "is a folder"), (t / "exists.png", "exists"), (t / "out.txt", ".png"),
-                      (t / "afile.txt" / "x.png", "afile.txt")):
+    for o, needle in (
+        (t / "in", "is a folder"),
+        (t / "exists.png", "exists"),
+        (t / "out.txt", ".png"),
+        (t / "afile.txt" / "x.png", "afile.txt"),
+    ):
         _check_table(capsys, [*base, "-o", str(o)], [([], needle)], t / "in")
     assert (t / "exists.png").stat().st_size > 0 and not out.exists()
 
@@ -161,17 +212,36 @@ def test_learn_domain_bad_inputs(world, tiny_sd_dir, capsys):
     t = world
     out = t / "dom"
     (t / "empty").mkdir()
-    base = ["learn-domain", "--images", str(t / "in"), "--token", "<c>", "--model", str(tiny_sd_dir),
-            "--steps", "1", "--batch-size", "1"]
+    base = [
+        "learn-domain",
+        "--images",
+        str(t / "in"),
+        "--token",
+        "<c>",
+        "--model",
+        str(tiny_sd_dir),
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+    ]
     table = [
-        (["--checkpoint-every", "0"], "--checkpoint-every"), (["--steps", "0"], "--steps"), (["--lr", "nan"], "--lr"),
-        (["--lr", "0"], "--lr"), (["--batch-size", "0"], "--batch-size"), (["--num-vectors", "0"], "--num-vectors"),
-        (["--max-images", "0"], "--max-images"), (["--token", "a b"], "--token"), (["--templates", "foo"],
-                                                                                   "--templates"),
-        (["--seed", "-1"], "--seed"), (["--model", str(t / "nothere")], "nothere"), (["--device", "nonsense"],
-                                                                                     "--device"),
-        ([t / "missing"], "missing"), ([t / "empty"], "empty"),
-        ([t / "alpha.png"], "alpha.png"), ([t / "huge.png"], "huge.png"),
+        (["--checkpoint-every", "0"], "--checkpoint-every"),
+        (["--steps", "0"], "--steps"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "0"], "--lr"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--num-vectors", "0"], "--num-vectors"),
+        (["--max-images", "0"], "--max-images"),
+        (["--token", "a b"], "--token"),
+        (["--templates", "foo"], "--templates"),
+        (["--seed", "-1"], "--seed"),
+        (["--model", str(t / "nothere")], "nothere"),
+        (["--device", "nonsense"], "--device"),
+        ([t / "missing"], "missing"),
+        ([t / "empty"], "empty"),
+        ([t / "alpha.png"], "alpha.png"),
+        ([t / "huge.png"], "huge.png"),
         ([t / "odd.png", "--size-policy", "exact"], "odd.png"),
     ]
     if NO_GPU:
@@ -200,25 +270,35 @@ def _fresh(code: str) -> subprocess.CompletedProcess:
 def test_import_lsb_and_help_import_no_torch():
     proc = _fresh("import lsb, sys; assert 'torch' not in sys.modules, 'import lsb imported torch'")
     assert proc.returncode == 0, proc.stderr
-    for argv in (["--help"], ["translate", "--help"], ["translate"], ["restore", "--task", "nope"],
-                 ["learn-domain", "--help"], ["generate", "--steps", "x"]):
-        proc = _fresh("import sys\nfrom lsb.surfaces.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-                      "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'accelerate') if m in sys.modules]\n"
-                      "assert not heavy, heavy\n" % (argv,))
+    for argv in (
+        ["--help"],
+        ["translate", "--help"],
+        ["translate"],
+        ["restore", "--task", "nope"],
+        ["learn-domain", "--help"],
+        ["generate", "--steps", "x"],
+    ):
+        proc = _fresh(
+            "import sys\nfrom lsb.surfaces.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'accelerate') if m in sys.modules]\n"
+            "assert not heavy, heavy\n" % (argv,)
+        )
         assert proc.returncode == 0, (argv, proc.stderr[-500:])
 
 
 def test_lazy_components_still_resolve_for_diffusers():
     """diffusers 0.42.1 finds custom components only via sys.modules: after a bare `import lsb` the entries are
     there and load on first use (a shipped restoration folder names lsb.schedulers.* / lsb.models.* modules)."""
-    proc = _fresh("import sys, lsb\n"
-                  "names = ['lsb.schedulers.scheduling_lsb', 'lsb.schedulers.scheduling_i2sb', 'lsb.models.diffir']\n"
-                  "assert all(n in sys.modules for n in names)\n"
-                  "assert 'torch' not in sys.modules\n"
-                  "from diffusers.pipelines.pipeline_loading_utils import _get_library_or_raise\n"
-                  "cls = getattr(_get_library_or_raise('lsb.schedulers.scheduling_i2sb'), 'I2SBScheduler')\n"
-                  "assert cls is lsb.I2SBScheduler, cls\n"
-                  "import inspect; assert inspect.getmodule(cls).__name__ == 'lsb.schedulers.scheduling_i2sb'\n")
+    proc = _fresh(
+        "import sys, lsb\n"
+        "names = ['lsb.schedulers.scheduling_lsb', 'lsb.schedulers.scheduling_i2sb', 'lsb.models.diffir']\n"
+        "assert all(n in sys.modules for n in names)\n"
+        "assert 'torch' not in sys.modules\n"
+        "from diffusers.pipelines.pipeline_loading_utils import _get_library_or_raise\n"
+        "cls = getattr(_get_library_or_raise('lsb.schedulers.scheduling_i2sb'), 'I2SBScheduler')\n"
+        "assert cls is lsb.I2SBScheduler, cls\n"
+        "import inspect; assert inspect.getmodule(cls).__name__ == 'lsb.schedulers.scheduling_i2sb'\n"
+    )
     assert proc.returncode == 0, proc.stderr[-800:]
 
 
@@ -237,12 +317,15 @@ def test_train_bad_inputs(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     out = tmp_path / "run"
     table = [
-        (["mini-sd", "--vae-steps", "0"], "--vae-steps"), (["mini-sd", "--unet-lr", "nan"], "--unet-lr"),
+        (["mini-sd", "--vae-steps", "0"], "--vae-steps"),
+        (["mini-sd", "--unet-lr", "nan"], "--unet-lr"),
         (["mini-sd", "--unet-focus-fraction", "2"], "--unet-focus-fraction"),
         (["mini-sd", "--unet-init", str(tmp_path / "nothere")], "nothere"),
         (["mini-sd", "--decoder-latent-noise", "-1"], "--decoder-latent-noise"),
-        (["mini-sd", "--seed", "-3"], "--seed"), (["mini-sd3", "--steps", "0"], "--steps"),
-        (["mini-sd3", "--lr", "inf"], "--lr"), (["mini-sd3", "--base", str(tmp_path / "nothere")], "nothere"),
+        (["mini-sd", "--seed", "-3"], "--seed"),
+        (["mini-sd3", "--steps", "0"], "--steps"),
+        (["mini-sd3", "--lr", "inf"], "--lr"),
+        (["mini-sd3", "--base", str(tmp_path / "nothere")], "nothere"),
     ]
     for extra, needle in table:
         rc = main(["train", *extra, "--out", str(out)])

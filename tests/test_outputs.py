@@ -21,8 +21,23 @@ def _shape(i=0, size=None):
 
 
 def _tr(model, *inputs, out, extra=()):
-    return main(["translate", *map(str, inputs), "--source", "a circle", "--target", "a square", "--model",
-                 str(model), "--nfe", "2", "-o", str(out), *extra])
+    return main(
+        [
+            "translate",
+            *map(str, inputs),
+            "--source",
+            "a circle",
+            "--target",
+            "a square",
+            "--model",
+            str(model),
+            "--nfe",
+            "2",
+            "-o",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_output_names_are_distinct_and_keep_folders(tmp_path):
@@ -117,8 +132,21 @@ def test_learn_domain_resume_refuses_changed_settings(tiny_sd_dir, tmp_path, cap
     for i in range(2):
         _shape(i).save(d / f"c{i}.png")
     out = tmp_path / "dom"
-    base = ["learn-domain", "--images", str(d), "--token", "<c>", "--model", str(tiny_sd_dir), "--batch-size", "1",
-            "--checkpoint-every", "1", "-o", str(out)]
+    base = [
+        "learn-domain",
+        "--images",
+        str(d),
+        "--token",
+        "<c>",
+        "--model",
+        str(tiny_sd_dir),
+        "--batch-size",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "-o",
+        str(out),
+    ]
     assert main([*base, "--steps", "1"]) == 0
     assert main([*base, "--steps", "2", "--lr", "0.1"]) == 2
     err = capsys.readouterr().err
@@ -129,8 +157,13 @@ def test_learn_domain_resume_refuses_changed_settings(tiny_sd_dir, tmp_path, cap
     (tmp_path / "c1.png").rename(d / "c1.png")
     assert main([*base, "--steps", "2", "--lr", "0.1", "--resume-anyway"]) == 0
     # checkpoints: no pickle written by lsb; accelerate's own state files only (never exported)
-    accelerate_files = {"optimizer.bin", "scheduler.bin", "random_states_0.pkl", "model.safetensors",
-                        "model_0.safetensors"}
+    accelerate_files = {
+        "optimizer.bin",
+        "scheduler.bin",
+        "random_states_0.pkl",
+        "model.safetensors",
+        "model_0.safetensors",
+    }
     ckpts = list(out.glob("checkpoint-*"))
     assert ckpts
     for ckpt in ckpts:

@@ -101,8 +101,10 @@ def check_embeddings_finite(path, flag: str = "domain") -> None:
     except Exception:  # noqa: BLE001 (bf16 or corrupt files: the loader reports those)
         return
     if bad:
-        raise DomainFileError(f"{flag} {path}: the learned embedding {bad[0]!r} holds NaN or infinite values "
-                              f"(a diverged run?); learn the domain again, e.g. with a lower --lr")
+        raise DomainFileError(
+            f"{flag} {path}: the learned embedding {bad[0]!r} holds NaN or infinite values "
+            f"(a diverged run?); learn the domain again, e.g. with a lower --lr"
+        )
 
 
 def check_model_arg(model, flag: str = "--model"):
@@ -119,16 +121,18 @@ def check_model_arg(model, flag: str = "--model"):
         return model
     first = Path(s.split("/")[0]).expanduser()
     if s.startswith((".", "/", "~")) or s.count("/") != 1 or os.sep != "/" and os.sep in s or first.is_dir():
-        raise ArgumentError(f"{flag} {model}: model folder {model} does not exist (not looked up on the Hub: it "
-                            f"names a local path)")
+        raise ArgumentError(
+            f"{flag} {model}: model folder {model} does not exist (not looked up on the Hub: it names a local path)"
+        )
     return model
 
 
 def hub_failure(model, err: BaseException, flag: str = "--model") -> ArgumentError:
     """One line for a Hub id that could not be loaded (offline, no such repo, no access)."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return ArgumentError(f"{flag} {model}: not a local folder, and loading it from the Hub failed "
-                         f"({type(err).__name__}: {first[:200]})")
+    return ArgumentError(
+        f"{flag} {model}: not a local folder, and loading it from the Hub failed ({type(err).__name__}: {first[:200]})"
+    )
 
 
 def check_device(device, flag: str = "--device"):
@@ -178,6 +182,18 @@ def check_readable_file(path, flag: str, what: str = "file") -> Path:
     return p
 
 
-__all__ = ["ArgumentError", "check_device", "check_domain_arg", "check_embeddings_finite", "check_max_pixels",
-           "check_model_arg", "check_readable_file", "check_seed", "check_size_arg", "finite", "hub_failure",
-           "looks_like_path", "positive_int"]
+__all__ = [
+    "ArgumentError",
+    "check_device",
+    "check_domain_arg",
+    "check_embeddings_finite",
+    "check_max_pixels",
+    "check_model_arg",
+    "check_readable_file",
+    "check_seed",
+    "check_size_arg",
+    "finite",
+    "hub_failure",
+    "looks_like_path",
+    "positive_int",
+]

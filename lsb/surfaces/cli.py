@@ -21,6 +21,7 @@ def _user_errors():
 
     return (ImageInputError, ModelFolderError, UnknownTokenError, DomainFileError, ValueError, FileNotFoundError)
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lsb", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lsb {__import__('lsb').__version__}")

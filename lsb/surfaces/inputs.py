@@ -12,8 +12,10 @@ import sys
 
 #: lsb.io.images.SIZE_POLICIES, repeated so that building the parser imports no numpy / PIL
 SIZE_POLICIES = ("resize", "exact", "keep")
-SIZE_POLICY_HELP = ("how inputs of another size than the model's native one are handled: resize (default; one note "
-                    "per file), exact (refuse them) or keep (run at their own size, sides multiples of 8)")
+SIZE_POLICY_HELP = (
+    "how inputs of another size than the model's native one are handled: resize (default; one note "
+    "per file), exact (refuse them) or keep (run at their own size, sides multiples of 8)"
+)
 MAX_PIXELS_HELP = "largest input (width x height, checked before decoding) and computation size (default 12000000)"
 
 
@@ -32,8 +34,16 @@ def header_size(path, name: str) -> tuple[int, int]:
         return (0, 0)
 
 
-def load_inputs(files, native: int | None, *, policy: str = "resize", size: int | None = None, convert: bool = False,
-                max_pixels: int | None = None, notes=True) -> list:
+def load_inputs(
+    files,
+    native: int | None,
+    *,
+    policy: str = "resize",
+    size: int | None = None,
+    convert: bool = False,
+    max_pixels: int | None = None,
+    notes=True,
+) -> list:
     """Every input checked and loaded (a bad one raises, naming it, before anything runs)."""
     from PIL import Image
 

@@ -58,8 +58,11 @@ def expand_inputs(inputs) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir() and is_lsb_output(p):
-            found = [q for q in sorted(p.iterdir()) if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
-                     and q.name != GRID_NAME]
+            found = [
+                q
+                for q in sorted(p.iterdir())
+                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and q.name != GRID_NAME
+            ]
             if not found:
                 raise ImageInputError(f"{p}: lsb output folder contains no images besides its {GRID_NAME}")
         else:
@@ -111,11 +114,14 @@ class OutputFolder:
         check_output_folder_writable(out, flag)
         self.replacing = self.final.is_dir() and any(self.final.iterdir())
         if self.replacing and not overwrite:
-            raise OutputPathError(f"{flag} {out} is not empty; choose a new folder, or pass --overwrite to replace "
-                                  f"the previous run in it")
+            raise OutputPathError(
+                f"{flag} {out} is not empty; choose a new folder, or pass --overwrite to replace the previous run in it"
+            )
         if self.replacing and not is_lsb_output(self.final):
-            raise OutputPathError(f"{flag} {out} is not empty and was not written by lsb (no lsb {SETTINGS_NAME}); "
-                                  f"--overwrite replaces only lsb output folders, choose a new folder")
+            raise OutputPathError(
+                f"{flag} {out} is not empty and was not written by lsb (no lsb {SETTINGS_NAME}); "
+                f"--overwrite replaces only lsb output folders, choose a new folder"
+            )
         self.path = self.final.with_name(f".{self.final.name}.lsb-staging") if self.replacing else self.final
 
     def prepare(self) -> Path:
@@ -154,8 +160,10 @@ def check_not_inside_inputs(out, inputs, files=(), flag: str = "-o/--output") ->
     for item in inputs:
         folder = Path(item).resolve()
         if folder.is_dir() and (final == folder or folder in final.parents):
-            raise OutputPathError(f"{flag} {out} is inside the input folder {item}: outputs would mix with the "
-                                  f"inputs; choose a folder outside it")
+            raise OutputPathError(
+                f"{flag} {out} is inside the input folder {item}: outputs would mix with the "
+                f"inputs; choose a folder outside it"
+            )
     for f in files:
         if Path(f).resolve().parent == final:
             raise OutputPathError(f"{flag} {out} holds the input {f}; choose another output folder")
@@ -186,6 +194,15 @@ def check_output_file(out, overwrite: bool = False, inputs=(), flag: str = "-o/-
     return p
 
 
-__all__ = ["GRID_NAME", "SETTINGS_NAME", "OutputFolder", "OutputPathError", "check_not_inside_inputs",
-           "check_output_file", "check_output_folder_writable", "expand_inputs",
-           "is_lsb_output", "output_names"]
+__all__ = [
+    "GRID_NAME",
+    "SETTINGS_NAME",
+    "OutputFolder",
+    "OutputPathError",
+    "check_not_inside_inputs",
+    "check_output_file",
+    "check_output_folder_writable",
+    "expand_inputs",
+    "is_lsb_output",
+    "output_names",
+]

@@ -40,7 +40,7 @@ def plan_batches(files, images, batch_size: int, seed: int) -> list[list[tuple[i
     batches = []
     for items in groups.values():
         for i in range(0, len(items), batch_size):
-            batches.append([(k, f, seed + i + j) for j, (k, f) in enumerate(items[i:i + batch_size])])
+            batches.append([(k, f, seed + i + j) for j, (k, f) in enumerate(items[i : i + batch_size])])
     return batches
 
 
@@ -48,8 +48,25 @@ def output_path(out: Path, f) -> Path:
     return Path(out) / f"{Path(f).stem}.png"
 
 
-def translate_files(method, pipe, files, images, source, target, out, *, nfe, guidance, tau, t0, seed=0,
-                    batch_size=8, state=None, names=None, postprocess=None) -> list[tuple[int, Path]]:
+def translate_files(
+    method,
+    pipe,
+    files,
+    images,
+    source,
+    target,
+    out,
+    *,
+    nfe,
+    guidance,
+    tau,
+    t0,
+    seed=0,
+    batch_size=8,
+    state=None,
+    names=None,
+    postprocess=None,
+) -> list[tuple[int, Path]]:
     """Translate ``images`` (already loaded and checked; ``files`` are their names) into ``out``.
 
     Runs this process's share of the global batch plan (all of it in a single process) and waits for
@@ -75,8 +92,18 @@ def translate_files(method, pipe, files, images, source, target, out, *, nfe, gu
     with state.split_between_processes(batches) as mine:
         for batch in mine:
             gen = [torch.Generator().manual_seed(s) for _, _, s in batch]
-            outs, _ = translate(method, pipe, [images[k] for k, _, _ in batch], source, target, nfe=nfe,
-                                guidance_scale=guidance, tau=tau, t0=t0, generator=gen)
+            outs, _ = translate(
+                method,
+                pipe,
+                [images[k] for k, _, _ in batch],
+                source,
+                target,
+                nfe=nfe,
+                guidance_scale=guidance,
+                tau=tau,
+                t0=t0,
+                generator=gen,
+            )
             for (k, f, _), o in zip(batch, outs):
                 dest = save_image(postprocess(k, o) if postprocess else o, dest_of(k, f))
                 print(f"{f} -> {dest}", flush=True)

@@ -42,15 +42,21 @@ def cmd_generate(args) -> int:
     from ...io.images import make_grid, save_image
 
     try:
-        pipe = load_pipeline(StableDiffusionPipeline, args.model, device=args.device, safety_checker=None,
-                             requires_safety_checker=False)
+        pipe = load_pipeline(
+            StableDiffusionPipeline, args.model, device=args.device, safety_checker=None, requires_safety_checker=False
+        )
     except OSError as e:  # a Hub id that is not there (offline, no such repo): one line
         if args.model in checks.EMBEDDED_NAMES or Path(args.model).expanduser().exists():
             raise
         raise checks.hub_failure(args.model, e) from None
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    imgs = pipe(args.prompts, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                num_images_per_prompt=args.num_images, generator=torch.Generator().manual_seed(args.seed)).images
+    imgs = pipe(
+        args.prompts,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        num_images_per_prompt=args.num_images,
+        generator=torch.Generator().manual_seed(args.seed),
+    ).images
     save_image(make_grid(imgs, nrow=args.num_images), args.output)
     print(f"wrote {args.output}")
     return 0

@@ -7,8 +7,11 @@ from . import CONVERT_MODE_HELP
 
 
 def register(sub) -> None:
-    p = sub.add_parser("learn-domain", help="learn a domain token from a folder of unpaired images",
-                       description="Prompt optimization (textual inversion of a domain). Rerun to resume.")
+    p = sub.add_parser(
+        "learn-domain",
+        help="learn a domain token from a folder of unpaired images",
+        description="Prompt optimization (textual inversion of a domain). Rerun to resume.",
+    )
     p.add_argument("--images", required=True, nargs="+", help="folder(s) or files of the domain's images")
     p.add_argument("--token", required=True, help='new placeholder token, e.g. "<circle>"')
     p.add_argument("--model", default=None, help="diffusers SD folder or Hub id (default: the embedded mini SD)")
@@ -23,13 +26,20 @@ def register(sub) -> None:
     p.add_argument("--convert-mode", action="store_true", help=CONVERT_MODE_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
-    p.add_argument("--size-policy", default="resize", choices=["resize", "exact"],
-                   help="images of another size than the model's: resize (default; centre crop to a square, then "
-                        "resize, one note per file) or exact (refuse them)")
+    p.add_argument(
+        "--size-policy",
+        default="resize",
+        choices=["resize", "exact"],
+        help="images of another size than the model's: resize (default; centre crop to a square, then "
+        "resize, one note per file) or exact (refuse them)",
+    )
     p.add_argument("--max-pixels", type=int, default=None, help=MAX_PIXELS_HELP)
-    p.add_argument("--resume-anyway", action="store_true",
-                   help="resume a run folder although its recorded settings (images, --lr, --batch-size, --seed, "
-                        "--model, ...) differ (default: refused, saying what differs)")
+    p.add_argument(
+        "--resume-anyway",
+        action="store_true",
+        help="resume a run folder although its recorded settings (images, --lr, --batch-size, --seed, "
+        "--model, ...) differ (default: refused, saying what differs)",
+    )
     p.add_argument("-o", "--output", required=True, help="output folder: learned_embeds.safetensors + checkpoints")
     p.set_defaults(func=cmd_learn_domain)
 
@@ -49,7 +59,7 @@ def cmd_learn_domain(args) -> int:
     checks.check_seed(args.seed)
     max_pixels = checks.check_max_pixels(args.max_pixels)
     if not args.token.strip() or any(c.isspace() for c in args.token):
-        raise checks.ArgumentError(f"--token {args.token!r} must be one word without spaces, e.g. \"<circle>\"")
+        raise checks.ArgumentError(f'--token {args.token!r} must be one word without spaces, e.g. "<circle>"')
     if args.init is not None and (not args.init.strip() or any(c.isspace() for c in args.init)):
         raise checks.ArgumentError(f"--init {args.init!r} must be one word")
     if args.templates is not None and args.templates not in ("paper", "mini"):
@@ -63,7 +73,7 @@ def cmd_learn_domain(args) -> int:
     from ...io.images import check_pixels, to_rgb
     from ..inputs import header_size
 
-    for f in files[:args.max_images]:  # modes and pixel counts from the headers, before the model loads
+    for f in files[: args.max_images]:  # modes and pixel counts from the headers, before the model loads
         check_pixels(header_size(f, str(f)), str(f), max_pixels)
         if not args.convert_mode:
             from PIL import Image
@@ -77,12 +87,27 @@ def cmd_learn_domain(args) -> int:
     checks.quiet_loading()
     from ...training.prompt_optimization import learn_domain
 
-    path = learn_domain(args.images, args.token, args.model, output_dir=args.output, steps=args.steps,
-                        learning_rate=args.lr, batch_size=args.batch_size, num_vectors=args.num_vectors,
-                        initializer_token=args.init, templates=args.templates, seed=args.seed,
-                        checkpoint_every=args.checkpoint_every, max_images=args.max_images, device=args.device,
-                        convert_mode=args.convert_mode, size_policy=args.size_policy, max_pixels=max_pixels,
-                        resume_anyway=args.resume_anyway, note=lambda m: print(m, file=sys.stderr))
+    path = learn_domain(
+        args.images,
+        args.token,
+        args.model,
+        output_dir=args.output,
+        steps=args.steps,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        num_vectors=args.num_vectors,
+        initializer_token=args.init,
+        templates=args.templates,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        max_images=args.max_images,
+        device=args.device,
+        convert_mode=args.convert_mode,
+        size_policy=args.size_policy,
+        max_pixels=max_pixels,
+        resume_anyway=args.resume_anyway,
+        note=lambda m: print(m, file=sys.stderr),
+    )
     from accelerate import PartialState
 
     state = PartialState()  # set up by the training loop; several under `accelerate launch`

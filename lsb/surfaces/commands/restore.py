@@ -46,7 +46,8 @@ def default_model(method: str, task: str) -> Path:
         out = hint.split("--out ")[-1] if "--out " in hint else "DIR"
         raise ModelFolderError(
             f"no {method} model for task {task!r} is shipped (looked in {path}); train one with `{hint}` "
-            f"and pass `--model {out}/final`")
+            f"and pass `--model {out}/final`"
+        )
     return path
 
 
@@ -58,21 +59,36 @@ SAMPLERS = ("i2sb", "ddbm", "dbim")
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "restore", help="restore degraded images (inpaint, sr4, deblur, jpeg) with a bridge or baseline model",
+        "restore",
+        help="restore degraded images (inpaint, sr4, deblur, jpeg) with a bridge or baseline model",
         description="Restore degraded images with a paired restoration model: a latent diffusion bridge "
-                    "(I2SB / DDBM / DBIM samplers), the Palette-style conditional-diffusion baseline, or any lsb "
-                    "restoration pipeline folder. NFE = UNet calls per image.")
+        "(I2SB / DDBM / DBIM samplers), the Palette-style conditional-diffusion baseline, or any lsb "
+        "restoration pipeline folder. NFE = UNet calls per image.",
+    )
     p.add_argument("inputs", nargs="+", help="degraded image files and/or folders of images")
     p.add_argument("--task", required=True, choices=TASKS, help="the degradation the model restores")
-    p.add_argument("--method", default=None, choices=METHODS,
-                   help="which shipped model to use when --model is not given (default: the first of "
-                        f"{', '.join(METHODS)} shipped for the task)")
-    p.add_argument("--model", default=None, help="restoration pipeline folder (default: lsb/assets/restoration/"
-                                                 "<method>-<task>)")
-    p.add_argument("--scheduler", default=None, choices=SAMPLERS,
-                   help="bridge sampler (default: the one saved with the model); bridge models only")
-    p.add_argument("--nfe", type=int, default=None,
-                   help="UNet calls per image (default 10; DDBM rounds to 3N - 1, DBIM needs >= 2)")
+    p.add_argument(
+        "--method",
+        default=None,
+        choices=METHODS,
+        help="which shipped model to use when --model is not given (default: the first of "
+        f"{', '.join(METHODS)} shipped for the task)",
+    )
+    p.add_argument(
+        "--model", default=None, help="restoration pipeline folder (default: lsb/assets/restoration/<method>-<task>)"
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        choices=SAMPLERS,
+        help="bridge sampler (default: the one saved with the model); bridge models only",
+    )
+    p.add_argument(
+        "--nfe",
+        type=int,
+        default=None,
+        help="UNet calls per image (default 10; DDBM rounds to 3N - 1, DBIM needs >= 2)",
+    )
     p.add_argument("--eta", type=float, default=None, help="DBIM's eta in [0, 1] (--scheduler dbim)")
     p.add_argument("--solver-order", type=int, default=None, choices=[1, 2, 3], help="DBIM's solver order")
     p.add_argument("--mask", default=None, help="inpainting mask image (white = missing); known pixels are kept")
@@ -83,8 +99,11 @@ def register(subparsers) -> None:
     p.add_argument("--size-policy", default="resize", choices=SIZE_POLICIES, help=SIZE_POLICY_HELP)
     p.add_argument("--resize-back", action="store_true", help="resize each output back to its input's size")
     p.add_argument("--max-pixels", type=int, default=None, help=MAX_PIXELS_HELP)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the previous run in a non-empty output folder (all its files, settings.json included)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the previous run in a non-empty output folder (all its files, settings.json included)",
+    )
     p.add_argument("-o", "--output", required=True, help="output folder (created; must be new or empty)")
     p.set_defaults(func=cmd_restore)
 
@@ -115,8 +134,14 @@ def cmd_restore(args) -> int:
     from ...io.images import ImageInputError, model_native_size, save_image
 
     native = model_native_size(model)
-    images = load_inputs(files, native, policy=args.size_policy, convert=args.convert_mode, max_pixels=max_pixels,
-                         notes=native is not None)  # every input checked before any compute
+    images = load_inputs(
+        files,
+        native,
+        policy=args.size_policy,
+        convert=args.convert_mode,
+        max_pixels=max_pixels,
+        notes=native is not None,
+    )  # every input checked before any compute
     mask = None
     if args.mask is not None:
         from ...io.images import load_image
@@ -160,7 +185,7 @@ def cmd_restore(args) -> int:
     nfe = None
     try:
         for i in range(0, len(images), args.batch_size):
-            chunk = images[i:i + args.batch_size]
+            chunk = images[i : i + args.batch_size]
             res = pipe(chunk, mask=mask, generator=generator, output_type="pil", **call)
             nfe = getattr(res, "nfe", None)
             for k, im in zip(range(i, i + len(chunk)), res.images):
@@ -168,11 +193,24 @@ def cmd_restore(args) -> int:
     except BaseException:
         folder.abort()
         raise
-    folder.write_settings("restore", {
-        "model": str(model), "task": args.task, "scheduler": args.scheduler, "nfe": nfe, "seed": args.seed,
-        "mask": args.mask, "size_policy": args.size_policy, "resize_back": args.resize_back,
-        "inputs": {str(n): str(f) for n, f in zip(names, files)}})
+    folder.write_settings(
+        "restore",
+        {
+            "model": str(model),
+            "task": args.task,
+            "scheduler": args.scheduler,
+            "nfe": nfe,
+            "seed": args.seed,
+            "mask": args.mask,
+            "size_policy": args.size_policy,
+            "resize_back": args.resize_back,
+            "inputs": {str(n): str(f) for n, f in zip(names, files)},
+        },
+    )
     out_dir = folder.commit()
-    print(f"restored {len(images)} image(s) with {type(pipe).__name__} ({model})"
-          + (f", NFE {nfe} per image" if nfe is not None else "") + f" -> {out_dir}")
+    print(
+        f"restored {len(images)} image(s) with {type(pipe).__name__} ({model})"
+        + (f", NFE {nfe} per image" if nfe is not None else "")
+        + f" -> {out_dir}"
+    )
     return 0

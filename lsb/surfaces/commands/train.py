@@ -21,38 +21,67 @@ def register(sub) -> None:
     m.add_argument("--unet-init", help="continue the UNet stage from this pipeline folder (e.g. the shipped model)")
     m.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
     m.add_argument("--unet-max-minutes", type=float, help="stop the UNet stage after this many minutes (then export)")
-    m.add_argument("--unet-focus-fraction", type=float,
-                   help="share of UNet timesteps drawn from [0, --unet-focus-max-timestep) (low noise, where LSB works)")
+    m.add_argument(
+        "--unet-focus-fraction",
+        type=float,
+        help="share of UNet timesteps drawn from [0, --unet-focus-max-timestep) (low noise, where LSB works)",
+    )
     m.add_argument("--unet-focus-max-timestep", type=int, help="upper end of the focused timesteps (default 300)")
     m.add_argument("--decoder-init", help="continue the decoder stage from this pipeline folder's VAE")
     m.add_argument("--decoder-lr", type=float)
-    m.add_argument("--decoder-latent-noise", type=float,
-                   help="decode latents perturbed by up to this many latent stds (robust decoder; default 0)")
+    m.add_argument(
+        "--decoder-latent-noise",
+        type=float,
+        help="decode latents perturbed by up to this many latent stds (robust decoder; default 0)",
+    )
     m.add_argument("--decoder-max-minutes", type=float, help="stop the decoder stage after this many minutes")
     m.add_argument("--seed", type=int)
     m.add_argument("--install", action="store_true", help="after export, copy the pipeline into lsb/assets/mini-sd")
     m.set_defaults(func=cmd_train_mini_sd)
     m3 = tsub.add_parser("mini-sd3", help="train the embedded mini SD3 (rectified-flow transformer; resumable)")
     m3.add_argument("--out", required=True, help="run folder (checkpoints go here; rerun to resume)")
-    for flag, typ in (("--steps", int), ("--batch", int), ("--lr", float), ("--cached-scenes", int), ("--seed", int),
-                      ("--max-minutes", float), ("--logit-normal-fraction", float)):
+    for flag, typ in (
+        ("--steps", int),
+        ("--batch", int),
+        ("--lr", float),
+        ("--cached-scenes", int),
+        ("--seed", int),
+        ("--max-minutes", float),
+        ("--logit-normal-fraction", float),
+    ):
         m3.add_argument(flag, type=typ)
-    m3.add_argument("--base", help="mini SD folder whose VAE, text encoder and tokenizer are reused (default lsb.MINI_SD)")
-    m3.add_argument("--transformer-config", type=json.loads, help='JSON overrides of the transformer config')
+    m3.add_argument(
+        "--base", help="mini SD folder whose VAE, text encoder and tokenizer are reused (default lsb.MINI_SD)"
+    )
+    m3.add_argument("--transformer-config", type=json.loads, help="JSON overrides of the transformer config")
     m3.add_argument("--install", action="store_true", help="then copy the pipeline into lsb/assets/mini-sd3")
     m3.set_defaults(func=cmd_train_mini_sd3)
 
 
 def cmd_train_mini_sd3(args) -> int:
-    _check_train_args(args, ints=("steps", "batch", "cached_scenes"), floats=("lr", "max_minutes"),
-                      fractions=("logit_normal_fraction",), folders=("base",))
+    _check_train_args(
+        args,
+        ints=("steps", "batch", "cached_scenes"),
+        floats=("lr", "max_minutes"),
+        fractions=("logit_normal_fraction",),
+        folders=("base",),
+    )
     import lsb
 
     from ...training.mini_sd3 import install, run
 
-    res = run(args.out, steps=args.steps, batch=args.batch, lr=args.lr, cached_scenes=args.cached_scenes, seed=args.seed,
-              max_seconds=args.max_minutes * 60 if args.max_minutes else None, base=args.base,
-              logit_normal_fraction=args.logit_normal_fraction, transformer=args.transformer_config)
+    res = run(
+        args.out,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        cached_scenes=args.cached_scenes,
+        seed=args.seed,
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        base=args.base,
+        logit_normal_fraction=args.logit_normal_fraction,
+        transformer=args.transformer_config,
+    )
     print(json.dumps(res, default=str))
     if args.install:
         print(f"installed into {install(args.out, lsb.MINI_SD3)}")
@@ -82,10 +111,13 @@ def _check_train_args(args, ints=(), floats=(), fractions=(), folders=()) -> Non
 def cmd_train_mini_sd(args) -> int:
     import shutil
 
-    _check_train_args(args, ints=("vae_steps", "decoder_steps", "unet_steps", "unet_batch", "cached_scenes",
-                                  "unet_focus_max_timestep"),
-                      floats=("unet_lr", "decoder_lr", "unet_max_minutes", "decoder_max_minutes"),
-                      fractions=("unet_focus_fraction",), folders=("unet_init", "decoder_init"))
+    _check_train_args(
+        args,
+        ints=("vae_steps", "decoder_steps", "unet_steps", "unet_batch", "cached_scenes", "unet_focus_max_timestep"),
+        floats=("unet_lr", "decoder_lr", "unet_max_minutes", "decoder_max_minutes"),
+        fractions=("unet_focus_fraction",),
+        folders=("unet_init", "decoder_init"),
+    )
     from .. import checks
 
     checks.finite(args.decoder_latent_noise, "--decoder-latent-noise", low=0)
@@ -95,13 +127,24 @@ def cmd_train_mini_sd(args) -> int:
     from ...training.mini_sd import run_stage
 
     stages = ["vae", "decoder", "unet", "export"] if args.stage == "all" else [args.stage]
-    over = dict(vae_steps=args.vae_steps, decoder_steps=args.decoder_steps, unet_steps=args.unet_steps,
-                unet_batch=args.unet_batch, cached_scenes=args.cached_scenes, seed=args.seed,
-                unet_lr=args.unet_lr, unet_init=args.unet_init, mixed_precision=args.mixed_precision,
-                unet_max_seconds=args.unet_max_minutes * 60 if args.unet_max_minutes else None,
-                unet_focus_fraction=args.unet_focus_fraction, unet_focus_max_timestep=args.unet_focus_max_timestep,
-                decoder_init=args.decoder_init, decoder_lr=args.decoder_lr, decoder_latent_noise=args.decoder_latent_noise,
-                decoder_max_seconds=args.decoder_max_minutes * 60 if args.decoder_max_minutes else None)
+    over = dict(
+        vae_steps=args.vae_steps,
+        decoder_steps=args.decoder_steps,
+        unet_steps=args.unet_steps,
+        unet_batch=args.unet_batch,
+        cached_scenes=args.cached_scenes,
+        seed=args.seed,
+        unet_lr=args.unet_lr,
+        unet_init=args.unet_init,
+        mixed_precision=args.mixed_precision,
+        unet_max_seconds=args.unet_max_minutes * 60 if args.unet_max_minutes else None,
+        unet_focus_fraction=args.unet_focus_fraction,
+        unet_focus_max_timestep=args.unet_focus_max_timestep,
+        decoder_init=args.decoder_init,
+        decoder_lr=args.decoder_lr,
+        decoder_latent_noise=args.decoder_latent_noise,
+        decoder_max_seconds=args.decoder_max_minutes * 60 if args.decoder_max_minutes else None,
+    )
     for st in stages:
         print(json.dumps({st: run_stage(st, args.out, **over)}, default=str))
     if args.install:

@@ -8,6 +8,7 @@ from ..inputs import MAX_PIXELS_HELP, SIZE_POLICIES, SIZE_POLICY_HELP
 from ...io.settings import PAPER_TRANSLATION, check_guidance, check_nfe, check_t0, check_tau, translation_defaults
 from . import CONVERT_MODE_HELP
 
+
 # Defaults for translation. They are the paper's (METHODS.md section 2) except where the embedded
 # model needs others; see README "Choosing parameters" for the measurements behind each.
 # The values live in ONE place, lsb.io.settings (the paper's) and each model folder's lsb_defaults.json (the
@@ -19,36 +20,67 @@ def _cli_defaults(d) -> dict:
 TRANSLATE_DEFAULTS = _cli_defaults(PAPER_TRANSLATION)
 MINI_SD_TRANSLATE_DEFAULTS = _cli_defaults(translation_defaults(None))  # tuned on the val split
 
+
 def _default_note(key: str) -> str:
     a, b = MINI_SD_TRANSLATE_DEFAULTS[key], TRANSLATE_DEFAULTS[key]
     return f" (default {a})" if a == b else f" (default {a} on the embedded model, {b} on others)"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("translate", help="translate images from a source domain to a target domain",
-                       description="Translate images with the Latent Schrödinger Bridge (default) or a baseline.")
+    p = sub.add_parser(
+        "translate",
+        help="translate images from a source domain to a target domain",
+        description="Translate images with the Latent Schrödinger Bridge (default) or a baseline.",
+    )
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     p.add_argument("--source", required=True, help="source domain: text, or a learned_embeds.safetensors file/folder")
     p.add_argument("--target", required=True, help="target domain: text, or a learned_embeds.safetensors file/folder")
     p.add_argument("--model", default=None, help="diffusers SD folder or Hub id (default: the embedded mini SD)")
-    p.add_argument("--method", default="lsb", choices=["lsb", "sdedit", "ddib", "flowedit"],
-                   help="lsb, or the LSB paper's baselines sdedit / ddib (same NFE budget); flowedit (SD3 / FLUX "
-                        "models: --nfe = FlowEdit steps n_max, --guidance = target guidance; unset: the paper's)")
+    p.add_argument(
+        "--method",
+        default="lsb",
+        choices=["lsb", "sdedit", "ddib", "flowedit"],
+        help="lsb, or the LSB paper's baselines sdedit / ddib (same NFE budget); flowedit (SD3 / FLUX "
+        "models: --nfe = FlowEdit steps n_max, --guidance = target guidance; unset: the paper's)",
+    )
     p.add_argument("--nfe", type=int, default=None, help="UNet evaluations per image" + _default_note("nfe"))
-    p.add_argument("--tau", type=float, default=None, help="bridge noise τ (paper's τ; official --tau is sqrt(τ))" + _default_note("tau"))
+    p.add_argument(
+        "--tau",
+        type=float,
+        default=None,
+        help="bridge noise τ (paper's τ; official --tau is sqrt(τ))" + _default_note("tau"),
+    )
     p.add_argument("--t0", type=float, default=None, help="bridge start time t0 in (0, 1)" + _default_note("t0"))
-    p.add_argument("--guidance", type=float, default=None, help="guidance weight w on the predictor difference" + _default_note("guidance"))
-    p.add_argument("--solver", default=None, choices=["euler", "ddim", "multistep"], help="ODE solver" + _default_note("solver"))
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="guidance weight w on the predictor difference" + _default_note("guidance"),
+    )
+    p.add_argument(
+        "--solver", default=None, choices=["euler", "ddim", "multistep"], help="ODE solver" + _default_note("solver")
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=None,
-                   help="resize inputs to SIZE x SIZE first (default: the model's native size, see --size-policy)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="resize inputs to SIZE x SIZE first (default: the model's native size, see --size-policy)",
+    )
     p.add_argument("--size-policy", default="resize", choices=SIZE_POLICIES, help=SIZE_POLICY_HELP)
     p.add_argument("--resize-back", action="store_true", help="resize each output back to its input's size")
     p.add_argument("--max-pixels", type=int, default=None, help=MAX_PIXELS_HELP)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the previous run in a non-empty output folder (all its files, settings.json included)")
-    p.add_argument("--trust-remote-code", action="store_true", default=None,
-                   help="run custom code shipped with a Hub model (a local folder you name is trusted)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the previous run in a non-empty output folder (all its files, settings.json included)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        default=None,
+        help="run custom code shipped with a Hub model (a local folder you name is trusted)",
+    )
     p.add_argument("--convert-mode", action="store_true", help=CONVERT_MODE_HELP)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None)
@@ -91,8 +123,15 @@ def cmd_translate(args) -> int:
     folder = OutputFolder(args.output, args.inputs, files, overwrite=args.overwrite)
     local = args.model in checks.EMBEDDED_NAMES or Path(str(args.model)).expanduser().is_dir()
     native = model_native_size(_model_folder(args.model)) if local else None
-    images = load_inputs(files, native, policy=args.size_policy, size=args.size, convert=args.convert_mode,
-                         max_pixels=max_pixels, notes=native is not None or args.size is not None)
+    images = load_inputs(
+        files,
+        native,
+        policy=args.size_policy,
+        size=args.size,
+        convert=args.convert_mode,
+        max_pixels=max_pixels,
+        notes=native is not None or args.size is not None,
+    )
     checks.check_device(args.device)
     # One process, or several under `accelerate launch` (lsb.surfaces.translate_files: identical outputs either way).
     from ...io.execution import process_state
@@ -123,9 +162,24 @@ def cmd_translate(args) -> int:
     out = folder.path
     post = (lambda k, o: resize_back(o, images[k])) if args.resize_back else None
     try:
-        done = translate_files(args.method, pipe, files, images, source, target, out, nfe=nfe, guidance=guidance,
-                               tau=tau, t0=t0, seed=args.seed, batch_size=args.batch_size, state=state, names=names,
-                               postprocess=post)
+        done = translate_files(
+            args.method,
+            pipe,
+            files,
+            images,
+            source,
+            target,
+            out,
+            nfe=nfe,
+            guidance=guidance,
+            tau=tau,
+            t0=t0,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            state=state,
+            names=names,
+            postprocess=post,
+        )
     except BaseException:
         if state.is_main_process:
             folder.abort()
@@ -137,14 +191,30 @@ def cmd_translate(args) -> int:
     results = [(images[k], load_image(dest)) for k, dest in done]
     grid = make_grid([x for pair in results for x in pair], nrow=2 * min(4, len(results)))
     save_image(grid, out / GRID_NAME)
-    folder.write_settings("translate", dict(
-        model=args.model or "mini-sd", method=args.method, source=args.source, target=args.target,
-        nfe=nfe, tau=tau, t0=t0, guidance=guidance, solver=solver, seed=args.seed, size_policy=args.size_policy,
-        size=args.size, resize_back=args.resize_back,
-        inputs={str(names[k]): str(files[k]) for k, _ in done}))
+    folder.write_settings(
+        "translate",
+        dict(
+            model=args.model or "mini-sd",
+            method=args.method,
+            source=args.source,
+            target=args.target,
+            nfe=nfe,
+            tau=tau,
+            t0=t0,
+            guidance=guidance,
+            solver=solver,
+            seed=args.seed,
+            size_policy=args.size_policy,
+            size=args.size,
+            resize_back=args.resize_back,
+            inputs={str(names[k]): str(files[k]) for k, _ in done},
+        ),
+    )
     final = folder.commit()
-    print(f"wrote {len(results)} image(s) and grid.png to {final} (NFE {nfe} per image"
-          + (f", {state.num_processes} processes)" if state.num_processes > 1 else ")"))
+    print(
+        f"wrote {len(results)} image(s) and grid.png to {final} (NFE {nfe} per image"
+        + (f", {state.num_processes} processes)" if state.num_processes > 1 else ")")
+    )
     return 0
 
 
