@@ -172,3 +172,26 @@ def test_bad_domain_files_refused(learned, tiny_sdxl_dir, tmp_path):
     sd = lsb.LatentSchrodingerBridgePipeline.from_pretrained(lsb.MINI_SD)
     with pytest.raises(DomainFileError, match="clip_g"):
         load_domain(sd, str(learned))
+
+
+def test_cli_learn_domain_on_sdxl(tiny_sdxl_dir, domain_dir, tmp_path):
+    from lsb.surfaces.cli import main
+
+    rc = main(
+        [
+            "learn-domain",
+            "--images",
+            str(domain_dir),
+            "--token",
+            "<cli>",
+            "--model",
+            str(tiny_sdxl_dir),
+            "--steps",
+            "2",
+            "-o",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert rc == 0
+    with safe_open(str(tmp_path / "run" / "learned_embeds.safetensors"), "pt") as f:
+        assert sorted(f.keys()) == ["clip_g", "clip_l"] and f.metadata()["lsb_token"] == "<cli>"
