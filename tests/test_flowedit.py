@@ -566,3 +566,57 @@ def test_flux_inputs_equal_the_stock_pipelines():
         torch.testing.assert_close(b["txt_ids"], a["txt_ids"])
         torch.testing.assert_close(b["encoder_hidden_states"][:1], a["encoder_hidden_states"])
         torch.testing.assert_close(b["pooled_projections"][:1], a["pooled_projections"])
+
+
+# ------------------------------------------------------------------------------------------------- real architecture
+@pytest.mark.slow
+def test_real_sd3_medium_transformer_flowedit_once():
+    """FlowEdit through the real SD3-medium transformer (2.03B parameters, random weights, bf16) at 32 px
+    (4x4 latents), 2 FlowEdit steps with CFG on both branches: one call of 4 latents per step; T5 absent."""
+    import os
+    import time
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+
+    from lsb.models import mini_sd
+    from lsb.models.random_flow import build_clip_encoder, build_real_transformer, load_flow_config
+    from lsb_pipelines.flowedit_sd3.pipeline import FlowEditSD3Pipeline
+
+    configs = Path(os.environ.get("LSB_CONFIGS", "/work/shared/configs"))
+    if not configs.is_dir():
+        pytest.skip("the real configs (../shared/configs) are not here")
+    start = time.perf_counter()
+    transformer = build_real_transformer(configs, "sd3-medium", dtype=torch.bfloat16)
+    tok = mini_sd.build_tokenizer(max_length=77)
+    pipe = FlowEditSD3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(load_flow_config(configs, "sd3-medium", "scheduler")),
+        vae=AutoencoderKL(**load_flow_config(configs, "sd3-medium", "vae")).to(torch.bfloat16),
+        tokenizer=tok,
+        tokenizer_2=tok,
+        text_encoder=build_clip_encoder(tok, 64, 768).to(torch.bfloat16),
+        text_encoder_2=build_clip_encoder(tok, 64, 1280, seed=1).to(torch.bfloat16),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    calls = capture(transformer)
+    built = time.perf_counter()
+    out = pipe(
+        image(size=32),
+        "a red circle",
+        "a blue square",
+        num_inference_steps=3,
+        n_max=2,
+        max_sequence_length=8,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    )
+    print(
+        f"real SD3-medium FlowEdit (bf16, 32 px, 2 steps): build {built - start:.1f} s, "
+        f"edit {time.perf_counter() - built:.1f} s"
+    )
+    assert (out.nfe, out.forward_passes) == (2, 8) and len(calls) == 2
+    assert calls[0]["hidden_states"].shape == (4, 16, 4, 4)
+    assert calls[0]["encoder_hidden_states"].shape == (4, 77 + 8, 4096)
+    assert calls[0]["pooled_projections"].shape == (4, 2048)
+    assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
