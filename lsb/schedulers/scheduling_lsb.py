@@ -14,6 +14,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..io.settings import PAPER_TRANSLATION, check_t0, check_tau
 from ..bridges.flow import flow_level_to_sb_time, flow_timestep, sigma_to_flow_level, velocity_to_noise
 from ..bridges.matching import (
     alpha_bar_to_sb_time,
@@ -190,8 +191,8 @@ class LSBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         beta_schedule: str = "scaled_linear",
         trained_betas: list[float] | None = None,
         prediction_type: Literal["epsilon", "v_prediction", "sample", "flow_prediction"] = "epsilon",
-        tau: float = 5.29,
-        t0: float = 0.2,
+        tau: float = PAPER_TRANSLATION.tau,  # 5.29 (lsb.io.settings)
+        t0: float = PAPER_TRANSLATION.t0,  # 0.2
         solver: Literal["euler", "ddim", "multistep"] = "euler",
         noise_predictor: Literal["switch", "interpolate"] = "switch",
         official_final_renoise: bool = False,
@@ -258,10 +259,8 @@ class LSBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
 
     @staticmethod
     def _check_bridge(t0: float, tau: float) -> None:
-        if not 0.0 < t0 < 1.0:
-            raise ValueError(f"t0 must lie in (0, 1), got {t0}.")
-        if not tau > 0.0:
-            raise ValueError(f"tau must be > 0 (the paper's tau; the official --tau is sqrt(tau)), got {tau}.")
+        check_t0(t0)  # THE checks (lsb.io.settings)
+        check_tau(tau)
 
     def set_timesteps(
         self,
