@@ -135,3 +135,31 @@ def test_embedded_model_in_plain_diffusers_no_dtype_no_warning():
     # the float32 copies hold exactly the stored (float16) values: upcasting is exact
     for a, b in zip(pipe.text_encoder.parameters(), half.text_encoder.parameters()):
         assert torch.equal(a, b.float())
+
+
+def test_four_surfaces_give_identical_pixels(tmp_path):
+    """CLI, Python pipeline, demo and an exported translator, all with default options, same input and seed."""
+    from lsb.surfaces.cli import main
+    from lsb.surfaces.demo import Translator
+    from lsb.surfaces.export import export_translator, load_translator
+
+    source = shapes.render(shapes.scenes("test", 2, shape="circle")[1])   # native size: no resize anywhere
+    source.save(tmp_path / "in.png")
+    assert main(["translate", str(tmp_path / "in.png"), "--source", "a circle", "--target", "a square",
+                 "-o", str(tmp_path / "out")]) == 0
+    cli = np.asarray(Image.open(tmp_path / "out" / "in.png").convert("RGB"))
+
+    pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(lsb.MINI_SD)
+    python = np.asarray(pipe(source, source_prompt="a circle", target_prompt="a square",
+                             generator=torch.Generator().manual_seed(0)).images[0])
+
+    demo_out = Translator(None)(str(tmp_path / "in.png"), "a circle", "a square", seed=0, trajectory=False)[0]
+    demo = np.asarray(demo_out.convert("RGB") if isinstance(demo_out, Image.Image) else demo_out)
+
+    export_translator(tmp_path / "exp", "a circle", "a square")
+    exported_pipe, _ = load_translator(tmp_path / "exp")
+    exported = np.asarray(exported_pipe(source, "a circle", "a square",
+                                        generator=torch.Generator().manual_seed(0)).images[0])
+
+    for name, pixels in (("python", python), ("demo", demo), ("export", exported)):
+        assert pixels.shape == cli.shape and np.array_equal(pixels, cli), f"{name} differs from `lsb translate`"
