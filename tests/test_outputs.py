@@ -169,3 +169,16 @@ def test_learn_domain_resume_refuses_changed_settings(tiny_sd_dir, tmp_path, cap
     for ckpt in ckpts:
         ours = {p.name for p in ckpt.iterdir()} - accelerate_files
         assert ours <= {"trainer_state.json", "ema.safetensors"}, ours
+
+
+def test_load_inputs_defers_the_size_policy_until_the_native_size_is_known(tmp_path, capsys):
+    from lsb.io.images import ImageInputError
+    from lsb.surfaces.inputs import load_inputs
+
+    Image.new("RGB", (60, 60)).save(tmp_path / "odd.png")
+    f = [tmp_path / "odd.png"]
+    assert load_inputs(f, None, defer_size=True)[0].size == (60, 60)  # a Hub model before loading: not refused yet
+    with pytest.raises(ImageInputError, match="multiple of 8"):
+        load_inputs(f, None)  # native size unknown for good: run as it is, so sides must be multiples of 8
+    assert load_inputs(f, 64)[0].size == (64, 64)
+    assert "resized from 60x60 to 64x64" in capsys.readouterr().err

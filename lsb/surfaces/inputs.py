@@ -43,8 +43,11 @@ def load_inputs(
     convert: bool = False,
     max_pixels: int | None = None,
     notes=True,
+    defer_size: bool = False,
 ) -> list:
-    """Every input checked and loaded (a bad one raises, naming it, before anything runs)."""
+    """Every input checked and loaded (a bad one raises, naming it, before anything runs). ``defer_size``: check
+    files, modes and pixel counts only (the model's native size is not known yet: a Hub model before loading);
+    call again with the native size once it is."""
     from PIL import Image
 
     from ..io.images import ImageInputError, check_pixels, fit_size, load_image
@@ -59,6 +62,9 @@ def load_inputs(
             im = load_image(f, convert=convert)
         except Image.DecompressionBombError as e:
             raise ImageInputError(f"{name}: {e}") from None
+        if defer_size:
+            images.append(im)
+            continue
         im = fit_size(im, name, native, "resize" if size is not None else policy, max_pixels=max_pixels)
         if notes and "converted_from" in im.info:
             print(f"{f}: converted from mode {im.info['converted_from']} to RGB", file=sys.stderr)

@@ -140,7 +140,6 @@ def cmd_restore(args) -> int:
         policy=args.size_policy,
         convert=args.convert_mode,
         max_pixels=max_pixels,
-        notes=native is not None,
     )  # every input checked before any compute
     mask = None
     if args.mask is not None:

@@ -130,7 +130,7 @@ def cmd_translate(args) -> int:
         size=args.size,
         convert=args.convert_mode,
         max_pixels=max_pixels,
-        notes=native is not None or args.size is not None,
+        defer_size=not local and args.size is None,  # a Hub model: its native size is known once it is loaded
     )
     checks.check_device(args.device)
     # One process, or several under `accelerate launch` (lsb.surfaces.translate_files: identical outputs either way).
