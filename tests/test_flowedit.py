@@ -620,3 +620,19 @@ def test_real_sd3_medium_transformer_flowedit_once():
     assert calls[0]["encoder_hidden_states"].shape == (4, 77 + 8, 4096)
     assert calls[0]["pooled_projections"].shape == (4, 2048)
     assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
+
+
+def test_sd3_size_and_schnell_guidance_are_refused_before_compute():
+    from diffusers import FluxImg2ImgPipeline
+
+    from lsb.helpers.sdedit import sdedit_flow_translate
+    from lsb.io.images import ImageInputError
+
+    model = AnalyticSD3()
+    pipe = sd3_pipe(model)
+    with pytest.raises(ImageInputError, match="multiple of 16"):  # VAE factor 8 x patch 2
+        pipe(image(size=72), "a", "b", num_inference_steps=4, n_max=2, max_sequence_length=16)
+    assert model.calls == []
+    schnell = FluxImg2ImgPipeline(**eval_mode(tiny_flux_components(0, guidance_embeds=False)))
+    with pytest.raises(ValueError, match="schnell"):
+        sdedit_flow_translate(schnell, image(), "a", "b", nfe=2, guidance_scale=3.5)

@@ -258,6 +258,9 @@ def sdedit_flow_translate(pipe_img2img, images, source_prompt, target_prompt, nf
     multiple = pipe_img2img.vae_scale_factor * (pipe_img2img.transformer.config.patch_size if family == "sd3" else 2)
     pixels = preprocess_images(images, pipe_img2img.image_processor, multiple)
     batch, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
+    if family == "flux" and guidance_scale is not None and not pipe_img2img.transformer.config.guidance_embeds:
+        raise ValueError(f"guidance_scale={guidance_scale!r} given for a FLUX transformer without guidance embedding "
+                         "(FLUX.1-schnell): leave it None")
     w = FLOW_SDEDIT_GUIDANCE[family] if guidance_scale is None else float(guidance_scale)
 
     start = float(flow_level(t0, tau))

@@ -110,6 +110,11 @@ def translate_flow(
         src_w = d["source_guidance_scale"] if source_guidance_scale is None else source_guidance_scale
         tar_w = d["target_guidance_scale"] if guidance_scale is None else guidance_scale
         if family == "flux" and not getattr(pipe.transformer.config, "guidance_embeds", False):
+            if guidance_scale is not None or source_guidance_scale is not None:
+                raise ValueError(
+                    "guidance given for a FLUX transformer without guidance embedding (FLUX.1-schnell): "
+                    "leave --guidance / guidance_scale unset"
+                )
             src_w = tar_w = None  # schnell: no guidance embedding
         out = pipe(
             images,
