@@ -29,6 +29,9 @@ def load_translator(method: str, model: str | None = None, device=None, trust_re
     * ``"ddib"``: :class:`lsb_pipelines.ddib.pipeline.DDIBPipeline`
     * ``"sdedit"``: diffusers' ``StableDiffusionImg2ImgPipeline`` with a ``DDIMScheduler`` (no safety checker)
 
+    An SDXL model (:func:`lsb.helpers.loading.detect_model_family`) gets the SDXL classes instead
+    (:func:`load_sdxl_translator`).
+
     ``model`` is the embedded mini SD (None), a local diffusers SD folder, an ``lsb export`` folder or a Hub id;
     ``kwargs`` go to ``from_pretrained`` (e.g. ``dtype``). An ``lsb export`` (local or Hub) loads with the installed
     lsb classes: none of its code runs. Other models with custom code run it only with ``trust_remote_code``
@@ -47,6 +50,8 @@ def load_translator(method: str, model: str | None = None, device=None, trust_re
         from .flow_translators import load_flow_translator
 
         return load_flow_translator(method, model, family, load_pipeline, device=device, **kwargs)
+    if family == "sdxl":
+        return load_sdxl_translator(method, model, load_pipeline, device=device, **kwargs)
     if method == "lsb":
         from lsb_pipelines.lsb.pipeline import LatentSchrodingerBridgePipeline
 
@@ -63,6 +68,31 @@ def load_translator(method: str, model: str | None = None, device=None, trust_re
         pipe = load_pipeline(StableDiffusionImg2ImgPipeline, model, device=device, **kwargs)
         as_ddim(pipe)
         return pipe
+    raise ValueError(f"unknown translation method {method!r}; expected one of {METHODS}")
+
+
+def load_sdxl_translator(method: str, model: str, load_pipeline, device=None, **kwargs):
+    """The SDXL object :func:`translate` needs for ``method``, loaded with ``load_pipeline(cls, model, ...)``:
+    :class:`lsb.LatentSchrodingerBridgeXLPipeline` ("lsb"), ``lsb_pipelines.ddib_xl.pipeline.DDIBXLPipeline``
+    ("ddib"), or diffusers' ``StableDiffusionXLImg2ImgPipeline`` with a ``DDIMScheduler`` and no watermark
+    ("sdedit")."""
+    if method == "lsb":
+        from lsb_pipelines.lsb_xl.pipeline import LatentSchrodingerBridgeXLPipeline
+
+        return load_pipeline(LatentSchrodingerBridgeXLPipeline, model, device=device, **kwargs)
+    if method == "ddib":
+        from lsb_pipelines.ddib_xl.pipeline import DDIBXLPipeline
+
+        return load_pipeline(DDIBXLPipeline, model, device=device, **kwargs)
+    if method == "sdedit":
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        kwargs.setdefault("add_watermarker", False)
+        pipe = load_pipeline(StableDiffusionXLImg2ImgPipeline, model, device=device, **kwargs)
+        as_ddim(pipe)
+        return pipe
+    if method == "flowedit":
+        raise ValueError("flowedit runs on rectified-flow models (SD3 / FLUX); this is an SDXL (VP) model")
     raise ValueError(f"unknown translation method {method!r}; expected one of {METHODS}")
 
 
