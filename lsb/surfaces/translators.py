@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..helpers.sdedit import as_ddim, check_prompt_arg, sdedit_translate, split_prompt
 from ..io.settings import check_nfe, translation_defaults
 
-METHODS = ("lsb", "sdedit", "ddib", "flowedit")  # flowedit: SD3 / FLUX only
+METHODS = ("lsb", "sdedit", "ddib")  # SD / SDXL (VP); SD3 / FLUX: lsb.surfaces.flow_translators.FLOW_METHODS
 
 
 def export_components() -> dict:
@@ -129,6 +129,8 @@ def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int 
                                                    guidance_scale=guidance_scale, tau=tau, t0=t0,
                                                    generator=generator, output_type=output_type)
         return (images, nfe_spent, passes) if return_forward_passes else (images, nfe_spent)
+    if method == "flowedit":
+        raise ValueError("flowedit runs on rectified-flow models (SD3 / FLUX); this is an SD / SDXL (VP) model")
     if method not in METHODS:
         raise ValueError(f"unknown translation method {method!r}; expected one of {METHODS}")
     defaults = translation_defaults(pipe)  # the settings the model folder carries (none: the paper's)
@@ -141,8 +143,6 @@ def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int 
     prompts = dict(source_prompt=src_text, target_prompt=tgt_text, source_prompt_embeds=src_embeds,
                    target_prompt_embeds=tgt_embeds)
 
-    if method == "flowedit":
-        raise ValueError("flowedit runs on rectified-flow models (SD3 / FLUX); this is an SD / SDXL (VP) model")
     if method == "sdedit":
         outs, spent = sdedit_translate(pipe, images, source_prompt, target_prompt, nfe=nfe,
                                        t0=defaults.t0 if t0 is None else t0, tau=defaults.tau if tau is None else tau,
