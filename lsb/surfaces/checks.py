@@ -8,6 +8,7 @@ and the device must be available. Only :func:`check_device` imports torch.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -160,15 +161,26 @@ def check_device(device, flag: str = "--device"):
     return device
 
 
+#: diffusers' notices on a failed Hub look-up; the command reports the failure itself, in one line
+HUB_NOTICES = ("Couldn't connect to the Hub", "Will try to load from local cache")
+
+
+class _DropHubNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in record.getMessage() for n in HUB_NOTICES)
+
+
 def quiet_loading() -> None:
     """No loading bars from diffusers / transformers while a command loads its model (the command shows its own
-    progress); called once arguments are checked."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    progress; :func:`lsb.io.quiet.quiet_loading_bars`), and no Hub-connection notices before the command's own
+    one-line error. Every other library warning still prints."""
+    from ..io.quiet import quiet_loading_bars
 
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.set_verbosity_error()  # e.g. "Couldn't connect to the Hub": the command says it in one line
+    quiet_loading_bars()
+    for name in ("diffusers", "diffusers.pipelines.pipeline_utils", "diffusers.pipelines.pipeline_loading_utils"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropHubNotices) for f in logger.filters):
+            logger.addFilter(_DropHubNotices())
 
 
 def check_readable_file(path, flag: str, what: str = "file") -> Path:
