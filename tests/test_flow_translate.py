@@ -68,7 +68,7 @@ def test_flowedit_budget_keeps_the_paper_start_level():
     assert flowedit_budget("flux", 8) == {"num_inference_steps": 9, "n_max": 8}
 
 
-def test_cli_flowedit_with_a_learned_domain_file(folders, tmp_path):
+def test_cli_flowedit_with_a_learned_domain_file(folders, tmp_path, capsys):
     from lsb.surfaces.cli import main
     from lsb.training.prompt_optimization import learn_domain
 
@@ -111,6 +111,7 @@ def test_cli_flowedit_with_a_learned_domain_file(folders, tmp_path):
         ]
     )
     assert rc == 0 and len(list(out.glob("*.png"))) >= 2
+    assert "NFE 2 per image, 8 forward passes" in capsys.readouterr().out  # FlowEdit SD3: 4 latents per call
 
 
 def test_flowedit_on_a_vp_model_and_ddib_on_a_flow_model_are_refused(folders, tiny_sd_dir):

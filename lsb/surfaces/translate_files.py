@@ -66,6 +66,7 @@ def translate_files(
     state=None,
     names=None,
     postprocess=None,
+    counts=None,
 ) -> list[tuple[int, Path]]:
     """Translate ``images`` (already loaded and checked; ``files`` are their names) into ``out``.
 
@@ -74,6 +75,7 @@ def translate_files(
     other processes included), valid on every process after the barrier. ``names``: each input's output path
     relative to ``out`` (default ``<stem>.png``; ``lsb.surfaces.outputs.output_names`` makes them distinct);
     ``postprocess(index, image)``: applied to each output before it is written (e.g. resizing back).
+    ``counts``: a list that receives ``(nfe, forward_passes)`` per batch (batched network calls, latents per image).
     """
     import torch
 
@@ -92,7 +94,7 @@ def translate_files(
     with state.split_between_processes(batches) as mine:
         for batch in mine:
             gen = [torch.Generator().manual_seed(s) for _, _, s in batch]
-            outs, _ = translate(
+            outs, spent, passes = translate(
                 method,
                 pipe,
                 [images[k] for k, _, _ in batch],
@@ -103,7 +105,10 @@ def translate_files(
                 tau=tau,
                 t0=t0,
                 generator=gen,
+                return_forward_passes=True,
             )
+            if counts is not None:
+                counts.append((spent, passes))
             for (k, f, _), o in zip(batch, outs):
                 dest = save_image(postprocess(k, o) if postprocess else o, dest_of(k, f))
                 print(f"{f} -> {dest}", flush=True)

@@ -162,6 +162,7 @@ def cmd_translate(args) -> int:
     out = folder.path
     post = (lambda k, o: resize_back(o, images[k])) if args.resize_back else None
     try:
+        counts = []  # (NFE, forward passes per image) per batch
         done = translate_files(
             args.method,
             pipe,
@@ -179,6 +180,7 @@ def cmd_translate(args) -> int:
             state=state,
             names=names,
             postprocess=post,
+            counts=counts,
         )
     except BaseException:
         if state.is_main_process:
@@ -212,7 +214,8 @@ def cmd_translate(args) -> int:
     )
     final = folder.commit()
     print(
-        f"wrote {len(results)} image(s) and grid.png to {final} (NFE {nfe} per image"
+        f"wrote {len(results)} image(s) and grid.png to {final} (NFE {counts[0][0] if counts else nfe} per image, "
+        f"{counts[0][1] if counts else '?'} forward passes"
         + (f", {state.num_processes} processes)" if state.num_processes > 1 else ")")
     )
     return 0
