@@ -13,25 +13,39 @@ from PIL import Image
 
 import lsb
 from lsb.data import shapes
-from lsb.io.settings import (DEFAULTS_FILE, PAPER_TRANSLATION, TranslationDefaults, check_guidance, check_t0,
-                             check_tau, resolve_translation_args, translation_defaults, write_translation_defaults)
+from lsb.io.settings import (
+    DEFAULTS_FILE,
+    PAPER_TRANSLATION,
+    TranslationDefaults,
+    check_guidance,
+    check_t0,
+    check_tau,
+    resolve_translation_args,
+    translation_defaults,
+    write_translation_defaults,
+)
 
 
 def test_paper_and_embedded_values():
-    assert PAPER_TRANSLATION.as_dict() == dict(num_inference_steps=8, tau=5.29, t0=0.2, guidance_scale=11.0,
-                                               solver="euler")
-    assert translation_defaults(None).as_dict() == dict(num_inference_steps=8, tau=0.35, t0=0.02, guidance_scale=3.0,
-                                                        solver="euler")
+    assert PAPER_TRANSLATION.as_dict() == dict(
+        num_inference_steps=8, tau=5.29, t0=0.2, guidance_scale=11.0, solver="euler"
+    )
+    assert translation_defaults(None).as_dict() == dict(
+        num_inference_steps=8, tau=0.35, t0=0.02, guidance_scale=3.0, solver="euler"
+    )
     assert translation_defaults(lsb.MINI_SD) == translation_defaults("mini-sd") == translation_defaults(None)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: check_tau(0.0), "tau must be a positive number, got 0.0"),
-    (lambda: check_tau(float("nan"), "--tau"), "--tau must be a positive number, got nan"),
-    (lambda: check_t0(1.0, "--t0"), "--t0 must lie strictly between 0 and 1, got 1.0"),
-    (lambda: check_guidance(float("inf"), "--guidance"), "--guidance must be a finite number, got inf"),
-    (lambda: TranslationDefaults(solver="rk4"), "solver must be one of"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: check_tau(0.0), "tau must be a positive number, got 0.0"),
+        (lambda: check_tau(float("nan"), "--tau"), "--tau must be a positive number, got nan"),
+        (lambda: check_t0(1.0, "--t0"), "--t0 must lie strictly between 0 and 1, got 1.0"),
+        (lambda: check_guidance(float("inf"), "--guidance"), "--guidance must be a finite number, got inf"),
+        (lambda: TranslationDefaults(solver="rk4"), "solver must be one of"),
+    ],
+)
 def test_checks_name_the_input(call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()
@@ -49,16 +63,19 @@ def test_stock_folder_gets_the_papers_settings_and_a_file_changes_them(tiny_sd_d
     # no file: 8 NFE, w 11, tau / t0 left to the scheduler's config (the paper's 5.29 / 0.2)
     assert resolve_translation_args(pipe) == (8, 11.0, None, None)
     assert (pipe.scheduler.config.tau, pipe.scheduler.config.t0) == (5.29, 0.2)
-    assert resolve_translation_args(pipe, 4, 2.0, 1.0, 0.1) == (4, 2.0, 1.0, 0.1)   # given values win
-    write_translation_defaults(tiny_sd_dir, TranslationDefaults(num_inference_steps=5, tau=1.5, t0=0.1,
-                                                                guidance_scale=2.0))
+    assert resolve_translation_args(pipe, 4, 2.0, 1.0, 0.1) == (4, 2.0, 1.0, 0.1)  # given values win
+    write_translation_defaults(
+        tiny_sd_dir, TranslationDefaults(num_inference_steps=5, tau=1.5, t0=0.1, guidance_scale=2.0)
+    )
     pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(tiny_sd_dir)
     assert resolve_translation_args(pipe) == (5, 2.0, 1.5, 0.1)
-    assert pipe(Image.new("RGB", (64, 64)), source_prompt="a circle", target_prompt="a square",
-                output_type="latent").nfe == 5
+    assert (
+        pipe(Image.new("RGB", (64, 64)), source_prompt="a circle", target_prompt="a square", output_type="latent").nfe
+        == 5
+    )
 
 
-def test_pipeline_defaults_change_the_output(tiny_sd_dir):   # the test can fail: the file is really read
+def test_pipeline_defaults_change_the_output(tiny_sd_dir):  # the test can fail: the file is really read
     img = Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8))
     kw = dict(source_prompt="a circle", target_prompt="a square", output_type="np")
     stock = lsb.LatentSchrodingerBridgePipeline.from_pretrained(tiny_sd_dir)
@@ -75,16 +92,35 @@ def test_python_pipeline_equals_lsb_translate_with_default_options(tmp_path):
 
     source = shapes.render(shapes.scenes("test", 1, shape="circle")[0])
     source.save(tmp_path / "in.png")
-    assert main(["translate", str(tmp_path / "in.png"), "--source", "a circle", "--target", "a square",
-                 "-o", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                str(tmp_path / "in.png"),
+                "--source",
+                "a circle",
+                "--target",
+                "a square",
+                "-o",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     cli = np.asarray(Image.open(tmp_path / "out" / "in.png").convert("RGB"))
     pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(lsb.MINI_SD)
-    out = pipe(source, source_prompt="a circle", target_prompt="a square",
-               generator=[torch.Generator().manual_seed(0)])
+    out = pipe(source, source_prompt="a circle", target_prompt="a square", generator=[torch.Generator().manual_seed(0)])
     assert out.nfe == 8
     assert np.array_equal(np.asarray(out.images[0]), cli)
-    paper = pipe(source, source_prompt="a circle", target_prompt="a square", guidance_scale=11.0, tau=5.29, t0=0.2,
-                 generator=[torch.Generator().manual_seed(0)])
+    paper = pipe(
+        source,
+        source_prompt="a circle",
+        target_prompt="a square",
+        guidance_scale=11.0,
+        tau=5.29,
+        t0=0.2,
+        generator=[torch.Generator().manual_seed(0)],
+    )
     assert not np.array_equal(np.asarray(paper.images[0]), cli)
 
 
@@ -110,7 +146,7 @@ def _warnings_while(fn):
             lg.removeHandler(handler)
 
 
-def test_unexpected_config_keys_would_be_seen(tmp_path):   # the check below can fail
+def test_unexpected_config_keys_would_be_seen(tmp_path):  # the check below can fail
     from diffusers import StableDiffusionPipeline
 
     folder = shutil.copytree(lsb.MINI_SD, tmp_path / "m")
@@ -143,23 +179,40 @@ def test_four_surfaces_give_identical_pixels(tmp_path):
     from lsb.surfaces.demo import Translator
     from lsb.surfaces.export import export_translator, load_translator
 
-    source = shapes.render(shapes.scenes("test", 2, shape="circle")[1])   # native size: no resize anywhere
+    source = shapes.render(shapes.scenes("test", 2, shape="circle")[1])  # native size: no resize anywhere
     source.save(tmp_path / "in.png")
-    assert main(["translate", str(tmp_path / "in.png"), "--source", "a circle", "--target", "a square",
-                 "-o", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                str(tmp_path / "in.png"),
+                "--source",
+                "a circle",
+                "--target",
+                "a square",
+                "-o",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     cli = np.asarray(Image.open(tmp_path / "out" / "in.png").convert("RGB"))
 
     pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(lsb.MINI_SD)
-    python = np.asarray(pipe(source, source_prompt="a circle", target_prompt="a square",
-                             generator=torch.Generator().manual_seed(0)).images[0])
+    python = np.asarray(
+        pipe(
+            source, source_prompt="a circle", target_prompt="a square", generator=torch.Generator().manual_seed(0)
+        ).images[0]
+    )
 
     demo_out = Translator(None)(str(tmp_path / "in.png"), "a circle", "a square", seed=0, trajectory=False)[0]
     demo = np.asarray(demo_out.convert("RGB") if isinstance(demo_out, Image.Image) else demo_out)
 
     export_translator(tmp_path / "exp", "a circle", "a square")
     exported_pipe, _ = load_translator(tmp_path / "exp")
-    exported = np.asarray(exported_pipe(source, "a circle", "a square",
-                                        generator=torch.Generator().manual_seed(0)).images[0])
+    exported = np.asarray(
+        exported_pipe(source, "a circle", "a square", generator=torch.Generator().manual_seed(0)).images[0]
+    )
 
     for name, pixels in (("python", python), ("demo", demo), ("export", exported)):
         assert pixels.shape == cli.shape and np.array_equal(pixels, cli), f"{name} differs from `lsb translate`"

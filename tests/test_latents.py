@@ -6,16 +6,30 @@ import torch
 from diffusers import AutoencoderKL
 from diffusers.image_processor import VaeImageProcessor
 
-from lsb.io.latents import (decode_latents, decode_pixels, encode_latents, latent_shift, model_to_vae_latents,
-                            vae_to_model_latents)
+from lsb.io.latents import (
+    decode_latents,
+    decode_pixels,
+    encode_latents,
+    latent_shift,
+    model_to_vae_latents,
+    vae_to_model_latents,
+)
 
 
 def _vae(shift=None, scale=0.7):
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=[4, 4], in_channels=3, out_channels=3,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                        latent_channels=4, norm_num_groups=2, sample_size=16, scaling_factor=scale,
-                        shift_factor=shift)
+    vae = AutoencoderKL(
+        block_out_channels=[4, 4],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=16,
+        scaling_factor=scale,
+        shift_factor=shift,
+    )
     return vae.eval()
 
 
@@ -25,7 +39,7 @@ def test_encode_decode_apply_scale_and_shift(shift):
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
         moments = vae.quant_conv(vae.encoder(x)) if vae.quant_conv is not None else vae.encoder(x)
-        mean = moments.chunk(2, dim=1)[0]                     # the posterior mode of a diagonal Gaussian
+        mean = moments.chunk(2, dim=1)[0]  # the posterior mode of a diagonal Gaussian
         s = 0.0 if shift is None else shift
         expected = (mean - s) * 0.7
         z = encode_latents(vae, x)
@@ -33,8 +47,7 @@ def test_encode_decode_apply_scale_and_shift(shift):
         torch.testing.assert_close(z, expected, rtol=0, atol=1e-6)
         dec = decode_pixels(vae, z)
         torch.testing.assert_close(dec, vae.decode(z / 0.7 + s).sample, rtol=0, atol=1e-6)
-        torch.testing.assert_close(model_to_vae_latents(vae, vae_to_model_latents(vae, mean)), mean, rtol=0,
-                                   atol=1e-6)
+        torch.testing.assert_close(model_to_vae_latents(vae, vae_to_model_latents(vae, mean)), mean, rtol=0, atol=1e-6)
     proc = VaeImageProcessor(vae_scale_factor=2)
     np_img = decode_latents(vae, proc, z, output_type="np")
     assert np_img.shape == (2, 16, 16, 3) and 0 <= np_img.min() and np_img.max() <= 1
@@ -48,7 +61,7 @@ def test_no_shift_is_bit_exact_plain_scaling():
         assert torch.equal(encode_latents(vae, x), vae.encode(x).latent_dist.mode() * 0.7)
 
 
-def test_shift_changes_latents():      # the test can fail: a shift that is ignored gives equal latents
+def test_shift_changes_latents():  # the test can fail: a shift that is ignored gives equal latents
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
     assert not torch.allclose(encode_latents(_vae(None), x), encode_latents(_vae(0.5), x))
 

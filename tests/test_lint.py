@@ -14,8 +14,9 @@ def test_ruff_check_passes():
     exe = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if not Path(exe).exists():
         pytest.fail("ruff is not installed (it is in the test extras)")
-    res = subprocess.run([exe, "check", "--no-cache", "--output-format", "concise", "."], cwd=ROOT,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [exe, "check", "--no-cache", "--output-format", "concise", "."], cwd=ROOT, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
 
 
@@ -28,6 +29,11 @@ def test_benchmarks_are_modules_without_sys_path_edits():
     assert (ROOT / "benchmarks" / "__init__.py").is_file()
     edits = [p.name for p in (ROOT / "benchmarks").rglob("*.py") if "sys.path.insert" in p.read_text()]
     assert not edits, f"benchmarks edit sys.path: {edits}"
-    res = subprocess.run([sys.executable, "-m", "benchmarks.lsb_failures", "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)  # imports a sibling benchmark (benchmarks.translation)
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks.lsb_failures", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # imports a sibling benchmark (benchmarks.translation)
     assert res.returncode == 0 and "usage" in res.stdout, res.stderr[-2000:]

@@ -13,9 +13,29 @@ def test_translate_output_has_no_library_noise(tiny_sd_dir, tmp_path):
     Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "in.png")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("LSB_QUIET", None)
-    res = subprocess.run([sys.executable, "-m", "lsb", "translate", str(tmp_path / "in.png"), "--source", "a circle",
-                          "--target", "a square", "--model", str(tiny_sd_dir), "--nfe", "2", "-o", str(tmp_path / "o")],
-                         capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lsb",
+            "translate",
+            str(tmp_path / "in.png"),
+            "--source",
+            "a circle",
+            "--target",
+            "a square",
+            "--model",
+            str(tiny_sd_dir),
+            "--nfe",
+            "2",
+            "-o",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     text = res.stdout + res.stderr
     assert "wrote 1 image(s)" in text
@@ -23,8 +43,10 @@ def test_translate_output_has_no_library_noise(tiny_sd_dir, tmp_path):
 
 
 def test_the_python_api_keeps_the_library_defaults():
-    code = ("import os, lsb.io.quiet as q; q.quiet_loading_if_requested(); "
-            "from diffusers.utils import logging as l; print(l.is_progress_bar_enabled(), q.quiet_requested())")
+    code = (
+        "import os, lsb.io.quiet as q; q.quiet_loading_if_requested(); "
+        "from diffusers.utils import logging as l; print(l.is_progress_bar_enabled(), q.quiet_requested())"
+    )
     env = {k: v for k, v in os.environ.items() if k != "LSB_QUIET"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300).stdout
     assert out.split() == ["True", "False"]

@@ -62,5 +62,11 @@ def decode_latents(vae, image_processor, latents: torch.Tensor, output_type: str
     return image_processor.postprocess(decode_pixels(vae, latents), output_type=output_type)
 
 
-__all__ = ["latent_shift", "vae_to_model_latents", "model_to_vae_latents", "encode_latents", "decode_pixels",
-           "decode_latents"]
+__all__ = [
+    "latent_shift",
+    "vae_to_model_latents",
+    "model_to_vae_latents",
+    "encode_latents",
+    "decode_pixels",
+    "decode_latents",
+]

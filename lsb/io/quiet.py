@@ -62,5 +62,11 @@ def quiet_loading_if_requested() -> None:
         quiet_loading_bars()
 
 
-__all__ = ["DROPPED", "quiet_library_notices", "quiet_loading_bars", "quiet_requested", "quiet_cli_run",
-           "quiet_loading_if_requested"]
+__all__ = [
+    "DROPPED",
+    "quiet_library_notices",
+    "quiet_loading_bars",
+    "quiet_requested",
+    "quiet_cli_run",
+    "quiet_loading_if_requested",
+]

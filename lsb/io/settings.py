@@ -54,8 +54,11 @@ def check_t0(t0, name: str = "t0") -> float:
 
 def check_guidance(guidance_scale, name: str = "guidance_scale") -> float:
     """A guidance weight: a finite number (0 and negative weights are legal; NaN / inf are not)."""
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) \
-            or not math.isfinite(guidance_scale):
+    if (
+        isinstance(guidance_scale, bool)
+        or not isinstance(guidance_scale, numbers.Real)
+        or not math.isfinite(guidance_scale)
+    ):
         raise ValueError(f"{name} must be a finite number, got {guidance_scale!r}")
     return float(guidance_scale)
 
@@ -116,7 +119,7 @@ def _hub_file(repo_id: str):
         if isinstance(cached, str):
             return cached
         if cached is not None or os.environ.get("HF_HUB_OFFLINE"):
-            return None   # known to be absent, or offline
+            return None  # known to be absent, or offline
         return huggingface_hub.hf_hub_download(repo_id, DEFAULTS_FILE)
     except Exception:  # noqa: BLE001  (no file, no network, not a repo id: the paper's settings)
         return None
@@ -171,6 +174,18 @@ def write_translation_defaults(folder, defaults: TranslationDefaults) -> Path:
     return path
 
 
-__all__ = ["DEFAULTS_FILE", "SOLVERS", "TranslationDefaults", "PAPER_TRANSLATION", "check_nfe", "check_tau",
-           "check_t0", "check_guidance", "check_bridge_settings", "read_translation_defaults", "translation_defaults",
-           "resolve_translation_args", "write_translation_defaults"]
+__all__ = [
+    "DEFAULTS_FILE",
+    "SOLVERS",
+    "TranslationDefaults",
+    "PAPER_TRANSLATION",
+    "check_nfe",
+    "check_tau",
+    "check_t0",
+    "check_guidance",
+    "check_bridge_settings",
+    "read_translation_defaults",
+    "translation_defaults",
+    "resolve_translation_args",
+    "write_translation_defaults",
+]
