@@ -50,7 +50,9 @@ from ..io.images import (
     load_image,
     make_grid,
     save_image,
+    uint8_to_pixels,
 )
+from ..io.latents import vae_to_model_latents
 from ..prompts.domains import EMBEDS_NAME, write_domain
 from ..prompts.encoder_slots import model_family, text_encoder_slots
 from ..prompts.templates import (
@@ -154,8 +156,7 @@ class DomainImages:
 
     def tensor(self, indices=None) -> torch.Tensor:
         """Images (all, or ``indices``) as float32 in [-1, 1], (N, 3, size, size)."""
-        x = self.uint8 if indices is None else self.uint8[indices]
-        return x.float() / 127.5 - 1.0
+        return uint8_to_pixels(self.uint8 if indices is None else self.uint8[indices])
 
     def pil(self, indices=None) -> list[Image.Image]:
         idx = range(len(self)) if indices is None else indices
@@ -165,12 +166,11 @@ class DomainImages:
     def encode(self, vae, batch_size: int = 8) -> torch.Tensor:
         """Scaled latents ``(posterior mode - shift) * scaling_factor`` (N, C, h, w), float32 on CPU; cached."""
         if self.latents is None:
-            shift = getattr(vae.config, "shift_factor", None) or 0.0
             out = []
             for i in range(0, len(self), batch_size):
                 x = self.tensor(slice(i, i + batch_size)).to(vae.device, vae.dtype)
                 z = vae.encode(x).latent_dist.mode()
-                out.append(((z.float() - shift) * vae.config.scaling_factor).cpu())
+                out.append(vae_to_model_latents(vae, z.float()).cpu())  # THE latent scaling (lsb.io.latents)
             self.latents = torch.cat(out)
         return self.latents
 
