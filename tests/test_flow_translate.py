@@ -173,3 +173,15 @@ def test_flowedit_loads_as_a_custom_pipeline(folders, family, name):
     pipe.set_progress_bar_config(disable=True)
     out = pipe(picture(), "a red circle", "a blue square", num_inference_steps=3, n_max=2, max_sequence_length=16)
     assert out.nfe == 2 and len(out.images) == 1
+
+
+def test_flowedit_from_pretrained_refuses_other_families(folders, tiny_sd_dir):
+    from lsb_pipelines.flowedit_flux.pipeline import FlowEditFluxPipeline
+    from lsb_pipelines.flowedit_sd3.pipeline import FlowEditSD3Pipeline
+
+    with pytest.raises(ValueError, match="FlowEditSD3Pipeline.*UNet2DConditionModel"):
+        FlowEditSD3Pipeline.from_pretrained(str(tiny_sd_dir))
+    with pytest.raises(ValueError, match="FlowEditFluxPipeline.*SD3Transformer2DModel"):
+        FlowEditFluxPipeline.from_pretrained(str(folders / "sd3"))
+    pipe = FlowEditSD3Pipeline.from_pretrained(str(folders / "sd3-no-t5"))  # no text_encoder_3=None needed
+    assert pipe.text_encoder_3 is None

@@ -91,6 +91,19 @@ FLOW_COMPONENTS = {family: ("vae", "text_encoder", "tokenizer", "text_encoder_2"
                             "scheduler") for family in ("sd3", "flux")}
 
 
+def absent_components(model) -> dict:
+    """``{"text_encoder_3": None, "tokenizer_3": None}`` for a local SD3 folder saved without T5 (its
+    ``model_index.json`` holds nulls there, and diffusers 0.42 refuses to load it unless told), else ``{}``."""
+    if model is None:
+        return {}
+    index = Path(str(model)).expanduser() / "model_index.json"
+    if not index.is_file():
+        return {}
+    entries = json.loads(index.read_text())
+    return {k: None for k in ("text_encoder_3", "tokenizer_3")
+            if k in entries and (not isinstance(entries[k], list) or entries[k][0] is None)}
+
+
 def detect_model_family(model: str | None) -> str:
     """The model family of a ``--model`` argument, from its ``model_index.json``, before any weights load.
 

@@ -16,29 +16,14 @@ Every run reports ``(images, nfe, forward_passes)``: batched transformer calls a
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
+from ..helpers.loading import absent_components
 from ..helpers.flowedit import FLUX_FLOWEDIT_DEFAULTS, SD3_FLOWEDIT_DEFAULTS
 from ..helpers.sdedit import sdedit_flow_translate
 from ..io.settings import PAPER_TRANSLATION
 
 FLOW_METHODS = ("lsb", "flowedit", "sdedit")
 FLOWEDIT_DEFAULTS = {"sd3": SD3_FLOWEDIT_DEFAULTS, "flux": FLUX_FLOWEDIT_DEFAULTS}
-
-
-def absent_components(model) -> dict:
-    """``{"text_encoder_3": None, "tokenizer_3": None}`` for a local SD3 folder saved without T5 (diffusers 0.42
-    refuses to load it unless told), else ``{}``."""
-    index = Path(str(model)).expanduser() / "model_index.json"
-    if model is None or not index.is_file():
-        return {}
-    entries = json.loads(index.read_text())
-    return {
-        k: None
-        for k in ("text_encoder_3", "tokenizer_3")
-        if k in entries and (not isinstance(entries[k], list) or entries[k][0] is None)
-    }
 
 
 def load_flow_translator(method: str, model, family: str, load_pipeline, device=None, **kwargs):

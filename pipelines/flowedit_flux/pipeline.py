@@ -48,7 +48,7 @@ from lsb.helpers.flux import (
     pack_latents,
     unpack_latents,
 )
-from lsb.helpers.model_family import check_flow_components
+from lsb.helpers.model_family import check_flow_components, check_model_folder_family
 from lsb.helpers.translation import preprocess_images
 from lsb.io.execution import execution_device, model_dtype
 from lsb.io.latents import decode_latents, encode_latents
@@ -94,6 +94,13 @@ class FlowEditFluxPipeline(DiffusionPipeline):
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor * 2)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained``; a local folder of another model family (a UNet / VP scheduler, the other
+        flow transformer) is refused first, naming the pipeline for it."""
+        check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "transformer", "FluxTransformer2DModel")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ inputs
     def check_inputs(

@@ -41,7 +41,8 @@ from lsb.helpers.flowedit import (
     flowedit_sampling_start,
     flowedit_sampling_step,
 )
-from lsb.helpers.model_family import check_flow_components
+from lsb.helpers.loading import absent_components
+from lsb.helpers.model_family import check_flow_components, check_model_folder_family
 from lsb.helpers.translation import preprocess_images
 from lsb.io.execution import execution_device, model_dtype
 from lsb.io.latents import decode_latents, encode_latents
@@ -91,6 +92,15 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.patch_size = self.transformer.config.patch_size
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained``; a local folder of another model family (a UNet / VP scheduler, the other
+        flow transformer) is refused first, naming the pipeline for it."""
+        check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "transformer", "SD3Transformer2DModel")
+        # a folder saved without T5 loads without being told (diffusers alone refuses it)
+        kwargs = {**absent_components(pretrained_model_name_or_path), **kwargs}
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ inputs
     def check_inputs(
