@@ -23,6 +23,7 @@ backend. Bit-exact equality with one process also needs the same number of CPU t
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -111,6 +112,7 @@ def translate_files(
                 counts.append((spent, passes))
             for (k, f, _), o in zip(batch, outs):
                 dest = save_image(postprocess(k, o) if postprocess else o, dest_of(k, f))
-                print(f"{f} -> {dest}", flush=True)
+                sys.stdout.write(f"{f} -> {dest}\n")  # one write: lines of several processes never merge
+                sys.stdout.flush()
     state.wait_for_everyone()
     return [(k, dest_of(k, f)) for batch in batches for k, f, _ in batch]
