@@ -35,6 +35,12 @@ def _pipe(prediction_type="epsilon", **kw):
     return pipe
 
 
+def _sd_unet():
+    from tests.conftest import tiny_components
+
+    return tiny_components()["unet"]
+
+
 def _img(i=0, size=64):
     im = shapes.render(shapes.scenes("test", i + 1)[i])
     return im if size == 64 else im.resize((size, size))
@@ -260,18 +266,25 @@ def test_force_upcast_vae_runs_in_float32_and_returns_to_float16():
 
 
 def test_bad_input_refused_before_unet_compute(tiny_sdxl_dir, tiny_sd_dir):
-    from diffusers import StableDiffusionXLPipeline
-
-    with pytest.raises(ValueError, match="SDXL UNet.*LatentSchrodingerBridgeXLPipeline"):
+    # folders of the other family: refused before any weights load, naming the pipeline to use
+    with pytest.raises(ValueError, match="SDXL folder.*LatentSchrodingerBridgeXLPipeline"):
         lsb.LatentSchrodingerBridgePipeline.from_pretrained(tiny_sdxl_dir)
-    with pytest.raises(ValueError, match="SDXL UNet"):
+    with pytest.raises(ValueError, match="SDXL folder.*DDIBXLPipeline"):
         lsb.DDIBPipeline.from_pretrained(tiny_sdxl_dir)
-    with pytest.raises(ValueError, match="missing: text_encoder_2.*LatentSchrodingerBridgePipeline"):
-        lsb.LatentSchrodingerBridgeXLPipeline.from_pretrained(tiny_sd_dir)
+    for cls in (lsb.LatentSchrodingerBridgeXLPipeline, lsb.DDIBXLPipeline):
+        with pytest.raises(ValueError, match="SD 1.x/2.x folder.*LatentSchrodingerBridgePipeline"):
+            cls.from_pretrained(tiny_sd_dir)
+    # components of the other family (e.g. built by hand, or a Hub id): refused in __init__
     comps = tiny_sdxl_components()
+    sd_like = {k: comps[k] for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
+    with pytest.raises(ValueError, match="SDXL UNet.*LatentSchrodingerBridgeXLPipeline"):
+        lsb.LatentSchrodingerBridgePipeline(**sd_like)
+    with pytest.raises(ValueError, match="SDXL UNet"):
+        lsb.DDIBPipeline(**sd_like)
     with pytest.raises(ValueError, match="missing: text_encoder_2, tokenizer_2"):
         lsb.LatentSchrodingerBridgeXLPipeline(**{**comps, "text_encoder_2": None, "tokenizer_2": None})
-    assert StableDiffusionXLPipeline  # (stock class importable alongside)
+    with pytest.raises(ValueError, match="without SDXL's added conditioning"):
+        lsb.LatentSchrodingerBridgeXLPipeline(**{**comps, "unet": _sd_unet()})
 
     pipe = _pipe()
     calls, hook = _capture(pipe.unet)

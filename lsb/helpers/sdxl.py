@@ -76,6 +76,23 @@ def check_sdxl_components(unet, text_encoder, text_encoder_2, tokenizer, tokeniz
         )
 
 
+def check_folder_is_sdxl(pipeline: str, path, want_sdxl: bool) -> None:
+    """Before ``from_pretrained`` of a local folder: refuse an SDXL folder in an SD 1.x/2.x pipeline and the reverse,
+    naming the pipeline to use, before any weights load (a Hub id is left to the ``__init__`` checks)."""
+    from pathlib import Path
+
+    from .loading import detect_model_family
+
+    if not (Path(str(path)).expanduser() / "model_index.json").is_file():
+        return
+    family = detect_model_family(str(path))
+    if want_sdxl and family == "sd":
+        raise ValueError(f"{pipeline}: {path} is an SD 1.x/2.x folder (no text_encoder_2): {SD_PIPELINE_HINT}")
+    if not want_sdxl and family == "sdxl":
+        raise ValueError(f"{pipeline}: {path} is an SDXL folder (text_encoder_2, text_time UNet): "
+                         f"{SDXL_PIPELINE_HINT} (DDIB: DDIBXLPipeline)")
+
+
 def _pair(name: str, value, default):
     value = default if value is None else value
     if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
@@ -204,6 +221,7 @@ __all__ = [
     "SDXL_PIPELINE_HINT",
     "SD_PIPELINE_HINT",
     "check_sd_components",
+    "check_folder_is_sdxl",
     "check_sdxl_components",
     "check_sdxl_prompt_args",
     "concat_conditioning",

@@ -55,7 +55,8 @@ from lsb.helpers.ddib import (
     ddib_schedulers,
     integrate_ddib,
 )
-from lsb.helpers.sdxl import check_sd_components
+from lsb.helpers.model_family import check_model_folder_family
+from lsb.helpers.sdxl import check_folder_is_sdxl, check_sd_components
 from lsb.helpers.translation import (
     check_callback_tensor_inputs,
     check_nfe,
@@ -110,6 +111,14 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self._phase = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained``; a local folder of another family (SDXL, SD3 / FLUX) is refused first,
+        naming the pipeline for it."""
+        check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "unet", "UNet2DConditionModel")
+        check_folder_is_sdxl(cls.__name__, pretrained_model_name_or_path, want_sdxl=False)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @property
     def phase(self) -> str | None:

@@ -29,8 +29,9 @@ from lsb.helpers.ddib import (
     ddib_schedulers,
     integrate_ddib,
 )
-from lsb.helpers.model_family import check_vp_components
+from lsb.helpers.model_family import check_model_folder_family, check_vp_components
 from lsb.helpers.sdxl import (
+    check_folder_is_sdxl,
     check_sdxl_components,
     check_sdxl_prompt_args,
     sdxl_prompt_embeds,
@@ -102,6 +103,14 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self._phase = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained``; a local folder of another family (SD 1.x/2.x, SD3 / FLUX) is refused first,
+        naming the pipeline for it."""
+        check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "unet", "UNet2DConditionModel")
+        check_folder_is_sdxl(cls.__name__, pretrained_model_name_or_path, want_sdxl=True)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @property
     def phase(self) -> str | None:

@@ -27,7 +27,7 @@ from diffusers.utils import BaseOutput
 
 from lsb.helpers.bridge_loop import integrate_bridge
 from lsb.helpers.model_family import check_model_folder_family, check_vp_components
-from lsb.helpers.sdxl import check_sd_components
+from lsb.helpers.sdxl import check_folder_is_sdxl, check_sd_components
 from lsb.helpers.translation import (
     check_bridge_settings,
     check_callback_tensor_inputs,
@@ -88,9 +88,10 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """diffusers' ``from_pretrained``; a local SD3 / FLUX folder (a transformer, a flow scheduler) is refused first,
-        naming the pipeline for it."""
+        """diffusers' ``from_pretrained``; a local SD3 / FLUX folder (a transformer, a flow scheduler) or SDXL folder is
+        refused first, naming the pipeline for it."""
         check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "unet", "UNet2DConditionModel")
+        check_folder_is_sdxl(cls.__name__, pretrained_model_name_or_path, want_sdxl=False)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ inputs
