@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def load(path: str, device: str):
     """Any lsb restoration pipeline folder (float32: quality numbers are not confounded by half precision)."""
     try:
-        from lsb.helpers.loading import load_restoration_pipeline
+        from lsb.surfaces.restorers import load_restoration_pipeline
     except ImportError:  # older checkouts: DiffIR folders only
         load_restoration_pipeline = None
     if load_restoration_pipeline is not None:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from lsb.io.images import make_grid, save_image
-from lsb.helpers.loading import load_restoration_pipeline
+from lsb.surfaces.restorers import load_restoration_pipeline
 from lsb.metrics.pixel import psnr
 from lsb.training.bridge import main as train_bridge, render_pairs
 
