@@ -111,15 +111,20 @@ def read_translation_defaults(path) -> TranslationDefaults:
 
 @functools.lru_cache(maxsize=64)
 def _hub_file(repo_id: str):
-    """The Hub repo's ``lsb_defaults.json`` (cache first, then one download try), or None."""
+    """The Hub repo's ``lsb_defaults.json``, or None.
+
+    From the local cache; downloaded only when the model itself is not cached yet (its model_index.json is not), i.e.
+    when loading it needs the network anyway, so an offline run of a cached model never waits on retries here.
+    """
     try:
         import huggingface_hub
 
         cached = huggingface_hub.try_to_load_from_cache(repo_id, DEFAULTS_FILE)
         if isinstance(cached, str):
             return cached
-        if cached is not None or os.environ.get("HF_HUB_OFFLINE"):
-            return None  # known to be absent, or offline
+        model_cached = isinstance(huggingface_hub.try_to_load_from_cache(repo_id, "model_index.json"), str)
+        if cached is not None or model_cached or os.environ.get("HF_HUB_OFFLINE"):
+            return None  # known to be absent, already fetched without it, or offline
         return huggingface_hub.hf_hub_download(repo_id, DEFAULTS_FILE)
     except Exception:  # noqa: BLE001  (no file, no network, not a repo id: the paper's settings)
         return None
