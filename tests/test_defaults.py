@@ -87,27 +87,19 @@ def test_pipeline_defaults_change_the_output(tiny_sd_dir):  # the test can fail:
     assert not np.array_equal(a, b) and np.array_equal(b, c)
 
 
-def test_python_pipeline_equals_lsb_translate_with_default_options(tmp_path):
+def _cli_pixels(tmp_path, source) -> np.ndarray:
+    """`lsb translate` with default options on ``source`` (seed 0): the output PNG's pixels."""
     from lsb.surfaces.cli import main
 
-    source = shapes.render(shapes.scenes("test", 1, shape="circle")[0])
     source.save(tmp_path / "in.png")
-    assert (
-        main(
-            [
-                "translate",
-                str(tmp_path / "in.png"),
-                "--source",
-                "a circle",
-                "--target",
-                "a square",
-                "-o",
-                str(tmp_path / "out"),
-            ]
-        )
-        == 0
-    )
-    cli = np.asarray(Image.open(tmp_path / "out" / "in.png").convert("RGB"))
+    argv = ["translate", str(tmp_path / "in.png"), "--source", "a circle", "--target", "a square"]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 0
+    return np.asarray(Image.open(tmp_path / "out" / "in.png").convert("RGB"))
+
+
+def test_python_pipeline_equals_lsb_translate_with_default_options(tmp_path):
+    source = shapes.render(shapes.scenes("test", 1, shape="circle")[0])
+    cli = _cli_pixels(tmp_path, source)
     pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(lsb.MINI_SD)
     out = pipe(source, source_prompt="a circle", target_prompt="a square", generator=[torch.Generator().manual_seed(0)])
     assert out.nfe == 8
@@ -175,28 +167,11 @@ def test_embedded_model_in_plain_diffusers_no_dtype_no_warning():
 
 def test_four_surfaces_give_identical_pixels(tmp_path):
     """CLI, Python pipeline, demo and an exported translator, all with default options, same input and seed."""
-    from lsb.surfaces.cli import main
     from lsb.surfaces.demo import Translator
     from lsb.surfaces.export import export_translator, load_translator
 
     source = shapes.render(shapes.scenes("test", 2, shape="circle")[1])  # native size: no resize anywhere
-    source.save(tmp_path / "in.png")
-    assert (
-        main(
-            [
-                "translate",
-                str(tmp_path / "in.png"),
-                "--source",
-                "a circle",
-                "--target",
-                "a square",
-                "-o",
-                str(tmp_path / "out"),
-            ]
-        )
-        == 0
-    )
-    cli = np.asarray(Image.open(tmp_path / "out" / "in.png").convert("RGB"))
+    cli = _cli_pixels(tmp_path, source)
 
     pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(lsb.MINI_SD)
     python = np.asarray(

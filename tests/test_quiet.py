@@ -13,29 +13,9 @@ def test_translate_output_has_no_library_noise(tiny_sd_dir, tmp_path):
     Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "in.png")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("LSB_QUIET", None)
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lsb",
-            "translate",
-            str(tmp_path / "in.png"),
-            "--source",
-            "a circle",
-            "--target",
-            "a square",
-            "--model",
-            str(tiny_sd_dir),
-            "--nfe",
-            "2",
-            "-o",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    cmd = [sys.executable, "-m", "lsb", "translate", str(tmp_path / "in.png"), "-o", str(tmp_path / "o")]
+    opts = ["--source", "a circle", "--target", "a square", "--model", str(tiny_sd_dir), "--nfe", "2"]
+    res = subprocess.run([*cmd, *opts], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     text = res.stdout + res.stderr
     assert "wrote 1 image(s)" in text
