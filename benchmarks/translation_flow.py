@@ -36,11 +36,11 @@ from lsb.data import shapes
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Per-method validation grids. LSB: w, t0, tau; SDEdit: CFG w (source prompt as negative) and its start level
-#: (tau, t0 -> s(t0)); FlowEdit: target and source CFG (its start level is the paper's, n_max / T = 33 / 50).
+#: (tau, t0 -> s(t0)); FlowEdit: target and source CFG and its start level n_max / T (the paper's is 33 / 50 = 0.66).
 GRIDS = {
     "lsb": {"guidance": [2.0, 3.0, 5.0], "t0": [0.02, 0.05], "tau": [0.35, 1.0]},
     "sdedit": {"guidance": [2.0, 3.0, 5.0], "t0": [0.05, 0.2], "tau": [1.0]},
-    "flowedit": {"guidance": [5.0, 9.0, 13.5], "source_guidance": [1.5, 3.5]},
+    "flowedit": {"guidance": [5.0, 9.0, 13.5], "source_guidance": [1.5, 3.5], "n_max_fraction": [0.33, 0.66]},
 }
 #: rows: (label, method, solver)
 VARIANTS = {
@@ -79,7 +79,14 @@ class FlowRunner(Runner):
         s, t = self.prompt(pipe, src), self.prompt(pipe, tgt)
         if getattr(pipe, "transformer", None) is not None:
             imgs, spent, passes = translate_flow(
-                method, pipe, images, s, t, source_guidance_scale=hp.get("source_guidance"), **kw
+                method,
+                pipe,
+                images,
+                s,
+                t,
+                source_guidance_scale=hp.get("source_guidance"),
+                n_max_fraction=hp.get("n_max_fraction"),
+                **kw,
             )
         else:
             imgs, spent, passes = translate(method, pipe, images, s, t, return_forward_passes=True, **kw)

@@ -66,6 +66,9 @@ def test_flowedit_budget_keeps_the_paper_start_level():
     assert flowedit_budget("flux", None) == {"num_inference_steps": 28, "n_max": 24}
     assert flowedit_budget("sd3", 8) == {"num_inference_steps": 12, "n_max": 8}
     assert flowedit_budget("flux", 8) == {"num_inference_steps": 9, "n_max": 8}
+    assert flowedit_budget("sd3", 8, n_max_fraction=0.33) == {"num_inference_steps": 24, "n_max": 8}
+    with pytest.raises(ValueError, match="n_max_fraction"):
+        flowedit_budget("sd3", 8, n_max_fraction=1.5)
 
 
 def test_cli_flowedit_with_a_learned_domain_file(folders, tmp_path, capsys):

@@ -50,12 +50,18 @@ def load_flow_translator(method: str, model, family: str, load_pipeline, device=
     return load_pipeline(cls, model, device=device, **kwargs)
 
 
-def flowedit_budget(family: str, nfe: int | None) -> dict:
-    """FlowEdit's ``num_inference_steps`` / ``n_max`` at a budget of ``nfe`` calls (None: the paper's setting)."""
+def flowedit_budget(family: str, nfe: int | None, n_max_fraction: float | None = None) -> dict:
+    """FlowEdit's ``num_inference_steps`` / ``n_max`` at a budget of ``nfe`` calls (None: the paper's setting).
+
+    ``n_max_fraction`` = n_max / T sets the start level ``sigmas[T - n_max]`` (None: the paper's, 33/50 for SD3 and
+    24/28 for FLUX); T = round(nfe / n_max_fraction)."""
     d = FLOWEDIT_DEFAULTS[family]
     if nfe is None:
         return {"num_inference_steps": d["num_inference_steps"], "n_max": d["n_max"]}
-    steps = max(int(nfe), int(round(nfe * d["num_inference_steps"] / d["n_max"])))
+    fraction = d["n_max"] / d["num_inference_steps"] if n_max_fraction is None else float(n_max_fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"n_max_fraction must lie in (0, 1], got {n_max_fraction!r}")
+    steps = max(int(nfe), int(round(nfe / fraction)))
     return {"num_inference_steps": steps, "n_max": int(nfe)}
 
 
@@ -80,6 +86,7 @@ def translate_flow(
     output_type: str = "pil",
     max_sequence_length: int | None = None,
     source_guidance_scale: float | None = None,
+    n_max_fraction: float | None = None,
     **kwargs,
 ):
     """Run ``method`` on an SD3 / FLUX ``pipe``; returns ``(images, nfe, forward_passes)``.
@@ -105,7 +112,7 @@ def translate_flow(
             images,
             source_prompt,
             target_prompt,
-            **flowedit_budget(family, nfe),
+            **flowedit_budget(family, nfe, n_max_fraction),
             generator=generator,
             source_guidance_scale=src_w,
             target_guidance_scale=tar_w,
