@@ -636,3 +636,37 @@ def test_sd3_size_and_schnell_guidance_are_refused_before_compute():
     schnell = FluxImg2ImgPipeline(**eval_mode(tiny_flux_components(0, guidance_embeds=False)))
     with pytest.raises(ValueError, match="schnell"):
         sdedit_flow_translate(schnell, image(), "a", "b", nfe=2, guidance_scale=3.5)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_no_edit_returns_the_input_exactly(family):
+    """Same prompt and same guidance on both branches: Z_tar = Z_src at the first step, so the bracket is exactly
+    zero and Z stays X_src at every step (for any model and any noise) -- the real tiny transformers here."""
+    pipe = sd3_pipe(seed=4) if family == "sd3" else flux_pipe(seed=4)
+    img = image()
+    kw = {"source_guidance_scale": 4.0, "target_guidance_scale": 4.0}  # CFG (SD3) / distilled guidance (FLUX)
+    out = pipe(
+        img,
+        "a red circle",
+        "a red circle",
+        num_inference_steps=6,
+        n_max=5,
+        max_sequence_length=16,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+        **kw,
+    )
+    x_src = source_latent(pipe, img)  # FLUX's output is unpacked back to [B, C, h, w] too
+    torch.testing.assert_close(out.images, x_src, rtol=0, atol=1e-6)
+    moved = pipe(
+        img,
+        "a red circle",
+        "a blue square",
+        num_inference_steps=6,
+        n_max=5,
+        max_sequence_length=16,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+        **kw,
+    )
+    assert (moved.images - x_src).abs().max() > 1e-4
