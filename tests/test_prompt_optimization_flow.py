@@ -178,3 +178,20 @@ def test_sd3_file_without_t5_and_wrong_family(domain_dir, tmp_path):
     assert load_domain(flow_pipe("sd3", t5=False), str(path)) == "a <dom>"
     with pytest.raises(DomainFileError, match="sd3"):
         load_domain(flow_pipe("flux"), str(path))
+
+
+def test_multi_token_initializer_for_a_second_encoder():
+    """A second encoder whose tokenizer splits the initializer word (e.g. a character-level T5): the new row is
+    the mean of the word's token rows; without the flag the split word is refused by name."""
+    from lsb.models.random_flow import build_t5_encoder, build_t5_tokenizer
+    from lsb.prompts.tokens import PromptOptimizationError, add_placeholder_tokens
+
+    tok = build_t5_tokenizer()
+    te = build_t5_encoder(tok, 16)
+    pieces = tok.encode("zq", add_special_tokens=False)
+    assert len(pieces) > 1
+    with pytest.raises(PromptOptimizationError, match="initializer_token 'zq'"):
+        add_placeholder_tokens(tok, te, "<dom>", 1, "zq")
+    rows = te.get_input_embeddings().weight[pieces].detach().clone()
+    (new,) = add_placeholder_tokens(tok, te, "<dom>", 1, "zq", multi_token_initializer=True)
+    torch.testing.assert_close(te.get_input_embeddings().weight[new].detach(), rows.mean(0))

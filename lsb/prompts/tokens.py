@@ -44,18 +44,20 @@ def placeholder_tokens(token: str, num_vectors: int = 1) -> list[str]:
 
 
 def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int = 1,
-                           initializer_token: str = "a") -> list[int]:
+                           initializer_token: str = "a", multi_token_initializer: bool = False) -> list[int]:
     """Add ``token`` (and ``token_1``... for ``num_vectors`` > 1) to ``tokenizer`` and ``text_encoder``.
 
     The new embedding rows start as copies of ``initializer_token``'s row. Raises
     :class:`PromptOptimizationError` if a token already exists (or would shadow an existing word) or
-    the initializer is not exactly one token. Returns the new token ids.
+    the initializer is not exactly one token -- unless ``multi_token_initializer``: then the rows start as the
+    mean of the initializer's token rows (a second encoder whose tokenizer splits the word, e.g. a
+    character-level T5). Returns the new token ids.
     """
     if not token or any(c.isspace() for c in token):
         raise PromptOptimizationError(f"token {token!r} must be one non-empty word without spaces, e.g. '<circle>'")
     names = placeholder_tokens(token, num_vectors)
     init_ids = tokenizer.encode(initializer_token, add_special_tokens=False)
-    if len(init_ids) != 1:
+    if len(init_ids) != 1 and not (multi_token_initializer and init_ids):
         raise PromptOptimizationError(
             f"initializer_token {initializer_token!r} is {len(init_ids)} tokens for this tokenizer "
             f"({tokenizer.convert_ids_to_tokens(init_ids)}); pick a word that is exactly one token")
@@ -83,5 +85,5 @@ def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int
         text_encoder.resize_token_embeddings(max(new_ids) + 1, mean_resizing=False)
     with torch.no_grad():
         w = text_encoder.get_input_embeddings().weight
-        w[new_ids] = w[init_ids[0]].clone()
+        w[new_ids] = w[init_ids].mean(0).clone()  # one row: that row itself
     return new_ids

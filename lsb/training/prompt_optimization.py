@@ -251,9 +251,11 @@ class PromptOptimizationTask(TrainingTask):
         self.token = token
         self.tokens = placeholder_tokens(token, num_vectors)
         self.placeholder_text = " ".join(self.tokens)  # what "{}" becomes in a training prompt
-        for slot in self.slots:
+        for k, slot in enumerate(self.slots):
             te = self.text_encoders[slot.key]
-            ids = add_placeholder_tokens(self.tokenizers[slot.key], te, token, num_vectors, self.initializer_token)
+            # the first (CLIP) encoder needs a one-token initializer; others may split it (then: mean of its rows)
+            ids = add_placeholder_tokens(self.tokenizers[slot.key], te, token, num_vectors, self.initializer_token,
+                                         multi_token_initializer=k > 0)
             emb = te.get_input_embeddings()
             emb.weight.requires_grad_(True)
             self.slot_token_ids[slot.key] = ids
