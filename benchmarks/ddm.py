@@ -39,8 +39,16 @@ from lsb.data import shapes
 from lsb.data.degradations import degrade
 from lsb.metrics import features, reader
 
-from benchmarks.logrows import (add_log_args, claims_section, fmt_cmp, json_rows, pair_verdict,
-                     provenance_lines, pyplot, tally_word)
+from benchmarks.logrows import (
+    add_log_args,
+    claims_section,
+    fmt_cmp,
+    json_rows,
+    pair_verdict,
+    provenance_lines,
+    pyplot,
+    tally_word,
+)
 
 
 def _device(name: str) -> str:
@@ -52,7 +60,7 @@ def _generate(pipe, prompts, batch, guidance, nfe_fn, seed, **kw) -> tuple[torch
     outs, nfe, t0 = [], None, time.time()
     for i in range(0, len(prompts), batch):
         g = torch.Generator(pipe.device).manual_seed(seed + i)
-        res = nfe_fn(pipe, prompts[i:i + batch], g, guidance, **kw)
+        res = nfe_fn(pipe, prompts[i : i + batch], g, guidance, **kw)
         outs.append(res[0].float().cpu())
         nfe = res[1]
     return torch.cat(outs).clamp(0, 1), nfe, time.time() - t0
@@ -76,9 +84,16 @@ def _sd_call(pipe, prompts, g, guidance, nfe):
 def _score(imgs: torch.Tensor, real: torch.Tensor, scenes) -> dict:
     acc = reader.attribute_accuracy(reader.read_batch(imgs), scenes)
     kid_m, kid_s = features.kid(real, imgs)
-    return {"fid": features.fid(real, imgs), "kid_x1000": 1000 * kid_m, "kid_std_x1000": 1000 * kid_s,
-            "all_right": acc["all"], "shape": acc["shape"], "colour": acc["colour"], "background": acc["background"],
-            "clean": acc["clean"]}
+    return {
+        "fid": features.fid(real, imgs),
+        "kid_x1000": 1000 * kid_m,
+        "kid_std_x1000": 1000 * kid_s,
+        "all_right": acc["all"],
+        "shape": acc["shape"],
+        "colour": acc["colour"],
+        "background": acc["background"],
+        "clean": acc["clean"],
+    }
 
 
 def _renders(scenes) -> torch.Tensor:
@@ -100,8 +115,9 @@ def run(a) -> dict:
         ddm = lsb.DDMPipeline.from_pretrained(a.ddm, dtype=dtype).to(device)
         methods += [("ddm", ddm, _ddm_call, {"eta": 1.0}), ("ddm-eta0", ddm, _ddm_call, {"eta": 0.0})]
     if a.ddpm:
-        sd = StableDiffusionPipeline.from_pretrained(a.ddpm, dtype=dtype, safety_checker=None,
-                                                     requires_safety_checker=False).to(device)
+        sd = StableDiffusionPipeline.from_pretrained(
+            a.ddpm, dtype=dtype, safety_checker=None, requires_safety_checker=False
+        ).to(device)
         ddim = DDIMScheduler.from_config(sd.scheduler.config)
         dpm = DPMSolverMultistepScheduler.from_config(sd.scheduler.config, algorithm_type="dpmsolver++", solver_order=2)
         for name, sch in (("ddpm+ddim", ddim), ("ddpm+dpm++", dpm)):
@@ -130,18 +146,30 @@ def run(a) -> dict:
         clean = _renders(sr_scenes)
         low_t = torch.from_numpy(np.stack([np.asarray(im) for im in lows])).permute(0, 3, 1, 2).float() / 255
         acc_low = reader.attribute_accuracy(reader.read_batch(low_t), sr_scenes)
-        sr_rows.append({"method": "bicubic input", "nfe": 0, "psnr": _psnr(low_t, clean), "all_right": acc_low["all"],
-                        "shape": acc_low["shape"]})
+        sr_rows.append(
+            {
+                "method": "bicubic input",
+                "nfe": 0,
+                "psnr": _psnr(low_t, clean),
+                "all_right": acc_low["all"],
+                "shape": acc_low["shape"],
+            }
+        )
         for nfe in a.nfe:
             outs = []
             for i in range(0, len(lows), a.batch):
                 g = torch.Generator(device).manual_seed(a.seed + i)
-                o = sr(image=lows[i:i + a.batch], num_inference_steps=nfe - 1, generator=g, output_type="pt")
+                o = sr(image=lows[i : i + a.batch], num_inference_steps=nfe - 1, generator=g, output_type="pt")
                 outs.append(o.images.float().cpu())
             imgs = torch.cat(outs).clamp(0, 1)
             acc = reader.attribute_accuracy(reader.read_batch(imgs), sr_scenes)
-            row = {"method": "ddm-sr4", "nfe": nfe, "psnr": _psnr(imgs, clean), "all_right": acc["all"],
-                   "shape": acc["shape"]}
+            row = {
+                "method": "ddm-sr4",
+                "nfe": nfe,
+                "psnr": _psnr(imgs, clean),
+                "all_right": acc["all"],
+                "shape": acc["shape"],
+            }
             sr_rows.append(row)
             print(json.dumps(row), flush=True)
     return {"rows": rows, "sr_rows": sr_rows}
@@ -180,8 +208,13 @@ def from_log(a) -> dict:
                 lost = [n for n in a.nfe if (m, n) not in seen]
                 if lost:
                     missing.append(f"{m}: NFE {', '.join(map(str, lost))}")
-    return {"rows": rows, "sr_rows": sr_rows, "logs": [str(f) for f in a.from_log], "missing": missing,
-            "floor_recomputed": recomputed and bool(rows)}
+    return {
+        "rows": rows,
+        "sr_rows": sr_rows,
+        "logs": [str(f) for f in a.from_log],
+        "missing": missing,
+        "floor_recomputed": recomputed and bool(rows),
+    }
 
 
 def claims(rows: list[dict]) -> list[str]:
@@ -190,8 +223,10 @@ def claims(rows: list[dict]) -> list[str]:
     base = [r for r in rows if r["method"].startswith("ddpm+") and r["nfe"] >= 20]
     out = []
     if ddm and base:
-        out += ["| DDM (A) | DDPM baseline (B) | FID (A vs B) | reader all right (A vs B) | verdict |",
-                "|---|---|---|---|---|"]
+        out += [
+            "| DDM (A) | DDPM baseline (B) | FID (A vs B) | reader all right (A vs B) | verdict |",
+            "|---|---|---|---|---|",
+        ]
         verdicts = {}
         for x in ddm:
             for y in base:
@@ -199,20 +234,25 @@ def claims(rows: list[dict]) -> list[str]:
                 c, cok = fmt_cmp("", x["all_right"], y["all_right"], lower_better=False, digits=3)
                 v = pair_verdict(fok, cok, "accuracy")
                 verdicts.setdefault(x["method"], []).append(v == "holds")
-                out.append(f"| {x['method']} @ {x['nfe']} | {y['method']} @ {y['nfe']} | {f.strip()} | {c.strip()} | "
-                           f"{v} |")
+                out.append(
+                    f"| {x['method']} @ {x['nfe']} | {y['method']} @ {y['nfe']} | {f.strip()} | {c.strip()} | {v} |"
+                )
         out.append("")
         for m, oks in verdicts.items():
             word = tally_word(oks)
-            out.append(f"- (c) {m} at NFE 10 beats the DDPM baseline at NFE >= 20: {word} ({sum(oks)} of {len(oks)} "
-                       "comparisons better on both FID and reader accuracy).")
+            out.append(
+                f"- (c) {m} at NFE 10 beats the DDPM baseline at NFE >= 20: {word} ({sum(oks)} of {len(oks)} "
+                "comparisons better on both FID and reader accuracy)."
+            )
     ks = [r for r in rows if r["nfe"] > 0 and "kid_std_x1000" in r and r["fid"] < 50]
     if ks:
         med = lambda v: float(np.median(v))  # noqa: E731
         size = med([abs(r["kid_x1000"]) for r in ks])
-        out.append(f"- KID: over the rows with FID < 50, the median |KID x1000| is {size:.0f} "
-                   f"and the median std over subsets {med([r['kid_std_x1000'] for r in ks]):.0f}: at this n KID cannot "
-                   "rank these models, so FID (and the reader) are the figures to read.")
+        out.append(
+            f"- KID: over the rows with FID < 50, the median |KID x1000| is {size:.0f} "
+            f"and the median std over subsets {med([r['kid_std_x1000'] for r in ks]):.0f}: at this n KID cannot "
+            "rank these models, so FID (and the reader) are the figures to read."
+        )
     return out
 
 
@@ -225,28 +265,49 @@ def write(res: dict, a) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{a.tag}.json").write_text(json.dumps({"args": vars(a), **res}, indent=2))
-    lines = [f"# DDM vs DDPM baseline on the shapes world ({a.split} split, n = {a.n}, guidance {a.guidance})", "",
-             f"Command: `python -m benchmarks.ddm {shlex.join(a.argv)}`", ""]
-    lines += provenance_lines(res, a, " (the model-free `real (other scenes)` row recomputed here, the run did not "
-                                      "print it)." if res.get("floor_recomputed") else ".")
-    lines += ["", "NFE = batched UNet calls per image (CFG in the same call). FID/KID in the shapes feature space "
-             "against exact renders of the same scenes; `all right` = reader reads shape, colour and background "
-             "of the caption. `real (other scenes)`: n other real test scenes (other captions) against the renders: "
-              "what FID two real sets of this n reach; not a floor for generations of the same captions, which "
-              "also match the renders' attribute mix.", "",
-             "| method | NFE | FID | KID x1000 | all right | shape | colour | background | clean | s/image |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# DDM vs DDPM baseline on the shapes world ({a.split} split, n = {a.n}, guidance {a.guidance})",
+        "",
+        f"Command: `python -m benchmarks.ddm {shlex.join(a.argv)}`",
+        "",
+    ]
+    lines += provenance_lines(
+        res,
+        a,
+        " (the model-free `real (other scenes)` row recomputed here, the run did not print it)."
+        if res.get("floor_recomputed")
+        else ".",
+    )
+    lines += [
+        "",
+        "NFE = batched UNet calls per image (CFG in the same call). FID/KID in the shapes feature space "
+        "against exact renders of the same scenes; `all right` = reader reads shape, colour and background "
+        "of the caption. `real (other scenes)`: n other real test scenes (other captions) against the renders: "
+        "what FID two real sets of this n reach; not a floor for generations of the same captions, which "
+        "also match the renders' attribute mix.",
+        "",
+        "| method | NFE | FID | KID x1000 | all right | shape | colour | background | clean | s/image |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res["rows"]:
-        lines.append(f"| {r['method']} | {r['nfe']} | {r['fid']:.2f} | {r['kid_x1000']:.2f} | {r['all_right']:.3f} | "
-                     f"{r['shape']:.3f} | {r['colour']:.3f} | {r['background']:.3f} | {r['clean']:.3f} | "
-                     f"{r['s_per_image']:.4f} |")
+        lines.append(
+            f"| {r['method']} | {r['nfe']} | {r['fid']:.2f} | {r['kid_x1000']:.2f} | {r['all_right']:.3f} | "
+            f"{r['shape']:.3f} | {r['colour']:.3f} | {r['background']:.3f} | {r['clean']:.3f} | "
+            f"{r['s_per_image']:.4f} |"
+        )
     if res["sr_rows"]:
-        lines += ["", "## Image-conditioned DDM: 4x super-resolution", "",
-                  "| method | NFE | PSNR (dB) | all right | shape |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Image-conditioned DDM: 4x super-resolution",
+            "",
+            "| method | NFE | PSNR (dB) | all right | shape |",
+            "|---|---|---|---|---|",
+        ]
         for r in res["sr_rows"]:
             lines.append(f"| {r['method']} | {r['nfe']} | {r['psnr']:.2f} | {r['all_right']:.3f} | {r['shape']:.3f} |")
-    lines += claims_section(claims(res["rows"]),
-                            "A beats B when its FID is lower and its reader accuracy higher (same caption set).")
+    lines += claims_section(
+        claims(res["rows"]), "A beats B when its FID is lower and its reader accuracy higher (same caption set)."
+    )
     (out / f"{a.tag}.md").write_text("\n".join(lines) + "\n")
     plt = pyplot()
     if plt is None:

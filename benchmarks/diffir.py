@@ -86,14 +86,14 @@ def measure(pipe, clean_u8: torch.Tensor, deg_u8: torch.Tensor, kw: dict, device
         return pipe(pil(x_u8), generator=g, output_type="pt", **kw)
 
     g = torch.Generator(device).manual_seed(seed)
-    res = run(deg_u8[:min(batch, len(deg_u8))], g)  # warm-up (and NFE)
+    res = run(deg_u8[: min(batch, len(deg_u8))], g)  # warm-up (and NFE)
     nfe = getattr(res, "nfe", None)
     outs, seconds = [], 0.0
     g = torch.Generator(device).manual_seed(seed)
     for i in range(0, len(deg_u8), batch):
         _sync(device)
         t = time.perf_counter()
-        out = run(deg_u8[i:i + batch], g).images
+        out = run(deg_u8[i : i + batch], g).images
         _sync(device)
         seconds += time.perf_counter() - t
         outs.append(out.float().cpu().clamp(0, 1))
@@ -108,10 +108,16 @@ def measure(pipe, clean_u8: torch.Tensor, deg_u8: torch.Tensor, kw: dict, device
     restored_u8 = (restored * 255).round().to(torch.uint8)
     k_mean, k_std = kid(clean_u8, restored_u8)
     return {
-        "psnr": float(psnr(restored, clean).mean()), "ssim": float(ssim(restored, clean).mean()),
-        "fid": fid(clean_u8, restored_u8), "kid": k_mean, "kid_std": k_std, "nfe": nfe,
-        "params": n_parameters(pipe), "gflops_per_image": gflops,
-        "s_per_image": seconds / len(deg_u8), "s_batch1": latency,
+        "psnr": float(psnr(restored, clean).mean()),
+        "ssim": float(ssim(restored, clean).mean()),
+        "fid": fid(clean_u8, restored_u8),
+        "kid": k_mean,
+        "kid_std": k_std,
+        "nfe": nfe,
+        "params": n_parameters(pipe),
+        "gflops_per_image": gflops,
+        "s_per_image": seconds / len(deg_u8),
+        "s_batch1": latency,
     }, restored
 
 
@@ -140,8 +146,9 @@ def same_architecture_pipeline(method: str, task: str, device: str):
     return pipe.to(device)
 
 
-def log_baselines(specs: list[str], nfe: int, pairs_for, rows_so_far: list[dict], device: str, seed: int,
-                  notes: list[str]) -> list[dict]:
+def log_baselines(
+    specs: list[str], nfe: int, pairs_for, rows_so_far: list[dict], device: str, seed: int, notes: list[str]
+) -> list[dict]:
     """I2SB / Palette rows at ``nfe`` from restoration.py logs (``TASK=LOG``), with FLOPs measured here; appends to
     ``notes`` whether each log's degraded-input row matches this run's (i.e. the same scenes)."""
     rows = []
@@ -155,9 +162,11 @@ def log_baselines(specs: list[str], nfe: int, pairs_for, rows_so_far: list[dict]
         here = next(r for r in rows_so_far if r["task"] == task and r["method"] == "degraded input")
         if ref is not None:  # pixel metrics of the degraded inputs do not depend on the device
             same = all(abs(ref[k] - here[k]) < 1e-5 for k in ("psnr", "ssim"))
-            notes.append(f"{task}: the degraded-input row of `{log}` {'equals' if same else 'DIFFERS from'} the one "
-                         f"here (PSNR {ref['psnr']:.2f} vs {here['psnr']:.2f} dB): "
-                         + ("the logged rows are on the same test scenes." if same else "other scenes."))
+            notes.append(
+                f"{task}: the degraded-input row of `{log}` {'equals' if same else 'DIFFERS from'} the one "
+                f"here (PSNR {ref['psnr']:.2f} vs {here['psnr']:.2f} dB): "
+                + ("the logged rows are on the same test scenes." if same else "other scenes.")
+            )
         for name, method in (("I2SB", "i2sb"), ("Palette (DDIM)", "palette")):
             hit = [r for r in logged if r["method"] == name and r["nfe"] == nfe]
             if not hit:
@@ -166,13 +175,27 @@ def log_baselines(specs: list[str], nfe: int, pairs_for, rows_so_far: list[dict]
             pipe = same_architecture_pipeline(method, task, device)
             kw = call_kwargs(pipe, nfe)
             _, deg_u8 = pairs_for(task)
-            rows.append({"task": task, "method": f"{name.split(' ')[0]} (NFE {nfe}, from log)", "path": log,
-                         "psnr": r["psnr"], "ssim": r["ssim"], "fid": r["fid"], "kid": r["kid_x1000"] / 1e3,
-                         "nfe": r["nfe"], "params": n_parameters(pipe),
-                         "gflops_per_image": gflops_per_image(pipe, deg_u8[:1], kw, device, seed),
-                         "s_per_image": None, "s_batch1": None})
-            print(f"{task:8s} {rows[-1]['method']:22s} PSNR {r['psnr']:.2f} (log) GFLOPs "
-                  f"{rows[-1]['gflops_per_image']:.3f} (measured here)", flush=True)
+            rows.append(
+                {
+                    "task": task,
+                    "method": f"{name.split(' ')[0]} (NFE {nfe}, from log)",
+                    "path": log,
+                    "psnr": r["psnr"],
+                    "ssim": r["ssim"],
+                    "fid": r["fid"],
+                    "kid": r["kid_x1000"] / 1e3,
+                    "nfe": r["nfe"],
+                    "params": n_parameters(pipe),
+                    "gflops_per_image": gflops_per_image(pipe, deg_u8[:1], kw, device, seed),
+                    "s_per_image": None,
+                    "s_batch1": None,
+                }
+            )
+            print(
+                f"{task:8s} {rows[-1]['method']:22s} PSNR {r['psnr']:.2f} (log) GFLOPs "
+                f"{rows[-1]['gflops_per_image']:.3f} (measured here)",
+                flush=True,
+            )
             del pipe
     return rows
 
@@ -189,10 +212,12 @@ def step_caveats(files) -> list[str]:
     for task, st in sorted(steps.items()):
         if {"s1", "s2", "plain"} <= st.keys():
             d_steps, d_sec = st["s1"][0] + st["s2"][0], st["s1"][1] + st["s2"][1]
-            out.append(f"- {task}: DiffIR got {st['s1'][0]} (stage 1) + {st['s2'][0]} (stage 2) = {d_steps} optimizer "
-                       f"steps in {d_sec:.0f} s, the plain ablation {st['plain'][0]} steps in {st['plain'][1]:.0f} s: "
-                       f"the ablation had {st['plain'][0] / d_steps:.1f}x the steps, so the prior's effect is "
-                       "confounded with training length.")
+            out.append(
+                f"- {task}: DiffIR got {st['s1'][0]} (stage 1) + {st['s2'][0]} (stage 2) = {d_steps} optimizer "
+                f"steps in {d_sec:.0f} s, the plain ablation {st['plain'][0]} steps in {st['plain'][1]:.0f} s: "
+                f"the ablation had {st['plain'][0] / d_steps:.1f}x the steps, so the prior's effect is "
+                "confounded with training length."
+            )
     return out
 
 
@@ -201,22 +226,35 @@ def degraded_row(clean_u8, deg_u8) -> dict:
     from lsb.metrics.pixel import psnr, ssim
 
     c, d = clean_u8.float() / 255, deg_u8.float() / 255
-    return {"psnr": float(psnr(d, c).mean()), "ssim": float(ssim(d, c).mean()), "fid": fid(clean_u8, deg_u8),
-            "kid": kid(clean_u8, deg_u8)[0], "nfe": 0, "params": 0, "gflops_per_image": 0.0, "s_per_image": 0.0,
-            "s_batch1": 0.0}
+    return {
+        "psnr": float(psnr(d, c).mean()),
+        "ssim": float(ssim(d, c).mean()),
+        "fid": fid(clean_u8, deg_u8),
+        "kid": kid(clean_u8, deg_u8)[0],
+        "nfe": 0,
+        "params": 0,
+        "gflops_per_image": 0.0,
+        "s_per_image": 0.0,
+        "s_batch1": 0.0,
+    }
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| task | method | NFE | PSNR (dB) | SSIM | FID | KID x1e3 | params (M) | GFLOPs / image | ms / image "
-            "(batched) | ms (batch 1) |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| task | method | NFE | PSNR (dB) | SSIM | FID | KID x1e3 | params (M) | GFLOPs / image | ms / image "
+        "(batched) | ms (batch 1) |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
+
     def ms(v, digits):
         return "-" if v is None else f"{1e3 * v:.{digits}f}"
 
     for r in rows:
-        lines.append(f"| {r['task']} | {r['method']} | {r['nfe'] if r['nfe'] is not None else '-'} | {r['psnr']:.2f} | "
-                     f"{r['ssim']:.4f} | {r['fid']:.2f} | {1e3 * r['kid']:.2f} | {r['params'] / 1e6:.3f} | "
-                     f"{r['gflops_per_image']:.3f} | {ms(r['s_per_image'], 3)} | {ms(r['s_batch1'], 2)} |")
+        lines.append(
+            f"| {r['task']} | {r['method']} | {r['nfe'] if r['nfe'] is not None else '-'} | {r['psnr']:.2f} | "
+            f"{r['ssim']:.4f} | {r['fid']:.2f} | {1e3 * r['kid']:.2f} | {r['params'] / 1e6:.3f} | "
+            f"{r['gflops_per_image']:.3f} | {ms(r['s_per_image'], 3)} | {ms(r['s_batch1'], 2)} |"
+        )
     return head + "\n".join(lines) + "\n"
 
 
@@ -227,16 +265,20 @@ def verdicts(rows: list[dict]) -> list[str]:
         d = by.get("DiffIR")
         if d and "plain DIRformer" in by:
             p = by["plain DIRformer"]
-            out.append(f"- {task}: the prior changes PSNR by {d['psnr'] - p['psnr']:+.2f} dB over the plain DIRformer "
-                       f"ablation (SSIM {d['ssim'] - p['ssim']:+.4f}, FID {d['fid'] - p['fid']:+.2f}).")
+            out.append(
+                f"- {task}: the prior changes PSNR by {d['psnr'] - p['psnr']:+.2f} dB over the plain DIRformer "
+                f"ablation (SSIM {d['ssim'] - p['ssim']:+.4f}, FID {d['fid'] - p['fid']:+.2f})."
+            )
         b = next((by[m] for m in by if m.startswith("I2SB")), None)
         if d and b:
             ratio = d["gflops_per_image"] / max(b["gflops_per_image"], 1e-12)
             ok_q, ok_c = d["psnr"] >= b["psnr"], ratio <= 0.2
-            out.append(f"- {task}: DiffIR PSNR {d['psnr']:.2f} vs {b['method']} {b['psnr']:.2f} dB "
-                       f"({'holds' if ok_q else 'does NOT hold'}); compute {ratio:.4f} x the bridge's FLOPs per image "
-                       f"({'within' if ok_c else 'NOT within'} the 1/5 target). Target "
-                       f"{'met' if ok_q and ok_c else 'not met'}.")
+            out.append(
+                f"- {task}: DiffIR PSNR {d['psnr']:.2f} vs {b['method']} {b['psnr']:.2f} dB "
+                f"({'holds' if ok_q else 'does NOT hold'}); compute {ratio:.4f} x the bridge's FLOPs per image "
+                f"({'within' if ok_c else 'NOT within'} the 1/5 target). Target "
+                f"{'met' if ok_q and ok_c else 'not met'}."
+            )
         elif d:
             out.append(f"- {task}: no I2SB bridge folder or log given, so the issue's target is not checked here.")
     return out
@@ -254,8 +296,13 @@ def plot(rows: list[dict], path: Path) -> None:
                 continue
             x = max(r["gflops_per_image"], 1e-4)
             ax.scatter(x, r["psnr"], s=40)
-            ax.annotate(f"{r['method']}\n(NFE {r['nfe']})", (x, r["psnr"]), fontsize=8, xytext=(4, 4),
-                        textcoords="offset points")
+            ax.annotate(
+                f"{r['method']}\n(NFE {r['nfe']})",
+                (x, r["psnr"]),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
         deg = next((r for r in rows if r["task"] == task and r["method"] == "degraded input"), None)
         if deg:
             ax.axhline(deg["psnr"], color="gray", ls="--", lw=1, label="degraded input")
@@ -284,18 +331,31 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--tag", default="diffir")
-    p.add_argument("--baseline-log", nargs="*", default=[], metavar="TASK=LOG",
-                   help="I2SB / Palette rows at --nfe-baselines from a restoration.py stdout log (other run)")
-    p.add_argument("--train-results", nargs="*", default=[], metavar="JSON",
-                   help="training result.json files of the benchmarked models, summarised in the header")
+    p.add_argument(
+        "--baseline-log",
+        nargs="*",
+        default=[],
+        metavar="TASK=LOG",
+        help="I2SB / Palette rows at --nfe-baselines from a restoration.py stdout log (other run)",
+    )
+    p.add_argument(
+        "--train-results",
+        nargs="*",
+        default=[],
+        metavar="JSON",
+        help="training result.json files of the benchmarked models, summarised in the header",
+    )
     p.add_argument("--note", default=None, help="a provenance sentence for the header")
     a = p.parse_args(argv)
     argv_text = shlex.join(argv if argv is not None else sys.argv[1:])
     from lsb.training.diffir import paired_arrays
 
-    models = ([("DiffIR", x) for x in a.diffir] + [("plain DIRformer", x) for x in a.plain]
-              + [(f"I2SB (NFE {a.nfe_baselines})", x) for x in a.bridge]
-              + [(f"Palette (NFE {a.nfe_baselines})", x) for x in a.palette])
+    models = (
+        [("DiffIR", x) for x in a.diffir]
+        + [("plain DIRformer", x) for x in a.plain]
+        + [(f"I2SB (NFE {a.nfe_baselines})", x) for x in a.bridge]
+        + [(f"Palette (NFE {a.nfe_baselines})", x) for x in a.palette]
+    )
     if not models and not a.baseline_log:
         p.error("give at least one pipeline folder (--diffir / --plain / --bridge / --palette) or --baseline-log")
     pairs, rows = {}, []
@@ -308,8 +368,11 @@ def main(argv=None) -> dict:
         kw = call_kwargs(pipe, a.nfe_baselines)
         m, _ = measure(pipe, *pairs[task], kw, a.device, a.batch, a.seed)
         rows.append({"task": task, "method": method, "path": str(path), **m})
-        print(f"{task:8s} {method:22s} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.4f} FID {m['fid']:.2f} "
-              f"GFLOPs {m['gflops_per_image']:.3f} ms/img {1e3 * m['s_per_image']:.3f}", flush=True)
+        print(
+            f"{task:8s} {method:22s} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.4f} FID {m['fid']:.2f} "
+            f"GFLOPs {m['gflops_per_image']:.3f} ms/img {1e3 * m['s_per_image']:.3f}",
+            flush=True,
+        )
         del pipe
 
     def pairs_for(task):
@@ -324,15 +387,21 @@ def main(argv=None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     device_name = torch.cuda.get_device_name() if torch.device(a.device).type == "cuda" else "cpu"
-    md = (f"# DiffIR vs the paired-bridge restorers ({a.split} split, {a.n} pairs per task, {device_name})\n\n"
-          f"Generated by `python -m benchmarks.diffir {argv_text}` (issue 8). FLOPs: one whole pipeline call at "
-          f"batch 1 (torch FlopCounterMode; a multiply-add counts 2). ms / image: batches of {a.batch}, float32.\n\n")
+    md = (
+        f"# DiffIR vs the paired-bridge restorers ({a.split} split, {a.n} pairs per task, {device_name})\n\n"
+        f"Generated by `python -m benchmarks.diffir {argv_text}` (issue 8). FLOPs: one whole pipeline call at "
+        f"batch 1 (torch FlopCounterMode; a multiply-add counts 2). ms / image: batches of {a.batch}, float32.\n\n"
+    )
     if a.baseline_log:
-        md += ("Rows `... (from log)`: PSNR / SSIM / FID / KID copied from the JSON rows of "
-               + ", ".join(f"`{x.partition('=')[2]}`" for x in a.baseline_log) + " (another run, on "
-               "another device, with its own trainings); their parameters and GFLOPs are measured here on a same-architecture "
-               "pipeline; their timings are not comparable and left out. "
-               + " ".join(f"{n[0].upper()}{n[1:]}" for n in log_notes) + "\n\n")
+        md += (
+            "Rows `... (from log)`: PSNR / SSIM / FID / KID copied from the JSON rows of "
+            + ", ".join(f"`{x.partition('=')[2]}`" for x in a.baseline_log)
+            + " (another run, on "
+            "another device, with its own trainings); their parameters and GFLOPs are measured here on a same-architecture "
+            "pipeline; their timings are not comparable and left out. "
+            + " ".join(f"{n[0].upper()}{n[1:]}" for n in log_notes)
+            + "\n\n"
+        )
     if a.note:
         md += a.note + "\n\n"
     if a.train_results:
@@ -340,8 +409,11 @@ def main(argv=None) -> dict:
     md += table(rows) + "\n" + "\n".join(verdicts(rows)) + "\n"
     caveats = step_caveats(a.train_results)
     if caveats:
-        md += ("\nCaveat, training budget (optimizer steps and seconds from the training result files):\n\n"
-               + "\n".join(caveats) + "\n")
+        md += (
+            "\nCaveat, training budget (optimizer steps and seconds from the training result files):\n\n"
+            + "\n".join(caveats)
+            + "\n"
+        )
     (out / f"{a.tag}.md").write_text(md)
     (out / f"{a.tag}.json").write_text(json.dumps({"args": vars(a), "device": device_name, "rows": rows}, indent=2))
     plot(rows, out / f"{a.tag}.png")

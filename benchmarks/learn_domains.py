@@ -44,8 +44,15 @@ def main(argv=None) -> int:
             if not p.exists():
                 save_image(shapes.render(scene), p)
         t = time.time()
-        path = learn_domain(folder, f"<{shape}-domain>", args.model, output_dir=Path(args.out) / shape,
-                            steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size)
+        path = learn_domain(
+            folder,
+            f"<{shape}-domain>",
+            args.model,
+            output_dir=Path(args.out) / shape,
+            steps=args.steps,
+            learning_rate=args.lr,
+            batch_size=args.batch_size,
+        )
         summary[shape] = {"file": str(path), "seconds": time.time() - t, "images": args.images, "steps": args.steps}
         print(json.dumps({shape: summary[shape]}), flush=True)
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))

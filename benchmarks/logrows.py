@@ -60,8 +60,11 @@ def fmt_cmp(name: str, a: float, b: float, lower_better: bool, digits: int = 2) 
 
 def pair_verdict(fid_ok: bool, other_ok: bool, other: str) -> str:
     """The verdict on one A-vs-B comparison: A beats B when it is better on FID and on the ``other`` figure."""
-    return "holds" if fid_ok and other_ok else ("FID only" if fid_ok else (f"{other} only" if other_ok
-                                                                          else "does not hold"))
+    return (
+        "holds"
+        if fid_ok and other_ok
+        else ("FID only" if fid_ok else (f"{other} only" if other_ok else "does not hold"))
+    )
 
 
 def tally_word(oks) -> str:
@@ -79,10 +82,20 @@ def claims_section(claim_lines: list[str], rule: str) -> list[str]:
 
 def add_log_args(ap) -> None:
     """The ``--from-log`` / ``--train-results`` / ``--note`` options every benchmark with saved logs takes."""
-    ap.add_argument("--from-log", nargs="+", default=None, metavar="LOG",
-                    help="rebuild table / JSON / plot from the JSON rows of saved stdout logs (no models needed)")
-    ap.add_argument("--train-results", nargs="*", default=[], metavar="JSON",
-                    help="training result.json files of the benchmarked models, summarised in the header")
+    ap.add_argument(
+        "--from-log",
+        nargs="+",
+        default=None,
+        metavar="LOG",
+        help="rebuild table / JSON / plot from the JSON rows of saved stdout logs (no models needed)",
+    )
+    ap.add_argument(
+        "--train-results",
+        nargs="*",
+        default=[],
+        metavar="JSON",
+        help="training result.json files of the benchmarked models, summarised in the header",
+    )
     ap.add_argument("--note", default=None, help="a provenance sentence for the header")
 
 
@@ -91,15 +104,20 @@ def provenance_lines(res: dict, a, logs_tail: str = ".") -> list[str]:
     ``--note``, the trainings of the benchmarked models and the planned rows no log holds."""
     lines = []
     if res.get("logs"):
-        lines += [f"Rebuilt from the JSON rows of the saved run logs {', '.join(f'`{f}`' for f in res['logs'])}"
-                  + logs_tail]
+        lines += [
+            f"Rebuilt from the JSON rows of the saved run logs {', '.join(f'`{f}`' for f in res['logs'])}" + logs_tail
+        ]
     if getattr(a, "note", None):
         lines += [a.note]
     if getattr(a, "train_results", None):
         lines += ["", "Trainings of the benchmarked models:", ""] + training_lines(a.train_results)
     if res.get("missing"):
-        lines += ["", "Planned rows that are in no log (the run was stopped by its time limit before reaching them): "
-                  + "; ".join(res["missing"]) + "."]
+        lines += [
+            "",
+            "Planned rows that are in no log (the run was stopped by its time limit before reaching them): "
+            + "; ".join(res["missing"])
+            + ".",
+        ]
     return lines
 
 

@@ -67,8 +67,12 @@ def breakdown(runner: T.Runner, n: int, nfe: int, guidance: float, tau: float, t
         reasons.update(w for w in why if w is not None)
         sizes[f"{src}->{tgt}"] = size_account(rs, scenes, src, tgt, ok)
     total = n * len(T.DIRECTIONS)
-    return {"success": float(np.mean(list(per_dir.values()))), "per_direction": per_dir,
-            "failures": {k: v / total for k, v in reasons.most_common()}, "sizes": sizes}
+    return {
+        "success": float(np.mean(list(per_dir.values()))),
+        "per_direction": per_dir,
+        "failures": {k: v / total for k, v in reasons.most_common()},
+        "sizes": sizes,
+    }
 
 
 def fits_share_world(ratio: float) -> float:
@@ -89,7 +93,8 @@ def size_account(readings, scenes, src: str, tgt: str, ok: np.ndarray) -> dict:
     return {
         "side_ratio": float(np.median([r.size / s.size for r, s in good])) if good else None,
         "area_ratio": float(np.median([FILL[tgt] * r.size**2 / (FILL[src] * s.size**2) for r, s in good]))
-        if good else None,
+        if good
+        else None,
         "area_keeping_side_ratio": math.sqrt(FILL[src] / FILL[tgt]),
         "area_keeping_fits": float(fits.mean()),
         "area_keeping_fits_world": fits_share_world(math.sqrt(FILL[src] / FILL[tgt])),
@@ -120,8 +125,10 @@ def round_trip_and_denoise(pipe, n: int, timesteps: list[int]) -> dict:
             x0 = (y - (1 - a) ** 0.5 * eps) / a**0.5
             rs = read_batch(to_uint8(pipe.decode_latents(x0, "np")))
             den_ok[k] += [failure_reason(r, s, shape) is None for r, s in zip(rs, scenes)]
-    return {"vae_round_trip_success": float(np.mean(vae_ok)),
-            "one_step_denoise_success": {str(k): float(np.mean(v)) for k, v in den_ok.items()}}
+    return {
+        "vae_round_trip_success": float(np.mean(vae_ok)),
+        "one_step_denoise_success": {str(k): float(np.mean(v)) for k, v in den_ok.items()},
+    }
 
 
 def main(argv=None) -> int:
@@ -134,58 +141,99 @@ def main(argv=None) -> int:
     ap.add_argument("--guidance", type=float, default=d["guidance"])
     ap.add_argument("--tau", type=float, default=d["tau"])
     ap.add_argument("--t0", type=float, default=d["t0"])
-    ap.add_argument("--method", default="lsb", choices=["lsb", "sdedit"],
-                    help="sdedit: the same failure and size account for the SDEdit baseline (no denoise section)")
+    ap.add_argument(
+        "--method",
+        default="lsb",
+        choices=["lsb", "sdedit"],
+        help="sdedit: the same failure and size account for the SDEdit baseline (no denoise section)",
+    )
     ap.add_argument("--timesteps", type=int, nargs="+", default=[50, 100, 150, 250])
     ap.add_argument("--tag", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
 
     runner = T.Runner(args.model)
-    res = {"model": args.model or "embedded mini SD", "method": args.method, "split": "val", "n": args.n,
-           "nfe": args.nfe, "guidance": args.guidance, "tau": args.tau, "t0": args.t0}
+    res = {
+        "model": args.model or "embedded mini SD",
+        "method": args.method,
+        "split": "val",
+        "n": args.n,
+        "nfe": args.nfe,
+        "guidance": args.guidance,
+        "tau": args.tau,
+        "t0": args.t0,
+    }
     res |= breakdown(runner, args.n, args.nfe, args.guidance, args.tau, args.t0, args.method)
     if args.method == "lsb":
         res |= round_trip_and_denoise(runner.pipe("lsb"), args.n, args.timesteps)
 
-    stem = ("lsb-failures" if args.method == "lsb" else f"{args.method}-failures") + (f"-{args.tag}" if args.tag else "")
+    stem = ("lsb-failures" if args.method == "lsb" else f"{args.method}-failures") + (
+        f"-{args.tag}" if args.tag else ""
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = {"lsb": "LSB", "sdedit": "SDEdit"}[args.method]
     sampler = f"Euler NFE {args.nfe}" if args.method == "lsb" else f"DDIM NFE {args.nfe}"
-    lines = [f"# Where {name} fails ({res['model']}; val split, {args.n} scenes per direction; {sampler}, "
-             f"guidance {args.guidance:g}, tau {args.tau:g}, t0 {args.t0:g})", "",
-             f"Success {res['success']:.3f}. Per direction: "
-             + ", ".join(f"{k} {v:.2f}" for k, v in res["per_direction"].items()) + ".", "",
-             "| failure (first reason) | share of all translations |", "|---|---|"]
+    lines = [
+        f"# Where {name} fails ({res['model']}; val split, {args.n} scenes per direction; {sampler}, "
+        f"guidance {args.guidance:g}, tau {args.tau:g}, t0 {args.t0:g})",
+        "",
+        f"Success {res['success']:.3f}. Per direction: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in res["per_direction"].items())
+        + ".",
+        "",
+        "| failure (first reason) | share of all translations |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.3f} |" for k, v in res["failures"].items()]
     sz = res["sizes"]
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    lines += ["", "Size: the world counts a translation right when it keeps the object's side (side ratio 1). Medians "
-              "over outputs read clean as the target shape, and what keeping the *area* instead would give; "
-              f"'fits' is the share of scenes whose area-keeping target size lies in the reader's clean range "
-              f"[{SIZE_OK[0]:.1f}, {SIZE_OK[1]:.1f}] px, the success ceiling of a translator that keeps area:", "",
-              "| direction | side ratio | area ratio | side ratio if area kept | fits | success | success if fits | "
-              "success if not |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {k} | {fmt(v['side_ratio'])} | {fmt(v['area_ratio'])} | {v['area_keeping_side_ratio']:.2f} | "
-              f"{v['area_keeping_fits']:.2f} | {res['per_direction'][k]:.2f} | {fmt(v['success_if_fits'])} | "
-              f"{fmt(v['success_if_not'])} |" for k, v in sz.items()]
+    lines += [
+        "",
+        "Size: the world counts a translation right when it keeps the object's side (side ratio 1). Medians "
+        "over outputs read clean as the target shape, and what keeping the *area* instead would give; "
+        f"'fits' is the share of scenes whose area-keeping target size lies in the reader's clean range "
+        f"[{SIZE_OK[0]:.1f}, {SIZE_OK[1]:.1f}] px, the success ceiling of a translator that keeps area:",
+        "",
+        "| direction | side ratio | area ratio | side ratio if area kept | fits | success | success if fits | "
+        "success if not |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {k} | {fmt(v['side_ratio'])} | {fmt(v['area_ratio'])} | {v['area_keeping_side_ratio']:.2f} | "
+        f"{v['area_keeping_fits']:.2f} | {res['per_direction'][k]:.2f} | {fmt(v['success_if_fits'])} | "
+        f"{fmt(v['success_if_not'])} |"
+        for k, v in sz.items()
+    ]
     res["area_keeping_ceiling"] = float(np.mean([v["area_keeping_fits"] for v in sz.values()]))
     res["area_keeping_ceiling_world"] = float(np.mean([v["area_keeping_fits_world"] for v in sz.values()]))
-    lines += ["", f"Mean 'fits' (the area-keeping ceiling): **{res['area_keeping_ceiling']:.3f}** on these scenes, "
-              f"{res['area_keeping_ceiling_world']:.3f} over the world's size distribution; "
-              f"{name} success {res['success']:.3f}."]
+    lines += [
+        "",
+        f"Mean 'fits' (the area-keeping ceiling): **{res['area_keeping_ceiling']:.3f}** on these scenes, "
+        f"{res['area_keeping_ceiling_world']:.3f} over the world's size distribution; "
+        f"{name} success {res['success']:.3f}.",
+    ]
     if args.method == "lsb":
         dn = res["one_step_denoise_success"]
-        lines += ["", "Before any translation: the VAE round trip reads back as the same clean scene for "
-                  f"**{res['vae_round_trip_success']:.3f}** of the source scenes; one UNet denoise under the right "
-                  "shape prompt from the SD timestep shown (the range LSB queries at tau <= 1) reads back for:", "",
-                  "| timestep | " + " | ".join(dn) + " |", "|---|" + "---|" * len(dn),
-                  "| same clean scene | " + " | ".join(f"{v:.3f}" for v in dn.values()) + " |"]
+        lines += [
+            "",
+            "Before any translation: the VAE round trip reads back as the same clean scene for "
+            f"**{res['vae_round_trip_success']:.3f}** of the source scenes; one UNet denoise under the right "
+            "shape prompt from the SD timestep shown (the range LSB queries at tau <= 1) reads back for:",
+            "",
+            "| timestep | " + " | ".join(dn) + " |",
+            "|---|" + "---|" * len(dn),
+            "| same clean scene | " + " | ".join(f"{v:.3f}" for v in dn.values()) + " |",
+        ]
     flags = [("method", args.method if args.method != "lsb" else None), ("model", args.model)]
-    flags += [(k, f"{getattr(args, k):g}" if getattr(args, k) != d[k] else None) for k in ("nfe", "guidance", "tau", "t0")]
+    flags += [
+        (k, f"{getattr(args, k):g}" if getattr(args, k) != d[k] else None) for k in ("nfe", "guidance", "tau", "t0")
+    ]
     flags += [("tag", args.tag)]
-    lines += ["", "Reproduce: `python -m benchmarks.lsb_failures" + "".join(f" --{k} {v}" for k, v in flags if v) + "`."]
+    lines += [
+        "",
+        "Reproduce: `python -m benchmarks.lsb_failures" + "".join(f" --{k} {v}" for k, v in flags if v) + "`.",
+    ]
     (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

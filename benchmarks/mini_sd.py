@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
 
 
 @torch.no_grad()
@@ -41,7 +41,7 @@ def bench_vae(vae, n: int, batch: int = 100) -> dict:
     scenes = shapes.scenes("test", n)
     psnrs, recs = [], []
     for i in range(0, n, batch):
-        chunk = scenes[i:i + batch]
+        chunk = scenes[i : i + batch]
         arr = np.stack([shapes.render_array(s) for s in chunk])
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1
         rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
@@ -49,13 +49,20 @@ def bench_vae(vae, n: int, batch: int = 100) -> dict:
         psnrs += [psnr(a, r) for a, r in zip(arr, rec)]
         recs += list(rec)
     readings = read_batch(recs)
-    ok = [r.shape == s.shape and r.colour == s.colour and r.background == s.background for r, s in zip(readings, scenes)]
-    return {"n": n, "psnr_mean": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)),
-            "attributes_read_back": float(np.mean(ok)),
-            # what a translation's success needs: the reader also finds the round trip a clean scene
-            "clean_and_read_back": float(np.mean([k and r.clean for k, r in zip(ok, readings)])),
-            "misread_examples": [f"{s.caption} -> {r.colour} {r.shape} on {r.background}"
-                                 for r, s, k in zip(readings, scenes, ok) if not k][:8]}
+    ok = [
+        r.shape == s.shape and r.colour == s.colour and r.background == s.background for r, s in zip(readings, scenes)
+    ]
+    return {
+        "n": n,
+        "psnr_mean": float(np.mean(psnrs)),
+        "psnr_min": float(np.min(psnrs)),
+        "attributes_read_back": float(np.mean(ok)),
+        # what a translation's success needs: the reader also finds the round trip a clean scene
+        "clean_and_read_back": float(np.mean([k and r.clean for k, r in zip(ok, readings)])),
+        "misread_examples": [
+            f"{s.caption} -> {r.colour} {r.shape} on {r.background}" for r, s, k in zip(readings, scenes, ok) if not k
+        ][:8],
+    }
 
 
 @torch.no_grad()
@@ -63,9 +70,14 @@ def bench_t2i(pipe, n: int, guidance: float, steps: int = 25, batch: int = 50, s
     scenes = shapes.scenes("test", n, start=10_000)
     full_ok, clean, attr_ok = [], [], {"shape": [], "colour": [], "background": []}
     for i in range(0, n, batch):
-        chunk = scenes[i:i + batch]
-        imgs = pipe([s.caption for s in chunk], num_inference_steps=steps, guidance_scale=guidance, output_type="np",
-                    generator=torch.Generator().manual_seed(seed + i)).images
+        chunk = scenes[i : i + batch]
+        imgs = pipe(
+            [s.caption for s in chunk],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            output_type="np",
+            generator=torch.Generator().manual_seed(seed + i),
+        ).images
         rs = read_batch([(im * 255).round().astype(np.uint8) for im in imgs])
         for r, s in zip(rs, chunk):
             clean.append(r.clean)
@@ -75,23 +87,39 @@ def bench_t2i(pipe, n: int, guidance: float, steps: int = 25, batch: int = 50, s
     shape_ok, shape_clean_ok = [], []
     per = max(1, n // 6)
     for k, shape in enumerate(shapes.SHAPES):
-        imgs = pipe([f"a {shape}"] * per, num_inference_steps=steps, guidance_scale=guidance, output_type="np",
-                    generator=torch.Generator().manual_seed(seed + 100 + k)).images
+        imgs = pipe(
+            [f"a {shape}"] * per,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            output_type="np",
+            generator=torch.Generator().manual_seed(seed + 100 + k),
+        ).images
         rs = read_batch([(im * 255).round().astype(np.uint8) for im in imgs])
         shape_ok += [r.shape == shape for r in rs]  # the metric: the shape read back
         shape_clean_ok += [r.clean and r.shape == shape for r in rs]  # stricter: also a clean picture
-    return {"guidance": guidance, "steps": steps, "n_full": n, "full_caption_all_right": float(np.mean(full_ok)),
-            "clean": float(np.mean(clean)), **{f"full_caption_{k}_right": float(np.mean(v)) for k, v in attr_ok.items()},
-            "n_shape_only": len(shape_ok), "shape_only_right": float(np.mean(shape_ok)),
-            "shape_only_clean_and_right": float(np.mean(shape_clean_ok))}
+    return {
+        "guidance": guidance,
+        "steps": steps,
+        "n_full": n,
+        "full_caption_all_right": float(np.mean(full_ok)),
+        "clean": float(np.mean(clean)),
+        **{f"full_caption_{k}_right": float(np.mean(v)) for k, v in attr_ok.items()},
+        "n_shape_only": len(shape_ok),
+        "shape_only_right": float(np.mean(shape_ok)),
+        "shape_only_clean_and_right": float(np.mean(shape_clean_ok)),
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="pipeline folder (default: the embedded lsb.MINI_SD)")
     ap.add_argument("--run", default=str(ROOT / "runs" / "mini-sd"), help="training run folder for wall times")
-    ap.add_argument("--finetune-run", nargs="*", default=[],
-                    help="run folders of stages continued from the model (--unet-init / --decoder-init), listed as extra rows")
+    ap.add_argument(
+        "--finetune-run",
+        nargs="*",
+        default=[],
+        help="run folders of stages continued from the model (--unet-init / --decoder-init), listed as extra rows",
+    )
     ap.add_argument("--guidance", type=float, nargs="+", default=[2.0, 3.0, 5.0])
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--n-vae", type=int, default=500)
@@ -103,8 +131,9 @@ def main(argv=None) -> int:
 
     torch.manual_seed(0)
     model = args.model or lsb.MINI_SD
-    pipe = StableDiffusionPipeline.from_pretrained(model, dtype=torch.float32, safety_checker=None,
-                                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        model, dtype=torch.float32, safety_checker=None, requires_safety_checker=False
+    )
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     t = time.time()
@@ -113,44 +142,65 @@ def main(argv=None) -> int:
     res["bench_seconds"] = time.time() - t
     size = sum(p.stat().st_size for p in Path(model).rglob("*") if p.is_file())
     res["model_bytes"] = size
-    res["parameters"] = {k: sum(p.numel() for p in getattr(pipe, k).parameters()) for k in ("unet", "vae", "text_encoder")}
+    res["parameters"] = {
+        k: sum(p.numel() for p in getattr(pipe, k).parameters()) for k in ("unet", "vae", "text_encoder")
+    }
     run = Path(args.run)
-    res["training"] = {st: json.loads((run / f"{st}_result.json").read_text())
-                       for st in ("vae", "decoder", "unet") if (run / f"{st}_result.json").is_file()}
+    res["training"] = {
+        st: json.loads((run / f"{st}_result.json").read_text())
+        for st in ("vae", "decoder", "unet")
+        if (run / f"{st}_result.json").is_file()
+    }
     for ft in map(Path, args.finetune_run):
         for st in ("vae", "decoder", "unet"):
             if (ft / f"{st}_result.json").is_file():
                 res["training"][f"{st}, continued ({ft.name})"] = json.loads((ft / f"{st}_result.json").read_text())
-    res["hardware"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    res["hardware"] = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "mini_sd.json").write_text(json.dumps(res, indent=2))
     v = res["vae"]
-    lines = ["# Embedded mini SD benchmark", "",
-             f"Model: `{Path(model).name}` ({size / 2**20:.1f} MiB on disk; parameters: "
-             + ", ".join(f"{k} {n / 1e6:.2f}M" for k, n in res["parameters"].items()) + ")", "",
-             "## VAE (held-out test scenes)", "",
-             "| scenes | PSNR mean (dB) | PSNR min | attributes read back | clean + read back | target |",
-             "|---|---|---|---|---|---|",
-             f"| {v['n']} | {v['psnr_mean']:.2f} | {v['psnr_min']:.2f} | {v['attributes_read_back']:.3f} | "
-             f"{v['clean_and_read_back']:.3f} | >= 30 dB, >= 0.99 |",
-             "", "## Text-to-image (stock StableDiffusionPipeline, DDIM 25 steps)", "",
-             "| guidance | full captions: clean + shape + colour + background | clean | shape-only prompts: right shape "
-             "| shape-only: clean + right shape | target |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# Embedded mini SD benchmark",
+        "",
+        f"Model: `{Path(model).name}` ({size / 2**20:.1f} MiB on disk; parameters: "
+        + ", ".join(f"{k} {n / 1e6:.2f}M" for k, n in res["parameters"].items())
+        + ")",
+        "",
+        "## VAE (held-out test scenes)",
+        "",
+        "| scenes | PSNR mean (dB) | PSNR min | attributes read back | clean + read back | target |",
+        "|---|---|---|---|---|---|",
+        f"| {v['n']} | {v['psnr_mean']:.2f} | {v['psnr_min']:.2f} | {v['attributes_read_back']:.3f} | "
+        f"{v['clean_and_read_back']:.3f} | >= 30 dB, >= 0.99 |",
+        "",
+        "## Text-to-image (stock StableDiffusionPipeline, DDIM 25 steps)",
+        "",
+        "| guidance | full captions: clean + shape + colour + background | clean | shape-only prompts: right shape "
+        "| shape-only: clean + right shape | target |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in res["t2i"]:
-        lines.append(f"| {r['guidance']:g} | {r['full_caption_all_right']:.3f} (n={r['n_full']}) | {r['clean']:.3f} | "
-                     f"{r['shape_only_right']:.3f} (n={r['n_shape_only']}) | {r['shape_only_clean_and_right']:.3f} | "
-                     ">= 0.90, >= 0.90 (right shape) |")
+        lines.append(
+            f"| {r['guidance']:g} | {r['full_caption_all_right']:.3f} (n={r['n_full']}) | {r['clean']:.3f} | "
+            f"{r['shape_only_right']:.3f} (n={r['n_shape_only']}) | {r['shape_only_clean_and_right']:.3f} | "
+            ">= 0.90, >= 0.90 (right shape) |"
+        )
     lines += ["", "## Training", "", "| stage | steps | wall time (min) |", "|---|---|---|"]
     for st, r in res["training"].items():
         lines.append(f"| {st} | {r.get('steps')} | {float(r.get('seconds', 0)) / 60:.1f} |")
-    lines += ["", f"Hardware: {res['hardware']}.", "",
-              "Reproduce: `python -m benchmarks.mini_sd --finetune-run runs/dec1` (model) after "
-              "`lsb train mini-sd --stage all --out runs/mini-sd` and the decoder continuation "
-              "`lsb train mini-sd --stage decoder --out runs/dec1 --decoder-init <that pipeline> --decoder-steps 2000 "
-              "--decoder-lr 1e-4 --decoder-latent-noise 0.1` (then `--stage export --install`)."]
+    lines += [
+        "",
+        f"Hardware: {res['hardware']}.",
+        "",
+        "Reproduce: `python -m benchmarks.mini_sd --finetune-run runs/dec1` (model) after "
+        "`lsb train mini-sd --stage all --out runs/mini-sd` and the decoder continuation "
+        "`lsb train mini-sd --stage decoder --out runs/dec1 --decoder-init <that pipeline> --decoder-steps 2000 "
+        "--decoder-lr 1e-4 --decoder-latent-noise 0.1` (then `--stage export --install`).",
+    ]
     if v["misread_examples"]:
         lines += ["", "VAE misreads (first few): " + "; ".join(v["misread_examples"])]
     (out / "mini_sd.md").write_text("\n".join(lines) + "\n")

@@ -37,8 +37,16 @@ from pathlib import Path
 import torch
 
 
-from benchmarks.logrows import (add_log_args, claims_section, fmt_cmp, json_rows, pair_verdict,
-                     provenance_lines, pyplot, tally_word)
+from benchmarks.logrows import (
+    add_log_args,
+    claims_section,
+    fmt_cmp,
+    json_rows,
+    pair_verdict,
+    provenance_lines,
+    pyplot,
+    tally_word,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,9 +62,14 @@ def score(restored: torch.Tensor, clean: torch.Tensor, scenes) -> dict:
     restored = restored.float().clamp(0, 1).cpu()
     acc = attribute_accuracy(read_batch(restored), scenes)
     kid_mean, _ = features.kid(clean, restored)
-    return {"psnr": float(psnr(restored, clean).mean()), "ssim": float(ssim(restored, clean).mean()),
-            "fid": features.fid(clean, restored), "kid_x1000": 1000 * kid_mean,
-            "all_right": acc["all"], "shape": acc["shape"]}
+    return {
+        "psnr": float(psnr(restored, clean).mean()),
+        "ssim": float(ssim(restored, clean).mean()),
+        "fid": features.fid(clean, restored),
+        "kid_x1000": 1000 * kid_mean,
+        "all_right": acc["all"],
+        "shape": acc["shape"],
+    }
 
 
 def run_pipe(pipe, degraded: torch.Tensor, mask, batch: int, seed: int, **call) -> tuple[torch.Tensor, int, float]:
@@ -65,7 +78,7 @@ def run_pipe(pipe, degraded: torch.Tensor, mask, batch: int, seed: int, **call) 
     start = time.time()
     gen = torch.Generator(pipe._execution_device).manual_seed(seed)
     for i in range(0, len(degraded), batch):
-        res = pipe(degraded[i:i + batch], mask=mask, generator=gen, output_type="pt", **call)
+        res = pipe(degraded[i : i + batch], mask=mask, generator=gen, output_type="pt", **call)
         outs.append(res.images.float().cpu())
         nfe = getattr(res, "nfe", call.get("num_inference_steps"))
     if torch.cuda.is_available():
@@ -130,8 +143,14 @@ def run(a) -> dict:
                 continue
             seen.add(key)
             images, used, sec = run_pipe(pipe, degraded, mask, a.batch, a.seed, num_inference_steps=steps)
-            row = {"method": label, "model": str(path), "nfe": used, "target_nfe": nfe, "s_per_image": sec,
-                   **score(images, clean, scenes)}
+            row = {
+                "method": label,
+                "model": str(path),
+                "nfe": used,
+                "target_nfe": nfe,
+                "s_per_image": sec,
+                **score(images, clean, scenes),
+            }
             rows.append(row)
             print(json.dumps(row))
         del pipe
@@ -141,8 +160,15 @@ def run(a) -> dict:
             raise SystemExit(f"--extra expects NAME=DIR, got {spec!r}")
         pipe = load_restoration_pipeline(path, device=device, dtype=torch.float32)
         images, used, sec = run_pipe(pipe, degraded, mask, a.batch, a.seed)
-        rows.append({"method": name, "model": path, "nfe": used if used is not None else -1, "s_per_image": sec,
-                     **score(images, clean, scenes)})
+        rows.append(
+            {
+                "method": name,
+                "model": path,
+                "nfe": used if used is not None else -1,
+                "s_per_image": sec,
+                **score(images, clean, scenes),
+            }
+        )
         print(json.dumps(rows[-1]))
         del pipe
     return {"task": a.task, "split": a.split, "n": a.n, "device": str(device), "rows": rows}
@@ -168,8 +194,12 @@ def from_log(a) -> dict:
     body.sort(key=lambda r: (order.index(r["method"]), r["nfe"]))
     # the planned sampler x NFE grid of each model family seen in the logs, vs the rows that are there
     kinds = {"I2SB": "i2sb", "DDBM Heun (VP)": "vp", "DDBM Heun (VE)": "ve"}
-    plan = [lab_nfe for m, k in kinds.items() if m in order for lab_nfe in
-            dict.fromkeys((label, nfe) for label, _, _, nfe in sampler_rows(k, a.nfes))]
+    plan = [
+        lab_nfe
+        for m, k in kinds.items()
+        if m in order
+        for lab_nfe in dict.fromkeys((label, nfe) for label, _, _, nfe in sampler_rows(k, a.nfes))
+    ]
     if "Palette (DDIM)" in order:
         plan += [("Palette (DDIM)", nfe) for nfe in a.nfes]
     have = {(r["method"], r.get("target_nfe", r["nfe"])) for r in body}
@@ -177,9 +207,15 @@ def from_log(a) -> dict:
     for label, nfe in plan:
         if (label, nfe) not in have:
             missing.setdefault(label, []).append(nfe)
-    return {"task": a.task, "split": a.split, "n": a.n, "device": a.device or "not recorded in the logs",
-            "rows": [ref[0]] + body, "logs": [str(f) for f in a.from_log],
-            "missing": [f"{m}: NFE {', '.join(map(str, v))}" for m, v in missing.items()]}
+    return {
+        "task": a.task,
+        "split": a.split,
+        "n": a.n,
+        "device": a.device or "not recorded in the logs",
+        "rows": [ref[0]] + body,
+        "logs": [str(f) for f in a.from_log],
+        "missing": [f"{m}: NFE {', '.join(map(str, v))}" for m, v in missing.items()],
+    }
 
 
 def claims(rows: list[dict]) -> list[str]:
@@ -195,27 +231,35 @@ def claims(rows: list[dict]) -> list[str]:
     pal = find(lambda r: r["method"].startswith("Palette") and r["nfe"] == 10)
     if not ((dbim and heun) or (i2sb and pal)):
         return out
-    out += ["| claim | A | B | FID (A vs B) | PSNR dB (A vs B) | reader all right (A vs B) | verdict |",
-            "|---|---|---|---|---|---|---|"]
+    out += [
+        "| claim | A | B | FID (A vs B) | PSNR dB (A vs B) | reader all right (A vs B) | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
     tally = {}
-    for tag, pairs in (("(a) DBIM NFE 10 beats DDBM Heun NFE >= 50", [(d, h) for d in dbim for h in heun]),
-                       ("(b) I2SB NFE 10 beats Palette NFE 10", [(i, p) for i in i2sb for p in pal])):
+    for tag, pairs in (
+        ("(a) DBIM NFE 10 beats DDBM Heun NFE >= 50", [(d, h) for d in dbim for h in heun]),
+        ("(b) I2SB NFE 10 beats Palette NFE 10", [(i, p) for i in i2sb for p in pal]),
+    ):
         for x, y in pairs:
             f, fok = fmt_cmp("", x["fid"], y["fid"], lower_better=True)
             q, qok = fmt_cmp("", x["psnr"], y["psnr"], lower_better=False)
             c, _ = fmt_cmp("", x["all_right"], y["all_right"], lower_better=False, digits=3)
             verdict = pair_verdict(fok, qok, "PSNR")
             tally.setdefault(tag, []).append(verdict == "holds")
-            out.append(f"| {tag} | {x['method']} @ {x['nfe']} | {y['method']} @ {y['nfe']} | {f.strip()} | "
-                       f"{q.strip()} | {c.strip()} | {verdict} |")
+            out.append(
+                f"| {tag} | {x['method']} @ {x['nfe']} | {y['method']} @ {y['nfe']} | {f.strip()} | "
+                f"{q.strip()} | {c.strip()} | {verdict} |"
+            )
     out.append("")
     for tag, oks in tally.items():
         word = tally_word(oks)
         out.append(f"- {tag}: {word} ({sum(oks)} of {len(oks)} comparisons better on both FID and PSNR).")
     ref = find(lambda r: r["method"] == "degraded input")
     if ref:
-        out.append(f"- For reference, the degraded input itself scores FID {ref[0]['fid']:.2f}, PSNR "
-                   f"{ref[0]['psnr']:.2f} dB, SSIM {ref[0]['ssim']:.4f}, reader all right {ref[0]['all_right']:.3f}.")
+        out.append(
+            f"- For reference, the degraded input itself scores FID {ref[0]['fid']:.2f}, PSNR "
+            f"{ref[0]['psnr']:.2f} dB, SSIM {ref[0]['ssim']:.4f}, reader all right {ref[0]['all_right']:.3f}."
+        )
     return out
 
 
@@ -224,22 +268,33 @@ def write(res: dict, a) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tag = a.tag or f"restoration-{a.task}-{a.split}"
     (out / f"{tag}.json").write_text(json.dumps({"args": {k: v for k, v in vars(a).items()}, **res}, indent=2))
-    lines = [f"# Paired restoration: {res['task']} ({res['split']} split, n = {res['n']})", "",
-             f"Command: `python -m benchmarks.restoration {shlex.join(a.argv)}`", ""]
+    lines = [
+        f"# Paired restoration: {res['task']} ({res['split']} split, n = {res['n']})",
+        "",
+        f"Command: `python -m benchmarks.restoration {shlex.join(a.argv)}`",
+        "",
+    ]
     lines += provenance_lines(res, a)
-    lines += ["", "NFE = batched UNet calls per image (DDBM Heun: 3N - 1, the nearest reachable NFE). PSNR / SSIM on "
-              "[0, 1] images, FID / KID in the shapes feature space, all against the exact clean renders of the same "
-              "scenes; `all right` / `shape`: the reader's attribute accuracy. Device: " + res["device"] + ". KID "
-              "x1000 is printed for completeness only: at these n its spread over subsets is of the order of its "
-              "value (it goes negative), so FID is the distribution figure to read.", "",
-              "| method | NFE | PSNR (dB) | SSIM | FID | KID x1000 | all right | shape | s/image | model |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "NFE = batched UNet calls per image (DDBM Heun: 3N - 1, the nearest reachable NFE). PSNR / SSIM on "
+        "[0, 1] images, FID / KID in the shapes feature space, all against the exact clean renders of the same "
+        "scenes; `all right` / `shape`: the reader's attribute accuracy. Device: " + res["device"] + ". KID "
+        "x1000 is printed for completeness only: at these n its spread over subsets is of the order of its "
+        "value (it goes negative), so FID is the distribution figure to read.",
+        "",
+        "| method | NFE | PSNR (dB) | SSIM | FID | KID x1000 | all right | shape | s/image | model |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res["rows"]:
-        lines.append(f"| {r['method']} | {r['nfe']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['fid']:.2f} | "
-                     f"{r['kid_x1000']:.2f} | {r['all_right']:.3f} | {r['shape']:.3f} | {r['s_per_image']:.4f} | "
-                     f"{Path(r['model']).parent.name if r['model'] != '-' else '-'} |")
-    lines += claims_section(claims(res["rows"]),
-                            "A beats B when its FID is lower and its PSNR higher (both on the same test scenes).")
+        lines.append(
+            f"| {r['method']} | {r['nfe']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['fid']:.2f} | "
+            f"{r['kid_x1000']:.2f} | {r['all_right']:.3f} | {r['shape']:.3f} | {r['s_per_image']:.4f} | "
+            f"{Path(r['model']).parent.name if r['model'] != '-' else '-'} |"
+        )
+    lines += claims_section(
+        claims(res["rows"]), "A beats B when its FID is lower and its PSNR higher (both on the same test scenes)."
+    )
     (out / f"{tag}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / (tag + '.md')}")
     plt = pyplot()
@@ -252,8 +307,9 @@ def write(res: dict, a) -> None:
         for ax, key in zip(axes, ("fid", "psnr", "all_right")):
             ax.plot([r["nfe"] for r in rs], [r[key] for r in rs], "o-", label=name)
     ref = res["rows"][0]
-    for ax, key, lab in zip(axes, ("fid", "psnr", "all_right"),
-                            ("FID (shapes features)", "PSNR (dB)", "reader: all attributes right")):
+    for ax, key, lab in zip(
+        axes, ("fid", "psnr", "all_right"), ("FID (shapes features)", "PSNR (dB)", "reader: all attributes right")
+    ):
         ax.axhline(ref[key], color="gray", ls="--", label="degraded input")
         ax.set_xscale("log")
         ax.set_xlabel("NFE")
@@ -272,8 +328,13 @@ def main(argv=None):
     ap.add_argument("--i2sb", nargs="*", default=[], help="I2SB-trained BridgeRestorationPipeline folder(s)")
     ap.add_argument("--ddbm", nargs="*", default=[], help="DDBM-trained (VP/VE) BridgeRestorationPipeline folder(s)")
     ap.add_argument("--palette", nargs="*", default=[], help="ConditionalDiffusionRestorationPipeline folder(s)")
-    ap.add_argument("--extra", nargs="*", default=[], metavar="NAME=DIR",
-                    help="any other restoration pipeline folder, run once at its default setting (e.g. DiffIR)")
+    ap.add_argument(
+        "--extra",
+        nargs="*",
+        default=[],
+        metavar="NAME=DIR",
+        help="any other restoration pipeline folder, run once at its default setting (e.g. DiffIR)",
+    )
     ap.add_argument("--nfes", type=int, nargs="+", default=list(NFES))
     ap.add_argument("--split", default="test", choices=["val", "test"])
     ap.add_argument("--n", type=int, default=500)

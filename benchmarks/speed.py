@@ -43,6 +43,7 @@ def instrument(pipe, times: dict):
             _sync(device)
             times[name] += time.perf_counter() - t
             return out
+
         return wrapper
 
     pipe.text_encoder.forward = timed("text encoding", pipe.text_encoder.forward)
@@ -54,8 +55,13 @@ def instrument(pipe, times: dict):
 def measure(pipe, batch: int, nfe: int, repeats: int, size: int = 64) -> dict:
     scenes = shapes.scenes("test", batch, shape="circle")
     images = [shapes.render(s).resize((size, size)) for s in scenes]
-    kw = dict(source_prompt="a circle", target_prompt="a square", num_inference_steps=nfe, guidance_scale=3.0,
-              output_type="pil")
+    kw = dict(
+        source_prompt="a circle",
+        target_prompt="a square",
+        num_inference_steps=nfe,
+        guidance_scale=3.0,
+        output_type="pil",
+    )
     pipe(images, generator=torch.Generator().manual_seed(0), **kw)  # warm-up
     times = defaultdict(float)
     instrument(pipe, times)
@@ -70,8 +76,13 @@ def measure(pipe, batch: int, nfe: int, repeats: int, size: int = 64) -> dict:
     total = sum(totals)
     parts = {k: v for k, v in times.items()}
     parts["rest (scheduler, Python, pre/post-processing)"] = total - sum(times.values())
-    return {"batch": batch, "nfe": nfe, "seconds_per_call": total / repeats, "images_per_second": batch * repeats / total,
-            "share": {k: v / total for k, v in parts.items()}}
+    return {
+        "batch": batch,
+        "nfe": nfe,
+        "seconds_per_call": total / repeats,
+        "images_per_second": batch * repeats / total,
+        "share": {k: v / total for k, v in parts.items()},
+    }
 
 
 def main(argv=None) -> int:
@@ -83,8 +94,12 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default="speed")
-    ap.add_argument("--real", choices=["sd15", "sd21"], help="time a real SD architecture with random weights "
-                    "(needs --configs; fp16 on a GPU) instead of the embedded model")
+    ap.add_argument(
+        "--real",
+        choices=["sd15", "sd21"],
+        help="time a real SD architecture with random weights "
+        "(needs --configs; fp16 on a GPU) instead of the embedded model",
+    )
     ap.add_argument("--configs", default=str(ROOT.parent / "shared" / "configs"))
     args = ap.parse_args(argv)
 
@@ -113,16 +128,32 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.tag}.json").write_text(json.dumps({"hardware": hw, "rows": rows}, indent=2))
     keys = list(rows[0]["share"])
-    what = f"real {args.real} architecture, random weights, {next(pipe.unet.parameters()).dtype}" if args.real \
+    what = (
+        f"real {args.real} architecture, random weights, {next(pipe.unet.parameters()).dtype}"
+        if args.real
         else "embedded mini SD"
-    lines = [f"# Speed account of an LSB translation ({what}; NFE {args.nfe}, {args.size} px)", "", f"Hardware: {hw}.", "",
-             "| batch | s / call | images / s | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
+    )
+    lines = [
+        f"# Speed account of an LSB translation ({what}; NFE {args.nfe}, {args.size} px)",
+        "",
+        f"Hardware: {hw}.",
+        "",
+        "| batch | s / call | images / s | " + " | ".join(keys) + " |",
+        "|---|---|---|" + "---|" * len(keys),
+    ]
     for r in rows:
-        lines.append(f"| {r['batch']} | {r['seconds_per_call']:.3f} | {r['images_per_second']:.1f} | "
-                     + " | ".join(f"{100 * r['share'][k]:.1f}%" for k in keys) + " |")
-    lines += ["", "Target: the rest <= 5% of the total at NFE 8 for batch 1 and 16.",
-              f"Reproduce: `python -m benchmarks.speed --nfe {args.nfe} --batch {' '.join(map(str, args.batch))}"
-              + (f" --real {args.real} --size {args.size}" if args.real else "") + f" --tag {args.tag}`."]
+        lines.append(
+            f"| {r['batch']} | {r['seconds_per_call']:.3f} | {r['images_per_second']:.1f} | "
+            + " | ".join(f"{100 * r['share'][k]:.1f}%" for k in keys)
+            + " |"
+        )
+    lines += [
+        "",
+        "Target: the rest <= 5% of the total at NFE 8 for batch 1 and 16.",
+        f"Reproduce: `python -m benchmarks.speed --nfe {args.nfe} --batch {' '.join(map(str, args.batch))}"
+        + (f" --real {args.real} --size {args.size}" if args.real else "")
+        + f" --tag {args.tag}`.",
+    ]
     (out / f"{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -37,7 +37,7 @@ DIRECTIONS = [(a, b) for a in shapes.SHAPES for b in shapes.SHAPES if a != b]
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
 
 
 def to_uint8(images) -> list[np.ndarray]:
@@ -46,10 +46,15 @@ def to_uint8(images) -> list[np.ndarray]:
 
 
 #: the reader's reasons for an unclean picture (by how they start) as short failure categories
-_UNCLEAN_LABELS = (("object colour", "colour between palette colours"), ("size", "size out of range"),
-                   ("no clear shape", "no clear shape"), ("bounding box", "wrong aspect ratio"),
-                   ("coverage", "coverage inconsistent with the region"), ("background", "background off-palette"),
-                   ("object touches", "object touches the border"))
+_UNCLEAN_LABELS = (
+    ("object colour", "colour between palette colours"),
+    ("size", "size out of range"),
+    ("no clear shape", "no clear shape"),
+    ("bounding box", "wrong aspect ratio"),
+    ("coverage", "coverage inconsistent with the region"),
+    ("background", "background off-palette"),
+    ("object touches", "object touches the border"),
+)
 
 
 def failure_reason(reading, scene: shapes.Scene, target: str, centre_tol: float = 6.0) -> str | None:
@@ -86,11 +91,17 @@ def score(outputs: list[np.ndarray], sources: list[shapes.Scene], target_shape: 
         sratio.append(r.size / s.size if c else float("nan"))
         ok.append(failure_reason(r, s, target_shape, centre_tol) is None)
         ps.append(psnr(out, shapes.render_array(s.replace(shape=target_shape))))
-    return {"success": float(np.mean(ok)), "clean": float(np.mean([r.clean for r in rs])),
-            "shape": float(np.mean(shape_ok)), "colour_kept": float(np.mean(colour)),
-            "background_kept": float(np.mean(bg)), "centre_error": float(np.nanmean(cerr)) if not np.all(np.isnan(cerr)) else None,
-            "size_ratio": float(np.nanmean(sratio)) if not np.all(np.isnan(sratio)) else None,
-            "psnr_ideal": float(np.mean(ps)), "n": len(outputs)}
+    return {
+        "success": float(np.mean(ok)),
+        "clean": float(np.mean([r.clean for r in rs])),
+        "shape": float(np.mean(shape_ok)),
+        "colour_kept": float(np.mean(colour)),
+        "background_kept": float(np.mean(bg)),
+        "centre_error": float(np.nanmean(cerr)) if not np.all(np.isnan(cerr)) else None,
+        "size_ratio": float(np.nanmean(sratio)) if not np.all(np.isnan(sratio)) else None,
+        "psnr_ideal": float(np.mean(ps)),
+        "n": len(outputs),
+    }
 
 
 class Runner:
@@ -122,22 +133,36 @@ class Runner:
         if method == "lsb":
             pipe.scheduler.register_to_config(solver=solver)
         gens = [torch.Generator().manual_seed(seed + i) for i in range(len(images))]
-        imgs, nfe_spent = translate(method, pipe, images, self.prompt(pipe, src), self.prompt(pipe, tgt), nfe=nfe,
-                                    guidance_scale=guidance, tau=tau, t0=t0, generator=gens, output_type="np")
+        imgs, nfe_spent = translate(
+            method,
+            pipe,
+            images,
+            self.prompt(pipe, src),
+            self.prompt(pipe, tgt),
+            nfe=nfe,
+            guidance_scale=guidance,
+            tau=tau,
+            t0=t0,
+            generator=gens,
+            output_type="np",
+        )
         return to_uint8(imgs), nfe_spent
 
 
-def run(runner, method, nfe, split, n, directions, guidance, tau, t0, solver, batch=50, seed=0,
-        collect: list | None = None) -> dict:
+def run(
+    runner, method, nfe, split, n, directions, guidance, tau, t0, solver, batch=50, seed=0, collect: list | None = None
+) -> dict:
     """Translate ``n`` scenes per direction and score them; ``collect`` (a list) receives (output, ideal) pairs."""
     rows, t_total, n_total = [], 0.0, 0
     for src, tgt in directions:
         scenes = shapes.scenes(split, n, shape=src)
         outs, spent = [], None
         for i in range(0, n, batch):
-            chunk = scenes[i:i + batch]
+            chunk = scenes[i : i + batch]
             t = time.time()
-            o, spent = runner(method, [shapes.render(s) for s in chunk], src, tgt, nfe, guidance, tau, t0, solver, seed + i)
+            o, spent = runner(
+                method, [shapes.render(s) for s in chunk], src, tgt, nfe, guidance, tau, t0, solver, seed + i
+            )
             t_total += time.time() - t
             n_total += len(chunk)
             outs += o
@@ -145,9 +170,20 @@ def run(runner, method, nfe, split, n, directions, guidance, tau, t0, solver, ba
             collect += [(o, shapes.render_array(s.replace(shape=tgt))) for o, s in zip(outs, scenes)]
         rows.append({"direction": f"{src}->{tgt}", **score(outs, scenes, tgt)})
     mean = {k: float(np.mean([r[k] for r in rows if r[k] is not None])) for k in rows[0] if k not in ("direction", "n")}
-    return {"method": method, "nfe": nfe, "nfe_spent": spent, "solver": solver if method == "lsb" else None,
-            "guidance": guidance, "tau": tau, "t0": t0, "split": split, "n_per_direction": n,
-            "seconds_per_image": t_total / max(1, n_total), "mean": mean, "directions": rows}
+    return {
+        "method": method,
+        "nfe": nfe,
+        "nfe_spent": spent,
+        "solver": solver if method == "lsb" else None,
+        "guidance": guidance,
+        "tau": tau,
+        "t0": t0,
+        "split": split,
+        "n_per_direction": n,
+        "seconds_per_image": t_total / max(1, n_total),
+        "mean": mean,
+        "directions": rows,
+    }
 
 
 def _fmt(v):
@@ -155,20 +191,34 @@ def _fmt(v):
 
 
 def write_tables(results: list[dict], path_md: Path, title: str) -> str:
-    lines = [f"# {title}", "", "| method | solver | NFE | guidance | t0 | tau | success | shape | colour kept | "
-             "background kept | centre err (px) | size ratio | PSNR vs ideal | s/image |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "| method | solver | NFE | guidance | t0 | tau | success | shape | colour kept | "
+        "background kept | centre err (px) | size ratio | PSNR vs ideal | s/image |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         m = r["mean"]
-        lines.append(f"| {r['method']} | {r['solver'] or '-'} | {r['nfe']} | {r['guidance']:g} | {r['t0']:g} | {r['tau']:g} | "
-                     f"**{m['success']:.3f}** | {m['shape']:.3f} | {m['colour_kept']:.3f} | {m['background_kept']:.3f} | "
-                     f"{_fmt(m['centre_error'])} | {_fmt(m['size_ratio'])} | {m['psnr_ideal']:.2f} | {r['seconds_per_image']:.3f} |")
-    lines += ["", "Per direction (success):", "", "| method | solver | NFE | " + " | ".join(f"{a}->{b}" for a, b in DIRECTIONS) + " |",
-              "|---|---|---|" + "---|" * len(DIRECTIONS)]
+        lines.append(
+            f"| {r['method']} | {r['solver'] or '-'} | {r['nfe']} | {r['guidance']:g} | {r['t0']:g} | {r['tau']:g} | "
+            f"**{m['success']:.3f}** | {m['shape']:.3f} | {m['colour_kept']:.3f} | {m['background_kept']:.3f} | "
+            f"{_fmt(m['centre_error'])} | {_fmt(m['size_ratio'])} | {m['psnr_ideal']:.2f} | {r['seconds_per_image']:.3f} |"
+        )
+    lines += [
+        "",
+        "Per direction (success):",
+        "",
+        "| method | solver | NFE | " + " | ".join(f"{a}->{b}" for a, b in DIRECTIONS) + " |",
+        "|---|---|---|" + "---|" * len(DIRECTIONS),
+    ]
     for r in results:
         d = {x["direction"]: x["success"] for x in r["directions"]}
-        lines.append(f"| {r['method']} | {r['solver'] or '-'} | {r['nfe']} | "
-                     + " | ".join(_fmt(d.get(f"{a}->{b}")) for a, b in DIRECTIONS) + " |")
+        lines.append(
+            f"| {r['method']} | {r['solver'] or '-'} | {r['nfe']} | "
+            + " | ".join(_fmt(d.get(f"{a}->{b}")) for a, b in DIRECTIONS)
+            + " |"
+        )
     text = "\n".join(lines) + "\n"
     path_md.write_text(text)
     return text
@@ -188,7 +238,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", nargs="*", default=None, help="name=v1,v2 over guidance/tau/t0 (use --split val)")
     ap.add_argument("--domains", default=None, help="folder of learned domains <shape>/learned_embeds.safetensors")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--device", default="cpu", help="torch device for the pipelines (the committed tables are measured on cpu)")
+    ap.add_argument(
+        "--device", default="cpu", help="torch device for the pipelines (the committed tables are measured on cpu)"
+    )
     ap.add_argument("--tag", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
@@ -203,11 +255,16 @@ def main(argv=None) -> int:
     results = []
     for method in args.methods:
         for nfe in args.nfe:
-            for solver in (args.solver if method == "lsb" else ["-"]):
+            for solver in args.solver if method == "lsb" else ["-"]:
                 for hp in grid:
-                    r = run(runner, method, nfe, args.split, args.n, directions, hp["guidance"], hp["tau"], hp["t0"], solver)
+                    r = run(
+                        runner, method, nfe, args.split, args.n, directions, hp["guidance"], hp["tau"], hp["t0"], solver
+                    )
                     results.append(r)
-                    print(json.dumps({k: r[k] for k in ("method", "solver", "nfe", "guidance", "t0", "tau")} | r["mean"]), flush=True)
+                    print(
+                        json.dumps({k: r[k] for k in ("method", "solver", "nfe", "guidance", "t0", "tau")} | r["mean"]),
+                        flush=True,
+                    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = args.tag or ("sweep-val" if args.sweep else "tokens" if args.domains else "text")

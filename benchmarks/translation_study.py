@@ -84,32 +84,56 @@ def plot(rows: list[dict], path: Path) -> bool:
 
 
 def write(rows: list[dict], tuning: list[dict], path_md: Path, args, device_name: str = "cpu") -> str:
-    lines = ["# Quality vs NFE: LSB, SDEdit and DDIB on the shapes world (embedded mini SD, text prompts)", "",
-             f"Test split, {args.n_test} scenes per direction (x6 directions); each method's hyperparameters chosen per NFE "
-             f"on the validation split ({args.n_val} scenes per direction; NFE above {args.tune_max_nfe} reuses the setting "
-             f"chosen at the largest tuned NFE) from its grid: "
-             + "; ".join(f"{m}: " + ", ".join(f"{k} in {v}" for k, v in GRIDS[m].items()) for m in args.methods) + ".",
-             "FID / KID: shapes feature network, outputs vs the ideal translations of the same scenes "
-             "(KID's std over subsets is of the order of its mean at this n; read FID).", "",
-             "| method | NFE | chosen on val | val success | success | shape | colour kept | background kept | "
-             "centre err (px) | PSNR vs ideal | FID | KID x1e3 | s/image |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Quality vs NFE: LSB, SDEdit and DDIB on the shapes world (embedded mini SD, text prompts)",
+        "",
+        f"Test split, {args.n_test} scenes per direction (x6 directions); each method's hyperparameters chosen per NFE "
+        f"on the validation split ({args.n_val} scenes per direction; NFE above {args.tune_max_nfe} reuses the setting "
+        f"chosen at the largest tuned NFE) from its grid: "
+        + "; ".join(f"{m}: " + ", ".join(f"{k} in {v}" for k, v in GRIDS[m].items()) for m in args.methods)
+        + ".",
+        "FID / KID: shapes feature network, outputs vs the ideal translations of the same scenes "
+        "(KID's std over subsets is of the order of its mean at this n; read FID).",
+        "",
+        "| method | NFE | chosen on val | val success | success | shape | colour kept | background kept | "
+        "centre err (px) | PSNR vs ideal | FID | KID x1e3 | s/image |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: (args.methods.index(r["method"]), r["nfe"])):
         m = r["mean"]
         hp = ", ".join(f"{k} {r['hp'][k]:g}" for k in GRIDS[r["method"]] if len(GRIDS[r["method"]][k]) > 1) or "-"
-        lines.append(f"| {r['method']} | {r['nfe']} | {hp} | {r['val_success']:.3f} | **{m['success']:.3f}** | "
-                     f"{m['shape']:.3f} | {m['colour_kept']:.3f} | {m['background_kept']:.3f} | "
-                     f"{m['centre_error'] if m['centre_error'] is None else round(m['centre_error'], 2)} | "
-                     f"{m['psnr_ideal']:.2f} | {r['fid']:.2f} | {1e3 * r['kid']:.1f} | {r['seconds_per_image']:.3f} |")
-    lines += ["", "## The paper's claim on this ground truth", ""] + claims(rows) + [
-        "", "Validation sweep (success per setting):", "", "| method | NFE | setting | val success |", "|---|---|---|---|"]
+        lines.append(
+            f"| {r['method']} | {r['nfe']} | {hp} | {r['val_success']:.3f} | **{m['success']:.3f}** | "
+            f"{m['shape']:.3f} | {m['colour_kept']:.3f} | {m['background_kept']:.3f} | "
+            f"{m['centre_error'] if m['centre_error'] is None else round(m['centre_error'], 2)} | "
+            f"{m['psnr_ideal']:.2f} | {r['fid']:.2f} | {1e3 * r['kid']:.1f} | {r['seconds_per_image']:.3f} |"
+        )
+    lines += (
+        ["", "## The paper's claim on this ground truth", ""]
+        + claims(rows)
+        + [
+            "",
+            "Validation sweep (success per setting):",
+            "",
+            "| method | NFE | setting | val success |",
+            "|---|---|---|---|",
+        ]
+    )
     for t in tuning:
-        lines.append(f"| {t['method']} | {t['nfe']} | " + ", ".join(f"{k} {v:g}" for k, v in t["hp"].items())
-                     + f" | {t['success']:.3f} |")
-    lines += ["", f"Reproduce: `python -m benchmarks.translation_study --nfe {' '.join(map(str, args.nfe))} "
-              f"--n-val {args.n_val} --n-test {args.n_test} --tune-max-nfe {args.tune_max_nfe}" + (f" --tag {args.tag}" if args.tag else "")
-              + (f" --device {args.device}" if args.device != "cpu" else "") + "`"
-              + (f" (pipelines on {device_name}; s/image is that device's)." if args.device != "cpu" else ".")]
+        lines.append(
+            f"| {t['method']} | {t['nfe']} | "
+            + ", ".join(f"{k} {v:g}" for k, v in t["hp"].items())
+            + f" | {t['success']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Reproduce: `python -m benchmarks.translation_study --nfe {' '.join(map(str, args.nfe))} "
+        f"--n-val {args.n_val} --n-test {args.n_test} --tune-max-nfe {args.tune_max_nfe}"
+        + (f" --tag {args.tag}" if args.tag else "")
+        + (f" --device {args.device}" if args.device != "cpu" else "")
+        + "`"
+        + (f" (pipelines on {device_name}; s/image is that device's)." if args.device != "cpu" else "."),
+    ]
     text = "\n".join(lines) + "\n"
     path_md.write_text(text)
     return text
@@ -132,8 +156,10 @@ def claims(rows: list[dict]) -> list[str]:
             verdict = "LSB ties on success and holds FID."
         else:
             verdict = "LSB does not hold both."
-        out.append(f"- NFE {nfe}: highest success {who} ({top:.3f}); lowest FID {best_f['method']} "
-                   f"({best_f['fid']:.2f}). {verdict}")
+        out.append(
+            f"- NFE {nfe}: highest success {who} ({top:.3f}); lowest FID {best_f['method']} "
+            f"({best_f['fid']:.2f}). {verdict}"
+        )
     ref = by.get(("lsb", 8))
     if ref:
         for m in ("sdedit", "ddib"):
@@ -141,12 +167,16 @@ def claims(rows: list[dict]) -> list[str]:
             if not any(r["method"] == m for r in rows):
                 continue
             if not match:
-                out.append(f"- {m} never reaches LSB@8's success ({ref['mean']['success']:.3f}) up to NFE "
-                           f"{max(r['nfe'] for r in rows if r['method'] == m)}: claim holds.")
+                out.append(
+                    f"- {m} never reaches LSB@8's success ({ref['mean']['success']:.3f}) up to NFE "
+                    f"{max(r['nfe'] for r in rows if r['method'] == m)}: claim holds."
+                )
             else:
                 n = min(match)
-                out.append(f"- {m} first matches LSB@8's success ({ref['mean']['success']:.3f}) at NFE {n}: claim "
-                           f"{'holds' if n >= 16 else 'does not hold'} (needs >= 2x LSB's NFE).")
+                out.append(
+                    f"- {m} first matches LSB@8's success ({ref['mean']['success']:.3f}) at NFE {n}: claim "
+                    f"{'holds' if n >= 16 else 'does not hold'} (needs >= 2x LSB's NFE)."
+                )
     return out
 
 
@@ -156,8 +186,12 @@ def main(argv=None) -> int:
     ap.add_argument("--nfe", type=int, nargs="+", default=[4, 8, 16, 32, 50])
     ap.add_argument("--n-val", type=int, default=15)
     ap.add_argument("--n-test", type=int, default=50)
-    ap.add_argument("--tune-max-nfe", type=int, default=16,
-                    help="tune on val up to this NFE; larger NFEs reuse the setting chosen at the largest tuned one")
+    ap.add_argument(
+        "--tune-max-nfe",
+        type=int,
+        default=16,
+        help="tune on val up to this NFE; larger NFEs reuse the setting chosen at the largest tuned one",
+    )
     ap.add_argument("--model", default=None)
     ap.add_argument("--device", default="cpu", help="torch device for the pipelines")
     ap.add_argument("--tag", default=None)
@@ -184,11 +218,22 @@ def main(argv=None) -> int:
             best = None
             tune_at = nfe if nfe <= args.tune_max_nfe else max(n for n in args.nfe if n <= args.tune_max_nfe)
             # above --tune-max-nfe: the setting chosen at the largest tuned NFE, no val cells
-            for hp in (grid(method) if tune_at == nfe else []):
+            for hp in grid(method) if tune_at == nfe else []:
                 key = cell_key(method, nfe, "val", hp)
                 if key not in state["cells"]:
-                    r = run(runner, method, nfe, "val", args.n_val, DIRECTIONS, hp["guidance"], hp["tau"], hp["t0"],
-                            "euler", seed=1000)
+                    r = run(
+                        runner,
+                        method,
+                        nfe,
+                        "val",
+                        args.n_val,
+                        DIRECTIONS,
+                        hp["guidance"],
+                        hp["tau"],
+                        hp["t0"],
+                        "euler",
+                        seed=1000,
+                    )
                     state["cells"][key] = {"success": r["mean"]["success"], "hp": hp}
                     save()
                 cell = state["cells"][key]
@@ -199,15 +244,30 @@ def main(argv=None) -> int:
             key = cell_key(method, nfe, f"test{args.n_test}", best["hp"])
             if key not in state["cells"]:
                 hp, pairs = best["hp"], []
-                r = run(runner, method, nfe, "test", args.n_test, DIRECTIONS, hp["guidance"], hp["tau"], hp["t0"],
-                        "euler", collect=pairs)
+                r = run(
+                    runner,
+                    method,
+                    nfe,
+                    "test",
+                    args.n_test,
+                    DIRECTIONS,
+                    hp["guidance"],
+                    hp["tau"],
+                    hp["t0"],
+                    "euler",
+                    collect=pairs,
+                )
                 r.update(feature_scores(pairs), hp=hp, val_success=best["success"])
                 state["cells"][key] = r
                 save()
             rows.append(state["cells"][key])
             r = rows[-1]
-            print(json.dumps({"method": method, "nfe": nfe, "hp": r["hp"], "success": r["mean"]["success"],
-                              "fid": r["fid"]}), flush=True)
+            print(
+                json.dumps(
+                    {"method": method, "nfe": nfe, "hp": r["hp"], "success": r["mean"]["success"], "fid": r["fid"]}
+                ),
+                flush=True,
+            )
     print(write(rows, tuning, out / f"{stem}.md", args, state.get("device_name", args.device)))
     plot(rows, out / f"{stem}.png")
     return 0

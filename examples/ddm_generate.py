@@ -33,16 +33,39 @@ if model is None:
     from lsb.training.ddm import main as train_ddm
 
     extra = ["--unet-channels", "32", "32", "--cached-scenes", "64"] if args.tiny else ["--cached-scenes", "2000"]
-    train_ddm(["--kind", "ddm", "--task", "t2i", "--out", args.run, "--steps", str(args.train_steps),
-               "--batch-size", "32", "--no-progress", *extra])
+    train_ddm(
+        [
+            "--kind",
+            "ddm",
+            "--task",
+            "t2i",
+            "--out",
+            args.run,
+            "--steps",
+            str(args.train_steps),
+            "--batch-size",
+            "32",
+            "--no-progress",
+            *extra,
+        ]
+    )
     model = str(Path(args.run) / "final")
 
 pipe = lsb.DDMPipeline.from_pretrained(model, dtype=torch.float32)
 pipe.set_progress_bar_config(disable=True)
-prompts = ["a red circle on a white background", "a blue square on a black background",
-           "a yellow triangle on a gray background", "a green circle on a black background"]
-out = pipe(prompts, num_inference_steps=args.steps, guidance_scale=args.guidance, output_type="pt",
-           generator=torch.Generator().manual_seed(0))
+prompts = [
+    "a red circle on a white background",
+    "a blue square on a black background",
+    "a yellow triangle on a gray background",
+    "a green circle on a black background",
+]
+out = pipe(
+    prompts,
+    num_inference_steps=args.steps,
+    guidance_scale=args.guidance,
+    output_type="pt",
+    generator=torch.Generator().manual_seed(0),
+)
 save_grid(out.images * 2 - 1, args.out, nrow=len(prompts))
 print(f"{len(prompts)} images with num_inference_steps={args.steps}: NFE = {out.nfe} UNet calls -> {args.out}")
 for p, r in zip(prompts, read_batch(out.images)):

@@ -35,7 +35,11 @@ print(f"learned {embeds}")
 pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(args.model)
 target = load_domain(pipe, str(embeds))  # -> "a <my-square>"
 sources = [shapes.render(s) for s in shapes.scenes("test", 4, shape="circle")]
-out = pipe(sources, source_prompt="a circle", target_prompt=target,  # the model's own defaults (lsb_defaults.json)
-           generator=torch.Generator().manual_seed(0))
+out = pipe(
+    sources,
+    source_prompt="a circle",
+    target_prompt=target,  # the model's own defaults (lsb_defaults.json)
+    generator=torch.Generator().manual_seed(0),
+)
 save_image(make_grid(sources + out.images, nrow=4), Path(args.out) / "translated.png")
 print(f"translated with {target!r}; wrote {Path(args.out) / 'translated.png'}")

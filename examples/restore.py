@@ -34,9 +34,27 @@ a = ap.parse_args()
 
 model = a.model
 if model is None:
-    train_bridge(["--task", a.task, "--bridge", "ddbm-vp", "--out", a.run, "--steps", str(a.steps),
-                  "--batch-size", str(a.batch_size), "--pairs", str(a.pairs), "--ema", "0", "--sample-images", "0",
-                  "--no-progress"])
+    train_bridge(
+        [
+            "--task",
+            a.task,
+            "--bridge",
+            "ddbm-vp",
+            "--out",
+            a.run,
+            "--steps",
+            str(a.steps),
+            "--batch-size",
+            str(a.batch_size),
+            "--pairs",
+            str(a.pairs),
+            "--ema",
+            "0",
+            "--sample-images",
+            "0",
+            "--no-progress",
+        ]
+    )
     model = f"{a.run}/final"
 pipe = load_restoration_pipeline(model)  # any restoration pipeline folder, by its model_index.json
 print(pipe.describe())
@@ -49,8 +67,9 @@ samplers = [("dbim", {}, 5), ("dbim", {"solver_order": 2}, 5)]
 samplers += [("ddbm", {}, 2)] if pipe.config.trained_bridge["bridge"] in ("vp", "ve") else [("i2sb", {}, 5)]
 for sampler, settings, steps in samplers:
     pipe.set_sampler(sampler, **settings)
-    out = pipe(inputs, num_inference_steps=steps, generator=torch.Generator(pipe.device).manual_seed(0),
-               output_type="pil")
+    out = pipe(
+        inputs, num_inference_steps=steps, generator=torch.Generator(pipe.device).manual_seed(0), output_type="pil"
+    )
     restored = torch.from_numpy(np.stack([np.asarray(im) for im in out.images])).permute(0, 3, 1, 2).float() / 255
     print(f"{sampler} {settings}: NFE {out.nfe}, PSNR {float(psnr(restored, target).mean()):.2f} dB")
     rows.append(out.images)

@@ -30,8 +30,9 @@ if not (Path(model) / "model_index.json").is_file():
     run = Path(tempfile.mkdtemp()) / "run"
     print(f"no model at {model}: training one in {run} ({args.train_steps} steps per stage)")
     flags = ["--tiny", "--cache-size", "16", "--workers", "1"] if args.tiny else []
-    training.main(["--task", args.task, "--stage", "diffir", "--out", str(run), "--steps", str(args.train_steps),
-                   *flags])
+    training.main(
+        ["--task", args.task, "--stage", "diffir", "--out", str(run), "--steps", str(args.train_steps), *flags]
+    )
     model = str(run / "s2" / "final")
 
 pipe = lsb.DiffIRPipeline.from_pretrained(model)
@@ -41,11 +42,15 @@ degraded_pil = tensor_to_pil(degraded.float() / 127.5 - 1)
 out = pipe(degraded_pil, generator=torch.Generator().manual_seed(0), output_type="pt")
 restored = out.images
 
+
 def psnr(a, b):
     return float((-10 * torch.log10(((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10))).mean())
 
+
 c = clean.float() / 255
-print(f"task {pipe.config.task}: PSNR degraded {psnr(degraded.float() / 255, c):.2f} dB -> restored "
-      f"{psnr(restored, c):.2f} dB (NFE {out.nfe}: prior diffusion steps; the DIRformer runs once)")
+print(
+    f"task {pipe.config.task}: PSNR degraded {psnr(degraded.float() / 255, c):.2f} dB -> restored "
+    f"{psnr(restored, c):.2f} dB (NFE {out.nfe}: prior diffusion steps; the DIRformer runs once)"
+)
 grid = make_grid(degraded_pil + tensor_to_pil(restored * 2 - 1) + tensor_to_pil(c * 2 - 1), nrow=args.n)
 print("wrote", save_image(grid, args.out), "(rows: degraded, restored, clean)")

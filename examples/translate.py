@@ -1,6 +1,6 @@
 """Translate a circle into a square with the Latent Schrödinger Bridge on the embedded mini SD.
 
-    python examples/translate.py [--nfe 8] [--out outputs/translate.png]
+python examples/translate.py [--nfe 8] [--out outputs/translate.png]
 """
 
 import argparse
@@ -23,8 +23,13 @@ scenes = shapes.scenes("test", 4, shape="circle")  # held-out scenes of the sour
 sources = [shapes.render(s) for s in scenes]
 # guidance / tau / t0 unset: the model folder's lsb_defaults.json (the embedded model's were tuned on the validation
 # split, README "Choosing parameters"; a stock SD folder gets the paper's)
-out = pipe(sources, source_prompt="a circle", target_prompt="a square", num_inference_steps=args.nfe,
-           generator=torch.Generator().manual_seed(0))
+out = pipe(
+    sources,
+    source_prompt="a circle",
+    target_prompt="a square",
+    num_inference_steps=args.nfe,
+    generator=torch.Generator().manual_seed(0),
+)
 for scene, image in zip(scenes, out.images):
     r = read_scene(image)
     print(f"{scene.caption:45s} -> read back: a {r.colour} {r.shape} on a {r.background} background")

@@ -19,9 +19,7 @@ from lsb.metrics import read_scene
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default=lsb.MINI_SD3)
-ap.add_argument(
-    "--tiny", action="store_true", help="a tiny random SD3 (no weights needed)"
-)
+ap.add_argument("--tiny", action="store_true", help="a tiny random SD3 (no weights needed)")
 ap.add_argument("--nfe", type=int, default=8)
 ap.add_argument("--out", default="outputs/translate_sd3.png")
 args = ap.parse_args()
@@ -34,9 +32,7 @@ if args.tiny or not (Path(args.model) / "model_index.json").is_file():
 else:
     pipe = lsb.LatentSchrodingerBridgeSD3Pipeline.from_pretrained(args.model)
 
-scenes = shapes.scenes(
-    "test", 4, shape="circle"
-)  # held-out scenes of the source domain
+scenes = shapes.scenes("test", 4, shape="circle")  # held-out scenes of the source domain
 sources = [shapes.render(s) for s in scenes]
 out = pipe(
     sources,
@@ -47,8 +43,6 @@ out = pipe(
 )
 for scene, image in zip(scenes, out.images):
     r = read_scene(image)
-    print(
-        f"{scene.caption:45s} -> read back: a {r.colour} {r.shape} on a {r.background} background"
-    )
+    print(f"{scene.caption:45s} -> read back: a {r.colour} {r.shape} on a {r.background} background")
 save_image(make_grid(sources + out.images, nrow=len(sources)), args.out)
 print(f"NFE {out.nfe} (batched transformer calls, 2 latents each); wrote {args.out}")

@@ -71,8 +71,10 @@ _register_lazy_components()
 
 #: public component classes, imported on first use (``lsb.LSBScheduler``)
 _COMPONENTS = {
-    **{n: "lsb.schedulers" for n in ("LSBScheduler", "I2SBScheduler", "DDBMScheduler", "DBIMScheduler",
-                                     "DDMScheduler", "DiffIRScheduler")},
+    **{
+        n: "lsb.schedulers"
+        for n in ("LSBScheduler", "I2SBScheduler", "DDBMScheduler", "DBIMScheduler", "DDMScheduler", "DiffIRScheduler")
+    },
     **{n: "lsb.models.diffir" for n in ("CPENS1", "CPENS2", "DIRformer", "PriorDenoiser")},
 }
 
@@ -84,8 +86,10 @@ _PIPELINES = {
     "DiffIRPipeline": ("lsb_pipelines.diffir.pipeline", "DiffIRPipeline"),
     "DiffIRPipelineOutput": ("lsb_pipelines.diffir.pipeline", "DiffIRPipelineOutput"),
     "BridgeRestorationPipeline": ("lsb_pipelines.bridge.pipeline", "BridgeRestorationPipeline"),
-    "ConditionalDiffusionRestorationPipeline": ("lsb_pipelines.palette.pipeline",
-                                                "ConditionalDiffusionRestorationPipeline"),
+    "ConditionalDiffusionRestorationPipeline": (
+        "lsb_pipelines.palette.pipeline",
+        "ConditionalDiffusionRestorationPipeline",
+    ),
     "RestorationPipelineOutput": ("lsb.helpers.restoration", "RestorationPipelineOutput"),
     "DDMPipeline": ("lsb_pipelines.ddm.pipeline", "DDMPipeline"),
     "DDMPipelineOutput": ("lsb_pipelines.ddm.pipeline", "DDMPipelineOutput"),
@@ -125,4 +129,20 @@ def __getattr__(name):
     raise AttributeError(f"module 'lsb' has no attribute {name!r}")
 
 
-__all__ = ["MINI_SD", "MINI_SD3", "LSBScheduler", "I2SBScheduler", "DDBMScheduler", "DBIMScheduler", "DDMScheduler", "DiffIRScheduler", "CPENS1", "CPENS2", "DIRformer", "PriorDenoiser", "pipeline_dir", "pipeline_class_names", *_PIPELINES]
+__all__ = [
+    "MINI_SD",
+    "MINI_SD3",
+    "LSBScheduler",
+    "I2SBScheduler",
+    "DDBMScheduler",
+    "DBIMScheduler",
+    "DDMScheduler",
+    "DiffIRScheduler",
+    "CPENS1",
+    "CPENS2",
+    "DIRformer",
+    "PriorDenoiser",
+    "pipeline_dir",
+    "pipeline_class_names",
+    *_PIPELINES,
+]

@@ -36,17 +36,33 @@ def tiny_components(prediction_type: str = "epsilon", seed: int = 0):
 
     tok = mini_sd.build_tokenizer()
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4,
-                                out_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
-                                attention_head_dim=2, norm_num_groups=4)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
     torch.manual_seed(seed)
-    vae = AutoencoderKL(block_out_channels=[4, 4, 8, 8], in_channels=3, out_channels=3,
-                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                        latent_channels=4, norm_num_groups=2, sample_size=64)
+    vae = AutoencoderKL(
+        block_out_channels=[4, 4, 8, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=64,
+    )
     torch.manual_seed(seed)
-    te = mini_sd.build_text_encoder(tok, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                    num_attention_heads=2, projection_dim=16)
+    te = mini_sd.build_text_encoder(
+        tok, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, projection_dim=16
+    )
     cfg = dict(mini_sd.SCHEDULER_CONFIG)
     cfg["prediction_type"] = prediction_type
     sched = PNDMScheduler.from_config(cfg)
@@ -63,8 +79,9 @@ def tiny_sd_dir(tmp_path):
     """A saved tiny StableDiffusionPipeline folder (the layout of a real SD checkpoint)."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline(**tiny_components(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        **tiny_components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     path = tmp_path / "tiny-sd"
     pipe.save_pretrained(path)
     return path

@@ -15,14 +15,9 @@ def recorded_calls(module: torch.nn.Module):
     calls: list[dict] = []
 
     def hook(_module, args, kwargs):
-        entry = {
-            k: (v.detach().clone() if isinstance(v, torch.Tensor) else v)
-            for k, v in kwargs.items()
-        }
+        entry = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
         if args:
-            entry["args"] = [
-                a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args
-            ]
+            entry["args"] = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args]
         calls.append(entry)
 
     handle = module.register_forward_pre_hook(hook, with_kwargs=True)
@@ -34,9 +29,7 @@ def recorded_calls(module: torch.nn.Module):
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     """Max absolute difference of two tensors of the same shape (an AssertionError when the shapes differ)."""
-    assert tuple(a.shape) == tuple(b.shape), (
-        f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
-    )
+    assert tuple(a.shape) == tuple(b.shape), f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
     return (a.double() - b.double()).abs().max().item()
 
 

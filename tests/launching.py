@@ -26,14 +26,31 @@ def child_env(tmp_path: Path) -> dict:
     return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HF_HOME=str(tmp_path / "hf_home"))
 
 
-def run_module(module: str, args: list[str], env: dict, processes: int = 1,
-               timeout: float = 900) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, args: list[str], env: dict, processes: int = 1, timeout: float = 900
+) -> subprocess.CompletedProcess:
     """``python -m module args`` (processes=1) or ``accelerate launch ... -m module args`` with ``processes``
     CPU processes; output captured as text."""
     if processes == 1:
         cmd = [sys.executable, "-m", module, *args]
     else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), "-m", module, *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            module,
+            *args,
+        ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

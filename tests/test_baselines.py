@@ -45,8 +45,9 @@ def _ddib(prediction_type="epsilon", **components):
 
 
 def _img2img():
-    pipe = StableDiffusionImg2ImgPipeline(**tiny_components(), safety_checker=None, feature_extractor=None,
-                                          requires_safety_checker=False)
+    pipe = StableDiffusionImg2ImgPipeline(
+        **tiny_components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -113,14 +114,23 @@ def test_ddib_prompt_roles_and_guided_inversion_cost():
     assert torch.equal(calls[2][2], torch.cat([null, tgt]))
 
     calls.clear()
-    pipe(_img(), "a circle", "a square", num_inference_steps=4, guidance_scale=2.0, inversion_guidance_scale=1.0,
-         negative_prompt="a circle", output_type="latent")
+    pipe(
+        _img(),
+        "a circle",
+        "a square",
+        num_inference_steps=4,
+        guidance_scale=2.0,
+        inversion_guidance_scale=1.0,
+        negative_prompt="a circle",
+        output_type="latent",
+    )
     assert torch.equal(calls[0][2], src)
     assert torch.equal(calls[2][2], torch.cat([src, tgt]))
 
     calls.clear()  # a guided inversion is still one (batched) call per step
-    out = pipe(_img(), "a circle", "a square", num_inference_steps=4, inversion_guidance_scale=0.5,
-               output_type="latent")
+    out = pipe(
+        _img(), "a circle", "a square", num_inference_steps=4, inversion_guidance_scale=0.5, output_type="latent"
+    )
     assert out.nfe == 4 and [b for b, _, _ in calls] == [2, 2, 2, 2]
     assert torch.equal(calls[0][2], torch.cat([null, src]))
 
@@ -140,8 +150,15 @@ def test_ddib_reconstructs_source_under_the_same_prompt():
     x = encode_images(pipe.vae, pixels, "cpu")
 
     def rel_err(nfe):
-        out = pipe(images, "a circle", "a circle", num_inference_steps=nfe, guidance_scale=1.0,
-                   inversion_guidance_scale=1.0, output_type="latent")
+        out = pipe(
+            images,
+            "a circle",
+            "a circle",
+            num_inference_steps=nfe,
+            guidance_scale=1.0,
+            inversion_guidance_scale=1.0,
+            output_type="latent",
+        )
         assert not torch.allclose(out.inverted_latents, x, atol=0.1)  # the inversion really moved
         return float(((out.images - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).mean())
 
@@ -204,9 +221,16 @@ def test_ddib_matches_exact_map_on_gaussian_domains(w_inv, w, negative):
     expected = mu_samp + (x.double() - mu_inv)
 
     def err(nfe):
-        out = pipe(_img(), "a circle", "a square", num_inference_steps=nfe, guidance_scale=w,
-                   inversion_guidance_scale=w_inv, negative_prompt="a circle" if negative else None,
-                   output_type="latent")
+        out = pipe(
+            _img(),
+            "a circle",
+            "a square",
+            num_inference_steps=nfe,
+            guidance_scale=w,
+            inversion_guidance_scale=w_inv,
+            negative_prompt="a circle" if negative else None,
+            output_type="latent",
+        )
         return float((out.images.double() - expected).abs().max())
 
     scale = max(abs(mu_samp - mu_inv), 1.0)
@@ -227,11 +251,23 @@ def test_ddib_v_prediction_and_callback():
         seen.append((i, p.phase, tensors["latents"].shape))
         return tensors
 
-    out = pipe(_img(), "a circle", "a square", num_inference_steps=5, output_type="np", callback_on_step_end=cb,
-               callback_on_step_end_tensor_inputs=["latents"])
+    out = pipe(
+        _img(),
+        "a circle",
+        "a square",
+        num_inference_steps=5,
+        output_type="np",
+        callback_on_step_end=cb,
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
     assert np.isfinite(out.images).all()
-    assert [(i, ph) for i, ph, _ in seen] == [(0, "inversion"), (1, "inversion"), (2, "sampling"), (3, "sampling"),
-                                              (4, "sampling")]
+    assert [(i, ph) for i, ph, _ in seen] == [
+        (0, "inversion"),
+        (1, "inversion"),
+        (2, "sampling"),
+        (3, "sampling"),
+        (4, "sampling"),
+    ]
     assert pipe.phase is None
 
 
@@ -243,8 +279,9 @@ def test_ddib_from_pretrained_and_custom_pipeline(tiny_sd_dir, fresh_dynamic_mod
     assert isinstance(ref.scheduler, DDIMScheduler)
     with pytest.raises(ValueError, match="trust_remote_code"):
         DiffusionPipeline.from_pretrained(tiny_sd_dir, custom_pipeline=lsb.pipeline_dir("ddib"))
-    pipe = DiffusionPipeline.from_pretrained(tiny_sd_dir, custom_pipeline=lsb.pipeline_dir("ddib"),
-                                             trust_remote_code=True)
+    pipe = DiffusionPipeline.from_pretrained(
+        tiny_sd_dir, custom_pipeline=lsb.pipeline_dir("ddib"), trust_remote_code=True
+    )
     assert type(pipe).__name__ == "DDIBPipeline"
     assert type(pipe).__module__ != DDIBPipeline.__module__  # diffusers' copy of the file, not our module
     pipe.set_progress_bar_config(disable=True)
@@ -277,8 +314,18 @@ def test_sdedit_spends_exactly_nfe_and_starts_at_lsb_snr(nfe):
     pipe = _img2img()  # PNDM scheduler: converted to DDIM, as the paper runs SDEdit
     calls = _record_calls(pipe)
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
-    images, spent = sdedit.sdedit_translate(pipe, _imgs(2), "a circle", "a square", nfe=nfe, t0=0.2, tau=5.29,
-                                               guidance_scale=3.0, generator=gens, output_type="np")
+    images, spent = sdedit.sdedit_translate(
+        pipe,
+        _imgs(2),
+        "a circle",
+        "a square",
+        nfe=nfe,
+        t0=0.2,
+        tau=5.29,
+        guidance_scale=3.0,
+        generator=gens,
+        output_type="np",
+    )
     assert isinstance(pipe.scheduler, DDIMScheduler)
     assert spent == nfe and len(calls) == nfe
     assert images.shape == (2, 64, 64, 3)
@@ -314,8 +361,19 @@ def test_translate_all_methods_load_and_are_deterministic(method, tiny_sd_dir):
 
     def run(seed):
         gens = [torch.Generator().manual_seed(seed + i) for i in range(2)]
-        return translators.translate(method, pipe, _imgs(2), "a circle", "a square", nfe=4, guidance_scale=3.0,
-                                   tau=5.29, t0=0.2, generator=gens, output_type="np")
+        return translators.translate(
+            method,
+            pipe,
+            _imgs(2),
+            "a circle",
+            "a square",
+            nfe=4,
+            guidance_scale=3.0,
+            tau=5.29,
+            t0=0.2,
+            generator=gens,
+            output_type="np",
+        )
 
     a, nfe_a = run(0)
     assert nfe_a == 4 and len(calls) == 4

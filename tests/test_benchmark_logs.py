@@ -17,8 +17,19 @@ def _script(name):
 
 
 def _row(method, nfe, fid, psnr, acc=0.9, model="/tmp/r/bridge-inpaint-x/final"):
-    return {"method": method, "model": model, "nfe": nfe, "target_nfe": nfe, "s_per_image": 0.001, "psnr": psnr,
-            "ssim": 0.9, "fid": fid, "kid_x1000": 1.0, "all_right": acc, "shape": 1.0}
+    return {
+        "method": method,
+        "model": model,
+        "nfe": nfe,
+        "target_nfe": nfe,
+        "s_per_image": 0.001,
+        "psnr": psnr,
+        "ssim": 0.9,
+        "fid": fid,
+        "kid_x1000": 1.0,
+        "all_right": acc,
+        "shape": 1.0,
+    }
 
 
 def _log(path, rows, noise=True):
@@ -30,19 +41,44 @@ def _log(path, rows, noise=True):
 def test_restoration_from_log(tmp_path):
     ref = _row("degraded input", 0, 70.0, 19.0, 0.4, model="-")
     a = _log(tmp_path / "a.log", [ref, _row("I2SB", 10, 2.0, 31.0), _row("DBIM (I2SB bridge, eta 0)", 10, 2.5, 32.0)])
-    b = _log(tmp_path / "b.log", [ref, _row("DDBM Heun (VP)", 11, 20.0, 24.0) | {"target_nfe": 10},
-                                  _row("DBIM order 1 (VP)", 10, 12.0, 25.6),
-                                  _row("DDBM Heun (VP)", 50, 13.0, 24.8), _row("DDBM Heun (VP)", 101, 11.0, 24.9)])
+    b = _log(
+        tmp_path / "b.log",
+        [
+            ref,
+            _row("DDBM Heun (VP)", 11, 20.0, 24.0) | {"target_nfe": 10},
+            _row("DBIM order 1 (VP)", 10, 12.0, 25.6),
+            _row("DDBM Heun (VP)", 50, 13.0, 24.8),
+            _row("DDBM Heun (VP)", 101, 11.0, 24.9),
+        ],
+    )
     c = _log(tmp_path / "c.log", [ref, _row("Palette (DDIM)", 10, 9.0, 24.7, 0.68)])
     mod = _script("restoration")
-    res = mod.main(["--from-log", a, b, c, "--task", "inpaint", "--n", "2", "--nfes", "10", "50",
-                    "--out", str(tmp_path), "--tag", "t"])
+    res = mod.main(
+        [
+            "--from-log",
+            a,
+            b,
+            c,
+            "--task",
+            "inpaint",
+            "--n",
+            "2",
+            "--nfes",
+            "10",
+            "50",
+            "--out",
+            str(tmp_path),
+            "--tag",
+            "t",
+        ]
+    )
     assert [r["method"] for r in res["rows"]].count("degraded input") == 1
     assert len(res["rows"]) == 8
     md = (tmp_path / "t.md").read_text()
     # DBIM@10 beats Heun@50 on both, loses FID to Heun@101; I2SB beats Palette
-    assert ("| DBIM order 1 (VP) @ 10 | DDBM Heun (VP) @ 50 | 12.00 vs 13.00 | 25.60 vs 24.80 | 0.900 vs 0.900 | "
-            "holds |") in md
+    assert (
+        "| DBIM order 1 (VP) @ 10 | DDBM Heun (VP) @ 50 | 12.00 vs 13.00 | 25.60 vs 24.80 | 0.900 vs 0.900 | holds |"
+    ) in md
     assert "@ 101 | 12.00 vs 11.00 | 25.60 vs 24.90 | 0.900 vs 0.900 | PSNR only |" in md
     assert "(a) DBIM NFE 10 beats DDBM Heun NFE >= 50: holds only in part (1 of 2" in md
     assert "(b) I2SB NFE 10 beats Palette NFE 10: holds (1 of 1" in md
@@ -66,12 +102,31 @@ def test_restoration_from_log_rejects_mixed_runs(tmp_path):
 
 def test_ddm_claims_and_missing(tmp_path):
     def r(method, nfe, fid, acc):
-        return {"method": method, "nfe": nfe, "fid": fid, "kid_x1000": 5.0, "kid_std_x1000": 50.0, "all_right": acc,
-                "shape": 1.0, "colour": 1.0, "background": 1.0, "clean": 1.0, "s_per_image": 0.001}
+        return {
+            "method": method,
+            "nfe": nfe,
+            "fid": fid,
+            "kid_x1000": 5.0,
+            "kid_std_x1000": 50.0,
+            "all_right": acc,
+            "shape": 1.0,
+            "colour": 1.0,
+            "background": 1.0,
+            "clean": 1.0,
+            "s_per_image": 0.001,
+        }
 
     floor = r("real (other scenes)", 0, 17.0, float("nan"))
-    log = _log(tmp_path / "d.log", [floor, r("ddm", 10, 9.0, 0.89), r("ddpm+ddim", 10, 18.0, 0.63),
-                                    r("ddpm+ddim", 20, 14.0, 0.63), r("ddpm+dpm++", 20, 8.0, 0.63)])
+    log = _log(
+        tmp_path / "d.log",
+        [
+            floor,
+            r("ddm", 10, 9.0, 0.89),
+            r("ddpm+ddim", 10, 18.0, 0.63),
+            r("ddpm+ddim", 20, 14.0, 0.63),
+            r("ddpm+dpm++", 20, 8.0, 0.63),
+        ],
+    )
     mod = _script("ddm")
     res = mod.main(["--from-log", log, "--n", "4", "--nfe", "10", "20", "--out", str(tmp_path), "--tag", "d"])
     assert not res["floor_recomputed"]
@@ -91,8 +146,14 @@ def test_study_claims_call_equal_success_a_tie():
     def row(method, nfe, success, fid):
         return {"method": method, "nfe": nfe, "mean": {"success": success}, "fid": fid}
 
-    rows = [row("lsb", 4, 130 / 180, 21.5), row("sdedit", 4, 0.7222222222222222, 39.0), row("ddib", 4, 0.01, 143.0),
-            row("lsb", 8, 0.77, 26.9), row("sdedit", 8, 0.72, 33.9), row("ddib", 8, 0.31, 88.1)]
+    rows = [
+        row("lsb", 4, 130 / 180, 21.5),
+        row("sdedit", 4, 0.7222222222222222, 39.0),
+        row("ddib", 4, 0.01, 143.0),
+        row("lsb", 8, 0.77, 26.9),
+        row("sdedit", 8, 0.72, 33.9),
+        row("ddib", 8, 0.31, 88.1),
+    ]
     lines = study.claims(rows)
     assert lines[0].startswith("- NFE 4: highest success tie between lsb and sdedit (0.722)")
     assert lines[0].endswith("LSB ties on success and holds FID.")
@@ -109,7 +170,9 @@ def test_lsb_failure_reasons_on_rendered_scenes():
     from lsb.metrics import read_scene
 
     fail = _script("lsb_failures")
-    src = shapes.scenes("val", 1, shape="circle")[0].replace(colour="red", background="white", size=28.0, cx=32.0, cy=32.0)
+    src = shapes.scenes("val", 1, shape="circle")[0].replace(
+        colour="red", background="white", size=28.0, cx=32.0, cy=32.0
+    )
 
     def why(scene, target="square"):
         return fail.failure_reason(read_scene(shapes.render_array(scene)), src, target)
@@ -150,14 +213,24 @@ def test_lsb_failures_size_account():
 
 def test_sweep_summary_round_trip_and_ranking(tmp_path):
     """gpu/sweep_summary.py: run folders -> jsonl -> the same map; settings ranked by the mean over setups."""
-    spec = importlib.util.spec_from_file_location("bench_sweep_summary", ROOT / "benchmarks" / "gpu" / "sweep_summary.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_sweep_summary", ROOT / "benchmarks" / "gpu" / "sweep_summary.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
 
     def result(t0, tau, g, success):
-        return {"method": "lsb", "solver": "euler", "nfe": 8, "t0": t0, "tau": tau, "guidance": g, "n_per_direction": 5,
-                "mean": {"success": success, "shape": 1.0, "colour_kept": 1.0, "clean": 1.0},
-                "directions": [{"direction": "circle->square", "success": success}]}
+        return {
+            "method": "lsb",
+            "solver": "euler",
+            "nfe": 8,
+            "t0": t0,
+            "tau": tau,
+            "guidance": g,
+            "n_per_direction": 5,
+            "mean": {"success": success, "shape": 1.0, "colour_kept": 1.0, "clean": 1.0},
+            "directions": [{"direction": "circle->square", "success": success}],
+        }
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -168,7 +241,9 @@ def test_sweep_summary_round_trip_and_ranking(tmp_path):
     (runs / "translation-b-text-euler-t00.05.json").write_text(json.dumps([result(0.05, 1.0, 3.0, 0.75)]))
     again = tmp_path / "again"  # a second run folder holding a copy of one file: its cell is counted once
     again.mkdir()
-    (again / "translation-a-text-euler-t00.02.json").write_text((runs / "translation-a-text-euler-t00.02.json").read_text())
+    (again / "translation-a-text-euler-t00.02.json").write_text(
+        (runs / "translation-a-text-euler-t00.02.json").read_text()
+    )
     raw, md1, md2 = tmp_path / "cells.jsonl", tmp_path / "a.md", tmp_path / "b.md"
     assert mod.main([str(runs), str(again), "--raw", str(raw), "--out", str(md1)]) == 0
     assert len(raw.read_text().splitlines()) == 4

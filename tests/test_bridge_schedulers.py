@@ -71,8 +71,14 @@ def _numpy_i2sb_official(n, beta_max, linear_start=1e-4):
 def test_i2sb_official_tables(beta_max, std_end, std_sb_max):
     sched = I2SBBridgeSchedule(1000, beta_min=0.1, beta_max=beta_max, official_cumsum=True)
     betas, fwd, bwd, mu0, mu1, std_sb = _numpy_i2sb_official(1000, beta_max)
-    for ours, ref in [(sched.betas, betas), (sched.std_fwd, fwd), (sched.std_bwd, bwd), (sched.mu_x0, mu0),
-                      (sched.mu_x1, mu1), (sched.std_sb, std_sb)]:
+    for ours, ref in [
+        (sched.betas, betas),
+        (sched.std_fwd, fwd),
+        (sched.std_bwd, bwd),
+        (sched.mu_x0, mu0),
+        (sched.mu_x1, mu1),
+        (sched.std_sb, std_sb),
+    ]:
         np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-12, atol=1e-15)
     assert torch.equal(sched.betas, sched.betas.flip(0))  # symmetric
     assert abs(sched.std_fwd[0].item() - 0.01) < 1e-12 and abs(sched.std_bwd[-1].item() - 0.01) < 1e-12  # off-by-one
@@ -355,10 +361,11 @@ def test_dbim_multistep_is_exact_for_polynomial_denoisers(bridge):
     for order in (1, 2, 3):
         p = coeffs[:order]
         poly = lambda lam, p=p: sum(c * lam**k for k, c in enumerate(p))  # noqa: E731
+
         # antiderivative of e^l (p0 + p1 l + p2 l^2): e^l (p0 + p1 (l - 1) + p2 (l^2 - 2 l + 2))
-        anti = lambda lam, p=p: math.exp(lam) * sum(  # noqa: E731
-            c * v for c, v in zip(p, (1.0, lam - 1, lam * lam - 2 * lam + 2))
-        )
+        def anti(lam, p=p):
+            return math.exp(lam) * sum(c * v for c, v in zip(p, (1.0, lam - 1, lam * lam - 2 * lam + 2)))
+
         exact = (c_t / c_s) * x_s + (a_t - a_s * c_t / c_s) * x_T + c_t * (anti(lams[3]) - anti(lams[2]))
         history = [torch.tensor([poly(lam)], dtype=F64) for lam in lams[3 - order : 3]]
         out = dbim_multistep_step(x_s, x_T, history, times[3 - order : 3], bridge, times[3])

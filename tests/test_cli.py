@@ -25,8 +25,22 @@ def inputs(tmp_path):
 
 def test_translate_folder_writes_outputs_and_grid(tiny_sd_dir, inputs, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["translate", str(inputs), "--source", "a circle", "--target", "a square", "--model", str(tiny_sd_dir),
-               "--nfe", "2", "-o", str(out)])
+    rc = main(
+        [
+            "translate",
+            str(inputs),
+            "--source",
+            "a circle",
+            "--target",
+            "a square",
+            "--model",
+            str(tiny_sd_dir),
+            "--nfe",
+            "2",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert sorted(p.name for p in out.glob("c*.png")) == ["c0.png", "c1.png", "c2.png"]
     assert (out / "grid.png").is_file()
@@ -34,8 +48,22 @@ def test_translate_folder_writes_outputs_and_grid(tiny_sd_dir, inputs, tmp_path,
     assert settings["nfe"] == 2 and settings["solver"] == "euler"
     # same seed -> same pixels
     out2 = tmp_path / "out2"
-    main(["translate", str(inputs), "--source", "a circle", "--target", "a square", "--model", str(tiny_sd_dir),
-          "--nfe", "2", "-o", str(out2)])
+    main(
+        [
+            "translate",
+            str(inputs),
+            "--source",
+            "a circle",
+            "--target",
+            "a square",
+            "--model",
+            str(tiny_sd_dir),
+            "--nfe",
+            "2",
+            "-o",
+            str(out2),
+        ]
+    )
     assert Image.open(out / "c0.png").tobytes() == Image.open(out2 / "c0.png").tobytes()
 
 
@@ -55,17 +83,45 @@ def test_translate_errors(tiny_sd_dir, inputs, tmp_path, capsys):
     assert "no image files" in _err(capsys, ["translate", str(empty), *base])
     Image.new("RGB", (60, 60)).save(tmp_path / "odd.png")
     assert "multiple of 8" in _err(capsys, ["translate", str(tmp_path / "odd.png"), *base, "--size-policy", "keep"])
-    assert "<nope>" in _err(capsys, ["translate", str(inputs), "--source", "a circle", "--target", "a <nope>",
-                                     "--model", str(tiny_sd_dir), "-o", str(tmp_path / "o")])
+    assert "<nope>" in _err(
+        capsys,
+        [
+            "translate",
+            str(inputs),
+            "--source",
+            "a circle",
+            "--target",
+            "a <nope>",
+            "--model",
+            str(tiny_sd_dir),
+            "-o",
+            str(tmp_path / "o"),
+        ],
+    )
     assert "--nfe" in _err(capsys, ["translate", str(inputs), *base, "--nfe", "1"])
     assert "t0" in _err(capsys, ["translate", str(inputs), *base, "--t0", "1.5"])
-    assert "does not exist" in _err(capsys, ["translate", str(inputs), "--source", "a", "--target", "b",
-                                             "--model", str(tmp_path / "missing-model"), "-o", str(tmp_path / "o")])
+    assert "does not exist" in _err(
+        capsys,
+        [
+            "translate",
+            str(inputs),
+            "--source",
+            "a",
+            "--target",
+            "b",
+            "--model",
+            str(tmp_path / "missing-model"),
+            "-o",
+            str(tmp_path / "o"),
+        ],
+    )
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_sd_dir, broken)
     shutil.rmtree(broken / "unet")
-    assert "unet" in _err(capsys, ["translate", str(inputs), "--source", "a", "--target", "b",
-                                   "--model", str(broken), "-o", str(tmp_path / "o")])
+    assert "unet" in _err(
+        capsys,
+        ["translate", str(inputs), "--source", "a", "--target", "b", "--model", str(broken), "-o", str(tmp_path / "o")],
+    )
 
 
 def test_translate_other_modes_refused_unless_convert_mode(tiny_sd_dir, inputs, tmp_path, capsys):
@@ -74,11 +130,16 @@ def test_translate_other_modes_refused_unless_convert_mode(tiny_sd_dir, inputs, 
 
     base = ["--source", "a circle", "--target", "a square", "--model", str(tiny_sd_dir), "--nfe", "2"]
     rgb = Image.open(inputs / "c0.png")
-    odd = {"alpha.png": rgb.convert("RGBA"), "gray.png": rgb.convert("L"),
-           "deep.png": Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257))}
+    odd = {
+        "alpha.png": rgb.convert("RGBA"),
+        "gray.png": rgb.convert("L"),
+        "deep.png": Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)),
+    }
     for name, im in odd.items():
         im.save(tmp_path / name)
-        err = _err(capsys, ["translate", str(inputs / "c1.png"), str(tmp_path / name), *base, "-o", str(tmp_path / "o")])
+        err = _err(
+            capsys, ["translate", str(inputs / "c1.png"), str(tmp_path / name), *base, "-o", str(tmp_path / "o")]
+        )
         assert f"{name}: mode {im.mode}" in err and "--convert-mode" in err
     assert not (tmp_path / "o").exists()  # refused before anything was written
     out = tmp_path / "converted"
@@ -90,10 +151,25 @@ def test_translate_other_modes_refused_unless_convert_mode(tiny_sd_dir, inputs, 
 def test_translate_with_learned_domain_file(tiny_sd_dir, inputs, tmp_path):
     from lsb.training.prompt_optimization import learn_domain
 
-    dom = learn_domain(inputs, "<tiny-circle>", str(tiny_sd_dir), output_dir=tmp_path / "dom", steps=2,
-                       batch_size=2, progress=False)
-    rc = main(["translate", str(inputs / "c0.png"), "--source", str(dom), "--target", "a square",
-               "--model", str(tiny_sd_dir), "--nfe", "2", "-o", str(tmp_path / "o")])
+    dom = learn_domain(
+        inputs, "<tiny-circle>", str(tiny_sd_dir), output_dir=tmp_path / "dom", steps=2, batch_size=2, progress=False
+    )
+    rc = main(
+        [
+            "translate",
+            str(inputs / "c0.png"),
+            "--source",
+            str(dom),
+            "--target",
+            "a square",
+            "--model",
+            str(tiny_sd_dir),
+            "--nfe",
+            "2",
+            "-o",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 0
 
 
@@ -111,17 +187,52 @@ def test_translate_help_states_both_default_sets(capsys):
         main(["translate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for key in ("tau", "t0", "guidance"):
-        assert f"default {MINI_SD_TRANSLATE_DEFAULTS[key]} on the embedded model, {TRANSLATE_DEFAULTS[key]} on others" in text
+        assert (
+            f"default {MINI_SD_TRANSLATE_DEFAULTS[key]} on the embedded model, {TRANSLATE_DEFAULTS[key]} on others"
+            in text
+        )
     assert f"(default {TRANSLATE_DEFAULTS['nfe']})" in text
 
 
 @pytest.mark.parametrize("method", ["sdedit", "ddib"])
 def test_translate_baseline_methods(tiny_sd_dir, inputs, tmp_path, method, capsys):
     out = tmp_path / method
-    rc = main(["translate", str(inputs / "c0.png"), "--source", "a circle", "--target", "a square", "--method", method,
-               "--model", str(tiny_sd_dir), "--nfe", "4", "-o", str(out)])
+    rc = main(
+        [
+            "translate",
+            str(inputs / "c0.png"),
+            "--source",
+            "a circle",
+            "--target",
+            "a square",
+            "--method",
+            method,
+            "--model",
+            str(tiny_sd_dir),
+            "--nfe",
+            "4",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0 and (out / "c0.png").is_file()
     assert json.loads((out / "settings.json").read_text())["method"] == method
-    assert "--solver" in _err(capsys, ["translate", str(inputs / "c0.png"), "--source", "a", "--target", "b",
-                                       "--method", method, "--solver", "ddim", "--model", str(tiny_sd_dir),
-                                       "-o", str(out)])
+    assert "--solver" in _err(
+        capsys,
+        [
+            "translate",
+            str(inputs / "c0.png"),
+            "--source",
+            "a",
+            "--target",
+            "b",
+            "--method",
+            method,
+            "--solver",
+            "ddim",
+            "--model",
+            str(tiny_sd_dir),
+            "-o",
+            str(out),
+        ],
+    )

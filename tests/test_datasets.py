@@ -46,7 +46,7 @@ def test_paired_dataset(task):
     assert ("mask" in item) == (task == "inpaint")
 
 
-def test_image_folder(tmp_path):   # a user's image folder: lsb.training.prompt_optimization.DomainImages
+def test_image_folder(tmp_path):  # a user's image folder: lsb.training.prompt_optimization.DomainImages
     from lsb.training.prompt_optimization import DomainImages
 
     Image.new("RGB", (80, 40), (255, 0, 0)).save(tmp_path / "a.png")

@@ -167,9 +167,16 @@ def test_two_head_convention_round_trip(tmp_path):
     K, C, e = split_heads(x, "linear")
     assert torch.equal(merge_heads(C, e, K), x)
     torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=8, in_channels=4, out_channels=8, block_out_channels=(8, 16), norm_num_groups=4,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       layers_per_block=1)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=8,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+    )
     unet.save_pretrained(tmp_path / "u2d")
     back = UNet2DModel.from_pretrained(tmp_path / "u2d")
     xin = torch.randn(1, 4, 8, 8)
@@ -178,10 +185,18 @@ def test_two_head_convention_round_trip(tmp_path):
     assert check_ddm_unet(back, 4, "constant") is False
     with pytest.raises(ValueError, match="out_channels"):
         check_ddm_unet(back, 4, "linear")
-    cond = UNet2DConditionModel(sample_size=8, in_channels=8, out_channels=8, block_out_channels=(8, 16),
-                                norm_num_groups=4, cross_attention_dim=16, attention_head_dim=2, layers_per_block=1,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    cond = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=8,
+        out_channels=8,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )
     assert check_ddm_unet(cond, 4, "constant") is True
 
 
@@ -194,10 +209,17 @@ def _tiny_ddm_pipe(image_conditioned=False, attenuation="constant"):
     torch.manual_seed(0)
     heads = 3 if attenuation == "linear" else 2
     comps["unet"] = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=8 if image_conditioned else 4,
-        out_channels=4 * heads, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16, attention_head_dim=2,
-        norm_num_groups=4)
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=8 if image_conditioned else 4,
+        out_channels=4 * heads,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
     comps["scheduler"] = lsb.DDMScheduler(attenuation=attenuation)
     return lsb.DDMPipeline(**comps)
 
@@ -207,22 +229,37 @@ def test_pipeline_t2i_nfe_and_reload(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     calls = []
     pipe.unet.register_forward_hook(lambda *a: calls.append(1))
-    out = pipe(["a red circle", "a square"], num_inference_steps=3, guidance_scale=2.0, output_type="pt",
-               generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        ["a red circle", "a square"],
+        num_inference_steps=3,
+        guidance_scale=2.0,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.images.shape == (2, 3, 64, 64) and out.nfe == 4 == len(calls)  # N + 1, CFG batched
     pipe.save_pretrained(tmp_path / "p")
     from diffusers import DiffusionPipeline
 
-    custom = DiffusionPipeline.from_pretrained(tmp_path / "p", custom_pipeline=lsb.pipeline_dir("ddm"),
-                                               trust_remote_code=True)
+    custom = DiffusionPipeline.from_pretrained(
+        tmp_path / "p", custom_pipeline=lsb.pipeline_dir("ddm"), trust_remote_code=True
+    )
     assert type(custom).__name__ == "DDMPipeline"
     back = lsb.DDMPipeline.from_pretrained(tmp_path / "p")
     assert isinstance(back.scheduler, lsb.DDMScheduler)
-    again = back(["a red circle", "a square"], num_inference_steps=3, guidance_scale=2.0, output_type="pt",
-                 generator=torch.Generator().manual_seed(0))
+    again = back(
+        ["a red circle", "a square"],
+        num_inference_steps=3,
+        guidance_scale=2.0,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.allclose(out.images, again.images, atol=1e-5)
-    det = [back("a circle", num_inference_steps=2, eta=0.0, output_type="pt",
-                generator=torch.Generator().manual_seed(k)).images for k in (0, 0)]
+    det = [
+        back(
+            "a circle", num_inference_steps=2, eta=0.0, output_type="pt", generator=torch.Generator().manual_seed(k)
+        ).images
+        for k in (0, 0)
+    ]
     assert torch.equal(det[0], det[1])
 
 
@@ -251,14 +288,24 @@ def test_pipeline_image_conditioned_and_errors():
 def test_training_entrypoint_exports_and_resumes(tmp_path, capsys):
     from lsb.training.ddm import main
 
-    tiny = ["--batch-size", "4", "--cached-scenes", "16", "--unet-channels", "32", "32", "--no-progress",
-            "--checkpoint-every", "2"]
+    tiny = [
+        "--batch-size",
+        "4",
+        "--cached-scenes",
+        "16",
+        "--unet-channels",
+        "32",
+        "32",
+        "--no-progress",
+        "--checkpoint-every",
+        "2",
+    ]
     out = tmp_path / "sr"
     res = main(["--kind", "ddm", "--task", "sr4", "--out", str(out), "--steps", "2", *tiny])
     assert res["steps"] == 2 and math.isfinite(res["last"]["loss"])
     pipe = lsb.DDMPipeline.from_pretrained(out / "final", dtype=torch.float32)
     assert pipe.image_conditioned and pipe.unet.config.out_channels == 8
-    assert all(p.stat().st_size < 8 * 2 ** 20 for p in (out / "final").rglob("*.safetensors"))
+    assert all(p.stat().st_size < 8 * 2**20 for p in (out / "final").rglob("*.safetensors"))
     res = main(["--kind", "ddm", "--task", "sr4", "--out", str(out), "--steps", "3", *tiny])
     assert res["steps"] == 3 and "resumed" in capsys.readouterr().out
     res = main(["--kind", "ddpm", "--task", "t2i", "--out", str(tmp_path / "b"), "--steps", "1", *tiny])

@@ -73,7 +73,9 @@ def test_sr4_is_box_down_then_bicubic_up(images):
     blocks = _a(img).reshape(16, 4, 16, 4, 3).mean(axis=(1, 3))
     small = _a(img.reduce(4))
     assert np.abs(small - blocks).max() <= 0.5 + 1e-9
-    assert np.array_equal(_a(out), _a(Image.fromarray(small.astype(np.uint8)).resize((64, 64), Image.Resampling.BICUBIC)))
+    assert np.array_equal(
+        _a(out), _a(Image.fromarray(small.astype(np.uint8)).resize((64, 64), Image.Resampling.BICUBIC))
+    )
     # a 4x low-pass: downsampling the output again lands near the same 16 x 16 image
     assert np.abs(_a(out.reduce(4)) - small).mean() < 6
     # and fine detail is gone: the output is smoother than the input

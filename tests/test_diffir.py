@@ -18,13 +18,24 @@ from lsb.schedulers import DiffIRScheduler
 from lsb.training import diffir as tr
 
 TINY = dict(dim=8, num_blocks=(1, 1), heads=(1, 2), num_refinement_blocks=1, prior_dim=16)
-TINY_RECIPE = dataclasses.replace(tr.DiffIRRecipe(), dim=8, num_blocks=(1, 1), heads=(1, 2), prior_dim=16,
-                                  cpen_width=8, cache_size=16, batch_size=2, checkpoint_every=3, warmup=0,
-                                  workers=1, steps=4)
+TINY_RECIPE = dataclasses.replace(
+    tr.DiffIRRecipe(),
+    dim=8,
+    num_blocks=(1, 1),
+    heads=(1, 2),
+    prior_dim=16,
+    cpen_width=8,
+    cache_size=16,
+    batch_size=2,
+    checkpoint_every=3,
+    warmup=0,
+    workers=1,
+    steps=4,
+)
 
 
 def _public(config) -> dict:
-    return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith('_')}))
+    return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}))
 
 
 def tiny_models(task="inpaint", seed=0, prior_dim=16):
@@ -33,8 +44,12 @@ def tiny_models(task="inpaint", seed=0, prior_dim=16):
     g = DIRformer(in_channels=ch, **{**TINY, "prior_dim": prior_dim})
     if not prior_dim:
         return {"dirformer": g}
-    return {"dirformer": g, "cpen": CPENS2(in_channels=ch, width=8, prior_dim=prior_dim),
-            "denoiser": PriorDenoiser(prior_dim=prior_dim), "scheduler": DiffIRScheduler()}
+    return {
+        "dirformer": g,
+        "cpen": CPENS2(in_channels=ch, width=8, prior_dim=prior_dim),
+        "denoiser": PriorDenoiser(prior_dim=prior_dim),
+        "scheduler": DiffIRScheduler(),
+    }
 
 
 def tiny_pipe(task="inpaint", prior_dim=16):
@@ -60,8 +75,9 @@ def test_model_shapes(ch):
 
 def test_default_sizes_stay_small():
     r = tr.DiffIRRecipe()
-    n = lsb.models.diffir.count_parameters(r.dirformer("inpaint"), r.cpen_s1("inpaint"), r.cpen_s2("inpaint"),
-                                           r.denoiser())
+    n = lsb.models.diffir.count_parameters(
+        r.dirformer("inpaint"), r.cpen_s1("inpaint"), r.cpen_s2("inpaint"), r.denoiser()
+    )
     assert n < 2_000_000
 
 
@@ -84,10 +100,12 @@ def test_model_input_errors():
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     x, gt = torch.randn(1, 4, 64, 64), torch.randn(1, 3, 64, 64)
-    for m, args in [(CPENS1(in_channels=4, width=8, prior_dim=16), (x, gt)),
-                    (CPENS2(in_channels=4, width=8, prior_dim=16), (x,)),
-                    (PriorDenoiser(prior_dim=16), (torch.randn(1, 16), 2, torch.randn(1, 16))),
-                    (DIRformer(in_channels=4, **TINY), (x, torch.randn(1, 16)))]:
+    for m, args in [
+        (CPENS1(in_channels=4, width=8, prior_dim=16), (x, gt)),
+        (CPENS2(in_channels=4, width=8, prior_dim=16), (x,)),
+        (PriorDenoiser(prior_dim=16), (torch.randn(1, 16), 2, torch.randn(1, 16))),
+        (DIRformer(in_channels=4, **TINY), (x, torch.randn(1, 16))),
+    ]:
         d = tmp_path / type(m).__name__
         m.save_pretrained(d)
         assert (d / "diffusion_pytorch_model.safetensors").is_file()
@@ -120,7 +138,7 @@ def test_dmta_is_channel_attention_with_normalised_qk():
     q, k, v = att.qkv_dw(att.qkv(x)).chunk(3, dim=1)
     out = []
     for h in range(2):  # an independent per-head loop
-        qh, kh, vh = (t[0, 4 * h:4 * h + 4].reshape(4, 16) for t in (q, k, v))
+        qh, kh, vh = (t[0, 4 * h : 4 * h + 4].reshape(4, 16) for t in (q, k, v))
         qh, kh = qh / qh.norm(dim=1, keepdim=True), kh / kh.norm(dim=1, keepdim=True)
         a = torch.softmax(qh @ kh.T * att.temperature[h], dim=-1)  # 4 x 4: channels x channels
         out.append(a @ vh)
@@ -166,8 +184,11 @@ def test_posterior_mean_against_monte_carlo(t, prev):
     np.testing.assert_allclose([c1, c2], coef, atol=6e-3)
     if prev == t - 1:  # the paper's formula for adjacent indices
         beta, alpha = s.betas[t], 1 - s.betas[t]
-        np.testing.assert_allclose([c1, c2], [beta * np.sqrt(ab(prev)) / (1 - ab(t)),
-                                              (1 - ab(prev)) * np.sqrt(alpha) / (1 - ab(t))], rtol=1e-12)
+        np.testing.assert_allclose(
+            [c1, c2],
+            [beta * np.sqrt(ab(prev)) / (1 - ab(t)), (1 - ab(prev)) * np.sqrt(alpha) / (1 - ab(t))],
+            rtol=1e-12,
+        )
 
 
 def test_scheduler_step_deterministic_and_last_step_is_prediction(tmp_path):
@@ -208,8 +229,9 @@ def _stage2_task(task="inpaint", phase_a=0):
     r = TINY_RECIPE
     pairs = tr.paired_arrays(task, 16, workers=1)
     torch.manual_seed(0)
-    return tr.Stage2Task(task, pairs, 2, r.dirformer(task), r.cpen_s1(task), r.cpen_s2(task), r.denoiser(),
-                         phase_a_steps=phase_a)
+    return tr.Stage2Task(
+        task, pairs, 2, r.dirformer(task), r.cpen_s1(task), r.cpen_s2(task), r.denoiser(), phase_a_steps=phase_a
+    )
 
 
 def test_stage2_phase_a_trains_only_the_prior_and_phase_b_backprops_through_the_chain():
@@ -225,8 +247,9 @@ def test_stage2_phase_a_trains_only_the_prior_and_phase_b_backprops_through_the_
         m.zero_grad(set_to_none=True)
     loss, logs = t.loss(b, 1)  # phase B: L_rec + L_diff
     assert "l1" in logs
-    zhat_grad = torch.autograd.grad(logs["l1"] * 0 + (loss - logs["l_diff"]), t.denoiser.mlp[0].weight,
-                                    retain_graph=True)[0]
+    zhat_grad = torch.autograd.grad(
+        logs["l1"] * 0 + (loss - logs["l_diff"]), t.denoiser.mlp[0].weight, retain_graph=True
+    )[0]
     assert zhat_grad.abs().sum() > 0  # the reconstruction loss reaches the denoiser through all 4 steps
 
 
@@ -274,8 +297,23 @@ def test_stage2_needs_stage1(tmp_path):
 
 
 def test_cli_entrypoint_smoke(tmp_path):
-    res = tr.main(["--task", "inpaint", "--stage", "diffir", "--out", str(tmp_path), "--steps", "2", "--tiny",
-                   "--cache-size", "8", "--workers", "1"])
+    res = tr.main(
+        [
+            "--task",
+            "inpaint",
+            "--stage",
+            "diffir",
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "2",
+            "--tiny",
+            "--cache-size",
+            "8",
+            "--workers",
+            "1",
+        ]
+    )
     assert res["s2"]["steps"] == 2 and (tmp_path / "s2" / "final" / "model_index.json").is_file()
 
 
@@ -319,9 +357,12 @@ def test_pipeline_save_load_and_custom_pipeline(tmp_path):
     pipe.save_pretrained(tmp_path / "p")
     x = torch.rand(3, 64, 64)
     ref = pipe(x, output_type="pt", generator=torch.Generator().manual_seed(0)).images
-    for loaded in (lsb.DiffIRPipeline.from_pretrained(tmp_path / "p"),
-                   DiffusionPipeline.from_pretrained(tmp_path / "p", custom_pipeline=lsb.pipeline_dir("diffir"),
-                                                     trust_remote_code=True)):
+    for loaded in (
+        lsb.DiffIRPipeline.from_pretrained(tmp_path / "p"),
+        DiffusionPipeline.from_pretrained(
+            tmp_path / "p", custom_pipeline=lsb.pipeline_dir("diffir"), trust_remote_code=True
+        ),
+    ):
         loaded.set_progress_bar_config(disable=True)
         assert loaded.config.task == "sr4"
         torch.testing.assert_close(loaded(x, output_type="pt", generator=torch.Generator().manual_seed(0)).images, ref)

@@ -11,13 +11,20 @@ import pytest
 import lsb
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_model = pytest.mark.skipif(not (Path(lsb.MINI_SD) / "model_index.json").is_file(),
-                                 reason="embedded model not installed")
+needs_model = pytest.mark.skipif(
+    not (Path(lsb.MINI_SD) / "model_index.json").is_file(), reason="embedded model not installed"
+)
 
 
 def run_example(name: str, *args: str, cwd: Path) -> str:
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout
 
@@ -37,8 +44,18 @@ def test_learn_domain_example(tmp_path):
 
 
 def test_train_example(tmp_path):
-    run_example("train_mini_sd.py", "--out", str(tmp_path / "run"), "--vae-steps", "2", "--unet-steps", "2",
-                "--cached-scenes", "64", cwd=tmp_path)
+    run_example(
+        "train_mini_sd.py",
+        "--out",
+        str(tmp_path / "run"),
+        "--vae-steps",
+        "2",
+        "--unet-steps",
+        "2",
+        "--cached-scenes",
+        "64",
+        cwd=tmp_path,
+    )
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "run" / "pipeline")
@@ -46,21 +63,59 @@ def test_train_example(tmp_path):
 
 
 def test_ddm_generate_example(tmp_path):
-    out = run_example("ddm_generate.py", "--tiny", "--train-steps", "2", "--steps", "2", "--run", str(tmp_path / "run"),
-                      "--out", str(tmp_path / "ddm.png"), cwd=tmp_path)
+    out = run_example(
+        "ddm_generate.py",
+        "--tiny",
+        "--train-steps",
+        "2",
+        "--steps",
+        "2",
+        "--run",
+        str(tmp_path / "run"),
+        "--out",
+        str(tmp_path / "ddm.png"),
+        cwd=tmp_path,
+    )
     assert "NFE = 3 UNet calls" in out and "read back" in out and (tmp_path / "ddm.png").is_file()
 
 
 def test_restore_diffir_example(tmp_path):
-    out = run_example("restore_diffir.py", "--task", "sr4", "--tiny", "--train-steps", "2", "--n", "4",
-                      "--model", str(tmp_path / "none"), "--out", str(tmp_path / "r.png"), cwd=tmp_path)
+    out = run_example(
+        "restore_diffir.py",
+        "--task",
+        "sr4",
+        "--tiny",
+        "--train-steps",
+        "2",
+        "--n",
+        "4",
+        "--model",
+        str(tmp_path / "none"),
+        "--out",
+        str(tmp_path / "r.png"),
+        cwd=tmp_path,
+    )
     assert "restored" in out and "NFE 4" in out and (tmp_path / "r.png").is_file()
 
 
 @needs_model
 def test_restore_example(tmp_path):
-    out = run_example("restore.py", "--steps", "2", "--pairs", "16", "--batch-size", "4", "--images", "2",
-                      "--run", str(tmp_path / "run"), "--out", str(tmp_path / "r.png"), cwd=tmp_path)
+    out = run_example(
+        "restore.py",
+        "--steps",
+        "2",
+        "--pairs",
+        "16",
+        "--batch-size",
+        "4",
+        "--images",
+        "2",
+        "--run",
+        str(tmp_path / "run"),
+        "--out",
+        str(tmp_path / "r.png"),
+        cwd=tmp_path,
+    )
     assert "dbim" in out and "NFE 5" in out and (tmp_path / "r.png").is_file()
 
 

@@ -35,12 +35,19 @@ def test_accelerate_hook_defers_to_diffusers():
 
 def test_group_offloading_defers_to_diffusers():
     pipe = lsb.LatentSchrodingerBridgePipeline(**tiny_components())
-    apply_group_offloading(pipe.unet, onload_device=torch.device("cpu"), offload_type="block_level",
-                           num_blocks_per_group=1)
+    apply_group_offloading(
+        pipe.unet, onload_device=torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1
+    )
     assert has_hooks(pipe)
     assert execution_device(pipe) == _diffusers_answer(pipe)
-    out = pipe(torch.zeros(1, 3, 32, 32), source_prompt="a circle", target_prompt="a square",
-               num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        torch.zeros(1, 3, 32, 32),
+        source_prompt="a circle",
+        target_prompt="a square",
+        num_inference_steps=2,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.isfinite(out.images).all()
 
 

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lsb.io.images import ImageInputError, check_size, list_images, load_image, make_grid, pil_to_tensor, save_image, tensor_to_pil, to_rgb
+from lsb.io.images import (
+    ImageInputError,
+    check_size,
+    list_images,
+    load_image,
+    make_grid,
+    pil_to_tensor,
+    save_image,
+    tensor_to_pil,
+    to_rgb,
+)
 
 
 def test_modes_convert_to_rgb_on_request():
@@ -21,8 +31,9 @@ def test_modes_convert_to_rgb_on_request():
     assert to_rgb(rgb) is rgb and "converted_from" not in rgb.info
 
 
-@pytest.mark.parametrize("mode, words", [("RGBA", "alpha"), ("L", "8-bit grayscale"), ("I;16", "16-bit"),
-                                         ("P", "palette")])
+@pytest.mark.parametrize(
+    "mode, words", [("RGBA", "alpha"), ("L", "8-bit grayscale"), ("I;16", "16-bit"), ("P", "palette")]
+)
 def test_other_modes_refused_by_name(tmp_path, mode, words):
     im = Image.fromarray(np.zeros((8, 8), dtype=np.uint16)) if mode == "I;16" else Image.new(mode, (8, 8))
     with pytest.raises(ImageInputError, match=f"pic: mode {mode} .*{words}.*--convert-mode"):

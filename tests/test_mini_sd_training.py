@@ -34,9 +34,17 @@ def _tiny_vae():
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    return AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4,
-                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                         norm_num_groups=2, sample_size=16, scaling_factor=2.0)
+    return AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        norm_num_groups=2,
+        sample_size=16,
+        scaling_factor=2.0,
+    )
 
 
 def test_decoder_latent_noise_decodes_a_perturbed_latent_reproducibly():
@@ -53,8 +61,8 @@ def test_decoder_latent_noise_decodes_a_perturbed_latent_reproducibly():
     l0, _ = plain.loss(x, 7)
     l1, _ = noisy.loss(x, 7)
     assert l1.item() != pytest.approx(l0.item())
-    assert noisy.loss(x, 7)[0].item() == pytest.approx(l1.item())    # same step, same noise
-    assert noisy.loss(x, 8)[0].item() != pytest.approx(l1.item())    # next step, new noise
+    assert noisy.loss(x, 7)[0].item() == pytest.approx(l1.item())  # same step, same noise
+    assert noisy.loss(x, 8)[0].item() != pytest.approx(l1.item())  # next step, new noise
     # the explicit computation with the same draws
     gen = torch.Generator().manual_seed(4 * 1_000_003 + 7)
     z = vae.encode(x).latent_dist.mode()
@@ -82,8 +90,15 @@ def test_decoder_continuation_trains_from_a_pipeline_and_exports_with_its_other_
     from lsb.training.mini_sd import export_pipeline, run_stage
 
     out = tmp_path / "run"
-    res = run_stage("decoder", out, decoder_init=str(tiny_sd_dir), decoder_steps=3, vae_batch=2, decoder_lr=1e-2,
-                    decoder_latent_noise=0.1)
+    res = run_stage(
+        "decoder",
+        out,
+        decoder_init=str(tiny_sd_dir),
+        decoder_steps=3,
+        vae_batch=2,
+        decoder_lr=1e-2,
+        decoder_latent_noise=0.1,
+    )
     assert res["steps"] == 3
     with pytest.raises(FileNotFoundError, match="--decoder-init"):
         export_pipeline(out, tmp_path / "nope")

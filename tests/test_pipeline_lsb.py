@@ -42,8 +42,14 @@ def test_scheduler_converted_and_nfe_counted():
     pipe = _pipe()
     assert isinstance(pipe.scheduler, lsb.LSBScheduler)
     calls = _count_calls(pipe)
-    out = pipe([_img(0), _img(1)], "a circle", "a square", num_inference_steps=5, output_type="np",
-               generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        [_img(0), _img(1)],
+        "a circle",
+        "a square",
+        num_inference_steps=5,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.images.shape == (2, 64, 64, 3)
     assert out.nfe == 5 and len(calls) == 5
     assert all(b == 4 for b in calls)  # one batched call on [source; target] x 2 images
@@ -74,8 +80,17 @@ def test_inputs_pil_numpy_tensor_agree():
     im = _img()
     arr = np.asarray(im).astype(np.float32) / 255.0
     ten = torch.from_numpy(arr).permute(2, 0, 1)
-    outs = [pipe(x, "a circle", "a square", num_inference_steps=2, output_type="pt",
-                 generator=torch.Generator().manual_seed(0)).images for x in (im, arr, ten)]
+    outs = [
+        pipe(
+            x,
+            "a circle",
+            "a square",
+            num_inference_steps=2,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(0),
+        ).images
+        for x in (im, arr, ten)
+    ]
     assert torch.allclose(outs[0], outs[1], atol=1e-5) and torch.allclose(outs[0], outs[2], atol=1e-5)
 
 
@@ -102,18 +117,28 @@ def test_callback_on_step_end():
         seen.append((i, tensors["latents"].shape))
         return tensors
 
-    pipe(_img(), "a circle", "a square", num_inference_steps=3, output_type="np",
-         callback_on_step_end=cb, callback_on_step_end_tensor_inputs=["latents"])
+    pipe(
+        _img(),
+        "a circle",
+        "a square",
+        num_inference_steps=3,
+        output_type="np",
+        callback_on_step_end=cb,
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
     assert [i for i, _ in seen] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("kwargs,err,match", [
-    (dict(num_inference_steps=1), ValueError, "NFE"),
-    (dict(t0=0.0), ValueError, "t0"),
-    (dict(t0=1.2), ValueError, "t0"),
-    (dict(tau=-1.0), ValueError, "tau"),
-    (dict(target_prompt="a <nonexistent>"), UnknownTokenError, "<nonexistent>"),
-])
+@pytest.mark.parametrize(
+    "kwargs,err,match",
+    [
+        (dict(num_inference_steps=1), ValueError, "NFE"),
+        (dict(t0=0.0), ValueError, "t0"),
+        (dict(t0=1.2), ValueError, "t0"),
+        (dict(tau=-1.0), ValueError, "tau"),
+        (dict(target_prompt="a <nonexistent>"), UnknownTokenError, "<nonexistent>"),
+    ],
+)
 def test_bad_arguments(kwargs, err, match):
     pipe = _pipe()
     args = dict(image=_img(), source_prompt="a circle", target_prompt="a square", num_inference_steps=2)
@@ -129,10 +154,13 @@ def test_bad_images():
     with pytest.raises(ImageInputError, match="NaN"):
         pipe(np.full((64, 64, 3), np.nan, dtype=np.float32), "a circle", "a square", num_inference_steps=2)
     # other PIL modes, channel counts and integer dtypes are refused, naming the image; converted ones run
-    for bad, match in ((_img().convert("RGBA"), "image #1: mode RGBA"), (_img().convert("L"), "image #1: mode L"),
-                       (np.zeros((64, 64, 1), dtype=np.uint8), "image #1: expected an RGB array"),
-                       (np.zeros((64, 64, 3), dtype=np.uint16), "image #1: dtype uint16"),
-                       (torch.zeros(4, 64, 64), "image #1: expected an RGB tensor")):
+    for bad, match in (
+        (_img().convert("RGBA"), "image #1: mode RGBA"),
+        (_img().convert("L"), "image #1: mode L"),
+        (np.zeros((64, 64, 1), dtype=np.uint8), "image #1: expected an RGB array"),
+        (np.zeros((64, 64, 3), dtype=np.uint16), "image #1: dtype uint16"),
+        (torch.zeros(4, 64, 64), "image #1: expected an RGB tensor"),
+    ):
         with pytest.raises(ImageInputError, match=match):
             pipe([_img(), bad], "a circle", "a square", num_inference_steps=2)
     converted = [to_rgb(_img().convert(m), allow_convert=True) for m in ("RGBA", "L")]
@@ -150,15 +178,27 @@ def test_from_pretrained_on_sd_folder_and_save_roundtrip(tiny_sd_dir, tmp_path):
     pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(tiny_sd_dir)
     pipe.set_progress_bar_config(disable=True)
     assert isinstance(pipe.scheduler, lsb.LSBScheduler)
-    a = pipe(_img(), "a circle", "a square", num_inference_steps=2, output_type="pt",
-             generator=torch.Generator().manual_seed(0)).images
+    a = pipe(
+        _img(),
+        "a circle",
+        "a square",
+        num_inference_steps=2,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     pipe.save_pretrained(tmp_path / "lsb-pipe")
     index = json.loads((tmp_path / "lsb-pipe" / "model_index.json").read_text())
     assert index["scheduler"][1] == "LSBScheduler"
     again = lsb.LatentSchrodingerBridgePipeline.from_pretrained(tmp_path / "lsb-pipe")
     again.set_progress_bar_config(disable=True)
-    b = again(_img(), "a circle", "a square", num_inference_steps=2, output_type="pt",
-              generator=torch.Generator().manual_seed(0)).images
+    b = again(
+        _img(),
+        "a circle",
+        "a square",
+        num_inference_steps=2,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert torch.allclose(a, b)
 
 
@@ -167,8 +207,9 @@ def test_custom_pipeline_loading(tiny_sd_dir):
 
     with pytest.raises(ValueError, match="trust_remote_code"):
         DiffusionPipeline.from_pretrained(tiny_sd_dir, custom_pipeline=lsb.pipeline_dir("lsb"))
-    pipe = DiffusionPipeline.from_pretrained(tiny_sd_dir, custom_pipeline=lsb.pipeline_dir("lsb"),
-                                             trust_remote_code=True)
+    pipe = DiffusionPipeline.from_pretrained(
+        tiny_sd_dir, custom_pipeline=lsb.pipeline_dir("lsb"), trust_remote_code=True
+    )
     assert type(pipe).__name__ == "LatentSchrodingerBridgePipeline"
     pipe.set_progress_bar_config(disable=True)
     ref = lsb.LatentSchrodingerBridgePipeline.from_pretrained(tiny_sd_dir)

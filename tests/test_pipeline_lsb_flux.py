@@ -54,9 +54,7 @@ def test_transformer_inputs_equal_flux_pipeline(guidance_embeds):
     assert out.nfe == len(mine) == 3
     levels = ours.scheduler.flow_levels.tolist()
 
-    stock = FluxPipeline(
-        **{**comps, "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0)}
-    )
+    stock = FluxPipeline(**{**comps, "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0)})
     with recorded_calls(comps["transformer"]) as theirs:
         stock(
             prompt=TARGET,
@@ -70,9 +68,7 @@ def test_transformer_inputs_equal_flux_pipeline(guidance_embeds):
             num_inference_steps=len(levels),
             output_type="latent",
         )
-    assert len(theirs) == 2 * len(
-        mine
-    )  # FluxPipeline: positive (target) call, then negative (source) call
+    assert len(theirs) == 2 * len(mine)  # FluxPipeline: positive (target) call, then negative (source) call
     diffs = {}
     for i, a in enumerate(mine):
         target, source = theirs[2 * i], theirs[2 * i + 1]
@@ -88,26 +84,14 @@ def test_transformer_inputs_equal_flux_pipeline(guidance_embeds):
             assert a[key].dtype == target[key].dtype
         if guidance_embeds:
             both = torch.cat([source["guidance"], target["guidance"]])
-            diffs["guidance"] = max(
-                diffs.get("guidance", 0.0), max_diff(a["guidance"], both)
-            )
+            diffs["guidance"] = max(diffs.get("guidance", 0.0), max_diff(a["guidance"], both))
             assert a["guidance"].dtype == both.dtype
         else:
             assert a["guidance"] is None and target["guidance"] is None
         assert a["hidden_states"].shape[1:] == target["hidden_states"].shape[1:]
-    print(
-        f"FLUX differential ({'dev' if guidance_embeds else 'schnell'}) max |ours - diffusers|: {diffs}"
-    )
-    assert (
-        all(v < 1e-6 for k, v in diffs.items() if k != "timestep")
-        and diffs["timestep"] < 1e-6
-    )
-    assert (
-        max_diff(
-            mine[0]["encoder_hidden_states"][1:], theirs[1]["encoder_hidden_states"]
-        )
-        > 1e-3
-    )  # can fail
+    print(f"FLUX differential ({'dev' if guidance_embeds else 'schnell'}) max |ours - diffusers|: {diffs}")
+    assert all(v < 1e-6 for k, v in diffs.items() if k != "timestep") and diffs["timestep"] < 1e-6
+    assert max_diff(mine[0]["encoder_hidden_states"][1:], theirs[1]["encoder_hidden_states"]) > 1e-3  # can fail
 
 
 def test_packing_matches_diffusers_and_round_trips():
@@ -129,9 +113,7 @@ def test_same_prompt_tiny_tau_returns_the_vae_round_trip():
     pixels = pipe.preprocess_images(image)
     latents = pipe.encode_image(pixels)
     vae = pipe.vae
-    expected = (
-        vae.encode(pixels).latent_dist.mode() - vae.config.shift_factor
-    ) * vae.config.scaling_factor
+    expected = (vae.encode(pixels).latent_dist.mode() - vae.config.shift_factor) * vae.config.scaling_factor
     assert max_diff(latents, expected) < 1e-6  # shift_factor honoured
     round_trip = pipe.decode_latents(latents, output_type="np")
     kw = {
@@ -164,9 +146,7 @@ def test_call_contract_packed_state_trajectory_and_latent_output():
             callback_on_step_end=lambda p, i, t, d: seen.append(d["latents"].shape),
             callback_on_step_end_tensor_inputs=["latents"],
         )
-    assert out.nfe == len(calls) == 3 and all(
-        c["hidden_states"].shape == (4, 16, 16) for c in calls
-    )
+    assert out.nfe == len(calls) == 3 and all(c["hidden_states"].shape == (4, 16, 16) for c in calls)
     assert out.images.shape == (2, 4, 8, 8) and out.trajectory[-1]["x_t"].shape == (
         2,
         4,
@@ -221,17 +201,10 @@ def test_custom_pipeline_loading(tmp_path):
         custom_pipeline=lsb.pipeline_dir("lsb_flux"),
         trust_remote_code=True,
     )
-    assert (
-        type(custom).__name__ == "LatentSchrodingerBridgeFluxPipeline"
-        and custom.scheduler.base == "flow"
-    )
+    assert type(custom).__name__ == "LatentSchrodingerBridgeFluxPipeline" and custom.scheduler.base == "flow"
     kw = {"num_inference_steps": 2, "output_type": "pt", "max_sequence_length": 8}
-    a = plain(
-        shapes_image(), SOURCE, TARGET, generator=torch.Generator().manual_seed(0), **kw
-    ).images
-    b = custom(
-        shapes_image(), SOURCE, TARGET, generator=torch.Generator().manual_seed(0), **kw
-    ).images
+    a = plain(shapes_image(), SOURCE, TARGET, generator=torch.Generator().manual_seed(0), **kw).images
+    b = custom(shapes_image(), SOURCE, TARGET, generator=torch.Generator().manual_seed(0), **kw).images
     assert torch.allclose(a, b, atol=1e-6)
 
 
@@ -260,9 +233,7 @@ def test_bad_inputs_are_refused_before_compute():
     dev = lsb_flux()
     _refused(dev, "not a multiple of 16 px", image=shapes_image(72))
     _refused(dev, "beyond the T5 encoder's limit of 512", max_sequence_length=513)
-    _refused(
-        dev, "distilled_guidance_scale must be", distilled_guidance_scale=float("nan")
-    )
+    _refused(dev, "distilled_guidance_scale must be", distilled_guidance_scale=float("nan"))
     _refused(
         dev,
         r"\(batch, 16\)",
@@ -285,26 +256,16 @@ def test_bad_inputs_are_refused_before_compute():
 def test_wrong_components_are_refused_naming_both(tiny_sd_dir, tmp_path):
     from lsb.models.mini_sd import build_scheduler
 
-    with pytest.raises(
-        ValueError, match="VP diffusion scheduler.*LatentSchrodingerBridgePipeline"
-    ):
+    with pytest.raises(ValueError, match="VP diffusion scheduler.*LatentSchrodingerBridgePipeline"):
         lsb_flux(scheduler=build_scheduler())
-    with pytest.raises(
-        ValueError, match="SD3Transformer2DModel.*LatentSchrodingerBridgeSD3Pipeline"
-    ):
+    with pytest.raises(ValueError, match="SD3Transformer2DModel.*LatentSchrodingerBridgeSD3Pipeline"):
         lsb_flux(transformer=tiny_sd3_components()["transformer"])
-    with pytest.raises(
-        ValueError, match="UNet2DConditionModel.*LatentSchrodingerBridgePipeline"
-    ):
+    with pytest.raises(ValueError, match="UNet2DConditionModel.*LatentSchrodingerBridgePipeline"):
         lsb.LatentSchrodingerBridgeFluxPipeline.from_pretrained(tiny_sd_dir)
     FluxPipeline(**tiny_flux_components()).save_pretrained(tmp_path / "flux")
-    with pytest.raises(
-        ValueError, match="FluxTransformer2DModel.*LatentSchrodingerBridgeFluxPipeline"
-    ):
+    with pytest.raises(ValueError, match="FluxTransformer2DModel.*LatentSchrodingerBridgeFluxPipeline"):
         lsb.LatentSchrodingerBridgePipeline.from_pretrained(tmp_path / "flux")
-    with pytest.raises(
-        ValueError, match="FluxTransformer2DModel.*LatentSchrodingerBridgeFluxPipeline"
-    ):
+    with pytest.raises(ValueError, match="FluxTransformer2DModel.*LatentSchrodingerBridgeFluxPipeline"):
         lsb.LatentSchrodingerBridgeSD3Pipeline.from_pretrained(tmp_path / "flux")
 
 
@@ -314,9 +275,7 @@ def test_real_flux_configs_pass_our_checks_on_the_meta_device(family):
     transformer = build_real_transformer(CONFIGS, family, device="meta")
     assert sum(p.numel() for p in transformer.parameters()) > 11.8e9
     comps = tiny_flux_components()
-    pipe = lsb.LatentSchrodingerBridgeFluxPipeline(
-        **{**comps, "transformer": transformer}
-    )
+    pipe = lsb.LatentSchrodingerBridgeFluxPipeline(**{**comps, "transformer": transformer})
     cfg = transformer.config
     assert (cfg.joint_attention_dim, cfg.pooled_projection_dim, cfg.in_channels) == (
         4096,

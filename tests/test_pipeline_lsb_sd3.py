@@ -22,19 +22,13 @@ from lsb.models.random_flow import (
 from tests.flow_testing import max_diff, recorded_calls, shapes_image
 
 SOURCE, TARGET = "a photo of a red circle", "a photo of a blue square"
-CONFIGS = Path(
-    os.environ.get(
-        "LSB_CONFIGS", Path(__file__).resolve().parents[2] / "shared" / "configs"
-    )
-)
+CONFIGS = Path(os.environ.get("LSB_CONFIGS", Path(__file__).resolve().parents[2] / "shared" / "configs"))
 if not CONFIGS.is_dir():
     CONFIGS = Path("/work/shared/configs")
 
 
 def lsb_sd3(**overrides):
-    return lsb.LatentSchrodingerBridgeSD3Pipeline(
-        **{**tiny_sd3_components(), **overrides}
-    )
+    return lsb.LatentSchrodingerBridgeSD3Pipeline(**{**tiny_sd3_components(), **overrides})
 
 
 # ---------------------------------------------------------------- differential: what the transformer receives
@@ -59,9 +53,7 @@ def test_transformer_inputs_equal_stable_diffusion_3(t5):
     assert out.nfe == len(mine) == 3
     levels = ours.scheduler.flow_levels.tolist()
 
-    stock = StableDiffusion3Pipeline(
-        **{**comps, "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0)}
-    )
+    stock = StableDiffusion3Pipeline(**{**comps, "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0)})
     with recorded_calls(comps["transformer"]) as theirs:
         stock(
             prompt=TARGET,
@@ -85,12 +77,7 @@ def test_transformer_inputs_equal_stable_diffusion_3(t5):
     assert diffs["encoder_hidden_states"] < 1e-6 and diffs["pooled_projections"] < 1e-6
     assert diffs["timestep"] < 1e-3  # 0-1000 scale, float32
     # the check can fail: the same hook sees a different prompt
-    assert (
-        max_diff(
-            mine[0]["encoder_hidden_states"][1:], theirs[0]["encoder_hidden_states"][:1]
-        )
-        > 1e-3
-    )
+    assert max_diff(mine[0]["encoder_hidden_states"][1:], theirs[0]["encoder_hidden_states"][:1]) > 1e-3
 
 
 def test_encode_prompt_equals_diffusers_with_clip_skip_and_prompt_2_3():
@@ -105,9 +92,7 @@ def test_encode_prompt_equals_diffusers_with_clip_skip_and_prompt_2_3():
         "max_sequence_length": 8,
     }
     embeds, pooled = ours.encode_prompt(**kwargs)
-    ref, _, ref_pooled, _ = stock.encode_prompt(
-        **kwargs, do_classifier_free_guidance=False
-    )
+    ref, _, ref_pooled, _ = stock.encode_prompt(**kwargs, do_classifier_free_guidance=False)
     assert max_diff(embeds, ref) < 1e-5 and max_diff(pooled, ref_pooled) < 1e-5
     no_skip, _ = ours.encode_prompt(**{**kwargs, "clip_skip": None})
     assert max_diff(no_skip, embeds) > 1e-4
@@ -117,15 +102,11 @@ def test_latents_honour_shift_factor():
     pipe = lsb_sd3()
     pixels = pipe.preprocess_images(shapes_image())
     vae = pipe.vae
-    expected = (
-        vae.encode(pixels).latent_dist.mode() - vae.config.shift_factor
-    ) * vae.config.scaling_factor
+    expected = (vae.encode(pixels).latent_dist.mode() - vae.config.shift_factor) * vae.config.scaling_factor
     latents = pipe.encode_image(pixels)
     assert vae.config.shift_factor != 0 and max_diff(latents, expected) < 1e-6
     decoded = pipe.decode_latents(latents, output_type="pt")
-    ref = vae.decode(
-        latents / vae.config.scaling_factor + vae.config.shift_factor
-    ).sample
+    ref = vae.decode(latents / vae.config.scaling_factor + vae.config.shift_factor).sample
     assert max_diff(decoded, (ref / 2 + 0.5).clamp(0, 1)) < 1e-6
 
 
@@ -146,9 +127,7 @@ def test_same_prompt_tiny_tau_returns_the_vae_round_trip():
     far = pipe(image, SOURCE, SOURCE, t0=0.5, **kw).images
     err_near, err_far = np.abs(near - round_trip).max(), np.abs(far - round_trip).max()
     assert err_near < 0.02, err_near
-    assert (
-        err_far > 5 * err_near
-    )  # the check can fail: starting far from the source does not return it
+    assert err_far > 5 * err_near  # the check can fail: starting far from the source does not return it
 
 
 def test_call_contract_nfe_trajectory_callback_and_seed():
@@ -177,9 +156,7 @@ def test_call_contract_nfe_trajectory_callback_and_seed():
             ],
         )
     assert out.nfe == 3 and len(calls) == 3 and len(out.trajectory) == 3
-    assert all(
-        c["hidden_states"].shape[0] == 4 for c in calls
-    )  # one batched call: 2 images x [source; target]
+    assert all(c["hidden_states"].shape[0] == 4 for c in calls)  # one batched call: 2 images x [source; target]
     assert [s[0] for s in seen] == [0, 1, 2] and seen[0][2] == [
         "latents",
         "target_pooled_prompt_embeds",
@@ -204,9 +181,7 @@ def test_call_contract_nfe_trajectory_callback_and_seed():
         output_type="pt",
         max_sequence_length=8,
     ).images
-    assert torch.allclose(again[0], out.images[0], atol=1e-5) and not torch.allclose(
-        other, again, atol=1e-3
-    )
+    assert torch.allclose(again[0], out.images[0], atol=1e-5) and not torch.allclose(other, again, atol=1e-3)
 
 
 def test_embeds_instead_of_prompts_give_the_same_result():
@@ -237,9 +212,7 @@ def test_folder_without_t5_loads_plainly_and_as_custom_pipeline(tmp_path):
 
     comps = tiny_sd3_components(t5=False)
     StableDiffusion3Pipeline(**comps).save_pretrained(tmp_path / "sd3")
-    pipe = lsb.LatentSchrodingerBridgeSD3Pipeline.from_pretrained(
-        tmp_path / "sd3"
-    )  # no text_encoder_3=None needed
+    pipe = lsb.LatentSchrodingerBridgeSD3Pipeline.from_pretrained(tmp_path / "sd3")  # no text_encoder_3=None needed
     assert pipe.text_encoder_3 is None and pipe.scheduler.base == "flow"
     custom = DiffusionPipeline.from_pretrained(
         tmp_path / "sd3",
@@ -327,9 +300,7 @@ def test_bad_inputs_are_refused_before_compute():
 def test_t5_limit_comes_from_the_tokenizer_too():
     from lsb.prompts.encoding_sd3 import check_max_sequence_length
 
-    assert (
-        check_max_sequence_length(512, build_t5_tokenizer(model_max_length=512)) == 512
-    )
+    assert check_max_sequence_length(512, build_t5_tokenizer(model_max_length=512)) == 512
     with pytest.raises(ValueError, match="limit of 64"):
         check_max_sequence_length(65, build_t5_tokenizer(model_max_length=64))
     with pytest.raises(ValueError, match="positive integer"):
@@ -339,13 +310,9 @@ def test_t5_limit_comes_from_the_tokenizer_too():
 def test_wrong_components_are_refused_naming_both():
     from lsb.models.mini_sd import build_scheduler
 
-    with pytest.raises(
-        ValueError, match="VP diffusion scheduler.*LatentSchrodingerBridgePipeline"
-    ):
+    with pytest.raises(ValueError, match="VP diffusion scheduler.*LatentSchrodingerBridgePipeline"):
         lsb_sd3(scheduler=build_scheduler())
-    with pytest.raises(
-        ValueError, match="FluxTransformer2DModel.*LatentSchrodingerBridgeFluxPipeline"
-    ):
+    with pytest.raises(ValueError, match="FluxTransformer2DModel.*LatentSchrodingerBridgeFluxPipeline"):
         lsb_sd3(transformer=tiny_flux_components()["transformer"])
     with pytest.raises(ValueError, match="T5.*go together"):
         lsb_sd3(tokenizer_3=None)
@@ -356,9 +323,7 @@ def test_wrong_components_are_refused_naming_both():
 
 
 def test_vp_folder_and_vp_pipeline_refuse_the_other_base(tiny_sd_dir, tmp_path):
-    with pytest.raises(
-        ValueError, match="UNet2DConditionModel.*LatentSchrodingerBridgePipeline"
-    ):
+    with pytest.raises(ValueError, match="UNet2DConditionModel.*LatentSchrodingerBridgePipeline"):
         lsb.LatentSchrodingerBridgeSD3Pipeline.from_pretrained(tiny_sd_dir)
     comps = tiny_sd3_components()
     with pytest.raises(
@@ -373,25 +338,17 @@ def test_vp_folder_and_vp_pipeline_refuse_the_other_base(tiny_sd_dir, tmp_path):
             scheduler=comps["scheduler"],
         )
     StableDiffusion3Pipeline(**comps).save_pretrained(tmp_path / "sd3")
-    with pytest.raises(
-        ValueError, match="SD3Transformer2DModel.*LatentSchrodingerBridgeSD3Pipeline"
-    ):
+    with pytest.raises(ValueError, match="SD3Transformer2DModel.*LatentSchrodingerBridgeSD3Pipeline"):
         lsb.LatentSchrodingerBridgePipeline.from_pretrained(tmp_path / "sd3")
 
 
 def test_scheduler_is_the_flow_base_lsb_scheduler():
     pipe = lsb_sd3()
-    assert (
-        isinstance(pipe.scheduler, lsb.LSBScheduler) and pipe.scheduler.base == "flow"
-    )
+    assert isinstance(pipe.scheduler, lsb.LSBScheduler) and pipe.scheduler.base == "flow"
     pipe.scheduler.set_timesteps(4, t0=0.2, tau=1.0)
     s = pipe.scheduler.flow_levels
-    sigma = (
-        1.0 * pipe.scheduler.bridge_times * (1 - pipe.scheduler.bridge_times)
-    ).sqrt()
-    assert torch.allclose(s, sigma / (1 + sigma)) and torch.allclose(
-        pipe.scheduler.timesteps.double(), 1000 * s
-    )
+    sigma = (1.0 * pipe.scheduler.bridge_times * (1 - pipe.scheduler.bridge_times)).sqrt()
+    assert torch.allclose(s, sigma / (1 + sigma)) and torch.allclose(pipe.scheduler.timesteps.double(), 1000 * s)
 
 
 @pytest.mark.skipif(
@@ -411,10 +368,7 @@ def test_mini_sd3_translates_a_shapes_scene():
         num_inference_steps=8,
         generator=torch.Generator().manual_seed(0),
     )
-    ok = [
-        translation_success(read_scene(im), s, "square")
-        for im, s in zip(out.images, sources)
-    ]
+    ok = [translation_success(read_scene(im), s, "square") for im, s in zip(out.images, sources)]
     assert sum(ok) >= 2, ok
 
 
@@ -433,12 +387,8 @@ def test_real_sd3_medium_transformer_translates_once():
     transformer = build_real_transformer(CONFIGS, "sd3-medium", dtype=torch.bfloat16)
     assert sum(p.numel() for p in transformer.parameters()) > 2.0e9
     tok = mini_sd.build_tokenizer(max_length=77)
-    vae = AutoencoderKL(**load_flow_config(CONFIGS, "sd3-medium", "vae")).to(
-        torch.bfloat16
-    )
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
-        load_flow_config(CONFIGS, "sd3-medium", "scheduler")
-    )
+    vae = AutoencoderKL(**load_flow_config(CONFIGS, "sd3-medium", "vae")).to(torch.bfloat16)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(load_flow_config(CONFIGS, "sd3-medium", "scheduler"))
     pipe = lsb.LatentSchrodingerBridgeSD3Pipeline(
         transformer=transformer,
         scheduler=scheduler,
@@ -469,9 +419,7 @@ def test_real_sd3_medium_transformer_translates_once():
         77 + 8,
         4096,
     )
-    assert calls[0]["pooled_projections"].shape == (2, 2048) and calls[0][
-        "hidden_states"
-    ].shape == (2, 16, 4, 4)
+    assert calls[0]["pooled_projections"].shape == (2, 2048) and calls[0]["hidden_states"].shape == (2, 16, 4, 4)
     assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
 
 
@@ -482,9 +430,7 @@ def test_real_sd3_configs_pass_our_checks_on_the_meta_device(family):
     from lsb.models.random_flow import build_real_transformer
 
     transformer = build_real_transformer(CONFIGS, family, device="meta")
-    pipe = lsb.LatentSchrodingerBridgeSD3Pipeline(
-        **{**tiny_sd3_components(), "transformer": transformer}
-    )
+    pipe = lsb.LatentSchrodingerBridgeSD3Pipeline(**{**tiny_sd3_components(), "transformer": transformer})
     cfg = transformer.config
     assert (cfg.joint_attention_dim, cfg.pooled_projection_dim, cfg.in_channels) == (
         4096,

@@ -22,8 +22,9 @@ def _pipe(components, prediction_type="epsilon"):
 
     components = dict(components)
     components["scheduler"] = PNDMScheduler.from_config(components["scheduler"].config, prediction_type=prediction_type)
-    return StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    return StableDiffusionPipeline(
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
 
 
 @pytest.fixture
@@ -73,8 +74,18 @@ def test_only_new_rows_change(circles, tiny_sd_components, tmp_path):
     assert task.templates == ("a {}",) and task.initializer_token == "shape"
     init = task.learned_embeddings()
     # A big weight decay would shrink every row if decay reached the frozen ones.
-    train(task, TrainConfig(str(tmp_path / "run"), max_steps=5, learning_rate=1e-2, weight_decay=0.5,
-                            lr_schedule="constant", checkpoint_every=100, progress=False))
+    train(
+        task,
+        TrainConfig(
+            str(tmp_path / "run"),
+            max_steps=5,
+            learning_rate=1e-2,
+            weight_decay=0.5,
+            lr_schedule="constant",
+            checkpoint_every=100,
+            progress=False,
+        ),
+    )
     new = task.text_encoder.state_dict()
     key = "embeddings.token_embedding.weight"
     w, w0 = new[key], te0[key]
@@ -95,8 +106,17 @@ def test_learn_domain_loads_in_diffusers_and_lsb(circles, tiny_sd_dir, tmp_path)
     from lsb.prompts.domains import load_domain, read_domain
 
     out = tmp_path / "run"
-    path = learn_domain(circles, "<circle>", str(tiny_sd_dir), output_dir=out, steps=4, checkpoint_every=2,
-                        num_validation_images=2, validation_steps=2, progress=False)
+    path = learn_domain(
+        circles,
+        "<circle>",
+        str(tiny_sd_dir),
+        output_dir=out,
+        steps=4,
+        checkpoint_every=2,
+        num_validation_images=2,
+        validation_steps=2,
+        progress=False,
+    )
     assert path == out / "learned_embeds.safetensors" and path.is_file()
     assert (out / "learned_embeds-steps-2.safetensors").is_file()
     assert (out / "learned_embeds-steps-4.safetensors").is_file()

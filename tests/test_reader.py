@@ -27,14 +27,18 @@ def _compose(*scenes_, background="white"):
 # ---------------------------------------------------------------------------------------------
 # clean renders are read back exactly
 
+
 @pytest.fixture(scope="module")
 def clean_readings():
     return read_batch([render(s) for s in CLEAN])
 
 
 def test_clean_renders_read_back_exactly(clean_readings):
-    wrong = [(s, r) for s, r in zip(CLEAN, clean_readings)
-             if (r.shape, r.colour, r.background) != (s.shape, s.colour, s.background)]
+    wrong = [
+        (s, r)
+        for s, r in zip(CLEAN, clean_readings)
+        if (r.shape, r.colour, r.background) != (s.shape, s.colour, s.background)
+    ]
     assert not wrong, wrong[:3]
     assert all(r.clean for r in clean_readings), [r.reason for r in clean_readings if not r.clean][:3]
     errs = np.array([centre_error(r, s) for r, s in zip(clean_readings, CLEAN)])
@@ -64,6 +68,7 @@ def test_attribute_accuracy_on_clean(clean_readings):
 # ---------------------------------------------------------------------------------------------
 # robustness
 
+
 def _noisy(s, rng, std=10.0):
     return np.clip(np.rint(render_array(s) + rng.normal(0, std, (64, 64, 3))), 0, 255).astype(np.uint8)
 
@@ -72,7 +77,7 @@ def _noisy(s, rng, std=10.0):
 def test_reader_tolerates_degradations(name):
     rng = np.random.default_rng(0)
     make = {
-        "noise": lambda s: _noisy(s, rng),             # Gaussian noise, std 10 of 255
+        "noise": lambda s: _noisy(s, rng),  # Gaussian noise, std 10 of 255
         "blur": lambda s: blur(render(s), sigma=1.0),  # Gaussian blur, sigma 1 px
         "jpeg": lambda s: jpeg(render(s), quality=30),
     }[name]
@@ -86,6 +91,7 @@ def test_reader_tolerates_degradations(name):
 
 # ---------------------------------------------------------------------------------------------
 # what is not a clean scene
+
 
 @pytest.mark.parametrize("background", sorted(BACKGROUNDS))
 def test_blank_image_is_not_clean(background):
@@ -136,7 +142,7 @@ def test_soft_cornered_square_is_still_a_square():
     # the case a fill-ratio threshold gets wrong: rounded corners (radius 5 px)
     yy, xx = np.mgrid[0:256, 0:256] / 4 + 0.125
     qx, qy = np.maximum(np.abs(xx - 32) - 9, 0), np.maximum(np.abs(yy - 32) - 9, 0)
-    inside = (qx ** 2 + qy ** 2 <= 25).astype(float).reshape(64, 4, 64, 4).mean(axis=(1, 3))[..., None]
+    inside = (qx**2 + qy**2 <= 25).astype(float).reshape(64, 4, 64, 4).mean(axis=(1, 3))[..., None]
     arr = np.rint(inside * COLOURS["orange"] + (1 - inside) * np.asarray(BACKGROUNDS["white"])).astype(np.uint8)
     r = read_scene(arr)
     assert r.shape == "square" and r.clean and abs(r.cx - 32) < 0.2 and abs(r.cy - 32) < 0.2
@@ -144,6 +150,7 @@ def test_soft_cornered_square_is_still_a_square():
 
 # ---------------------------------------------------------------------------------------------
 # inputs
+
 
 def test_input_formats_agree():
     s = CLEAN[7]
@@ -169,16 +176,19 @@ def test_batches():
         read_batch(arr[0])
 
 
-@pytest.mark.parametrize("bad,exc,needle", [
-    (np.zeros((64, 64), np.uint8), ValueError, "shape"),
-    (np.zeros((64, 64, 4), np.uint8), ValueError, "channels"),
-    (np.full((64, 64, 3), 2.0), ValueError, r"\[0, 1\]"),
-    (np.full((64, 64, 3), -0.5, np.float32), ValueError, r"\[-1, 1\]"),
-    (np.zeros((64, 64, 3), np.int64), ValueError, "dtype"),
-    (Image.new("L", (64, 64)), ValueError, "'L'"),
-    ([[1, 2, 3]], TypeError, "list"),
-    (np.zeros((5, 5, 3), np.uint8), ValueError, "too small"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,needle",
+    [
+        (np.zeros((64, 64), np.uint8), ValueError, "shape"),
+        (np.zeros((64, 64, 4), np.uint8), ValueError, "channels"),
+        (np.full((64, 64, 3), 2.0), ValueError, r"\[0, 1\]"),
+        (np.full((64, 64, 3), -0.5, np.float32), ValueError, r"\[-1, 1\]"),
+        (np.zeros((64, 64, 3), np.int64), ValueError, "dtype"),
+        (Image.new("L", (64, 64)), ValueError, "'L'"),
+        ([[1, 2, 3]], TypeError, "list"),
+        (np.zeros((5, 5, 3), np.uint8), ValueError, "too small"),
+    ],
+)
 def test_bad_inputs(bad, exc, needle):
     with pytest.raises(exc, match=needle):
         read_scene(bad)
@@ -193,6 +203,7 @@ def test_larger_pictures_scale():
 
 # ---------------------------------------------------------------------------------------------
 # comparisons
+
 
 def test_matches_and_accuracy_count_mistakes():
     ss = CLEAN[:4]
@@ -217,7 +228,9 @@ def test_translation_success():
     assert translation_success(ideal, src, "triangle")
     assert not translation_success(read_scene(render(src)), src, "triangle")  # untranslated
     assert not translation_success(read_scene(render(src.replace(shape="triangle", colour="red"))), src, "triangle")
-    assert not translation_success(read_scene(render(src.replace(shape="triangle", background="white"))), src, "triangle")
+    assert not translation_success(
+        read_scene(render(src.replace(shape="triangle", background="white"))), src, "triangle"
+    )
     assert not translation_success(read_scene(render(src.replace(shape="triangle", cx=38.0))), src, "triangle")
     assert translation_success(read_scene(render(src.replace(shape="triangle", cx=34.0))), src, "triangle")
     assert not translation_success(read_scene(Image.new("RGB", (64, 64), BACKGROUNDS["black"])), src, "triangle")

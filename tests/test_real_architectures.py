@@ -18,8 +18,10 @@ import lsb
 
 CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "configs"
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CONFIGS.is_dir(), reason=f"real SD configs not found at {CONFIGS}")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CONFIGS.is_dir(), reason=f"real SD configs not found at {CONFIGS}"),
+]
 
 
 def _real_pipeline(family: str):
@@ -41,8 +43,15 @@ def test_lsb_on_real_architecture(family, prediction):
         pipe.unet.forward = lambda sample, *a, **k: (calls.append(sample.shape[0]), orig(sample, *a, **k))[1]
         image = torch.rand(3, 128, 128)
         with torch.inference_mode():
-            out = pipe(image, "a circle", "a square", num_inference_steps=2, guidance_scale=3.0, output_type="pt",
-                       generator=torch.Generator().manual_seed(0))
+            out = pipe(
+                image,
+                "a circle",
+                "a square",
+                num_inference_steps=2,
+                guidance_scale=3.0,
+                output_type="pt",
+                generator=torch.Generator().manual_seed(0),
+            )
         assert out.images.shape == (1, 3, 128, 128)
         assert torch.isfinite(out.images).all()
         assert calls == [2, 2]  # NFE 2: two batched calls on [source; target]

@@ -11,7 +11,14 @@ from PIL import Image
 
 import lsb
 from lsb.io.images import ImageInputError
-from lsb.helpers.restoration import bridge_spec, check_scheduler_for_bridge, expand_conv_in, make_bridge_scheduler, preprocess_mask, training_scheduler
+from lsb.helpers.restoration import (
+    bridge_spec,
+    check_scheduler_for_bridge,
+    expand_conv_in,
+    make_bridge_scheduler,
+    preprocess_mask,
+    training_scheduler,
+)
 from lsb.training.bridge import RestorationTask, cache_pair_latents, palette_schedulers, render_pairs
 from lsb.training.loop import TrainConfig, train
 from tests.conftest import tiny_components
@@ -22,8 +29,20 @@ BASE_SCHED = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.
 def make_task(method, task="sr4", n=8, **kw):
     c = tiny_components()
     clean, degraded = cache_pair_latents(c["vae"], task, n)
-    return RestorationTask(method, task, c["vae"], c["text_encoder"], c["tokenizer"], c["unet"], BASE_SCHED, clean,
-                           degraded, batch_size=4, sample_images=0, **kw)
+    return RestorationTask(
+        method,
+        task,
+        c["vae"],
+        c["text_encoder"],
+        c["tokenizer"],
+        c["unet"],
+        BASE_SCHED,
+        clean,
+        degraded,
+        batch_size=4,
+        sample_images=0,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +63,7 @@ def degraded_images(task="sr4", n=2):
 
 
 # ------------------------------------------------------------------ network and losses
+
 
 def test_expand_conv_in_starts_as_the_pretrained_unet():
     unet = tiny_components()["unet"].eval()
@@ -111,8 +131,11 @@ def test_lora_trains_only_adapters_and_conv_in(tmp_path):
 
 # ------------------------------------------------------------------ pipelines
 
-@pytest.mark.parametrize("method,sampler,steps,nfe", [("i2sb", "i2sb", 3, 3), ("i2sb", "dbim", 3, 3),
-                                                       ("ddbm-vp", "ddbm", 2, 5), ("ddbm-vp", "dbim", 4, 4)])
+
+@pytest.mark.parametrize(
+    "method,sampler,steps,nfe",
+    [("i2sb", "i2sb", 3, 3), ("i2sb", "dbim", 3, 3), ("ddbm-vp", "ddbm", 2, 5), ("ddbm-vp", "dbim", 4, 4)],
+)
 def test_each_scheduler_runs_and_counts_nfe(models, method, sampler, steps, nfe):
     pipe = lsb.BridgeRestorationPipeline.from_pretrained(models[method])
     pipe.set_progress_bar_config(disable=True)
@@ -177,8 +200,14 @@ def test_bad_inputs(models):
         pipe(degraded_images(n=1), num_inference_steps=0)
     c = tiny_components()
     with pytest.raises(ValueError, match="8 input channels"):
-        lsb.BridgeRestorationPipeline(vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
-                                      unet=c["unet"], scheduler=lsb.I2SBScheduler(), task="sr4")
+        lsb.BridgeRestorationPipeline(
+            vae=c["vae"],
+            text_encoder=c["text_encoder"],
+            tokenizer=c["tokenizer"],
+            unet=c["unet"],
+            scheduler=lsb.I2SBScheduler(),
+            task="sr4",
+        )
     with pytest.raises(ValueError, match="unknown restoration task"):
         training_scheduler("i2sb", "denoise")
 
@@ -215,6 +244,7 @@ def test_make_bridge_scheduler_matches_trained_spec():
 
 # ------------------------------------------------------------------ loading and CLI
 
+
 def test_load_restoration_pipeline(models, tmp_path):
     from lsb.helpers.loading import ModelFolderError
     from lsb.surfaces.restorers import load_restoration_pipeline
@@ -240,12 +270,53 @@ def test_cli_restore(models, tmp_path, capsys):
     for i, im in enumerate(degraded_images(n=2)):
         im.save(src / f"d{i}.png")
     out = tmp_path / "out"
-    assert main(["restore", str(src), "--task", "sr4", "--model", str(models["ddbm-vp"]), "--scheduler", "ddbm",
-                 "--nfe", "5", "--device", "cpu", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                str(src),
+                "--task",
+                "sr4",
+                "--model",
+                str(models["ddbm-vp"]),
+                "--scheduler",
+                "ddbm",
+                "--nfe",
+                "5",
+                "--device",
+                "cpu",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "NFE 5" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["d0.png", "d1.png", "settings.json"]
-    assert main(["restore", str(src), "--task", "sr4", "--model", str(models["i2sb"]), "--scheduler", "dbim",
-                 "--solver-order", "2", "--nfe", "3", "--device", "cpu", "-o", str(out), "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                str(src),
+                "--task",
+                "sr4",
+                "--model",
+                str(models["i2sb"]),
+                "--scheduler",
+                "dbim",
+                "--solver-order",
+                "2",
+                "--nfe",
+                "3",
+                "--device",
+                "cpu",
+                "-o",
+                str(out),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     for argv, msg in (
         (["--task", "inpaint", "--model", str(models["i2sb"])], "restores 'sr4', not 'inpaint'"),
         (["--task", "sr4", "--model", str(models["i2sb"]), "--scheduler", "ddbm"], "DDBM's Heun sampler"),
@@ -258,19 +329,67 @@ def test_cli_restore(models, tmp_path, capsys):
     # neither --model nor --method: the model shipped for the task (the I2SB bridge for inpainting, DiffIR for sr4)
     assert main(["restore", str(src), "--task", "sr4", "--device", "cpu", "-o", str(tmp_path / "shipped")]) == 0
     assert "with DiffIRPipeline" in capsys.readouterr().out
-    assert main(["restore", str(src), "--task", "inpaint", "--nfe", "2", "--device", "cpu",
-                 "-o", str(tmp_path / "shipped"), "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                str(src),
+                "--task",
+                "inpaint",
+                "--nfe",
+                "2",
+                "--device",
+                "cpu",
+                "-o",
+                str(tmp_path / "shipped"),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert "with BridgeRestorationPipeline" in capsys.readouterr().out
-    assert main(["restore", str(src), "--task", "inpaint", "--method", "diffir", "--device", "cpu",
-                 "-o", str(tmp_path / "shipped"), "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                str(src),
+                "--task",
+                "inpaint",
+                "--method",
+                "diffir",
+                "--device",
+                "cpu",
+                "-o",
+                str(tmp_path / "shipped"),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert "with DiffIRPipeline" in capsys.readouterr().out
     Image.new("RGB", (60, 60)).save(src / "bad.png")
-    assert main(["restore", str(src), "--task", "sr4", "--model", str(models["i2sb"]), "-o", str(tmp_path / "new"),
-                 "--size-policy", "keep"]) == 2
+    assert (
+        main(
+            [
+                "restore",
+                str(src),
+                "--task",
+                "sr4",
+                "--model",
+                str(models["i2sb"]),
+                "-o",
+                str(tmp_path / "new"),
+                "--size-policy",
+                "keep",
+            ]
+        )
+        == 2
+    )
     assert "not a multiple of 8" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ pixel metrics
+
 
 def test_psnr_ssim_against_independent_values():
     from lsb.metrics.pixel import psnr, ssim

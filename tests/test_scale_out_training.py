@@ -42,8 +42,27 @@ def test_learn_domain_two_processes(tiny_sd_dir, tmp_path):
 
     images = _images(tmp_path / "imgs")
     run = tmp_path / "run2"
-    args = ["learn-domain", "--images", str(images), "--token", TOKEN, "--model", str(tiny_sd_dir), "--steps", "4",
-            "--batch-size", "1", "--lr", "0.05", "--checkpoint-every", "2", "--seed", "3", "-o", str(run)]
+    args = [
+        "learn-domain",
+        "--images",
+        str(images),
+        "--token",
+        TOKEN,
+        "--model",
+        str(tiny_sd_dir),
+        "--steps",
+        "4",
+        "--batch-size",
+        "1",
+        "--lr",
+        "0.05",
+        "--checkpoint-every",
+        "2",
+        "--seed",
+        "3",
+        "-o",
+        str(run),
+    ]
     env = child_env(tmp_path)
     two = run_module("lsb", args, env, processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -68,10 +87,19 @@ def test_learn_domain_two_processes(tiny_sd_dir, tmp_path):
 
     # the two processes drew different batches and their gradients were averaged: exactly a one-process run
     # with 2 accumulation steps (micro-batch k of a step = process k), not a one-process run with one
-    kw = dict(output_dir=None, steps=4, learning_rate=0.05, batch_size=1, checkpoint_every=2, seed=3,
-              num_validation_images=0, progress=False)
-    acc2 = learn_domain(images, TOKEN, str(tiny_sd_dir), **{**kw, "output_dir": tmp_path / "acc2"},
-                        gradient_accumulation_steps=2)
+    kw = dict(
+        output_dir=None,
+        steps=4,
+        learning_rate=0.05,
+        batch_size=1,
+        checkpoint_every=2,
+        seed=3,
+        num_validation_images=0,
+        progress=False,
+    )
+    acc2 = learn_domain(
+        images, TOKEN, str(tiny_sd_dir), **{**kw, "output_dir": tmp_path / "acc2"}, gradient_accumulation_steps=2
+    )
     one = learn_domain(images, TOKEN, str(tiny_sd_dir), **{**kw, "output_dir": tmp_path / "one"})
     torch.testing.assert_close(emb2, _learned(acc2.parent), rtol=0, atol=1e-5)
     assert (emb2 - _learned(one.parent)).abs().max() > 1e-3
@@ -101,9 +129,33 @@ def test_bridge_training_two_processes(tiny_sd_dir, tmp_path):
     from diffusers import UNet2DConditionModel
 
     out = tmp_path / "run"
-    args = ["--task", "inpaint", "--bridge", "i2sb", "--out", str(out), "--base", str(tiny_sd_dir), "--steps", "4",
-            "--batch-size", "2", "--pairs", "8", "--warmup", "0", "--ema", "0.9", "--checkpoint-every", "2",
-            "--sample-images", "0", "--no-progress", "--seed", "1"]
+    args = [
+        "--task",
+        "inpaint",
+        "--bridge",
+        "i2sb",
+        "--out",
+        str(out),
+        "--base",
+        str(tiny_sd_dir),
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--pairs",
+        "8",
+        "--warmup",
+        "0",
+        "--ema",
+        "0.9",
+        "--checkpoint-every",
+        "2",
+        "--sample-images",
+        "0",
+        "--no-progress",
+        "--seed",
+        "1",
+    ]
     env = child_env(tmp_path)
     two = run_module("lsb.training.bridge", args, env, processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -156,9 +208,16 @@ def test_vae_task_loss_goes_through_the_wrapped_module(decoder_only):
     from lsb.training.mini_sd import VAETask, edge_weight
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                        norm_num_groups=2, sample_size=16)
+    vae = AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        norm_num_groups=2,
+        sample_size=16,
+    )
     task = VAETask(batch_size=2, kl_weight=0.5, decoder_only=decoder_only, vae=vae)
     calls = []
 

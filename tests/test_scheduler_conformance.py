@@ -143,7 +143,9 @@ def _same(a, b):
 
 
 def test_every_scheduler_has_a_case():
-    classes = {obj for obj in vars(lsb_schedulers).values() if isinstance(obj, type) and issubclass(obj, SchedulerMixin)}
+    classes = {
+        obj for obj in vars(lsb_schedulers).values() if isinstance(obj, type) and issubclass(obj, SchedulerMixin)
+    }
     assert classes == {c.cls for c in CASES}
 
 
@@ -233,8 +235,9 @@ def test_trained_betas(case, tmp_path):
     other = case.make(trained_betas=betas * 0.5)
     other.set_timesteps(case.nfe)
     sched.set_timesteps(case.nfe)
-    moved = not torch.equal(other.timesteps, sched.timesteps) or not np.allclose(other.alphas_cumprod,
-                                                                                 sched.alphas_cumprod)
+    moved = not torch.equal(other.timesteps, sched.timesteps) or not np.allclose(
+        other.alphas_cumprod, sched.alphas_cumprod
+    )
     assert moved
 
 
@@ -287,8 +290,15 @@ def test_step_shapes_dtypes_and_determinism(case):
             x_a = s_a.step(model_output, timestep, x_a, **kw_a).prev_sample
             x_b = s_b.step(model_output, timestep, x_b, **kw_b).prev_sample
             differ = differ or not torch.equal(x_a, x_b)
-        stochastic = case.name in ("i2sb", "ddbm-vp", "dbim-vp", "dbim-i2sb-eta1", "dbim-order3", "ddm-constant",
-                                   "ddm-linear")
+        stochastic = case.name in (
+            "i2sb",
+            "ddbm-vp",
+            "dbim-vp",
+            "dbim-i2sb-eta1",
+            "dbim-order3",
+            "ddm-constant",
+            "ddm-linear",
+        )
         assert differ == stochastic
     # float32 in, float32 out; half in, half out
     half_sched = case.make()
@@ -309,10 +319,14 @@ def test_output_dict_and_tuple_agree(case):
     sched = case.make()
     sched.set_timesteps(case.nfe)
     sample, x_T, model_output = _inputs(case)
-    out = sched.step(model_output, sched.timesteps[0], _initial(sched, case, sample, x_T),
-                     **_step_kwargs(sched, case, x_T))
-    assert isinstance(out, BaseOutput) and torch.equal(out.prev_sample, out[0]) and torch.equal(out.prev_sample,
-                                                                                              out["prev_sample"])
+    out = sched.step(
+        model_output, sched.timesteps[0], _initial(sched, case, sample, x_T), **_step_kwargs(sched, case, x_T)
+    )
+    assert (
+        isinstance(out, BaseOutput)
+        and torch.equal(out.prev_sample, out[0])
+        and torch.equal(out.prev_sample, out["prev_sample"])
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

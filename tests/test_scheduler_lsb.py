@@ -563,7 +563,9 @@ class PromptGaussians:
         self.mus, self.cs = mus, cs
 
     def eps(self, y, ab):
-        return torch.cat([(1 - ab) ** 0.5 * (y - ab**0.5 * m) / (ab * c**2 + 1 - ab) for m, c in zip(self.mus, self.cs)])
+        return torch.cat(
+            [(1 - ab) ** 0.5 * (y - ab**0.5 * m) / (ab * c**2 + 1 - ab) for m, c in zip(self.mus, self.cs)]
+        )
 
     def velocity(self, z, s):
         out = []

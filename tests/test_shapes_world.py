@@ -32,6 +32,7 @@ def _coverage(scene: Scene) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # sampling
 
+
 def test_scenes_are_deterministic_per_split_and_index():
     a, b = scenes("test", 8), scenes("test", 8)
     assert a == b
@@ -68,7 +69,7 @@ def test_scenes_cover_the_world():
 @pytest.mark.parametrize("pin", [{"shape": "circle"}, {"colour": "blue"}, {"background": "black"}])
 def test_pinned_attribute_keeps_the_other_fields(pin):
     free, pinned = scenes("val", 30), scenes("val", 30, **pin)
-    (key, value), = pin.items()
+    ((key, value),) = pin.items()
     for f, p in zip(free, pinned):
         assert getattr(p, key) == value
         assert p == f.replace(**pin)
@@ -95,16 +96,19 @@ def test_unknown_pinned_field_raises():
 GOOD = dict(shape="circle", colour="red", background="white", size=28.0, cx=32.0, cy=32.0)
 
 
-@pytest.mark.parametrize("field,value,needle", [
-    ("shape", "hexagon", "hexagon"),
-    ("colour", "pink", "pink"),
-    ("background", "plaid", "plaid"),
-    ("size", 50.0, "size"),
-    ("size", 19.5, "size"),
-    ("size", float("nan"), "size"),
-    ("cx", 10.0, "cx"),
-    ("cy", 60.0, "cy"),
-])
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("shape", "hexagon", "hexagon"),
+        ("colour", "pink", "pink"),
+        ("background", "plaid", "plaid"),
+        ("size", 50.0, "size"),
+        ("size", 19.5, "size"),
+        ("size", float("nan"), "size"),
+        ("cx", 10.0, "cx"),
+        ("cy", 60.0, "cy"),
+    ],
+)
 def test_invalid_scene_raises_scene_error_naming_the_problem(field, value, needle):
     with pytest.raises(SceneError, match=needle):
         Scene(**{**GOOD, field: value})
@@ -123,6 +127,7 @@ def test_centre_range_edges_are_valid():
 
 # ---------------------------------------------------------------------------------------------
 # rendering
+
 
 def test_render_is_64x64_rgb_with_exact_flat_colours():
     s = Scene(**GOOD)
@@ -154,7 +159,7 @@ def test_render_is_anti_aliased():
 @pytest.mark.parametrize("shape,area", [("circle", math.pi / 4), ("square", 1.0), ("triangle", math.sqrt(3) / 4)])
 def test_object_area_matches_the_shape(shape, area):
     s = Scene(**{**GOOD, "shape": shape, "size": 30.0, "cx": 31.3, "cy": 33.7})
-    assert object_mask(s).sum() == pytest.approx(area * 30.0 ** 2, rel=0.01)
+    assert object_mask(s).sum() == pytest.approx(area * 30.0**2, rel=0.01)
 
 
 @pytest.mark.parametrize("index", range(6))
@@ -166,7 +171,7 @@ def test_triangle_geometry(index):
     yy, xx = np.mgrid[0:64, 0:64] + 0.5
     mx, my = (alpha * xx).sum() / area, (alpha * yy).sum() / area
     # side s (area sqrt(3)/4 s^2); centroid on the axis, h/6 below the bbox centre (cx, cy)
-    assert area == pytest.approx(math.sqrt(3) / 4 * s.size ** 2, rel=0.02)  # 4x supersampling quantises
+    assert area == pytest.approx(math.sqrt(3) / 4 * s.size**2, rel=0.02)  # 4x supersampling quantises
     assert abs(mx - s.cx) < 0.1
     assert abs(my - (s.cy + h / 6)) < 0.1
     # the bbox of the rendered object: s wide, s*sqrt(3)/2 high, centred at (cx, cy)
@@ -187,6 +192,7 @@ def test_triangle_geometry(index):
 
 # ---------------------------------------------------------------------------------------------
 # captions
+
 
 def test_caption_strings():
     s = Scene(**GOOD)

@@ -22,17 +22,28 @@ def cells_from_runs(dirs: list[str]) -> list[dict]:
     cells, seen = [], set()
     for d in dirs:
         for f in sorted(Path(d).glob("translation-*.json")):
-            setup = f.stem[len("translation-"):].rsplit("-t0", 1)[0]   # e.g. shipped-text-euler
+            setup = f.stem[len("translation-") :].rsplit("-t0", 1)[0]  # e.g. shipped-text-euler
             for r in json.loads(f.read_text()):
                 key = (setup, r["solver"], r["nfe"], r["t0"], r["tau"], r["guidance"])
                 if key in seen:
                     continue
                 seen.add(key)
-                cells.append({"setup": setup, "solver": r["solver"], "nfe": r["nfe"], "t0": r["t0"], "tau": r["tau"],
-                              "guidance": r["guidance"], "n_per_direction": r["n_per_direction"],
-                              "success": r["mean"]["success"], "shape": r["mean"]["shape"],
-                              "colour_kept": r["mean"]["colour_kept"], "clean": r["mean"]["clean"],
-                              "per_direction": {d["direction"]: d["success"] for d in r["directions"]}})
+                cells.append(
+                    {
+                        "setup": setup,
+                        "solver": r["solver"],
+                        "nfe": r["nfe"],
+                        "t0": r["t0"],
+                        "tau": r["tau"],
+                        "guidance": r["guidance"],
+                        "n_per_direction": r["n_per_direction"],
+                        "success": r["mean"]["success"],
+                        "shape": r["mean"]["shape"],
+                        "colour_kept": r["mean"]["colour_kept"],
+                        "clean": r["mean"]["clean"],
+                        "per_direction": {d["direction"]: d["success"] for d in r["directions"]},
+                    }
+                )
     return cells
 
 
@@ -43,14 +54,22 @@ def table(cells: list[dict]) -> str:
     full = [s for s in settings if all((u,) + s in by for u in setups)]
     mean = {s: sum(by[(u,) + s] for u in setups) / len(setups) for s in full}
     n = cells[0]["n_per_direction"]
-    lines = [f"# LSB at NFE 8 on the val split: a low-noise map ({n} scenes per direction, all six directions)", "",
-             "Setups: `shipped` = the embedded mini SD; `focus500` = its UNet continued on an H100 (job 4, not shipped); "
-             "`text` = prompts \"a circle\" / \"a square\" / \"a triangle\"; `tokens` = the domains learned from 200 images "
-             "each. Pipelines ran on an H100 (benchmarks/gpu/job5-lsb-sweep.sh); success per cell.", "",
-             "| t0 | tau | guidance | " + " | ".join(setups) + " | mean |", "|---|---|---|" + "---|" * (len(setups) + 1)]
+    lines = [
+        f"# LSB at NFE 8 on the val split: a low-noise map ({n} scenes per direction, all six directions)",
+        "",
+        "Setups: `shipped` = the embedded mini SD; `focus500` = its UNet continued on an H100 (job 4, not shipped); "
+        '`text` = prompts "a circle" / "a square" / "a triangle"; `tokens` = the domains learned from 200 images '
+        "each. Pipelines ran on an H100 (benchmarks/gpu/job5-lsb-sweep.sh); success per cell.",
+        "",
+        "| t0 | tau | guidance | " + " | ".join(setups) + " | mean |",
+        "|---|---|---|" + "---|" * (len(setups) + 1),
+    ]
     for s in sorted(full, key=lambda s: -mean[s]):
-        lines.append(f"| {s[0]:g} | {s[1]:g} | {s[2]:g} | " + " | ".join(f"{by[(u,) + s]:.3f}" for u in setups)
-                     + f" | **{mean[s]:.3f}** |")
+        lines.append(
+            f"| {s[0]:g} | {s[1]:g} | {s[2]:g} | "
+            + " | ".join(f"{by[(u,) + s]:.3f}" for u in setups)
+            + f" | **{mean[s]:.3f}** |"
+        )
     lines += ["", "Best cell per setup:", ""]
     best = {}
     for c in cells:
@@ -62,8 +81,12 @@ def table(cells: list[dict]) -> str:
     marg = collections.defaultdict(list)
     for s in full:
         marg[s[1]].append(mean[s])
-    lines += ["", "Mean over setups and the other knobs, by tau: "
-              + ", ".join(f"{t:g}: {sum(v) / len(v):.3f}" for t, v in sorted(marg.items())) + "."]
+    lines += [
+        "",
+        "Mean over setups and the other knobs, by tau: "
+        + ", ".join(f"{t:g}: {sum(v) / len(v):.3f}" for t, v in sorted(marg.items()))
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -70,8 +70,9 @@ def ddm_predict_x0(x_t: torch.Tensor, t, C: torch.Tensor, eps: torch.Tensor, K: 
     return x_t - attenuation_integral(t, C, K) - sqrt_t * eps
 
 
-def ddm_posterior(x_t: torch.Tensor, t: float, s: float, C: torch.Tensor, eps: torch.Tensor,
-                  K: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+def ddm_posterior(
+    x_t: torch.Tensor, t: float, s: float, C: torch.Tensor, eps: torch.Tensor, K: torch.Tensor | None = None
+) -> tuple[torch.Tensor, float]:
     """Mean and variance of q(x_{t-s} | x_t, x_0) (the exact reverse step of size s, 0 < s <= t)."""
     if not 0.0 < s <= t:
         raise ValueError(f"ddm_posterior: need 0 < s <= t, got s={s}, t={t}")
@@ -79,8 +80,16 @@ def ddm_posterior(x_t: torch.Tensor, t: float, s: float, C: torch.Tensor, eps: t
     return mean, s * (t - s) / t
 
 
-def ddm_step(x_t: torch.Tensor, t: float, s: float, C: torch.Tensor, eps: torch.Tensor, K: torch.Tensor | None = None,
-             eta: float = 1.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+def ddm_step(
+    x_t: torch.Tensor,
+    t: float,
+    s: float,
+    C: torch.Tensor,
+    eps: torch.Tensor,
+    K: torch.Tensor | None = None,
+    eta: float = 1.0,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One reverse step t -> t - s:
 
         x_{t-s} = x_t + H_{t-s} - H_t - (sqrt(t) - sqrt(t - s - sigma^2)) eps + sigma z,   sigma^2 = eta^2 s (t-s) / t
@@ -116,7 +125,11 @@ def ddm_time_grid(num_inference_steps: int, denoise: bool = True, t_min: float =
     into (1/N - t_min) and t_min, so the sampler makes N + 1 network calls and the last call is at t = t_min.
     The last step always lands exactly on 0 (s = t).
     """
-    if isinstance(num_inference_steps, bool) or int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
+    if (
+        isinstance(num_inference_steps, bool)
+        or int(num_inference_steps) != num_inference_steps
+        or num_inference_steps < 1
+    ):
         raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
     n = int(num_inference_steps)
     if denoise and not 0.0 < t_min < 1.0 / n:

@@ -71,9 +71,7 @@ def velocity_to_noise(velocity: torch.Tensor, z: torch.Tensor, s: Number) -> tor
     return z + (1 - s) * velocity
 
 
-def flow_predictors(
-    x: torch.Tensor, velocity: torch.Tensor, t: float, tau: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def flow_predictors(x: torch.Tensor, velocity: torch.Tensor, t: float, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(xhat, eps) at bridge time t from the velocity a flow model returns on ``(1 - s) x`` (s = ``flow_level``).
 
     ``eps`` is the bridge noise predictor of the VP path (xhat = x - sigma_t eps, see

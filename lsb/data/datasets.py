@@ -35,14 +35,22 @@ class ShapesDataset(Dataset):
         **fixed: pin scene attributes, e.g. ``shape="circle"`` for a domain.
     """
 
-    def __init__(self, split: str = "train", size: int = 1000, captions: str = "full", seed: int = 0, start: int = 0,
-                 **fixed):
+    def __init__(
+        self, split: str = "train", size: int = 1000, captions: str = "full", seed: int = 0, start: int = 0, **fixed
+    ):
         if captions not in ("full", "augment", "none"):
             raise ValueError(f"captions must be 'full', 'augment' or 'none', got {captions!r}")
         if size < 1:
             raise ValueError(f"size must be positive, got {size}")
         shapes.scene_rng(split, 0)  # validates the split name
-        self.split, self.size, self.captions, self.seed, self.start, self.fixed = split, size, captions, seed, start, fixed
+        self.split, self.size, self.captions, self.seed, self.start, self.fixed = (
+            split,
+            size,
+            captions,
+            seed,
+            start,
+            fixed,
+        )
         shapes.sample_scene(shapes.scene_rng(split, start), **fixed)  # validates pinned attributes early
 
     def __len__(self) -> int:

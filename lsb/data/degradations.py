@@ -61,8 +61,7 @@ def inpaint_mask(size: int | tuple[int, int] = 64, box: int = INPAINT_BOX) -> np
     return mask
 
 
-def inpaint_box(img: Image.Image, box: int = INPAINT_BOX,
-                fill: tuple[int, int, int] = INPAINT_FILL) -> Image.Image:
+def inpaint_box(img: Image.Image, box: int = INPAINT_BOX, fill: tuple[int, int, int] = INPAINT_FILL) -> Image.Image:
     """Inpainting input: a centred ``box`` x ``box`` square set to ``fill`` (mid-gray by default)."""
     img = _check_rgb(img, "inpaint_box")
     if len(fill) != 3 or not all(0 <= int(v) <= 255 for v in fill):

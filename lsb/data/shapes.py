@@ -99,8 +99,14 @@ def sample_scene(rng: np.random.Generator, **fixed) -> Scene:
     size = float(fixed.get("size", rng.uniform(MIN_SIZE, MAX_SIZE)))
     u = rng.uniform(0.0, 1.0, size=2)  # centre as a fraction of the admissible range for this size
     lo, hi = size / 2 + MARGIN, IMAGE_SIZE - size / 2 - MARGIN
-    fields = dict(shape=shape, colour=colour, background=background, size=size,
-                  cx=float(lo + u[0] * (hi - lo)), cy=float(lo + u[1] * (hi - lo)))
+    fields = dict(
+        shape=shape,
+        colour=colour,
+        background=background,
+        size=size,
+        cx=float(lo + u[0] * (hi - lo)),
+        cy=float(lo + u[1] * (hi - lo)),
+    )
     fields.update(fixed)
     return Scene(**fields)
 

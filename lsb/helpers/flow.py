@@ -14,9 +14,7 @@ from ..prompts.encoding_sdxl import broadcast_pooled
 from .translation import check_prompt_args
 
 
-def check_prompt_side(
-    name: str, prompt, prompt_embeds, pooled_prompt_embeds, extra_prompts: dict
-) -> None:
+def check_prompt_side(name: str, prompt, prompt_embeds, pooled_prompt_embeds, extra_prompts: dict) -> None:
     """One side (``source`` / ``target``): exactly one of the text prompt and ``<name>_prompt_embeds``; embeddings
     come with ``<name>_pooled_prompt_embeds``; the per-encoder prompts (``extra_prompts``, e.g.
     ``{"source_prompt_2": ..., "source_prompt_3": ...}``) only with a text prompt."""
@@ -27,16 +25,12 @@ def check_prompt_side(
             if pooled_prompt_embeds is None
             else ("pooled_prompt_embeds", "prompt_embeds")
         )
-        raise ValueError(
-            f"`{name}_{given}` given without `{name}_{missing}`: give both or a text `{name}_prompt`"
-        )
+        raise ValueError(f"`{name}_{given}` given without `{name}_{missing}`: give both or a text `{name}_prompt`")
     for key, value in extra_prompts.items():
         if value is None:
             continue
         if prompt_embeds is not None:
-            raise ValueError(
-                f"give `{key}` with `{name}_prompt`, not with `{name}_prompt_embeds`"
-            )
+            raise ValueError(f"give `{key}` with `{name}_prompt`, not with `{name}_prompt_embeds`")
         check_prompt_args(key.removesuffix("_prompt"), value, None)
 
 
@@ -50,13 +44,9 @@ def check_text_encoders(pipeline_name: str, name: str, components: dict) -> None
         )
 
 
-def check_embeds_width(
-    name: str, prompt_embeds, pooled_prompt_embeds, width: int, pooled_width: int
-) -> None:
+def check_embeds_width(name: str, prompt_embeds, pooled_prompt_embeds, width: int, pooled_width: int) -> None:
     """Given embeddings must have the transformer's widths (``joint_attention_dim``, ``pooled_projection_dim``)."""
-    if prompt_embeds is not None and (
-        prompt_embeds.ndim != 3 or prompt_embeds.shape[-1] != width
-    ):
+    if prompt_embeds is not None and (prompt_embeds.ndim != 3 or prompt_embeds.shape[-1] != width):
         raise ValueError(
             f"`{name}_prompt_embeds` must be (batch, tokens, {width}) for this transformer "
             f"(joint_attention_dim), got shape {tuple(prompt_embeds.shape)}"
@@ -74,9 +64,7 @@ def check_pixel_multiple(pixels: torch.Tensor, multiple: int, why: str) -> None:
     """ValueError unless the (B, 3, H, W) images' sides are multiples of ``multiple`` px (``why`` says whose)."""
     h, w = pixels.shape[-2:]
     if h % multiple or w % multiple:
-        raise ValueError(
-            f"image size {w}x{h} is not a multiple of {multiple} px ({why}); resize or crop it first"
-        )
+        raise ValueError(f"image size {w}x{h} is not a multiple of {multiple} px ({why}); resize or crop it first")
 
 
 def side_for_batch(
@@ -89,9 +77,7 @@ def side_for_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One side's ``(embeds (B, L, D), pooled (B, P))`` repeated to ``batch`` images on ``device`` / ``dtype``."""
     return (
-        broadcast_embeds(
-            prompt_embeds.to(device=device, dtype=dtype), batch, f"{name}_prompt_embeds"
-        ),
+        broadcast_embeds(prompt_embeds.to(device=device, dtype=dtype), batch, f"{name}_prompt_embeds"),
         broadcast_pooled(
             pooled_prompt_embeds.to(device=device, dtype=dtype),
             batch,
@@ -106,9 +92,7 @@ def check_prompt_batch(name: str, prompt, batch: int) -> None:
         raise ValueError(f"{name}_prompt has {len(prompt)} entries for {batch} images")
 
 
-def prompt_pair_for_batch(
-    encode, source_args: tuple, target_args: tuple, batch: int, device, dtype
-):
+def prompt_pair_for_batch(encode, source_args: tuple, target_args: tuple, batch: int, device, dtype):
     """Both prompt sides through ``encode(*args) -> (embeds, pooled, *extra)`` (a pipeline's ``encode_prompt`` with
     its fixed settings bound), each broadcast to ``batch`` images. ``args[0]`` is the side's text prompt (a list must
     have 1 or ``batch`` entries). Returns ``(src, src_pooled, tgt, tgt_pooled, extra)`` with the target side's extra

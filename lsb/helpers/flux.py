@@ -26,24 +26,16 @@ def pack_latents(latents: torch.Tensor) -> torch.Tensor:
     return x.reshape(b, (h // 2) * (w // 2), c * 4)
 
 
-def unpack_latents(
-    tokens: torch.Tensor, latent_height: int, latent_width: int
-) -> torch.Tensor:
+def unpack_latents(tokens: torch.Tensor, latent_height: int, latent_width: int) -> torch.Tensor:
     """Inverse of :func:`pack_latents`: [B, (h/2)(w/2), 4C] -> [B, C, h, w]."""
     b, n, c4 = tokens.shape
     if n != (latent_height // 2) * (latent_width // 2) or c4 % 4:
-        raise ValueError(
-            f"{n} tokens of {c4} features do not unpack to a {latent_height}x{latent_width} latent"
-        )
-    x = tokens.reshape(b, latent_height // 2, latent_width // 2, c4 // 4, 2, 2).permute(
-        0, 3, 1, 4, 2, 5
-    )
+        raise ValueError(f"{n} tokens of {c4} features do not unpack to a {latent_height}x{latent_width} latent")
+    x = tokens.reshape(b, latent_height // 2, latent_width // 2, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(b, c4 // 4, latent_height, latent_width)
 
 
-def latent_image_ids(
-    latent_height: int, latent_width: int, device=None, dtype=torch.float32
-) -> torch.Tensor:
+def latent_image_ids(latent_height: int, latent_width: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """FLUX's ``img_ids`` for a packed latent: [(h/2)(w/2), 3] rows (0, row, col)."""
     rows = torch.arange(latent_height // 2, dtype=torch.float64)
     cols = torch.arange(latent_width // 2, dtype=torch.float64)
@@ -58,9 +50,7 @@ def latent_image_ids(
     return grid.reshape(-1, 3).to(device=device, dtype=dtype)
 
 
-def check_flux_image_size(
-    height: int, width: int, vae_scale_factor: int, what: str = "image"
-) -> None:
+def check_flux_image_size(height: int, width: int, vae_scale_factor: int, what: str = "image") -> None:
     """ValueError unless both sides are multiples of 2 x ``vae_scale_factor`` (16 px for FLUX's VAE)."""
     step = 2 * vae_scale_factor
     if height % step or width % step:
@@ -70,9 +60,7 @@ def check_flux_image_size(
         )
 
 
-def check_distilled_guidance(
-    transformer, distilled_guidance_scale: float | None
-) -> float | None:
+def check_distilled_guidance(transformer, distilled_guidance_scale: float | None) -> float | None:
     """The guidance value to embed, or None for a model without a guidance embedding (FLUX.1-schnell).
 
     A value given to a model with ``config.guidance_embeds=False`` is a ValueError (it would be ignored, or
@@ -89,9 +77,7 @@ def check_distilled_guidance(
         )
     value = float(distilled_guidance_scale)
     if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"distilled_guidance_scale must be a finite number >= 0, got {distilled_guidance_scale!r}"
-        )
+        raise ValueError(f"distilled_guidance_scale must be a finite number >= 0, got {distilled_guidance_scale!r}")
     return value
 
 

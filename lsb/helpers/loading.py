@@ -33,8 +33,10 @@ def resolve_model(model: str | None) -> str:
     if model in (None, "", "mini-sd", "embedded"):
         model = MINI_SD
         if not (Path(model) / "model_index.json").is_file():
-            raise ModelFolderError(f"the embedded model is missing from {model}; reinstall lsb or train it with "
-                                   f"`lsb train mini-sd --stage all`")
+            raise ModelFolderError(
+                f"the embedded model is missing from {model}; reinstall lsb or train it with "
+                f"`lsb train mini-sd --stage all`"
+            )
     p = Path(model).expanduser()
     looks_local = p.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
     if looks_local:
@@ -83,12 +85,19 @@ def check_model_folder(path: str | Path, components=SD_COMPONENTS) -> None:
 
 
 #: Pipeline classes (model_index.json ``_class_name``) of SDXL checkpoints and of lsb's SDXL translators.
-SDXL_PIPELINE_CLASSES = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
-                         "StableDiffusionXLInpaintPipeline", "LatentSchrodingerBridgeXLPipeline", "DDIBXLPipeline")
+SDXL_PIPELINE_CLASSES = (
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionXLInpaintPipeline",
+    "LatentSchrodingerBridgeXLPipeline",
+    "DDIBXLPipeline",
+)
 SDXL_COMPONENTS = SD_COMPONENTS + ("text_encoder_2", "tokenizer_2")
 #: The folders an SD3 / FLUX model must hold (SD3's T5, text_encoder_3, is optional).
-FLOW_COMPONENTS = {family: ("vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "transformer",
-                            "scheduler") for family in ("sd3", "flux")}
+FLOW_COMPONENTS = {
+    family: ("vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "transformer", "scheduler")
+    for family in ("sd3", "flux")
+}
 
 
 def absent_components(model) -> dict:
@@ -100,8 +109,11 @@ def absent_components(model) -> dict:
     if not index.is_file():
         return {}
     entries = json.loads(index.read_text())
-    return {k: None for k in ("text_encoder_3", "tokenizer_3")
-            if k in entries and (not isinstance(entries[k], list) or entries[k][0] is None)}
+    return {
+        k: None
+        for k in ("text_encoder_3", "tokenizer_3")
+        if k in entries and (not isinstance(entries[k], list) or entries[k][0] is None)
+    }
 
 
 def detect_model_family(model: str | None) -> str:
@@ -139,8 +151,15 @@ def detect_model_family(model: str | None) -> str:
     return "sd"
 
 
-def load_pipeline(cls, model: str | None = None, device: str | torch.device | None = None,
-                  dtype: torch.dtype | None = None, trust_remote_code: bool | None = None, known=None, **kwargs):
+def load_pipeline(
+    cls,
+    model: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool | None = None,
+    known=None,
+    **kwargs,
+):
     """``cls.from_pretrained`` on a resolved model, moved to ``device``; float32 on CPU by default.
 
     A model whose model_index.json names code shipped with it (an ``lsb export`` folder: ``pipeline.py``,
@@ -162,8 +181,10 @@ def load_pipeline(cls, model: str | None = None, device: str | torch.device | No
         pipe = load_pipeline_without_code(cls, path, known, dtype, **kwargs)
     elif custom:
         if not (trust_remote_code or (trust_remote_code is None and Path(path).is_dir())):
-            raise CustomCodeError(f"model {model} contains custom code ({', '.join(custom)}): pass "
-                                  f"--trust-remote-code (trust_remote_code=True) to run it, after reviewing it")
+            raise CustomCodeError(
+                f"model {model} contains custom code ({', '.join(custom)}): pass "
+                f"--trust-remote-code (trust_remote_code=True) to run it, after reviewing it"
+            )
         pipe = cls.from_pretrained(path, dtype=dtype, trust_remote_code=True, **kwargs)
     else:
         pipe = cls.from_pretrained(path, dtype=dtype, **kwargs)

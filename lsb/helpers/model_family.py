@@ -45,30 +45,21 @@ def _network_name(network) -> str:
     return network if isinstance(network, str) else type(network).__name__
 
 
-def check_network(
-    pipeline_name: str, network, expected: tuple[str, ...], role: str
-) -> None:
+def check_network(pipeline_name: str, network, expected: tuple[str, ...], role: str) -> None:
     """ValueError unless ``network`` (object or class name) is one of ``expected`` (class names).
 
     A known network of another family is named with the pipeline that runs it.
     """
     name = _network_name(network)
-    if (
-        network is None
-        or name in expected
-        or any(c.__name__ in expected for c in type(network).__mro__)
-    ):
+    if network is None or name in expected or any(c.__name__ in expected for c in type(network).__mro__):
         return
     if name in NETWORK_FAMILIES:
         family, other = NETWORK_FAMILIES[name]
         kind = "a rectified-flow model" if family == "flow" else "a VP diffusion model"
         raise ValueError(
-            f"{pipeline_name} got {role}={name}, {kind}; it runs {' / '.join(expected)}. "
-            f"Use {other} for this model"
+            f"{pipeline_name} got {role}={name}, {kind}; it runs {' / '.join(expected)}. Use {other} for this model"
         )
-    raise ValueError(
-        f"{pipeline_name} got {role}={name}; it runs {' / '.join(expected)}"
-    )
+    raise ValueError(f"{pipeline_name} got {role}={name}; it runs {' / '.join(expected)}")
 
 
 def check_scheduler_base(pipeline_name: str, scheduler, expected_base: str) -> None:
@@ -76,11 +67,7 @@ def check_scheduler_base(pipeline_name: str, scheduler, expected_base: str) -> N
     base = scheduler_base(scheduler)
     if base is None or base == expected_base:
         return
-    name = (
-        scheduler.get("_class_name")
-        if isinstance(scheduler, dict)
-        else type(scheduler).__name__
-    )
+    name = scheduler.get("_class_name") if isinstance(scheduler, dict) else type(scheduler).__name__
     if expected_base == "flow":
         raise ValueError(
             f"{pipeline_name} needs a rectified-flow scheduler (a FlowMatchEulerDiscreteScheduler config, "
@@ -100,17 +87,13 @@ def check_vp_components(pipeline_name: str, unet, scheduler) -> None:
     check_scheduler_base(pipeline_name, scheduler, "vp")
 
 
-def check_flow_components(
-    pipeline_name: str, transformer, scheduler, expected: str
-) -> None:
+def check_flow_components(pipeline_name: str, transformer, scheduler, expected: str) -> None:
     """For the flow pipelines: ``transformer`` of class ``expected`` and ``scheduler`` not a VP scheduler."""
     check_network(pipeline_name, transformer, (expected,), "transformer")
     check_scheduler_base(pipeline_name, scheduler, "flow")
 
 
-def check_model_folder_family(
-    pipeline_name: str, path, network_key: str, expected: str
-) -> None:
+def check_model_folder_family(pipeline_name: str, path, network_key: str, expected: str) -> None:
     """Before ``from_pretrained`` of a local folder: its ``model_index.json`` holds ``network_key`` of class
     ``expected``, and a scheduler of the right base (a folder of the other family fails by name)."""
     index_path = Path(path) / "model_index.json"
@@ -123,28 +106,17 @@ def check_model_folder_family(
         if isinstance(index.get(key), list) and len(index[key]) == 2 and index[key][1]
     }
     if network_key not in networks:
-        found = (
-            ", ".join(f"{k}={v}" for k, v in networks.items())
-            or "no unet / transformer"
-        )
+        found = ", ".join(f"{k}={v}" for k, v in networks.items()) or "no unet / transformer"
         name = next(iter(networks.values()), None)
-        other = (
-            f"; use {NETWORK_FAMILIES[name][1]} for it"
-            if name in NETWORK_FAMILIES
-            else ""
-        )
-        raise ValueError(
-            f"{pipeline_name} needs a folder with a {network_key} ({expected}); {path} has {found}{other}"
-        )
+        other = f"; use {NETWORK_FAMILIES[name][1]} for it" if name in NETWORK_FAMILIES else ""
+        raise ValueError(f"{pipeline_name} needs a folder with a {network_key} ({expected}); {path} has {found}{other}")
     check_network(pipeline_name, networks[network_key], (expected,), network_key)
     sched = index.get("scheduler")
     if isinstance(sched, list) and len(sched) == 2 and sched[1]:
         config_path = Path(path) / "scheduler" / "scheduler_config.json"
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
         config.setdefault("_class_name", sched[1])
-        check_scheduler_base(
-            pipeline_name, config, "vp" if network_key == "unet" else "flow"
-        )
+        check_scheduler_base(pipeline_name, config, "vp" if network_key == "unet" else "flow")
 
 
 __all__ = [

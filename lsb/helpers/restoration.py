@@ -75,8 +75,13 @@ def bridge_spec(scheduler) -> dict:
 
     c = scheduler.config
     if isinstance(scheduler, I2SBScheduler) or (isinstance(scheduler, DBIMScheduler) and c.schedule == "i2sb"):
-        return {"bridge": "i2sb", "num_train_timesteps": int(c.num_train_timesteps), "beta_min": float(c.beta_min),
-                "beta_max": float(c.beta_max), "official_cumsum": bool(c.official_cumsum)}
+        return {
+            "bridge": "i2sb",
+            "num_train_timesteps": int(c.num_train_timesteps),
+            "beta_min": float(c.beta_min),
+            "beta_max": float(c.beta_max),
+            "official_cumsum": bool(c.official_cumsum),
+        }
     if isinstance(scheduler, (DBIMScheduler, DDBMScheduler)):
         spec = {"bridge": c.schedule, "sigma_data": float(c.sigma_data), "cov_xy": float(c.cov_xy)}
         if c.schedule == "vp":
@@ -85,9 +90,14 @@ def bridge_spec(scheduler) -> dict:
             spec.update(sigma_max=float(c.sigma_max))
         return spec
     if hasattr(scheduler, "alphas_cumprod"):
-        return {"bridge": "noise", "num_train_timesteps": int(c.num_train_timesteps),
-                "beta_start": float(c.get("beta_start", 0.0)), "beta_end": float(c.get("beta_end", 0.0)),
-                "beta_schedule": str(c.get("beta_schedule", "")), "prediction_type": str(c.get("prediction_type"))}
+        return {
+            "bridge": "noise",
+            "num_train_timesteps": int(c.num_train_timesteps),
+            "beta_start": float(c.get("beta_start", 0.0)),
+            "beta_end": float(c.get("beta_end", 0.0)),
+            "beta_schedule": str(c.get("beta_schedule", "")),
+            "prediction_type": str(c.get("prediction_type")),
+        }
     return {"bridge": type(scheduler).__name__}
 
 
@@ -100,14 +110,21 @@ def check_scheduler_for_bridge(scheduler, trained: dict) -> None:
     got = bridge_spec(scheduler)
     same = got.keys() == trained.keys() and all(
         (abs(float(got[k]) - float(trained[k])) <= 1e-9 * max(1.0, abs(float(trained[k]))))
-        if isinstance(trained[k], float) else got[k] == trained[k]
-        for k in trained)
+        if isinstance(trained[k], float)
+        else got[k] == trained[k]
+        for k in trained
+    )
     if not same:
-        hint = {"i2sb": "use --scheduler i2sb or dbim", "vp": "use --scheduler ddbm or dbim",
-                "ve": "use --scheduler ddbm or dbim", "noise": "use a DDIM/DDPM scheduler"}.get(trained.get("bridge"), "")
+        hint = {
+            "i2sb": "use --scheduler i2sb or dbim",
+            "vp": "use --scheduler ddbm or dbim",
+            "ve": "use --scheduler ddbm or dbim",
+            "noise": "use a DDIM/DDPM scheduler",
+        }.get(trained.get("bridge"), "")
         raise ValueError(
             f"scheduler {type(scheduler).__name__} samples the bridge {_describe(got)}, but the model was trained "
-            f"on {_describe(trained)}; {hint} (`make_bridge_scheduler` builds a matching one)")
+            f"on {_describe(trained)}; {hint} (`make_bridge_scheduler` builds a matching one)"
+        )
 
 
 def make_bridge_scheduler(sampler: str, trained: dict, **overrides):
@@ -122,13 +139,17 @@ def make_bridge_scheduler(sampler: str, trained: dict, **overrides):
     consts = {k: v for k, v in trained.items() if k != "bridge"}
     if sampler == "i2sb":
         if kind != "i2sb":
-            raise ValueError(f"the I2SB sampler needs a model trained on the I2SB bridge; this one was trained on "
-                             f"{kind!r} (use --scheduler ddbm or dbim)")
+            raise ValueError(
+                f"the I2SB sampler needs a model trained on the I2SB bridge; this one was trained on "
+                f"{kind!r} (use --scheduler ddbm or dbim)"
+            )
         return I2SBScheduler(**consts, **overrides)
     if sampler == "ddbm":
         if kind not in ("vp", "ve"):
-            raise ValueError(f"DDBM's Heun sampler needs a model trained on a DDBM VP/VE bridge; this one was trained "
-                             f"on {kind!r} (use --scheduler i2sb or dbim)")
+            raise ValueError(
+                f"DDBM's Heun sampler needs a model trained on a DDBM VP/VE bridge; this one was trained "
+                f"on {kind!r} (use --scheduler i2sb or dbim)"
+            )
         return DDBMScheduler(schedule=kind, **consts, **overrides)
     if sampler == "dbim":
         if kind not in ("i2sb", "vp", "ve"):
@@ -187,8 +208,10 @@ def expand_conv_in(unet, extra_channels: int = 4):
 
 def check_concat_unet(unet, latent_channels: int = 4) -> None:
     if unet.config.in_channels != 2 * latent_channels:
-        raise ValueError(f"the restoration UNet must take {2 * latent_channels} input channels (x_t and the degraded "
-                         f"latent, concatenated); this one takes {unet.config.in_channels}")
+        raise ValueError(
+            f"the restoration UNet must take {2 * latent_channels} input channels (x_t and the degraded "
+            f"latent, concatenated); this one takes {unet.config.in_channels}"
+        )
 
 
 def unet_call(unet, x: torch.Tensor, cond: torch.Tensor, timestep, prompt_embeds: torch.Tensor) -> torch.Tensor:
@@ -201,8 +224,9 @@ def unet_call(unet, x: torch.Tensor, cond: torch.Tensor, timestep, prompt_embeds
     return unet(inp, t, encoder_hidden_states=prompt_embeds.to(dtype), return_dict=False)[0].float()
 
 
-def bridge_denoise(unet, scheduler, x: torch.Tensor, timestep, x_T: torch.Tensor,
-                   prompt_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def bridge_denoise(
+    unet, scheduler, x: torch.Tensor, timestep, x_T: torch.Tensor, prompt_embeds: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0hat, F): the preconditioned denoiser x0hat = c_skip x + c_out F(c_in x, c_noise; x_T) at ``timestep``.
 
     Works for every bridge scheduler (I2SB: an index; DDBM / DBIM: a time t), through their
@@ -216,8 +240,9 @@ def bridge_denoise(unet, scheduler, x: torch.Tensor, timestep, x_T: torch.Tensor
 @torch.no_grad()
 def empty_prompt_embeds(text_encoder, tokenizer, device=None) -> torch.Tensor:
     """The text encoder's embedding of the empty prompt, (1, tokens, dim): the fixed cross-attention input."""
-    ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     device = device if device is not None else text_encoder.device
     return text_encoder(ids.to(device))[0]
 
@@ -244,8 +269,9 @@ class LatentRestorationMixin:
         overrides it to reject schedulers of another kind first (before the bridge comparison)."""
         return dict(trained_bridge) if trained_bridge else bridge_spec(scheduler)
 
-    def _register_restoration(self, vae, text_encoder, tokenizer, unet, scheduler, task: str,
-                              trained_bridge: dict | None) -> None:
+    def _register_restoration(
+        self, vae, text_encoder, tokenizer, unet, scheduler, task: str, trained_bridge: dict | None
+    ) -> None:
         """Check the components, then register them and the config (``task``, ``trained_bridge``)."""
         from diffusers.image_processor import VaeImageProcessor
 

@@ -25,6 +25,7 @@ from ..io.execution import execution_device, model_dtype
 from ..io.settings import PAPER_TRANSLATION, check_nfe, check_t0, check_tau
 from .translation import preprocess_images, prompt_embeds_for_batch
 
+
 def _check_bridge(t0: float, tau: float) -> None:
     check_t0(t0)
     check_tau(tau)
@@ -97,15 +98,26 @@ def check_prompt_arg(name: str, prompt) -> None:
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         return
     if not isinstance(prompt, str):
-        raise TypeError(f"{name} must be a string, a non-empty list of strings or an embedding tensor, "
-                        f"got {type(prompt).__name__}")
+        raise TypeError(
+            f"{name} must be a string, a non-empty list of strings or an embedding tensor, got {type(prompt).__name__}"
+        )
 
 
 @torch.no_grad()
-def sdedit_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: int = 8,
-                     t0: float = PAPER_TRANSLATION.t0, tau: float = PAPER_TRANSLATION.tau,
-                     guidance_scale: float = PAPER_TRANSLATION.guidance_scale, generator=None,
-                     output_type: str = "pil", clip_skip: int | None = None, **img2img_kwargs):
+def sdedit_translate(
+    pipe_img2img,
+    images,
+    source_prompt,
+    target_prompt,
+    nfe: int = 8,
+    t0: float = PAPER_TRANSLATION.t0,
+    tau: float = PAPER_TRANSLATION.tau,
+    guidance_scale: float = PAPER_TRANSLATION.guidance_scale,
+    generator=None,
+    output_type: str = "pil",
+    clip_skip: int | None = None,
+    **img2img_kwargs,
+):
     """SDEdit as the LSB paper runs it, through a stock ``StableDiffusionImg2ImgPipeline`` (or, for SDXL, a stock
     ``StableDiffusionXLImg2ImgPipeline``: both text encoders and the pooled embeddings; its micro-conditioning
     defaults to the image size, as LSB-XL's does).
@@ -146,17 +158,23 @@ def sdedit_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: in
     if getattr(pipe_img2img, "text_encoder_2", None) is not None:  # SDXL img2img: both encoders + pooled embeddings
         from .sdxl import sdxl_prompt_embeds
 
-        negative, neg_pooled = sdxl_prompt_embeds(pipe_img2img, src_text, None, src_embeds, None, batch, device, dtype,
-                                                  "source", clip_skip)
-        positive, pos_pooled = sdxl_prompt_embeds(pipe_img2img, tgt_text, None, tgt_embeds, None, batch, device, dtype,
-                                                  "target", clip_skip)
-        pooled = {"pooled_prompt_embeds": pos_pooled.contiguous(),
-                  "negative_pooled_prompt_embeds": neg_pooled.contiguous()}
+        negative, neg_pooled = sdxl_prompt_embeds(
+            pipe_img2img, src_text, None, src_embeds, None, batch, device, dtype, "source", clip_skip
+        )
+        positive, pos_pooled = sdxl_prompt_embeds(
+            pipe_img2img, tgt_text, None, tgt_embeds, None, batch, device, dtype, "target", clip_skip
+        )
+        pooled = {
+            "pooled_prompt_embeds": pos_pooled.contiguous(),
+            "negative_pooled_prompt_embeds": neg_pooled.contiguous(),
+        }
     else:
-        negative = prompt_embeds_for_batch(pipe_img2img, src_text, src_embeds, batch, device, dtype, "source",
-                                           clip_skip)
-        positive = prompt_embeds_for_batch(pipe_img2img, tgt_text, tgt_embeds, batch, device, dtype, "target",
-                                           clip_skip)
+        negative = prompt_embeds_for_batch(
+            pipe_img2img, src_text, src_embeds, batch, device, dtype, "source", clip_skip
+        )
+        positive = prompt_embeds_for_batch(
+            pipe_img2img, tgt_text, tgt_embeds, batch, device, dtype, "target", clip_skip
+        )
 
     start = sdedit_start_timestep(t0, tau, pipe_img2img.scheduler.alphas_cumprod)
     num_steps, strength, _ = sdedit_schedule(nfe, start, pipe_img2img.scheduler)
@@ -167,11 +185,20 @@ def sdedit_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: in
         steps_run.append(int(t))
         return {}
 
-    out = pipe_img2img(prompt_embeds=positive.contiguous(), negative_prompt_embeds=negative.contiguous(),
-                       image=(pixels + 1) / 2, strength=strength, num_inference_steps=num_steps,
-                       guidance_scale=guidance_scale, generator=generator, output_type=output_type,
-                       callback_on_step_end=count_steps, callback_on_step_end_tensor_inputs=[], **pooled,
-                       **img2img_kwargs)
+    out = pipe_img2img(
+        prompt_embeds=positive.contiguous(),
+        negative_prompt_embeds=negative.contiguous(),
+        image=(pixels + 1) / 2,
+        strength=strength,
+        num_inference_steps=num_steps,
+        guidance_scale=guidance_scale,
+        generator=generator,
+        output_type=output_type,
+        callback_on_step_end=count_steps,
+        callback_on_step_end_tensor_inputs=[],
+        **pooled,
+        **img2img_kwargs,
+    )
     return out.images, len(steps_run)
 
 
@@ -184,14 +211,16 @@ FLOW_SDEDIT_GUIDANCE = {"sd3": 7.0, "flux": 3.5}
 
 
 def flow_family(pipe) -> str:
-    """"sd3" or "flux" for a diffusers SD3 / FLUX (img2img) pipeline, by its transformer class; else ValueError."""
+    """ "sd3" or "flux" for a diffusers SD3 / FLUX (img2img) pipeline, by its transformer class; else ValueError."""
     name = type(getattr(pipe, "transformer", None)).__name__
     if name == "SD3Transformer2DModel":
         return "sd3"
     if name == "FluxTransformer2DModel":
         return "flux"
-    raise ValueError(f"{type(pipe).__name__} has transformer={name}: SDEdit on a flow model needs an SD3 or FLUX "
-                     "img2img pipeline (StableDiffusion3Img2ImgPipeline / FluxImg2ImgPipeline)")
+    raise ValueError(
+        f"{type(pipe).__name__} has transformer={name}: SDEdit on a flow model needs an SD3 or FLUX "
+        "img2img pipeline (StableDiffusion3Img2ImgPipeline / FluxImg2ImgPipeline)"
+    )
 
 
 def flow_image_seq_len(pipe, height: int, width: int) -> int:
@@ -200,8 +229,9 @@ def flow_image_seq_len(pipe, height: int, width: int) -> int:
     return (height // pipe.vae_scale_factor // patch) * (width // pipe.vae_scale_factor // patch)
 
 
-def sdedit_flow_schedule(nfe: int, start_sigma: float, scheduler, family: str, image_seq_len: int,
-                         max_steps: int = 1000) -> tuple[int, float, float]:
+def sdedit_flow_schedule(
+    nfe: int, start_sigma: float, scheduler, family: str, image_seq_len: int, max_steps: int = 1000
+) -> tuple[int, float, float]:
     """img2img settings that run exactly ``nfe`` flow-Euler steps from the grid level nearest ``start_sigma``.
 
     The stock SD3 / FLUX img2img pipelines build the N-step grid of their family (SD3: the scheduler's shift;
@@ -231,9 +261,20 @@ def sdedit_flow_schedule(nfe: int, start_sigma: float, scheduler, family: str, i
 
 
 @torch.no_grad()
-def sdedit_flow_translate(pipe_img2img, images, source_prompt, target_prompt, nfe: int = 8,
-                          t0: float = PAPER_TRANSLATION.t0, tau: float = PAPER_TRANSLATION.tau, guidance_scale: float | None = None, generator=None,
-                          output_type: str = "pil", max_sequence_length: int | None = None, **img2img_kwargs):
+def sdedit_flow_translate(
+    pipe_img2img,
+    images,
+    source_prompt,
+    target_prompt,
+    nfe: int = 8,
+    t0: float = PAPER_TRANSLATION.t0,
+    tau: float = PAPER_TRANSLATION.tau,
+    guidance_scale: float | None = None,
+    generator=None,
+    output_type: str = "pil",
+    max_sequence_length: int | None = None,
+    **img2img_kwargs,
+):
     """SDEdit on an SD3 / FLUX model through a stock ``StableDiffusion3Img2ImgPipeline`` / ``FluxImg2ImgPipeline``.
 
     The source latent is noised along the straight flow path to the grid level nearest LSB's start level
@@ -253,19 +294,23 @@ def sdedit_flow_translate(pipe_img2img, images, source_prompt, target_prompt, nf
     family = flow_family(pipe_img2img)
     for name, p in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
         if not (isinstance(p, str) or (isinstance(p, list) and p and all(isinstance(q, str) for q in p))):
-            raise ValueError(f"{name} must be text (a string or a list of strings) for SDEdit on {family}; "
-                             f"got {type(p).__name__}")
+            raise ValueError(
+                f"{name} must be text (a string or a list of strings) for SDEdit on {family}; got {type(p).__name__}"
+            )
     multiple = pipe_img2img.vae_scale_factor * (pipe_img2img.transformer.config.patch_size if family == "sd3" else 2)
     pixels = preprocess_images(images, pipe_img2img.image_processor, multiple)
     batch, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
     if family == "flux" and guidance_scale is not None and not pipe_img2img.transformer.config.guidance_embeds:
-        raise ValueError(f"guidance_scale={guidance_scale!r} given for a FLUX transformer without guidance embedding "
-                         "(FLUX.1-schnell): leave it None")
+        raise ValueError(
+            f"guidance_scale={guidance_scale!r} given for a FLUX transformer without guidance embedding "
+            "(FLUX.1-schnell): leave it None"
+        )
     w = FLOW_SDEDIT_GUIDANCE[family] if guidance_scale is None else float(guidance_scale)
 
     start = float(flow_level(t0, tau))
-    num_steps, strength, _ = sdedit_flow_schedule(nfe, start, pipe_img2img.scheduler, family,
-                                                  flow_image_seq_len(pipe_img2img, height, width))
+    num_steps, strength, _ = sdedit_flow_schedule(
+        nfe, start, pipe_img2img.scheduler, family, flow_image_seq_len(pipe_img2img, height, width)
+    )
     steps_run = []
 
     def count_steps(pipe, i, t, tensors):
@@ -273,9 +318,18 @@ def sdedit_flow_translate(pipe_img2img, images, source_prompt, target_prompt, nf
         return {}
 
     targets = [target_prompt] * batch if isinstance(target_prompt, str) else target_prompt
-    kwargs = dict(image=(pixels + 1) / 2, prompt=targets, strength=strength, num_inference_steps=num_steps,
-                  guidance_scale=w, generator=generator, output_type=output_type, callback_on_step_end=count_steps,
-                  callback_on_step_end_tensor_inputs=[], **img2img_kwargs)
+    kwargs = dict(
+        image=(pixels + 1) / 2,
+        prompt=targets,
+        strength=strength,
+        num_inference_steps=num_steps,
+        guidance_scale=w,
+        generator=generator,
+        output_type=output_type,
+        callback_on_step_end=count_steps,
+        callback_on_step_end_tensor_inputs=[],
+        **img2img_kwargs,
+    )
     if max_sequence_length is not None:
         kwargs["max_sequence_length"] = max_sequence_length
     if family == "sd3":
@@ -288,6 +342,16 @@ def sdedit_flow_translate(pipe_img2img, images, source_prompt, target_prompt, nf
     return out.images, len(steps_run), per_step * len(steps_run)
 
 
-__all__ = ["split_prompt", "check_prompt_arg", "sdedit_start_timestep", "sdedit_strength",
-           "sdedit_schedule", "sdedit_translate", "FLOW_SDEDIT_GUIDANCE", "flow_family", "flow_image_seq_len",
-           "sdedit_flow_schedule", "sdedit_flow_translate"]
+__all__ = [
+    "split_prompt",
+    "check_prompt_arg",
+    "sdedit_start_timestep",
+    "sdedit_strength",
+    "sdedit_schedule",
+    "sdedit_translate",
+    "FLOW_SDEDIT_GUIDANCE",
+    "flow_family",
+    "flow_image_seq_len",
+    "sdedit_flow_schedule",
+    "sdedit_flow_translate",
+]

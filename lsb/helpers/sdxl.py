@@ -89,8 +89,10 @@ def check_folder_is_sdxl(pipeline: str, path, want_sdxl: bool) -> None:
     if want_sdxl and family == "sd":
         raise ValueError(f"{pipeline}: {path} is an SD 1.x/2.x folder (no text_encoder_2): {SD_PIPELINE_HINT}")
     if not want_sdxl and family == "sdxl":
-        raise ValueError(f"{pipeline}: {path} is an SDXL folder (text_encoder_2, text_time UNet): "
-                         f"{SDXL_PIPELINE_HINT} (DDIB: DDIBXLPipeline)")
+        raise ValueError(
+            f"{pipeline}: {path} is an SDXL folder (text_encoder_2, text_time UNet): "
+            f"{SDXL_PIPELINE_HINT} (DDIB: DDIBXLPipeline)"
+        )
 
 
 def _pair(name: str, value, default):

@@ -15,6 +15,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..io.images import ImageInputError, check_pipeline_images, to_rgb
+
 # Re-exported, not redefined: THE VAE encode/decode (lsb.io.latents) and THE setting checks (lsb.io.settings).
 from ..io.latents import decode_latents  # noqa: F401
 from ..io.latents import encode_latents as encode_images  # noqa: F401
@@ -33,8 +34,9 @@ def check_prompt_args(name: str, prompt, prompt_embeds) -> None:
         elif not isinstance(prompt, str):
             raise TypeError(f"`{name}_prompt` must be a string or a list of strings, got {type(prompt).__name__}")
     if prompt_embeds is not None and not isinstance(prompt_embeds, torch.Tensor):
-        raise TypeError(f"`{name}_prompt_embeds` must be a tensor (batch, tokens, dim), "
-                        f"got {type(prompt_embeds).__name__}")
+        raise TypeError(
+            f"`{name}_prompt_embeds` must be a tensor (batch, tokens, dim), got {type(prompt_embeds).__name__}"
+        )
 
 
 def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Tensor:
@@ -62,15 +64,19 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
             # numpy images are channels-last (diffusers' convention), tensors channels-first
             is_np = isinstance(im, np.ndarray)
             if im.ndim not in (3, 4) or im.shape[-1 if is_np else -3] != 3:
-                raise ImageInputError(f"image #{i}: expected an RGB {'array (H, W, 3)' if is_np else 'tensor (3, H, W)'}"
-                                      f" or a batch of them, got shape {tuple(im.shape)}")
+                raise ImageInputError(
+                    f"image #{i}: expected an RGB {'array (H, W, 3)' if is_np else 'tensor (3, H, W)'}"
+                    f" or a batch of them, got shape {tuple(im.shape)}"
+                )
             if is_np and im.dtype == np.uint8:
                 im = im.astype(np.float32) / 255.0
             elif not is_np and im.dtype == torch.uint8:
                 im = im.float() / 255.0
             elif not (im.dtype.kind == "f" if is_np else im.is_floating_point()):
-                raise ImageInputError(f"image #{i}: dtype {im.dtype} is neither uint8 nor floating point "
-                                      f"(16-bit or integer pictures: scale them to uint8 or to floats in [0, 1])")
+                raise ImageInputError(
+                    f"image #{i}: dtype {im.dtype} is neither uint8 nor floating point "
+                    f"(16-bit or integer pictures: scale them to uint8 or to floats in [0, 1])"
+                )
             finite = np.isfinite(im).all() if is_np else torch.isfinite(im).all()
             if not bool(finite):
                 raise ImageInputError(f"image #{i}: contains NaN or infinite values")
@@ -78,15 +84,18 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
         else:
             raise ImageInputError(f"image #{i}: unsupported type {type(im).__name__}; use PIL, numpy or torch")
         if w % vae_scale_factor or h % vae_scale_factor:
-            raise ImageInputError(f"image #{i}: size {w}x{h} is not a multiple of {vae_scale_factor} "
-                                  f"(the VAE's downsampling factor); resize or crop it first")
+            raise ImageInputError(
+                f"image #{i}: size {w}x{h} is not a multiple of {vae_scale_factor} "
+                f"(the VAE's downsampling factor); resize or crop it first"
+            )
         checked.append(im)
     check_pipeline_images(images, multiple=vae_scale_factor)  # a mixed-size list: refused, not resized silently
     return image_processor.preprocess(checked if len(checked) > 1 else checked[0])
 
 
-def prompt_embeds_for_batch(pipe, prompt, prompt_embeds, batch: int, device, dtype, name: str,
-                            clip_skip: int | None = None) -> torch.Tensor:
+def prompt_embeds_for_batch(
+    pipe, prompt, prompt_embeds, batch: int, device, dtype, name: str, clip_skip: int | None = None
+) -> torch.Tensor:
     """Text (or given embeddings) -> embeddings of batch ``batch`` on ``device``/``dtype``.
 
     A list of prompts must have 1 or ``batch`` entries; a single prompt is shared by all images. Prompts are
@@ -99,16 +108,33 @@ def prompt_embeds_for_batch(pipe, prompt, prompt_embeds, batch: int, device, dty
     return broadcast_embeds(prompt_embeds.to(device=device, dtype=dtype), batch, f"{name}_prompt_embeds")
 
 
-def prompt_pair_embeds(pipe, source_prompt, source_embeds, target_prompt, target_embeds, batch: int, device, dtype,
-                       clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def prompt_pair_embeds(
+    pipe,
+    source_prompt,
+    source_embeds,
+    target_prompt,
+    target_embeds,
+    batch: int,
+    device,
+    dtype,
+    clip_skip: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Source and target embeddings of batch ``batch``; two single text prompts share one text-encoder call."""
-    if source_embeds is None and target_embeds is None and isinstance(source_prompt, str) \
-            and isinstance(target_prompt, str):
+    if (
+        source_embeds is None
+        and target_embeds is None
+        and isinstance(source_prompt, str)
+        and isinstance(target_prompt, str)
+    ):
         both = encode_text(pipe, [source_prompt, target_prompt], device, clip_skip=clip_skip).to(dtype=dtype)
-        return (broadcast_embeds(both[:1], batch, "source_prompt_embeds"),
-                broadcast_embeds(both[1:], batch, "target_prompt_embeds"))
-    return (prompt_embeds_for_batch(pipe, source_prompt, source_embeds, batch, device, dtype, "source", clip_skip),
-            prompt_embeds_for_batch(pipe, target_prompt, target_embeds, batch, device, dtype, "target", clip_skip))
+        return (
+            broadcast_embeds(both[:1], batch, "source_prompt_embeds"),
+            broadcast_embeds(both[1:], batch, "target_prompt_embeds"),
+        )
+    return (
+        prompt_embeds_for_batch(pipe, source_prompt, source_embeds, batch, device, dtype, "source", clip_skip),
+        prompt_embeds_for_batch(pipe, target_prompt, target_embeds, batch, device, dtype, "target", clip_skip),
+    )
 
 
 def check_callback_tensor_inputs(names, allowed) -> None:
@@ -118,14 +144,17 @@ def check_callback_tensor_inputs(names, allowed) -> None:
         raise ValueError(f"callback tensor inputs {bad} not in {list(allowed)}")
 
 
-def initial_bridge_state(scheduler, source_latents: torch.Tensor, generator=None,
-                         noise: torch.Tensor | None = None) -> torch.Tensor:
+def initial_bridge_state(
+    scheduler, source_latents: torch.Tensor, generator=None, noise: torch.Tensor | None = None
+) -> torch.Tensor:
     """x_{t0} = (1 - t0) x_src + sigma_{t0} z from ``scheduler.prepare_initial_sample`` (after ``set_timesteps``);
     ``noise`` (the z, shaped like the latents) or a draw from ``generator``."""
     if noise is None:
-        noise = randn_tensor(source_latents.shape, generator=generator, device=source_latents.device,
-                             dtype=source_latents.dtype)
+        noise = randn_tensor(
+            source_latents.shape, generator=generator, device=source_latents.device, dtype=source_latents.dtype
+        )
     elif tuple(noise.shape) != tuple(source_latents.shape):
         raise ValueError(f"noise has shape {tuple(noise.shape)}, the latents {tuple(source_latents.shape)}")
-    return scheduler.prepare_initial_sample(source_latents,
-                                            noise.to(device=source_latents.device, dtype=source_latents.dtype))
+    return scheduler.prepare_initial_sample(
+        source_latents, noise.to(device=source_latents.device, dtype=source_latents.dtype)
+    )

@@ -26,17 +26,39 @@ class ImageInputError(ValueError):
 
 
 def _describe(src) -> str:
-    return str(src) if isinstance(src, (str, os.PathLike)) else f"input #{src}" if isinstance(src, int) else repr(type(src).__name__)
+    return (
+        str(src)
+        if isinstance(src, (str, os.PathLike))
+        else f"input #{src}"
+        if isinstance(src, int)
+        else repr(type(src).__name__)
+    )
 
 
 #: what each non-RGB PIL mode is, for error messages
-_MODE_WORDS = {"RGBA": "RGB with an alpha channel", "LA": "grayscale with an alpha channel", "L": "8-bit grayscale",
-               "1": "1-bit black and white", "P": "palette colours", "PA": "palette colours with alpha",
-               "CMYK": "CMYK", "YCbCr": "YCbCr", "LAB": "Lab", "HSV": "HSV", "I": "32-bit integer grayscale",
-               "I;16": "16-bit grayscale", "I;16B": "16-bit grayscale", "I;16L": "16-bit grayscale",
-               "F": "32-bit float grayscale", "RGBX": "RGB with padding", "RGBa": "RGB with premultiplied alpha"}
+_MODE_WORDS = {
+    "RGBA": "RGB with an alpha channel",
+    "LA": "grayscale with an alpha channel",
+    "L": "8-bit grayscale",
+    "1": "1-bit black and white",
+    "P": "palette colours",
+    "PA": "palette colours with alpha",
+    "CMYK": "CMYK",
+    "YCbCr": "YCbCr",
+    "LAB": "Lab",
+    "HSV": "HSV",
+    "I": "32-bit integer grayscale",
+    "I;16": "16-bit grayscale",
+    "I;16B": "16-bit grayscale",
+    "I;16L": "16-bit grayscale",
+    "F": "32-bit float grayscale",
+    "RGBX": "RGB with padding",
+    "RGBa": "RGB with premultiplied alpha",
+}
 #: what ``to_rgb(..., allow_convert=True)`` does to other modes
-CONVERSIONS = "alpha composited on white, grayscale / palette / CMYK converted to RGB, 16-bit and float scaled to 8 bits"
+CONVERSIONS = (
+    "alpha composited on white, grayscale / palette / CMYK converted to RGB, 16-bit and float scaled to 8 bits"
+)
 
 
 def to_rgb(img: Image.Image, name: str = "image", allow_convert: bool = False) -> Image.Image:
@@ -52,7 +74,8 @@ def to_rgb(img: Image.Image, name: str = "image", allow_convert: bool = False) -
         raise ImageInputError(
             f"{name}: mode {img.mode} ({_MODE_WORDS.get(img.mode, 'not RGB')}), expected 8-bit RGB; convert it "
             f"first (e.g. image.convert('RGB')), or let lsb convert it ({CONVERSIONS}): `--convert-mode` on the "
-            f"command line, lsb.io.images.to_rgb(image, allow_convert=True) in Python")
+            f"command line, lsb.io.images.to_rgb(image, allow_convert=True) in Python"
+        )
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -119,8 +142,8 @@ def check_size(img: Image.Image, name: str, multiple: int = 8, resize_to: int | 
     w, h = img.size
     if w % multiple or h % multiple:
         raise ImageInputError(
-            f"{name}: size {w}x{h} is not a multiple of {multiple} (the VAE's factor); "
-            f"resize it or pass a target size")
+            f"{name}: size {w}x{h} is not a multiple of {multiple} (the VAE's factor); resize it or pass a target size"
+        )
     return img
 
 
@@ -179,17 +202,27 @@ def image_size_of(img) -> tuple[int, int]:
     return (shape[-2], shape[-3]) if len(shape) >= 3 else (shape[1], shape[0])
 
 
-def check_pixels(size: tuple[int, int], name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 flag: str = "--max-pixels") -> None:
+def check_pixels(
+    size: tuple[int, int], name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS, flag: str = "--max-pixels"
+) -> None:
     """An :class:`ImageInputError` naming ``name`` when ``size`` has more than ``max_pixels`` pixels."""
     w, h = size
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageInputError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} ({flag}); "
-                              f"downscale it first or raise {flag}")
+        raise ImageInputError(
+            f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} ({flag}); "
+            f"downscale it first or raise {flag}"
+        )
 
 
-def fit_size(img: Image.Image, name: str, native: int | None, policy: str = "resize", multiple: int = 8,
-             max_pixels: int | None = DEFAULT_MAX_PIXELS, flag: str = "--size-policy") -> Image.Image:
+def fit_size(
+    img: Image.Image,
+    name: str,
+    native: int | None,
+    policy: str = "resize",
+    multiple: int = 8,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    flag: str = "--size-policy",
+) -> Image.Image:
     """The size policy of the commands for one image of a model whose native resolution is ``native``:
 
     * ``"resize"`` (default): an image of another size is resized to ``native x native`` (bicubic; the result
@@ -210,14 +243,17 @@ def fit_size(img: Image.Image, name: str, native: int | None, policy: str = "res
             img.info.update(info, resized_from=(w, h))
         return img
     if native is not None and policy == "exact" and (w, h) != (native, native):
-        raise ImageInputError(f"{name}: size {w}x{h}, but the model's native size is {native}x{native} and "
-                              f"{flag} exact asks for it; resize the image, or use {flag} resize (default) or keep")
+        raise ImageInputError(
+            f"{name}: size {w}x{h}, but the model's native size is {native}x{native} and "
+            f"{flag} exact asks for it; resize the image, or use {flag} resize (default) or keep"
+        )
     check_pixels((w, h), name, max_pixels)
     return check_size(img, name, multiple)
 
 
-def check_pipeline_images(images, native: int | None = None, max_pixels: int | None = None, multiple: int = 8,
-                          name: str = "image") -> None:
+def check_pipeline_images(
+    images, native: int | None = None, max_pixels: int | None = None, multiple: int = 8, name: str = "image"
+) -> None:
     """The pipelines' size policy, called by their ``check_inputs`` before any compute: images run at their own
     size, so every image of one call must share it (a mixed-size list is refused, naming the first differing
     entry, instead of being resized silently), its sides must be multiples of ``multiple`` (the VAE's factor), and
@@ -230,12 +266,15 @@ def check_pipeline_images(images, native: int | None = None, max_pixels: int | N
     hint = f" (the model's native size is {native}x{native})" if native else ""
     for i, (w, h) in enumerate(sizes):
         if (w, h) != sizes[0]:
-            raise ImageInputError(f"{name}[{i}] is {w}x{h} but {name}[0] is {sizes[0][0]}x{sizes[0][1]}: images of "
-                                  f"one call must share a size; resize them first{hint}")
+            raise ImageInputError(
+                f"{name}[{i}] is {w}x{h} but {name}[0] is {sizes[0][0]}x{sizes[0][1]}: images of "
+                f"one call must share a size; resize them first{hint}"
+            )
     w, h = sizes[0]
     if w % multiple or h % multiple:
-        raise ImageInputError(f"{name}: size {w}x{h} is not a multiple of {multiple} (the VAE's factor); resize "
-                              f"it first{hint}")
+        raise ImageInputError(
+            f"{name}: size {w}x{h} is not a multiple of {multiple} (the VAE's factor); resize it first{hint}"
+        )
     check_pixels((w, h), name, max_pixels, flag="max_pixels")
 
 
@@ -275,7 +314,9 @@ def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a, mode="RGB") for a in arr]
 
 
-def make_grid(images: Sequence[Image.Image], nrow: int | None = None, pad: int = 2, fill=(255, 255, 255)) -> Image.Image:
+def make_grid(
+    images: Sequence[Image.Image], nrow: int | None = None, pad: int = 2, fill=(255, 255, 255)
+) -> Image.Image:
     """Tile equal-size PIL images into one picture, ``nrow`` per row."""
     if not images:
         raise ValueError("make_grid needs at least one image")

@@ -32,16 +32,28 @@ class ShapesFeatureNet(nn.Module):
         super().__init__()
 
         def block(cin, cout):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU(),
-                                 nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU(), nn.AvgPool2d(2))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.GroupNorm(8, cout),
+                nn.SiLU(),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                nn.GroupNorm(8, cout),
+                nn.SiLU(),
+                nn.AvgPool2d(2),
+            )
 
-        self.body = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 2 * width),
-                                  block(2 * width, 4 * width))  # 64 -> 4
+        self.body = nn.Sequential(
+            block(3, width), block(width, 2 * width), block(2 * width, 2 * width), block(2 * width, 4 * width)
+        )  # 64 -> 4
         self.proj = nn.Linear(4 * width * 16, features)
-        self.heads = nn.ModuleDict({"shape": nn.Linear(features, len(shapes.SHAPES)),
-                                    "colour": nn.Linear(features, len(shapes.COLOURS)),
-                                    "background": nn.Linear(features, len(shapes.BACKGROUNDS)),
-                                    "geometry": nn.Linear(features, 3)})  # cx, cy, size (normalised)
+        self.heads = nn.ModuleDict(
+            {
+                "shape": nn.Linear(features, len(shapes.SHAPES)),
+                "colour": nn.Linear(features, len(shapes.COLOURS)),
+                "background": nn.Linear(features, len(shapes.BACKGROUNDS)),
+                "geometry": nn.Linear(features, 3),
+            }
+        )  # cx, cy, size (normalised)
         self.num_features = features  # torchmetrics reads this
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,8 +91,10 @@ def load_feature_net(path: str | Path | None = None) -> ShapesFeatureNet:
     path = Path(path or WEIGHTS)
     if path not in _CACHE:
         if not path.is_file():
-            raise FileNotFoundError(f"feature network weights not found at {path}; train them with "
-                                    f"`python -m lsb.metrics.features --out {path}`")
+            raise FileNotFoundError(
+                f"feature network weights not found at {path}; train them with "
+                f"`python -m lsb.metrics.features --out {path}`"
+            )
         net = ShapesFeatureNet()
         net.load_state_dict(load_file(str(path)))
         _CACHE[path] = net.eval()
@@ -91,7 +105,7 @@ def load_feature_net(path: str | Path | None = None) -> ShapesFeatureNet:
 def extract(images, net: ShapesFeatureNet | None = None, batch: int = 256) -> torch.Tensor:
     net = net or load_feature_net()
     x = _as_tensor(images)
-    return torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)]).double()
+    return torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)]).double()
 
 
 def fid(real, fake, net=None) -> float:
@@ -158,9 +172,14 @@ def train_feature_net(out: str | Path = WEIGHTS, steps: int = 1500, batch: int =
     for step in tqdm(range(steps), desc="feature net"):
         rng = np.random.default_rng([seed, step])
         scenes = [shapes.sample_scene(rng) for _ in range(batch)]
-        x = torch.from_numpy(np.stack([_augment(shapes.render(s), rng) for s in scenes])).permute(0, 3, 1, 2).float() / 255.0
+        x = (
+            torch.from_numpy(np.stack([_augment(shapes.render(s), rng) for s in scenes])).permute(0, 3, 1, 2).float()
+            / 255.0
+        )
         out_l = net.logits(x)
-        loss = sum(F.cross_entropy(out_l[k], torch.tensor([v.index(getattr(s, k)) for s in scenes])) for k, v in names.items())
+        loss = sum(
+            F.cross_entropy(out_l[k], torch.tensor([v.index(getattr(s, k)) for s in scenes])) for k, v in names.items()
+        )
         geo = torch.tensor([[s.cx / 64, s.cy / 64, s.size / 64] for s in scenes])
         loss = loss + 10 * F.mse_loss(out_l["geometry"], geo)
         opt.zero_grad()
@@ -173,8 +192,10 @@ def train_feature_net(out: str | Path = WEIGHTS, steps: int = 1500, batch: int =
     with torch.no_grad():
         x = _as_tensor([shapes.render(s) for s in scenes])
         lg = net.logits(x)
-    acc = {k: float((lg[k].argmax(1) == torch.tensor([v.index(getattr(s, k)) for s in scenes])).float().mean())
-           for k, v in names.items()}
+    acc = {
+        k: float((lg[k].argmax(1) == torch.tensor([v.index(getattr(s, k)) for s in scenes])).float().mean())
+        for k, v in names.items()
+    }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

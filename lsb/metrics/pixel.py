@@ -32,8 +32,9 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return g[:, None] * g[None, :]
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5, k1: float = 0.01,
-         k2: float = 0.03) -> torch.Tensor:
+def ssim(
+    a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03
+) -> torch.Tensor:
     """Per-image SSIM of images in [0, 1] (mean over channels and valid window positions)."""
     a, b = _check(a, b)
     c = a.shape[1]

@@ -42,18 +42,18 @@ from scipy import ndimage
 
 from lsb.data.shapes import BACKGROUNDS, COLOURS, IMAGE_SIZE, MAX_SIZE, MIN_SIZE, SHAPES, Scene
 
-BORDER = 3                 # px of border used for the background estimate
-OBJECT_THRESHOLD = 60.0    # RGB distance to the background above which a pixel is "object"
-COLOUR_TOL = 40.0          # max RGB distance to a named colour for a clean reading (closest pair: 71)
-BACKGROUND_TOL = 40.0      # max RGB distance to a named background for a clean reading
-IOU_TOL = 0.8              # min IoU of the best ideal shape for a clean reading (square vs disc: 0.785)
-SIZE_TOL = 0.15            # relative tolerance on the world's size range [20, 36] px
-MIN_REGION = 12            # px (at 64 x 64): smaller regions are specks, not objects
-ERODE = 2                  # px of erosion for the colour estimate
-WINDOW = 4                 # px of dilation around the object over which coverage is integrated
-SUPERSAMPLE = 4            # subpixels per pixel side for ideal masks
-STRETCH = 3.0              # contrast stretch of coverage about 0.5 before the shape IoU
-ASPECT_TOL = 0.25          # max relative deviation of the bbox aspect from the shape's for a clean reading
+BORDER = 3  # px of border used for the background estimate
+OBJECT_THRESHOLD = 60.0  # RGB distance to the background above which a pixel is "object"
+COLOUR_TOL = 40.0  # max RGB distance to a named colour for a clean reading (closest pair: 71)
+BACKGROUND_TOL = 40.0  # max RGB distance to a named background for a clean reading
+IOU_TOL = 0.8  # min IoU of the best ideal shape for a clean reading (square vs disc: 0.785)
+SIZE_TOL = 0.15  # relative tolerance on the world's size range [20, 36] px
+MIN_REGION = 12  # px (at 64 x 64): smaller regions are specks, not objects
+ERODE = 2  # px of erosion for the colour estimate
+WINDOW = 4  # px of dilation around the object over which coverage is integrated
+SUPERSAMPLE = 4  # subpixels per pixel side for ideal masks
+STRETCH = 3.0  # contrast stretch of coverage about 0.5 before the shape IoU
+ASPECT_TOL = 0.25  # max relative deviation of the bbox aspect from the shape's for a clean reading
 
 _SQRT3 = math.sqrt(3.0)
 _BG_NAMES = tuple(BACKGROUNDS)
@@ -102,6 +102,7 @@ class Reading:
 # ----------------------------------------------------------------------------------------------
 # input conversion
 
+
 def _to_rgb255(image) -> np.ndarray:
     """Any supported picture as a float64 (H, W, 3) array in 0..255."""
     if isinstance(image, Image.Image):
@@ -131,14 +132,17 @@ def _to_rgb255(image) -> np.ndarray:
             raise ValueError("read_scene: the picture contains NaN or inf")
         lo, hi = float(arr.min()), float(arr.max())
         if lo < -0.02 or hi > 1.02:
-            raise ValueError(f"read_scene: float pictures must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]"
-                             " (map [-1, 1] outputs with (x + 1) / 2)")
+            raise ValueError(
+                f"read_scene: float pictures must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]"
+                " (map [-1, 1] outputs with (x + 1) / 2)"
+            )
         return np.clip(arr, 0.0, 1.0) * 255.0
     raise ValueError(f"read_scene: unsupported dtype {arr.dtype}; use uint8 0..255 or float 0..1")
 
 
 # ----------------------------------------------------------------------------------------------
 # ideal masks and fitting
+
 
 def _ideal_coverage(shape: str, box: Sequence[float], x_lo: int, y_lo: int, w: int, h: int) -> np.ndarray:
     """Coverage in [0, 1] of the ideal ``shape`` fitted to ``box`` = (x0, y0, x1, y1) on pixels
@@ -219,6 +223,7 @@ def _nearest(value: np.ndarray, names: tuple[str, ...], table: np.ndarray) -> tu
 # ----------------------------------------------------------------------------------------------
 # the reader
 
+
 def read_scene(image) -> Reading:
     """Read one picture back into its scene attributes (see the module docstring)."""
     img = _to_rgb255(image)
@@ -235,8 +240,9 @@ def read_scene(image) -> Reading:
 
     def empty(reason: str, n_regions: int = 0) -> Reading:
         nan = float("nan")
-        return Reading(None, None, background, nan, nan, nan, 0.0, 0.0, nan, bg_dist, False,
-                       reason, None, 0.0, n_regions, {})
+        return Reading(
+            None, None, background, nan, nan, nan, 0.0, 0.0, nan, bg_dist, False, reason, None, 0.0, n_regions, {}
+        )
 
     # 2. object: largest 4-connected region far from the background
     far = np.linalg.norm(img - bg, axis=2) > OBJECT_THRESHOLD
@@ -328,22 +334,39 @@ def read_scene(image) -> Reading:
     if region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any():
         reasons.append("object touches the image border")
 
-    return Reading(shape=shape, colour=colour, background=background, cx=cx, cy=cy, size=size,
-                   shape_iou=shape_iou, shape_margin=margin, colour_distance=colour_dist,
-                   background_distance=bg_dist, clean=not reasons, reason="; ".join(reasons),
-                   bbox=tuple(float(v) for v in box), area=area, n_regions=n_regions, ious=ious)
+    return Reading(
+        shape=shape,
+        colour=colour,
+        background=background,
+        cx=cx,
+        cy=cy,
+        size=size,
+        shape_iou=shape_iou,
+        shape_margin=margin,
+        colour_distance=colour_dist,
+        background_distance=bg_dist,
+        clean=not reasons,
+        reason="; ".join(reasons),
+        bbox=tuple(float(v) for v in box),
+        area=area,
+        n_regions=n_regions,
+        ious=ious,
+    )
 
 
 def read_batch(images) -> list[Reading]:
     """Read many pictures: an iterable of pictures, or a 4-D array/tensor (N, 3, H, W) or (N, H, W, 3)."""
     if type(images).__module__.startswith("torch") or isinstance(images, np.ndarray):
         if images.ndim != 4:
-            raise ValueError(f"read_batch: expected a 4-D batch (N, 3, H, W) or (N, H, W, 3), got shape {tuple(images.shape)}")
+            raise ValueError(
+                f"read_batch: expected a 4-D batch (N, 3, H, W) or (N, H, W, 3), got shape {tuple(images.shape)}"
+            )
     return [read_scene(im) for im in images]
 
 
 # ----------------------------------------------------------------------------------------------
 # comparisons with ground truth
+
 
 def centre_error(reading: Reading, scene: Scene) -> float:
     """Euclidean distance in px between the read and the true centre (inf when nothing was read)."""
@@ -352,8 +375,12 @@ def centre_error(reading: Reading, scene: Scene) -> float:
     return math.hypot(reading.cx - scene.cx, reading.cy - scene.cy)
 
 
-def matches(reading: Reading, scene: Scene, attrs: Iterable[str] = ("shape", "colour", "background"),
-            centre_tol: float | None = 6.0) -> bool:
+def matches(
+    reading: Reading,
+    scene: Scene,
+    attrs: Iterable[str] = ("shape", "colour", "background"),
+    centre_tol: float | None = 6.0,
+) -> bool:
     """Whether ``reading`` agrees with ``scene`` on ``attrs`` and (unless None) its centre within ``centre_tol`` px."""
     for a in attrs:
         if a not in ("shape", "colour", "background"):
@@ -375,8 +402,10 @@ def attribute_accuracy(readings: Sequence[Reading], scenes: Sequence[Scene]) -> 
     if not readings:
         raise ValueError("attribute_accuracy: no readings")
     n = len(readings)
-    out = {a: sum(getattr(r, a) == getattr(s, a) for r, s in zip(readings, scenes)) / n
-           for a in ("shape", "colour", "background")}
+    out = {
+        a: sum(getattr(r, a) == getattr(s, a) for r, s in zip(readings, scenes)) / n
+        for a in ("shape", "colour", "background")
+    }
     out["all"] = sum(matches(r, s, centre_tol=None) for r, s in zip(readings, scenes)) / n
     found = [(r, s) for r, s in zip(readings, scenes) if r.shape is not None and math.isfinite(r.cx)]
     out["centre_error"] = float(np.mean([centre_error(r, s) for r, s in found])) if found else float("nan")
@@ -395,6 +424,10 @@ def translation_success(reading: Reading, source_scene: Scene, target_shape: str
     """
     if target_shape not in SHAPES:
         raise ValueError(f"unknown target shape {target_shape!r}; the shapes world has {', '.join(SHAPES)}")
-    return (reading.clean and reading.shape == target_shape and reading.colour == source_scene.colour
-            and reading.background == source_scene.background
-            and centre_error(reading, source_scene) <= centre_tol)
+    return (
+        reading.clean
+        and reading.shape == target_shape
+        and reading.colour == source_scene.colour
+        and reading.background == source_scene.background
+        and centre_error(reading, source_scene) <= centre_tol
+    )

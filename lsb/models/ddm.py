@@ -32,8 +32,9 @@ def split_heads(model_output: torch.Tensor, attenuation: str) -> tuple[torch.Ten
     """(K or None, C, eps) from a (B, heads * c, H, W) output."""
     h = num_heads(attenuation)
     if model_output.ndim < 2 or model_output.shape[1] % h:
-        raise ValueError(f"a {attenuation} DDM output needs a channel count divisible by {h}, "
-                         f"got shape {tuple(model_output.shape)}")
+        raise ValueError(
+            f"a {attenuation} DDM output needs a channel count divisible by {h}, got shape {tuple(model_output.shape)}"
+        )
     parts = model_output.chunk(h, dim=1)
     return (parts[0], parts[1], parts[2]) if h == 3 else (None, parts[0], parts[1])
 
@@ -45,8 +46,10 @@ def merge_heads(C: torch.Tensor, eps: torch.Tensor, K: torch.Tensor | None = Non
 
 def ddm_unet_channels(latent_channels: int, attenuation: str, image_conditioned: bool = False) -> dict:
     """``in_channels`` / ``out_channels`` of a DDM UNet on ``latent_channels`` latents."""
-    return {"in_channels": latent_channels * (2 if image_conditioned else 1),
-            "out_channels": latent_channels * num_heads(attenuation)}
+    return {
+        "in_channels": latent_channels * (2 if image_conditioned else 1),
+        "out_channels": latent_channels * num_heads(attenuation),
+    }
 
 
 def check_ddm_unet(unet, latent_channels: int, attenuation: str) -> bool:
@@ -57,13 +60,17 @@ def check_ddm_unet(unet, latent_channels: int, attenuation: str) -> bool:
     cfg = unet.config
     heads = num_heads(attenuation)
     if cfg.out_channels != heads * latent_channels:
-        raise ValueError(f"the UNet has out_channels={cfg.out_channels}, but a {attenuation} DDM scheduler needs "
-                         f"{heads} x {latent_channels} = {heads * latent_channels} (heads "
-                         f"{'K, C, eps' if heads == 3 else 'C, eps'}); is this a DDM model, and is the scheduler's "
-                         f"`attenuation` the one it was trained with?")
+        raise ValueError(
+            f"the UNet has out_channels={cfg.out_channels}, but a {attenuation} DDM scheduler needs "
+            f"{heads} x {latent_channels} = {heads * latent_channels} (heads "
+            f"{'K, C, eps' if heads == 3 else 'C, eps'}); is this a DDM model, and is the scheduler's "
+            f"`attenuation` the one it was trained with?"
+        )
     if cfg.in_channels == latent_channels:
         return False
     if cfg.in_channels == 2 * latent_channels:
         return True
-    raise ValueError(f"the UNet has in_channels={cfg.in_channels}; a DDM UNet takes {latent_channels} "
-                     f"(unconditional/text) or {2 * latent_channels} (image-conditioned) channels")
+    raise ValueError(
+        f"the UNet has in_channels={cfg.in_channels}; a DDM UNet takes {latent_channels} "
+        f"(unconditional/text) or {2 * latent_channels} (image-conditioned) channels"
+    )

@@ -70,12 +70,17 @@ class _CPEN(nn.Module):
         super().__init__()
         lrelu = nn.LeakyReLU(0.1)
         self.body = nn.Sequential(
-            nn.Conv2d(in_ch, width, 3, padding=1), lrelu,
+            nn.Conv2d(in_ch, width, 3, padding=1),
+            lrelu,
             *[_ResBlock(width) for _ in range(n_res)],
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), lrelu,
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), lrelu,
-            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), lrelu,
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            lrelu,
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            lrelu,
+            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1),
+            lrelu,
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.mlp = nn.Sequential(nn.Linear(4 * width, prior_dim), lrelu, nn.Linear(prior_dim, prior_dim), lrelu)
 
@@ -156,7 +161,9 @@ class PriorDenoiser(ModelMixin, ConfigMixin):
         if sample.ndim != 2 or sample.shape[1] != d:
             raise ValueError(f"PriorDenoiser: sample must have shape (B, {d}), got {tuple(sample.shape)}")
         if condition.shape != sample.shape:
-            raise ValueError(f"PriorDenoiser: condition {tuple(condition.shape)} must match sample {tuple(sample.shape)}")
+            raise ValueError(
+                f"PriorDenoiser: condition {tuple(condition.shape)} must match sample {tuple(sample.shape)}"
+            )
         t = torch.as_tensor(timestep, device=sample.device, dtype=sample.dtype).reshape(-1, 1)
         t = t.expand(sample.shape[0], 1) / (10.0 * self.config.num_train_timesteps)
         return self.mlp(torch.cat([condition, t, sample], dim=1))
@@ -279,13 +286,25 @@ class DIRformer(ModelMixin, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, dim: int = 24, num_blocks=(1, 2, 2),
-                 heads=(1, 2, 4), num_refinement_blocks: int = 1, ffn_expansion_factor: float = 2.0,
-                 unshuffle: int = 2, prior_dim: int = 256, bias: bool = False):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        dim: int = 24,
+        num_blocks=(1, 2, 2),
+        heads=(1, 2, 4),
+        num_refinement_blocks: int = 1,
+        ffn_expansion_factor: float = 2.0,
+        unshuffle: int = 2,
+        prior_dim: int = 256,
+        bias: bool = False,
+    ):
         super().__init__()
         num_blocks, heads = list(num_blocks), list(heads)
         if len(num_blocks) != len(heads) or not num_blocks:
-            raise ValueError(f"DIRformer: num_blocks {num_blocks} and heads {heads} must be non-empty and of equal length")
+            raise ValueError(
+                f"DIRformer: num_blocks {num_blocks} and heads {heads} must be non-empty and of equal length"
+            )
         if unshuffle not in (1, 2, 4):
             raise ValueError(f"DIRformer: unshuffle must be 1, 2 or 4, got {unshuffle}")
         if out_channels > in_channels:
@@ -295,14 +314,18 @@ class DIRformer(ModelMixin, ConfigMixin):
         self.pixel_unshuffle = nn.PixelUnshuffle(u) if u > 1 else nn.Identity()
         self.pixel_shuffle = nn.PixelShuffle(u) if u > 1 else nn.Identity()
         self.embed = nn.Conv2d(in_channels * u * u, dim, 3, padding=1, bias=bias)
-        dims = [dim * 2 ** i for i in range(levels)]
+        dims = [dim * 2**i for i in range(levels)]
         self.encoders = nn.ModuleList(_Stage(n, d, h, **args) for n, d, h in zip(num_blocks, dims, heads))
-        self.downs = nn.ModuleList(nn.Sequential(nn.Conv2d(d, d // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
-                                   for d in dims[:-1])
-        self.ups = nn.ModuleList(nn.Sequential(nn.Conv2d(d, 2 * d, 3, padding=1, bias=False), nn.PixelShuffle(2))
-                                 for d in dims[1:])
+        self.downs = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(d, d // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2)) for d in dims[:-1]
+        )
+        self.ups = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(d, 2 * d, 3, padding=1, bias=False), nn.PixelShuffle(2)) for d in dims[1:]
+        )
         self.reduces = nn.ModuleList(nn.Conv2d(2 * d, d, 1, bias=bias) for d in dims[:-1])
-        self.decoders = nn.ModuleList(_Stage(n, d, h, **args) for n, d, h in zip(num_blocks[:-1], dims[:-1], heads[:-1]))
+        self.decoders = nn.ModuleList(
+            _Stage(n, d, h, **args) for n, d, h in zip(num_blocks[:-1], dims[:-1], heads[:-1])
+        )
         self.refinement = _Stage(num_refinement_blocks, dim, heads[0], **args)
         self.output = nn.Conv2d(dim, out_channels * u * u, 3, padding=1, bias=bias)
 
@@ -332,4 +355,13 @@ def count_parameters(*models: nn.Module) -> int:
     return sum(p.numel() for m in models if m is not None for p in m.parameters())
 
 
-__all__ = ["CPENS1", "CPENS2", "PriorDenoiser", "DIRformer", "DMTA", "DGFN", "DynamicTransformerBlock", "count_parameters"]
+__all__ = [
+    "CPENS1",
+    "CPENS2",
+    "PriorDenoiser",
+    "DIRformer",
+    "DMTA",
+    "DGFN",
+    "DynamicTransformerBlock",
+    "count_parameters",
+]

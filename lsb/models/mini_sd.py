@@ -72,8 +72,10 @@ def _merged(base: dict, overrides: dict | None) -> dict:
 
 
 def build_tokenizer(max_length: int | None = None):
-    return build_word_tokenizer(caption_vocabulary() + list(TEMPLATE_WORDS),
-                                model_max_length=max_length or TEXT_CONFIG["max_position_embeddings"])
+    return build_word_tokenizer(
+        caption_vocabulary() + list(TEMPLATE_WORDS),
+        model_max_length=max_length or TEXT_CONFIG["max_position_embeddings"],
+    )
 
 
 def build_vae(**overrides):
@@ -92,8 +94,12 @@ def build_text_encoder(tokenizer, **overrides):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cfg = _merged(TEXT_CONFIG, overrides)
-    cfg.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    cfg.update(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return CLIPTextModel(CLIPTextConfig(**cfg))
 
 

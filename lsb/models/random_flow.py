@@ -38,14 +38,7 @@ def build_t5_tokenizer(words=None, model_max_length: int = 512):
     plus single letters, built offline; ids 0/1/2 are <pad>/</s>/<unk> as in T5."""
     from transformers import T5TokenizerFast
 
-    words = sorted(
-        {
-            w.lower()
-            for w in (
-                words or mini_sd.caption_vocabulary() + list(mini_sd.TEMPLATE_WORDS)
-            )
-        }
-    )
+    words = sorted({w.lower() for w in (words or mini_sd.caption_vocabulary() + list(mini_sd.TEMPLATE_WORDS))})
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
     vocab += [("\u2581" + w, -1.0) for w in words]
     vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
@@ -71,14 +64,10 @@ def build_t5_encoder(tokenizer, d_model: int, seed: int = 0, **overrides):
     }
     cfg.update(overrides)
     torch.manual_seed(seed)
-    return T5EncoderModel(
-        T5Config(**cfg)
-    ).eval()  # built, not loaded: eval() as from_pretrained would
+    return T5EncoderModel(T5Config(**cfg)).eval()  # built, not loaded: eval() as from_pretrained would
 
 
-def build_clip_encoder(
-    tokenizer, hidden_size: int, projection_dim: int | None, seed: int = 0
-):
+def build_clip_encoder(tokenizer, hidden_size: int, projection_dim: int | None, seed: int = 0):
     """A 2-layer CLIP text encoder (``CLIPTextModelWithProjection`` when ``projection_dim`` is given)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -96,9 +85,7 @@ def build_clip_encoder(
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    return (
-        CLIPTextModelWithProjection(cfg) if projection_dim else CLIPTextModel(cfg)
-    ).eval()
+    return (CLIPTextModelWithProjection(cfg) if projection_dim else CLIPTextModel(cfg)).eval()
 
 
 def flow_scheduler(**config):

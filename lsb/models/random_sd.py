@@ -33,13 +33,19 @@ def build_components(configs: str | Path, family: str, seed: int = 0, dtype: tor
     unet = UNet2DConditionModel(**load_config(configs, family, "unet"))
     vae = AutoencoderKL(**load_config(configs, family, "vae"))
     tcfg = load_config(configs, family, "text_encoder")
-    tcfg.update(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.pad_token_id)
+    tcfg.update(
+        vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
     te = CLIPTextModel(CLIPTextConfig(**tcfg))
     scfg = load_config(configs, family, "scheduler")
     classes = {"PNDMScheduler": PNDMScheduler, "DDIMScheduler": DDIMScheduler}
     if scfg["_class_name"] not in classes:
         raise ValueError(f"unsupported scheduler class {scfg['_class_name']!r} in the {family} config")
     sched = classes[scfg["_class_name"]].from_config(scfg)
-    return {"vae": vae.to(dtype), "text_encoder": te.to(dtype), "tokenizer": tok, "unet": unet.to(dtype),
-            "scheduler": sched}
+    return {
+        "vae": vae.to(dtype),
+        "text_encoder": te.to(dtype),
+        "tokenizer": tok,
+        "unet": unet.to(dtype),
+        "scheduler": sched,
+    }

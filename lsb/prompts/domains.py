@@ -60,9 +60,15 @@ def read_domain(path: str | os.PathLike) -> tuple[str, torch.Tensor, dict]:
     return keys[0], emb, meta
 
 
-def write_domain(path: str | os.PathLike, token: str, embeds: torch.Tensor | dict[str, torch.Tensor],
-                 prompt: str = "a {}", text_encoder=None, base_model: str | None = None,
-                 family: str | None = None) -> Path:
+def write_domain(
+    path: str | os.PathLike,
+    token: str,
+    embeds: torch.Tensor | dict[str, torch.Tensor],
+    prompt: str = "a {}",
+    text_encoder=None,
+    base_model: str | None = None,
+    family: str | None = None,
+) -> Path:
     """Write a learned domain atomically: one tensor -> the format ``load_textual_inversion`` accepts
     (``{token: [n, dim]}``); a dict ``{encoder key: [n, dim]}`` -> the multi-encoder format (``text_encoder``
     then is a dict ``{encoder key: text encoder}`` for the signatures)."""
@@ -92,9 +98,11 @@ def write_domain(path: str | os.PathLike, token: str, embeds: torch.Tensor | dic
 
 def text_encoder_signature(text_encoder) -> dict:
     cfg = text_encoder.config
-    return {"hidden_size": int(text_encoder.get_input_embeddings().weight.shape[-1]),
-            "num_hidden_layers": int(getattr(cfg, "num_hidden_layers", 0)),
-            "model_type": str(getattr(cfg, "model_type", ""))}
+    return {
+        "hidden_size": int(text_encoder.get_input_embeddings().weight.shape[-1]),
+        "num_hidden_layers": int(getattr(cfg, "num_hidden_layers", 0)),
+        "model_type": str(getattr(cfg, "model_type", "")),
+    }
 
 
 def read_domain_embeddings(path: str | os.PathLike) -> tuple[str, dict[str, torch.Tensor], dict]:
@@ -115,13 +123,16 @@ def read_domain_embeddings(path: str | os.PathLike) -> tuple[str, dict[str, torc
         if embeds[k].ndim != 2:
             raise DomainFileError(f"{path}: embedding {k!r} has shape {tuple(v.shape)}, expected [vectors, dim]")
     if len({v.shape[0] for v in embeds.values()}) > 1:
-        raise DomainFileError(f"{path}: the encoders' embeddings have different vector counts "
-                              f"{ {k: v.shape[0] for k, v in embeds.items()} }")
+        raise DomainFileError(
+            f"{path}: the encoders' embeddings have different vector counts "
+            f"{ {k: v.shape[0] for k, v in embeds.items()} }"
+        )
     return meta.get("lsb_token") or f"<{path.stem}>", embeds, meta
 
 
-def insert_token_embeddings(tokenizer, text_encoder, token: str, embeds: torch.Tensor, where: str = "",
-                            tokenizer_just_extended: bool = False) -> bool:
+def insert_token_embeddings(
+    tokenizer, text_encoder, token: str, embeds: torch.Tensor, where: str = "", tokenizer_just_extended: bool = False
+) -> bool:
     """Add ``token`` (``token_1``, ... for several vectors) to one tokenizer / text encoder with the rows
     ``embeds`` [n, dim]; a token already loaded must carry the same vectors (else DomainFileError).
 
@@ -131,8 +142,10 @@ def insert_token_embeddings(tokenizer, text_encoder, token: str, embeds: torch.T
     names = [token] + [f"{token}_{i}" for i in range(1, embeds.shape[0])]
     weight = text_encoder.get_input_embeddings().weight
     if embeds.shape[-1] != weight.shape[-1]:
-        raise DomainFileError(f"{where}: learned for a text encoder with {embeds.shape[-1]}-d embeddings, but this "
-                              f"model's has {weight.shape[-1]}: learn the domain on this model")
+        raise DomainFileError(
+            f"{where}: learned for a text encoder with {embeds.shape[-1]}-d embeddings, but this "
+            f"model's has {weight.shape[-1]}: learn the domain on this model"
+        )
     extended = token not in tokenizer.get_vocab()
     if not extended and not tokenizer_just_extended:
         ids = tokenizer.convert_tokens_to_ids(names)
@@ -169,12 +182,16 @@ def load_domain_multi(pipe, path: Path) -> tuple[str, dict]:
     extended: set[int] = set()  # tokenizers extended in this call (one tokenizer may serve two encoders)
     for slot in text_encoder_slots(pipe, family):
         if slot.key not in embeds:
-            raise DomainFileError(f"{path}: no embedding for this model's {slot.key} encoder "
-                                  f"({slot.text_encoder_attr}); the file holds {sorted(embeds)}")
+            raise DomainFileError(
+                f"{path}: no embedding for this model's {slot.key} encoder "
+                f"({slot.text_encoder_attr}); the file holds {sorted(embeds)}"
+            )
         te = getattr(pipe, slot.text_encoder_attr)
         if slot.key in sigs and sigs[slot.key] != text_encoder_signature(te):
-            raise DomainFileError(f"{path}: {slot.key} learned for text encoder {sigs[slot.key]}, this model has "
-                                  f"{text_encoder_signature(te)}")
+            raise DomainFileError(
+                f"{path}: {slot.key} learned for text encoder {sigs[slot.key]}, this model has "
+                f"{text_encoder_signature(te)}"
+            )
         tok = getattr(pipe, slot.tokenizer_attr)
         if insert_token_embeddings(tok, te, token, embeds[slot.key], f"{path} [{slot.key}]", id(tok) in extended):
             extended.add(id(tok))
@@ -197,8 +214,10 @@ def load_domain(pipe, spec: str) -> str:
     token, emb, meta = read_domain(path)
     dim = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
     if emb.shape[-1] != dim:
-        raise DomainFileError(f"{path}: learned for a text encoder with {emb.shape[-1]}-d embeddings, "
-                              f"but this model's has {dim}: learn the domain on this model")
+        raise DomainFileError(
+            f"{path}: learned for a text encoder with {emb.shape[-1]}-d embeddings, "
+            f"but this model's has {dim}: learn the domain on this model"
+        )
     sig = meta.get("lsb_text_encoder")
     if sig:
         want = json.loads(sig)

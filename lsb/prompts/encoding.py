@@ -8,15 +8,17 @@ from .tokens import check_prompt_tokens
 
 
 @torch.no_grad()
-def encode_text(pipe, prompt: str | list[str], device, num_images_per_prompt: int = 1,
-                clip_skip: int | None = None) -> torch.Tensor:
+def encode_text(
+    pipe, prompt: str | list[str], device, num_images_per_prompt: int = 1, clip_skip: int | None = None
+) -> torch.Tensor:
     """Encode prompt(s) with the pipeline's tokenizer and text encoder, as StableDiffusionPipeline does."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     check_prompt_tokens(pipe.tokenizer, prompts)
     if hasattr(pipe, "maybe_convert_prompt"):
         prompts = pipe.maybe_convert_prompt(prompts, pipe.tokenizer)  # multi-vector TI tokens
-    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt")
+    ids = pipe.tokenizer(
+        prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
     mask = ids.attention_mask.to(device) if getattr(pipe.text_encoder.config, "use_attention_mask", False) else None
     if clip_skip is None:
         emb = pipe.text_encoder(ids.input_ids.to(device), attention_mask=mask)[0]

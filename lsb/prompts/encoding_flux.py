@@ -18,9 +18,7 @@ from .encoding_sd3 import prompt_list, t5_prompt_embeds
 from .tokens import check_prompt_tokens
 
 
-def clip_pooled_embeds(
-    text_encoder, tokenizer, prompts: list[str], device
-) -> torch.Tensor:
+def clip_pooled_embeds(text_encoder, tokenizer, prompts: list[str], device) -> torch.Tensor:
     """CLIP text model's pooled output [B, H] for prompts padded to ``tokenizer.model_max_length``."""
     check_prompt_tokens(tokenizer, prompts)
     ids = tokenizer(
@@ -58,9 +56,7 @@ def encode_prompt_flux(
     prompts = prompt_list(prompt, "prompt")
     prompts_2 = prompt_list(prompt_2 or prompts, "prompt_2")
     if len(prompts_2) != len(prompts):
-        raise ValueError(
-            f"prompt_2 has {len(prompts_2)} entries but prompt has {len(prompts)}"
-        )
+        raise ValueError(f"prompt_2 has {len(prompts_2)} entries but prompt has {len(prompts)}")
     if text_encoder is None or tokenizer is None:
         raise ValueError(
             "encoding a FLUX prompt needs the CLIP encoder and tokenizer (text_encoder, tokenizer); "
@@ -72,9 +68,7 @@ def encode_prompt_flux(
             "without them pass prompt embeddings"
         )
     pooled = clip_pooled_embeds(text_encoder, tokenizer, prompts, device)
-    embeds = t5_prompt_embeds(
-        text_encoder_2, tokenizer_2, prompts_2, device, max_sequence_length
-    )
+    embeds = t5_prompt_embeds(text_encoder_2, tokenizer_2, prompts_2, device, max_sequence_length)
     text_ids = text_position_ids(embeds.shape[1], device, text_encoder.dtype)
     return (
         embeds.repeat_interleave(num_images_per_prompt, dim=0),

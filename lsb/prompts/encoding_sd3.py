@@ -23,29 +23,19 @@ from .tokens import check_prompt_tokens
 T5_MAX_SEQUENCE_LENGTH = 512
 
 
-def check_max_sequence_length(
-    max_sequence_length, tokenizer=None, name: str = "max_sequence_length"
-) -> int:
+def check_max_sequence_length(max_sequence_length, tokenizer=None, name: str = "max_sequence_length") -> int:
     """``max_sequence_length`` as an int, or a ValueError if it is not in [1, T5's limit].
 
     T5's limit is 512 (diffusers' SD3 / FLUX limit) or the T5 tokenizer's ``model_max_length`` when smaller.
     """
-    if (
-        isinstance(max_sequence_length, bool)
-        or not isinstance(max_sequence_length, int)
-        or max_sequence_length < 1
-    ):
-        raise ValueError(
-            f"{name} must be a positive integer, got {max_sequence_length!r}"
-        )
+    if isinstance(max_sequence_length, bool) or not isinstance(max_sequence_length, int) or max_sequence_length < 1:
+        raise ValueError(f"{name} must be a positive integer, got {max_sequence_length!r}")
     limit = T5_MAX_SEQUENCE_LENGTH
     tok_limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(tok_limit, int) and 0 < tok_limit < limit:
         limit = tok_limit
     if max_sequence_length > limit:
-        raise ValueError(
-            f"{name}={max_sequence_length} is beyond the T5 encoder's limit of {limit} tokens"
-        )
+        raise ValueError(f"{name}={max_sequence_length} is beyond the T5 encoder's limit of {limit} tokens")
     return max_sequence_length
 
 
@@ -81,9 +71,7 @@ def clip_prompt_embeds(
     return hidden.to(dtype=dtype or text_encoder.dtype, device=device), pooled
 
 
-def t5_prompt_embeds(
-    text_encoder, tokenizer, prompts: list[str], device, max_sequence_length: int
-):
+def t5_prompt_embeds(text_encoder, tokenizer, prompts: list[str], device, max_sequence_length: int):
     """T5 encoder's last hidden states [B, max_sequence_length, D] (padded to ``max_sequence_length``)."""
     check_prompt_tokens(tokenizer, prompts)
     ids = tokenizer(
@@ -125,23 +113,14 @@ def encode_prompt_sd3(
     prompts_3 = prompt_list(prompt_3 or prompts, "prompt_3")
     for name, p in (("prompt_2", prompts_2), ("prompt_3", prompts_3)):
         if len(p) != len(prompts):
-            raise ValueError(
-                f"{name} has {len(p)} entries but prompt has {len(prompts)}"
-            )
-    if (
-        text_encoder is None
-        or text_encoder_2 is None
-        or tokenizer is None
-        or tokenizer_2 is None
-    ):
+            raise ValueError(f"{name} has {len(p)} entries but prompt has {len(prompts)}")
+    if text_encoder is None or text_encoder_2 is None or tokenizer is None or tokenizer_2 is None:
         raise ValueError(
             "encoding an SD3 prompt needs both CLIP encoders and tokenizers (text_encoder, tokenizer, "
             "text_encoder_2, tokenizer_2); without them pass prompt embeddings"
         )
     max_length = tokenizer.model_max_length
-    embed_l, pooled_l = clip_prompt_embeds(
-        text_encoder, tokenizer, prompts, device, max_length, clip_skip
-    )
+    embed_l, pooled_l = clip_prompt_embeds(text_encoder, tokenizer, prompts, device, max_length, clip_skip)
     embed_g, pooled_g = clip_prompt_embeds(
         text_encoder_2,
         tokenizer_2,
@@ -168,17 +147,13 @@ def encode_prompt_sd3(
     else:
         if tokenizer_3 is None:
             raise ValueError("text_encoder_3 (T5) is given but tokenizer_3 is None")
-        t5 = t5_prompt_embeds(
-            text_encoder_3, tokenizer_3, prompts_3, device, max_sequence_length
-        )
+        t5 = t5_prompt_embeds(text_encoder_3, tokenizer_3, prompts_3, device, max_sequence_length)
     if clip_embeds.shape[-1] > t5.shape[-1]:
         raise ValueError(
             f"the CLIP embeddings ({clip_embeds.shape[-1]} features) are wider than T5's / "
             f"joint_attention_dim ({t5.shape[-1]})"
         )
-    clip_embeds = torch.nn.functional.pad(
-        clip_embeds, (0, t5.shape[-1] - clip_embeds.shape[-1])
-    )
+    clip_embeds = torch.nn.functional.pad(clip_embeds, (0, t5.shape[-1] - clip_embeds.shape[-1]))
     prompt_embeds = torch.cat([clip_embeds, t5], dim=-2)
     pooled = torch.cat([pooled_l, pooled_g], dim=-1)
     return (

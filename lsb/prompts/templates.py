@@ -8,13 +8,33 @@ from .tokens import PromptOptimizationError
 
 #: The 27 textual-inversion templates of the LSB code (``textual_inversion.py``), for real SD models.
 PAPER_TEMPLATES = (
-    "a photo of a {}", "a rendering of a {}", "a cropped photo of the {}", "the photo of a {}",
-    "a photo of a clean {}", "a photo of a dirty {}", "a dark photo of the {}", "a photo of my {}",
-    "a photo of the cool {}", "a close-up photo of a {}", "a bright photo of the {}", "a cropped photo of a {}",
-    "a photo of the {}", "a good photo of the {}", "a photo of one {}", "a close-up photo of the {}",
-    "a rendition of the {}", "a photo of the clean {}", "a rendition of a {}", "a photo of a nice {}",
-    "a good photo of a {}", "a photo of the nice {}", "a photo of the small {}", "a photo of the weird {}",
-    "a photo of the large {}", "a photo of a cool {}", "a photo of a small {}",
+    "a photo of a {}",
+    "a rendering of a {}",
+    "a cropped photo of the {}",
+    "the photo of a {}",
+    "a photo of a clean {}",
+    "a photo of a dirty {}",
+    "a dark photo of the {}",
+    "a photo of my {}",
+    "a photo of the cool {}",
+    "a close-up photo of a {}",
+    "a bright photo of the {}",
+    "a cropped photo of a {}",
+    "a photo of the {}",
+    "a good photo of the {}",
+    "a photo of one {}",
+    "a close-up photo of the {}",
+    "a rendition of the {}",
+    "a photo of the clean {}",
+    "a rendition of a {}",
+    "a photo of a nice {}",
+    "a good photo of a {}",
+    "a photo of the nice {}",
+    "a photo of the small {}",
+    "a photo of the weird {}",
+    "a photo of the large {}",
+    "a photo of a cool {}",
+    "a photo of a small {}",
 )
 #: The embedded mini model only ever saw captions like "a circle" / "a red circle on a white background".
 MINI_TEMPLATES = ("a {}",)
@@ -22,6 +42,7 @@ TEMPLATE_PRESETS = {"paper": PAPER_TEMPLATES, "mini": MINI_TEMPLATES}
 
 #: A tokenizer smaller than this is the mini model's word-level tokenizer (CLIP's has 49408 entries).
 MINI_VOCAB_LIMIT = 1000
+
 
 def is_mini_tokenizer(tokenizer) -> bool:
     """True for the embedded mini model's word-level tokenizer (tiny vocabulary)."""
@@ -41,7 +62,8 @@ def resolve_templates(templates: str | Sequence[str] | None, tokenizer=None) -> 
             return TEMPLATE_PRESETS[templates]
         if "{}" not in templates:
             raise PromptOptimizationError(
-                f"templates={templates!r} is neither a preset ({', '.join(TEMPLATE_PRESETS)}) nor a template with {{}}")
+                f"templates={templates!r} is neither a preset ({', '.join(TEMPLATE_PRESETS)}) nor a template with {{}}"
+            )
         templates = [templates]
     out = tuple(templates)
     if not out:

@@ -29,7 +29,8 @@ def check_prompt_tokens(tokenizer, prompt: str | list[str], what: str = "prompt"
                 raise UnknownTokenError(
                     f"{what} {p!r} uses the token {tok}, which this pipeline's tokenizer does not know; "
                     f"load its learned embedding first (pipe.load_textual_inversion(path, token={tok!r})) "
-                    f"or pass a learned_embeds.safetensors file where a prompt is expected")
+                    f"or pass a learned_embeds.safetensors file where a prompt is expected"
+                )
 
 
 class PromptOptimizationError(ValueError):
@@ -43,8 +44,14 @@ def placeholder_tokens(token: str, num_vectors: int = 1) -> list[str]:
     return [token] + [f"{token}_{i}" for i in range(1, num_vectors)]
 
 
-def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int = 1,
-                           initializer_token: str = "a", multi_token_initializer: bool = False) -> list[int]:
+def add_placeholder_tokens(
+    tokenizer,
+    text_encoder,
+    token: str,
+    num_vectors: int = 1,
+    initializer_token: str = "a",
+    multi_token_initializer: bool = False,
+) -> list[int]:
     """Add ``token`` (and ``token_1``... for ``num_vectors`` > 1) to ``tokenizer`` and ``text_encoder``.
 
     The new embedding rows start as copies of ``initializer_token``'s row. Raises
@@ -60,17 +67,20 @@ def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int
     if len(init_ids) != 1 and not (multi_token_initializer and init_ids):
         raise PromptOptimizationError(
             f"initializer_token {initializer_token!r} is {len(init_ids)} tokens for this tokenizer "
-            f"({tokenizer.convert_ids_to_tokens(init_ids)}); pick a word that is exactly one token")
+            f"({tokenizer.convert_ids_to_tokens(init_ids)}); pick a word that is exactly one token"
+        )
     vocab = tokenizer.get_vocab()
     for name in names:
         if name in vocab:
             raise PromptOptimizationError(
-                f"token {name!r} already exists in the tokenizer vocabulary; choose a new name such as '<my-domain>'")
+                f"token {name!r} already exists in the tokenizer vocabulary; choose a new name such as '<my-domain>'"
+            )
         ids = tokenizer.encode(name, add_special_tokens=False)
         if len(ids) == 1:
             raise PromptOptimizationError(
                 f"token {name!r} is already the word {tokenizer.convert_ids_to_tokens(ids)[0]!r} of this tokenizer; "
-                f"learning it would change every prompt that uses the word. Use a new name such as '<{name}>'")
+                f"learning it would change every prompt that uses the word. Use a new name such as '<{name}>'"
+            )
     if tokenizer.add_tokens(names) != len(names):
         raise PromptOptimizationError(f"the tokenizer refused to add {names}")
     new_ids = tokenizer.convert_tokens_to_ids(names)
@@ -79,7 +89,8 @@ def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int
         if tokenizer.encode(name, add_special_tokens=False) != [i]:
             raise PromptOptimizationError(
                 f"token {name!r} does not encode back to itself with this tokenizer "
-                f"(got {tokenizer.tokenize(name)}); use lower case and no special characters inside")
+                f"(got {tokenizer.tokenize(name)}); use lower case and no special characters inside"
+            )
     rows = text_encoder.get_input_embeddings().weight.shape[0]
     if max(new_ids) >= rows:  # grow only: existing rows keep their values
         text_encoder.resize_token_embeddings(max(new_ids) + 1, mean_resizing=False)

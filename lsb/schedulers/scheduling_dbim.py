@@ -301,7 +301,5 @@ class DBIMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
         work_dtype = _work_dtype(original_samples.dtype)
         t = torch.as_tensor(timesteps, dtype=torch.float64).cpu()
         t = t.reshape(-1) if t.numel() > 1 else t
-        x = self.bridge.marginal(
-            original_samples.to(work_dtype), x_T.to(work_dtype), t, noise.to(work_dtype)
-        )
+        x = self.bridge.marginal(original_samples.to(work_dtype), x_T.to(work_dtype), t, noise.to(work_dtype))
         return x.to(original_samples.dtype)

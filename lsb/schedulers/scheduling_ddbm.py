@@ -134,9 +134,7 @@ class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
             raise ValueError(f"s_churn (DDBM's churn_step_ratio) must lie in [0, 1), got {s_churn}.")
         if not t_max_offset >= 0.0:
             raise ValueError(f"t_max_offset must be >= 0, got {t_max_offset}.")
-        self.bridge = make_bridge_schedule(
-            schedule, beta_d=beta_d, beta_min=beta_min, sigma_max=sigma_max, t_min=t_min
-        )
+        self.bridge = make_bridge_schedule(schedule, beta_d=beta_d, beta_min=beta_min, sigma_max=sigma_max, t_min=t_min)
         self.preconditioning = DDBMPreconditioning(self.bridge, sigma_data=sigma_data, cov_xy=cov_xy)
         self.init_noise_sigma = 1.0  # the initial sample is x_T itself
 
@@ -297,7 +295,5 @@ class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
         work_dtype = _work_dtype(original_samples.dtype)
         t = torch.as_tensor(timesteps, dtype=torch.float64).cpu()
         t = t.reshape(-1) if t.numel() > 1 else t
-        x = self.bridge.marginal(
-            original_samples.to(work_dtype), x_T.to(work_dtype), t, noise.to(work_dtype)
-        )
+        x = self.bridge.marginal(original_samples.to(work_dtype), x_T.to(work_dtype), t, noise.to(work_dtype))
         return x.to(original_samples.dtype)

@@ -11,8 +11,16 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
-from ..bridges.ddm import (attenuation_parameters, check_attenuation, ddm_forward, ddm_input_scale, ddm_nfe,
-                           ddm_predict_x0, ddm_step, ddm_time_grid)
+from ..bridges.ddm import (
+    attenuation_parameters,
+    check_attenuation,
+    ddm_forward,
+    ddm_input_scale,
+    ddm_nfe,
+    ddm_predict_x0,
+    ddm_step,
+    ddm_time_grid,
+)
 from ..models.ddm import merge_heads, split_heads
 from .common import StepIndexMixin, step_noise, work_dtype as _work_dtype
 
@@ -147,8 +155,9 @@ class DDMScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         grid = ddm_time_grid(num_inference_steps, self.config.denoise, self.config.t_min)
         self.times = [t for t, _ in grid]
         self.step_sizes = [s for _, s in grid]
-        self.timesteps = torch.tensor([t * self.config.num_train_timesteps for t in self.times],
-                                      dtype=torch.float32, device=device)
+        self.timesteps = torch.tensor(
+            [t * self.config.num_train_timesteps for t in self.times], dtype=torch.float32, device=device
+        )
         self.num_inference_steps = int(num_inference_steps)
         self.nfe = len(grid)
         self._step_index = None
@@ -207,8 +216,10 @@ class DDMScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         expect = model_output.shape[1] if model_output.ndim > 1 else -1
         heads = 3 if self.attenuation == "linear" else 2
         if expect != heads * sample.shape[1]:
-            raise ValueError(f"model_output has {expect} channels; a {self.attenuation} DDM needs {heads} x "
-                             f"{sample.shape[1]} (heads {'K, C, eps' if heads == 3 else 'C, eps'})")
+            raise ValueError(
+                f"model_output has {expect} channels; a {self.attenuation} DDM needs {heads} x "
+                f"{sample.shape[1]} (heads {'K, C, eps' if heads == 3 else 'C, eps'})"
+            )
         t, s = self.times[i], self.step_sizes[i]
 
         work_dtype = _work_dtype(sample.dtype)
@@ -247,14 +258,19 @@ class DDMScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
             raise ValueError("add_noise: pass `K` exactly when attenuation='linear'")
         work_dtype = _work_dtype(original_samples.dtype)
         t = self._time_of(timesteps).reshape(-1)
-        t = t.item() if t.numel() == 1 else t.reshape(-1, *([1] * (original_samples.ndim - 1))).to(
-            original_samples.device, work_dtype)
-        x = ddm_forward(original_samples.to(work_dtype), noise.to(work_dtype), t,
-                        None if K is None else K.to(work_dtype))
+        t = (
+            t.item()
+            if t.numel() == 1
+            else t.reshape(-1, *([1] * (original_samples.ndim - 1))).to(original_samples.device, work_dtype)
+        )
+        x = ddm_forward(
+            original_samples.to(work_dtype), noise.to(work_dtype), t, None if K is None else K.to(work_dtype)
+        )
         return x.to(original_samples.dtype)
 
-    def get_target(self, original_samples: torch.Tensor, noise: torch.Tensor,
-                   K: torch.Tensor | None = None) -> torch.Tensor:
+    def get_target(
+        self, original_samples: torch.Tensor, noise: torch.Tensor, K: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The training target in the two-head layout: `[C, noise]` or `[K, C, noise]`, C = -x_0 (- K/2)."""
         if (K is None) != (self.attenuation == "constant"):
             raise ValueError("get_target: pass `K` exactly when attenuation='linear'")

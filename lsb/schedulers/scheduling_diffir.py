@@ -112,8 +112,10 @@ class DiffIRScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         T = self.config.num_train_timesteps
         n = T if num_inference_steps is None else num_inference_steps
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
-            raise ValueError(f"num_inference_steps must be an integer in [1, {T}] (the prior diffusion has "
-                             f"{T} steps), got {num_inference_steps!r}")
+            raise ValueError(
+                f"num_inference_steps must be an integer in [1, {T}] (the prior diffusion has "
+                f"{T} steps), got {num_inference_steps!r}"
+            )
         grid = np.round(np.linspace(T - 1, 0, n)).astype(np.int64) if n > 1 else np.array([T - 1])
         self.num_inference_steps = int(n)
         self.timesteps = torch.from_numpy(grid).to(device)
@@ -141,11 +143,14 @@ class DiffIRScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         c2 = np.sqrt(alpha) * (1.0 - ab_s) / (1.0 - ab_t)
         return float(c1), float(c2)
 
-    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
-             return_dict: bool = True) -> DiffIRSchedulerOutput | tuple:
+    def step(
+        self, model_output: torch.Tensor, timestep, sample: torch.Tensor, return_dict: bool = True
+    ) -> DiffIRSchedulerOutput | tuple:
         """One reverse step: the posterior mean given the x0-prediction `model_output` (no noise)."""
         if model_output.shape != sample.shape:
-            raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ in shape")
+            raise ValueError(
+                f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ in shape"
+            )
         if self._step_index is None:
             self._init_step_index()
         c1, c2 = self.posterior_coefficients(timestep)

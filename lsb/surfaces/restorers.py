@@ -11,8 +11,9 @@ from ..helpers.loading import ModelFolderError, device_and_dtype, model_index_fi
 from ..io.quiet import quiet_loading_if_requested
 
 
-def load_restoration_pipeline(path: str | Path, device: str | torch.device | None = None,
-                              dtype: torch.dtype | None = None):
+def load_restoration_pipeline(
+    path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+):
     """Load any lsb restoration pipeline folder by the ``_class_name`` in its ``model_index.json``.
 
     The class is looked up as ``getattr(lsb, _class_name)`` (``BridgeRestorationPipeline``,
@@ -33,8 +34,10 @@ def load_restoration_pipeline(path: str | Path, device: str | torch.device | Non
         class_name = class_name[-1]
     known = lsb.pipeline_class_names()
     if not isinstance(class_name, str) or class_name not in known:
-        raise ValueError(f"{p}: model_index.json names the pipeline class {class_name!r}, which lsb does not know; "
-                         f"known pipelines: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"{p}: model_index.json names the pipeline class {class_name!r}, which lsb does not know; "
+            f"known pipelines: {', '.join(sorted(known))}"
+        )
     device, dtype = device_and_dtype(device, dtype)
     quiet_loading_if_requested()  # the lsb CLI: no nested loading bars (lsb.io.quiet)
     pipe = getattr(lsb, class_name).from_pretrained(str(p), dtype=dtype)

@@ -21,8 +21,9 @@ def export_components() -> dict:
     return {("scheduling_lsb", "LSBScheduler"): LSBScheduler}
 
 
-def load_translator(method: str, model: str | None = None, device=None, trust_remote_code: bool | None = None,
-                    **kwargs):
+def load_translator(
+    method: str, model: str | None = None, device=None, trust_remote_code: bool | None = None, **kwargs
+):
     """The pipeline object that :func:`translate` needs for ``method``, loaded with :func:`lsb.loading.load_pipeline`.
 
     * ``"lsb"``: :class:`lsb.LatentSchrodingerBridgePipeline`
@@ -96,9 +97,20 @@ def load_sdxl_translator(method: str, model: str, load_pipeline, device=None, **
     raise ValueError(f"unknown translation method {method!r}; expected one of {METHODS}")
 
 
-def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int | None = None,
-              guidance_scale: float | None = None, tau: float | None = None, t0: float | None = None,
-              generator=None, output_type: str = "pil", return_forward_passes: bool = False):
+def translate(
+    method: str,
+    pipe,
+    images,
+    source_prompt,
+    target_prompt,
+    nfe: int | None = None,
+    guidance_scale: float | None = None,
+    tau: float | None = None,
+    t0: float | None = None,
+    generator=None,
+    output_type: str = "pil",
+    return_forward_passes: bool = False,
+):
     """Translate ``images`` from the source to the target domain with ``method`` at a budget of ``nfe`` UNet calls.
 
     SD3 / FLUX pipelines (a ``transformer``) go to :func:`lsb.surfaces.flow_translators.translate_flow`
@@ -125,9 +137,19 @@ def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int 
     if getattr(pipe, "transformer", None) is not None:  # SD3 / FLUX: lsb, flowedit, sdedit
         from .flow_translators import translate_flow
 
-        images, nfe_spent, passes = translate_flow(method, pipe, images, source_prompt, target_prompt, nfe=nfe,
-                                                   guidance_scale=guidance_scale, tau=tau, t0=t0,
-                                                   generator=generator, output_type=output_type)
+        images, nfe_spent, passes = translate_flow(
+            method,
+            pipe,
+            images,
+            source_prompt,
+            target_prompt,
+            nfe=nfe,
+            guidance_scale=guidance_scale,
+            tau=tau,
+            t0=t0,
+            generator=generator,
+            output_type=output_type,
+        )
         return (images, nfe_spent, passes) if return_forward_passes else (images, nfe_spent)
     if method == "flowedit":
         raise ValueError("flowedit runs on rectified-flow models (SD3 / FLUX); this is an SD / SDXL (VP) model")
@@ -140,20 +162,39 @@ def translate(method: str, pipe, images, source_prompt, target_prompt, nfe: int 
     w = defaults.guidance_scale if guidance_scale is None else float(guidance_scale)
     src_text, src_embeds = split_prompt(source_prompt)
     tgt_text, tgt_embeds = split_prompt(target_prompt)
-    prompts = dict(source_prompt=src_text, target_prompt=tgt_text, source_prompt_embeds=src_embeds,
-                   target_prompt_embeds=tgt_embeds)
+    prompts = dict(
+        source_prompt=src_text, target_prompt=tgt_text, source_prompt_embeds=src_embeds, target_prompt_embeds=tgt_embeds
+    )
 
     if method == "sdedit":
-        outs, spent = sdedit_translate(pipe, images, source_prompt, target_prompt, nfe=nfe,
-                                       t0=defaults.t0 if t0 is None else t0, tau=defaults.tau if tau is None else tau,
-                                       guidance_scale=w, generator=generator, output_type=output_type)
+        outs, spent = sdedit_translate(
+            pipe,
+            images,
+            source_prompt,
+            target_prompt,
+            nfe=nfe,
+            t0=defaults.t0 if t0 is None else t0,
+            tau=defaults.tau if tau is None else tau,
+            guidance_scale=w,
+            generator=generator,
+            output_type=output_type,
+        )
         return (outs, spent, (2 if w > 1 else 1) * spent) if return_forward_passes else (outs, spent)
     if method == "lsb":
-        out = pipe(images, num_inference_steps=nfe, guidance_scale=w, tau=tau, t0=t0, generator=generator,
-                   output_type=output_type, **prompts)
+        out = pipe(
+            images,
+            num_inference_steps=nfe,
+            guidance_scale=w,
+            tau=tau,
+            t0=t0,
+            generator=generator,
+            output_type=output_type,
+            **prompts,
+        )
     else:
-        out = pipe(images, num_inference_steps=nfe, guidance_scale=w, generator=generator, output_type=output_type,
-                   **prompts)
+        out = pipe(
+            images, num_inference_steps=nfe, guidance_scale=w, generator=generator, output_type=output_type, **prompts
+        )
     if return_forward_passes:  # LSB: [source; target] per call; DDIB: [null; prompt] per call
         return out.images, out.nfe, getattr(out, "forward_passes", 2 * out.nfe)
     return out.images, out.nfe

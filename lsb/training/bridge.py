@@ -38,14 +38,32 @@ import torch.nn.functional as F
 
 from ..data import shapes
 from ..data.degradations import degrade
-from ..helpers.restoration import BRIDGES, TASKS, check_task, empty_prompt_embeds, expand_conv_in, training_scheduler, unet_call
+from ..helpers.restoration import (
+    BRIDGES,
+    TASKS,
+    check_task,
+    empty_prompt_embeds,
+    expand_conv_in,
+    training_scheduler,
+    unet_call,
+)
 from ..io.latents import encode_latents
 from ..io.images import uint8_to_pixels
 from .loop import TrainConfig, TrainingTask, leave_process_group, train
 
 METHODS = BRIDGES + ("palette",)
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
-                "conv1", "conv2"]
+LORA_TARGETS = [
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+]
 
 
 def render_pairs(task: str, split: str, n: int, start: int = 0) -> tuple[np.ndarray, np.ndarray, list[shapes.Scene]]:
@@ -66,7 +84,7 @@ def encode(vae, arr: np.ndarray, batch: int = 256) -> torch.Tensor:
     """uint8 images (n, H, W, 3) -> scaled VAE latents (posterior mode), float32 on CPU."""
     out = []
     for i in range(0, len(arr), batch):
-        x = _to_pixels(arr[i:i + batch]).to(device=vae.device, dtype=vae.dtype)
+        x = _to_pixels(arr[i : i + batch]).to(device=vae.device, dtype=vae.dtype)
         out.append(encode_latents(vae, x).float().cpu())
     return torch.cat(out)
 
@@ -79,8 +97,9 @@ def _vae_fingerprint(vae) -> str:
     return h.hexdigest()[:12]
 
 
-def cache_pair_latents(vae, task: str, n: int, split: str = "train", cache_dir: str | Path | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def cache_pair_latents(
+    vae, task: str, n: int, split: str = "train", cache_dir: str | Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(clean, degraded) latents of the first ``n`` scenes of ``split`` for ``task``, cached as safetensors in
     ``cache_dir`` (keyed by task, split, n and the VAE's weights; written atomically, so concurrent runs are safe)."""
     from safetensors.torch import load_file, save_file
@@ -147,15 +166,30 @@ class RestorationTask(TrainingTask):
         sample_images: number of val images in the sample grid written at the end (and every ``sample_every``).
     """
 
-    def __init__(self, method: str, task: str, vae, text_encoder, tokenizer, unet, base_scheduler_config: dict,
-                 clean: torch.Tensor, degraded: torch.Tensor, batch_size: int = 64, lora_rank: int = 0,
-                 ot_ode: bool = False, sample_images: int = 8):
+    def __init__(
+        self,
+        method: str,
+        task: str,
+        vae,
+        text_encoder,
+        tokenizer,
+        unet,
+        base_scheduler_config: dict,
+        clean: torch.Tensor,
+        degraded: torch.Tensor,
+        batch_size: int = 64,
+        lora_rank: int = 0,
+        ot_ode: bool = False,
+        sample_images: int = 8,
+    ):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         check_task(task)
         if clean.shape != degraded.shape or clean.ndim != 4:
-            raise ValueError(f"clean and degraded latents must share a shape (n, c, h, w), got {tuple(clean.shape)} "
-                             f"and {tuple(degraded.shape)}")
+            raise ValueError(
+                f"clean and degraded latents must share a shape (n, c, h, w), got {tuple(clean.shape)} "
+                f"and {tuple(degraded.shape)}"
+            )
         self.method, self.task, self.name = method, task, f"{method}-{task}"
         self.vae, self.text_encoder, self.tokenizer = vae, text_encoder, tokenizer
         self.vae.requires_grad_(False)
@@ -166,8 +200,14 @@ class RestorationTask(TrainingTask):
             from peft import LoraConfig
 
             self.unet.requires_grad_(False)
-            self.unet.add_adapter(LoraConfig(r=self.lora_rank, lora_alpha=self.lora_rank, init_lora_weights="gaussian",
-                                             target_modules=LORA_TARGETS))
+            self.unet.add_adapter(
+                LoraConfig(
+                    r=self.lora_rank,
+                    lora_alpha=self.lora_rank,
+                    init_lora_weights="gaussian",
+                    target_modules=LORA_TARGETS,
+                )
+            )
             self.unet.conv_in.requires_grad_(True)
         self.clean, self.degraded = clean, degraded
         self.batch_size = int(batch_size)
@@ -196,8 +236,12 @@ class RestorationTask(TrainingTask):
         else:  # DDBM's "real-uniform" t on [t_min, T]
             bridge = self.scheduler.bridge
             t = torch.from_numpy(bridge.t_min + u * (bridge.t_max - bridge.t_min))
-        return {"clean": self.clean[idx].to(device), "degraded": self.degraded[idx].to(device),
-                "noise": noise.to(device), "t": t}
+        return {
+            "clean": self.clean[idx].to(device),
+            "degraded": self.degraded[idx].to(device),
+            "noise": noise.to(device),
+            "t": t,
+        }
 
     def _bridge_target(self, b):
         """(network input, time input, regression target) of a bridge batch."""
@@ -206,9 +250,12 @@ class RestorationTask(TrainingTask):
         x0, xT = b["clean"], b["degraded"]
         ot_ode = getattr(self.scheduler.config, "ot_ode", False)
         x_t = bridge.marginal(x0, xT, t, None if ot_ode else b["noise"])
-        c_skip, c_in, c_out, c_noise = (v.reshape(-1, 1, 1, 1).to(device=x0.device, dtype=torch.float32)
-                                        if i < 3 else v.to(device=x0.device, dtype=torch.float32)
-                                        for i, v in enumerate(pre.scalings(t)))
+        c_skip, c_in, c_out, c_noise = (
+            v.reshape(-1, 1, 1, 1).to(device=x0.device, dtype=torch.float32)
+            if i < 3
+            else v.to(device=x0.device, dtype=torch.float32)
+            for i, v in enumerate(pre.scalings(t))
+        )
         target = (x0 - c_skip * x_t) / c_out
         return c_in * x_t, c_noise, target
 
@@ -242,8 +289,14 @@ class RestorationTask(TrainingTask):
         import lsb
 
         cls = lsb.ConditionalDiffusionRestorationPipeline if self.method == "palette" else lsb.BridgeRestorationPipeline
-        return cls(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                   unet=unet if unet is not None else self.unet, scheduler=self.scheduler, task=self.task)
+        return cls(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=unet if unet is not None else self.unet,
+            scheduler=self.scheduler,
+            task=self.task,
+        )
 
     @torch.no_grad()
     def sample(self, step, out_dir):
@@ -277,8 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m lsb.training.bridge", description=__doc__.split("\n\n")[0])
     p.add_argument("--task", required=True, choices=TASKS)
-    p.add_argument("--bridge", "--method", dest="bridge", default="i2sb", choices=METHODS,
-                   help="i2sb / ddbm-vp / ddbm-ve bridge, or palette (the conditional-diffusion baseline)")
+    p.add_argument(
+        "--bridge",
+        "--method",
+        dest="bridge",
+        default="i2sb",
+        choices=METHODS,
+        help="i2sb / ddbm-vp / ddbm-ve bridge, or palette (the conditional-diffusion baseline)",
+    )
     p.add_argument("--out", required=True, help="run folder (checkpoints; resumes from the newest; export in final/)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=64)
@@ -296,8 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-images", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--max-seconds", type=float, default=0.0,
-                   help="stop (checkpoint + export) after this many seconds of training; 0 = no limit")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        help="stop (checkpoint + export) after this many seconds of training; 0 = no limit",
+    )
     return p
 
 
@@ -313,13 +376,35 @@ def main(argv: list[str] | None = None) -> dict:
     vae.to(device)
     cache_dir = Path(args.cache_dir) if args.cache_dir else out.parent / "latent-cache"
     clean, degraded = cache_pair_latents(vae, args.task, args.pairs, "train", cache_dir)
-    task = RestorationTask(args.bridge, args.task, vae, te, tok, unet, sched_cfg, clean, degraded,
-                           batch_size=args.batch_size, lora_rank=args.lora_rank, ot_ode=args.ot_ode,
-                           sample_images=args.sample_images)
-    cfg = TrainConfig(str(out), max_steps=args.steps, learning_rate=args.lr, weight_decay=0.0,
-                      lr_warmup_steps=args.warmup, mixed_precision=args.mixed_precision, seed=args.seed,
-                      checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, ema_decay=args.ema,
-                      progress=not args.no_progress, max_seconds=args.max_seconds)
+    task = RestorationTask(
+        args.bridge,
+        args.task,
+        vae,
+        te,
+        tok,
+        unet,
+        sched_cfg,
+        clean,
+        degraded,
+        batch_size=args.batch_size,
+        lora_rank=args.lora_rank,
+        ot_ode=args.ot_ode,
+        sample_images=args.sample_images,
+    )
+    cfg = TrainConfig(
+        str(out),
+        max_steps=args.steps,
+        learning_rate=args.lr,
+        weight_decay=0.0,
+        lr_warmup_steps=args.warmup,
+        mixed_precision=args.mixed_precision,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        sample_every=args.sample_every,
+        ema_decay=args.ema,
+        progress=not args.no_progress,
+        max_seconds=args.max_seconds,
+    )
     result = train(task, cfg)
     result.update(method=args.bridge, task=args.task, export=str(out / "final"))
     from accelerate import PartialState

@@ -48,10 +48,16 @@ from .loop import TrainConfig, TrainingTask, is_main_process, leave_process_grou
 KINDS = ("ddm", "ddpm")
 TASKS = ("t2i", "sr4")
 SAMPLE_PROMPTS = [
-    "a red circle on a white background", "a green square on a black background",
-    "a blue triangle on a gray background", "a yellow circle on a black background",
-    "a purple square on a white background", "an orange triangle on a white background",
-    "a circle", "a square", "a triangle", "a blue square on a gray background",
+    "a red circle on a white background",
+    "a green square on a black background",
+    "a blue triangle on a gray background",
+    "a yellow circle on a black background",
+    "a purple square on a white background",
+    "an orange triangle on a white background",
+    "a circle",
+    "a square",
+    "a triangle",
+    "a blue square on a gray background",
 ]
 
 
@@ -61,8 +67,9 @@ def load_mini_sd(path: str | None = None):
 
     import lsb
 
-    pipe = StableDiffusionPipeline.from_pretrained(path or lsb.MINI_SD, safety_checker=None,
-                                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        path or lsb.MINI_SD, safety_checker=None, requires_safety_checker=False
+    )
     vae, te = pipe.vae.float().eval(), pipe.text_encoder.float().eval()
     vae.requires_grad_(False)
     te.requires_grad_(False)
@@ -88,7 +95,7 @@ def cache_task_latents(vae, n: int, task: str = "t2i", batch: int = 256, device=
     device = device or process_state().device  # where accelerate puts this process
     vae = vae.to(device)
     scenes_all = shapes.scenes("train", n)
-    jobs = [(scenes_all[i:i + batch], "sr4" if task == "sr4" else None) for i in range(0, n, batch)]
+    jobs = [(scenes_all[i : i + batch], "sr4" if task == "sr4" else None) for i in range(0, n, batch)]
     workers = min(len(jobs), os.cpu_count() or 1, 16)
     pool = ProcessPoolExecutor(workers) if workers > 2 else None
 
@@ -98,8 +105,9 @@ def cache_task_latents(vae, n: int, task: str = "t2i", batch: int = 256, device=
 
     lat, cond = [], []
     try:
-        for a, b in tqdm(pool.map(_render_pair, jobs) if pool else map(_render_pair, jobs), total=len(jobs),
-                         desc="cache latents"):
+        for a, b in tqdm(
+            pool.map(_render_pair, jobs) if pool else map(_render_pair, jobs), total=len(jobs), desc="cache latents"
+        ):
             lat.append(enc(a))
             if b is not None:
                 cond.append(enc(b))
@@ -112,9 +120,23 @@ def cache_task_latents(vae, n: int, task: str = "t2i", batch: int = 256, device=
 class DDMTrainTask(TrainingTask):
     """A DDM (``kind="ddm"``) or its DDPM baseline (``kind="ddpm"``) on cached latents; see the module docstring."""
 
-    def __init__(self, kind: str, task: str, vae, text_encoder, tokenizer, latents, scenes, cond_latents=None,
-                 batch_size: int = 64, attenuation: str = "constant", recon_weight: float = 1.0,
-                 snr_gamma: float = 5.0, unet=None, unet_overrides: dict | None = None):
+    def __init__(
+        self,
+        kind: str,
+        task: str,
+        vae,
+        text_encoder,
+        tokenizer,
+        latents,
+        scenes,
+        cond_latents=None,
+        batch_size: int = 64,
+        attenuation: str = "constant",
+        recon_weight: float = 1.0,
+        snr_gamma: float = 5.0,
+        unet=None,
+        unet_overrides: dict | None = None,
+    ):
         from diffusers import DDPMScheduler
 
         import lsb
@@ -136,13 +158,23 @@ class DDMTrainTask(TrainingTask):
             self.scheduler = lsb.DDMScheduler(attenuation=attenuation)
             chans = ddm_unet_channels(c, attenuation, image_conditioned=task == "sr4")
         else:
-            self.scheduler = DDPMScheduler(**{k: v for k, v in mini_sd.SCHEDULER_CONFIG.items() if k in
-                                              ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")})
+            self.scheduler = DDPMScheduler(
+                **{
+                    k: v
+                    for k, v in mini_sd.SCHEDULER_CONFIG.items()
+                    if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
+                }
+            )
             ac = self.scheduler.alphas_cumprod
             self.snr = ac / (1 - ac)
             chans = {"in_channels": c, "out_channels": c}
-        self.unet = unet if unet is not None else mini_sd.build_unet(
-            **{**chans, "cross_attention_dim": text_encoder.config.hidden_size, **(unet_overrides or {})})
+        self.unet = (
+            unet
+            if unet is not None
+            else mini_sd.build_unet(
+                **{**chans, "cross_attention_dim": text_encoder.config.hidden_size, **(unet_overrides or {})}
+            )
+        )
         self._emb_cache: dict[str, torch.Tensor] = {}
 
     def trainable_modules(self):
@@ -153,8 +185,13 @@ class DDMTrainTask(TrainingTask):
         self.text_encoder.to(device)
         missing = sorted({c for c in captions if c not in self._emb_cache})
         if missing:
-            ids = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids.to(device)
+            ids = self.tokenizer(
+                missing,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids.to(device)
             for cap, e in zip(missing, self.text_encoder(ids)[0]):
                 self._emb_cache[cap] = e
         return torch.stack([self._emb_cache[c].to(device) for c in captions])
@@ -162,7 +199,7 @@ class DDMTrainTask(TrainingTask):
     def batch(self, rng, step, device):
         b = self.batch_size
         idx = rng.integers(len(self.latents), size=b)
-        captions = ([shapes.augmented_caption(self.scenes[i], rng) for i in idx] if self.task == "t2i" else [""] * b)
+        captions = [shapes.augmented_caption(self.scenes[i], rng) for i in idx] if self.task == "t2i" else [""] * b
         noise = torch.from_numpy(rng.standard_normal((b, *self.latents.shape[1:])).astype(np.float32))
         out = {"x0": self.latents[idx].to(device), "h": self._embed(captions, device), "noise": noise.to(device)}
         if self.cond is not None:
@@ -211,13 +248,25 @@ class DDMTrainTask(TrainingTask):
         if self.kind == "ddm":
             import lsb
 
-            return lsb.DDMPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                   unet=self.unet, scheduler=self.scheduler)
+            return lsb.DDMPipeline(
+                vae=self.vae,
+                text_encoder=self.text_encoder,
+                tokenizer=self.tokenizer,
+                unet=self.unet,
+                scheduler=self.scheduler,
+            )
         from diffusers import StableDiffusionPipeline
 
-        return StableDiffusionPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                       unet=self.unet, scheduler=mini_sd.build_scheduler(), safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False)
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=mini_sd.build_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
 
     @torch.no_grad()
     def sample(self, step, out_dir):
@@ -234,7 +283,9 @@ class DDMTrainTask(TrainingTask):
             from diffusers import DDIMScheduler
 
             pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-            imgs = pipe(SAMPLE_PROMPTS, num_inference_steps=20, guidance_scale=2.0, output_type="pt", generator=g).images
+            imgs = pipe(
+                SAMPLE_PROMPTS, num_inference_steps=20, guidance_scale=2.0, output_type="pt", generator=g
+            ).images
         elif self.task == "t2i":
             imgs = pipe(SAMPLE_PROMPTS, num_inference_steps=9, guidance_scale=2.0, output_type="pt", generator=g).images
         else:
@@ -270,8 +321,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-seconds", type=float, default=0.0, help="stop early after this many seconds (0 = off)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--base", default=None, help="mini SD folder for the VAE / text encoder (default lsb.MINI_SD)")
-    ap.add_argument("--unet-channels", type=int, nargs="+", default=None,
-                    help="override block_out_channels (tests / smoke runs only; default: the mini SD UNet)")
+    ap.add_argument(
+        "--unet-channels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="override block_out_channels (tests / smoke runs only; default: the mini SD UNet)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     if a.kind == "ddpm" and a.task != "t2i":
@@ -280,18 +336,48 @@ def main(argv=None) -> dict:
     latents, cond, scenes = cache_task_latents(vae, a.cached_scenes, a.task)
     overrides = None
     if a.unet_channels:
-        overrides = {"block_out_channels": a.unet_channels, "norm_num_groups": min(32, min(a.unet_channels)),
-                     "down_block_types": ["CrossAttnDownBlock2D"] * len(a.unet_channels),
-                     "up_block_types": ["CrossAttnUpBlock2D"] * len(a.unet_channels)}
-    task = DDMTrainTask(a.kind, a.task, vae, te, tok, latents, scenes, cond, batch_size=a.batch_size,
-                        attenuation=a.attenuation, recon_weight=a.recon_weight, unet_overrides=overrides)
-    cfg = TrainConfig(a.out, max_steps=a.steps, learning_rate=a.lr, weight_decay=1e-2, lr_warmup_steps=min(200, a.steps // 10),
-                      mixed_precision=a.mixed_precision, checkpoint_every=a.checkpoint_every,
-                      sample_every=a.sample_every, ema_decay=a.ema, seed=a.seed, max_seconds=a.max_seconds,
-                      progress=not a.no_progress)
+        overrides = {
+            "block_out_channels": a.unet_channels,
+            "norm_num_groups": min(32, min(a.unet_channels)),
+            "down_block_types": ["CrossAttnDownBlock2D"] * len(a.unet_channels),
+            "up_block_types": ["CrossAttnUpBlock2D"] * len(a.unet_channels),
+        }
+    task = DDMTrainTask(
+        a.kind,
+        a.task,
+        vae,
+        te,
+        tok,
+        latents,
+        scenes,
+        cond,
+        batch_size=a.batch_size,
+        attenuation=a.attenuation,
+        recon_weight=a.recon_weight,
+        unet_overrides=overrides,
+    )
+    cfg = TrainConfig(
+        a.out,
+        max_steps=a.steps,
+        learning_rate=a.lr,
+        weight_decay=1e-2,
+        lr_warmup_steps=min(200, a.steps // 10),
+        mixed_precision=a.mixed_precision,
+        checkpoint_every=a.checkpoint_every,
+        sample_every=a.sample_every,
+        ema_decay=a.ema,
+        seed=a.seed,
+        max_seconds=a.max_seconds,
+        progress=not a.no_progress,
+    )
     res = train(task, cfg)
-    res.update(kind=a.kind, task=a.task, attenuation=a.attenuation, batch_size=a.batch_size,
-               unet_parameters=mini_sd.count_parameters(task.unet))
+    res.update(
+        kind=a.kind,
+        task=a.task,
+        attenuation=a.attenuation,
+        batch_size=a.batch_size,
+        unet_parameters=mini_sd.count_parameters(task.unet),
+    )
     if is_main_process():  # once under `accelerate launch`
         Path(a.out, "result.json").write_text(json.dumps(res, indent=2, default=str))
     print(json.dumps(res, default=str))

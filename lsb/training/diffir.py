@@ -58,8 +58,9 @@ def _render_pairs(args) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(clean), np.stack(deg)
 
 
-def paired_arrays(task: str, n: int, split: str = "train", start: int = 0, workers: int = 0
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def paired_arrays(
+    task: str, n: int, split: str = "train", start: int = 0, workers: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(clean, degraded) uint8 tensors (n, 3, 64, 64) of scenes start..start+n-1 of ``split`` (deterministic).
 
     Identical to ``PairedShapesDataset(task, split, n, start)`` (tested), only faster (``workers`` processes).
@@ -76,7 +77,9 @@ def paired_arrays(task: str, n: int, split: str = "train", start: int = 0, worke
         parts = [_render_pairs(j) for j in jobs]
     clean = np.concatenate([p[0] for p in parts])
     deg = np.concatenate([p[1] for p in parts])
-    return torch.from_numpy(clean).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(deg).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(clean).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(deg).permute(
+        0, 3, 1, 2
+    ).contiguous()
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -107,12 +110,12 @@ class DiffIRRecipe:
     cpen_width: int = 24
     cpen_res: int = 1
     denoise_res: int = 1
-    steps: int = 3000           # per stage (s1, s2); plain gets 2 x steps unless plain_steps is set
+    steps: int = 3000  # per stage (s1, s2); plain gets 2 x steps unless plain_steps is set
     plain_steps: int | None = None
     batch_size: int = 64
     learning_rate: float = 5e-4
     warmup: int = 100
-    phase_a: float = 0.25       # fraction of s2 steps that trains only CPEN_S2 + denoiser (paper: 100k / 400k)
+    phase_a: float = 0.25  # fraction of s2 steps that trains only CPEN_S2 + denoiser (paper: 100k / 400k)
     ema_decay: float = 0.995
     cache_size: int = 20000
     mixed_precision: str = "no"
@@ -120,21 +123,35 @@ class DiffIRRecipe:
     seed: int = 0
     workers: int = 0
     progress: bool = True
-    max_seconds: float = 0.0    # per-stage wall-time cap (0 = none); plain gets 2x; the steps reached are reported
+    max_seconds: float = 0.0  # per-stage wall-time cap (0 = none); plain gets 2x; the steps reached are reported
 
     def dirformer(self, task: str, prior: bool = True) -> DIRformer:
-        return DIRformer(in_channels=4 if task == "inpaint" else 3, dim=self.dim, num_blocks=tuple(self.num_blocks),
-                         heads=tuple(self.heads), num_refinement_blocks=self.num_refinement_blocks,
-                         ffn_expansion_factor=self.ffn_expansion_factor, unshuffle=self.unshuffle,
-                         prior_dim=self.prior_dim if prior else 0)
+        return DIRformer(
+            in_channels=4 if task == "inpaint" else 3,
+            dim=self.dim,
+            num_blocks=tuple(self.num_blocks),
+            heads=tuple(self.heads),
+            num_refinement_blocks=self.num_refinement_blocks,
+            ffn_expansion_factor=self.ffn_expansion_factor,
+            unshuffle=self.unshuffle,
+            prior_dim=self.prior_dim if prior else 0,
+        )
 
     def cpen_s1(self, task: str) -> CPENS1:
-        return CPENS1(in_channels=4 if task == "inpaint" else 3, width=self.cpen_width, n_res=self.cpen_res,
-                      prior_dim=self.prior_dim)
+        return CPENS1(
+            in_channels=4 if task == "inpaint" else 3,
+            width=self.cpen_width,
+            n_res=self.cpen_res,
+            prior_dim=self.prior_dim,
+        )
 
     def cpen_s2(self, task: str) -> CPENS2:
-        return CPENS2(in_channels=4 if task == "inpaint" else 3, width=self.cpen_width, n_res=self.cpen_res,
-                      prior_dim=self.prior_dim)
+        return CPENS2(
+            in_channels=4 if task == "inpaint" else 3,
+            width=self.cpen_width,
+            n_res=self.cpen_res,
+            prior_dim=self.prior_dim,
+        )
 
     def denoiser(self) -> PriorDenoiser:
         return PriorDenoiser(prior_dim=self.prior_dim, n_res=self.denoise_res, num_train_timesteps=4)
@@ -229,8 +246,18 @@ class Stage2Task(_PairsTask):
     #: phase A trains CPEN_S2 + denoiser on L_diff only: the DIRformer gets no gradient
     ddp_find_unused_parameters = True
 
-    def __init__(self, task, pairs, batch_size, dirformer: DIRformer, cpen_s1: CPENS1, cpen_s2: CPENS2,
-                 denoiser: PriorDenoiser, phase_a_steps: int, scheduler: DiffIRScheduler | None = None):
+    def __init__(
+        self,
+        task,
+        pairs,
+        batch_size,
+        dirformer: DIRformer,
+        cpen_s1: CPENS1,
+        cpen_s2: CPENS2,
+        denoiser: PriorDenoiser,
+        phase_a_steps: int,
+        scheduler: DiffIRScheduler | None = None,
+    ):
         super().__init__(task, pairs, batch_size)
         self.dirformer, self.cpen_s2, self.denoiser = dirformer, cpen_s2, denoiser
         self.cpen_s1 = cpen_s1.eval().requires_grad_(False)
@@ -245,8 +272,9 @@ class Stage2Task(_PairsTask):
 
     def batch(self, rng, step, device):
         b = super().batch(rng, step, device)
-        b["noise"] = torch.from_numpy(rng.standard_normal((self.batch_size, self.denoiser.config.prior_dim))
-                                      .astype(np.float32)).to(device)
+        b["noise"] = torch.from_numpy(
+            rng.standard_normal((self.batch_size, self.denoiser.config.prior_dim)).astype(np.float32)
+        ).to(device)
         return b
 
     def loss(self, b, step):
@@ -268,8 +296,13 @@ class Stage2Task(_PairsTask):
     def pipeline(self):
         from lsb_pipelines.diffir.pipeline import DiffIRPipeline
 
-        return DiffIRPipeline(dirformer=self.dirformer, cpen=self.cpen_s2, denoiser=self.denoiser,
-                              scheduler=DiffIRScheduler.from_config(self.scheduler.config), task=self.task)
+        return DiffIRPipeline(
+            dirformer=self.dirformer,
+            cpen=self.cpen_s2,
+            denoiser=self.denoiser,
+            scheduler=DiffIRScheduler.from_config(self.scheduler.config),
+            task=self.task,
+        )
 
     def restore(self, x, generator=None):
         pipe = self.pipeline()
@@ -313,13 +346,22 @@ class PlainTask(_PairsTask):
 
 
 # ----------------------------------------------------------------------------------------- stages
-def _config(out: Path, r: DiffIRRecipe, steps: int, seed_offset: int, seconds_factor: float = 1.0,
-            **kw) -> TrainConfig:
-    return TrainConfig(str(out), max_steps=steps, learning_rate=r.learning_rate, weight_decay=0.0,
-                       max_seconds=r.max_seconds * seconds_factor, progress=r.progress,
-                       lr_warmup_steps=min(r.warmup, steps // 10), checkpoint_every=r.checkpoint_every,
-                       ema_decay=r.ema_decay, mixed_precision=r.mixed_precision, seed=r.seed + seed_offset,
-                       log_every=max(1, min(50, steps // 10)), **kw)
+def _config(out: Path, r: DiffIRRecipe, steps: int, seed_offset: int, seconds_factor: float = 1.0, **kw) -> TrainConfig:
+    return TrainConfig(
+        str(out),
+        max_steps=steps,
+        learning_rate=r.learning_rate,
+        weight_decay=0.0,
+        max_seconds=r.max_seconds * seconds_factor,
+        progress=r.progress,
+        lr_warmup_steps=min(r.warmup, steps // 10),
+        checkpoint_every=r.checkpoint_every,
+        ema_decay=r.ema_decay,
+        mixed_precision=r.mixed_precision,
+        seed=r.seed + seed_offset,
+        log_every=max(1, min(50, steps // 10)),
+        **kw,
+    )
 
 
 @torch.no_grad()
@@ -329,8 +371,8 @@ def evaluate_pipeline(pipe, task: str, n: int = 256, split: str = "val", batch: 
     psnrs = []
     g = torch.Generator().manual_seed(seed)
     for i in range(0, n, batch):
-        out = pipe(deg_u8[i:i + batch].float() / 255.0, generator=g, output_type="pt").images.cpu()
-        mse = ((out - clean_u8[i:i + batch].float() / 255.0) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+        out = pipe(deg_u8[i : i + batch].float() / 255.0, generator=g, output_type="pt").images.cpu()
+        mse = ((out - clean_u8[i : i + batch].float() / 255.0) ** 2).flatten(1).mean(1).clamp_min(1e-10)
         psnrs.append(-10 * torch.log10(mse))
     return {"psnr": float(torch.cat(psnrs).mean()), "n": n, "split": split}
 
@@ -345,7 +387,9 @@ def run_stage(stage: str, task: str, out: str | Path, recipe: DiffIRRecipe | Non
     out = Path(out)
     if stage in ("diffir", "all"):
         pairs = pairs or paired_arrays(task, r.cache_size, workers=r.workers)
-        res = {s: run_stage(s, task, out, r, pairs) for s in (("s1", "s2") if stage == "diffir" else ("s1", "s2", "plain"))}
+        res = {
+            s: run_stage(s, task, out, r, pairs) for s in (("s1", "s2") if stage == "diffir" else ("s1", "s2", "plain"))
+        }
         return res
     if stage not in ("s1", "s2", "plain"):
         raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
@@ -363,8 +407,11 @@ def run_stage(stage: str, task: str, out: str | Path, recipe: DiffIRRecipe | Non
         c2, den = r.cpen_s2(task), r.denoiser()
         t = Stage2Task(task, pairs, r.batch_size, g, c1, c2, den, phase_a_steps=int(r.phase_a * r.steps))
         res = train(t, _config(out / "s2", r, r.steps, 1))
-        res["parameters"] = {"dirformer": count_parameters(g), "cpen_s2": count_parameters(c2),
-                             "denoiser": count_parameters(den)}
+        res["parameters"] = {
+            "dirformer": count_parameters(g),
+            "cpen_s2": count_parameters(c2),
+            "denoiser": count_parameters(den),
+        }
     else:
         g = r.dirformer(task, prior=False)
         steps = r.plain_steps if r.plain_steps is not None else 2 * r.steps
@@ -386,8 +433,12 @@ def run_stage(stage: str, task: str, out: str | Path, recipe: DiffIRRecipe | Non
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m lsb.training.diffir", description=__doc__.split("\n\n")[0])
     p.add_argument("--task", choices=TASKS, required=True)
-    p.add_argument("--stage", choices=STAGES, default="diffir",
-                   help="s1, s2, plain (ablation), diffir (= s1 then s2) or all (s1, s2, plain)")
+    p.add_argument(
+        "--stage",
+        choices=STAGES,
+        default="diffir",
+        help="s1, s2, plain (ablation), diffir (= s1 then s2) or all (s1, s2, plain)",
+    )
     p.add_argument("--out", required=True, help="run folder; a rerun resumes from its newest checkpoints")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per stage (s1, s2); plain: 2x")
     p.add_argument("--plain-steps", type=int, default=None)
@@ -404,11 +455,30 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     r = DiffIRRecipe()
     if a.tiny:
-        r = dataclasses.replace(r, dim=8, num_blocks=(1, 1), heads=(1, 2), prior_dim=32, cpen_width=8,
-                                cache_size=64, batch_size=4, checkpoint_every=5, warmup=0)
-    over = {"steps": a.steps, "plain_steps": a.plain_steps, "batch_size": a.batch_size, "learning_rate": a.lr,
-            "cache_size": a.cache_size, "mixed_precision": a.mixed_precision, "checkpoint_every": a.checkpoint_every,
-            "workers": a.workers, "seed": a.seed, "max_seconds": a.max_seconds}
+        r = dataclasses.replace(
+            r,
+            dim=8,
+            num_blocks=(1, 1),
+            heads=(1, 2),
+            prior_dim=32,
+            cpen_width=8,
+            cache_size=64,
+            batch_size=4,
+            checkpoint_every=5,
+            warmup=0,
+        )
+    over = {
+        "steps": a.steps,
+        "plain_steps": a.plain_steps,
+        "batch_size": a.batch_size,
+        "learning_rate": a.lr,
+        "cache_size": a.cache_size,
+        "mixed_precision": a.mixed_precision,
+        "checkpoint_every": a.checkpoint_every,
+        "workers": a.workers,
+        "seed": a.seed,
+        "max_seconds": a.max_seconds,
+    }
     r = dataclasses.replace(r, **{k: v for k, v in over.items() if v is not None})
     if a.no_progress:
         r = dataclasses.replace(r, progress=False)

@@ -27,8 +27,13 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import (DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration,
-                               gather_object, set_seed)
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
+    ProjectConfiguration,
+    gather_object,
+    set_seed,
+)
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -219,7 +224,7 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     prepared = accelerator.prepare(*modules.values(), optimizer, lr_sched)
     wrapped = dict(zip(modules, prepared[: len(modules)]))
-    optimizer, lr_sched = prepared[len(modules):]
+    optimizer, lr_sched = prepared[len(modules) :]
     task.wrapped_modules = wrapped  # the DDP-wrapped modules, for tasks that need them in loss()
     ema = _EMA(task.ema_parameters(), cfg.ema_decay) if cfg.ema_decay > 0 else None
 
@@ -242,17 +247,21 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
                 save_file(ema.state_tensors(), str(path / "ema.safetensors"))
             _atomic_write_json(path / "trainer_state.json", {"step": step, "task": task.name})
             olds = sorted(
-                (int(p.name[len(CHECKPOINT_PREFIX):]), p)
+                (int(p.name[len(CHECKPOINT_PREFIX) :]), p)
                 for p in out.glob(CHECKPOINT_PREFIX + "*")
-                if p.name[len(CHECKPOINT_PREFIX):].isdigit() and p != path
+                if p.name[len(CHECKPOINT_PREFIX) :].isdigit() and p != path
             )
             for _, p in olds[: max(0, len(olds) - (cfg.keep_checkpoints - 1))]:
                 shutil.rmtree(p, ignore_errors=True)
         accelerator.wait_for_everyone()
 
     samples_dir = out / "samples"
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {task.name}",
-               disable=not (cfg.progress and accelerator.is_local_main_process))
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=step,
+        desc=f"train {task.name}",
+        disable=not (cfg.progress and accelerator.is_local_main_process),
+    )
     t_start, logs, history = time.time(), {}, []
     micro = 0
     while step < cfg.max_steps:
@@ -303,8 +312,13 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
             for row in history:
                 f.write(json.dumps(row) + "\n")
     accelerator.wait_for_everyone()
-    result = {"steps": step, "seconds": seconds, "last": logs, "processes": accelerator.num_processes,
-              "weights_sha1": weights_digest(task.ema_parameters())}
+    result = {
+        "steps": step,
+        "seconds": seconds,
+        "last": logs,
+        "processes": accelerator.num_processes,
+        "weights_sha1": weights_digest(task.ema_parameters()),
+    }
     if accelerator.num_processes > 1:
         digests = gather_object([result["weights_sha1"]])
         result["replicas_in_sync"] = len(set(digests)) == 1

@@ -55,8 +55,15 @@ def edge_weight(x: torch.Tensor, strength: float = 4.0) -> torch.Tensor:
 class VAETask(TrainingTask):
     name = "vae"
 
-    def __init__(self, batch_size: int = 16, kl_weight: float = 1e-6, decoder_only: bool = False, vae=None,
-                 latent_noise: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        batch_size: int = 16,
+        kl_weight: float = 1e-6,
+        decoder_only: bool = False,
+        vae=None,
+        latent_noise: float = 0.0,
+        seed: int = 0,
+    ):
         self.vae = vae if vae is not None else mini_sd.build_vae()
         self.batch_size = batch_size
         self.kl_weight = kl_weight
@@ -148,7 +155,7 @@ def cache_latents(vae, n: int, seed: int = 0, batch: int = 128) -> tuple[torch.T
 
     vae.eval()
     scenes_all = shapes.scenes("train", n)
-    chunks = [scenes_all[i:i + batch] for i in range(0, n, batch)]
+    chunks = [scenes_all[i : i + batch] for i in range(0, n, batch)]
     out = []
     workers = min(len(chunks), os.cpu_count() or 1, 16)
     pool = ProcessPoolExecutor(workers) if workers > 2 else None  # rendering is the slow part on many cores
@@ -168,36 +175,60 @@ def _render_chunk(chunk: list[shapes.Scene]) -> np.ndarray:
 
 
 SAMPLE_PROMPTS = [
-    "a red circle on a white background", "a green square on a black background",
-    "a blue triangle on a gray background", "a yellow circle on a black background",
-    "a purple square on a white background", "an orange triangle on a white background",
-    "a orange triangle on a white background", "a circle", "a square", "a triangle",
-    "a purple circle on a gray background", "a blue square on a gray background",
+    "a red circle on a white background",
+    "a green square on a black background",
+    "a blue triangle on a gray background",
+    "a yellow circle on a black background",
+    "a purple square on a white background",
+    "an orange triangle on a white background",
+    "a orange triangle on a white background",
+    "a circle",
+    "a square",
+    "a triangle",
+    "a purple circle on a gray background",
+    "a blue square on a gray background",
 ]
 
 
 class UNetTask(TrainingTask):
     name = "unet"
 
-    def __init__(self, vae, latents: torch.Tensor, scenes: list[shapes.Scene], batch_size: int = 64,
-                 snr_gamma: float = 5.0, unet=None, text_encoder=None, tokenizer=None,
-                 focus_max_timestep: int = 0, focus_fraction: float = 0.0):
+    def __init__(
+        self,
+        vae,
+        latents: torch.Tensor,
+        scenes: list[shapes.Scene],
+        batch_size: int = 64,
+        snr_gamma: float = 5.0,
+        unet=None,
+        text_encoder=None,
+        tokenizer=None,
+        focus_max_timestep: int = 0,
+        focus_fraction: float = 0.0,
+    ):
         from diffusers import DDPMScheduler
 
         self.vae = vae
         self.tokenizer = tokenizer or mini_sd.build_tokenizer()
         self.unet = unet if unet is not None else mini_sd.build_unet()
         self.text_encoder = text_encoder if text_encoder is not None else mini_sd.build_text_encoder(self.tokenizer)
-        self.noise_scheduler = DDPMScheduler(**{k: v for k, v in mini_sd.SCHEDULER_CONFIG.items()
-                                                if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")})
+        self.noise_scheduler = DDPMScheduler(
+            **{
+                k: v
+                for k, v in mini_sd.SCHEDULER_CONFIG.items()
+                if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
+            }
+        )
         self.latents = latents
         self.scenes = scenes
         self.batch_size = batch_size
         self.snr_gamma = snr_gamma
         T = self.noise_scheduler.config.num_train_timesteps
         if focus_fraction and not (0 < focus_max_timestep <= T and 0.0 <= focus_fraction <= 1.0):
-            raise ValueError(f"timestep focus needs 0 < max timestep <= {T} and a fraction in [0, 1], "
-                             f"got {focus_max_timestep} and {focus_fraction}")
+            raise ValueError(
+                f"timestep focus needs 0 < max timestep <= {T} and a fraction in [0, 1], "
+                f"got {focus_max_timestep} and {focus_fraction}"
+            )
         self.focus_max_timestep, self.focus_fraction = int(focus_max_timestep), float(focus_fraction)
         ac = self.noise_scheduler.alphas_cumprod
         self.snr = ac / (1 - ac)
@@ -208,8 +239,13 @@ class UNetTask(TrainingTask):
     def batch(self, rng, step, device):
         idx = rng.integers(len(self.latents), size=self.batch_size)
         captions = [shapes.augmented_caption(self.scenes[i], rng) for i in idx]
-        ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
+        ids = self.tokenizer(
+            captions,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         t = rng.integers(0, self.noise_scheduler.config.num_train_timesteps, size=self.batch_size)
         if self.focus_fraction:
             # a share of the batch drawn from the low-noise end only: LSB's bridge (tau ~ 1) queries the model at
@@ -218,7 +254,12 @@ class UNetTask(TrainingTask):
             t = np.where(low, rng.integers(0, self.focus_max_timestep, size=self.batch_size), t)
         t = torch.from_numpy(t)
         noise = torch.from_numpy(rng.standard_normal((self.batch_size, 4, 8, 8)).astype(np.float32))
-        return {"latents": self.latents[idx].to(device), "ids": ids.to(device), "t": t.to(device), "noise": noise.to(device)}
+        return {
+            "latents": self.latents[idx].to(device),
+            "ids": ids.to(device),
+            "t": t.to(device),
+            "noise": noise.to(device),
+        }
 
     def loss(self, b, step):
         unet, te = self.wrapped_modules["unet"], self.wrapped_modules["text_encoder"]
@@ -235,8 +276,13 @@ class UNetTask(TrainingTask):
         from diffusers import StableDiffusionPipeline
 
         return StableDiffusionPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-            scheduler=mini_sd.build_scheduler(), safety_checker=None, feature_extractor=None,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=mini_sd.build_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
             requires_safety_checker=False,
         )
 
@@ -251,8 +297,13 @@ class UNetTask(TrainingTask):
         pipe = self.pipeline()
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
-        imgs = pipe(SAMPLE_PROMPTS, num_inference_steps=25, guidance_scale=3.0, output_type="pt",
-                    generator=torch.Generator().manual_seed(0)).images
+        imgs = pipe(
+            SAMPLE_PROMPTS,
+            num_inference_steps=25,
+            guidance_scale=3.0,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(0),
+        ).images
         save_grid(imgs * 2 - 1, Path(out_dir) / f"unet-{step:06d}.png", nrow=len(SAMPLE_PROMPTS))
 
     def export(self, out_dir):
@@ -306,8 +357,16 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
     r = dataclasses.replace(recipe or MiniSDRecipe(), **{k: v for k, v in overrides.items() if v is not None})
     out = Path(out)
     if stage == "vae":
-        cfg = TrainConfig(str(out / "vae"), max_steps=r.vae_steps, learning_rate=r.vae_lr, weight_decay=0.0,
-                          lr_warmup_steps=100, checkpoint_every=250, sample_every=500, seed=r.seed)
+        cfg = TrainConfig(
+            str(out / "vae"),
+            max_steps=r.vae_steps,
+            learning_rate=r.vae_lr,
+            weight_decay=0.0,
+            lr_warmup_steps=100,
+            checkpoint_every=250,
+            sample_every=500,
+            seed=r.seed,
+        )
         res = train(VAETask(batch_size=r.vae_batch), cfg)
         vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
         std = latent_std(vae)
@@ -325,11 +384,22 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
             vae = AutoencoderKL.from_pretrained(src / "vae", torch_dtype=torch.float32)
         else:
             vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
-        cfg = TrainConfig(str(out / "decoder"), max_steps=r.decoder_steps, learning_rate=r.decoder_lr,
-                          weight_decay=0.0, checkpoint_every=250, sample_every=500, seed=r.seed + 1,
-                          max_seconds=r.decoder_max_seconds)
-        res = train(VAETask(batch_size=r.vae_batch, decoder_only=True, vae=vae, latent_noise=r.decoder_latent_noise,
-                            seed=r.seed + 1), cfg)
+        cfg = TrainConfig(
+            str(out / "decoder"),
+            max_steps=r.decoder_steps,
+            learning_rate=r.decoder_lr,
+            weight_decay=0.0,
+            checkpoint_every=250,
+            sample_every=500,
+            seed=r.seed + 1,
+            max_seconds=r.decoder_max_seconds,
+        )
+        res = train(
+            VAETask(
+                batch_size=r.vae_batch, decoder_only=True, vae=vae, latent_noise=r.decoder_latent_noise, seed=r.seed + 1
+            ),
+            cfg,
+        )
     elif stage == "unet":
         init = {}
         if r.unet_init:
@@ -338,20 +408,41 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
 
             src = _init_folder("--unet-init", r.unet_init, ("vae", "unet", "text_encoder", "tokenizer"))
             vae = AutoencoderKL.from_pretrained(src / "vae", torch_dtype=torch.float32)
-            init = dict(unet=UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float32),
-                        text_encoder=CLIPTextModel.from_pretrained(src / "text_encoder", dtype=torch.float32),
-                        tokenizer=CLIPTokenizer.from_pretrained(src / "tokenizer"))
+            init = dict(
+                unet=UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float32),
+                text_encoder=CLIPTextModel.from_pretrained(src / "text_encoder", dtype=torch.float32),
+                tokenizer=CLIPTokenizer.from_pretrained(src / "tokenizer"),
+            )
         else:
             vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
         vae.to(process_state().device)  # where accelerate puts this process (latents are cached on it)
         latents, scenes = cache_latents(vae, r.cached_scenes)
         vae.to("cpu")
-        cfg = TrainConfig(str(out / "unet"), max_steps=r.unet_steps, learning_rate=r.unet_lr, weight_decay=1e-2,
-                          lr_warmup_steps=r.unet_warmup, checkpoint_every=max(200, r.unet_steps // 20),
-                          sample_every=max(500, r.unet_steps // 10), ema_decay=0.999, seed=r.seed + 2,
-                          mixed_precision=r.mixed_precision, max_seconds=r.unet_max_seconds)
-        res = train(UNetTask(vae, latents, scenes, batch_size=r.unet_batch, focus_fraction=r.unet_focus_fraction,
-                             focus_max_timestep=r.unet_focus_max_timestep, **init), cfg)
+        cfg = TrainConfig(
+            str(out / "unet"),
+            max_steps=r.unet_steps,
+            learning_rate=r.unet_lr,
+            weight_decay=1e-2,
+            lr_warmup_steps=r.unet_warmup,
+            checkpoint_every=max(200, r.unet_steps // 20),
+            sample_every=max(500, r.unet_steps // 10),
+            ema_decay=0.999,
+            seed=r.seed + 2,
+            mixed_precision=r.mixed_precision,
+            max_seconds=r.unet_max_seconds,
+        )
+        res = train(
+            UNetTask(
+                vae,
+                latents,
+                scenes,
+                batch_size=r.unet_batch,
+                focus_fraction=r.unet_focus_fraction,
+                focus_max_timestep=r.unet_focus_max_timestep,
+                **init,
+            ),
+            cfg,
+        )
     elif stage == "export":
         res = export_pipeline(out, out / "pipeline", base=r.unet_init or r.decoder_init)
     else:
@@ -361,8 +452,9 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
     return res
 
 
-def export_pipeline(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.float16,
-                    base: str | Path | None = None) -> dict:
+def export_pipeline(
+    run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.float16, base: str | Path | None = None
+) -> dict:
     """Assemble the StableDiffusionPipeline folder: UNet + text encoder from ``unet``, VAE decoder from
     ``decoder`` when present (else ``vae``). A run that continued only some stages from a pipeline folder
     (``--unet-init`` / ``--decoder-init``) takes the stages it did not train from ``base``."""
@@ -374,11 +466,14 @@ def export_pipeline(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = 
     src = run_dir / "unet" / "final"
     if not src.is_dir():
         if base is None:
-            raise FileNotFoundError(f"{src} does not exist: run the unet stage first, or pass the pipeline folder "
-                                    "the run continued from (--unet-init / --decoder-init)")
+            raise FileNotFoundError(
+                f"{src} does not exist: run the unet stage first, or pass the pipeline folder "
+                "the run continued from (--unet-init / --decoder-init)"
+            )
         src = Path(base)
-    pipe = StableDiffusionPipeline.from_pretrained(src, safety_checker=None, requires_safety_checker=False,
-                                                   dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        src, safety_checker=None, requires_safety_checker=False, dtype=torch.float32
+    )
     dec = run_dir / "decoder" / "final"
     if dec.is_dir():
         pipe.vae = AutoencoderKL.from_pretrained(dec)

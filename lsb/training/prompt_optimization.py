@@ -111,23 +111,39 @@ class DomainImages:
     with other suffixes (captions, ``metadata.jsonl``) are skipped with a log message.
     """
 
-    def __init__(self, source: str | os.PathLike | Iterable[str | os.PathLike], size: int,
-                 max_images: int | None = None, convert_mode: bool = False, size_policy: str = "resize",
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, note: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        source: str | os.PathLike | Iterable[str | os.PathLike],
+        size: int,
+        max_images: int | None = None,
+        convert_mode: bool = False,
+        size_policy: str = "resize",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        note: Callable[[str], None] | None = None,
+    ):
         if size_policy not in ("resize", "exact"):
-            raise ImageInputError(f"size_policy must be 'resize' or 'exact' (training images share one size), "
-                                  f"got {size_policy!r}")
+            raise ImageInputError(
+                f"size_policy must be 'resize' or 'exact' (training images share one size), got {size_policy!r}"
+            )
         if size <= 0 or size % 8:
             raise ImageInputError(f"image size must be a positive multiple of 8, got {size}")
         sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
         for s in sources:
             p = Path(s)
             if p.is_dir():
-                skipped = sorted(q.name for q in p.iterdir() if q.is_file() and not q.name.startswith(".")
-                                 and q.suffix.lower() not in IMAGE_SUFFIXES)
+                skipped = sorted(
+                    q.name
+                    for q in p.iterdir()
+                    if q.is_file() and not q.name.startswith(".") and q.suffix.lower() not in IMAGE_SUFFIXES
+                )
                 if skipped:
-                    logger.warning("%s: skipping %d file(s) without an image suffix: %s%s", p, len(skipped),
-                                   ", ".join(skipped[:5]), ", ..." if len(skipped) > 5 else "")
+                    logger.warning(
+                        "%s: skipping %d file(s) without an image suffix: %s%s",
+                        p,
+                        len(skipped),
+                        ", ".join(skipped[:5]),
+                        ", ..." if len(skipped) > 5 else "",
+                    )
         files = list_images(sources)
         if max_images is not None:
             files = files[:max_images]
@@ -140,9 +156,11 @@ class DomainImages:
             check_pixels(im.size, str(f), max_pixels)
             if im.size != (size, size):
                 if size_policy == "exact":
-                    raise ImageInputError(f"{f}: size {im.size[0]}x{im.size[1]}, but the model trains at "
-                                          f"{size}x{size} and size_policy 'exact' asks for it; resize the image or "
-                                          f"use size_policy 'resize' (centre crop to a square, then resize)")
+                    raise ImageInputError(
+                        f"{f}: size {im.size[0]}x{im.size[1]}, but the model trains at "
+                        f"{size}x{size} and size_policy 'exact' asks for it; resize the image or "
+                        f"use size_policy 'resize' (centre crop to a square, then resize)"
+                    )
                 w, h = im.size
                 crop = "centre-cropped to a square and " if w != h else ""
                 note(f"{f}: {crop}resized from {w}x{h} to {size}x{size} (the model's resolution)")
@@ -216,12 +234,27 @@ class PromptOptimizationTask(TrainingTask):
 
     name = "prompt"
 
-    def __init__(self, pipe, images, token: str, output_dir: str | os.PathLike, *, num_vectors: int = 1,
-                 initializer_token: str | None = None, templates: str | Sequence[str] | None = None,
-                 batch_size: int = 4, checkpoint_every: int = 250, validation_prompt: str | None = None,
-                 num_validation_images: int = 4, validation_steps: int = 20,
-                 validation_guidance_scale: float | None = None, base_model: str | None = None, seed: int = 0,
-                 max_sequence_length: int | None = None, distilled_guidance_scale: float | None = None):
+    def __init__(
+        self,
+        pipe,
+        images,
+        token: str,
+        output_dir: str | os.PathLike,
+        *,
+        num_vectors: int = 1,
+        initializer_token: str | None = None,
+        templates: str | Sequence[str] | None = None,
+        batch_size: int = 4,
+        checkpoint_every: int = 250,
+        validation_prompt: str | None = None,
+        num_validation_images: int = 4,
+        validation_steps: int = 20,
+        validation_guidance_scale: float | None = None,
+        base_model: str | None = None,
+        seed: int = 0,
+        max_sequence_length: int | None = None,
+        distilled_guidance_scale: float | None = None,
+    ):
         if batch_size < 1:
             raise PromptOptimizationError(f"batch_size must be >= 1, got {batch_size}")
         self.output_dir = Path(output_dir)
@@ -254,8 +287,9 @@ class PromptOptimizationTask(TrainingTask):
         for k, slot in enumerate(self.slots):
             te = self.text_encoders[slot.key]
             # the first (CLIP) encoder needs a one-token initializer; others may split it (then: mean of its rows)
-            ids = add_placeholder_tokens(self.tokenizers[slot.key], te, token, num_vectors, self.initializer_token,
-                                         multi_token_initializer=k > 0)
+            ids = add_placeholder_tokens(
+                self.tokenizers[slot.key], te, token, num_vectors, self.initializer_token, multi_token_initializer=k > 0
+            )
             emb = te.get_input_embeddings()
             emb.weight.requires_grad_(True)
             self.slot_token_ids[slot.key] = ids
@@ -274,16 +308,20 @@ class PromptOptimizationTask(TrainingTask):
             self.max_sequence_length = max_sequence_length or (256 if self.family == "sd3" else 512)
             guided = bool(getattr(self.network.config, "guidance_embeds", False))
             if distilled_guidance_scale is not None and not guided:
-                raise PromptOptimizationError("distilled_guidance_scale given, but this FLUX transformer has no "
-                                              "guidance embedding (schnell): leave it None")
-            self.distilled_guidance = (distilled_guidance_scale if distilled_guidance_scale is not None else 3.5) \
-                if guided else None
+                raise PromptOptimizationError(
+                    "distilled_guidance_scale given, but this FLUX transformer has no "
+                    "guidance embedding (schnell): leave it None"
+                )
+            self.distilled_guidance = (
+                (distilled_guidance_scale if distilled_guidance_scale is not None else 3.5) if guided else None
+            )
         else:
             from diffusers import DDPMScheduler
 
             cls_keys = inspect.signature(DDPMScheduler.__init__).parameters
             self.noise_scheduler = DDPMScheduler.from_config(
-                {k: v for k, v in pipe.scheduler.config.items() if k in cls_keys})
+                {k: v for k, v in pipe.scheduler.config.items() if k in cls_keys}
+            )
 
         self.images = images if isinstance(images, DomainImages) else DomainImages(images, model_resolution(pipe))
         self.latents = self.images.encode(self.vae)
@@ -295,8 +333,9 @@ class PromptOptimizationTask(TrainingTask):
         self.validation_prompt = validation_prompt or self.prompt_template.format(token)
         self.num_validation_images = num_validation_images
         self.validation_steps = validation_steps
-        self.validation_guidance_scale = (validation_guidance_scale if validation_guidance_scale is not None
-                                          else 3.0 if mini else 7.5)
+        self.validation_guidance_scale = (
+            validation_guidance_scale if validation_guidance_scale is not None else 3.0 if mini else 7.5
+        )
         self.base_model = base_model
         self.seed = seed
 
@@ -324,8 +363,9 @@ class PromptOptimizationTask(TrainingTask):
         """Restore all non-placeholder rows (undoes AdamW weight decay there); save intermediate embeddings."""
         for slot in self.slots:
             w = self.embeddings[slot.key].weight
-            w.copy_(torch.where(self._rows_on(slot.key, w.device)[:, None], w,
-                                self._orig_weights[slot.key].to(w.dtype)))
+            w.copy_(
+                torch.where(self._rows_on(slot.key, w.device)[:, None], w, self._orig_weights[slot.key].to(w.dtype))
+            )
         done = step + 1
         if self.checkpoint_every and done % self.checkpoint_every == 0 and _is_main_process():
             self.save_embeddings(self.output_dir / f"learned_embeds-steps-{done}.safetensors")
@@ -344,11 +384,20 @@ class PromptOptimizationTask(TrainingTask):
             t = rng.integers(0, self.noise_scheduler.config.num_train_timesteps, size=n)
         noise = rng.standard_normal((n, *self.latents.shape[1:])).astype(np.float32)
         prompts = [self.templates[i].format(self.placeholder_text) for i in rng.integers(len(self.templates), size=n)]
-        out = {"latents": self.latents[torch.from_numpy(idx)].to(device), "t": torch.from_numpy(t).to(device),
-               "noise": torch.from_numpy(noise).to(device), "prompts": prompts}
+        out = {
+            "latents": self.latents[torch.from_numpy(idx)].to(device),
+            "t": torch.from_numpy(t).to(device),
+            "noise": torch.from_numpy(noise).to(device),
+            "prompts": prompts,
+        }
         if not self.flow:
-            enc = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt")
+            enc = self.tokenizer(
+                prompts,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
             out.update(ids=enc.input_ids.to(device), mask=enc.attention_mask.to(device))
         return out
 
@@ -388,16 +437,31 @@ class PromptOptimizationTask(TrainingTask):
     def learned_embeddings(self) -> torch.Tensor | dict[str, torch.Tensor]:
         """The placeholder rows, (num_vectors, dim), float32 on CPU; a dict ``{encoder key: rows}`` for models
         with several text encoders."""
-        rows = {slot.key: self.embeddings[slot.key].weight[self.slot_token_ids[slot.key]].detach().float().cpu()
-                for slot in self.slots}
+        rows = {
+            slot.key: self.embeddings[slot.key].weight[self.slot_token_ids[slot.key]].detach().float().cpu()
+            for slot in self.slots
+        }
         return rows[self.slots[0].key] if self.family == "sd" else rows
 
     def save_embeddings(self, path: str | os.PathLike) -> Path:
         if self.family == "sd":
-            return write_domain(path, self.token, self.learned_embeddings(), prompt=self.prompt_template,
-                                text_encoder=self.text_encoder, base_model=self.base_model)
-        return write_domain(path, self.token, self.learned_embeddings(), prompt=self.prompt_template,
-                            text_encoder=self.text_encoders, base_model=self.base_model, family=self.family)
+            return write_domain(
+                path,
+                self.token,
+                self.learned_embeddings(),
+                prompt=self.prompt_template,
+                text_encoder=self.text_encoder,
+                base_model=self.base_model,
+            )
+        return write_domain(
+            path,
+            self.token,
+            self.learned_embeddings(),
+            prompt=self.prompt_template,
+            text_encoder=self.text_encoders,
+            base_model=self.base_model,
+            family=self.family,
+        )
 
     def export(self, out_dir: Path) -> None:
         """Write ``learned_embeds.safetensors`` into the run folder itself (what
@@ -416,9 +480,15 @@ class PromptOptimizationTask(TrainingTask):
 
         if self.family == "sd":
             pipe = StableDiffusionPipeline(
-                vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-                scheduler=scheduler or DDIMScheduler.from_config(self.scheduler_config), safety_checker=None,
-                feature_extractor=None, requires_safety_checker=False)
+                vae=self.vae,
+                text_encoder=self.text_encoder,
+                tokenizer=self.tokenizer,
+                unet=self.unet,
+                scheduler=scheduler or DDIMScheduler.from_config(self.scheduler_config),
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
         else:
             comps = {slot.tokenizer_attr: self.tokenizers[slot.key] for slot in self.slots}
             comps.update({slot.text_encoder_attr: self.text_encoders[slot.key] for slot in self.slots})
@@ -426,8 +496,12 @@ class PromptOptimizationTask(TrainingTask):
                 from diffusers import StableDiffusionXLPipeline
 
                 pipe = StableDiffusionXLPipeline(
-                    unet=self.unet, vae=self.vae, add_watermarker=False,
-                    scheduler=scheduler or DDIMScheduler.from_config(self.scheduler_config), **comps)
+                    unet=self.unet,
+                    vae=self.vae,
+                    add_watermarker=False,
+                    scheduler=scheduler or DDIMScheduler.from_config(self.scheduler_config),
+                    **comps,
+                )
                 pipe.set_progress_bar_config(disable=True)
                 return pipe
             sched = scheduler or FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
@@ -456,15 +530,26 @@ class PromptOptimizationTask(TrainingTask):
             if self.family == "sd":
                 device = self.unet.device
                 cond, uncond = pipe.encode_prompt(self.validation_prompt, device, n, True, negative_prompt="")
-                samples = pipe(prompt_embeds=cond.to(self.unet.dtype),
-                               negative_prompt_embeds=uncond.to(self.unet.dtype), height=size, width=size,
-                               num_inference_steps=self.validation_steps,
-                               guidance_scale=self.validation_guidance_scale, generator=gen).images
+                samples = pipe(
+                    prompt_embeds=cond.to(self.unet.dtype),
+                    negative_prompt_embeds=uncond.to(self.unet.dtype),
+                    height=size,
+                    width=size,
+                    num_inference_steps=self.validation_steps,
+                    guidance_scale=self.validation_guidance_scale,
+                    generator=gen,
+                ).images
             else:
-                samples = pipe(self.validation_prompt, num_images_per_prompt=n, height=size, width=size,
-                               num_inference_steps=self.validation_steps, guidance_scale=self.validation_guidance_scale,
-                               generator=gen, **({} if self.family == "sdxl" else
-                                                 {"max_sequence_length": self.max_sequence_length})).images
+                samples = pipe(
+                    self.validation_prompt,
+                    num_images_per_prompt=n,
+                    height=size,
+                    width=size,
+                    num_inference_steps=self.validation_steps,
+                    guidance_scale=self.validation_guidance_scale,
+                    generator=gen,
+                    **({} if self.family == "sdxl" else {"max_sequence_length": self.max_sequence_length}),
+                ).images
         finally:
             for k, te in self.text_encoders.items():
                 te.train(was_training[k])
@@ -481,12 +566,22 @@ def sdxl_prediction(task: PromptOptimizationTask, encoders: dict, noisy: torch.T
     from ..prompts.encoding_sdxl import encode_prompt_sdxl
 
     device, dtype = noisy.device, task.unet.dtype
-    embeds, pooled = encode_prompt_sdxl(encoders["clip_l"], encoders["clip_g"], task.tokenizers["clip_l"],
-                                        task.tokenizers["clip_g"], b["prompts"], device=device)
+    embeds, pooled = encode_prompt_sdxl(
+        encoders["clip_l"],
+        encoders["clip_g"],
+        task.tokenizers["clip_l"],
+        task.tokenizers["clip_g"],
+        b["prompts"],
+        device=device,
+    )
     size = task.images.size
     time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=device, dtype=dtype).repeat(noisy.shape[0], 1)
-    return task.unet(noisy.to(dtype), b["t"], encoder_hidden_states=embeds.to(dtype),
-                     added_cond_kwargs={"text_embeds": pooled.to(dtype), "time_ids": time_ids}).sample
+    return task.unet(
+        noisy.to(dtype),
+        b["t"],
+        encoder_hidden_states=embeds.to(dtype),
+        added_cond_kwargs={"text_embeds": pooled.to(dtype), "time_ids": time_ids},
+    ).sample
 
 
 def flow_level_shift(scheduler_config: dict, family: str, latent_shape) -> Callable[[np.ndarray], np.ndarray]:
@@ -517,22 +612,48 @@ def flow_prediction(task: PromptOptimizationTask, encoders: dict, b: dict) -> to
     tok = task.tokenizers
     device = x.device
     if task.family == "sd3":
-        embeds, pooled = encode_prompt_sd3(encoders["clip_l"], encoders["clip_g"], encoders.get("t5xxl"),
-                                           tok["clip_l"], tok["clip_g"], tok.get("t5xxl"), b["prompts"],
-                                           device=device, max_sequence_length=task.max_sequence_length,
-                                           joint_attention_dim=net.config.joint_attention_dim)
-        return net(hidden_states=z.to(dtype), timestep=(s * 1000).to(dtype), encoder_hidden_states=embeds.to(dtype),
-                   pooled_projections=pooled.to(dtype), return_dict=False)[0]
-    embeds, pooled, text_ids = encode_prompt_flux(encoders["clip_l"], encoders["t5xxl"], tok["clip_l"], tok["t5xxl"],
-                                                  b["prompts"], device=device,
-                                                  max_sequence_length=task.max_sequence_length)
+        embeds, pooled = encode_prompt_sd3(
+            encoders["clip_l"],
+            encoders["clip_g"],
+            encoders.get("t5xxl"),
+            tok["clip_l"],
+            tok["clip_g"],
+            tok.get("t5xxl"),
+            b["prompts"],
+            device=device,
+            max_sequence_length=task.max_sequence_length,
+            joint_attention_dim=net.config.joint_attention_dim,
+        )
+        return net(
+            hidden_states=z.to(dtype),
+            timestep=(s * 1000).to(dtype),
+            encoder_hidden_states=embeds.to(dtype),
+            pooled_projections=pooled.to(dtype),
+            return_dict=False,
+        )[0]
+    embeds, pooled, text_ids = encode_prompt_flux(
+        encoders["clip_l"],
+        encoders["t5xxl"],
+        tok["clip_l"],
+        tok["t5xxl"],
+        b["prompts"],
+        device=device,
+        max_sequence_length=task.max_sequence_length,
+    )
     h, w = z.shape[-2:]
     guidance = None
     if task.distilled_guidance is not None:
         guidance = torch.full((z.shape[0],), float(task.distilled_guidance), device=device, dtype=torch.float32)
-    out = net(hidden_states=pack_latents(z).to(dtype), timestep=s.to(dtype), guidance=guidance,
-              pooled_projections=pooled.to(dtype), encoder_hidden_states=embeds.to(dtype), txt_ids=text_ids.to(dtype),
-              img_ids=latent_image_ids(h, w, device, dtype), return_dict=False)[0]
+    out = net(
+        hidden_states=pack_latents(z).to(dtype),
+        timestep=s.to(dtype),
+        guidance=guidance,
+        pooled_projections=pooled.to(dtype),
+        encoder_hidden_states=embeds.to(dtype),
+        txt_ids=text_ids.to(dtype),
+        img_ids=latent_image_ids(h, w, device, dtype),
+        return_dict=False,
+    )[0]
     return unpack_latents(out, h, w)
 
 
@@ -548,8 +669,18 @@ def _is_main_process() -> bool:
 
 #: settings a resumed run must share with the run in its folder (``steps`` may grow: the learning rate is constant,
 #: so a longer run equals one uninterrupted run of that length); ``resume_anyway`` accepts other values
-RESUME_KEYS = ("token", "num_vectors", "image_files", "learning_rate", "batch_size", "seed", "base_model",
-               "initializer_token", "templates", "resolution")
+RESUME_KEYS = (
+    "token",
+    "num_vectors",
+    "image_files",
+    "learning_rate",
+    "batch_size",
+    "seed",
+    "base_model",
+    "initializer_token",
+    "templates",
+    "resolution",
+)
 
 
 def _check_run_folder(out: Path, settings: dict, steps: int, resume_anyway: bool = False) -> None:
@@ -570,14 +701,16 @@ def _check_run_folder(out: Path, settings: dict, steps: int, resume_anyway: bool
             hint = "" if set(diff) <= {"token", "num_vectors"} else " (or pass --resume-anyway / resume_anyway=True)"
             raise PromptOptimizationError(
                 f"{out} holds a run with other settings ({changes}); resume it with the same settings "
-                f"or use a new output_dir{hint}")
+                f"or use a new output_dir{hint}"
+            )
     ckpt = latest_checkpoint(out)
     if ckpt is not None:
-        done = int(ckpt.name[len(CHECKPOINT_PREFIX):])
+        done = int(ckpt.name[len(CHECKPOINT_PREFIX) :])
         if done > steps:
             raise PromptOptimizationError(
                 f"{out} already holds a run at step {done}, beyond steps={steps}; use its "
-                f"learned_embeds-steps-N.safetensors files or a new output_dir")
+                f"learned_embeds-steps-N.safetensors files or a new output_dir"
+            )
 
 
 def _short(v) -> str:
@@ -612,33 +745,65 @@ def _load_pipeline(model, device, mixed_precision: str):
         if detect_model_family(str(model)) == "sdxl":
             from diffusers import StableDiffusionXLPipeline
 
-            pipe = load_pipeline(StableDiffusionXLPipeline, str(model), device=device, dtype=dtype,
-                                 add_watermarker=False)
+            pipe = load_pipeline(
+                StableDiffusionXLPipeline, str(model), device=device, dtype=dtype, add_watermarker=False
+            )
             return pipe, str(model)
         if name.startswith(("StableDiffusion3", "Flux")):
             from diffusers import FluxPipeline, StableDiffusion3Pipeline
 
             cls = StableDiffusion3Pipeline if name.startswith("StableDiffusion3") else FluxPipeline
-            absent = {k: None for k in ("text_encoder_3", "tokenizer_3")
-                      if k in entries and (not isinstance(entries[k], list) or entries[k][0] is None)}
+            absent = {
+                k: None
+                for k in ("text_encoder_3", "tokenizer_3")
+                if k in entries and (not isinstance(entries[k], list) or entries[k][0] is None)
+            }
             pipe = load_pipeline(cls, str(model), device=device, dtype=dtype, **absent)
             return pipe, str(model)
-    pipe = load_pipeline(StableDiffusionPipeline, None if model is None else str(model), device=device, dtype=dtype,
-                         safety_checker=None, requires_safety_checker=False)
+    pipe = load_pipeline(
+        StableDiffusionPipeline,
+        None if model is None else str(model),
+        device=device,
+        dtype=dtype,
+        safety_checker=None,
+        requires_safety_checker=False,
+    )
     return pipe, "mini-sd" if model is None else str(model)
 
 
-def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLike, steps: int = 1000,
-                 learning_rate: float = 5e-3, batch_size: int = 4, num_vectors: int = 1,
-                 initializer_token: str | None = None, templates: str | Sequence[str] | None = None,
-                 seed: int = 0, checkpoint_every: int = 250, validation_prompt: str | None = None,
-                 validation_every: int = 0, num_validation_images: int = 4, validation_steps: int = 20,
-                 validation_guidance_scale: float | None = None, weight_decay: float = 1e-2,
-                 gradient_accumulation_steps: int = 1, mixed_precision: str = "no", max_images: int | None = None,
-                 convert_mode: bool = False, resolution: int | None = None, max_sequence_length: int | None = None,
-                 device: str | torch.device | None = None, progress: bool = True, size_policy: str = "resize",
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, resume_anyway: bool = False,
-                 note: Callable[[str], None] | None = None) -> Path:
+def learn_domain(
+    images,
+    token: str,
+    model=None,
+    *,
+    output_dir: str | os.PathLike,
+    steps: int = 1000,
+    learning_rate: float = 5e-3,
+    batch_size: int = 4,
+    num_vectors: int = 1,
+    initializer_token: str | None = None,
+    templates: str | Sequence[str] | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 250,
+    validation_prompt: str | None = None,
+    validation_every: int = 0,
+    num_validation_images: int = 4,
+    validation_steps: int = 20,
+    validation_guidance_scale: float | None = None,
+    weight_decay: float = 1e-2,
+    gradient_accumulation_steps: int = 1,
+    mixed_precision: str = "no",
+    max_images: int | None = None,
+    convert_mode: bool = False,
+    resolution: int | None = None,
+    max_sequence_length: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    size_policy: str = "resize",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    resume_anyway: bool = False,
+    note: Callable[[str], None] | None = None,
+) -> Path:
     """Learn a domain token from an unpaired image folder; returns the ``learned_embeds.safetensors`` path.
 
     Rerunning the same call resumes from the newest ``checkpoint-N`` in ``output_dir``; a larger
@@ -702,9 +867,15 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
     file holds one embedding per encoder (``clip_l`` / ``clip_g`` / ``t5xxl``), loaded by ``load_domain``.
     """
     out = Path(output_dir)
-    settings = {"token": token, "num_vectors": int(num_vectors), "learning_rate": learning_rate,
-                "batch_size": batch_size, "seed": seed, "initializer_token": initializer_token,
-                "resolution": resolution}
+    settings = {
+        "token": token,
+        "num_vectors": int(num_vectors),
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "seed": seed,
+        "initializer_token": initializer_token,
+        "resolution": resolution,
+    }
     if not isinstance(images, DomainImages):
         files = list_images([images] if isinstance(images, (str, os.PathLike)) else list(images))
         settings["image_files"] = [str(f.resolve()) for f in files[:max_images]]
@@ -719,27 +890,70 @@ def learn_domain(images, token: str, model=None, *, output_dir: str | os.PathLik
     pipe, base_model = _load_pipeline(model, device, mixed_precision)
     network = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
     if network.dtype == torch.float16 and mixed_precision != "fp16":
-        logger.warning("the UNet is float16: pass mixed_precision='fp16' so that accelerate's gradient "
-                       "scaler keeps the embedding's gradients from underflowing")
-    domain = images if isinstance(images, DomainImages) else DomainImages(
-        images, resolution or model_resolution(pipe), max_images, convert_mode, size_policy=size_policy,
-        max_pixels=max_pixels, note=note)
+        logger.warning(
+            "the UNet is float16: pass mixed_precision='fp16' so that accelerate's gradient "
+            "scaler keeps the embedding's gradients from underflowing"
+        )
+    domain = (
+        images
+        if isinstance(images, DomainImages)
+        else DomainImages(
+            images,
+            resolution or model_resolution(pipe),
+            max_images,
+            convert_mode,
+            size_policy=size_policy,
+            max_pixels=max_pixels,
+            note=note,
+        )
+    )
     task = PromptOptimizationTask(
-        pipe, domain, token, out, num_vectors=num_vectors, initializer_token=initializer_token,
-        templates=templates, batch_size=batch_size, checkpoint_every=checkpoint_every,
-        validation_prompt=validation_prompt, num_validation_images=num_validation_images,
-        validation_steps=validation_steps, validation_guidance_scale=validation_guidance_scale,
-        base_model=base_model, seed=seed, max_sequence_length=max_sequence_length)
+        pipe,
+        domain,
+        token,
+        out,
+        num_vectors=num_vectors,
+        initializer_token=initializer_token,
+        templates=templates,
+        batch_size=batch_size,
+        checkpoint_every=checkpoint_every,
+        validation_prompt=validation_prompt,
+        num_validation_images=num_validation_images,
+        validation_steps=validation_steps,
+        validation_guidance_scale=validation_guidance_scale,
+        base_model=base_model,
+        seed=seed,
+        max_sequence_length=max_sequence_length,
+    )
     out.mkdir(parents=True, exist_ok=True)
-    record = {**settings, "initializer_token": task.initializer_token, "templates": list(task.templates),
-              "prompt": task.prompt_template, "base_model": base_model, "images": len(domain),
-              "image_files": [str(Path(f).resolve()) for f in domain.files], "resolution": domain.size,
-              "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed, "steps": steps}
+    record = {
+        **settings,
+        "initializer_token": task.initializer_token,
+        "templates": list(task.templates),
+        "prompt": task.prompt_template,
+        "base_model": base_model,
+        "images": len(domain),
+        "image_files": [str(Path(f).resolve()) for f in domain.files],
+        "resolution": domain.size,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "steps": steps,
+    }
     _write_json_atomic(out / RUN_CONFIG_NAME, record)  # every process writes the same record
-    cfg = TrainConfig(output_dir=str(out), max_steps=steps, learning_rate=learning_rate, weight_decay=weight_decay,
-                      lr_schedule="constant", gradient_accumulation_steps=gradient_accumulation_steps,
-                      mixed_precision=mixed_precision, seed=seed, checkpoint_every=checkpoint_every,
-                      sample_every=validation_every, progress=progress)
+    cfg = TrainConfig(
+        output_dir=str(out),
+        max_steps=steps,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        lr_schedule="constant",
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        sample_every=validation_every,
+        progress=progress,
+    )
     result = train(task, cfg)
     if _is_main_process():
         _write_json_atomic(out / TRAIN_RESULT_NAME, result)

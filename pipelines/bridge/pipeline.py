@@ -18,7 +18,12 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
-from lsb.helpers.restoration import LatentRestorationMixin, RestorationPipelineOutput, bridge_denoise, make_bridge_scheduler
+from lsb.helpers.restoration import (
+    LatentRestorationMixin,
+    RestorationPipelineOutput,
+    bridge_denoise,
+    make_bridge_scheduler,
+)
 from lsb.schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler
 
 
@@ -39,15 +44,17 @@ class BridgeRestorationPipeline(LatentRestorationMixin, DiffusionPipeline):
     counted.
     """
 
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, task: str = "inpaint",
-                 trained_bridge: dict | None = None):
+    def __init__(
+        self, vae, text_encoder, tokenizer, unet, scheduler, task: str = "inpaint", trained_bridge: dict | None = None
+    ):
         super().__init__()
         self._register_restoration(vae, text_encoder, tokenizer, unet, scheduler, task, trained_bridge)
 
     def _trained_bridge(self, scheduler, trained_bridge):
         if not isinstance(scheduler, (I2SBScheduler, DDBMScheduler, DBIMScheduler)):
-            raise ValueError(f"BridgeRestorationPipeline needs an I2SB, DDBM or DBIM scheduler, got "
-                             f"{type(scheduler).__name__}")
+            raise ValueError(
+                f"BridgeRestorationPipeline needs an I2SB, DDBM or DBIM scheduler, got {type(scheduler).__name__}"
+            )
         return super()._trained_bridge(scheduler, trained_bridge)
 
     def set_sampler(self, sampler: str, **settings) -> None:
@@ -94,5 +101,8 @@ class BridgeRestorationPipeline(LatentRestorationMixin, DiffusionPipeline):
 
     def describe(self) -> dict[str, Any]:
         """The task, the trained bridge and the current sampler (for logs and benchmark tables)."""
-        return {"task": self.config.task, "trained_bridge": dict(self.config.trained_bridge),
-                "scheduler": type(self.scheduler).__name__}
+        return {
+            "task": self.config.task,
+            "trained_bridge": dict(self.config.trained_bridge),
+            "scheduler": type(self.scheduler).__name__,
+        }

@@ -99,15 +99,31 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
     _optional_components = ["safety_checker", "feature_extractor"]
     _callback_tensor_inputs = ["latents", "source_prompt_embeds", "target_prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker=None, feature_extractor=None,
-                 requires_safety_checker: bool = False):
+    def __init__(
+        self,
+        vae,
+        text_encoder,
+        tokenizer,
+        unet,
+        scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker: bool = False,
+    ):
         super().__init__()
         check_sd_components(unet, text_encoder, type(self).__name__)
         scheduler = DDIMScheduler.from_config(scheduler.config, **DDIB_SCHEDULER_OVERRIDES)
         # The safety checker / feature extractor of SD folders are accepted and ignored: outputs are
         # translations of the user's own images.
-        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                              safety_checker=None, feature_extractor=None)
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+        )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self._phase = None
@@ -134,9 +150,20 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         nfe = check_nfe(nfe)
         return nfe // 2, nfe - nfe // 2
 
-    def check_inputs(self, image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
-                     negative_prompt, negative_prompt_embeds, num_inference_steps, guidance_scale,
-                     inversion_guidance_scale, callback_on_step_end_tensor_inputs):
+    def check_inputs(
+        self,
+        image,
+        source_prompt,
+        target_prompt,
+        source_prompt_embeds,
+        target_prompt_embeds,
+        negative_prompt,
+        negative_prompt_embeds,
+        num_inference_steps,
+        guidance_scale,
+        inversion_guidance_scale,
+        callback_on_step_end_tensor_inputs,
+    ):
         if image is None:
             raise ValueError("`image` is required: the picture(s) to translate")
         check_prompt_args("source", source_prompt, source_prompt_embeds)
@@ -151,8 +178,19 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
                 raise ValueError(f"{name} must be a finite number, got {w!r}")
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
-    def encode_prompt(self, source_prompt, target_prompt, device, batch_size: int, dtype, source_prompt_embeds=None,
-                      target_prompt_embeds=None, negative_prompt=None, negative_prompt_embeds=None, clip_skip=None):
+    def encode_prompt(
+        self,
+        source_prompt,
+        target_prompt,
+        device,
+        batch_size: int,
+        dtype,
+        source_prompt_embeds=None,
+        target_prompt_embeds=None,
+        negative_prompt=None,
+        negative_prompt_embeds=None,
+        clip_skip=None,
+    ):
         """``(source, target, null, negative)`` embeddings for ``batch_size`` images: the source prompt is encoded
         (and validated) even when the inversion runs under the null prompt ""; the negative defaults to the null."""
 
@@ -216,9 +254,19 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each of the NFE steps;
                 ``step`` counts both phases (0 .. NFE-1) and ``pipe.phase`` says which one is running.
         """
-        self.check_inputs(image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
-                          negative_prompt, negative_prompt_embeds, num_inference_steps, guidance_scale,
-                          inversion_guidance_scale, callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            image,
+            source_prompt,
+            target_prompt,
+            source_prompt_embeds,
+            target_prompt_embeds,
+            negative_prompt,
+            negative_prompt_embeds,
+            num_inference_steps,
+            guidance_scale,
+            inversion_guidance_scale,
+            callback_on_step_end_tensor_inputs,
+        )
         device = execution_device(self)
         dtype = model_dtype(self.unet)
         num_inversion_steps, num_sampling_steps = self.split_nfe(num_inference_steps)
@@ -229,8 +277,17 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
 
         # 2. prompts -> embeddings, broadcast to the batch (source is validated even when unused)
         source_embeds, target_embeds, null_embeds, negative_embeds = self.encode_prompt(
-            source_prompt, target_prompt, device, batch, dtype, source_prompt_embeds, target_prompt_embeds,
-            negative_prompt, negative_prompt_embeds, clip_skip)
+            source_prompt,
+            target_prompt,
+            device,
+            batch,
+            dtype,
+            source_prompt_embeds,
+            target_prompt_embeds,
+            negative_prompt,
+            negative_prompt_embeds,
+            clip_skip,
+        )
 
         # 3. schedules: inversion ascends to T - 1, sampling descends from it
         inverse, sampler = ddib_schedulers(self.scheduler, num_inversion_steps, num_sampling_steps, device)
@@ -241,13 +298,21 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             return self.unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
 
         latents, inverted, nfe = integrate_ddib(
-            self, latents, inverse, sampler,
+            self,
+            latents,
+            inverse,
+            sampler,
             cfg_network(call, null_embeds, source_embeds, inversion_guidance_scale),
             cfg_network(call, negative_embeds, target_embeds, guidance_scale),
-            set_phase=self._set_phase, callback_on_step_end=callback_on_step_end,
+            set_phase=self._set_phase,
+            callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            callback_state={"source_prompt_embeds": source_embeds, "target_prompt_embeds": target_embeds,
-                            "negative_prompt_embeds": negative_embeds})
+            callback_state={
+                "source_prompt_embeds": source_embeds,
+                "target_prompt_embeds": target_embeds,
+                "negative_prompt_embeds": negative_embeds,
+            },
+        )
 
         # 5. decode
         images = decode_latents(self.vae, self.image_processor, latents, output_type)

@@ -63,8 +63,10 @@ class DDMPipeline(DiffusionPipeline):
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
         super().__init__()
         if not isinstance(scheduler, DDMScheduler):
-            raise ValueError(f"DDMPipeline needs a DDMScheduler, got {type(scheduler).__name__}: a DDM network "
-                             "predicts attenuation parameters and noise, which other schedulers cannot use")
+            raise ValueError(
+                f"DDMPipeline needs a DDMScheduler, got {type(scheduler).__name__}: a DDM network "
+                "predicts attenuation parameters and noise, which other schedulers cannot use"
+            )
         check_ddm_unet(unet, vae.config.latent_channels, scheduler.config.attenuation)
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -75,12 +77,15 @@ class DDMPipeline(DiffusionPipeline):
         return check_ddm_unet(self.unet, self.vae.config.latent_channels, self.scheduler.config.attenuation)
 
     # ------------------------------------------------------------------ inputs
-    def check_inputs(self, prompt, prompt_embeds, image, num_inference_steps, guidance_scale, eta,
-                     callback_on_step_end_tensor_inputs):
+    def check_inputs(
+        self, prompt, prompt_embeds, image, num_inference_steps, guidance_scale, eta, callback_on_step_end_tensor_inputs
+    ):
         if prompt is not None and prompt_embeds is not None:
             raise ValueError("give at most one of `prompt` and `prompt_embeds`")
         if prompt is not None:
-            ok = isinstance(prompt, str) or (isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt))
+            ok = isinstance(prompt, str) or (
+                isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt)
+            )
             if not ok:
                 raise TypeError("`prompt` must be a string or a non-empty list of strings")
         check_nfe(num_inference_steps, minimum=1, name="num_inference_steps")
@@ -96,8 +101,16 @@ class DDMPipeline(DiffusionPipeline):
         if bad:
             raise ValueError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
 
-    def encode_prompt(self, prompt, batch: int, device, negative_prompt=None, prompt_embeds=None,
-                      negative_prompt_embeds=None, do_cfg: bool = False):
+    def encode_prompt(
+        self,
+        prompt,
+        batch: int,
+        device,
+        negative_prompt=None,
+        prompt_embeds=None,
+        negative_prompt_embeds=None,
+        do_cfg: bool = False,
+    ):
         """(negative, positive) embeddings of batch ``batch`` (negative is None without guidance)."""
         if prompt_embeds is None:
             if isinstance(prompt, list) and len(prompt) not in (1, batch):
@@ -108,13 +121,19 @@ class DDMPipeline(DiffusionPipeline):
         if do_cfg:
             if negative_prompt_embeds is None:
                 negative_prompt_embeds = encode_text(self, negative_prompt or "", device)
-            neg = broadcast_embeds(negative_prompt_embeds.to(device=device, dtype=model_dtype(self.unet)), batch,
-                                   "negative_prompt_embeds")
+            neg = broadcast_embeds(
+                negative_prompt_embeds.to(device=device, dtype=model_dtype(self.unet)), batch, "negative_prompt_embeds"
+            )
         return neg, pos
 
     def prepare_latents(self, batch: int, height: int, width: int, dtype, device, generator, latents=None):
         """x_1 = eps ~ N(0, I) (the DDM prior), or the given ``latents``."""
-        shape = (batch, self.vae.config.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        shape = (
+            batch,
+            self.vae.config.latent_channels,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
         if latents is None:
             return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         if tuple(latents.shape) != shape:
@@ -158,8 +177,9 @@ class DDMPipeline(DiffusionPipeline):
             output_type: "pil", "np", "pt" or "latent".
             callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each step.
         """
-        self.check_inputs(prompt, prompt_embeds, image, num_inference_steps, guidance_scale, eta,
-                          callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            prompt, prompt_embeds, image, num_inference_steps, guidance_scale, eta, callback_on_step_end_tensor_inputs
+        )
         device = execution_device(self)
         cond = None
         if image is not None:
@@ -188,8 +208,9 @@ class DDMPipeline(DiffusionPipeline):
         if isinstance(prompt, list) and len(prompt) > 1:
             prompt = [p for p in prompt for _ in range(batch // len(prompt))]
         do_cfg = guidance_scale != 1.0
-        neg, pos = self.encode_prompt(prompt, batch, device, negative_prompt, prompt_embeds, negative_prompt_embeds,
-                                      do_cfg)
+        neg, pos = self.encode_prompt(
+            prompt, batch, device, negative_prompt, prompt_embeds, negative_prompt_embeds, do_cfg
+        )
 
         scheduler = self.scheduler
         if eta is not None and eta != scheduler.config.eta:
@@ -204,8 +225,9 @@ class DDMPipeline(DiffusionPipeline):
                 if cond is not None:
                     x_in = torch.cat([x_in, cond], dim=1)
                 if do_cfg:
-                    out = self.unet(torch.cat([x_in, x_in]), t, encoder_hidden_states=torch.cat([neg, pos]),
-                                    return_dict=False)[0]
+                    out = self.unet(
+                        torch.cat([x_in, x_in]), t, encoder_hidden_states=torch.cat([neg, pos]), return_dict=False
+                    )[0]
                     out_u, out_c = out.chunk(2)
                     out = classifier_free_guidance(out_u, out_c, guidance_scale)
                 else:
@@ -214,7 +236,9 @@ class DDMPipeline(DiffusionPipeline):
                 latents = scheduler.step(out, t, latents, generator=generator).prev_sample
                 if callback_on_step_end is not None:
                     local = {"latents": latents, "prompt_embeds": pos}
-                    res = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs or []})
+                    res = callback_on_step_end(
+                        self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs or []}
+                    )
                     latents = (res or {}).get("latents", latents)
                 progress_bar.update()
 

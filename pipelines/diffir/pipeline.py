@@ -69,30 +69,45 @@ class DiffIRPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "cpen->denoiser->dirformer"
     _optional_components = ["cpen", "denoiser", "scheduler"]
 
-    def __init__(self, dirformer: DIRformer, cpen: CPENS2 | None = None, denoiser: PriorDenoiser | None = None,
-                 scheduler: DiffIRScheduler | None = None, task: str = "inpaint"):
+    def __init__(
+        self,
+        dirformer: DIRformer,
+        cpen: CPENS2 | None = None,
+        denoiser: PriorDenoiser | None = None,
+        scheduler: DiffIRScheduler | None = None,
+        task: str = "inpaint",
+    ):
         super().__init__()
         if task not in TASK_CHANNELS:
             raise ValueError(f"unknown restoration task {task!r}; choose from {', '.join(TASK_CHANNELS)}")
         if dirformer.config.in_channels != TASK_CHANNELS[task]:
-            raise ValueError(f"task {task!r} needs a DIRformer with in_channels={TASK_CHANNELS[task]}, "
-                             f"got {dirformer.config.in_channels}")
+            raise ValueError(
+                f"task {task!r} needs a DIRformer with in_channels={TASK_CHANNELS[task]}, "
+                f"got {dirformer.config.in_channels}"
+            )
         d = dirformer.config.prior_dim
         if d:
             missing = [n for n, m in (("cpen", cpen), ("denoiser", denoiser), ("scheduler", scheduler)) if m is None]
             if missing:
-                raise ValueError(f"this DIRformer is modulated by a prior (prior_dim={d}); it needs {', '.join(missing)}")
+                raise ValueError(
+                    f"this DIRformer is modulated by a prior (prior_dim={d}); it needs {', '.join(missing)}"
+                )
             if not isinstance(scheduler, DiffIRScheduler):
                 raise ValueError(f"scheduler must be a DiffIRScheduler, got {type(scheduler).__name__}")
             if cpen.config.prior_dim != d or denoiser.config.prior_dim != d:
-                raise ValueError(f"prior sizes differ: DIRformer {d}, CPEN_S2 {cpen.config.prior_dim}, "
-                                 f"denoiser {denoiser.config.prior_dim}")
+                raise ValueError(
+                    f"prior sizes differ: DIRformer {d}, CPEN_S2 {cpen.config.prior_dim}, "
+                    f"denoiser {denoiser.config.prior_dim}"
+                )
             if cpen.config.in_channels != dirformer.config.in_channels:
-                raise ValueError(f"CPEN_S2 takes {cpen.config.in_channels} channels, the DIRformer "
-                                 f"{dirformer.config.in_channels}")
+                raise ValueError(
+                    f"CPEN_S2 takes {cpen.config.in_channels} channels, the DIRformer {dirformer.config.in_channels}"
+                )
             if scheduler.config.num_train_timesteps != denoiser.config.num_train_timesteps:
-                raise ValueError(f"the scheduler has T={scheduler.config.num_train_timesteps} steps but the denoiser "
-                                 f"was trained for T={denoiser.config.num_train_timesteps}")
+                raise ValueError(
+                    f"the scheduler has T={scheduler.config.num_train_timesteps} steps but the denoiser "
+                    f"was trained for T={denoiser.config.num_train_timesteps}"
+                )
         elif any(m is not None for m in (cpen, denoiser)):
             raise ValueError("a plain DIRformer (prior_dim=0) takes no cpen / denoiser")
         self.register_modules(dirformer=dirformer, cpen=cpen, denoiser=denoiser, scheduler=scheduler)
@@ -116,8 +131,10 @@ class DiffIRPipeline(DiffusionPipeline):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
             raise ValueError(f"num_inference_steps must be an integer, got {n!r}")
         if self.uses_prior and not 1 <= n <= self.scheduler.config.num_train_timesteps:
-            raise ValueError(f"num_inference_steps must lie in [1, {self.scheduler.config.num_train_timesteps}] "
-                             f"(the prior diffusion has that many steps), got {n}")
+            raise ValueError(
+                f"num_inference_steps must lie in [1, {self.scheduler.config.num_train_timesteps}] "
+                f"(the prior diffusion has that many steps), got {n}"
+            )
 
     def prepare_mask(self, mask, batch: int, height: int, width: int) -> torch.Tensor:
         """Hole mask (B, 1, H, W) in {0, 1} (1 = missing). None: the shapes world's centred box."""
@@ -156,9 +173,15 @@ class DiffIRPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
-    def __call__(self, image, mask=None, num_inference_steps: int = 4,
-                 generator: torch.Generator | list[torch.Generator] | None = None, output_type: str = "pil",
-                 return_dict: bool = True):
+    def __call__(
+        self,
+        image,
+        mask=None,
+        num_inference_steps: int = 4,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
         r"""Restore ``image``.
 
         Args:

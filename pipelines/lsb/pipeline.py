@@ -72,8 +72,17 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
     _optional_components = ["safety_checker", "feature_extractor"]
     _callback_tensor_inputs = ["latents", "source_prompt_embeds", "target_prompt_embeds"]
 
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker=None, feature_extractor=None,
-                 requires_safety_checker: bool = False):
+    def __init__(
+        self,
+        vae,
+        text_encoder,
+        tokenizer,
+        unet,
+        scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker: bool = False,
+    ):
         super().__init__()
         check_vp_components(type(self).__name__, unet, scheduler)  # a flow model (SD3 / FLUX) is refused by name
         check_sd_components(unet, text_encoder, type(self).__name__)
@@ -81,8 +90,15 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
             scheduler = LSBScheduler.from_config(scheduler.config)
         # The safety checker / feature extractor of SD folders are accepted and ignored: outputs are
         # translations of the user's own images, and the embedded model has none.
-        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                              safety_checker=None, feature_extractor=None)
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+        )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
@@ -95,8 +111,18 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ inputs
-    def check_inputs(self, image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
-                     num_inference_steps, tau, t0, callback_on_step_end_tensor_inputs):
+    def check_inputs(
+        self,
+        image,
+        source_prompt,
+        target_prompt,
+        source_prompt_embeds,
+        target_prompt_embeds,
+        num_inference_steps,
+        tau,
+        t0,
+        callback_on_step_end_tensor_inputs,
+    ):
         if image is None:
             raise ValueError("`image` is required: the picture(s) to translate")
         check_prompt_args("source", source_prompt, source_prompt_embeds)
@@ -115,16 +141,34 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
     def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
         return decode_latents(self.vae, self.image_processor, latents, output_type)
 
-    def encode_prompt(self, source_prompt, target_prompt, device, batch_size: int, dtype,
-                      source_prompt_embeds: torch.Tensor | None = None, target_prompt_embeds: torch.Tensor | None = None,
-                      clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_prompt(
+        self,
+        source_prompt,
+        target_prompt,
+        device,
+        batch_size: int,
+        dtype,
+        source_prompt_embeds: torch.Tensor | None = None,
+        target_prompt_embeds: torch.Tensor | None = None,
+        clip_skip: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(source_prompt_embeds, target_prompt_embeds)`` for ``batch_size`` images on ``device`` / ``dtype``, each
         encoded as ``StableDiffusionPipeline.encode_prompt`` does (two single text prompts share one encoder call)."""
-        return prompt_pair_embeds(self, source_prompt, source_prompt_embeds, target_prompt, target_prompt_embeds,
-                                  batch_size, device, dtype, clip_skip=clip_skip)
+        return prompt_pair_embeds(
+            self,
+            source_prompt,
+            source_prompt_embeds,
+            target_prompt,
+            target_prompt_embeds,
+            batch_size,
+            device,
+            dtype,
+            clip_skip=clip_skip,
+        )
 
-    def prepare_latents(self, source_latents: torch.Tensor, generator=None,
-                        noise: torch.Tensor | None = None) -> torch.Tensor:
+    def prepare_latents(
+        self, source_latents: torch.Tensor, generator=None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The initial bridge state x_{t0} = (1 - t0) x_src + σ_{t0} z (after ``scheduler.set_timesteps``)."""
         return initial_bridge_state(self.scheduler, source_latents, generator, noise)
 
@@ -174,9 +218,19 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
             callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each step.
         """
         num_inference_steps, guidance_scale, tau, t0 = resolve_translation_args(  # the folder's lsb_defaults.json
-            self, num_inference_steps, guidance_scale, tau, t0)
-        self.check_inputs(image, source_prompt, target_prompt, source_prompt_embeds, target_prompt_embeds,
-                          num_inference_steps, tau, t0, callback_on_step_end_tensor_inputs)
+            self, num_inference_steps, guidance_scale, tau, t0
+        )
+        self.check_inputs(
+            image,
+            source_prompt,
+            target_prompt,
+            source_prompt_embeds,
+            target_prompt_embeds,
+            num_inference_steps,
+            tau,
+            t0,
+            callback_on_step_end_tensor_inputs,
+        )
         device = execution_device(self)  # once per call; diffusers' own lookup only when hooks are on
 
         # 1. images -> source latents
@@ -187,7 +241,8 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         # 2. prompts -> embeddings (source, target), broadcast to the batch
         dtype = model_dtype(self.unet)
         source_prompt_embeds, target_prompt_embeds = self.encode_prompt(
-            source_prompt, target_prompt, device, batch, dtype, source_prompt_embeds, target_prompt_embeds, clip_skip)
+            source_prompt, target_prompt, device, batch, dtype, source_prompt_embeds, target_prompt_embeds, clip_skip
+        )
 
         # 3. bridge time grid and the initial state x_{t0}
         self.scheduler.set_timesteps(num_inference_steps, device=device, t0=t0, tau=tau)
@@ -201,10 +256,15 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
 
         self._num_timesteps = len(self.scheduler.timesteps)
         latents, trajectory = integrate_bridge(
-            self, latents, network, guidance_scale, return_trajectory=return_trajectory,
+            self,
+            latents,
+            network,
+            guidance_scale,
+            return_trajectory=return_trajectory,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            callback_state={"source_prompt_embeds": source_prompt_embeds, "target_prompt_embeds": target_prompt_embeds})
+            callback_state={"source_prompt_embeds": source_prompt_embeds, "target_prompt_embeds": target_prompt_embeds},
+        )
 
         # 5. decode
         images = self.decode_latents(latents, output_type)

@@ -86,9 +86,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
         feature_extractor=None,
     ):
         super().__init__()
-        check_flow_components(
-            type(self).__name__, transformer, scheduler, "FluxTransformer2DModel"
-        )
+        check_flow_components(type(self).__name__, transformer, scheduler, "FluxTransformer2DModel")
         if vae is not None and getattr(vae.config, "shift_factor", None) is None:
             raise ValueError(
                 "FLUX's latents are (vae_latent - shift_factor) * scaling_factor, but "
@@ -108,9 +106,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
             image_encoder=None,
             feature_extractor=None,
         )
-        self.vae_scale_factor = (
-            2 ** (len(self.vae.config.block_out_channels) - 1) if vae is not None else 8
-        )
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if vae is not None else 8
         # FluxPipeline's processor rounds sizes to 2 x the VAE factor; ours resizes nothing: sizes are checked instead
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
@@ -165,9 +161,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
                 target_pooled_prompt_embeds,
             ),
         ):
-            check_prompt_side(
-                side, prompt, embeds, pooled, {f"{side}_prompt_2": prompt_2}
-            )
+            check_prompt_side(side, prompt, embeds, pooled, {f"{side}_prompt_2": prompt_2})
             if prompt is not None:
                 check_text_encoders(
                     name,
@@ -179,15 +173,11 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
                         "tokenizer_2": self.tokenizer_2,
                     },
                 )
-            check_embeds_width(
-                side, embeds, pooled, cfg.joint_attention_dim, cfg.pooled_projection_dim
-            )
+            check_embeds_width(side, embeds, pooled, cfg.joint_attention_dim, cfg.pooled_projection_dim)
         check_distilled_guidance(self.transformer, distilled_guidance_scale)
         check_max_sequence_length(max_sequence_length, self.tokenizer_2)
         check_bridge_settings(num_inference_steps, tau, t0)
-        check_callback_tensor_inputs(
-            callback_on_step_end_tensor_inputs, self._callback_tensor_inputs
-        )
+        check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
     def preprocess_images(self, image) -> torch.Tensor:
         """PIL / numpy / tensor image(s) -> float tensor in [-1, 1], sides multiples of 16 (2 x the VAE factor)."""
@@ -195,13 +185,9 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
         check_flux_image_size(pixels.shape[-2], pixels.shape[-1], self.vae_scale_factor)
         return pixels
 
-    def encode_image(
-        self, image: torch.Tensor, device: torch.device | None = None
-    ) -> torch.Tensor:
+    def encode_image(self, image: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """VAE-encode images in [-1, 1] to FLUX latents (posterior mode - shift_factor) x scaling_factor, unpacked."""
-        latents = encode_latents(
-            self.vae, image, device if device is not None else execution_device(self)
-        )
+        latents = encode_latents(self.vae, image, device if device is not None else execution_device(self))
         return latents.to(model_dtype(self.transformer))
 
     def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
@@ -222,11 +208,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
         ``FluxPipeline.encode_prompt`` gives (``prompt_2``, T5's prompt, defaults to ``prompt``)."""
         device = device or execution_device(self)
         if prompt_embeds is not None:
-            dtype = (
-                self.text_encoder.dtype
-                if self.text_encoder is not None
-                else self.transformer.dtype
-            )
+            dtype = self.text_encoder.dtype if self.text_encoder is not None else self.transformer.dtype
             return (
                 prompt_embeds,
                 pooled_prompt_embeds,
@@ -254,9 +236,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
         ``scheduler.set_timesteps``); ``noise`` may be given unpacked (B, C, h, w) or packed."""
         if noise is not None and noise.ndim == 4:
             noise = pack_latents(noise)
-        return initial_bridge_state(
-            self.scheduler, pack_latents(source_latents), generator, noise
-        )
+        return initial_bridge_state(self.scheduler, pack_latents(source_latents), generator, noise)
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
@@ -330,9 +310,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
         )
         device = execution_device(self)
         dtype = model_dtype(self.transformer)
-        guidance_value = check_distilled_guidance(
-            self.transformer, distilled_guidance_scale
-        )
+        guidance_value = check_distilled_guidance(self.transformer, distilled_guidance_scale)
 
         # 1. images -> pixels (checked)
         pixels = self.preprocess_images(image)
@@ -340,9 +318,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
 
         # 2. prompts -> T5 token and CLIP pooled embeddings (source, target), broadcast to the batch
         def encode(prompt, prompt_2, embeds, pooled):
-            return self.encode_prompt(
-                prompt, prompt_2, device, 1, embeds, pooled, max_sequence_length
-            )
+            return self.encode_prompt(prompt, prompt_2, device, 1, embeds, pooled, max_sequence_length)
 
         src, src_pooled, tgt, tgt_pooled, (text_ids,) = prompt_pair_for_batch(
             encode,
@@ -375,15 +351,11 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
         pooled_both = torch.cat([src_pooled, tgt_pooled])
         guidance = None
         if guidance_value is not None:
-            guidance = torch.full(
-                (2 * batch,), guidance_value, device=device, dtype=torch.float32
-            )
+            guidance = torch.full((2 * batch,), guidance_value, device=device, dtype=torch.float32)
 
         def network(model_input, t):
             # FLUX's transformer takes the level s itself: the scheduler lists s x 1000 (as FluxPipeline divides)
-            timestep = (
-                torch.as_tensor(t, device=device).expand(model_input.shape[0]) / 1000
-            ).to(dtype)
+            timestep = (torch.as_tensor(t, device=device).expand(model_input.shape[0]) / 1000).to(dtype)
             return self.transformer(
                 hidden_states=model_input.to(dtype),
                 timestep=timestep,
@@ -413,12 +385,8 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
                     entry[key] = unpack_latents(entry[key], latent_height, latent_width)
 
         # 5. unpack and decode
-        images = self.decode_latents(
-            unpack_latents(latents, latent_height, latent_width), output_type
-        )
+        images = self.decode_latents(unpack_latents(latents, latent_height, latent_width), output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, self._num_timesteps, trajectory)
-        return LSBPipelineOutput(
-            images=images, nfe=self._num_timesteps, trajectory=trajectory
-        )
+        return LSBPipelineOutput(images=images, nfe=self._num_timesteps, trajectory=trajectory)

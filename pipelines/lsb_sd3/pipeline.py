@@ -55,9 +55,7 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
     a FLUX transformer, or a folder of another family is refused naming the pipeline to use.
     """
 
-    model_cpu_offload_seq = (
-        "text_encoder->text_encoder_2->text_encoder_3->transformer->vae"
-    )
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->text_encoder_3->transformer->vae"
     _optional_components = [
         "text_encoder_3",
         "tokenizer_3",
@@ -87,9 +85,7 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
         feature_extractor=None,
     ):
         super().__init__()
-        check_flow_components(
-            type(self).__name__, transformer, scheduler, "SD3Transformer2DModel"
-        )
+        check_flow_components(type(self).__name__, transformer, scheduler, "SD3Transformer2DModel")
         if (text_encoder_3 is None) != (tokenizer_3 is None):
             raise ValueError(
                 "text_encoder_3 (T5) and tokenizer_3 go together: give both or neither "
@@ -117,13 +113,9 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
             image_encoder=None,
             feature_extractor=None,
         )
-        self.vae_scale_factor = (
-            2 ** (len(self.vae.config.block_out_channels) - 1) if vae is not None else 8
-        )
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if vae is not None else 8
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
-        self.patch_size = (
-            transformer.config.patch_size if transformer is not None else 2
-        )
+        self.patch_size = transformer.config.patch_size if transformer is not None else 2
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -202,14 +194,10 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
                     f"`{side}_prompt_3` is the T5 prompt, but this pipeline has no T5 encoder "
                     "(text_encoder_3=None): load text_encoder_3 / tokenizer_3 or leave it out"
                 )
-            check_embeds_width(
-                side, embeds, pooled, cfg.joint_attention_dim, cfg.pooled_projection_dim
-            )
+            check_embeds_width(side, embeds, pooled, cfg.joint_attention_dim, cfg.pooled_projection_dim)
         check_max_sequence_length(max_sequence_length, self.tokenizer_3)
         check_bridge_settings(num_inference_steps, tau, t0)
-        check_callback_tensor_inputs(
-            callback_on_step_end_tensor_inputs, self._callback_tensor_inputs
-        )
+        check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
     def preprocess_images(self, image) -> torch.Tensor:
         """PIL / numpy / tensor image(s) -> float tensor in [-1, 1], sides multiples of VAE factor x patch size."""
@@ -230,13 +218,9 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
             )
         return pixels
 
-    def encode_image(
-        self, image: torch.Tensor, device: torch.device | None = None
-    ) -> torch.Tensor:
+    def encode_image(self, image: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """VAE-encode images in [-1, 1] to SD3 latents (posterior mode - shift_factor) x scaling_factor."""
-        latents = encode_latents(
-            self.vae, image, device if device is not None else execution_device(self)
-        )
+        latents = encode_latents(self.vae, image, device if device is not None else execution_device(self))
         return latents.to(model_dtype(self.transformer))
 
     def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
@@ -434,6 +418,4 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, self._num_timesteps, trajectory)
-        return LSBPipelineOutput(
-            images=images, nfe=self._num_timesteps, trajectory=trajectory
-        )
+        return LSBPipelineOutput(images=images, nfe=self._num_timesteps, trajectory=trajectory)

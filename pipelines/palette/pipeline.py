@@ -30,16 +30,19 @@ class ConditionalDiffusionRestorationPipeline(LatentRestorationMixin, DiffusionP
     NFE = ``num_inference_steps`` (one UNet call per DDIM step; VAE encode/decode not counted).
     """
 
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, task: str = "inpaint",
-                 trained_bridge: dict | None = None):
+    def __init__(
+        self, vae, text_encoder, tokenizer, unet, scheduler, task: str = "inpaint", trained_bridge: dict | None = None
+    ):
         super().__init__()
         self._register_restoration(vae, text_encoder, tokenizer, unet, scheduler, task, trained_bridge)
 
     def _trained_bridge(self, scheduler, trained_bridge):
         trained_bridge = super()._trained_bridge(scheduler, trained_bridge)
         if trained_bridge.get("bridge") != "noise":
-            raise ValueError(f"ConditionalDiffusionRestorationPipeline needs a noise-to-image scheduler (DDIM, DDPM, "
-                             f"...), got {type(scheduler).__name__}")
+            raise ValueError(
+                f"ConditionalDiffusionRestorationPipeline needs a noise-to-image scheduler (DDIM, DDPM, "
+                f"...), got {type(scheduler).__name__}"
+            )
         return trained_bridge
 
     @torch.no_grad()

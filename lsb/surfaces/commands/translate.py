@@ -84,7 +84,9 @@ def register(sub) -> None:
     p.add_argument("--convert-mode", action="store_true", help=CONVERT_MODE_HELP)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None)
-    p.add_argument("-o", "--output", required=True, help="output folder (created; must be new or empty, see --overwrite)")
+    p.add_argument(
+        "-o", "--output", required=True, help="output folder (created; must be new or empty, see --overwrite)"
+    )
     p.set_defaults(func=cmd_translate)
 
 
