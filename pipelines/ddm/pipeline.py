@@ -34,7 +34,13 @@ from lsb.bridges.guidance import classifier_free_guidance
 from lsb.models.ddm import check_ddm_unet
 from lsb.prompts.encoding import broadcast_embeds, encode_text
 from lsb.schedulers import DDMScheduler
-from lsb.helpers.translation import check_nfe, decode_latents, encode_images, preprocess_images
+from lsb.helpers.translation import (
+    check_callback_tensor_inputs,
+    check_nfe,
+    decode_latents,
+    encode_images,
+    preprocess_images,
+)
 
 
 @dataclass
@@ -97,9 +103,7 @@ class DDMPipeline(DiffusionPipeline):
             raise ValueError("this DDM UNet is image-conditioned (in_channels = 2 x latent channels): pass `image`")
         if not self.image_conditioned and image is not None:
             raise ValueError("this DDM UNet takes no condition image (in_channels = latent channels); drop `image`")
-        bad = [k for k in (callback_on_step_end_tensor_inputs or []) if k not in self._callback_tensor_inputs]
-        if bad:
-            raise ValueError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+        check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
     def encode_prompt(
         self,

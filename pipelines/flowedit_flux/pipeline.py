@@ -49,7 +49,7 @@ from lsb.helpers.flux import (
     unpack_latents,
 )
 from lsb.helpers.model_family import check_flow_components, check_model_folder_family
-from lsb.helpers.translation import preprocess_images
+from lsb.helpers.translation import check_callback_tensor_inputs, preprocess_images
 from lsb.io.execution import execution_device, model_dtype
 from lsb.io.latents import decode_latents, encode_latents
 from lsb.prompts.encoding_flux import encode_prompt_flux
@@ -133,9 +133,7 @@ class FlowEditFluxPipeline(DiffusionPipeline):
             else:
                 continue  # preprocess_images names the bad type
             check_flux_image_size(height, width, self.vae_scale_factor, f"image #{k}")
-        bad = [k for k in (callback_on_step_end_tensor_inputs or []) if k not in self._callback_tensor_inputs]
-        if bad:
-            raise ValueError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+        check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
     def resolve_guidance(self, source_guidance_scale, target_guidance_scale):
         """The two distilled guidance values: FlowEdit's 1.5 / 5.5 for a guidance-distilled model when None,

@@ -43,7 +43,7 @@ from lsb.helpers.flowedit import (
 )
 from lsb.helpers.loading import absent_components
 from lsb.helpers.model_family import check_flow_components, check_model_folder_family
-from lsb.helpers.translation import preprocess_images
+from lsb.helpers.translation import check_callback_tensor_inputs, preprocess_images
 from lsb.io.execution import execution_device, model_dtype
 from lsb.io.latents import decode_latents, encode_latents
 from lsb.prompts.encoding_sd3 import check_max_sequence_length, encode_prompt_sd3
@@ -127,9 +127,7 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
             check_max_sequence_length(max_sequence_length, self.tokenizer_3)
         else:
             check_max_sequence_length(max_sequence_length)
-        bad = [k for k in (callback_on_step_end_tensor_inputs or []) if k not in self._callback_tensor_inputs]
-        if bad:
-            raise ValueError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+        check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
     def encode_prompt(
         self,
