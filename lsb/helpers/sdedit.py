@@ -103,6 +103,18 @@ def check_prompt_arg(name: str, prompt) -> None:
         )
 
 
+def step_counter():
+    """``(callback, steps)``: a ``callback_on_step_end`` for a stock pipeline that records every step it runs in
+    ``steps`` (so the NFE a baseline spent is counted, not assumed)."""
+    steps: list[float] = []
+
+    def count_steps(pipe, i, t, tensors):
+        steps.append(float(t))
+        return {}
+
+    return count_steps, steps
+
+
 @torch.no_grad()
 def sdedit_translate(
     pipe_img2img,
@@ -179,12 +191,7 @@ def sdedit_translate(
     start = sdedit_start_timestep(t0, tau, pipe_img2img.scheduler.alphas_cumprod)
     num_steps, strength, _ = sdedit_schedule(nfe, start, pipe_img2img.scheduler)
 
-    steps_run = []
-
-    def count_steps(pipe, i, t, tensors):
-        steps_run.append(int(t))
-        return {}
-
+    count_steps, steps_run = step_counter()
     out = pipe_img2img(
         prompt_embeds=positive.contiguous(),
         negative_prompt_embeds=negative.contiguous(),
@@ -311,12 +318,7 @@ def sdedit_flow_translate(
     num_steps, strength, _ = sdedit_flow_schedule(
         nfe, start, pipe_img2img.scheduler, family, flow_image_seq_len(pipe_img2img, height, width)
     )
-    steps_run = []
-
-    def count_steps(pipe, i, t, tensors):
-        steps_run.append(float(t))
-        return {}
-
+    count_steps, steps_run = step_counter()
     targets = [target_prompt] * batch if isinstance(target_prompt, str) else target_prompt
     kwargs = dict(
         image=(pixels + 1) / 2,
