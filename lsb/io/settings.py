@@ -155,17 +155,24 @@ def translation_defaults(model=None, fallback: TranslationDefaults | None = PAPE
     return fallback
 
 
-def resolve_translation_args(pipe, num_inference_steps=None, guidance_scale=None, tau=None, t0=None):
+def resolve_translation_args(
+    pipe, num_inference_steps=None, guidance_scale=None, tau=None, t0=None, *, default_guidance_scale=None
+):
     """A translation pipeline's unset (None) call arguments from its folder's ``lsb_defaults.json``.
 
-    Without that file: 8 NFE and w 11 (the paper's), ``tau`` / ``t0`` stay None (= the scheduler's config, whose
-    defaults are the paper's 5.29 / 0.2). Given values are returned unchanged; ``guidance_scale`` is checked finite.
+    Without that file: 8 NFE and w 11 (the paper's; ``default_guidance_scale`` replaces the 11 for a family whose
+    pipeline has its own, e.g. SD3's 7), ``tau`` / ``t0`` stay None (= the scheduler's config, whose defaults are the
+    paper's 5.29 / 0.2). Given values are returned unchanged; ``guidance_scale`` is checked finite.
     Returns ``(num_inference_steps, guidance_scale, tau, t0)``.
     """
     own = translation_defaults(pipe, fallback=None)
     d = own or PAPER_TRANSLATION
     nfe = d.num_inference_steps if num_inference_steps is None else num_inference_steps
-    w = check_guidance(d.guidance_scale if guidance_scale is None else guidance_scale)
+    if guidance_scale is None:
+        guidance_scale = (
+            default_guidance_scale if own is None and default_guidance_scale is not None else d.guidance_scale
+        )
+    w = check_guidance(guidance_scale)
     if own is not None:
         tau = own.tau if tau is None else tau
         t0 = own.t0 if t0 is None else t0

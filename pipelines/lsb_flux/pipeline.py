@@ -48,6 +48,7 @@ from lsb.helpers.translation import (
     preprocess_images,
 )
 from lsb.io.execution import execution_device, model_dtype
+from lsb.io.settings import resolve_translation_args
 from lsb.io.latents import decode_latents, encode_latents
 from lsb.prompts.encoding_flux import encode_prompt_flux, text_position_ids
 from lsb.prompts.encoding_sd3 import check_max_sequence_length
@@ -247,8 +248,8 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
         target_prompt: str | list[str] | None = None,
         source_prompt_2: str | list[str] | None = None,
         target_prompt_2: str | list[str] | None = None,
-        num_inference_steps: int = 8,
-        guidance_scale: float = 1.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         distilled_guidance_scale: float | None = None,
         tau: float | None = None,
         t0: float | None = None,
@@ -276,7 +277,9 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
             num_inference_steps: NFE, the number of batched transformer calls (each evaluates both prompts together).
             guidance_scale: the paper's CFG weight ``w`` on the predictor difference (x̂_target - x̂_source); NOT
                 FluxPipeline's ``guidance_scale`` (that is ``distilled_guidance_scale`` here). 1 is the plain bridge:
-                a guidance-distilled model's predictions are already guided.
+                a guidance-distilled model's predictions are already guided. ``None``: the folder's
+                ``lsb_defaults.json``, else 1 (``num_inference_steps`` / ``tau`` / ``t0`` too: else 8 and the
+                scheduler's config).
             distilled_guidance_scale: the guidance value a guidance-distilled transformer (FLUX.1-dev,
                 ``config.guidance_embeds=True``) embeds, on both prompts; ``None``: diffusers' default 3.5. A model
                 without a guidance embedding (FLUX.1-schnell) takes none: a value is refused.
@@ -291,6 +294,9 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
             max_sequence_length: T5 tokens (at most 512).
             callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each step (``latents`` packed).
         """
+        num_inference_steps, guidance_scale, tau, t0 = resolve_translation_args(  # the folder's lsb_defaults.json
+            self, num_inference_steps, guidance_scale, tau, t0, default_guidance_scale=1.0
+        )
         self.check_inputs(
             image,
             source_prompt,

@@ -41,6 +41,7 @@ from lsb.helpers.translation import (
     preprocess_images,
 )
 from lsb.io.execution import execution_device, model_dtype
+from lsb.io.settings import resolve_translation_args
 from lsb.io.latents import decode_latents, encode_latents
 from lsb.prompts.encoding_sd3 import check_max_sequence_length, encode_prompt_sd3
 from lsb.schedulers import LSBScheduler
@@ -280,8 +281,8 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
         target_prompt_2: str | list[str] | None = None,
         source_prompt_3: str | list[str] | None = None,
         target_prompt_3: str | list[str] | None = None,
-        num_inference_steps: int = 8,
-        guidance_scale: float = 7.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         tau: float | None = None,
         t0: float | None = None,
         source_prompt_embeds: torch.Tensor | None = None,
@@ -309,7 +310,9 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
                 encoder and for T5 (default: the same prompts), as diffusers' ``prompt_2`` / ``prompt_3``.
             num_inference_steps: NFE, the number of batched transformer calls (each evaluates both prompts together).
             guidance_scale: the paper's CFG weight ``w`` on the predictor difference (x̂_target - x̂_source); the
-                source prompt acts as the negative prompt. 7 is SD3's own CFG default, not tuned for LSB.
+                source prompt acts as the negative prompt. ``None``: the folder's ``lsb_defaults.json``, else 7
+                (SD3's own CFG default). ``num_inference_steps`` / ``tau`` / ``t0`` also come from that file when
+                ``None`` (without it: 8 and the scheduler's config).
             tau: the paper's τ (the official code's ``--tau`` is sqrt(τ)). ``None``: the scheduler's config.
             t0: the bridge time the translation starts from (paper ``t_0``). ``None``: the scheduler's.
             source_prompt_embeds / target_prompt_embeds: precomputed (B, 77 + L, joint_attention_dim) embeddings, each
@@ -321,6 +324,9 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
             max_sequence_length: T5 tokens (at most 512, diffusers' limit).
             callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each step.
         """
+        num_inference_steps, guidance_scale, tau, t0 = resolve_translation_args(  # the folder's lsb_defaults.json
+            self, num_inference_steps, guidance_scale, tau, t0, default_guidance_scale=7.0
+        )
         self.check_inputs(
             image,
             source_prompt,
