@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from ..io.quiet import quiet_cli_run
 from .commands.translate import MINI_SD_TRANSLATE_DEFAULTS, TRANSLATE_DEFAULTS  # noqa: F401  (re-exported)
@@ -51,5 +52,17 @@ def main(argv: list[str] | None = None) -> int:
             leave_process_group()
 
 
+def run(argv: list[str] | None = None) -> NoReturn:
+    """The process entry point (``lsb`` and ``python -m lsb``): :func:`main`, then the exit. A worker of a
+    multi-process ``accelerate launch`` ends through ``lsb.training.loop.exit_process`` (its process group left,
+    output flushed, no interpreter teardown of the gloo threads, which can abort after the results are written)."""
+    code = main(argv)
+    if "torch.distributed" in sys.modules:
+        from ..training.loop import exit_process
+
+        exit_process(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

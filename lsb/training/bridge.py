@@ -49,7 +49,7 @@ from ..helpers.restoration import (
 )
 from ..io.latents import encode_latents
 from ..io.images import uint8_to_pixels
-from .loop import TrainConfig, TrainingTask, leave_process_group, train
+from .loop import TrainConfig, TrainingTask, exit_process, train
 
 METHODS = BRIDGES + ("palette",)
 LORA_TARGETS = [
@@ -418,7 +418,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        leave_process_group()
+    main()
+    exit_process(0)  # a worker of a multi-process launch leaves its group and ends without a teardown abort

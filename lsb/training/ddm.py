@@ -43,7 +43,7 @@ from ..io.images import uint8_to_pixels
 from ..io.latents import encode_latents
 from ..models import mini_sd
 from ..models.ddm import ddm_unet_channels, split_heads
-from .loop import TrainConfig, TrainingTask, is_main_process, leave_process_group, train
+from .loop import TrainConfig, TrainingTask, is_main_process, exit_process, train
 
 KINDS = ("ddm", "ddpm")
 TASKS = ("t2i", "sr4")
@@ -385,7 +385,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        leave_process_group()
+    main()
+    exit_process(0)  # a worker of a multi-process launch leaves its group and ends without a teardown abort

@@ -41,7 +41,7 @@ from ..io.execution import process_state
 from ..io.images import uint8_to_pixels
 from ..models.diffir import CPENS1, CPENS2, DIRformer, PriorDenoiser, count_parameters
 from ..schedulers.scheduling_diffir import DiffIRScheduler
-from .loop import TrainConfig, TrainingTask, is_main_process, leave_process_group, train
+from .loop import TrainConfig, TrainingTask, is_main_process, exit_process, train
 
 TASKS = ("inpaint", "sr4")
 STAGES = ("s1", "s2", "plain", "diffir", "all")
@@ -491,7 +491,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        leave_process_group()
+    main()
+    exit_process(0)  # a worker of a multi-process launch leaves its group and ends without a teardown abort

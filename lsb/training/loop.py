@@ -22,7 +22,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NoReturn
 
 import numpy as np
 import torch
@@ -325,14 +325,44 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
     return result
 
 
-def leave_process_group() -> None:
-    """Destroy the torch.distributed group of a multi-process ``accelerate launch`` run; entry points call it
-    on their way out, since a group left alive until interpreter shutdown can abort the process ("terminate
-    called without an active exception") while its communication threads are torn down."""
+_left_a_process_group = False
+
+
+def leave_process_group() -> bool:
+    """Destroy the torch.distributed group of a multi-process ``accelerate launch`` run (entry points call it
+    on their way out); returns whether there was one. Safe to call more than once."""
+    global _left_a_process_group
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        _left_a_process_group = True
+        return True
+    return False
+
+
+def exit_process(code: int | None = 0) -> NoReturn:
+    """End this process with exit status ``code`` (``None`` is 0).
+
+    A worker of a multi-process launch (one that held a process group) leaves the group, flushes its output and
+    ends with ``os._exit``: objects still holding the gloo group (the DDP reducer, the accelerator) would
+    otherwise be torn down during interpreter finalization, where gloo's worker threads can abort the process
+    ("terminate called without an active exception", SIGABRT) after every result was written, and the
+    launcher then reports the whole run as failed. A single process exits normally (``SystemExit``).
+    """
+    code = 0 if code is None else int(code)
+    if leave_process_group() or _left_a_process_group:
+        import logging
+        import sys
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    raise SystemExit(code)
 
 
 def _with_ema(ema: _EMA | None, fn) -> None:
