@@ -65,10 +65,21 @@ SCHEDULER_CONFIG = dict(
 )
 
 
-def _merged(base: dict, overrides: dict | None) -> dict:
+def merged_config(base: dict, overrides: dict | None) -> dict:
+    """A deep copy of the config ``base`` with ``overrides`` applied (the builders' ``**overrides``)."""
     cfg = copy.deepcopy(base)
     cfg.update(overrides or {})
     return cfg
+
+
+def clip_token_ids(tokenizer) -> dict:
+    """The entries a CLIP text config takes from its tokenizer: ``vocab_size`` and the bos / eos / pad ids."""
+    return dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 def build_tokenizer(max_length: int | None = None):
@@ -81,25 +92,20 @@ def build_tokenizer(max_length: int | None = None):
 def build_vae(**overrides):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(**_merged(VAE_CONFIG, overrides))
+    return AutoencoderKL(**merged_config(VAE_CONFIG, overrides))
 
 
 def build_unet(**overrides):
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**_merged(UNET_CONFIG, overrides))
+    return UNet2DConditionModel(**merged_config(UNET_CONFIG, overrides))
 
 
 def build_text_encoder(tokenizer, **overrides):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    cfg = _merged(TEXT_CONFIG, overrides)
-    cfg.update(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    cfg = merged_config(TEXT_CONFIG, overrides)
+    cfg.update(clip_token_ids(tokenizer))
     return CLIPTextModel(CLIPTextConfig(**cfg))
 
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.shapes import caption_vocabulary
+from .mini_sd import merged_config
 
 #: CLIP tokens the SD3 pipeline takes per prompt (the world's captions are at most 9 with BOS/EOS).
 CLIP_MAX_LENGTH = 16
@@ -75,22 +76,16 @@ SCHEDULER_CONFIG = dict(
 )
 
 
-def _merged(base: dict, overrides: dict | None) -> dict:
-    cfg = copy.deepcopy(base)
-    cfg.update(overrides or {})
-    return cfg
-
-
 def build_transformer(**overrides):
     from diffusers import SD3Transformer2DModel
 
-    return SD3Transformer2DModel(**_merged(TRANSFORMER_CONFIG, overrides))
+    return SD3Transformer2DModel(**merged_config(TRANSFORMER_CONFIG, overrides))
 
 
 def build_scheduler(**overrides):
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    return FlowMatchEulerDiscreteScheduler.from_config(_merged(SCHEDULER_CONFIG, overrides))
+    return FlowMatchEulerDiscreteScheduler.from_config(merged_config(SCHEDULER_CONFIG, overrides))
 
 
 def build_t5_tokenizer():
@@ -108,7 +103,7 @@ def build_t5_encoder(tokenizer, **overrides):
     """A one-layer ``T5EncoderModel`` that outputs zeros (final layer norm weight 0); see the module doc."""
     from transformers import T5Config, T5EncoderModel
 
-    cfg = _merged(T5_CONFIG, overrides)
+    cfg = merged_config(T5_CONFIG, overrides)
     cfg.update(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,

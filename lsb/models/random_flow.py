@@ -9,12 +9,12 @@ tokenizer a small unigram vocabulary built in memory (:func:`build_t5_tokenizer`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from . import mini_sd
+from .random_sd import load_config
 
 #: Tiny VAE: 8x downsampling (64 px -> 8x8 latents), no quant convs (as SD3 / FLUX), a shift_factor.
 TINY_VAE_CONFIG = {
@@ -72,7 +72,6 @@ def build_clip_encoder(tokenizer, hidden_size: int, projection_dim: int | None, 
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cfg = CLIPTextConfig(
-        vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
@@ -80,9 +79,7 @@ def build_clip_encoder(tokenizer, hidden_size: int, projection_dim: int | None, 
         max_position_embeddings=77,
         projection_dim=projection_dim or hidden_size,
         hidden_act="gelu",
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **mini_sd.clip_token_ids(tokenizer),
     )
     torch.manual_seed(seed)
     return (CLIPTextModelWithProjection(cfg) if projection_dim else CLIPTextModel(cfg)).eval()
@@ -179,10 +176,7 @@ def tiny_flux_components(seed: int = 0, guidance_embeds: bool = True) -> dict:
 
 def load_flow_config(configs: str | Path, family: str, name: str) -> dict:
     """One component config of ``configs/<family>/<name>.json`` (e.g. ``sd3-medium``, ``transformer``)."""
-    path = Path(configs) / family / f"{name}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no {name} config for {family!r} at {path}")
-    return json.loads(path.read_text())
+    return load_config(configs, family, name)
 
 
 def build_real_transformer(

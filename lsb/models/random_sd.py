@@ -15,6 +15,7 @@ import torch
 
 
 def load_config(configs: str | Path, family: str, name: str) -> dict:
+    """One component config ``configs/<family>/<name>.json`` (e.g. ``sd15``, ``unet``); FileNotFoundError if absent."""
     path = Path(configs) / family / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no {name} config for {family!r} at {path}")
@@ -33,9 +34,7 @@ def build_components(configs: str | Path, family: str, seed: int = 0, dtype: tor
     unet = UNet2DConditionModel(**load_config(configs, family, "unet"))
     vae = AutoencoderKL(**load_config(configs, family, "vae"))
     tcfg = load_config(configs, family, "text_encoder")
-    tcfg.update(
-        vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
-    )
+    tcfg.update(mini_sd.clip_token_ids(tok))
     te = CLIPTextModel(CLIPTextConfig(**tcfg))
     scfg = load_config(configs, family, "scheduler")
     classes = {"PNDMScheduler": PNDMScheduler, "DDIMScheduler": DDIMScheduler}

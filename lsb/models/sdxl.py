@@ -51,14 +51,7 @@ TINY_TEXT_CONFIG = dict(
     projection_dim=16,
     hidden_act="quick_gelu",
 )
-TINY_TEXT_2_CONFIG = dict(
-    hidden_size=24,
-    intermediate_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    projection_dim=8,
-    hidden_act="gelu",
-)
+TINY_TEXT_2_CONFIG = dict(TINY_TEXT_CONFIG, hidden_size=24, intermediate_size=48, projection_dim=8, hidden_act="gelu")
 TINY_TIME_EMBED_DIM = 4
 
 
@@ -66,13 +59,7 @@ def _text_config(tokenizer, cfg: dict):
     from transformers import CLIPTextConfig
 
     cfg = dict(cfg)
-    cfg.update(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        max_position_embeddings=tokenizer.model_max_length,
-    )
+    cfg.update(mini_sd.clip_token_ids(tokenizer), max_position_embeddings=tokenizer.model_max_length)
     return CLIPTextConfig(**cfg)
 
 

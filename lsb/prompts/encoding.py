@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .tokens import check_prompt_tokens
+from .tokens import as_prompt_list, check_prompt_tokens, tokenize_padded
 
 
 @torch.no_grad()
@@ -12,13 +12,11 @@ def encode_text(
     pipe, prompt: str | list[str], device, num_images_per_prompt: int = 1, clip_skip: int | None = None
 ) -> torch.Tensor:
     """Encode prompt(s) with the pipeline's tokenizer and text encoder, as StableDiffusionPipeline does."""
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    prompts = as_prompt_list(prompt)
     check_prompt_tokens(pipe.tokenizer, prompts)
     if hasattr(pipe, "maybe_convert_prompt"):
         prompts = pipe.maybe_convert_prompt(prompts, pipe.tokenizer)  # multi-vector TI tokens
-    ids = pipe.tokenizer(
-        prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
+    ids = tokenize_padded(pipe.tokenizer, prompts, pipe.tokenizer.model_max_length)
     mask = ids.attention_mask.to(device) if getattr(pipe.text_encoder.config, "use_attention_mask", False) else None
     if clip_skip is None:
         emb = pipe.text_encoder(ids.input_ids.to(device), attention_mask=mask)[0]
@@ -29,12 +27,18 @@ def encode_text(
     return emb.repeat_interleave(num_images_per_prompt, dim=0)
 
 
-def broadcast_embeds(emb: torch.Tensor, batch: int, name: str) -> torch.Tensor:
-    """Repeat a (1, L, D) or (B, L, D) embedding to the image batch size."""
-    if emb.ndim != 3:
-        raise ValueError(f"{name} must be (batch, tokens, dim), got shape {tuple(emb.shape)}")
+def broadcast_batch(emb: torch.Tensor, batch: int, name: str, axes: tuple[str, ...]) -> torch.Tensor:
+    """Repeat an embedding of batch 1 (or already ``batch``) to the image batch size; ``axes`` names its dimensions,
+    e.g. ``("batch", "dim")``, and ``emb`` must have that many."""
+    if emb.ndim != len(axes):
+        raise ValueError(f"{name} must be ({', '.join(axes)}), got shape {tuple(emb.shape)}")
     if emb.shape[0] == batch:
         return emb
     if emb.shape[0] == 1:
-        return emb.expand(batch, -1, -1)
+        return emb.expand(batch, *([-1] * (emb.ndim - 1)))
     raise ValueError(f"{name} has batch {emb.shape[0]} but there are {batch} images")
+
+
+def broadcast_embeds(emb: torch.Tensor, batch: int, name: str) -> torch.Tensor:
+    """Repeat a (1, L, D) or (B, L, D) embedding to the image batch size."""
+    return broadcast_batch(emb, batch, name, ("batch", "tokens", "dim"))

@@ -15,19 +15,13 @@ from __future__ import annotations
 import torch
 
 from .encoding_sd3 import prompt_list, t5_prompt_embeds
-from .tokens import check_prompt_tokens
+from .tokens import check_prompt_tokens, tokenize_padded
 
 
 def clip_pooled_embeds(text_encoder, tokenizer, prompts: list[str], device) -> torch.Tensor:
     """CLIP text model's pooled output [B, H] for prompts padded to ``tokenizer.model_max_length``."""
     check_prompt_tokens(tokenizer, prompts)
-    ids = tokenizer(
-        prompts,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
+    ids = tokenize_padded(tokenizer, prompts, tokenizer.model_max_length).input_ids
     out = text_encoder(ids.to(device), output_hidden_states=False)
     return out.pooler_output.to(dtype=text_encoder.dtype, device=device)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .tokens import check_prompt_tokens
+from .tokens import as_prompt_list, check_prompt_tokens, tokenize_padded
 
 #: diffusers' SD3 and FLUX pipelines refuse a longer T5 sequence.
 T5_MAX_SEQUENCE_LENGTH = 512
@@ -41,7 +41,7 @@ def check_max_sequence_length(max_sequence_length, tokenizer=None, name: str = "
 
 def prompt_list(prompt, name: str) -> list[str]:
     """``prompt`` (a string or a non-empty list of strings) as a list, else a TypeError naming it."""
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    prompts = as_prompt_list(prompt)
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise TypeError(f"{name} must be a string or a non-empty list of strings")
     return prompts
@@ -58,13 +58,7 @@ def clip_prompt_embeds(
 ):
     """One CLIP encoder with projection: (penultimate hidden states [B, 77, H], pooled projection [B, P])."""
     check_prompt_tokens(tokenizer, prompts)
-    ids = tokenizer(
-        prompts,
-        padding="max_length",
-        max_length=max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
+    ids = tokenize_padded(tokenizer, prompts, max_length).input_ids
     out = text_encoder(ids.to(device), output_hidden_states=True)
     pooled = out[0]
     hidden = out.hidden_states[-2 if clip_skip is None else -(clip_skip + 2)]
@@ -74,14 +68,7 @@ def clip_prompt_embeds(
 def t5_prompt_embeds(text_encoder, tokenizer, prompts: list[str], device, max_sequence_length: int):
     """T5 encoder's last hidden states [B, max_sequence_length, D] (padded to ``max_sequence_length``)."""
     check_prompt_tokens(tokenizer, prompts)
-    ids = tokenizer(
-        prompts,
-        padding="max_length",
-        max_length=max_sequence_length,
-        truncation=True,
-        add_special_tokens=True,
-        return_tensors="pt",
-    ).input_ids
+    ids = tokenize_padded(tokenizer, prompts, max_sequence_length, add_special_tokens=True).input_ids
     return text_encoder(ids.to(device))[0].to(dtype=text_encoder.dtype, device=device)
 
 

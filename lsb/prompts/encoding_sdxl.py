@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from .tokens import check_prompt_tokens
-
-
-def _as_list(prompt) -> list[str]:
-    return [prompt] if isinstance(prompt, str) else list(prompt)
+from .encoding import broadcast_batch
+from .tokens import as_prompt_list, check_prompt_tokens, tokenize_padded
 
 
 def encode_prompt_sdxl(
@@ -37,8 +34,8 @@ def encode_prompt_sdxl(
     """``(prompt_embeds (B, L, D1 + D2), pooled_prompt_embeds (B, P))`` from the two encoders, WITH autograd (prompt
     optimization backpropagates into the new token rows of both). ``convert(prompts, tokenizer)`` expands
     multi-vector textual-inversion tokens (a pipeline's ``maybe_convert_prompt``); unknown ``<token>``s are refused."""
-    prompts = _as_list(prompt)
-    prompts_2 = _as_list(prompt_2) if prompt_2 is not None else prompts
+    prompts = as_prompt_list(prompt)
+    prompts_2 = as_prompt_list(prompt_2) if prompt_2 is not None else prompts
     if len(prompts_2) != len(prompts):
         raise ValueError(f"prompt_2 has {len(prompts_2)} entries for {len(prompts)} prompts")
     pairs = (
@@ -50,9 +47,7 @@ def encode_prompt_sdxl(
         check_prompt_tokens(tok, texts, what)
         if convert is not None:
             texts = convert(texts, tok)
-        ids = tok(
-            texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
+        ids = tokenize_padded(tok, texts, tok.model_max_length).input_ids
         out = encoder(ids.to(device), output_hidden_states=True)
         if pooled is None and out[0].ndim == 2:
             pooled = out[0]
@@ -92,13 +87,7 @@ def encode_text_sdxl(
 
 def broadcast_pooled(pooled: torch.Tensor, batch: int, name: str) -> torch.Tensor:
     """Repeat a (1, P) or (B, P) pooled embedding to the image batch size."""
-    if pooled.ndim != 2:
-        raise ValueError(f"{name} must be (batch, dim), got shape {tuple(pooled.shape)}")
-    if pooled.shape[0] == batch:
-        return pooled
-    if pooled.shape[0] == 1:
-        return pooled.expand(batch, -1)
-    raise ValueError(f"{name} has batch {pooled.shape[0]} but there are {batch} images")
+    return broadcast_batch(pooled, batch, name, ("batch", "dim"))
 
 
 __all__ = ["broadcast_pooled", "encode_prompt_sdxl", "encode_text_sdxl"]

@@ -14,13 +14,26 @@ import torch
 _TOKEN_RE = re.compile(r"<[^<>\s]+>")
 
 
+def as_prompt_list(prompt: str | list[str]) -> list[str]:
+    """``prompt`` (one string or several) as a list of strings."""
+    return [prompt] if isinstance(prompt, str) else list(prompt)
+
+
+def tokenize_padded(tokenizer, prompts: list[str], max_length: int, **kwargs):
+    """``tokenizer``'s encoding of ``prompts`` padded and truncated to ``max_length`` tokens, as PyTorch tensors (how
+    diffusers' pipelines tokenize a prompt); ``kwargs`` go to the tokenizer call."""
+    return tokenizer(
+        prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt", **kwargs
+    )
+
+
 class UnknownTokenError(ValueError):
     """A prompt names a placeholder token that has not been loaded."""
 
 
 def check_prompt_tokens(tokenizer, prompt: str | list[str], what: str = "prompt") -> None:
     """Raise if ``prompt`` contains ``<token>`` placeholders missing from ``tokenizer``'s vocabulary."""
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    prompts = as_prompt_list(prompt)
     vocab = tokenizer.get_vocab()
     specials = set(getattr(tokenizer, "all_special_tokens", []))
     for p in prompts:

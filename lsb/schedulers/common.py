@@ -1,5 +1,6 @@
-"""Pieces shared by the lsb schedulers: the working dtype of a step, the diffusers step-index
-bookkeeping, and explicit EDM-style preconditioning for the paired-bridge schedulers."""
+"""Pieces shared by the lsb schedulers: the working dtype of a step, its noise, the x0hat clamp, per-sample
+coefficients, the diffusers step-index bookkeeping, and for the paired-bridge schedulers their times, grid start,
+`add_noise` and explicit EDM-style preconditioning."""
 
 from __future__ import annotations
 
@@ -20,6 +21,55 @@ def step_noise(like: torch.Tensor, generator=None, variance_noise: torch.Tensor 
     if variance_noise is not None:
         return variance_noise.to(device=like.device, dtype=like.dtype)
     return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def clip_prediction(x0_hat: torch.Tensor, config) -> torch.Tensor:
+    """x0hat clamped to [-`clip_sample_range`, `clip_sample_range`] when the scheduler's `config.clip_sample` is set,
+    else unchanged."""
+    if config.clip_sample:
+        bound = config.clip_sample_range
+        return x0_hat.clamp(-bound, bound)
+    return x0_hat
+
+
+def per_sample_coef(values: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None = None):
+    """A coefficient looked up for one timestep (a Python float) or one per sample (shape (B, 1, ..., 1) on `like`'s
+    device, in `dtype`, by default `like`'s)."""
+    if values.numel() == 1:
+        return values.item()
+    return values.reshape(-1, *([1] * (like.ndim - 1))).to(device=like.device, dtype=dtype or like.dtype)
+
+
+def bridge_times_of(timestep) -> torch.Tensor:
+    """Continuous bridge time(s) as a float64 CPU tensor: as given for one value, flattened to (B,) for one per
+    sample."""
+    t = torch.as_tensor(timestep, dtype=torch.float64).cpu()
+    return t.reshape(-1) if t.numel() > 1 else t
+
+
+def grid_start(bridge, t_max_offset: float) -> float:
+    """The first time T - `t_max_offset` of a paired-bridge sampling grid; ValueError unless it exceeds t_min."""
+    t_start = bridge.t_max - t_max_offset
+    if not t_start > bridge.t_min:
+        raise ValueError(f"T - t_max_offset = {t_start} must exceed t_min = {bridge.t_min}.")
+    return t_start
+
+
+def bridge_step_inputs(sample: torch.Tensor, x_T: torch.Tensor, model_output: torch.Tensor, config):
+    """The working copies of one paired-bridge step, in the work dtype of `sample`: (x_t, x_T, x0hat), the denoiser's
+    x0hat clamped per `config` (`clip_prediction`)."""
+    dtype = work_dtype(sample.dtype)
+    return sample.to(dtype), x_T.to(dtype), clip_prediction(model_output.to(dtype), config)
+
+
+def bridge_add_noise(
+    bridge, original_samples: torch.Tensor, noise: torch.Tensor, timesteps, x_T: torch.Tensor
+) -> torch.Tensor:
+    """A draw a_t x_T + b_t x_0 + c_t noise of `bridge`'s marginal at time(s) t (one, or one per sample), computed in
+    the work dtype and returned in x_0's dtype (the `add_noise` of the paired-bridge schedulers)."""
+    dtype = work_dtype(original_samples.dtype)
+    x = bridge.marginal(original_samples.to(dtype), x_T.to(dtype), bridge_times_of(timesteps), noise.to(dtype))
+    return x.to(original_samples.dtype)
 
 
 _NOT_NEEDED = object()  # `_begin_step`'s x_T default: the scheduler's step takes no degraded endpoint
@@ -85,8 +135,7 @@ class PreconditionedBridgeMixin:
         return sample
 
     def _scalings(self, timestep, like: torch.Tensor):
-        t = torch.as_tensor(timestep, dtype=torch.float64).cpu()
-        return [broadcast_coef(v, like) for v in self.preconditioning.scalings(t.reshape(-1) if t.numel() > 1 else t)]
+        return [broadcast_coef(v, like) for v in self.preconditioning.scalings(bridge_times_of(timestep))]
 
     def precondition_inputs(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
         """c_in x_t (DDBM: A^(-1/2), A = a^2 sigma_T^2 + b^2 sigma_0^2 + 2 a b cov + c^2; I2SB: 1)."""

@@ -18,7 +18,8 @@ from ..bridges.paired import (
     make_bridge_schedule,
     make_preconditioning,
 )
-from .common import PreconditionedBridgeMixin, StepIndexMixin, step_noise, work_dtype as _work_dtype
+from .common import PreconditionedBridgeMixin, StepIndexMixin, bridge_add_noise, bridge_step_inputs, grid_start
+from .common import step_noise
 
 
 @dataclass
@@ -185,9 +186,7 @@ class DBIMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
             raise ValueError(f"the DBIM NFE must be an integer >= 2 (boot + 1 step), got {num_inference_steps}.")
         nfe = int(num_inference_steps)
         T, t_min = self.bridge.t_max, self.bridge.t_min
-        t_start = T - self.config.t_max_offset
-        if not t_start > t_min:
-            raise ValueError(f"T - t_max_offset = {t_start} must exceed t_min = {t_min}.")
+        t_start = grid_start(self.bridge, self.config.t_max_offset)
         if self.bridge.c(t_start) <= 0.0:
             raise ValueError(
                 f"c_t vanishes at the first grid time {t_start} (I2SB index rounding): raise t_max_offset."
@@ -254,14 +253,9 @@ class DBIMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
         """
         i = self._begin_step(self.num_inference_steps, x_T=x_T)
 
-        work_dtype = _work_dtype(sample.dtype)
-        x, x_end = sample.to(work_dtype), x_T.to(work_dtype)
-        x0_hat = model_output.to(work_dtype)
-        if self.config.clip_sample:
-            bound = self.config.clip_sample_range
-            x0_hat = x0_hat.clamp(-bound, bound)
+        x, x_end, x0_hat = bridge_step_inputs(sample, x_T, model_output, self.config)
         if mask is not None:
-            mask = mask.to(device=x.device, dtype=work_dtype)
+            mask = mask.to(device=x.device, dtype=x.dtype)
             x0_hat = mask * x0_hat + (1 - mask) * x_end
 
         def draw():
@@ -298,8 +292,4 @@ class DBIMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
         x_T: torch.Tensor,
     ) -> torch.Tensor:
         """A draw a_t x_T + b_t x_0 + c_t noise of the bridge marginal at time(s) t (one, or one per sample)."""
-        work_dtype = _work_dtype(original_samples.dtype)
-        t = torch.as_tensor(timesteps, dtype=torch.float64).cpu()
-        t = t.reshape(-1) if t.numel() > 1 else t
-        x = self.bridge.marginal(original_samples.to(work_dtype), x_T.to(work_dtype), t, noise.to(work_dtype))
-        return x.to(original_samples.dtype)
+        return bridge_add_noise(self.bridge, original_samples, noise, timesteps, x_T)

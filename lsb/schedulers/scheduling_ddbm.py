@@ -18,7 +18,8 @@ from ..bridges.paired import (
     karras_times,
     make_bridge_schedule,
 )
-from .common import PreconditionedBridgeMixin, StepIndexMixin, step_noise, work_dtype as _work_dtype
+from .common import PreconditionedBridgeMixin, StepIndexMixin, bridge_add_noise, bridge_step_inputs, grid_start
+from .common import step_noise
 
 DDBM_SCHEDULES = ("vp", "ve")
 
@@ -173,9 +174,7 @@ class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
                 f"num_inference_steps (DDBM's N intervals) must be an integer >= 1, got {num_inference_steps}."
             )
         n = int(num_inference_steps)
-        t_start = self.bridge.t_max - self.config.t_max_offset
-        if not t_start > self.bridge.t_min:
-            raise ValueError(f"T - t_max_offset = {t_start} must exceed t_min = {self.bridge.t_min}.")
+        t_start = grid_start(self.bridge, self.config.t_max_offset)
         grid = karras_times(n, self.bridge.t_min, t_start, self.config.rho) + [0.0]
         churn = self.config.s_churn
 
@@ -246,12 +245,7 @@ class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
         """
         k = self._begin_step(self.nfe, x_T=x_T)
 
-        work_dtype = _work_dtype(sample.dtype)
-        x, x_end = sample.to(work_dtype), x_T.to(work_dtype)
-        x0_hat = model_output.to(work_dtype)
-        if self.config.clip_sample:
-            bound = self.config.clip_sample_range
-            x0_hat = x0_hat.clamp(-bound, bound)
+        x, x_end, x0_hat = bridge_step_inputs(sample, x_T, model_output, self.config)
 
         phase, i = self.phases[k], self._intervals[k]
         grid, churn, w = self.bridge_times, self.config.s_churn, self.config.guidance
@@ -292,8 +286,4 @@ class DDBMScheduler(StepIndexMixin, PreconditionedBridgeMixin, SchedulerMixin, C
         x_T: torch.Tensor,
     ) -> torch.Tensor:
         """A draw a_t x_T + b_t x_0 + c_t noise of the bridge marginal at time(s) t (one, or one per sample)."""
-        work_dtype = _work_dtype(original_samples.dtype)
-        t = torch.as_tensor(timesteps, dtype=torch.float64).cpu()
-        t = t.reshape(-1) if t.numel() > 1 else t
-        x = self.bridge.marginal(original_samples.to(work_dtype), x_T.to(work_dtype), t, noise.to(work_dtype))
-        return x.to(original_samples.dtype)
+        return bridge_add_noise(self.bridge, original_samples, noise, timesteps, x_T)

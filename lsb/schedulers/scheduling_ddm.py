@@ -22,7 +22,7 @@ from ..bridges.ddm import (
     ddm_time_grid,
 )
 from ..models.ddm import merge_heads, split_heads
-from .common import StepIndexMixin, step_noise, work_dtype as _work_dtype
+from .common import StepIndexMixin, clip_prediction, per_sample_coef, step_noise, work_dtype as _work_dtype
 
 
 @dataclass
@@ -227,10 +227,7 @@ class DDMScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         K, C, eps = split_heads(model_output.to(work_dtype), self.attenuation)
         if K is not None:
             K = K.clamp(-1, 1)
-        x0_hat = ddm_predict_x0(x, t, C, eps, K)
-        if self.config.clip_sample:
-            bound = self.config.clip_sample_range
-            x0_hat = x0_hat.clamp(-bound, bound)
+        x0_hat = clip_prediction(ddm_predict_x0(x, t, C, eps, K), self.config)
         if self.config.correct_c:
             C = attenuation_parameters(x0_hat, K)
 
@@ -257,12 +254,7 @@ class DDMScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         if (K is None) != (self.attenuation == "constant"):
             raise ValueError("add_noise: pass `K` exactly when attenuation='linear'")
         work_dtype = _work_dtype(original_samples.dtype)
-        t = self._time_of(timesteps).reshape(-1)
-        t = (
-            t.item()
-            if t.numel() == 1
-            else t.reshape(-1, *([1] * (original_samples.ndim - 1))).to(original_samples.device, work_dtype)
-        )
+        t = per_sample_coef(self._time_of(timesteps).reshape(-1), original_samples, work_dtype)
         x = ddm_forward(
             original_samples.to(work_dtype), noise.to(work_dtype), t, None if K is None else K.to(work_dtype)
         )

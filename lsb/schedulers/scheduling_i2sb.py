@@ -13,7 +13,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..bridges.paired import I2SBBridgeSchedule, I2SBPreconditioning, i2sb_posterior_step, i2sb_step_indices
-from .common import StepIndexMixin, step_noise, work_dtype as _work_dtype
+from .common import StepIndexMixin, clip_prediction, per_sample_coef, step_noise, work_dtype as _work_dtype
 
 PREDICTION_TYPES = ("sample", "epsilon")
 
@@ -180,10 +180,7 @@ class I2SBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
 
     def _std(self, timestep, like: torch.Tensor):
         n = torch.as_tensor(timestep).long().reshape(-1).cpu()
-        std = self.bridge.std_fwd[n]
-        if std.numel() == 1:
-            return std.item()
-        return std.reshape(-1, *([1] * (like.ndim - 1))).to(device=like.device, dtype=like.dtype)
+        return per_sample_coef(self.bridge.std_fwd[n], like)
 
     def step(
         self,
@@ -230,10 +227,7 @@ class I2SBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         x = sample.to(work_dtype)
         std_n, std_prev = self.bridge.std_fwd[n].item(), self.bridge.std_fwd[n_prev].item()
         out = model_output.to(work_dtype)
-        x0_hat = out if self.config.prediction_type == "sample" else x - std_n * out
-        if self.config.clip_sample:
-            bound = self.config.clip_sample_range
-            x0_hat = x0_hat.clamp(-bound, bound)
+        x0_hat = clip_prediction(out if self.config.prediction_type == "sample" else x - std_n * out, self.config)
 
         noise = None
         if not self.config.ot_ode and n_prev > 0:
@@ -265,10 +259,7 @@ class I2SBScheduler(StepIndexMixin, SchedulerMixin, ConfigMixin):
         n = torch.as_tensor(timesteps).long().reshape(-1).cpu()
 
         def coef(table):
-            v = table[n]
-            if v.numel() == 1:
-                return v.item()
-            return v.reshape(-1, *([1] * (original_samples.ndim - 1))).to(original_samples.device, work_dtype)
+            return per_sample_coef(table[n], original_samples, work_dtype)
 
         x = coef(self.bridge.mu_x0) * original_samples.to(work_dtype) + coef(self.bridge.mu_x1) * x_T.to(work_dtype)
         if not self.config.ot_ode:
