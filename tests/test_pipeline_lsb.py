@@ -26,6 +26,13 @@ def _img(i=0):
     return shapes.render(shapes.scenes("test", i + 1)[i])
 
 
+def _translate(pipe, image=None):
+    """``pipe``'s seeded 2-NFE "a circle" -> "a square" translation of ``image`` (default ``_img()``), a tensor."""
+    image = _img() if image is None else image
+    generator = torch.Generator().manual_seed(0)
+    return pipe(image, "a circle", "a square", num_inference_steps=2, output_type="pt", generator=generator).images
+
+
 def _count_calls(pipe):
     calls = []
     orig = pipe.unet.forward
@@ -80,17 +87,7 @@ def test_inputs_pil_numpy_tensor_agree():
     im = _img()
     arr = np.asarray(im).astype(np.float32) / 255.0
     ten = torch.from_numpy(arr).permute(2, 0, 1)
-    outs = [
-        pipe(
-            x,
-            "a circle",
-            "a square",
-            num_inference_steps=2,
-            output_type="pt",
-            generator=torch.Generator().manual_seed(0),
-        ).images
-        for x in (im, arr, ten)
-    ]
+    outs = [_translate(pipe, x) for x in (im, arr, ten)]
     assert torch.allclose(outs[0], outs[1], atol=1e-5) and torch.allclose(outs[0], outs[2], atol=1e-5)
 
 
@@ -178,27 +175,13 @@ def test_from_pretrained_on_sd_folder_and_save_roundtrip(tiny_sd_dir, tmp_path):
     pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(tiny_sd_dir)
     pipe.set_progress_bar_config(disable=True)
     assert isinstance(pipe.scheduler, lsb.LSBScheduler)
-    a = pipe(
-        _img(),
-        "a circle",
-        "a square",
-        num_inference_steps=2,
-        output_type="pt",
-        generator=torch.Generator().manual_seed(0),
-    ).images
+    a = _translate(pipe)
     pipe.save_pretrained(tmp_path / "lsb-pipe")
     index = json.loads((tmp_path / "lsb-pipe" / "model_index.json").read_text())
     assert index["scheduler"][1] == "LSBScheduler"
     again = lsb.LatentSchrodingerBridgePipeline.from_pretrained(tmp_path / "lsb-pipe")
     again.set_progress_bar_config(disable=True)
-    b = again(
-        _img(),
-        "a circle",
-        "a square",
-        num_inference_steps=2,
-        output_type="pt",
-        generator=torch.Generator().manual_seed(0),
-    ).images
+    b = _translate(again)
     assert torch.allclose(a, b)
 
 
@@ -214,7 +197,4 @@ def test_custom_pipeline_loading(tiny_sd_dir):
     pipe.set_progress_bar_config(disable=True)
     ref = lsb.LatentSchrodingerBridgePipeline.from_pretrained(tiny_sd_dir)
     ref.set_progress_bar_config(disable=True)
-    kw = dict(num_inference_steps=2, output_type="pt")
-    a = pipe(_img(), "a circle", "a square", generator=torch.Generator().manual_seed(0), **kw).images
-    b = ref(_img(), "a circle", "a square", generator=torch.Generator().manual_seed(0), **kw).images
-    assert torch.allclose(a, b)
+    assert torch.allclose(_translate(pipe), _translate(ref))

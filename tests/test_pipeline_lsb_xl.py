@@ -63,37 +63,32 @@ def _capture(unet):
     return seen, unet.register_forward_pre_hook(hook, with_kwargs=True)
 
 
+def _with_reference(cls):
+    """diffusers' StableDiffusionXLPipeline and ``cls`` on the same tiny SDXL modules (progress bars off)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    comps = tiny_sdxl_components()
+    ref = StableDiffusionXLPipeline(**comps, add_watermarker=False)
+    ours = cls(**comps)  # the same modules
+    for pipe in (ref, ours):
+        pipe.set_progress_bar_config(disable=True)
+    return ref, ours
+
+
 MAX_DIFFS: dict[str, float] = {}
 
 
 @pytest.mark.parametrize("case", ["square", "micro-conditioning", "batch-lists"])
 def test_unet_conditioning_matches_diffusers_sdxl(case):
-    from diffusers import StableDiffusionXLPipeline
-
-    comps = tiny_sdxl_components()
-    ref = StableDiffusionXLPipeline(**comps, add_watermarker=False)
-    ref.set_progress_bar_config(disable=True)
-    ours = lsb.LatentSchrodingerBridgeXLPipeline(**comps)  # the same modules
-    ours.set_progress_bar_config(disable=True)
+    ref, ours = _with_reference(lsb.LatentSchrodingerBridgeXLPipeline)
 
     src, tgt, h, w, n = "a blue square", "a red circle", 64, 64, 1
     ref_kw, our_kw = {}, {}
     if case == "micro-conditioning":  # non-square image, prompt_2, SDXL's size/crop conditioning
         h, w = 64, 128
-        ref_kw = dict(
-            prompt_2="a big red circle",
-            negative_prompt_2="a small blue square",
-            original_size=(512, 1024),
-            crops_coords_top_left=(16, 32),
-            target_size=(256, 512),
-        )
-        our_kw = dict(
-            target_prompt_2="a big red circle",
-            source_prompt_2="a small blue square",
-            original_size=(512, 1024),
-            crops_coords_top_left=(16, 32),
-            target_size=(256, 512),
-        )
+        sizes = dict(original_size=(512, 1024), crops_coords_top_left=(16, 32), target_size=(256, 512))
+        ref_kw = dict(prompt_2="a big red circle", negative_prompt_2="a small blue square", **sizes)
+        our_kw = dict(target_prompt_2="a big red circle", source_prompt_2="a small blue square", **sizes)
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
     if case == "batch-lists":  # two images, one prompt each
         n, src, tgt = 2, ["a blue square", "a green triangle"], ["a red circle", "a red square"]
@@ -129,13 +124,7 @@ def test_unet_conditioning_matches_diffusers_sdxl(case):
 
 def test_conditioning_test_can_fail():
     """The comparison above sees a change of a single micro-conditioning number."""
-    from diffusers import StableDiffusionXLPipeline
-
-    comps = tiny_sdxl_components()
-    ref = StableDiffusionXLPipeline(**comps, add_watermarker=False)
-    ref.set_progress_bar_config(disable=True)
-    ours = lsb.LatentSchrodingerBridgeXLPipeline(**comps)
-    ours.set_progress_bar_config(disable=True)
+    ref, ours = _with_reference(lsb.LatentSchrodingerBridgeXLPipeline)
     seen_ref, hook = _capture(ref.unet)
     ref(
         "a red circle",
@@ -375,13 +364,7 @@ def test_ddib_xl_conditioning_matches_diffusers_and_nfe():
     """DDIB on SDXL: NFE // 2 inversion calls under the null condition (SDXL's zeroed embeddings, as
     force_zeros_for_empty_prompt makes diffusers use), then CFG calls on [null; target] equal to what
     StableDiffusionXLPipeline passes for prompt=target without a negative prompt."""
-    from diffusers import StableDiffusionXLPipeline
-
-    comps = tiny_sdxl_components()
-    ref = StableDiffusionXLPipeline(**comps, add_watermarker=False)
-    ref.set_progress_bar_config(disable=True)
-    ddib = lsb.DDIBXLPipeline(**comps)
-    ddib.set_progress_bar_config(disable=True)
+    ref, ddib = _with_reference(lsb.DDIBXLPipeline)
     seen_ref, hook = _capture(ref.unet)
     ref("a red circle", height=64, width=64, num_inference_steps=1, guidance_scale=5.0, output_type="latent")
     hook.remove()

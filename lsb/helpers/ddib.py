@@ -17,9 +17,16 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from ..bridges.guidance import classifier_free_guidance
+from ..io.settings import check_nfe
 
 #: Scheduler settings DDIB needs on top of the model's own scheduler config (see the DDIB pipeline's docstring).
 DDIB_SCHEDULER_OVERRIDES = {"timestep_spacing": "trailing", "clip_sample": False, "thresholding": False}
+
+
+def split_ddib_nfe(nfe: int) -> tuple[int, int]:
+    """(inversion steps, sampling steps) = (NFE // 2, NFE - NFE // 2): one UNet call per step."""
+    nfe = check_nfe(nfe)
+    return nfe // 2, nfe - nfe // 2
 
 
 def ddib_schedulers(scheduler, num_inversion_steps: int, num_sampling_steps: int, device):
@@ -124,4 +131,11 @@ def integrate_ddib(
     return latents, inverted, len(steps)
 
 
-__all__ = ["DDIB_SCHEDULER_OVERRIDES", "cat_batch", "cfg_network", "ddib_schedulers", "integrate_ddib"]
+__all__ = [
+    "DDIB_SCHEDULER_OVERRIDES",
+    "cat_batch",
+    "cfg_network",
+    "ddib_schedulers",
+    "integrate_ddib",
+    "split_ddib_nfe",
+]

@@ -115,6 +115,37 @@ def step_counter():
     return count_steps, steps
 
 
+def run_img2img(
+    pipe_img2img,
+    pixels: torch.Tensor,
+    strength: float,
+    num_inference_steps: int,
+    guidance_scale: float,
+    generator,
+    output_type: str,
+    **kwargs,
+):
+    """Run a stock img2img pipeline on checked ``pixels`` in [-1, 1] (passed as images in [0, 1]) with a step-counting
+    callback (:func:`step_counter`); ``kwargs`` (prompts, sizes, the user's extra img2img arguments) go to the call.
+
+    Returns:
+        (images, steps run): the denoising steps img2img actually ran.
+    """
+    count_steps, steps_run = step_counter()
+    out = pipe_img2img(
+        image=(pixels + 1) / 2,
+        strength=strength,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        generator=generator,
+        output_type=output_type,
+        callback_on_step_end=count_steps,
+        callback_on_step_end_tensor_inputs=[],
+        **kwargs,
+    )
+    return out.images, len(steps_run)
+
+
 @torch.no_grad()
 def sdedit_translate(
     pipe_img2img,
@@ -191,22 +222,19 @@ def sdedit_translate(
     start = sdedit_start_timestep(t0, tau, pipe_img2img.scheduler.alphas_cumprod)
     num_steps, strength, _ = sdedit_schedule(nfe, start, pipe_img2img.scheduler)
 
-    count_steps, steps_run = step_counter()
-    out = pipe_img2img(
+    return run_img2img(
+        pipe_img2img,
+        pixels,
+        strength,
+        num_steps,
+        guidance_scale,
+        generator,
+        output_type,
         prompt_embeds=positive.contiguous(),
         negative_prompt_embeds=negative.contiguous(),
-        image=(pixels + 1) / 2,
-        strength=strength,
-        num_inference_steps=num_steps,
-        guidance_scale=guidance_scale,
-        generator=generator,
-        output_type=output_type,
-        callback_on_step_end=count_steps,
-        callback_on_step_end_tensor_inputs=[],
         **pooled,
         **img2img_kwargs,
     )
-    return out.images, len(steps_run)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -318,30 +346,19 @@ def sdedit_flow_translate(
     num_steps, strength, _ = sdedit_flow_schedule(
         nfe, start, pipe_img2img.scheduler, family, flow_image_seq_len(pipe_img2img, height, width)
     )
-    count_steps, steps_run = step_counter()
     targets = [target_prompt] * batch if isinstance(target_prompt, str) else target_prompt
-    kwargs = dict(
-        image=(pixels + 1) / 2,
-        prompt=targets,
-        strength=strength,
-        num_inference_steps=num_steps,
-        guidance_scale=w,
-        generator=generator,
-        output_type=output_type,
-        callback_on_step_end=count_steps,
-        callback_on_step_end_tensor_inputs=[],
-        **img2img_kwargs,
-    )
+    kwargs = dict(prompt=targets, **img2img_kwargs)
     if max_sequence_length is not None:
         kwargs["max_sequence_length"] = max_sequence_length
     if family == "sd3":
         negatives = [source_prompt] * batch if isinstance(source_prompt, str) else source_prompt
-        out = pipe_img2img(negative_prompt=negatives, **kwargs)
+        kwargs = dict(negative_prompt=negatives, **kwargs)
         per_step = 2 if w > 1 else 1  # StableDiffusion3Img2ImgPipeline applies CFG for guidance_scale > 1
     else:
-        out = pipe_img2img(height=height, width=width, **kwargs)
+        kwargs = dict(height=height, width=width, **kwargs)
         per_step = 1
-    return out.images, len(steps_run), per_step * len(steps_run)
+    images, steps_run = run_img2img(pipe_img2img, pixels, strength, num_steps, w, generator, output_type, **kwargs)
+    return images, steps_run, per_step * steps_run
 
 
 __all__ = [
@@ -351,6 +368,8 @@ __all__ = [
     "sdedit_strength",
     "sdedit_schedule",
     "sdedit_translate",
+    "run_img2img",
+    "step_counter",
     "FLOW_SDEDIT_GUIDANCE",
     "flow_family",
     "flow_image_seq_len",

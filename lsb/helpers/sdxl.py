@@ -17,10 +17,21 @@ import torch
 
 from ..prompts.encoding import broadcast_embeds
 from ..prompts.encoding_sdxl import broadcast_pooled, encode_text_sdxl
-from .translation import check_prompt_args
+from .model_family import check_model_folder_family
+from .translation import check_prompt_args, decode_latents, encode_images
 
 SDXL_PIPELINE_HINT = "load SDXL checkpoints with lsb.LatentSchrodingerBridgeXLPipeline"
 SD_PIPELINE_HINT = "load SD 1.x/2.x checkpoints with lsb.LatentSchrodingerBridgePipeline"
+
+#: The components an SDXL pipeline may load without (``_optional_components`` of diffusers' SDXL pipelines).
+SDXL_OPTIONAL_COMPONENTS = (
+    "tokenizer",
+    "tokenizer_2",
+    "text_encoder",
+    "text_encoder_2",
+    "image_encoder",
+    "feature_extractor",
+)
 
 
 def is_sdxl_unet(unet) -> bool:
@@ -95,6 +106,14 @@ def check_folder_is_sdxl(pipeline: str, path, want_sdxl: bool) -> None:
         )
 
 
+def check_unet_folder(pipeline: str, path, want_sdxl: bool) -> None:
+    """What an SD / SDXL pipeline's ``from_pretrained`` checks first on a local folder: a UNet model (not an SD3 /
+    FLUX transformer, :func:`lsb.helpers.model_family.check_model_folder_family`) of the right family
+    (:func:`check_folder_is_sdxl`)."""
+    check_model_folder_family(pipeline, path, "unet", "UNet2DConditionModel")
+    check_folder_is_sdxl(pipeline, path, want_sdxl=want_sdxl)
+
+
 def _pair(name: str, value, default):
     value = default if value is None else value
     if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
@@ -132,6 +151,22 @@ def sdxl_time_ids(
                 f"SDXL base UNet / text_encoder_2 pair (refiner checkpoints are not supported)"
             )
     return torch.tensor([list(ids)], dtype=dtype)
+
+
+def image_time_ids(
+    pipe, pixels: torch.Tensor, original_size=None, crops_coords_top_left=(0, 0), target_size=None, dtype=torch.float32
+) -> torch.Tensor:
+    """:func:`sdxl_time_ids` of an SDXL pipeline for its checked ``pixels`` (B, 3, H, W): sizes default to (H, W), the
+    length is checked against ``pipe.unet`` and ``pipe.text_encoder_2``'s projection."""
+    return sdxl_time_ids(
+        pipe.unet,
+        (pixels.shape[-2], pixels.shape[-1]),
+        original_size,
+        crops_coords_top_left,
+        target_size,
+        pipe.text_encoder_2.config.projection_dim,
+        dtype,
+    )
 
 
 def check_sdxl_prompt_args(name: str, prompt, prompt_2, prompt_embeds, pooled_prompt_embeds) -> None:
@@ -182,6 +217,18 @@ def unet_conditioning(embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torc
     return {"encoder_hidden_states": embeds, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
 
 
+def sdxl_unet_output(unet, sample: torch.Tensor, timestep, cond: dict) -> torch.Tensor:
+    """The SDXL UNet's output for ``sample`` at ``timestep`` under one conditioning dict of :func:`unet_conditioning`
+    (or :func:`concat_conditioning`)."""
+    return unet(
+        sample,
+        timestep,
+        encoder_hidden_states=cond["encoder_hidden_states"],
+        added_cond_kwargs=cond["added_cond_kwargs"],
+        return_dict=False,
+    )[0]
+
+
 def concat_conditioning(*conds: dict) -> dict:
     """Several conditioning dicts of :func:`unet_conditioning` concatenated along the batch (e.g. ``[source;
     target]`` for one batched UNet call)."""
@@ -219,17 +266,37 @@ def vae_upcast(vae):
             vae.to(dtype=torch.float16)
 
 
+def encode_images_upcast(vae, pixels: torch.Tensor, device, dtype) -> torch.Tensor:
+    """:func:`lsb.helpers.translation.encode_images` under :func:`vae_upcast`, the latents cast to ``dtype`` (the
+    UNet's)."""
+    with vae_upcast(vae):
+        latents = encode_images(vae, pixels, device)
+    return latents.to(dtype)
+
+
+def decode_latents_upcast(vae, image_processor, latents: torch.Tensor, output_type: str = "pil"):
+    """:func:`lsb.helpers.translation.decode_latents` under :func:`vae_upcast`."""
+    with vae_upcast(vae):
+        return decode_latents(vae, image_processor, latents, output_type)
+
+
 __all__ = [
+    "SDXL_OPTIONAL_COMPONENTS",
     "SDXL_PIPELINE_HINT",
     "SD_PIPELINE_HINT",
     "check_sd_components",
     "check_folder_is_sdxl",
     "check_sdxl_components",
     "check_sdxl_prompt_args",
+    "check_unet_folder",
     "concat_conditioning",
+    "decode_latents_upcast",
+    "encode_images_upcast",
+    "image_time_ids",
     "is_sdxl_unet",
     "sdxl_prompt_embeds",
     "sdxl_time_ids",
+    "sdxl_unet_output",
     "unet_conditioning",
     "vae_upcast",
     "zero_conditioning",

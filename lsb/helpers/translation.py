@@ -2,7 +2,8 @@
 
 Each pipeline file under ``pipelines/`` holds exactly one ``DiffusionPipeline`` subclass (diffusers'
 custom-pipeline loader needs that), so the steps every translator repeats live here as functions:
-argument checks, image validation -> [-1, 1] tensor, VAE encode/decode, prompt -> batched embeddings,
+the ``__init__`` set-up (VAE image processor, LSB scheduler), argument checks, image validation -> [-1, 1] tensor,
+VAE encode/decode, prompt -> batched embeddings,
 (classifier-free guidance: :func:`lsb.helpers.ddib.cfg_network` / :mod:`lsb.bridges.guidance`).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import PIL.Image
 import torch
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..io.images import ImageInputError, check_pipeline_images, to_rgb
@@ -21,6 +23,28 @@ from ..io.latents import decode_latents  # noqa: F401
 from ..io.latents import encode_latents as encode_images  # noqa: F401
 from ..io.settings import check_bridge_settings, check_nfe  # noqa: F401
 from ..prompts.encoding import broadcast_embeds, encode_text
+from ..schedulers import LSBScheduler
+
+
+def vae_image_processor(vae) -> tuple[int, VaeImageProcessor]:
+    """``(vae_scale_factor, image_processor)`` of a pipeline: the VAE's downsampling factor 2 ** (levels - 1) and a
+    ``VaeImageProcessor`` for it, as diffusers' Stable Diffusion pipelines set them in ``__init__``."""
+    vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    return vae_scale_factor, VaeImageProcessor(vae_scale_factor=vae_scale_factor)
+
+
+def as_lsb_scheduler(scheduler) -> LSBScheduler:
+    """``scheduler`` itself if it is an :class:`lsb.LSBScheduler`, else ``LSBScheduler.from_config`` of its config
+    (what every LSB pipeline's ``__init__`` does with the model folder's own scheduler)."""
+    if not isinstance(scheduler, LSBScheduler):
+        scheduler = LSBScheduler.from_config(scheduler.config)
+    return scheduler
+
+
+def require_image(image, what: str = "the picture(s) to translate") -> None:
+    """ValueError if a pipeline's ``image`` argument is missing (``what`` says what the image is for)."""
+    if image is None:
+        raise ValueError(f"`image` is required: {what}")
 
 
 def check_prompt_args(name: str, prompt, prompt_embeds) -> None:

@@ -45,7 +45,6 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
@@ -54,9 +53,9 @@ from lsb.helpers.ddib import (
     cfg_network,
     ddib_schedulers,
     integrate_ddib,
+    split_ddib_nfe,
 )
-from lsb.helpers.model_family import check_model_folder_family
-from lsb.helpers.sdxl import check_folder_is_sdxl, check_sd_components
+from lsb.helpers.sdxl import check_sd_components, check_unet_folder
 from lsb.helpers.translation import (
     check_callback_tensor_inputs,
     check_nfe,
@@ -65,6 +64,8 @@ from lsb.helpers.translation import (
     encode_images,
     preprocess_images,
     prompt_embeds_for_batch,
+    require_image,
+    vae_image_processor,
 )
 from lsb.io.execution import execution_device, model_dtype
 
@@ -124,16 +125,14 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             safety_checker=None,
             feature_extractor=None,
         )
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.vae_scale_factor, self.image_processor = vae_image_processor(self.vae)
         self._phase = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """diffusers' ``from_pretrained``; a local folder of another family (SDXL, SD3 / FLUX) is refused first,
         naming the pipeline for it."""
-        check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "unet", "UNet2DConditionModel")
-        check_folder_is_sdxl(cls.__name__, pretrained_model_name_or_path, want_sdxl=False)
+        check_unet_folder(cls.__name__, pretrained_model_name_or_path, want_sdxl=False)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @property
@@ -147,8 +146,7 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
     @staticmethod
     def split_nfe(nfe: int) -> tuple[int, int]:
         """(inversion steps, sampling steps) = (NFE // 2, NFE - NFE // 2): one UNet call per step."""
-        nfe = check_nfe(nfe)
-        return nfe // 2, nfe - nfe // 2
+        return split_ddib_nfe(nfe)
 
     def check_inputs(
         self,
@@ -164,8 +162,7 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         inversion_guidance_scale,
         callback_on_step_end_tensor_inputs,
     ):
-        if image is None:
-            raise ValueError("`image` is required: the picture(s) to translate")
+        require_image(image)
         check_prompt_args("source", source_prompt, source_prompt_embeds)
         check_prompt_args("target", target_prompt, target_prompt_embeds)
         if negative_prompt is not None and negative_prompt_embeds is not None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import TextualInversionLoaderMixin
 from lsb_pipelines.ddib.pipeline import DDIBPipelineOutput
 
@@ -28,25 +27,29 @@ from lsb.helpers.ddib import (
     cfg_network,
     ddib_schedulers,
     integrate_ddib,
+    split_ddib_nfe,
 )
-from lsb.helpers.model_family import check_model_folder_family, check_vp_components
+from lsb.helpers.model_family import check_vp_components
 from lsb.helpers.sdxl import (
-    check_folder_is_sdxl,
+    SDXL_OPTIONAL_COMPONENTS,
     check_sdxl_components,
     check_sdxl_prompt_args,
+    check_unet_folder,
+    decode_latents_upcast,
+    encode_images_upcast,
+    image_time_ids,
     sdxl_prompt_embeds,
-    sdxl_time_ids,
+    sdxl_unet_output,
     unet_conditioning,
-    vae_upcast,
     zero_conditioning,
 )
 from lsb.helpers.translation import (
     check_callback_tensor_inputs,
     check_nfe,
     check_prompt_args,
-    decode_latents,
-    encode_images,
     preprocess_images,
+    require_image,
+    vae_image_processor,
 )
 from lsb.io.execution import execution_device, model_dtype
 from lsb.io.settings import check_guidance
@@ -60,14 +63,7 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
     """
 
     model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae"
-    _optional_components = [
-        "tokenizer",
-        "tokenizer_2",
-        "text_encoder",
-        "text_encoder_2",
-        "image_encoder",
-        "feature_extractor",
-    ]
+    _optional_components = list(SDXL_OPTIONAL_COMPONENTS)
     _callback_tensor_inputs = ["latents", "source_prompt_embeds", "target_prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(
@@ -100,16 +96,14 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             feature_extractor=None,
         )
         self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.vae_scale_factor, self.image_processor = vae_image_processor(self.vae)
         self._phase = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """diffusers' ``from_pretrained``; a local folder of another family (SD 1.x/2.x, SD3 / FLUX) is refused first,
         naming the pipeline for it."""
-        check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "unet", "UNet2DConditionModel")
-        check_folder_is_sdxl(cls.__name__, pretrained_model_name_or_path, want_sdxl=True)
+        check_unet_folder(cls.__name__, pretrained_model_name_or_path, want_sdxl=True)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @property
@@ -137,8 +131,7 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         inversion_guidance_scale,
         callback_on_step_end_tensor_inputs,
     ):
-        if image is None:
-            raise ValueError("`image` is required: the picture(s) to translate")
+        require_image(image)
         check_sdxl_prompt_args(
             "source", source_prompt, source_prompt_2, source_prompt_embeds, source_pooled_prompt_embeds
         )
@@ -191,9 +184,7 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
 
     def prepare_latents(self, pixels: torch.Tensor, device) -> torch.Tensor:
         """Checked pixels in [-1, 1] -> source latents (VAE posterior mode; an fp16 ``force_upcast`` VAE runs in fp32)."""
-        with vae_upcast(self.vae):
-            latents = encode_images(self.vae, pixels, device)
-        return latents.to(model_dtype(self.unet))
+        return encode_images_upcast(self.vae, pixels, device, model_dtype(self.unet))
 
     @torch.no_grad()
     def __call__(
@@ -247,21 +238,12 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         )
         device = execution_device(self)
         dtype = model_dtype(self.unet)
-        nfe = check_nfe(num_inference_steps)
-        num_inversion_steps, num_sampling_steps = nfe // 2, nfe - nfe // 2
+        num_inversion_steps, num_sampling_steps = split_ddib_nfe(num_inference_steps)
 
         # 1. images -> checked pixels, micro-conditioning, source latents
         pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)
-        batch, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
-        time_ids = sdxl_time_ids(
-            self.unet,
-            (height, width),
-            original_size,
-            crops_coords_top_left,
-            target_size,
-            self.text_encoder_2.config.projection_dim,
-            dtype,
-        )
+        batch = pixels.shape[0]
+        time_ids = image_time_ids(self, pixels, original_size, crops_coords_top_left, target_size, dtype)
 
         # 2. prompts -> SDXL conditionings
         source, target, null, negative = self.encode_prompt(
@@ -285,16 +267,10 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
 
         # 3. schedules, then the shared DDIB loop
         inverse, sampler = ddib_schedulers(self.scheduler, num_inversion_steps, num_sampling_steps, device)
-        self._num_timesteps = nfe
+        self._num_timesteps = num_inversion_steps + num_sampling_steps
 
         def call(x, t, cond):
-            return self.unet(
-                x,
-                t,
-                encoder_hidden_states=cond["encoder_hidden_states"],
-                added_cond_kwargs=cond["added_cond_kwargs"],
-                return_dict=False,
-            )[0]
+            return sdxl_unet_output(self.unet, x, t, cond)
 
         latents, inverted, nfe = integrate_ddib(
             self,
@@ -314,8 +290,7 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         )
 
         # 4. decode
-        with vae_upcast(self.vae):
-            images = decode_latents(self.vae, self.image_processor, latents, output_type)
+        images = decode_latents_upcast(self.vae, self.image_processor, latents, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, nfe, inverted)

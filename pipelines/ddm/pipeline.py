@@ -25,7 +25,6 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -40,6 +39,7 @@ from lsb.helpers.translation import (
     decode_latents,
     encode_images,
     preprocess_images,
+    vae_image_processor,
 )
 
 
@@ -75,8 +75,7 @@ class DDMPipeline(DiffusionPipeline):
             )
         check_ddm_unet(unet, vae.config.latent_channels, scheduler.config.attenuation)
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.vae_scale_factor, self.image_processor = vae_image_processor(self.vae)
 
     @property
     def image_conditioned(self) -> bool:

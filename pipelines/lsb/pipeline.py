@@ -21,14 +21,14 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
 from lsb.helpers.bridge_loop import integrate_bridge
-from lsb.helpers.model_family import check_model_folder_family, check_vp_components
-from lsb.helpers.sdxl import check_folder_is_sdxl, check_sd_components
+from lsb.helpers.model_family import check_vp_components
+from lsb.helpers.sdxl import check_sd_components, check_unet_folder
 from lsb.helpers.translation import (
+    as_lsb_scheduler,
     check_bridge_settings,
     check_callback_tensor_inputs,
     check_prompt_args,
@@ -37,10 +37,11 @@ from lsb.helpers.translation import (
     initial_bridge_state,
     preprocess_images,
     prompt_pair_embeds,
+    require_image,
+    vae_image_processor,
 )
 from lsb.io.execution import execution_device, model_dtype
 from lsb.io.settings import resolve_translation_args
-from lsb.schedulers import LSBScheduler
 
 
 @dataclass
@@ -86,8 +87,7 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         super().__init__()
         check_vp_components(type(self).__name__, unet, scheduler)  # a flow model (SD3 / FLUX) is refused by name
         check_sd_components(unet, text_encoder, type(self).__name__)
-        if not isinstance(scheduler, LSBScheduler):
-            scheduler = LSBScheduler.from_config(scheduler.config)
+        scheduler = as_lsb_scheduler(scheduler)
         # The safety checker / feature extractor of SD folders are accepted and ignored: outputs are
         # translations of the user's own images, and the embedded model has none.
         self.register_modules(
@@ -99,15 +99,13 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
             safety_checker=None,
             feature_extractor=None,
         )
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.vae_scale_factor, self.image_processor = vae_image_processor(self.vae)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """diffusers' ``from_pretrained``; a local SD3 / FLUX folder (a transformer, a flow scheduler) or SDXL folder is
         refused first, naming the pipeline for it."""
-        check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "unet", "UNet2DConditionModel")
-        check_folder_is_sdxl(cls.__name__, pretrained_model_name_or_path, want_sdxl=False)
+        check_unet_folder(cls.__name__, pretrained_model_name_or_path, want_sdxl=False)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ inputs
@@ -123,8 +121,7 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         t0,
         callback_on_step_end_tensor_inputs,
     ):
-        if image is None:
-            raise ValueError("`image` is required: the picture(s) to translate")
+        require_image(image)
         check_prompt_args("source", source_prompt, source_prompt_embeds)
         check_prompt_args("target", target_prompt, target_prompt_embeds)
         check_bridge_settings(num_inference_steps, tau, t0)

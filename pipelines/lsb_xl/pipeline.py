@@ -19,33 +19,35 @@ from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import TextualInversionLoaderMixin
 from lsb_pipelines.lsb.pipeline import LSBPipelineOutput
 
 from lsb.helpers.bridge_loop import integrate_bridge
-from lsb.helpers.model_family import check_model_folder_family, check_vp_components
+from lsb.helpers.model_family import check_vp_components
 from lsb.helpers.sdxl import (
-    check_folder_is_sdxl,
+    SDXL_OPTIONAL_COMPONENTS,
     check_sdxl_components,
     check_sdxl_prompt_args,
+    check_unet_folder,
     concat_conditioning,
+    decode_latents_upcast,
+    encode_images_upcast,
+    image_time_ids,
     sdxl_prompt_embeds,
-    sdxl_time_ids,
+    sdxl_unet_output,
     unet_conditioning,
-    vae_upcast,
 )
 from lsb.helpers.translation import (
+    as_lsb_scheduler,
     check_bridge_settings,
     check_callback_tensor_inputs,
-    decode_latents,
-    encode_images,
     initial_bridge_state,
     preprocess_images,
+    require_image,
+    vae_image_processor,
 )
 from lsb.io.execution import execution_device, model_dtype
 from lsb.io.settings import resolve_translation_args
-from lsb.schedulers import LSBScheduler
 
 
 class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
@@ -58,14 +60,7 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
     """
 
     model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae"
-    _optional_components = [
-        "tokenizer",
-        "tokenizer_2",
-        "text_encoder",
-        "text_encoder_2",
-        "image_encoder",
-        "feature_extractor",
-    ]
+    _optional_components = list(SDXL_OPTIONAL_COMPONENTS)
     _callback_tensor_inputs = [
         "latents",
         "source_prompt_embeds",
@@ -92,8 +87,7 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
         super().__init__()
         check_vp_components(type(self).__name__, unet, scheduler)  # a flow model (SD3 / FLUX) is refused by name
         check_sdxl_components(unet, text_encoder, text_encoder_2, tokenizer, tokenizer_2, type(self).__name__)
-        if not isinstance(scheduler, LSBScheduler):
-            scheduler = LSBScheduler.from_config(scheduler.config)
+        scheduler = as_lsb_scheduler(scheduler)
         # image_encoder / feature_extractor (IP-adapter) and the watermarker of SDXL folders are accepted and unused:
         # outputs are translations of the user's own images.
         self.register_modules(
@@ -108,15 +102,13 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
             feature_extractor=None,
         )
         self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.vae_scale_factor, self.image_processor = vae_image_processor(self.vae)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """diffusers' ``from_pretrained``; a local folder of another family (SD 1.x/2.x, SD3 / FLUX) is refused first,
         naming the pipeline for it."""
-        check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "unet", "UNet2DConditionModel")
-        check_folder_is_sdxl(cls.__name__, pretrained_model_name_or_path, want_sdxl=True)
+        check_unet_folder(cls.__name__, pretrained_model_name_or_path, want_sdxl=True)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ inputs
@@ -136,8 +128,7 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
         t0,
         callback_on_step_end_tensor_inputs,
     ):
-        if image is None:
-            raise ValueError("`image` is required: the picture(s) to translate")
+        require_image(image)
         check_sdxl_prompt_args(
             "source", source_prompt, source_prompt_2, source_prompt_embeds, source_pooled_prompt_embeds
         )
@@ -153,13 +144,11 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
 
     def encode_image(self, image: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """VAE-encode images in [-1, 1] to scaled latents (posterior mode), upcasting an fp16 ``force_upcast`` VAE."""
-        with vae_upcast(self.vae):
-            latents = encode_images(self.vae, image, device if device is not None else execution_device(self))
-        return latents.to(model_dtype(self.unet))
+        device = device if device is not None else execution_device(self)
+        return encode_images_upcast(self.vae, image, device, model_dtype(self.unet))
 
     def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
-        with vae_upcast(self.vae):
-            return decode_latents(self.vae, self.image_processor, latents, output_type)
+        return decode_latents_upcast(self.vae, self.image_processor, latents, output_type)
 
     def encode_prompt(
         self,
@@ -256,10 +245,8 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
                 ``*_pooled_prompt_embeds`` (B, P) (both required, as in diffusers).
             original_size / crops_coords_top_left / target_size: SDXL's micro-conditioning ``(height, width)`` /
                 ``(top, left)``; default the input image's size and ``(0, 0)``, as diffusers' SDXL img2img does.
-            generator / noise: randomness of the initial state x_{t0} = (1 - t0) x_src + σ_{t0} z.
-            output_type: "pil", "np", "pt" or "latent".
-            return_trajectory: also return x_t and both predictors (latents) after every step.
-            callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each step.
+            generator / noise / output_type / return_trajectory / callback_on_step_end: as for
+                :class:`lsb_pipelines.lsb.pipeline.LatentSchrodingerBridgePipeline`.
         """
         num_inference_steps, guidance_scale, tau, t0 = resolve_translation_args(  # the folder's lsb_defaults.json
             self, num_inference_steps, guidance_scale, tau, t0
@@ -284,16 +271,8 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
 
         # 1. images -> pixels (checked) and the micro-conditioning of their size
         pixels = self.preprocess_images(image)
-        batch, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
-        add_time_ids = sdxl_time_ids(
-            self.unet,
-            (height, width),
-            original_size,
-            crops_coords_top_left,
-            target_size,
-            self.text_encoder_2.config.projection_dim,
-            dtype,
-        )
+        batch = pixels.shape[0]
+        add_time_ids = image_time_ids(self, pixels, original_size, crops_coords_top_left, target_size, dtype)
 
         # 2. prompts -> token and pooled embeddings (source, target), broadcast to the batch
         src, tgt, src_pooled, tgt_pooled = self.encode_prompt(
@@ -322,13 +301,7 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
         )
 
         def network(model_input, t):
-            return self.unet(
-                model_input,
-                t,
-                encoder_hidden_states=cond["encoder_hidden_states"],
-                added_cond_kwargs=cond["added_cond_kwargs"],
-                return_dict=False,
-            )[0]
+            return sdxl_unet_output(self.unet, model_input, t, cond)
 
         self._num_timesteps = len(self.scheduler.timesteps)
         state = {
