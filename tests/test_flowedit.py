@@ -118,26 +118,26 @@ def eval_mode(components: dict) -> dict:
     return components
 
 
+def quiet_pipe(pipeline_class, components: dict, model=None):
+    """``pipeline_class`` on the eval-mode ``components`` (``model``: the transformer instead), no progress bar."""
+    comps = eval_mode(components)
+    if model is not None:
+        comps["transformer"] = model
+    pipe = pipeline_class(**comps)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def sd3_pipe(model=None, seed=0, with_t5=True):
     from lsb_pipelines.flowedit_sd3.pipeline import FlowEditSD3Pipeline
 
-    comps = eval_mode(tiny_sd3_components(seed, t5=with_t5))
-    if model is not None:
-        comps["transformer"] = model
-    pipe = FlowEditSD3Pipeline(**comps)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return quiet_pipe(FlowEditSD3Pipeline, tiny_sd3_components(seed, t5=with_t5), model)
 
 
 def flux_pipe(model=None, seed=0, guidance_embeds=True):
     from lsb_pipelines.flowedit_flux.pipeline import FlowEditFluxPipeline
 
-    comps = eval_mode(tiny_flux_components(seed, guidance_embeds=guidance_embeds))
-    if model is not None:
-        comps["transformer"] = model
-    pipe = FlowEditFluxPipeline(**comps)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return quiet_pipe(FlowEditFluxPipeline, tiny_flux_components(seed, guidance_embeds=guidance_embeds), model)
 
 
 def image(seed=0, size=64):
@@ -155,6 +155,19 @@ def source_latent(pipe, img):
 @torch.no_grad()
 def pooled_of(pipe, prompt, **kw):
     return pipe.encode_prompt(prompt, "cpu", **kw)[1][0].float()
+
+
+def analytic_mean(pipe, prompt) -> np.ndarray:
+    """m_c of the analytic model under ``prompt``: the first 4 pooled features, [4, 1, 1] (float64)."""
+    return pooled_of(pipe, prompt, max_sequence_length=16)[:4].double().numpy()[:, None, None]
+
+
+def edit(pipe, img=None, source="a red circle", target="a blue square", **kw):
+    """``pipe`` edits ``img`` (default: a fresh :func:`image`) from ``source`` to ``target``, with 16 T5 tokens and
+    latent output unless ``kw`` says otherwise."""
+    return pipe(
+        image() if img is None else img, source, target, **{"max_sequence_length": 16, "output_type": "latent", **kw}
+    )
 
 
 # ------------------------------------------------------------------------------------------------- the math
@@ -199,16 +212,13 @@ def test_sd3_update_matches_the_analytic_recursion(cfg):
     pipe = sd3_pipe(model)
     img = image()
     T, n_max = 12, 8
-    out = pipe(
+    out = edit(
+        pipe,
         img,
-        "a red circle",
-        "a blue square",
         num_inference_steps=T,
         n_max=n_max,
         source_guidance_scale=w_src,
         target_guidance_scale=w_tar,
-        max_sequence_length=16,
-        output_type="latent",
         generator=torch.Generator().manual_seed(0),
     )
     x_src = source_latent(pipe, img)[0].double().numpy()
@@ -216,9 +226,7 @@ def test_sd3_update_matches_the_analytic_recursion(cfg):
     sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
     sched.set_timesteps(T)
     sigmas = sched.sigmas.double().numpy()[T - n_max :]
-    m_u = pooled_of(pipe, "", max_sequence_length=16)[:4].double().numpy()[:, None, None]
-    m_s = pooled_of(pipe, "a red circle", max_sequence_length=16)[:4].double().numpy()[:, None, None]
-    m_t = pooled_of(pipe, "a blue square", max_sequence_length=16)[:4].double().numpy()[:, None, None]
+    m_u, m_s, m_t = (analytic_mean(pipe, p) for p in ("", "a red circle", "a blue square"))
 
     def guided(m_c, w):
         return lambda s: offset(m_u, s) + w * (offset(m_c, s) - offset(m_u, s))
@@ -239,15 +247,7 @@ def test_sd3_cfg_branch_rows():
     """One batched call per step on [src-uncond, src-cond, tar-uncond, tar-cond] with the right embeddings."""
     model = AnalyticSD3()
     pipe = sd3_pipe(model)
-    pipe(
-        image(),
-        "a red circle",
-        "a blue square",
-        num_inference_steps=4,
-        n_max=2,
-        max_sequence_length=16,
-        output_type="latent",
-    )
+    edit(pipe, num_inference_steps=4, n_max=2)
     enc_u, pool_u = pipe.encode_prompt("", "cpu", max_sequence_length=16)
     enc_s, pool_s = pipe.encode_prompt("a red circle", "cpu", max_sequence_length=16)
     enc_t, pool_t = pipe.encode_prompt("a blue square", "cpu", max_sequence_length=16)
@@ -260,26 +260,15 @@ def test_n_max_zero_returns_the_input_and_n_max_T_starts_at_the_top():
     model = AnalyticSD3()
     pipe = sd3_pipe(model)
     img = image()
-    out = pipe(
-        img,
-        "a red circle",
-        "a blue square",
-        num_inference_steps=6,
-        n_max=0,
-        max_sequence_length=16,
-        output_type="latent",
-    )
+    out = edit(pipe, img, num_inference_steps=6, n_max=0)
     torch.testing.assert_close(out.images, source_latent(pipe, img), rtol=0, atol=1e-6)
     assert (out.nfe, out.forward_passes, len(model.calls)) == (0, 0, 0)
     seen = []
-    pipe(
+    edit(
+        pipe,
         img,
-        "a red circle",
-        "a blue square",
         num_inference_steps=6,
         n_max=6,
-        max_sequence_length=16,
-        output_type="latent",
         callback_on_step_end=lambda p, i, t, d: seen.append((i, float(t))) or {},
         callback_on_step_end_tensor_inputs=["latents"],
     )
@@ -293,17 +282,7 @@ def test_n_max_zero_returns_the_input_and_n_max_T_starts_at_the_top():
 def test_n_avg_and_n_min_counts():
     model = AnalyticSD3()
     pipe = sd3_pipe(model)
-    out = pipe(
-        image(),
-        "a red circle",
-        "a blue square",
-        num_inference_steps=8,
-        n_max=5,
-        n_min=2,
-        n_avg=3,
-        max_sequence_length=16,
-        output_type="latent",
-    )
+    out = edit(pipe, num_inference_steps=8, n_max=5, n_min=2, n_avg=3)
     # 3 edit steps x 3 draws (4 latents each) + 2 plain target steps ([uncond, cond])
     assert (out.nfe, out.forward_passes) == (3 * 3 + 2, 3 * 3 * 4 + 2 * 2)
     assert [c["batch"] for c in model.calls] == [4] * 9 + [2] * 2
@@ -346,16 +325,7 @@ def test_flux_update_matches_the_analytic_recursion_through_packing():
     pipe = flux_pipe(model)
     img = image()
     T, n_max = 10, 7
-    out = pipe(
-        img,
-        "a red circle",
-        "a blue square",
-        num_inference_steps=T,
-        n_max=n_max,
-        max_sequence_length=16,
-        output_type="latent",
-        generator=torch.Generator().manual_seed(0),
-    )
+    out = edit(pipe, img, num_inference_steps=T, n_max=n_max, generator=torch.Generator().manual_seed(0))
     x_src = source_latent(pipe, img)[0].double().numpy()
     sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
     seq_len = (x_src.shape[1] // 2) * (x_src.shape[2] // 2)
@@ -365,8 +335,8 @@ def test_flux_update_matches_the_analytic_recursion_through_packing():
     mu = calculate_shift(seq_len, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
     sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / T, T), mu=mu)
     sigmas = sched.sigmas.double().numpy()[T - n_max :]
-    m_s = pooled_of(pipe, "a red circle", max_sequence_length=16)[:4].double().numpy()[:, None, None] * 1.5
-    m_t = pooled_of(pipe, "a blue square", max_sequence_length=16)[:4].double().numpy()[:, None, None] * 5.5
+    m_s = analytic_mean(pipe, "a red circle") * 1.5
+    m_t = analytic_mean(pipe, "a blue square") * 5.5
     d = hand_rolled_flowedit(sigmas, lambda s: offset(m_s, s), lambda s: offset(m_t, s))
     np.testing.assert_allclose(out.images[0].double().numpy(), x_src + d, atol=2e-4, rtol=1e-4)
     assert (out.nfe, out.forward_passes) == (n_max, 2 * n_max)
@@ -390,15 +360,7 @@ def test_flux_bad_input():
     schnell = flux_pipe(guidance_embeds=False)
     with pytest.raises(ValueError, match="guidance"):
         schnell(image(), "a", "b", num_inference_steps=4, n_max=2, source_guidance_scale=1.5, max_sequence_length=16)
-    out = schnell(
-        image(),
-        "a red circle",
-        "a blue square",
-        num_inference_steps=4,
-        n_max=2,
-        max_sequence_length=16,
-        output_type="latent",
-    )  # schnell without guidance values runs
+    out = edit(schnell, num_inference_steps=4, n_max=2)  # schnell without guidance values runs
     assert out.nfe == 2
     dev = flux_pipe()
     with pytest.raises(ValueError, match="multiple of 16"):  # 2 x the VAE factor 8: FLUX's 2x2 packing
@@ -481,42 +443,36 @@ def capture(module):
     return calls
 
 
+def stock_then_flowedit_calls(stock_class, pipeline_class, components: dict, stock_kwargs: dict, **edit_kwargs):
+    """The transformer calls of diffusers' ``stock_class`` on "a red circle" at 64 px (``stock_kwargs``: steps,
+    guidance), then those of our FlowEdit ``pipeline_class`` (``edit_kwargs``) on the same modules (one hook sees
+    both): ``(theirs, ours)``."""
+    stock = quiet_pipe(stock_class, components)
+    ref = capture(stock.transformer)
+    stock("a red circle", **stock_kwargs, height=64, width=64, max_sequence_length=16, output_type="latent")
+    pipe = quiet_pipe(pipeline_class, components)  # the same modules as the stock pipeline
+    ref_n = len(ref)
+    edit(pipe, **edit_kwargs)
+    return ref[:ref_n], ref[ref_n:]
+
+
 def test_sd3_inputs_equal_the_stock_pipelines():
     """With n_max = T, FlowEdit's source rows [uncond, cond] get the embeddings and timesteps that diffusers'
     StableDiffusion3Pipeline passes for the same prompt, negative prompt "" and size."""
     from diffusers import StableDiffusion3Pipeline
 
-    comps = eval_mode(tiny_sd3_components(3))
-    stock = StableDiffusion3Pipeline(**comps)
-    stock.set_progress_bar_config(disable=True)
-    ref = capture(stock.transformer)
-    stock(
-        "a red circle",
-        negative_prompt="",
-        num_inference_steps=5,
-        guidance_scale=3.5,
-        height=64,
-        width=64,
-        max_sequence_length=16,
-        output_type="latent",
-    )
     from lsb_pipelines.flowedit_sd3.pipeline import FlowEditSD3Pipeline
 
-    pipe = FlowEditSD3Pipeline(**comps)  # the same modules as the stock pipeline (the hook sees both)
-    pipe.set_progress_bar_config(disable=True)
-    ref_n = len(ref)
-    pipe(
-        image(),
-        "a red circle",
-        "a blue square",
+    theirs, ours = stock_then_flowedit_calls(
+        StableDiffusion3Pipeline,
+        FlowEditSD3Pipeline,
+        tiny_sd3_components(3),
+        {"negative_prompt": "", "num_inference_steps": 5, "guidance_scale": 3.5},
         num_inference_steps=5,
         n_max=5,
-        max_sequence_length=16,
-        output_type="latent",
     )
-    ours = ref[ref_n:]
-    assert len(ours) == ref_n == 5
-    for a, b in zip(ref[:ref_n], ours):
+    assert len(ours) == len(theirs) == 5
+    for a, b in zip(theirs, ours):
         torch.testing.assert_close(b["timestep"][:2], a["timestep"])
         torch.testing.assert_close(b["encoder_hidden_states"][:2], a["encoder_hidden_states"])
         torch.testing.assert_close(b["pooled_projections"][:2], a["pooled_projections"])
@@ -527,38 +483,20 @@ def test_flux_inputs_equal_the_stock_pipelines():
     pooled CLIP embeddings for the same prompt, guidance and size."""
     from diffusers import FluxPipeline
 
-    comps = eval_mode(tiny_flux_components(3))
-    stock = FluxPipeline(**comps)
-    stock.set_progress_bar_config(disable=True)
-    ref = capture(stock.transformer)
-    stock(
-        "a red circle",
-        num_inference_steps=4,
-        guidance_scale=1.5,
-        height=64,
-        width=64,
-        max_sequence_length=16,
-        output_type="latent",
-    )
     from lsb_pipelines.flowedit_flux.pipeline import FlowEditFluxPipeline
 
-    pipe = FlowEditFluxPipeline(**comps)
-    pipe.set_progress_bar_config(disable=True)
-    ref_n = len(ref)
-    pipe(
-        image(),
-        "a red circle",
-        "a blue square",
+    theirs, ours = stock_then_flowedit_calls(
+        FluxPipeline,
+        FlowEditFluxPipeline,
+        tiny_flux_components(3),
+        {"num_inference_steps": 4, "guidance_scale": 1.5},
         num_inference_steps=4,
         n_max=4,
         source_guidance_scale=1.5,
         target_guidance_scale=5.5,
-        max_sequence_length=16,
-        output_type="latent",
     )
-    ours = ref[ref_n:]
-    assert len(ours) == ref_n == 4
-    for a, b in zip(ref[:ref_n], ours):
+    assert len(ours) == len(theirs) == 4
+    for a, b in zip(theirs, ours):
         torch.testing.assert_close(b["timestep"][:1], a["timestep"])
         torch.testing.assert_close(b["guidance"][:1], a["guidance"])
         assert float(b["guidance"][1]) == 5.5
@@ -645,28 +583,9 @@ def test_no_edit_returns_the_input_exactly(family):
     pipe = sd3_pipe(seed=4) if family == "sd3" else flux_pipe(seed=4)
     img = image()
     kw = {"source_guidance_scale": 4.0, "target_guidance_scale": 4.0}  # CFG (SD3) / distilled guidance (FLUX)
-    out = pipe(
-        img,
-        "a red circle",
-        "a red circle",
-        num_inference_steps=6,
-        n_max=5,
-        max_sequence_length=16,
-        output_type="latent",
-        generator=torch.Generator().manual_seed(0),
-        **kw,
-    )
+    kw = {**kw, "num_inference_steps": 6, "n_max": 5}
+    out = edit(pipe, img, target="a red circle", generator=torch.Generator().manual_seed(0), **kw)
     x_src = source_latent(pipe, img)  # FLUX's output is unpacked back to [B, C, h, w] too
     torch.testing.assert_close(out.images, x_src, rtol=0, atol=1e-6)
-    moved = pipe(
-        img,
-        "a red circle",
-        "a blue square",
-        num_inference_steps=6,
-        n_max=5,
-        max_sequence_length=16,
-        output_type="latent",
-        generator=torch.Generator().manual_seed(0),
-        **kw,
-    )
+    moved = edit(pipe, img, generator=torch.Generator().manual_seed(0), **kw)
     assert (moved.images - x_src).abs().max() > 1e-4

@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+from diffusers import FluxPipeline
 
 import lsb
 from lsb.helpers.flux import latent_image_ids, pack_latents, unpack_latents
@@ -19,9 +18,9 @@ from lsb.models.random_flow import (
     tiny_flux_components,
     tiny_sd3_components,
 )
-from tests.flow_testing import max_diff, recorded_calls, shapes_image
+from tests.flow_testing import SOURCE, TARGET, differential_calls, max_diff, recorded_calls
+from tests.flow_testing import refused, same_prompt_errors, shapes_image
 
-SOURCE, TARGET = "a photo of a red circle", "a photo of a blue square"
 CONFIGS = Path(os.environ.get("LSB_CONFIGS", "/work/shared/configs"))
 
 
@@ -37,37 +36,13 @@ def test_transformer_inputs_equal_flux_pipeline(guidance_embeds):
     """encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids and guidance of our batched
     [source; target] call equal FluxPipeline's two true-CFG calls (prompt=target, negative_prompt=source) at the same
     sigmas and size."""
-    comps = tiny_flux_components(guidance_embeds=guidance_embeds)
-    ours = lsb.LatentSchrodingerBridgeFluxPipeline(**comps)
-    with recorded_calls(comps["transformer"]) as mine:
-        out = ours(
-            shapes_image(),
-            SOURCE,
-            TARGET,
-            num_inference_steps=3,
-            tau=0.5,
-            t0=0.1,
-            max_sequence_length=16,
-            generator=torch.Generator().manual_seed(0),
-            output_type="np",
-        )
-    assert out.nfe == len(mine) == 3
-    levels = ours.scheduler.flow_levels.tolist()
-
-    stock = FluxPipeline(**{**comps, "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0)})
-    with recorded_calls(comps["transformer"]) as theirs:
-        stock(
-            prompt=TARGET,
-            negative_prompt=SOURCE,
-            true_cfg_scale=2.0,
-            guidance_scale=3.5,
-            height=64,
-            width=64,
-            sigmas=levels,
-            max_sequence_length=16,
-            num_inference_steps=len(levels),
-            output_type="latent",
-        )
+    mine, theirs = differential_calls(
+        lsb.LatentSchrodingerBridgeFluxPipeline,
+        FluxPipeline,
+        tiny_flux_components(guidance_embeds=guidance_embeds),
+        true_cfg_scale=2.0,
+        guidance_scale=3.5,
+    )
     assert len(theirs) == 2 * len(mine)  # FluxPipeline: positive (target) call, then negative (source) call
     diffs = {}
     for i, a in enumerate(mine):
@@ -116,16 +91,7 @@ def test_same_prompt_tiny_tau_returns_the_vae_round_trip():
     expected = (vae.encode(pixels).latent_dist.mode() - vae.config.shift_factor) * vae.config.scaling_factor
     assert max_diff(latents, expected) < 1e-6  # shift_factor honoured
     round_trip = pipe.decode_latents(latents, output_type="np")
-    kw = {
-        "num_inference_steps": 4,
-        "tau": 1e-8,
-        "generator": torch.Generator().manual_seed(0),
-        "output_type": "np",
-        "max_sequence_length": 8,
-    }
-    near = pipe(image, SOURCE, SOURCE, t0=0.002, **kw).images
-    far = pipe(image, SOURCE, SOURCE, t0=0.5, **kw).images
-    err_near, err_far = np.abs(near - round_trip).max(), np.abs(far - round_trip).max()
+    err_near, err_far = same_prompt_errors(pipe, image, round_trip)
     assert err_near < 0.02, err_near
     assert err_far > 5 * err_near
 
@@ -155,24 +121,18 @@ def test_call_contract_packed_state_trajectory_and_latent_output():
     )
     assert seen == [torch.Size([2, 16, 16])] * 3  # the callback sees the packed state
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
-    a = pipe(
-        [shapes_image(), shapes_image(seed=1)],
-        SOURCE,
-        TARGET,
-        num_inference_steps=2,
-        noise=noise,
-        output_type="latent",
-        max_sequence_length=8,
-    ).images
-    b = pipe(
-        [shapes_image(), shapes_image(seed=1)],
-        SOURCE,
-        TARGET,
-        num_inference_steps=2,
-        noise=pack_latents(noise),
-        output_type="latent",
-        max_sequence_length=8,
-    ).images
+    a, b = (
+        pipe(
+            [shapes_image(), shapes_image(seed=1)],
+            SOURCE,
+            TARGET,
+            num_inference_steps=2,
+            noise=given,
+            output_type="latent",
+            max_sequence_length=8,
+        ).images
+        for given in (noise, pack_latents(noise))  # unpacked or packed noise: the same run
+    )
     assert torch.equal(a, b)
 
 
@@ -209,39 +169,21 @@ def test_custom_pipeline_loading(tmp_path):
 
 
 # ---------------------------------------------------------------- bad input: ValueError before any transformer call
-def _refused(pipe, match, **call):
-    with (
-        recorded_calls(pipe.transformer) as calls,
-        pytest.raises(ValueError, match=match),
-    ):
-        pipe(
-            **{
-                "image": shapes_image(),
-                "source_prompt": SOURCE,
-                "target_prompt": TARGET,
-                "num_inference_steps": 2,
-                "max_sequence_length": 8,
-                **call,
-            }
-        )
-    assert calls == []
-
-
 def test_bad_inputs_are_refused_before_compute():
     schnell = lsb_flux(guidance_embeds=False)
-    _refused(schnell, "no guidance embedding.*schnell", distilled_guidance_scale=3.5)
+    refused(schnell, "no guidance embedding.*schnell", distilled_guidance_scale=3.5)
     dev = lsb_flux()
-    _refused(dev, "not a multiple of 16 px", image=shapes_image(72))
-    _refused(dev, "beyond the T5 encoder's limit of 512", max_sequence_length=513)
-    _refused(dev, "distilled_guidance_scale must be", distilled_guidance_scale=float("nan"))
-    _refused(
+    refused(dev, "not a multiple of 16 px", image=shapes_image(72))
+    refused(dev, "beyond the T5 encoder's limit of 512", max_sequence_length=513)
+    refused(dev, "distilled_guidance_scale must be", distilled_guidance_scale=float("nan"))
+    refused(
         dev,
         r"\(batch, 16\)",
         source_prompt=None,
         source_prompt_embeds=torch.zeros(1, 8, 32),
         source_pooled_prompt_embeds=torch.zeros(1, 24),
     )
-    _refused(
+    refused(
         dev,
         "source_prompt_2.*not with",
         source_prompt=None,
@@ -250,7 +192,7 @@ def test_bad_inputs_are_refused_before_compute():
         source_pooled_prompt_embeds=torch.zeros(1, 16),
     )
     no_t5 = lsb_flux(text_encoder_2=None)
-    _refused(no_t5, "no text_encoder_2")
+    refused(no_t5, "no text_encoder_2")
 
 
 def test_wrong_components_are_refused_naming_both(tiny_sd_dir, tmp_path):

@@ -19,9 +19,9 @@ from lsb.models.random_flow import (
     tiny_flux_components,
     tiny_sd3_components,
 )
-from tests.flow_testing import max_diff, recorded_calls, shapes_image
+from tests.flow_testing import SOURCE, TARGET, differential_calls, max_diff, recorded_calls
+from tests.flow_testing import refused, same_prompt_errors, shapes_image
 
-SOURCE, TARGET = "a photo of a red circle", "a photo of a blue square"
 CONFIGS = Path(os.environ.get("LSB_CONFIGS", Path(__file__).resolve().parents[2] / "shared" / "configs"))
 if not CONFIGS.is_dir():
     CONFIGS = Path("/work/shared/configs")
@@ -36,36 +36,12 @@ def lsb_sd3(**overrides):
 def test_transformer_inputs_equal_stable_diffusion_3(t5):
     """encoder_hidden_states, pooled_projections and timestep of our batched [source; target] call equal those of
     StableDiffusion3Pipeline's CFG call [negative=source; prompt=target] at the same sigmas and size."""
-    comps = tiny_sd3_components(t5=t5)
-    ours = lsb.LatentSchrodingerBridgeSD3Pipeline(**comps)
-    with recorded_calls(comps["transformer"]) as mine:
-        out = ours(
-            shapes_image(),
-            SOURCE,
-            TARGET,
-            num_inference_steps=3,
-            tau=0.5,
-            t0=0.1,
-            max_sequence_length=16,
-            generator=torch.Generator().manual_seed(0),
-            output_type="np",
-        )
-    assert out.nfe == len(mine) == 3
-    levels = ours.scheduler.flow_levels.tolist()
-
-    stock = StableDiffusion3Pipeline(**{**comps, "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0)})
-    with recorded_calls(comps["transformer"]) as theirs:
-        stock(
-            prompt=TARGET,
-            negative_prompt=SOURCE,
-            guidance_scale=5.0,
-            height=64,
-            width=64,
-            sigmas=levels,
-            max_sequence_length=16,
-            num_inference_steps=len(levels),
-            output_type="latent",
-        )
+    mine, theirs = differential_calls(
+        lsb.LatentSchrodingerBridgeSD3Pipeline,
+        StableDiffusion3Pipeline,
+        tiny_sd3_components(t5=t5),
+        guidance_scale=5.0,
+    )
     assert len(theirs) == len(mine)
     diffs = {}
     for a, b in zip(mine, theirs):
@@ -116,16 +92,7 @@ def test_same_prompt_tiny_tau_returns_the_vae_round_trip():
     image = shapes_image()
     pixels = pipe.preprocess_images(image)
     round_trip = pipe.decode_latents(pipe.encode_image(pixels), output_type="np")
-    kw = {
-        "num_inference_steps": 4,
-        "tau": 1e-8,
-        "generator": torch.Generator().manual_seed(0),
-        "output_type": "np",
-        "max_sequence_length": 8,
-    }
-    near = pipe(image, SOURCE, SOURCE, t0=0.002, **kw).images
-    far = pipe(image, SOURCE, SOURCE, t0=0.5, **kw).images
-    err_near, err_far = np.abs(near - round_trip).max(), np.abs(far - round_trip).max()
+    err_near, err_far = same_prompt_errors(pipe, image, round_trip)
     assert err_near < 0.02, err_near
     assert err_far > 5 * err_near  # the check can fail: starting far from the source does not return it
 
@@ -163,24 +130,18 @@ def test_call_contract_nfe_trajectory_callback_and_seed():
     ]
     assert out.images.shape == (2, 3, 64, 64)
     assert set(out.trajectory[0]) == {"t", "timestep", "x_t", "source", "target"}
-    again = pipe(
-        image,
-        SOURCE,
-        TARGET,
-        num_inference_steps=3,
-        generator=torch.Generator().manual_seed(1),
-        output_type="pt",
-        max_sequence_length=8,
-    ).images
-    other = pipe(
-        image,
-        SOURCE,
-        TARGET,
-        num_inference_steps=3,
-        generator=torch.Generator().manual_seed(2),
-        output_type="pt",
-        max_sequence_length=8,
-    ).images
+    again, other = (
+        pipe(
+            image,
+            SOURCE,
+            TARGET,
+            num_inference_steps=3,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
+            max_sequence_length=8,
+        ).images
+        for seed in (1, 2)
+    )
     assert torch.allclose(again[0], out.images[0], atol=1e-5) and not torch.allclose(other, again, atol=1e-3)
 
 
@@ -220,24 +181,18 @@ def test_folder_without_t5_loads_plainly_and_as_custom_pipeline(tmp_path):
         trust_remote_code=True,
     )
     assert type(custom).__name__ == "LatentSchrodingerBridgeSD3Pipeline"
-    a = pipe(
-        shapes_image(),
-        SOURCE,
-        TARGET,
-        num_inference_steps=2,
-        generator=torch.Generator().manual_seed(0),
-        output_type="pt",
-        max_sequence_length=8,
-    ).images
-    b = custom(
-        shapes_image(),
-        SOURCE,
-        TARGET,
-        num_inference_steps=2,
-        generator=torch.Generator().manual_seed(0),
-        output_type="pt",
-        max_sequence_length=8,
-    ).images
+    a, b = (
+        p(
+            shapes_image(),
+            SOURCE,
+            TARGET,
+            num_inference_steps=2,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+            max_sequence_length=8,
+        ).images
+        for p in (pipe, custom)
+    )
     assert torch.allclose(a, b, atol=1e-6)
 
 
@@ -252,49 +207,31 @@ def test_folder_with_t5_round_trips(tmp_path):
 
 
 # ---------------------------------------------------------------- bad input: ValueError before any transformer call
-def _refused(pipe, match, **call):
-    with (
-        recorded_calls(pipe.transformer) as calls,
-        pytest.raises(ValueError, match=match),
-    ):
-        pipe(
-            **{
-                "image": shapes_image(),
-                "source_prompt": SOURCE,
-                "target_prompt": TARGET,
-                "num_inference_steps": 2,
-                "max_sequence_length": 8,
-                **call,
-            }
-        )
-    assert calls == []
-
-
 def test_bad_inputs_are_refused_before_compute():
     pipe = lsb_sd3()
-    _refused(pipe, "multiple of 16", image=shapes_image(72))
-    _refused(pipe, "beyond the T5 encoder's limit of 512", max_sequence_length=600)
-    _refused(
+    refused(pipe, "multiple of 16", image=shapes_image(72))
+    refused(pipe, "beyond the T5 encoder's limit of 512", max_sequence_length=600)
+    refused(
         pipe,
         "source_pooled_prompt_embeds",
         source_prompt=None,
         source_prompt_embeds=torch.zeros(1, 85, 48),
     )
-    _refused(
+    refused(
         pipe,
         r"\(batch, tokens, 48\)",
         source_prompt=None,
         source_prompt_embeds=torch.zeros(1, 85, 32),
         source_pooled_prompt_embeds=torch.zeros(1, 40),
     )
-    _refused(pipe, "position table", image=shapes_image(512))
-    _refused(pipe, "tau", tau=-1.0)
+    refused(pipe, "position table", image=shapes_image(512))
+    refused(pipe, "tau", tau=-1.0)
     no_t5 = lsb_sd3(text_encoder_3=None, tokenizer_3=None)
-    _refused(no_t5, "no T5 encoder", target_prompt_3="a blue square")
+    refused(no_t5, "no T5 encoder", target_prompt_3="a blue square")
     no_clip = lsb_sd3(text_encoder_2=None)
-    _refused(no_clip, "text_encoder_2")
+    refused(no_clip, "text_encoder_2")
     short_t5 = lsb_sd3(tokenizer_3=build_t5_tokenizer(model_max_length=64))
-    _refused(short_t5, "limit of 64", max_sequence_length=100)
+    refused(short_t5, "limit of 64", max_sequence_length=100)
 
 
 def test_t5_limit_comes_from_the_tokenizer_too():

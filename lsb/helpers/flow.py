@@ -1,6 +1,7 @@
-"""Functions the rectified-flow translation pipelines (SD3 / SD3.5, FLUX.1) share: prompt-side checks (text or
-embeddings + pooled embeddings, the encoders a text prompt needs), embedding widths against the transformer,
-image sizes the transformer's patching takes, and broadcasting a prompt side to the image batch.
+"""Functions the rectified-flow translation pipelines (SD3 / SD3.5, FLUX.1) share: the VAE's shift factor, prompt-side
+checks (text or embeddings + pooled embeddings, the encoders a text prompt needs), embedding widths against the
+transformer, image sizes the transformer's patching takes, source latents in the transformer's dtype, and
+broadcasting a prompt side to the image batch.
 
 Every check raises a ValueError naming the input before any transformer compute.
 """
@@ -9,9 +10,22 @@ from __future__ import annotations
 
 import torch
 
+from ..io.execution import execution_device, model_dtype
+from ..io.latents import encode_latents
 from ..prompts.encoding import broadcast_embeds
 from ..prompts.encoding_sdxl import broadcast_pooled
 from .translation import check_prompt_args
+
+
+def check_vae_shift_factor(vae, family: str, known_value: str) -> None:
+    """ValueError when ``vae`` (None: no VAE yet, accepted) has no ``config.shift_factor``: the flow models' latents
+    are ``(vae_latent - shift_factor) * scaling_factor`` (``family`` e.g. "SD3", ``known_value`` e.g. "SD3's VAE:
+    0.0609", the value to set)."""
+    if vae is not None and getattr(vae.config, "shift_factor", None) is None:
+        raise ValueError(
+            f"{family}'s latents are (vae_latent - shift_factor) * scaling_factor, but vae.config.shift_factor "
+            f"is None: set it ({known_value}) or use the checkpoint's VAE"
+        )
 
 
 def check_prompt_side(name: str, prompt, prompt_embeds, pooled_prompt_embeds, extra_prompts: dict) -> None:
@@ -60,11 +74,33 @@ def check_embeds_width(name: str, prompt_embeds, pooled_prompt_embeds, width: in
         )
 
 
+def check_flow_prompt_side(pipe, name: str, prompt, prompt_embeds, pooled_prompt_embeds, extra_prompts: dict) -> None:
+    """All checks of one prompt side of an SD3 / FLUX translator ``pipe``: :func:`check_prompt_side`, the CLIP / T5
+    components a text prompt needs (``text_encoder``, ``tokenizer``, ``text_encoder_2``, ``tokenizer_2``), and given
+    embeddings' widths against ``pipe.transformer.config`` (``joint_attention_dim``, ``pooled_projection_dim``)."""
+    check_prompt_side(name, prompt, prompt_embeds, pooled_prompt_embeds, extra_prompts)
+    if prompt is not None:
+        check_text_encoders(
+            type(pipe).__name__,
+            name,
+            {key: getattr(pipe, key) for key in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")},
+        )
+    cfg = pipe.transformer.config
+    check_embeds_width(name, prompt_embeds, pooled_prompt_embeds, cfg.joint_attention_dim, cfg.pooled_projection_dim)
+
+
 def check_pixel_multiple(pixels: torch.Tensor, multiple: int, why: str) -> None:
     """ValueError unless the (B, 3, H, W) images' sides are multiples of ``multiple`` px (``why`` says whose)."""
     h, w = pixels.shape[-2:]
     if h % multiple or w % multiple:
         raise ValueError(f"image size {w}x{h} is not a multiple of {multiple} px ({why}); resize or crop it first")
+
+
+def transformer_latents(pipe, pixels: torch.Tensor, device=None) -> torch.Tensor:
+    """Images in [-1, 1] -> ``pipe.vae``'s model latents ``(mode - shift_factor) * scaling_factor`` on ``device``
+    (default: the pipeline's execution device), in ``pipe.transformer``'s dtype."""
+    latents = encode_latents(pipe.vae, pixels, device if device is not None else execution_device(pipe))
+    return latents.to(model_dtype(pipe.transformer))
 
 
 def side_for_batch(
@@ -126,11 +162,14 @@ def pair_callback_state(src, tgt, src_pooled, tgt_pooled) -> dict:
 
 __all__ = [
     "check_embeds_width",
+    "check_flow_prompt_side",
     "check_pixel_multiple",
     "check_prompt_batch",
     "check_prompt_side",
     "check_text_encoders",
+    "check_vae_shift_factor",
     "pair_callback_state",
     "prompt_pair_for_batch",
     "side_for_batch",
+    "transformer_latents",
 ]

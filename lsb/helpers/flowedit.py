@@ -1,5 +1,6 @@
 """Functions the FlowEdit pipelines (SD3 and FLUX) share: the paper's defaults, input checks, the noise grid,
-one FlowEdit step over a velocity function, and the two NFE counts.
+prompts broadcast to the images, one FlowEdit step over a velocity function, the whole loop (FlowEdit steps and
+the ``n_min`` sampling tail, :func:`integrate_flowedit`), the two NFE counts and the output.
 
 FlowEdit (Kulikov et al., ICCV 2025) is an inversion-free editor on a rectified-flow model; its update is
 :mod:`lsb.bridges.flowedit`. Its published settings (fallenshock/FlowEdit, ``SD3_exp.yaml`` / ``FLUX_exp.yaml``)
@@ -25,11 +26,13 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
 
 from ..bridges.flowedit import (
     flow_euler_step,
@@ -44,12 +47,16 @@ __all__ = [
     "SD3_FLOWEDIT_DEFAULTS",
     "FLUX_FLOWEDIT_DEFAULTS",
     "check_flowedit_args",
+    "check_flowedit_inputs",
     "flow_timesteps",
     "flowedit_counts",
     "flowedit_edit_step",
+    "flowedit_output",
+    "flowedit_prompt_for_batch",
     "flowedit_sampling_start",
     "flowedit_sampling_step",
     "image_seq_len_shift",
+    "integrate_flowedit",
 ]
 
 
@@ -86,6 +93,15 @@ FLUX_FLOWEDIT_DEFAULTS = {
     "source_guidance_scale": 1.5,
     "target_guidance_scale": 5.5,
 }
+
+
+def check_flowedit_inputs(image, source_prompt, target_prompt) -> None:
+    """ValueError unless an image is given and both prompts are text (a string or a non-empty list of strings)."""
+    if image is None:
+        raise ValueError("`image` is required: the picture(s) to edit")
+    for name, p in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
+        if not (isinstance(p, str) or (isinstance(p, list) and p and all(isinstance(q, str) for q in p))):
+            raise ValueError(f"{name} must be a string or a non-empty list of strings, got {p!r}")
 
 
 def check_flowedit_args(
@@ -173,3 +189,80 @@ def flowedit_sampling_start(z: torch.Tensor, x_src: torch.Tensor, sigma, noise: 
 def flowedit_sampling_step(x_tar: torch.Tensor, v_tar: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
     """One plain Euler sampling step under the target prompt (the ``n_min`` tail)."""
     return flow_euler_step(x_tar, v_tar, sigma, sigma_next)
+
+
+def flowedit_prompt_for_batch(encode, prompt, batch: int) -> tuple:
+    """One prompt (a string, or a list of 1 or ``batch`` strings) through ``encode(prompts) -> (embeds, pooled,
+    *extra)`` (the pipeline's ``encode_prompt`` with its settings bound); a single prompt's embeddings are expanded to
+    the ``batch`` images. Returns ``(embeds, pooled, *extra)`` (FLUX: the ``text_ids`` too)."""
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if len(prompts) not in (1, batch):
+        raise ValueError(f"a prompt list has {len(prompts)} entries for {batch} images")
+    embeds, pooled, *extra = encode(prompts)
+    if embeds.shape[0] == 1:
+        embeds, pooled = embeds.expand(batch, -1, -1), pooled.expand(batch, -1)
+    return (embeds, pooled, *extra)
+
+
+def integrate_flowedit(
+    pipe,
+    x_src: torch.Tensor,
+    edit_steps: range,
+    sampling_steps: range,
+    n_avg: int,
+    velocity_pair,
+    target_velocity,
+    *,
+    device,
+    generator=None,
+    callback_on_step_end=None,
+    callback_on_step_end_tensor_inputs: list[str] | None = None,
+) -> torch.Tensor:
+    """FlowEdit's ODE from ``Z = X_src`` over the grid steps ``edit_steps``, then the optional ``n_min`` tail of plain
+    target-prompt sampling over ``sampling_steps``, with ``pipe``'s progress bar; returns the final latents (Z, or
+    X_tar after a tail), in the layout of ``x_src`` (FLUX: packed tokens). The grid is ``pipe.scheduler``'s
+    ``timesteps`` / ``sigmas``, set by :func:`flow_timesteps` before.
+
+    ``velocity_pair(z_src, z_tar, t) -> (v_src, v_tar)`` evaluates both (guided) branches in one batched call
+    (:func:`flowedit_edit_step` averages it over ``n_avg`` fresh draws per step); ``target_velocity(x_tar, t)`` is the
+    guided target velocity of the tail. The noise is drawn from ``generator`` on ``device``.
+    ``callback_on_step_end(pipe, step, timestep, {"latents": state})`` runs after every step; a returned
+    ``"latents"`` replaces the state. NaN/inf latents raise FloatingPointError naming the step.
+    """
+    timesteps, sigmas = pipe.scheduler.timesteps, pipe.scheduler.sigmas
+    z = x_src.clone()
+    x_tar = None
+    with pipe.progress_bar(total=len(edit_steps) + len(sampling_steps)) as progress_bar:
+        for i in [*edit_steps, *sampling_steps]:
+            t, s, s_next = timesteps[i], sigmas[i], sigmas[i + 1]
+            if i in edit_steps:
+                noises = [
+                    randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
+                    for _ in range(n_avg)
+                ]
+                z = flowedit_edit_step(partial(velocity_pair, t=t), z, x_src, s, s_next, noises)
+                current = z
+            else:
+                if x_tar is None:
+                    noise = randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
+                    x_tar = flowedit_sampling_start(z, x_src, s, noise)
+                x_tar = flowedit_sampling_step(x_tar, target_velocity(x_tar, t), s, s_next)
+                current = x_tar
+            if not torch.isfinite(current).all():
+                raise FloatingPointError(f"NaN/inf in the latents after step {i} (sigma {float(s):.4f})")
+            if callback_on_step_end is not None:
+                res = callback_on_step_end(pipe, i, t, {k: current for k in callback_on_step_end_tensor_inputs or []})
+                if res and "latents" in res:
+                    if x_tar is None:
+                        z = res["latents"]
+                    else:
+                        x_tar = res["latents"]
+            progress_bar.update()
+    return z if x_tar is None else x_tar
+
+
+def flowedit_output(images, nfe: int, forward_passes: int, return_dict: bool = True):
+    """A FlowEdit pipeline's return value: :class:`FlowEditPipelineOutput`, or ``(images, nfe, forward_passes)``."""
+    if not return_dict:
+        return (images, nfe, forward_passes)
+    return FlowEditPipelineOutput(images=images, nfe=nfe, forward_passes=forward_passes)

@@ -23,24 +23,23 @@ custom pipeline (``custom_pipeline=<this folder>, trust_remote_code=True``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.utils.torch_utils import randn_tensor
 
 from lsb.helpers.flowedit import (
     FLUX_FLOWEDIT_DEFAULTS,
-    FlowEditPipelineOutput,
     check_flowedit_args,
+    check_flowedit_inputs,
     flow_timesteps,
     flowedit_counts,
-    flowedit_edit_step,
-    flowedit_sampling_start,
-    flowedit_sampling_step,
+    flowedit_output,
+    flowedit_prompt_for_batch,
+    integrate_flowedit,
 )
+from lsb.helpers.flow import transformer_latents
 from lsb.helpers.flux import (
     check_distilled_guidance,
     check_flux_image_size,
@@ -51,7 +50,7 @@ from lsb.helpers.flux import (
 from lsb.helpers.model_family import check_flow_components, check_model_folder_family
 from lsb.helpers.translation import check_callback_tensor_inputs, preprocess_images
 from lsb.io.execution import execution_device, model_dtype
-from lsb.io.latents import decode_latents, encode_latents
+from lsb.io.latents import decode_latents
 from lsb.prompts.encoding_flux import encode_prompt_flux
 from lsb.prompts.encoding_sd3 import check_max_sequence_length
 
@@ -117,11 +116,7 @@ class FlowEditFluxPipeline(DiffusionPipeline):
         max_sequence_length,
         callback_on_step_end_tensor_inputs,
     ):
-        if image is None:
-            raise ValueError("`image` is required: the picture(s) to edit")
-        for name, p in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
-            if not (isinstance(p, str) or (isinstance(p, list) and p and all(isinstance(q, str) for q in p))):
-                raise ValueError(f"{name} must be a string or a non-empty list of strings, got {p!r}")
+        check_flowedit_inputs(image, source_prompt, target_prompt)
         check_flowedit_args(num_inference_steps, n_max, n_min, n_avg, source_guidance_scale, target_guidance_scale)
         check_max_sequence_length(max_sequence_length, self.tokenizer_2)
         for k, im in enumerate(image if isinstance(image, list) else [image]):
@@ -160,15 +155,6 @@ class FlowEditFluxPipeline(DiffusionPipeline):
             num_images_per_prompt=num_images_per_prompt,
             max_sequence_length=max_sequence_length,
         )
-
-    def _batched(self, prompt, batch, device, max_sequence_length):
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if len(prompts) not in (1, batch):
-            raise ValueError(f"a prompt list has {len(prompts)} entries for {batch} images")
-        embeds, pooled, text_ids = self.encode_prompt(prompts, device, 1, max_sequence_length)
-        if embeds.shape[0] == 1:
-            embeds, pooled = embeds.expand(batch, -1, -1), pooled.expand(batch, -1)
-        return embeds, pooled, text_ids
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
@@ -211,17 +197,17 @@ class FlowEditFluxPipeline(DiffusionPipeline):
             :class:`FlowEditPipelineOutput` (``images``, ``nfe``, ``forward_passes``), or a tuple of those.
         """
         self.check_inputs(
-            image,
-            source_prompt,
-            target_prompt,
-            num_inference_steps,
-            n_max,
-            n_min,
-            n_avg,
-            source_guidance_scale,
-            target_guidance_scale,
-            max_sequence_length,
-            callback_on_step_end_tensor_inputs,
+            image=image,
+            source_prompt=source_prompt,
+            target_prompt=target_prompt,
+            num_inference_steps=num_inference_steps,
+            n_max=n_max,
+            n_min=n_min,
+            n_avg=n_avg,
+            source_guidance_scale=source_guidance_scale,
+            target_guidance_scale=target_guidance_scale,
+            max_sequence_length=max_sequence_length,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
         g_src, g_tar = self.resolve_guidance(source_guidance_scale, target_guidance_scale)
         edit_steps, sampling_steps = check_flowedit_args(num_inference_steps, n_max, n_min, n_avg)
@@ -231,14 +217,17 @@ class FlowEditFluxPipeline(DiffusionPipeline):
         batch = pixels.shape[0]
 
         # 1. source latents X_src (VAE mode, (z - shift) * scale), packed into 2x2 tokens
-        latents = encode_latents(self.vae, pixels, device).to(dtype)
+        latents = transformer_latents(self, pixels, device)
         h, w = latents.shape[-2:]
         x_src = pack_latents(latents)
         img_ids = latent_image_ids(h, w, device, dtype)
 
         # 2. prompts: one batched call on [src; tar] per step, each row with its own distilled guidance
-        src, src_pooled, text_ids = self._batched(source_prompt, batch, device, max_sequence_length)
-        tar, tar_pooled, _ = self._batched(target_prompt, batch, device, max_sequence_length)
+        def encode(prompts):
+            return self.encode_prompt(prompts, device, 1, max_sequence_length)
+
+        src, src_pooled, text_ids = flowedit_prompt_for_batch(encode, source_prompt, batch)
+        tar, tar_pooled, _ = flowedit_prompt_for_batch(encode, target_prompt, batch)
         embeds, pooled = torch.cat([src, tar]).to(dtype), torch.cat([src_pooled, tar_pooled]).to(dtype)
         text_ids = text_ids.to(dtype)
         guidance = guidance_tar = None
@@ -247,7 +236,7 @@ class FlowEditFluxPipeline(DiffusionPipeline):
             guidance_tar = torch.full((batch,), g_tar, device=device, dtype=torch.float32)
 
         # 3. FluxPipeline's grid: sigmas linspace(1, 1/T, T), dynamically shifted by the token count
-        timesteps, sigmas = flow_timesteps(self.scheduler, num_inference_steps, device, x_src.shape[1], "flux")
+        flow_timesteps(self.scheduler, num_inference_steps, device, x_src.shape[1], "flux")
         self._num_timesteps = len(edit_steps) + len(sampling_steps)
 
         def velocity(tokens, t, enc, pool, g):
@@ -267,44 +256,28 @@ class FlowEditFluxPipeline(DiffusionPipeline):
             """(V_src, V_tar): one batched call on [src; tar], each row with its branch's distilled guidance."""
             return velocity(torch.cat([z_src, z_tar]), t, embeds, pooled, guidance).chunk(2)
 
+        def target_velocity(x_tar, t):
+            """V_tar of the n_min sampling tail: the target row alone, with the target's distilled guidance."""
+            return velocity(x_tar, t, tar.to(dtype), tar_pooled.to(dtype), guidance_tar)
+
         # 4. the FlowEdit ODE from Z = X_src, then the optional n_min sampling tail
-        z = x_src.clone()
-        x_tar = None
-        with self.progress_bar(total=self._num_timesteps) as progress_bar:
-            for i in [*edit_steps, *sampling_steps]:
-                t, s, s_next = timesteps[i], sigmas[i], sigmas[i + 1]
-                if i in edit_steps:
-                    noises = [
-                        randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
-                        for _ in range(n_avg)
-                    ]
-                    z = flowedit_edit_step(partial(velocity_pair, t=t), z, x_src, s, s_next, noises)
-                    current = z
-                else:
-                    if x_tar is None:
-                        noise = randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
-                        x_tar = flowedit_sampling_start(z, x_src, s, noise)
-                    v = velocity(x_tar, t, tar.to(dtype), tar_pooled.to(dtype), guidance_tar)
-                    x_tar = flowedit_sampling_step(x_tar, v, s, s_next)
-                    current = x_tar
-                if not torch.isfinite(current).all():
-                    raise FloatingPointError(f"NaN/inf in the latents after step {i} (sigma {float(s):.4f})")
-                if callback_on_step_end is not None:
-                    res = callback_on_step_end(
-                        self, i, t, {k: current for k in callback_on_step_end_tensor_inputs or []}
-                    )
-                    if res and "latents" in res:
-                        if x_tar is None:
-                            z = res["latents"]
-                        else:
-                            x_tar = res["latents"]
-                progress_bar.update()
-        out = unpack_latents(z if x_tar is None else x_tar, h, w)
+        z = integrate_flowedit(
+            self,
+            x_src,
+            edit_steps,
+            sampling_steps,
+            n_avg,
+            velocity_pair,
+            target_velocity,
+            device=device,
+            generator=generator,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+        out = unpack_latents(z, h, w)
 
         # 5. decode; counts
         images = decode_latents(self.vae, self.image_processor, out, output_type)
         nfe, passes = flowedit_counts(len(edit_steps), len(sampling_steps), n_avg, 2, 1)
         self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images, nfe, passes)
-        return FlowEditPipelineOutput(images=images, nfe=nfe, forward_passes=passes)
+        return flowedit_output(images, nfe, passes, return_dict)

@@ -22,30 +22,29 @@ custom pipeline (``custom_pipeline=<this folder>, trust_remote_code=True``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.utils.torch_utils import randn_tensor
 
 from lsb.bridges.flowedit import guided_velocity
 from lsb.helpers.flowedit import (
     SD3_FLOWEDIT_DEFAULTS,
-    FlowEditPipelineOutput,
     check_flowedit_args,
+    check_flowedit_inputs,
     flow_timesteps,
     flowedit_counts,
-    flowedit_edit_step,
-    flowedit_sampling_start,
-    flowedit_sampling_step,
+    flowedit_output,
+    flowedit_prompt_for_batch,
+    integrate_flowedit,
 )
+from lsb.helpers.flow import transformer_latents
 from lsb.helpers.loading import absent_components
 from lsb.helpers.model_family import check_flow_components, check_model_folder_family
 from lsb.helpers.translation import check_callback_tensor_inputs, preprocess_images
 from lsb.io.execution import execution_device, model_dtype
-from lsb.io.latents import decode_latents, encode_latents
+from lsb.io.latents import decode_latents
 from lsb.prompts.encoding_sd3 import check_max_sequence_length, encode_prompt_sd3
 
 
@@ -117,11 +116,7 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
         max_sequence_length,
         callback_on_step_end_tensor_inputs,
     ):
-        if image is None:
-            raise ValueError("`image` is required: the picture(s) to edit")
-        for name, p in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
-            if not (isinstance(p, str) or (isinstance(p, list) and p and all(isinstance(q, str) for q in p))):
-                raise ValueError(f"{name} must be a string or a non-empty list of strings, got {p!r}")
+        check_flowedit_inputs(image, source_prompt, target_prompt)
         check_flowedit_args(num_inference_steps, n_max, n_min, n_avg, source_guidance_scale, target_guidance_scale)
         if self.text_encoder_3 is not None:
             check_max_sequence_length(max_sequence_length, self.tokenizer_3)
@@ -152,15 +147,6 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
             clip_skip=clip_skip,
             joint_attention_dim=self.transformer.config.joint_attention_dim,
         )
-
-    def _batched(self, prompt, batch, device, max_sequence_length, clip_skip):
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if len(prompts) not in (1, batch):
-            raise ValueError(f"a prompt list has {len(prompts)} entries for {batch} images")
-        embeds, pooled = self.encode_prompt(prompts, device, 1, max_sequence_length, clip_skip)
-        if embeds.shape[0] == 1:
-            embeds, pooled = embeds.expand(batch, -1, -1), pooled.expand(batch, -1)
-        return embeds, pooled
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
@@ -206,17 +192,17 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
             :class:`FlowEditPipelineOutput` (``images``, ``nfe``, ``forward_passes``), or a tuple of those.
         """
         self.check_inputs(
-            image,
-            source_prompt,
-            target_prompt,
-            num_inference_steps,
-            n_max,
-            n_min,
-            n_avg,
-            source_guidance_scale,
-            target_guidance_scale,
-            max_sequence_length,
-            callback_on_step_end_tensor_inputs,
+            image=image,
+            source_prompt=source_prompt,
+            target_prompt=target_prompt,
+            num_inference_steps=num_inference_steps,
+            n_max=n_max,
+            n_min=n_min,
+            n_avg=n_avg,
+            source_guidance_scale=source_guidance_scale,
+            target_guidance_scale=target_guidance_scale,
+            max_sequence_length=max_sequence_length,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
         edit_steps, sampling_steps = check_flowedit_args(num_inference_steps, n_max, n_min, n_avg)
         pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor * self.patch_size)
@@ -225,14 +211,18 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
         batch = pixels.shape[0]
 
         # 1. source latents X_src (VAE mode, (z - shift) * scale)
-        x_src = encode_latents(self.vae, pixels, device).to(dtype)
+        x_src = transformer_latents(self, pixels, device)
 
         # 2. prompts: [src-uncond, src-cond, tar-uncond, tar-cond] (uncond dropped when no CFG is needed)
         do_cfg = not (source_guidance_scale == 1.0 and target_guidance_scale == 1.0)
-        src, src_pooled = self._batched(source_prompt, batch, device, max_sequence_length, clip_skip)
-        tar, tar_pooled = self._batched(target_prompt, batch, device, max_sequence_length, clip_skip)
+
+        def encode(prompts):
+            return self.encode_prompt(prompts, device, 1, max_sequence_length, clip_skip)
+
+        src, src_pooled = flowedit_prompt_for_batch(encode, source_prompt, batch)
+        tar, tar_pooled = flowedit_prompt_for_batch(encode, target_prompt, batch)
         if do_cfg:
-            neg, neg_pooled = self._batched(negative_prompt, batch, device, max_sequence_length, clip_skip)
+            neg, neg_pooled = flowedit_prompt_for_batch(encode, negative_prompt, batch)
             embeds = torch.cat([neg, src, neg, tar]).to(dtype)
             pooled = torch.cat([neg_pooled, src_pooled, neg_pooled, tar_pooled]).to(dtype)
             sample_embeds, sample_pooled = (
@@ -245,7 +235,7 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
 
         # 3. the scheduler's grid (the model's shift), sigmas [T + 1] ending in 0
         seq_len = (x_src.shape[-2] // self.patch_size) * (x_src.shape[-1] // self.patch_size)
-        timesteps, sigmas = flow_timesteps(self.scheduler, num_inference_steps, device, seq_len, "sd3")
+        flow_timesteps(self.scheduler, num_inference_steps, device, seq_len, "sd3")
         self._num_timesteps = len(edit_steps) + len(sampling_steps)
 
         def velocity(latents, t, enc, pool):
@@ -265,40 +255,25 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
                 return guided_velocity(su, sc, source_guidance_scale), guided_velocity(tu, tc, target_guidance_scale)
             return velocity(torch.cat([z_src, z_tar]), t, embeds, pooled).chunk(2)
 
+        def target_velocity(x_tar, t):
+            """V_tar of the n_min sampling tail: [tar-uncond, tar-cond] in one call with CFG, else tar-cond alone."""
+            v = velocity(torch.cat([x_tar] * (2 if do_cfg else 1)), t, sample_embeds, sample_pooled)
+            return guided_velocity(*v.chunk(2), target_guidance_scale) if do_cfg else v
+
         # 4. the FlowEdit ODE from Z = X_src, then the optional n_min sampling tail
-        z = x_src.clone()
-        x_tar = None
-        with self.progress_bar(total=self._num_timesteps) as progress_bar:
-            for i in [*edit_steps, *sampling_steps]:
-                t, s, s_next = timesteps[i], sigmas[i], sigmas[i + 1]
-                if i in edit_steps:
-                    noises = [
-                        randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
-                        for _ in range(n_avg)
-                    ]
-                    z = flowedit_edit_step(partial(velocity_pair, t=t), z, x_src, s, s_next, noises)
-                    current = z
-                else:
-                    if x_tar is None:
-                        noise = randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
-                        x_tar = flowedit_sampling_start(z, x_src, s, noise)
-                    v = velocity(torch.cat([x_tar] * (2 if do_cfg else 1)), t, sample_embeds, sample_pooled)
-                    v = guided_velocity(*v.chunk(2), target_guidance_scale) if do_cfg else v
-                    x_tar = flowedit_sampling_step(x_tar, v, s, s_next)
-                    current = x_tar
-                if not torch.isfinite(current).all():
-                    raise FloatingPointError(f"NaN/inf in the latents after step {i} (sigma {float(s):.4f})")
-                if callback_on_step_end is not None:
-                    res = callback_on_step_end(
-                        self, i, t, {k: current for k in callback_on_step_end_tensor_inputs or []}
-                    )
-                    if res and "latents" in res:
-                        if x_tar is None:
-                            z = res["latents"]
-                        else:
-                            x_tar = res["latents"]
-                progress_bar.update()
-        out_latents = z if x_tar is None else x_tar
+        out_latents = integrate_flowedit(
+            self,
+            x_src,
+            edit_steps,
+            sampling_steps,
+            n_avg,
+            velocity_pair,
+            target_velocity,
+            device=device,
+            generator=generator,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
 
         # 5. decode; counts
         images = decode_latents(self.vae, self.image_processor, out_latents, output_type)
@@ -306,6 +281,4 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
             len(edit_steps), len(sampling_steps), n_avg, 4 if do_cfg else 2, 2 if do_cfg else 1
         )
         self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images, nfe, passes)
-        return FlowEditPipelineOutput(images=images, nfe=nfe, forward_passes=passes)
+        return flowedit_output(images, nfe, passes, return_dict)

@@ -27,11 +27,11 @@ from lsb_pipelines.lsb.pipeline import LSBPipelineOutput
 
 from lsb.helpers.bridge_loop import integrate_bridge
 from lsb.helpers.flow import (
-    check_embeds_width,
-    check_prompt_side,
-    check_text_encoders,
+    check_flow_prompt_side,
+    check_vae_shift_factor,
     pair_callback_state,
     prompt_pair_for_batch,
+    transformer_latents,
 )
 from lsb.helpers.flux import (
     check_distilled_guidance,
@@ -49,7 +49,7 @@ from lsb.helpers.translation import (
 )
 from lsb.io.execution import execution_device, model_dtype
 from lsb.io.settings import resolve_translation_args
-from lsb.io.latents import decode_latents, encode_latents
+from lsb.io.latents import decode_latents
 from lsb.prompts.encoding_flux import encode_prompt_flux, text_position_ids
 from lsb.prompts.encoding_sd3 import check_max_sequence_length
 from lsb.schedulers import LSBScheduler
@@ -88,11 +88,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
     ):
         super().__init__()
         check_flow_components(type(self).__name__, transformer, scheduler, "FluxTransformer2DModel")
-        if vae is not None and getattr(vae.config, "shift_factor", None) is None:
-            raise ValueError(
-                "FLUX's latents are (vae_latent - shift_factor) * scaling_factor, but "
-                "vae.config.shift_factor is None: set it (FLUX.1's VAE: 0.1159) or use the checkpoint's VAE"
-            )
+        check_vae_shift_factor(vae, "FLUX", "FLUX.1's VAE: 0.1159")
         if not isinstance(scheduler, LSBScheduler):
             scheduler = LSBScheduler.from_config(scheduler.config)
         # image_encoder / feature_extractor (IP-adapter slots of the folder layout) are accepted and unused.
@@ -144,37 +140,11 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
     ):
         if image is None:
             raise ValueError("`image` is required: the picture(s) to translate")
-        name = type(self).__name__
-        cfg = self.transformer.config
         for side, prompt, prompt_2, embeds, pooled in (
-            (
-                "source",
-                source_prompt,
-                source_prompt_2,
-                source_prompt_embeds,
-                source_pooled_prompt_embeds,
-            ),
-            (
-                "target",
-                target_prompt,
-                target_prompt_2,
-                target_prompt_embeds,
-                target_pooled_prompt_embeds,
-            ),
+            ("source", source_prompt, source_prompt_2, source_prompt_embeds, source_pooled_prompt_embeds),
+            ("target", target_prompt, target_prompt_2, target_prompt_embeds, target_pooled_prompt_embeds),
         ):
-            check_prompt_side(side, prompt, embeds, pooled, {f"{side}_prompt_2": prompt_2})
-            if prompt is not None:
-                check_text_encoders(
-                    name,
-                    side,
-                    {
-                        "text_encoder": self.text_encoder,
-                        "tokenizer": self.tokenizer,
-                        "text_encoder_2": self.text_encoder_2,
-                        "tokenizer_2": self.tokenizer_2,
-                    },
-                )
-            check_embeds_width(side, embeds, pooled, cfg.joint_attention_dim, cfg.pooled_projection_dim)
+            check_flow_prompt_side(self, side, prompt, embeds, pooled, {f"{side}_prompt_2": prompt_2})
         check_distilled_guidance(self.transformer, distilled_guidance_scale)
         check_max_sequence_length(max_sequence_length, self.tokenizer_2)
         check_bridge_settings(num_inference_steps, tau, t0)
@@ -188,8 +158,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
 
     def encode_image(self, image: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """VAE-encode images in [-1, 1] to FLUX latents (posterior mode - shift_factor) x scaling_factor, unpacked."""
-        latents = encode_latents(self.vae, image, device if device is not None else execution_device(self))
-        return latents.to(model_dtype(self.transformer))
+        return transformer_latents(self, image, device)
 
     def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
         """Unpacked latents (B, C, h, w) -> images of ``output_type``."""
@@ -298,21 +267,21 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
             self, num_inference_steps, guidance_scale, tau, t0, default_guidance_scale=1.0
         )
         self.check_inputs(
-            image,
-            source_prompt,
-            target_prompt,
-            source_prompt_2,
-            target_prompt_2,
-            source_prompt_embeds,
-            target_prompt_embeds,
-            source_pooled_prompt_embeds,
-            target_pooled_prompt_embeds,
-            num_inference_steps,
-            tau,
-            t0,
-            distilled_guidance_scale,
-            max_sequence_length,
-            callback_on_step_end_tensor_inputs,
+            image=image,
+            source_prompt=source_prompt,
+            target_prompt=target_prompt,
+            source_prompt_2=source_prompt_2,
+            target_prompt_2=target_prompt_2,
+            source_prompt_embeds=source_prompt_embeds,
+            target_prompt_embeds=target_prompt_embeds,
+            source_pooled_prompt_embeds=source_pooled_prompt_embeds,
+            target_pooled_prompt_embeds=target_pooled_prompt_embeds,
+            num_inference_steps=num_inference_steps,
+            tau=tau,
+            t0=t0,
+            distilled_guidance_scale=distilled_guidance_scale,
+            max_sequence_length=max_sequence_length,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
         device = execution_device(self)
         dtype = model_dtype(self.transformer)
@@ -328,18 +297,8 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
 
         src, src_pooled, tgt, tgt_pooled, (text_ids,) = prompt_pair_for_batch(
             encode,
-            (
-                source_prompt,
-                source_prompt_2,
-                source_prompt_embeds,
-                source_pooled_prompt_embeds,
-            ),
-            (
-                target_prompt,
-                target_prompt_2,
-                target_prompt_embeds,
-                target_pooled_prompt_embeds,
-            ),
+            (source_prompt, source_prompt_2, source_prompt_embeds, source_pooled_prompt_embeds),
+            (target_prompt, target_prompt_2, target_prompt_embeds, target_pooled_prompt_embeds),
             batch,
             device,
             dtype,

@@ -26,12 +26,12 @@ from lsb_pipelines.lsb.pipeline import LSBPipelineOutput
 
 from lsb.helpers.bridge_loop import integrate_bridge
 from lsb.helpers.flow import (
-    check_embeds_width,
+    check_flow_prompt_side,
     check_pixel_multiple,
-    check_prompt_side,
-    check_text_encoders,
+    check_vae_shift_factor,
     pair_callback_state,
     prompt_pair_for_batch,
+    transformer_latents,
 )
 from lsb.helpers.model_family import check_flow_components, check_model_folder_family
 from lsb.helpers.translation import (
@@ -42,7 +42,7 @@ from lsb.helpers.translation import (
 )
 from lsb.io.execution import execution_device, model_dtype
 from lsb.io.settings import resolve_translation_args
-from lsb.io.latents import decode_latents, encode_latents
+from lsb.io.latents import decode_latents
 from lsb.prompts.encoding_sd3 import check_max_sequence_length, encode_prompt_sd3
 from lsb.schedulers import LSBScheduler
 
@@ -93,11 +93,7 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
                 f"(got text_encoder_3={type(text_encoder_3).__name__}, "
                 f"tokenizer_3={type(tokenizer_3).__name__})"
             )
-        if vae is not None and getattr(vae.config, "shift_factor", None) is None:
-            raise ValueError(
-                "SD3's latents are (vae_latent - shift_factor) * scaling_factor, but vae.config.shift_factor "
-                "is None: set it (SD3's VAE: 0.0609) or use the checkpoint's VAE"
-            )
+        check_vae_shift_factor(vae, "SD3", "SD3's VAE: 0.0609")
         if not isinstance(scheduler, LSBScheduler):
             scheduler = LSBScheduler.from_config(scheduler.config)
         # image_encoder / feature_extractor (the IP-adapter slots of SD3.5 folders) are accepted and unused.
@@ -152,8 +148,6 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
     ):
         if image is None:
             raise ValueError("`image` is required: the picture(s) to translate")
-        name = type(self).__name__
-        cfg = self.transformer.config
         for side, prompt, prompt_2, prompt_3, embeds, pooled in (
             (
                 "source",
@@ -172,30 +166,13 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
                 target_pooled_prompt_embeds,
             ),
         ):
-            check_prompt_side(
-                side,
-                prompt,
-                embeds,
-                pooled,
-                {f"{side}_prompt_2": prompt_2, f"{side}_prompt_3": prompt_3},
-            )
-            if prompt is not None:
-                check_text_encoders(
-                    name,
-                    side,
-                    {
-                        "text_encoder": self.text_encoder,
-                        "tokenizer": self.tokenizer,
-                        "text_encoder_2": self.text_encoder_2,
-                        "tokenizer_2": self.tokenizer_2,
-                    },
-                )
+            extra_prompts = {f"{side}_prompt_2": prompt_2, f"{side}_prompt_3": prompt_3}
+            check_flow_prompt_side(self, side, prompt, embeds, pooled, extra_prompts)
             if prompt_3 is not None and self.text_encoder_3 is None:
                 raise ValueError(
                     f"`{side}_prompt_3` is the T5 prompt, but this pipeline has no T5 encoder "
                     "(text_encoder_3=None): load text_encoder_3 / tokenizer_3 or leave it out"
                 )
-            check_embeds_width(side, embeds, pooled, cfg.joint_attention_dim, cfg.pooled_projection_dim)
         check_max_sequence_length(max_sequence_length, self.tokenizer_3)
         check_bridge_settings(num_inference_steps, tau, t0)
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
@@ -221,8 +198,7 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
 
     def encode_image(self, image: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """VAE-encode images in [-1, 1] to SD3 latents (posterior mode - shift_factor) x scaling_factor."""
-        latents = encode_latents(self.vae, image, device if device is not None else execution_device(self))
-        return latents.to(model_dtype(self.transformer))
+        return transformer_latents(self, image, device)
 
     def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
         return decode_latents(self.vae, self.image_processor, latents, output_type)
@@ -328,22 +304,22 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
             self, num_inference_steps, guidance_scale, tau, t0, default_guidance_scale=7.0
         )
         self.check_inputs(
-            image,
-            source_prompt,
-            target_prompt,
-            source_prompt_2,
-            target_prompt_2,
-            source_prompt_3,
-            target_prompt_3,
-            source_prompt_embeds,
-            target_prompt_embeds,
-            source_pooled_prompt_embeds,
-            target_pooled_prompt_embeds,
-            num_inference_steps,
-            tau,
-            t0,
-            max_sequence_length,
-            callback_on_step_end_tensor_inputs,
+            image=image,
+            source_prompt=source_prompt,
+            target_prompt=target_prompt,
+            source_prompt_2=source_prompt_2,
+            target_prompt_2=target_prompt_2,
+            source_prompt_3=source_prompt_3,
+            target_prompt_3=target_prompt_3,
+            source_prompt_embeds=source_prompt_embeds,
+            target_prompt_embeds=target_prompt_embeds,
+            source_pooled_prompt_embeds=source_pooled_prompt_embeds,
+            target_pooled_prompt_embeds=target_pooled_prompt_embeds,
+            num_inference_steps=num_inference_steps,
+            tau=tau,
+            t0=t0,
+            max_sequence_length=max_sequence_length,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
         device = execution_device(self)
         dtype = model_dtype(self.transformer)
@@ -368,20 +344,8 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
 
         src, src_pooled, tgt, tgt_pooled, _ = prompt_pair_for_batch(
             encode,
-            (
-                source_prompt,
-                source_prompt_2,
-                source_prompt_3,
-                source_prompt_embeds,
-                source_pooled_prompt_embeds,
-            ),
-            (
-                target_prompt,
-                target_prompt_2,
-                target_prompt_3,
-                target_prompt_embeds,
-                target_pooled_prompt_embeds,
-            ),
+            (source_prompt, source_prompt_2, source_prompt_3, source_prompt_embeds, source_pooled_prompt_embeds),
+            (target_prompt, target_prompt_2, target_prompt_3, target_prompt_embeds, target_pooled_prompt_embeds),
             batch,
             device,
             dtype,
