@@ -132,3 +132,12 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def hardware() -> str:
+    """The machine a benchmark ran on, for its results file: processor, torch threads, torch version."""
+    import platform
+
+    import torch
+
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"

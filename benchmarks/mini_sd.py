@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,9 @@ import numpy as np
 import torch
 
 
+from benchmarks.logrows import hardware
 from lsb.data import shapes
+from lsb.io.assets import folder_bytes
 from lsb.metrics import read_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +111,16 @@ def bench_t2i(pipe, n: int, guidance: float, steps: int = 25, batch: int = 50, s
     }
 
 
+def parameter_counts(pipe, names) -> dict:
+    """{component: its number of parameters} for the named components of ``pipe``."""
+    return {k: sum(p.numel() for p in getattr(pipe, k).parameters()) for k in names}
+
+
+def parameters_text(counts: dict) -> str:
+    """The results file's parameter list: ``unet 7.01M, vae 1.23M, ...``."""
+    return ", ".join(f"{k} {n / 1e6:.2f}M" for k, n in counts.items())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="pipeline folder (default: the embedded lsb.MINI_SD)")
@@ -140,11 +151,9 @@ def main(argv=None) -> int:
     res = {"model": str(model), "vae": bench_vae(pipe.vae, args.n_vae)}
     res["t2i"] = [bench_t2i(pipe, args.n, g) for g in args.guidance]
     res["bench_seconds"] = time.time() - t
-    size = sum(p.stat().st_size for p in Path(model).rglob("*") if p.is_file())
+    size = folder_bytes(model)
     res["model_bytes"] = size
-    res["parameters"] = {
-        k: sum(p.numel() for p in getattr(pipe, k).parameters()) for k in ("unet", "vae", "text_encoder")
-    }
+    res["parameters"] = parameter_counts(pipe, ("unet", "vae", "text_encoder"))
     run = Path(args.run)
     res["training"] = {
         st: json.loads((run / f"{st}_result.json").read_text())
@@ -155,9 +164,7 @@ def main(argv=None) -> int:
         for st in ("vae", "decoder", "unet"):
             if (ft / f"{st}_result.json").is_file():
                 res["training"][f"{st}, continued ({ft.name})"] = json.loads((ft / f"{st}_result.json").read_text())
-    res["hardware"] = (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    )
+    res["hardware"] = hardware()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +174,7 @@ def main(argv=None) -> int:
         "# Embedded mini SD benchmark",
         "",
         f"Model: `{Path(model).name}` ({size / 2**20:.1f} MiB on disk; parameters: "
-        + ", ".join(f"{k} {n / 1e6:.2f}M" for k, n in res["parameters"].items())
+        + parameters_text(res["parameters"])
         + ")",
         "",
         "## VAE (held-out test scenes)",

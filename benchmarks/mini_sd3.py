@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,9 @@ from pathlib import Path
 import torch
 
 
-from benchmarks.mini_sd import bench_t2i
+from benchmarks.logrows import hardware
+from benchmarks.mini_sd import bench_t2i, parameter_counts, parameters_text
+from lsb.io.assets import folder_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,11 +84,10 @@ def main(argv=None) -> int:
     res["bench_seconds"] = time.time() - t
     if not args.checkpoint:
         folder = Path(args.model or lsb.MINI_SD3)
-        res["model_bytes"] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    res["parameters"] = {
-        k: sum(p.numel() for p in getattr(pipe, k).parameters())
-        for k in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
-    }
+        res["model_bytes"] = folder_bytes(folder)
+    res["parameters"] = parameter_counts(
+        pipe, ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+    )
     rows = training_rows(Path(args.run))
     res["training"] = {
         "runs": len(rows),
@@ -95,9 +95,7 @@ def main(argv=None) -> int:
         "seconds": sum(float(r["seconds"]) for r in rows),
         "recipe": rows[-1]["recipe"] if rows else None,
     }
-    res["hardware"] = (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    )
+    res["hardware"] = hardware()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,9 +109,7 @@ def main(argv=None) -> int:
     lines = [
         "# Embedded mini SD3 (rectified flow) benchmark",
         "",
-        f"Model: `{res['model']}` ({size}parameters: "
-        + ", ".join(f"{k} {n / 1e6:.2f}M" for k, n in res["parameters"].items())
-        + ")",
+        f"Model: `{res['model']}` ({size}parameters: " + parameters_text(res["parameters"]) + ")",
         "",
         f"## Text-to-image (stock StableDiffusion3Pipeline, {res['sampler']} shift {res['scheduler_shift']:g}, "
         f"{args.steps} steps, held-out test scenes)",

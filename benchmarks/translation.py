@@ -149,26 +149,42 @@ class Runner:
         return to_uint8(imgs), nfe_spent
 
 
-def run(
-    runner, method, nfe, split, n, directions, guidance, tau, t0, solver, batch=50, seed=0, collect: list | None = None
-) -> dict:
-    """Translate ``n`` scenes per direction and score them; ``collect`` (a list) receives (output, ideal) pairs."""
-    rows, t_total, n_total = [], 0.0, 0
+def translate_directions(translate_chunk, split, n, directions, batch, collect: list | None = None):
+    """Translate ``n`` scenes of ``split`` per direction in chunks of ``batch`` and score each direction (:func:`score`).
+
+    ``translate_chunk(images, src, tgt, i)`` translates the chunk that starts at scene ``i`` and returns
+    ``(outputs, *counts)``; ``collect`` (a list) receives (output, ideal) pairs. Returns the rows, the seconds per
+    image and the counts of the last chunk (None when there was none)."""
+    rows, t_total, n_total, counts = [], 0.0, 0, None
     for src, tgt in directions:
         scenes = shapes.scenes(split, n, shape=src)
-        outs, spent = [], None
+        outs = []
         for i in range(0, n, batch):
             chunk = scenes[i : i + batch]
             t = time.time()
-            o, spent = runner(
-                method, [shapes.render(s) for s in chunk], src, tgt, nfe, guidance, tau, t0, solver, seed + i
-            )
+            o, *counts = translate_chunk([shapes.render(s) for s in chunk], src, tgt, i)
             t_total += time.time() - t
             n_total += len(chunk)
             outs += o
         if collect is not None:
             collect += [(o, shapes.render_array(s.replace(shape=tgt))) for o, s in zip(outs, scenes)]
         rows.append({"direction": f"{src}->{tgt}", **score(outs, scenes, tgt)})
+    return rows, t_total / max(1, n_total), counts
+
+
+def run(
+    runner, method, nfe, split, n, directions, guidance, tau, t0, solver, batch=50, seed=0, collect: list | None = None
+) -> dict:
+    """Translate ``n`` scenes per direction and score them; ``collect`` (a list) receives (output, ideal) pairs."""
+    rows, seconds, counts = translate_directions(
+        lambda images, src, tgt, i: runner(method, images, src, tgt, nfe, guidance, tau, t0, solver, seed + i),
+        split,
+        n,
+        directions,
+        batch,
+        collect,
+    )
+    spent = counts[0] if counts else None
     mean = {k: float(np.mean([r[k] for r in rows if r[k] is not None])) for k in rows[0] if k not in ("direction", "n")}
     return {
         "method": method,
@@ -180,7 +196,7 @@ def run(
         "t0": t0,
         "split": split,
         "n_per_direction": n,
-        "seconds_per_image": t_total / max(1, n_total),
+        "seconds_per_image": seconds,
         "mean": mean,
         "directions": rows,
     }

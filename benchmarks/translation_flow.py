@@ -20,18 +20,16 @@ interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.translation import DIRECTIONS, Runner, score, to_uint8
-from benchmarks.translation_study import feature_scores
-from lsb.data import shapes
+from benchmarks.translation import DIRECTIONS, Runner, to_uint8, translate_directions
+from benchmarks.logrows import pyplot
+from benchmarks.translation_study import feature_scores, grid_settings, load_cells, save_cells, sweep_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,8 +50,7 @@ VARIANTS = {
 
 
 def grid(method: str) -> list[dict]:
-    axes = GRIDS[method]
-    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    return grid_settings(GRIDS[method])
 
 
 class FlowRunner(Runner):
@@ -94,21 +91,16 @@ class FlowRunner(Runner):
 
 
 def run_cell(runner, method, solver, nfe, split, n, hp, seed=0, batch=25, collect=None) -> dict:
-    """Translate ``n`` scenes per direction, score them (``benchmarks.translation.score``)."""
-    rows, t_total, n_total, spent, passes = [], 0.0, 0, None, None
-    for src, tgt in DIRECTIONS:
-        scenes = shapes.scenes(split, n, shape=src)
-        outs = []
-        for i in range(0, n, batch):
-            chunk = scenes[i : i + batch]
-            t = time.time()
-            o, spent, passes = runner(method, [shapes.render(sc) for sc in chunk], src, tgt, nfe, hp, solver, seed + i)
-            t_total += time.time() - t
-            n_total += len(chunk)
-            outs += o
-        if collect is not None:
-            collect += [(o, shapes.render_array(sc.replace(shape=tgt))) for o, sc in zip(outs, scenes)]
-        rows.append({"direction": f"{src}->{tgt}", **score(outs, scenes, tgt)})
+    """Translate ``n`` scenes per direction, score them (``benchmarks.translation.translate_directions``)."""
+    rows, seconds, counts = translate_directions(
+        lambda images, src, tgt, i: runner(method, images, src, tgt, nfe, hp, solver, seed + i),
+        split,
+        n,
+        DIRECTIONS,
+        batch,
+        collect,
+    )
+    spent, passes = counts or (None, None)
     mean = {
         k: float(np.mean([r[k] for r in rows if r[k] is not None]))
         for k in rows[0]
@@ -118,7 +110,7 @@ def run_cell(runner, method, solver, nfe, split, n, hp, seed=0, batch=25, collec
     return {
         "nfe_spent": spent,
         "forward_passes": passes,
-        "seconds_per_image": t_total / max(1, n_total),
+        "seconds_per_image": seconds,
         "mean": mean,
         "directions": rows,
     }
@@ -133,13 +125,8 @@ def _fmt(v, nd=3):
 
 
 def plot(rows: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot written (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for label in dict.fromkeys(r["label"] for r in rows):
@@ -182,19 +169,7 @@ def write(rows, tuning, path_md: Path, args) -> str:
             f"{m['background_kept']:.3f} | {m['psnr_ideal']:.2f} | {r['fid']:.2f} | "
             f"{r['seconds_per_image']:.3f} |"
         )
-    lines += [
-        "",
-        "Validation sweep (success per setting):",
-        "",
-        "| method | NFE | setting | val success |",
-        "|---|---|---|---|",
-    ]
-    for t in tuning:
-        lines.append(
-            f"| {t['label']} | {t['nfe']} | "
-            + ", ".join(f"{k} {v:g}" for k, v in t["hp"].items())
-            + f" | {t['success']:.3f} |"
-        )
+    lines += sweep_lines(tuning, "label")
     lines += ["", "Reproduce: `python -m benchmarks.translation_flow " + " ".join(args.argv) + "`"]
     text = "\n".join(lines) + "\n"
     path_md.write_text(text)
@@ -230,12 +205,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = "translation-flow" + (f"-{args.tag}" if args.tag else "")
     state_path = out / f"{stem}.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"cells": {}}
-
-    def save():
-        tmp = state_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(state_path)
+    state = load_cells(state_path)
 
     def cell(runner, model_label, label, method, solver, nfe, split, n, hp, collect_fid):
         key = cell_key(model_label, label, nfe, f"{split}{n}", hp)
@@ -245,7 +215,7 @@ def main(argv=None) -> int:
             if collect_fid:
                 r.update(feature_scores(pairs))
             state["cells"][key] = r
-            save()
+            save_cells(state, state_path)
         return state["cells"][key]
 
     flow = FlowRunner(args.model, device=args.device)

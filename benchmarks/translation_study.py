@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 
+from benchmarks.logrows import pyplot
 from benchmarks.translation import DIRECTIONS, Runner, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +37,43 @@ GRIDS = {
 }
 
 
-def grid(method: str) -> list[dict]:
-    axes = GRIDS[method]
+def grid_settings(axes: dict) -> list[dict]:
+    """Every combination of the values of ``axes`` ({knob: values}), as {knob: value} dicts."""
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def grid(method: str) -> list[dict]:
+    return grid_settings(GRIDS[method])
+
+
+def load_cells(path: Path) -> dict:
+    """The study state saved at ``path`` (its finished cells), or a new one."""
+    return json.loads(path.read_text()) if path.is_file() else {"cells": {}}
+
+
+def save_cells(state: dict, path: Path) -> None:
+    """Write the study state to ``path`` through a temporary file (a cut-off write leaves the previous state)."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(path)
+
+
+def sweep_lines(tuning: list[dict], key: str) -> list[str]:
+    """The results file's validation sweep: a table of the success per setting, rows named by ``key``."""
+    lines = [
+        "",
+        "Validation sweep (success per setting):",
+        "",
+        "| method | NFE | setting | val success |",
+        "|---|---|---|---|",
+    ]
+    for t in tuning:
+        lines.append(
+            f"| {t[key]} | {t['nfe']} | "
+            + ", ".join(f"{k} {v:g}" for k, v in t["hp"].items())
+            + f" | {t['success']:.3f} |"
+        )
+    return lines
 
 
 def cell_key(method, nfe, split, hp) -> str:
@@ -55,14 +90,11 @@ def feature_scores(pairs) -> dict:
 
 
 def plot(rows: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot written (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return False
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for method in sorted({r["method"] for r in rows}):
         rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["nfe"])
@@ -72,8 +104,8 @@ def plot(rows: list[dict], path: Path) -> bool:
     for ax, name in zip(axes, ["FID (shapes feature space, lower is better)", "success rate (reader)"]):
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["nfe"] for r in rows}))
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.get_xaxis().set_major_formatter(ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(NullFormatter())
         ax.set_xlabel("NFE")
         ax.set_title(name)
         ax.grid(alpha=0.3)
@@ -108,23 +140,7 @@ def write(rows: list[dict], tuning: list[dict], path_md: Path, args, device_name
             f"{m['centre_error'] if m['centre_error'] is None else round(m['centre_error'], 2)} | "
             f"{m['psnr_ideal']:.2f} | {r['fid']:.2f} | {1e3 * r['kid']:.1f} | {r['seconds_per_image']:.3f} |"
         )
-    lines += (
-        ["", "## The paper's claim on this ground truth", ""]
-        + claims(rows)
-        + [
-            "",
-            "Validation sweep (success per setting):",
-            "",
-            "| method | NFE | setting | val success |",
-            "|---|---|---|---|",
-        ]
-    )
-    for t in tuning:
-        lines.append(
-            f"| {t['method']} | {t['nfe']} | "
-            + ", ".join(f"{k} {v:g}" for k, v in t["hp"].items())
-            + f" | {t['success']:.3f} |"
-        )
+    lines += ["", "## The paper's claim on this ground truth", ""] + claims(rows) + sweep_lines(tuning, "method")
     lines += [
         "",
         f"Reproduce: `python -m benchmarks.translation_study --nfe {' '.join(map(str, args.nfe))} "
@@ -201,13 +217,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = "translation-study" + (f"-{args.tag}" if args.tag else "")
     state_path = out / f"{stem}.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"cells": {}}
-
-    def save():
-        tmp = state_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(state_path)
-
+    state = load_cells(state_path)
     runner = Runner(args.model, device=args.device)
     if args.device.startswith("cuda") and torch.cuda.is_available():
         state["device_name"] = torch.cuda.get_device_name()
@@ -235,7 +245,7 @@ def main(argv=None) -> int:
                         seed=1000,
                     )
                     state["cells"][key] = {"success": r["mean"]["success"], "hp": hp}
-                    save()
+                    save_cells(state, state_path)
                 cell = state["cells"][key]
                 tuning.append({"method": method, "nfe": nfe, "hp": hp, "success": cell["success"]})
                 if best is None or cell["success"] > best["success"]:
@@ -259,7 +269,7 @@ def main(argv=None) -> int:
                 )
                 r.update(feature_scores(pairs), hp=hp, val_success=best["success"])
                 state["cells"][key] = r
-                save()
+                save_cells(state, state_path)
             rows.append(state["cells"][key])
             r = rows[-1]
             print(

@@ -26,3 +26,21 @@ def default_to_float32(component_dir) -> None:
         if key in data:
             data[key] = "float32"
     cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def folder_bytes(path) -> int:
+    """The size on disk of every file below ``path``, in bytes."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def replace_folder(src, dest) -> Path:
+    """Copy the folder ``src`` to ``dest``, replacing what was there (copied next to it first, then renamed)."""
+    import shutil
+
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest

@@ -11,6 +11,8 @@ soon as any hook is present (offloading, caching, layerwise casting ...) it defe
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 _HOOK_ATTRS = ("_hf_hook", "_diffusers_hook")
@@ -77,3 +79,20 @@ def process_state(device=None):
     flag = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     dev = torch.device(device) if device is not None else default_device()
     return PartialState(cpu=flag or dev.type == "cpu")
+
+
+@contextlib.contextmanager
+def process_map(fn, jobs: list):
+    """``map(fn, jobs)`` (results in order) in a pool of up to 16 worker processes when there are more than two
+    jobs and cores for them, else in this process; the pool is shut down when the ``with`` block ends."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import os
+
+    workers = min(len(jobs), os.cpu_count() or 1, 16)
+    pool = ProcessPoolExecutor(workers) if workers > 2 else None
+    try:
+        yield pool.map(fn, jobs) if pool else map(fn, jobs)
+    finally:
+        if pool:
+            pool.shutdown()

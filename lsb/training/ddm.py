@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,27 +36,17 @@ import torch
 from ..bridges.ddm import T_MIN
 from ..data import shapes
 from ..data.degradations import degrade
-from ..io.execution import process_state
+from ..io.execution import process_map, process_state
 from ..io.images import uint8_to_pixels
 from ..io.latents import encode_latents
 from ..models import mini_sd
 from ..models.ddm import ddm_unet_channels, split_heads
 from .loop import TrainConfig, TrainingTask, is_main_process, exit_process, train
+from .mini_sd import BASE_SAMPLE_PROMPTS, min_snr_epsilon_loss, sd_pipeline, training_noise_scheduler
 
 KINDS = ("ddm", "ddpm")
 TASKS = ("t2i", "sr4")
-SAMPLE_PROMPTS = [
-    "a red circle on a white background",
-    "a green square on a black background",
-    "a blue triangle on a gray background",
-    "a yellow circle on a black background",
-    "a purple square on a white background",
-    "an orange triangle on a white background",
-    "a circle",
-    "a square",
-    "a triangle",
-    "a blue square on a gray background",
-]
+SAMPLE_PROMPTS = [*BASE_SAMPLE_PROMPTS, "a blue square on a gray background"]
 
 
 def load_mini_sd(path: str | None = None):
@@ -96,24 +84,17 @@ def cache_task_latents(vae, n: int, task: str = "t2i", batch: int = 256, device=
     vae = vae.to(device)
     scenes_all = shapes.scenes("train", n)
     jobs = [(scenes_all[i : i + batch], "sr4" if task == "sr4" else None) for i in range(0, n, batch)]
-    workers = min(len(jobs), os.cpu_count() or 1, 16)
-    pool = ProcessPoolExecutor(workers) if workers > 2 else None
 
     def enc(arr):
         x = uint8_to_pixels(arr).to(device)
         return encode_latents(vae, x).cpu()
 
     lat, cond = [], []
-    try:
-        for a, b in tqdm(
-            pool.map(_render_pair, jobs) if pool else map(_render_pair, jobs), total=len(jobs), desc="cache latents"
-        ):
+    with process_map(_render_pair, jobs) as pairs:
+        for a, b in tqdm(pairs, total=len(jobs), desc="cache latents"):
             lat.append(enc(a))
             if b is not None:
                 cond.append(enc(b))
-    finally:
-        if pool:
-            pool.shutdown()
     return torch.cat(lat), (torch.cat(cond) if cond else None), scenes_all
 
 
@@ -137,8 +118,6 @@ class DDMTrainTask(TrainingTask):
         unet=None,
         unet_overrides: dict | None = None,
     ):
-        from diffusers import DDPMScheduler
-
         import lsb
 
         if kind not in KINDS:
@@ -158,13 +137,7 @@ class DDMTrainTask(TrainingTask):
             self.scheduler = lsb.DDMScheduler(attenuation=attenuation)
             chans = ddm_unet_channels(c, attenuation, image_conditioned=task == "sr4")
         else:
-            self.scheduler = DDPMScheduler(
-                **{
-                    k: v
-                    for k, v in mini_sd.SCHEDULER_CONFIG.items()
-                    if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
-                }
-            )
+            self.scheduler = training_noise_scheduler()
             ac = self.scheduler.alphas_cumprod
             self.snr = ac / (1 - ac)
             chans = {"in_channels": c, "out_channels": c}
@@ -219,9 +192,7 @@ class DDMTrainTask(TrainingTask):
         if self.kind == "ddpm":
             noisy = self.scheduler.add_noise(x0, noise, t)
             pred = unet(noisy, t, b["h"]).sample
-            mse = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
-            snr = self.snr.to(mse.device)[t]
-            loss = (torch.clamp(snr, max=self.snr_gamma) / snr * mse).mean()
+            loss, mse = min_snr_epsilon_loss(pred, noise, self.snr, t, self.snr_gamma)
             return loss, {"mse": float(mse.detach().mean())}
         K = b.get("K")
         ts = t * self.scheduler.config.num_train_timesteps
@@ -255,18 +226,7 @@ class DDMTrainTask(TrainingTask):
                 unet=self.unet,
                 scheduler=self.scheduler,
             )
-        from diffusers import StableDiffusionPipeline
-
-        return StableDiffusionPipeline(
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            unet=self.unet,
-            scheduler=mini_sd.build_scheduler(),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        return sd_pipeline(self.vae, self.text_encoder, self.tokenizer, self.unet)
 
     @torch.no_grad()
     def sample(self, step, out_dir):

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data import shapes
-from ..io.execution import process_state
+from ..io.assets import folder_bytes
+from ..io.execution import process_map, process_state
 from ..io.images import uint8_to_pixels
 from ..io.latents import encode_latents
 from ..models import mini_sd
@@ -157,16 +156,10 @@ def cache_latents(vae, n: int, seed: int = 0, batch: int = 128) -> tuple[torch.T
     scenes_all = shapes.scenes("train", n)
     chunks = [scenes_all[i : i + batch] for i in range(0, n, batch)]
     out = []
-    workers = min(len(chunks), os.cpu_count() or 1, 16)
-    pool = ProcessPoolExecutor(workers) if workers > 2 else None  # rendering is the slow part on many cores
-    try:
-        arrays = pool.map(_render_chunk, chunks) if pool else map(_render_chunk, chunks)
+    with process_map(_render_chunk, chunks) as arrays:  # rendering is the slow part on many cores
         for arr in tqdm(arrays, total=len(chunks), desc="cache latents"):
             x = uint8_to_pixels(arr)
             out.append(encode_latents(vae, x.to(vae.device)).cpu())
-    finally:
-        if pool:
-            pool.shutdown()
     return torch.cat(out), scenes_all
 
 
@@ -174,20 +167,63 @@ def _render_chunk(chunk: list[shapes.Scene]) -> np.ndarray:
     return np.stack([shapes.render_array(s) for s in chunk])
 
 
-SAMPLE_PROMPTS = [
+#: the prompts the sample grids of the shapes-world trainings (mini SD, mini SD3, DDM) start with: six full
+#: captions, then the three shape-only prompts; each grid appends its own
+BASE_SAMPLE_PROMPTS = [
     "a red circle on a white background",
     "a green square on a black background",
     "a blue triangle on a gray background",
     "a yellow circle on a black background",
     "a purple square on a white background",
     "an orange triangle on a white background",
-    "a orange triangle on a white background",
     "a circle",
     "a square",
     "a triangle",
+]
+SAMPLE_PROMPTS = [
+    *BASE_SAMPLE_PROMPTS[:6],
+    "a orange triangle on a white background",
+    *BASE_SAMPLE_PROMPTS[6:],
     "a purple circle on a gray background",
     "a blue square on a gray background",
 ]
+
+
+def training_noise_scheduler():
+    """The ``DDPMScheduler`` that noises latents for training the mini SD's UNet (its schedule's betas)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        **{
+            k: v
+            for k, v in mini_sd.SCHEDULER_CONFIG.items()
+            if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
+        }
+    )
+
+
+def min_snr_epsilon_loss(pred, noise, snr, t, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The min-SNR-gamma weighted epsilon loss: the batch mean of ``min(SNR_t, gamma) / SNR_t`` times each sample's
+    MSE (``snr``: the SNR per training timestep, ``t``: the batch's timesteps); returns (loss, per-sample MSE)."""
+    mse = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
+    snr_t = snr.to(mse.device)[t]
+    return (torch.clamp(snr_t, max=gamma) / snr_t * mse).mean(), mse
+
+
+def sd_pipeline(vae, text_encoder, tokenizer, unet):
+    """A ``StableDiffusionPipeline`` of these components with the mini SD's sampling scheduler, no safety checker."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=mini_sd.build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 class UNetTask(TrainingTask):
@@ -206,19 +242,11 @@ class UNetTask(TrainingTask):
         focus_max_timestep: int = 0,
         focus_fraction: float = 0.0,
     ):
-        from diffusers import DDPMScheduler
-
         self.vae = vae
         self.tokenizer = tokenizer or mini_sd.build_tokenizer()
         self.unet = unet if unet is not None else mini_sd.build_unet()
         self.text_encoder = text_encoder if text_encoder is not None else mini_sd.build_text_encoder(self.tokenizer)
-        self.noise_scheduler = DDPMScheduler(
-            **{
-                k: v
-                for k, v in mini_sd.SCHEDULER_CONFIG.items()
-                if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
-            }
-        )
+        self.noise_scheduler = training_noise_scheduler()
         self.latents = latents
         self.scenes = scenes
         self.batch_size = batch_size
@@ -266,25 +294,11 @@ class UNetTask(TrainingTask):
         noisy = self.noise_scheduler.add_noise(b["latents"], b["noise"], b["t"])
         h = te(b["ids"])[0]
         pred = unet(noisy, b["t"], h).sample
-        mse = ((pred.float() - b["noise"]) ** 2).mean(dim=(1, 2, 3))
-        snr = self.snr.to(mse.device)[b["t"]]
-        w = torch.clamp(snr, max=self.snr_gamma) / snr  # min-SNR-gamma for epsilon prediction
-        loss = (w * mse).mean()
+        loss, mse = min_snr_epsilon_loss(pred, b["noise"], self.snr, b["t"], self.snr_gamma)
         return loss, {"mse": float(mse.detach().mean())}
 
     def pipeline(self):
-        from diffusers import StableDiffusionPipeline
-
-        return StableDiffusionPipeline(
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            unet=self.unet,
-            scheduler=mini_sd.build_scheduler(),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        return sd_pipeline(self.vae, self.text_encoder, self.tokenizer, self.unet)
 
     @torch.no_grad()
     def sample(self, step, out_dir):
@@ -480,5 +494,4 @@ def export_pipeline(
     pipe.scheduler = mini_sd.build_scheduler()
     pipe.to(dtype).save_pretrained(dest, max_shard_size="5MB")  # files under 8 MiB (repository rule)
     default_to_float32(Path(dest) / "text_encoder")  # loads float32 without a dtype, like diffusers' UNet/VAE
-    size = sum(p.stat().st_size for p in Path(dest).rglob("*") if p.is_file())
-    return {"dest": str(dest), "bytes": size}
+    return {"dest": str(dest), "bytes": folder_bytes(dest)}

@@ -19,31 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data import shapes
+from ..io.assets import folder_bytes, replace_folder
 from ..models import mini_sd3
 from .loop import TrainConfig, TrainingTask, is_main_process, train
-from .mini_sd import cache_latents
+from .mini_sd import BASE_SAMPLE_PROMPTS, cache_latents
 
-SAMPLE_PROMPTS = [
-    "a red circle on a white background",
-    "a green square on a black background",
-    "a blue triangle on a gray background",
-    "a yellow circle on a black background",
-    "a purple square on a white background",
-    "an orange triangle on a white background",
-    "a circle",
-    "a square",
-    "a triangle",
-    "a blue square",
-    "a circle on a black background",
-    "",
-]
+SAMPLE_PROMPTS = [*BASE_SAMPLE_PROMPTS, "a blue square", "a circle on a black background", ""]
 
 
 def all_captions() -> list[str]:
@@ -259,21 +246,12 @@ def run(out: str | Path, recipe: MiniSD3Recipe | None = None, **overrides) -> di
     return res
 
 
-def folder_bytes(path: str | Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
 def install(run_dir: str | Path, dest: str | Path) -> Path:
     """Copy ``run_dir/final`` to ``dest`` (replacing it)."""
-    src, dest = Path(run_dir) / "final", Path(dest)
+    src = Path(run_dir) / "final"
     if not (src / "model_index.json").is_file():
         raise FileNotFoundError(f"{src} holds no pipeline: train first")
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return dest
+    return replace_folder(src, dest)
 
 
 def transformer_from_checkpoint(checkpoint: str | Path, ema: bool = True, **config_overrides):

@@ -13,3 +13,18 @@ CONVERT_MODE_HELP = (
     "alpha composited on white, 16-bit and float scaled to 8 bits (default: refuse them, naming "
     "the file)"
 )
+
+
+def add_image_output_arguments(p) -> None:
+    """``--size-policy``, ``--resize-back``, ``--max-pixels`` and ``--overwrite``: the options of the commands that
+    write one output image per input image (translate, restore)."""
+    from ..inputs import MAX_PIXELS_HELP, SIZE_POLICIES, SIZE_POLICY_HELP
+
+    p.add_argument("--size-policy", default="resize", choices=SIZE_POLICIES, help=SIZE_POLICY_HELP)
+    p.add_argument("--resize-back", action="store_true", help="resize each output back to its input's size")
+    p.add_argument("--max-pixels", type=int, default=None, help=MAX_PIXELS_HELP)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the previous run in a non-empty output folder (all its files, settings.json included)",
+    )

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..inputs import MAX_PIXELS_HELP, SIZE_POLICIES, SIZE_POLICY_HELP
-from . import CONVERT_MODE_HELP
+from . import CONVERT_MODE_HELP, add_image_output_arguments
 
 METHODS = ("bridge", "palette", "diffir")
 TRAIN_HINT = {
@@ -96,14 +95,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None)
-    p.add_argument("--size-policy", default="resize", choices=SIZE_POLICIES, help=SIZE_POLICY_HELP)
-    p.add_argument("--resize-back", action="store_true", help="resize each output back to its input's size")
-    p.add_argument("--max-pixels", type=int, default=None, help=MAX_PIXELS_HELP)
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the previous run in a non-empty output folder (all its files, settings.json included)",
-    )
+    add_image_output_arguments(p)
     p.add_argument("-o", "--output", required=True, help="output folder (created; must be new or empty)")
     p.set_defaults(func=cmd_restore)
 

@@ -70,22 +70,24 @@ def cmd_train_mini_sd3(args) -> int:
 
     from ...training.mini_sd3 import install, run
 
-    res = run(
-        args.out,
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-        cached_scenes=args.cached_scenes,
-        seed=args.seed,
-        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-        base=args.base,
-        logit_normal_fraction=args.logit_normal_fraction,
-        transformer=args.transformer_config,
+    over = _recipe_overrides(
+        args, ("steps", "batch", "lr", "cached_scenes", "seed", "base", "logit_normal_fraction"), ("max",)
     )
+    res = run(args.out, **over, transformer=args.transformer_config)
     print(json.dumps(res, default=str))
     if args.install:
         print(f"installed into {install(args.out, lsb.MINI_SD3)}")
     return 0
+
+
+def _recipe_overrides(args, names, timed=()) -> dict:
+    """The recipe fields set on the ``lsb train`` command line (None: the recipe's default), from the options
+    of the same names; each ``X`` of ``timed`` turns ``--X-minutes`` into the field ``X_seconds``."""
+    over = {name: getattr(args, name) for name in names}
+    for stage in timed:
+        minutes = getattr(args, f"{stage}_minutes")
+        over[f"{stage}_seconds"] = minutes * 60 if minutes else None
+    return over
 
 
 def _check_train_args(args, ints=(), floats=(), fractions=(), folders=()) -> None:
@@ -109,8 +111,6 @@ def _check_train_args(args, ints=(), floats=(), fractions=(), folders=()) -> Non
 
 
 def cmd_train_mini_sd(args) -> int:
-    import shutil
-
     _check_train_args(
         args,
         ints=("vae_steps", "decoder_steps", "unet_steps", "unet_batch", "cached_scenes", "unet_focus_max_timestep"),
@@ -124,35 +124,32 @@ def cmd_train_mini_sd(args) -> int:
 
     import lsb
 
+    from ...io.assets import replace_folder
     from ...training.mini_sd import run_stage
 
     stages = ["vae", "decoder", "unet", "export"] if args.stage == "all" else [args.stage]
-    over = dict(
-        vae_steps=args.vae_steps,
-        decoder_steps=args.decoder_steps,
-        unet_steps=args.unet_steps,
-        unet_batch=args.unet_batch,
-        cached_scenes=args.cached_scenes,
-        seed=args.seed,
-        unet_lr=args.unet_lr,
-        unet_init=args.unet_init,
-        mixed_precision=args.mixed_precision,
-        unet_max_seconds=args.unet_max_minutes * 60 if args.unet_max_minutes else None,
-        unet_focus_fraction=args.unet_focus_fraction,
-        unet_focus_max_timestep=args.unet_focus_max_timestep,
-        decoder_init=args.decoder_init,
-        decoder_lr=args.decoder_lr,
-        decoder_latent_noise=args.decoder_latent_noise,
-        decoder_max_seconds=args.decoder_max_minutes * 60 if args.decoder_max_minutes else None,
+    over = _recipe_overrides(
+        args,
+        (
+            "vae_steps",
+            "decoder_steps",
+            "unet_steps",
+            "unet_batch",
+            "cached_scenes",
+            "seed",
+            "unet_lr",
+            "unet_init",
+            "mixed_precision",
+            "unet_focus_fraction",
+            "unet_focus_max_timestep",
+            "decoder_init",
+            "decoder_lr",
+            "decoder_latent_noise",
+        ),
+        ("unet_max", "decoder_max"),
     )
     for st in stages:
         print(json.dumps({st: run_stage(st, args.out, **over)}, default=str))
     if args.install:
-        dest = Path(lsb.MINI_SD)
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(Path(args.out) / "pipeline", tmp)
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-        print(f"installed into {dest}")
+        print(f"installed into {replace_folder(Path(args.out) / 'pipeline', lsb.MINI_SD)}")
     return 0

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..inputs import MAX_PIXELS_HELP, SIZE_POLICIES, SIZE_POLICY_HELP
 from ...io.settings import PAPER_TRANSLATION, check_guidance, check_nfe, check_t0, check_tau, translation_defaults
-from . import CONVERT_MODE_HELP
+from . import CONVERT_MODE_HELP, add_image_output_arguments
 
 
 # Defaults for translation. They are the paper's (METHODS.md section 2) except where the embedded
@@ -43,20 +42,13 @@ def register(sub) -> None:
         help="lsb, or the LSB paper's baselines sdedit / ddib (same NFE budget); flowedit (SD3 / FLUX "
         "models: --nfe = FlowEdit steps n_max, --guidance = target guidance; unset: the paper's)",
     )
-    p.add_argument("--nfe", type=int, default=None, help="UNet evaluations per image" + _default_note("nfe"))
-    p.add_argument(
-        "--tau",
-        type=float,
-        default=None,
-        help="bridge noise τ (paper's τ; official --tau is sqrt(τ))" + _default_note("tau"),
-    )
-    p.add_argument("--t0", type=float, default=None, help="bridge start time t0 in (0, 1)" + _default_note("t0"))
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help="guidance weight w on the predictor difference" + _default_note("guidance"),
-    )
+    for key, typ, text in (
+        ("nfe", int, "UNet evaluations per image"),
+        ("tau", float, "bridge noise τ (paper's τ; official --tau is sqrt(τ))"),
+        ("t0", float, "bridge start time t0 in (0, 1)"),
+        ("guidance", float, "guidance weight w on the predictor difference"),
+    ):
+        p.add_argument(f"--{key}", type=typ, default=None, help=text + _default_note(key))
     p.add_argument(
         "--solver", default=None, choices=["euler", "ddim", "multistep"], help="ODE solver" + _default_note("solver")
     )
@@ -67,14 +59,7 @@ def register(sub) -> None:
         default=None,
         help="resize inputs to SIZE x SIZE first (default: the model's native size, see --size-policy)",
     )
-    p.add_argument("--size-policy", default="resize", choices=SIZE_POLICIES, help=SIZE_POLICY_HELP)
-    p.add_argument("--resize-back", action="store_true", help="resize each output back to its input's size")
-    p.add_argument("--max-pixels", type=int, default=None, help=MAX_PIXELS_HELP)
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the previous run in a non-empty output folder (all its files, settings.json included)",
-    )
+    add_image_output_arguments(p)
     p.add_argument(
         "--trust-remote-code",
         action="store_true",
