@@ -29,36 +29,53 @@ def _fresh_custom_pipeline_module():
     drop()
 
 
+#: The tiny UNet's sizes (the mini SD's UNet, lsb.models.mini_sd, at toy widths: cross-attention 16).
+TINY_UNET = dict(
+    block_out_channels=(8, 16),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=16,
+    attention_head_dim=2,
+    norm_num_groups=4,
+)
+
+
+def tiny_unet(**overrides):
+    """A random UNet2DConditionModel of ``tiny_components`` (latents 4 x 8 x 8) from the current torch seed;
+    ``overrides`` change its config (e.g. ``in_channels``, ``out_channels``)."""
+    from lsb.models import mini_sd
+
+    return mini_sd.build_unet(**{**TINY_UNET, **overrides})
+
+
+def tiny_vae(block_out_channels=(4, 4, 8, 8), sample_size: int = 64, scaling_factor: float = 0.18215, **overrides):
+    """A random AutoencoderKL: the mini SD's VAE (lsb.models.mini_sd) at toy widths (norm groups of 2), one
+    encoder / decoder block per entry of ``block_out_channels``, from the current torch seed; SD 1.x's
+    ``scaling_factor`` unless given; ``overrides`` change the rest of its config (e.g. ``shift_factor``)."""
+    from lsb.models import mini_sd
+
+    n = len(block_out_channels)
+    return mini_sd.build_vae(
+        block_out_channels=list(block_out_channels),
+        down_block_types=["DownEncoderBlock2D"] * n,
+        up_block_types=["UpDecoderBlock2D"] * n,
+        norm_num_groups=2,
+        sample_size=sample_size,
+        scaling_factor=scaling_factor,
+        **overrides,
+    )
+
+
 def tiny_components(prediction_type: str = "epsilon", seed: int = 0):
     """vae / text_encoder / tokenizer / unet / scheduler with SD 1.x's classes at toy size (64 px images)."""
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from diffusers import PNDMScheduler
     from lsb.models import mini_sd
 
     tok = mini_sd.build_tokenizer()
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=2,
-        norm_num_groups=4,
-    )
+    unet = tiny_unet()
     torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        block_out_channels=[4, 4, 8, 8],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=4,
-        norm_num_groups=2,
-        sample_size=64,
-    )
+    vae = tiny_vae()
     torch.manual_seed(seed)
     te = mini_sd.build_text_encoder(
         tok, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, projection_dim=16
@@ -67,6 +84,21 @@ def tiny_components(prediction_type: str = "epsilon", seed: int = 0):
     cfg["prediction_type"] = prediction_type
     sched = PNDMScheduler.from_config(cfg)
     return {"vae": vae, "text_encoder": te, "tokenizer": tok, "unet": unet, "scheduler": sched}
+
+
+def smoke_translate(pipe, image):
+    """One translation "a circle" -> "a square" at NFE 2 (guidance 3, seed 0, output_type "pt") under
+    ``torch.inference_mode``: the run the tests make on the real architectures (random weights)."""
+    with torch.inference_mode():
+        return pipe(
+            image,
+            "a circle",
+            "a square",
+            num_inference_steps=2,
+            guidance_scale=3.0,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(0),
+        )
 
 
 @pytest.fixture

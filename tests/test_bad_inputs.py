@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from lsb.surfaces.cli import main
+from tests.cli_helpers import options, translate_argv
 
 NO_GPU = not torch.cuda.is_available()
 
@@ -83,18 +84,7 @@ def test_translate_bad_inputs(world, tiny_sd_dir, capsys, monkeypatch):
     monkeypatch.chdir(world)
     out = world / "out"
     t = world
-    base = [
-        "translate",
-        str(t / "in"),
-        "--source",
-        "a circle",
-        "--target",
-        "a square",
-        "--model",
-        str(tiny_sd_dir),
-        "--nfe",
-        "2",
-    ]
+    base = translate_argv(t / "in", model=tiny_sd_dir, nfe=2)
     table = [
         (["--guidance", "nan"], "--guidance"),
         (["--guidance", "inf"], "--guidance"),
@@ -212,19 +202,7 @@ def test_learn_domain_bad_inputs(world, tiny_sd_dir, capsys):
     t = world
     out = t / "dom"
     (t / "empty").mkdir()
-    base = [
-        "learn-domain",
-        "--images",
-        str(t / "in"),
-        "--token",
-        "<c>",
-        "--model",
-        str(tiny_sd_dir),
-        "--steps",
-        "1",
-        "--batch-size",
-        "1",
-    ]
+    base = ["learn-domain", *options(images=t / "in", token="<c>", model=tiny_sd_dir, steps=1, batch_size=1)]
     table = [
         (["--checkpoint-every", "0"], "--checkpoint-every"),
         (["--steps", "0"], "--steps"),

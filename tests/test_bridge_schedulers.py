@@ -9,20 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from lsb.bridges import (
-    DDBMPreconditioning,
-    I2SBBridgeSchedule,
-    I2SBPreconditioning,
-    VEBridgeSchedule,
-    VPBridgeSchedule,
-    dbim_multistep_step,
-    dbim_step,
-    ddbm_ode_drift,
-    i2sb_posterior_step,
-    i2sb_step_indices,
-    karras_times,
-    make_bridge_schedule,
-)
+from lsb.bridges import DDBMPreconditioning, I2SBBridgeSchedule, I2SBPreconditioning, VEBridgeSchedule, VPBridgeSchedule
+from lsb.bridges import dbim_multistep_step, dbim_step, ddbm_ode_drift, i2sb_posterior_step, i2sb_step_indices
+from lsb.bridges import karras_times, make_bridge_schedule
 from lsb.schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler
 
 torch.set_num_threads(1)

@@ -8,24 +8,9 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from lsb.bridges import (
-    flow_interpolant,
-    flow_level,
-    flow_level_to_sb_time,
-    flow_level_to_sigma,
-    flow_model_input_scale,
-    flow_predictors,
-    flow_timestep,
-    flow_velocity,
-    sb_alpha_bar,
-    sb_predictors,
-    sb_sigma,
-    sb_sigma_dot,
-    sb_time_to_flow_timestep,
-    sigma_to_flow_level,
-    velocity_to_noise,
-    velocity_to_sample,
-)
+from lsb.bridges import flow_interpolant, flow_level, flow_level_to_sb_time, flow_level_to_sigma, flow_model_input_scale
+from lsb.bridges import flow_predictors, flow_timestep, flow_velocity, sb_time_to_flow_timestep, sigma_to_flow_level
+from lsb.bridges import sb_alpha_bar, sb_predictors, sb_sigma, sb_sigma_dot, velocity_to_noise, velocity_to_sample
 
 torch.set_num_threads(1)
 TAU = 5.29

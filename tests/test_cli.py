@@ -12,6 +12,7 @@ from PIL import Image
 
 from lsb.surfaces.cli import main
 from lsb.data import shapes
+from tests.cli_helpers import translate_argv
 
 
 @pytest.fixture
@@ -25,22 +26,7 @@ def inputs(tmp_path):
 
 def test_translate_folder_writes_outputs_and_grid(tiny_sd_dir, inputs, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(
-        [
-            "translate",
-            str(inputs),
-            "--source",
-            "a circle",
-            "--target",
-            "a square",
-            "--model",
-            str(tiny_sd_dir),
-            "--nfe",
-            "2",
-            "-o",
-            str(out),
-        ]
-    )
+    rc = main(translate_argv(inputs, model=tiny_sd_dir, nfe=2, out=out))
     assert rc == 0
     assert sorted(p.name for p in out.glob("c*.png")) == ["c0.png", "c1.png", "c2.png"]
     assert (out / "grid.png").is_file()
@@ -48,22 +34,7 @@ def test_translate_folder_writes_outputs_and_grid(tiny_sd_dir, inputs, tmp_path,
     assert settings["nfe"] == 2 and settings["solver"] == "euler"
     # same seed -> same pixels
     out2 = tmp_path / "out2"
-    main(
-        [
-            "translate",
-            str(inputs),
-            "--source",
-            "a circle",
-            "--target",
-            "a square",
-            "--model",
-            str(tiny_sd_dir),
-            "--nfe",
-            "2",
-            "-o",
-            str(out2),
-        ]
-    )
+    main(translate_argv(inputs, model=tiny_sd_dir, nfe=2, out=out2))
     assert Image.open(out / "c0.png").tobytes() == Image.open(out2 / "c0.png").tobytes()
 
 
@@ -83,45 +54,17 @@ def test_translate_errors(tiny_sd_dir, inputs, tmp_path, capsys):
     assert "no image files" in _err(capsys, ["translate", str(empty), *base])
     Image.new("RGB", (60, 60)).save(tmp_path / "odd.png")
     assert "multiple of 8" in _err(capsys, ["translate", str(tmp_path / "odd.png"), *base, "--size-policy", "keep"])
-    assert "<nope>" in _err(
-        capsys,
-        [
-            "translate",
-            str(inputs),
-            "--source",
-            "a circle",
-            "--target",
-            "a <nope>",
-            "--model",
-            str(tiny_sd_dir),
-            "-o",
-            str(tmp_path / "o"),
-        ],
-    )
+    assert "<nope>" in _err(capsys, translate_argv(inputs, model=tiny_sd_dir, target="a <nope>", out=tmp_path / "o"))
     assert "--nfe" in _err(capsys, ["translate", str(inputs), *base, "--nfe", "1"])
     assert "t0" in _err(capsys, ["translate", str(inputs), *base, "--t0", "1.5"])
+    missing = tmp_path / "missing-model"
     assert "does not exist" in _err(
-        capsys,
-        [
-            "translate",
-            str(inputs),
-            "--source",
-            "a",
-            "--target",
-            "b",
-            "--model",
-            str(tmp_path / "missing-model"),
-            "-o",
-            str(tmp_path / "o"),
-        ],
+        capsys, translate_argv(inputs, model=missing, source="a", target="b", out=tmp_path / "o")
     )
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_sd_dir, broken)
     shutil.rmtree(broken / "unet")
-    assert "unet" in _err(
-        capsys,
-        ["translate", str(inputs), "--source", "a", "--target", "b", "--model", str(broken), "-o", str(tmp_path / "o")],
-    )
+    assert "unet" in _err(capsys, translate_argv(inputs, model=broken, source="a", target="b", out=tmp_path / "o"))
 
 
 def test_translate_other_modes_refused_unless_convert_mode(tiny_sd_dir, inputs, tmp_path, capsys):
@@ -154,22 +97,7 @@ def test_translate_with_learned_domain_file(tiny_sd_dir, inputs, tmp_path):
     dom = learn_domain(
         inputs, "<tiny-circle>", str(tiny_sd_dir), output_dir=tmp_path / "dom", steps=2, batch_size=2, progress=False
     )
-    rc = main(
-        [
-            "translate",
-            str(inputs / "c0.png"),
-            "--source",
-            str(dom),
-            "--target",
-            "a square",
-            "--model",
-            str(tiny_sd_dir),
-            "--nfe",
-            "2",
-            "-o",
-            str(tmp_path / "o"),
-        ]
-    )
+    rc = main(translate_argv(inputs / "c0.png", model=tiny_sd_dir, source=dom, nfe=2, out=tmp_path / "o"))
     assert rc == 0
 
 
@@ -197,42 +125,10 @@ def test_translate_help_states_both_default_sets(capsys):
 @pytest.mark.parametrize("method", ["sdedit", "ddib"])
 def test_translate_baseline_methods(tiny_sd_dir, inputs, tmp_path, method, capsys):
     out = tmp_path / method
-    rc = main(
-        [
-            "translate",
-            str(inputs / "c0.png"),
-            "--source",
-            "a circle",
-            "--target",
-            "a square",
-            "--method",
-            method,
-            "--model",
-            str(tiny_sd_dir),
-            "--nfe",
-            "4",
-            "-o",
-            str(out),
-        ]
-    )
+    rc = main(translate_argv(inputs / "c0.png", model=tiny_sd_dir, method=method, nfe=4, out=out))
     assert rc == 0 and (out / "c0.png").is_file()
     assert json.loads((out / "settings.json").read_text())["method"] == method
-    assert "--solver" in _err(
-        capsys,
-        [
-            "translate",
-            str(inputs / "c0.png"),
-            "--source",
-            "a",
-            "--target",
-            "b",
-            "--method",
-            method,
-            "--solver",
-            "ddim",
-            "--model",
-            str(tiny_sd_dir),
-            "-o",
-            str(out),
-        ],
+    argv = translate_argv(
+        inputs / "c0.png", model=tiny_sd_dir, source="a", target="b", method=method, solver="ddim", out=out
     )
+    assert "--solver" in _err(capsys, argv)

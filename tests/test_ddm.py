@@ -11,6 +11,7 @@ import torch
 import lsb
 from lsb.bridges import ddm as D
 from lsb.models.ddm import check_ddm_unet, merge_heads, split_heads
+from tests.conftest import tiny_components, tiny_unet
 
 
 # ------------------------------------------------------------------ math
@@ -161,7 +162,7 @@ def test_correct_c_and_clip():
 
 # ------------------------------------------------------------------ two-head convention
 def test_two_head_convention_round_trip(tmp_path):
-    from diffusers import UNet2DConditionModel, UNet2DModel
+    from diffusers import UNet2DModel
 
     x = torch.randn(1, 4 * 3, 2, 2)
     K, C, e = split_heads(x, "linear")
@@ -185,41 +186,16 @@ def test_two_head_convention_round_trip(tmp_path):
     assert check_ddm_unet(back, 4, "constant") is False
     with pytest.raises(ValueError, match="out_channels"):
         check_ddm_unet(back, 4, "linear")
-    cond = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=8,
-        out_channels=8,
-        block_out_channels=(8, 16),
-        norm_num_groups=4,
-        cross_attention_dim=16,
-        attention_head_dim=2,
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    )
+    cond = tiny_unet(in_channels=8, out_channels=8)
     assert check_ddm_unet(cond, 4, "constant") is True
 
 
 # ------------------------------------------------------------------ pipeline
 def _tiny_ddm_pipe(image_conditioned=False, attenuation="constant"):
-    from diffusers import UNet2DConditionModel
-    from tests.conftest import tiny_components
-
     comps = tiny_components()
     torch.manual_seed(0)
     heads = 3 if attenuation == "linear" else 2
-    comps["unet"] = UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=8 if image_conditioned else 4,
-        out_channels=4 * heads,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=2,
-        norm_num_groups=4,
-    )
+    comps["unet"] = tiny_unet(in_channels=8 if image_conditioned else 4, out_channels=4 * heads)
     comps["scheduler"] = lsb.DDMScheduler(attenuation=attenuation)
     return lsb.DDMPipeline(**comps)
 
@@ -229,13 +205,17 @@ def test_pipeline_t2i_nfe_and_reload(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     calls = []
     pipe.unet.register_forward_hook(lambda *a: calls.append(1))
-    out = pipe(
-        ["a red circle", "a square"],
-        num_inference_steps=3,
-        guidance_scale=2.0,
-        output_type="pt",
-        generator=torch.Generator().manual_seed(0),
-    )
+
+    def generate(p):
+        return p(
+            ["a red circle", "a square"],
+            num_inference_steps=3,
+            guidance_scale=2.0,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    out = generate(pipe)
     assert out.images.shape == (2, 3, 64, 64) and out.nfe == 4 == len(calls)  # N + 1, CFG batched
     pipe.save_pretrained(tmp_path / "p")
     from diffusers import DiffusionPipeline
@@ -246,13 +226,7 @@ def test_pipeline_t2i_nfe_and_reload(tmp_path):
     assert type(custom).__name__ == "DDMPipeline"
     back = lsb.DDMPipeline.from_pretrained(tmp_path / "p")
     assert isinstance(back.scheduler, lsb.DDMScheduler)
-    again = back(
-        ["a red circle", "a square"],
-        num_inference_steps=3,
-        guidance_scale=2.0,
-        output_type="pt",
-        generator=torch.Generator().manual_seed(0),
-    )
+    again = generate(back)
     assert torch.allclose(out.images, again.images, atol=1e-5)
     det = [
         back(

@@ -35,39 +35,32 @@ CHROMIUM_ARGS = [
 RES = 64  # the tiny SD's resolution: unet sample_size 8 x VAE factor 8
 
 
-def _args(
-    image,
-    source="a circle",
-    target="a square",
-    method="lsb",
-    nfe=3,
-    tau=5.29,
-    t0=0.2,
-    guidance=3.0,
-    seed=0,
-    resize=True,
-    source_file=None,
-    target_file=None,
-    source_domain="(none)",
-    target_domain="(none)",
-):
+#: The /translate endpoint's inputs in order: the positional API a gradio_client user calls (stated here on its own,
+#: so that a reordering in lsb.surfaces.demo fails these tests), with the values the tests use unless they say.
+TRANSLATE_INPUTS = {
+    "image": None,
+    "source": "a circle",
+    "source_file": None,
+    "target": "a square",
+    "target_file": None,
+    "method": "lsb",
+    "nfe": 3,
+    "tau": 5.29,
+    "t0": 0.2,
+    "guidance": 3.0,
+    "seed": 0,
+    "resize": True,
+    "source_domain": "(none)",
+    "target_domain": "(none)",
+}
+
+
+def _args(image, **values):
     """The /translate endpoint's inputs, in order."""
-    return [
-        image,
-        source,
-        source_file,
-        target,
-        target_file,
-        method,
-        nfe,
-        tau,
-        t0,
-        guidance,
-        seed,
-        resize,
-        source_domain,
-        target_domain,
-    ]
+    unknown = set(values) - set(TRANSLATE_INPUTS)
+    if unknown:
+        raise TypeError(f"not an input of /translate: {sorted(unknown)}")
+    return list({**TRANSLATE_INPUTS, "image": image, **values}.values())
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import lsb
+from tests.cli_helpers import options
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_model = pytest.mark.skipif(
@@ -45,16 +46,7 @@ def test_learn_domain_example(tmp_path):
 
 def test_train_example(tmp_path):
     run_example(
-        "train_mini_sd.py",
-        "--out",
-        str(tmp_path / "run"),
-        "--vae-steps",
-        "2",
-        "--unet-steps",
-        "2",
-        "--cached-scenes",
-        "64",
-        cwd=tmp_path,
+        "train_mini_sd.py", *options(out=tmp_path / "run", vae_steps=2, unet_steps=2, cached_scenes=64), cwd=tmp_path
     )
     from diffusers import StableDiffusionPipeline
 
@@ -63,59 +55,21 @@ def test_train_example(tmp_path):
 
 
 def test_ddm_generate_example(tmp_path):
-    out = run_example(
-        "ddm_generate.py",
-        "--tiny",
-        "--train-steps",
-        "2",
-        "--steps",
-        "2",
-        "--run",
-        str(tmp_path / "run"),
-        "--out",
-        str(tmp_path / "ddm.png"),
-        cwd=tmp_path,
-    )
+    argv = options(tiny=True, train_steps=2, steps=2, run=tmp_path / "run", out=tmp_path / "ddm.png")
+    out = run_example("ddm_generate.py", *argv, cwd=tmp_path)
     assert "NFE = 3 UNet calls" in out and "read back" in out and (tmp_path / "ddm.png").is_file()
 
 
 def test_restore_diffir_example(tmp_path):
-    out = run_example(
-        "restore_diffir.py",
-        "--task",
-        "sr4",
-        "--tiny",
-        "--train-steps",
-        "2",
-        "--n",
-        "4",
-        "--model",
-        str(tmp_path / "none"),
-        "--out",
-        str(tmp_path / "r.png"),
-        cwd=tmp_path,
-    )
+    argv = options(task="sr4", tiny=True, train_steps=2, n=4, model=tmp_path / "none", out=tmp_path / "r.png")
+    out = run_example("restore_diffir.py", *argv, cwd=tmp_path)
     assert "restored" in out and "NFE 4" in out and (tmp_path / "r.png").is_file()
 
 
 @needs_model
 def test_restore_example(tmp_path):
-    out = run_example(
-        "restore.py",
-        "--steps",
-        "2",
-        "--pairs",
-        "16",
-        "--batch-size",
-        "4",
-        "--images",
-        "2",
-        "--run",
-        str(tmp_path / "run"),
-        "--out",
-        str(tmp_path / "r.png"),
-        cwd=tmp_path,
-    )
+    argv = options(steps=2, pairs=16, batch_size=4, images=2, run=tmp_path / "run", out=tmp_path / "r.png")
+    out = run_example("restore.py", *argv, cwd=tmp_path)
     assert "dbim" in out and "NFE 5" in out and (tmp_path / "r.png").is_file()
 
 

@@ -19,6 +19,7 @@ from safetensors import safe_open
 from lsb.surfaces.cli import main
 from lsb.data import shapes
 from lsb.prompts.domains import write_domain
+from tests.cli_helpers import options
 
 SEED = 3
 
@@ -73,29 +74,8 @@ def test_export_loads_in_fresh_process_and_reproduces(tiny_sd_dir, domain, tmp_p
     from lsb.schedulers import LSBScheduler
 
     out = tmp_path / "export"
-    rc = main(
-        [
-            "export",
-            "--model",
-            str(tiny_sd_dir),
-            "--source",
-            str(domain.parent),
-            "--target",
-            "a square",
-            "--nfe",
-            "3",
-            "--guidance",
-            "2.5",
-            "--tau",
-            "4.0",
-            "--t0",
-            "0.3",
-            "--solver",
-            "ddim",
-            "-o",
-            str(out),
-        ]
-    )
+    argv = options(model=tiny_sd_dir, source=domain.parent, target="a square", nfe=3, guidance=2.5, tau=4.0, t0=0.3)
+    rc = main(["export", *argv, "--solver", "ddim", "-o", str(out)])
     assert rc == 0
     # layout per diffusers' custom-pipeline rules
     index = json.loads((out / "model_index.json").read_text())
@@ -183,24 +163,9 @@ def test_export_refuses_non_empty_folder_and_writes_nothing(tiny_sd_dir, tmp_pat
 
 def test_push_to_hub_without_credentials_fails_before_writing(tiny_sd_dir, tmp_path):
     out = tmp_path / "never"
+    argv = ["export", *options(model=tiny_sd_dir, source="a circle", target="a square"), "-o", str(out)]
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lsb",
-            "export",
-            "--model",
-            str(tiny_sd_dir),
-            "--source",
-            "a circle",
-            "--target",
-            "a square",
-            "-o",
-            str(out),
-            "--push-to-hub",
-            "someone/lsb-test",
-            "--private",
-        ],
+        [sys.executable, "-m", "lsb", *argv, *options(push_to_hub="someone/lsb-test", private=True)],
         capture_output=True,
         text=True,
         env=_env(tmp_path),
@@ -305,24 +270,8 @@ def test_model_card_snippet_runs_on_the_folder_and_on_a_hub_id(tiny_sd_dir, doma
     """The card's usage snippet, exactly as written, on the local export (offline, in a fresh process) and, with a
     Hub repo id, with snapshot_download answering for that id (no network here)."""
     local = tmp_path / "local"
-    assert (
-        main(
-            [
-                "export",
-                "--model",
-                str(tiny_sd_dir),
-                "--source",
-                str(domain),
-                "--target",
-                "a square",
-                "--nfe",
-                "2",
-                "-o",
-                str(local),
-            ]
-        )
-        == 0
-    )
+    argv = options(model=tiny_sd_dir, source=domain, target="a square", nfe=2)
+    assert main(["export", *argv, "-o", str(local)]) == 0
     hub = tmp_path / "hub"
     from lsb.surfaces.export import export_translator
 
@@ -377,21 +326,8 @@ def test_model_card_snippet_runs_on_the_folder_and_on_a_hub_id(tiny_sd_dir, doma
 )
 def test_invalid_values_refused_before_writing(tiny_sd_dir, tmp_path, capsys, option, value, message):
     out = tmp_path / "never"
-    rc = main(
-        [
-            "export",
-            "--model",
-            str(tiny_sd_dir),
-            "--source",
-            "a circle",
-            "--target",
-            "a square",
-            option,
-            value,
-            "-o",
-            str(out),
-        ]
-    )
+    argv = options(model=tiny_sd_dir, source="a circle", target="a square")
+    rc = main(["export", *argv, option, value, "-o", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == f"lsb: error: {message}", err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-sd"]  # nothing written, no staging folder

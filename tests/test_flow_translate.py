@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from lsb.models.random_flow import tiny_flux_components, tiny_sd3_components
+from tests.cli_helpers import options, translate_argv
 
 
 @pytest.fixture(scope="module")
@@ -93,26 +94,10 @@ def test_cli_flowedit_with_a_learned_domain_file(folders, tmp_path, capsys):
         max_sequence_length=256,
     )
     out = tmp_path / "out"
-    rc = main(
-        [
-            "translate",
-            str(src),
-            "--source",
-            str(emb),
-            "--target",
-            "a blue square",
-            "--model",
-            str(folders / "sd3"),
-            "--method",
-            "flowedit",
-            "--nfe",
-            "2",
-            "--device",
-            "cpu",
-            "-o",
-            str(out),
-        ]
+    argv = translate_argv(
+        src, model=folders / "sd3", source=emb, target="a blue square", method="flowedit", nfe=2, device="cpu", out=out
     )
+    rc = main(argv)
     assert rc == 0 and len(list(out.glob("*.png"))) >= 2
     assert "NFE 2 per image, 8 forward passes" in capsys.readouterr().out  # FlowEdit SD3: 4 latents per call
 
@@ -132,27 +117,8 @@ def test_flow_benchmark_runs_tiny(folders, tmp_path):
 
     from benchmarks.translation_flow import main
 
-    rc = main(
-        [
-            "--model",
-            str(folders / "sd3"),
-            "--methods",
-            "lsb-euler",
-            "flowedit",
-            "--nfe",
-            "2",
-            "--n",
-            "1",
-            "--n-val",
-            "1",
-            "--vp-model",
-            "mini-sd",
-            "--tag",
-            "t",
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    cells = options(model=folders / "sd3", methods=("lsb-euler", "flowedit"), nfe=2, n=1, n_val=1, vp_model="mini-sd")
+    rc = main([*cells, *options(tag="t", out=tmp_path)])
     assert rc == 0
     state = json.loads((tmp_path / "translation-flow-t.json").read_text())
     tests = [c for k, c in state["cells"].items() if "|test1|" in k]

@@ -3,7 +3,6 @@ computed by hand from the VAE's own encoder/decoder, with and without a shift (S
 
 import pytest
 import torch
-from diffusers import AutoencoderKL
 from diffusers.image_processor import VaeImageProcessor
 
 from lsb.io.latents import (
@@ -14,23 +13,12 @@ from lsb.io.latents import (
     model_to_vae_latents,
     vae_to_model_latents,
 )
+from tests.conftest import tiny_vae
 
 
 def _vae(shift=None, scale=0.7):
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=[4, 4],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=4,
-        norm_num_groups=2,
-        sample_size=16,
-        scaling_factor=scale,
-        shift_factor=shift,
-    )
-    return vae.eval()
+    return tiny_vae((4, 4), sample_size=16, scaling_factor=scale, shift_factor=shift).eval()
 
 
 @pytest.mark.parametrize("shift", [None, 0.0, 0.25])

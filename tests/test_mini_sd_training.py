@@ -6,6 +6,7 @@ import torch
 
 from lsb.data import shapes
 from lsb.training.mini_sd import UNetTask
+from tests.conftest import tiny_vae
 
 
 def _task(**kw):
@@ -31,20 +32,8 @@ def test_timestep_focus_rejects_bad_settings(frac, top):
 
 
 def _tiny_vae():
-    from diffusers import AutoencoderKL
-
     torch.manual_seed(0)
-    return AutoencoderKL(
-        block_out_channels=[4, 8],
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        norm_num_groups=2,
-        sample_size=16,
-        scaling_factor=2.0,
-    )
+    return tiny_vae((4, 8), sample_size=16, scaling_factor=2.0)
 
 
 def test_decoder_latent_noise_decodes_a_perturbed_latent_reproducibly():

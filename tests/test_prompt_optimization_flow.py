@@ -13,6 +13,7 @@ from lsb.models.random_flow import tiny_flux_components, tiny_sd3_components
 from lsb.prompts.domains import DomainFileError, load_domain
 from lsb.prompts.encoder_slots import model_family, text_encoder_slots
 from lsb.training.prompt_optimization import DomainImages, PromptOptimizationTask, flow_level_shift, learn_domain
+from tests.prompt_optimization_helpers import LEARN_KW, assert_only_new_rows_train, write_noise_images
 
 
 def eval_mode(components: dict) -> dict:
@@ -34,23 +35,11 @@ def flow_pipe(family: str, seed: int = 0, t5: bool = True):
 def domain_dir(tmp_path):
     d = tmp_path / "domain"
     d.mkdir()
-    for i in range(3):
-        arr = np.random.default_rng(i).uniform(0, 255, (64, 64, 3)).astype(np.uint8)
-        Image.fromarray(arr).save(d / f"{i}.png")
-    return d
+    return write_noise_images(d)
 
 
 KEYS = {"sd3": ["clip_g", "clip_l", "t5xxl"], "flux": ["clip_l", "t5xxl"]}
-KW = dict(
-    steps=3,
-    batch_size=2,
-    checkpoint_every=2,
-    num_validation_images=0,
-    max_sequence_length=16,
-    resolution=64,
-    progress=False,
-    learning_rate=5e-2,
-)
+KW = dict(LEARN_KW, max_sequence_length=16)
 
 
 def read(path):
@@ -110,30 +99,11 @@ def test_flow_prompt_optimization_file_rows_and_resume(family, domain_dir, tmp_p
 
 
 def test_other_rows_stay_and_only_new_rows_train(domain_dir, tmp_path):
-    from lsb.training.loop import TrainConfig, train
-
     pipe = flow_pipe("sd3")
     task = PromptOptimizationTask(
         pipe, DomainImages(domain_dir, 64), "<dom>", tmp_path / "t", num_validation_images=0, max_sequence_length=16
     )
-    orig = {k: e.weight.detach().clone() for k, e in task.embeddings.items()}
-    train(
-        task,
-        TrainConfig(
-            output_dir=str(tmp_path / "t"),
-            max_steps=2,
-            learning_rate=5e-2,
-            weight_decay=1e-2,
-            progress=False,
-            checkpoint_every=100,
-        ),
-    )
-    for key, emb in task.embeddings.items():
-        w = emb.weight.detach()
-        rows = torch.zeros(w.shape[0], dtype=torch.bool)
-        rows[task.slot_token_ids[key]] = True
-        assert torch.equal(w[~rows], orig[key][~rows]), key
-        assert not torch.equal(w[rows], orig[key][rows]), key
+    assert_only_new_rows_train(task, tmp_path / "t", weight_decay=1e-2)
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])

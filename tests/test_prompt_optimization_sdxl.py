@@ -16,16 +16,8 @@ from lsb.models.sdxl import save_tiny_sdxl, tiny_sdxl_components
 from lsb.prompts.domains import DomainFileError, load_domain
 from lsb.prompts.encoder_slots import text_encoder_slots
 from lsb.training.prompt_optimization import DomainImages, PromptOptimizationTask, learn_domain
-
-KW = dict(
-    steps=3,
-    batch_size=2,
-    checkpoint_every=2,
-    num_validation_images=0,
-    resolution=64,
-    progress=False,
-    learning_rate=5e-2,
-)
+from tests.cli_helpers import options, translate_argv
+from tests.prompt_optimization_helpers import LEARN_KW, assert_only_new_rows_train, write_noise_images
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +27,13 @@ def tiny_sdxl_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def domain_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("domain")
-    for i in range(3):
-        Image.fromarray(np.random.default_rng(i).uniform(0, 255, (64, 64, 3)).astype(np.uint8)).save(d / f"{i}.png")
-    return d
+    return write_noise_images(tmp_path_factory.mktemp("domain"))
 
 
 @pytest.fixture(scope="module")
 def learned(tiny_sdxl_dir, domain_dir, tmp_path_factory):
     """`lsb learn-domain`'s function on the SDXL folder (3 steps) -> learned_embeds.safetensors."""
-    return learn_domain(domain_dir, "<dom>", str(tiny_sdxl_dir), output_dir=tmp_path_factory.mktemp("run"), **KW)
+    return learn_domain(domain_dir, "<dom>", str(tiny_sdxl_dir), output_dir=tmp_path_factory.mktemp("run"), **LEARN_KW)
 
 
 def _xl(folder):
@@ -73,30 +62,11 @@ def test_file_holds_clip_l_and_clip_g(learned, tiny_sdxl_dir):
 def test_only_the_new_rows_train_in_both_encoders(domain_dir, tmp_path):
     from diffusers import StableDiffusionXLPipeline
 
-    from lsb.training.loop import TrainConfig, train
-
     pipe = StableDiffusionXLPipeline(**tiny_sdxl_components(), add_watermarker=False)
     task = PromptOptimizationTask(pipe, DomainImages(domain_dir, 64), "<dom>", tmp_path / "t", num_validation_images=0)
     assert task.family == "sdxl" and sorted(task.embeddings) == ["clip_g", "clip_l"]
-    orig = {k: e.weight.detach().clone() for k, e in task.embeddings.items()}
     unet0 = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    train(
-        task,
-        TrainConfig(
-            output_dir=str(tmp_path / "t"),
-            max_steps=2,
-            learning_rate=5e-2,
-            weight_decay=0.5,
-            progress=False,
-            checkpoint_every=100,
-        ),
-    )
-    for key, emb in task.embeddings.items():
-        w = emb.weight.detach()
-        rows = torch.zeros(w.shape[0], dtype=torch.bool)
-        rows[task.slot_token_ids[key]] = True
-        assert torch.equal(w[~rows], orig[key][~rows]), key
-        assert not torch.equal(w[rows], orig[key][rows]), key
+    assert_only_new_rows_train(task, tmp_path / "t", weight_decay=0.5)
     assert all(torch.equal(v, unet0[k]) for k, v in pipe.unet.state_dict().items())
     assert "<dom>" not in pipe.tokenizer.get_vocab() and "<dom>" not in pipe.tokenizer_2.get_vocab()
 
@@ -137,22 +107,7 @@ def test_cli_translate_with_an_sdxl_domain_file(learned, tiny_sdxl_dir, tmp_path
     from lsb.surfaces.cli import main
 
     Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(tmp_path / "x.png")
-    rc = main(
-        [
-            "translate",
-            str(tmp_path / "x.png"),
-            "--source",
-            str(learned),
-            "--target",
-            "a square",
-            "--model",
-            str(tiny_sdxl_dir),
-            "--nfe",
-            "2",
-            "-o",
-            str(tmp_path / "out"),
-        ]
-    )
+    rc = main(translate_argv(tmp_path / "x.png", model=tiny_sdxl_dir, source=learned, nfe=2, out=tmp_path / "out"))
     assert rc == 0 and len(list((tmp_path / "out").glob("x*.png"))) == 1
 
 
@@ -177,21 +132,8 @@ def test_bad_domain_files_refused(learned, tiny_sdxl_dir, tmp_path):
 def test_cli_learn_domain_on_sdxl(tiny_sdxl_dir, domain_dir, tmp_path):
     from lsb.surfaces.cli import main
 
-    rc = main(
-        [
-            "learn-domain",
-            "--images",
-            str(domain_dir),
-            "--token",
-            "<cli>",
-            "--model",
-            str(tiny_sdxl_dir),
-            "--steps",
-            "2",
-            "-o",
-            str(tmp_path / "run"),
-        ]
-    )
+    argv = options(images=domain_dir, token="<cli>", model=tiny_sdxl_dir, steps=2)
+    rc = main(["learn-domain", *argv, "-o", str(tmp_path / "run")])
     assert rc == 0
     with safe_open(str(tmp_path / "run" / "learned_embeds.safetensors"), "pt") as f:
         assert sorted(f.keys()) == ["clip_g", "clip_l"] and f.metadata()["lsb_token"] == "<cli>"

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import lsb
+from tests.conftest import smoke_translate
 
 CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "configs"
 
@@ -41,17 +42,7 @@ def test_lsb_on_real_architecture(family, prediction):
         calls = []
         orig = pipe.unet.forward
         pipe.unet.forward = lambda sample, *a, **k: (calls.append(sample.shape[0]), orig(sample, *a, **k))[1]
-        image = torch.rand(3, 128, 128)
-        with torch.inference_mode():
-            out = pipe(
-                image,
-                "a circle",
-                "a square",
-                num_inference_steps=2,
-                guidance_scale=3.0,
-                output_type="pt",
-                generator=torch.Generator().manual_seed(0),
-            )
+        out = smoke_translate(pipe, torch.rand(3, 128, 128))
         assert out.images.shape == (1, 3, 128, 128)
         assert torch.isfinite(out.images).all()
         assert calls == [2, 2]  # NFE 2: two batched calls on [source; target]

@@ -21,6 +21,7 @@ from lsb.helpers.restoration import (
 )
 from lsb.training.bridge import RestorationTask, cache_pair_latents, palette_schedulers, render_pairs
 from lsb.training.loop import TrainConfig, train
+from tests.cli_helpers import options
 from tests.conftest import tiny_components
 
 BASE_SCHED = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
@@ -270,53 +271,17 @@ def test_cli_restore(models, tmp_path, capsys):
     for i, im in enumerate(degraded_images(n=2)):
         im.save(src / f"d{i}.png")
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "restore",
-                str(src),
-                "--task",
-                "sr4",
-                "--model",
-                str(models["ddbm-vp"]),
-                "--scheduler",
-                "ddbm",
-                "--nfe",
-                "5",
-                "--device",
-                "cpu",
-                "-o",
-                str(out),
-            ]
-        )
-        == 0
-    )
+
+    def restore(output, **opts):
+        return main(["restore", str(src), *options(**opts), "-o", str(output)])
+
+    assert restore(out, task="sr4", model=models["ddbm-vp"], scheduler="ddbm", nfe=5, device="cpu") == 0
     assert "NFE 5" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["d0.png", "d1.png", "settings.json"]
-    assert (
-        main(
-            [
-                "restore",
-                str(src),
-                "--task",
-                "sr4",
-                "--model",
-                str(models["i2sb"]),
-                "--scheduler",
-                "dbim",
-                "--solver-order",
-                "2",
-                "--nfe",
-                "3",
-                "--device",
-                "cpu",
-                "-o",
-                str(out),
-                "--overwrite",
-            ]
-        )
-        == 0
+    rc = restore(
+        out, task="sr4", model=models["i2sb"], scheduler="dbim", solver_order=2, nfe=3, device="cpu", overwrite=True
     )
+    assert rc == 0
     for argv, msg in (
         (["--task", "inpaint", "--model", str(models["i2sb"])], "restores 'sr4', not 'inpaint'"),
         (["--task", "sr4", "--model", str(models["i2sb"]), "--scheduler", "ddbm"], "DDBM's Heun sampler"),
@@ -327,64 +292,15 @@ def test_cli_restore(models, tmp_path, capsys):
         assert main(["restore", str(src), *argv, "--device", "cpu", "-o", str(tmp_path / "new")]) == 2
         assert msg in capsys.readouterr().err
     # neither --model nor --method: the model shipped for the task (the I2SB bridge for inpainting, DiffIR for sr4)
-    assert main(["restore", str(src), "--task", "sr4", "--device", "cpu", "-o", str(tmp_path / "shipped")]) == 0
+    shipped = tmp_path / "shipped"
+    assert restore(shipped, task="sr4", device="cpu") == 0
     assert "with DiffIRPipeline" in capsys.readouterr().out
-    assert (
-        main(
-            [
-                "restore",
-                str(src),
-                "--task",
-                "inpaint",
-                "--nfe",
-                "2",
-                "--device",
-                "cpu",
-                "-o",
-                str(tmp_path / "shipped"),
-                "--overwrite",
-            ]
-        )
-        == 0
-    )
+    assert restore(shipped, task="inpaint", nfe=2, device="cpu", overwrite=True) == 0
     assert "with BridgeRestorationPipeline" in capsys.readouterr().out
-    assert (
-        main(
-            [
-                "restore",
-                str(src),
-                "--task",
-                "inpaint",
-                "--method",
-                "diffir",
-                "--device",
-                "cpu",
-                "-o",
-                str(tmp_path / "shipped"),
-                "--overwrite",
-            ]
-        )
-        == 0
-    )
+    assert restore(shipped, task="inpaint", method="diffir", device="cpu", overwrite=True) == 0
     assert "with DiffIRPipeline" in capsys.readouterr().out
     Image.new("RGB", (60, 60)).save(src / "bad.png")
-    assert (
-        main(
-            [
-                "restore",
-                str(src),
-                "--task",
-                "sr4",
-                "--model",
-                str(models["i2sb"]),
-                "-o",
-                str(tmp_path / "new"),
-                "--size-policy",
-                "keep",
-            ]
-        )
-        == 2
-    )
+    assert restore(tmp_path / "new", task="sr4", model=models["i2sb"], size_policy="keep") == 2
     assert "not a multiple of 8" in capsys.readouterr().err
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from lsb.data import shapes
 from lsb.surfaces.translate_files import plan_batches
+from tests.cli_helpers import translate_argv
 from tests.launching import child_env, run_module
 
 
@@ -31,22 +32,7 @@ def test_two_process_launch_matches_one_process(tiny_sd_dir, tmp_path):
     for i, s in enumerate(shapes.scenes("test", 4, shape="circle")):
         shapes.render(s).save(inputs / f"c{i}.png")
     env = child_env(tmp_path)
-    args = [
-        "translate",
-        str(inputs),
-        "--source",
-        "a circle",
-        "--target",
-        "a square",
-        "--model",
-        str(tiny_sd_dir),
-        "--nfe",
-        "2",
-        "--batch-size",
-        "1",
-        "--seed",
-        "5",
-    ]
+    args = translate_argv(inputs, model=tiny_sd_dir, nfe=2, batch_size=1, seed=5)
     one = run_module("lsb", [*args, "-o", str(tmp_path / "one")], env)
     assert one.returncode == 0, one.stderr[-3000:]
     # two CPU processes through accelerate's torchrun launcher (see tests/launching.py)

@@ -203,21 +203,11 @@ def test_lr_schedule_steps_once_per_optimizer_step(tmp_path):
 def test_vae_task_loss_goes_through_the_wrapped_module(decoder_only):
     """VAETask.loss calls the wrapped module's forward (what DDP needs to all-reduce the gradients) and
     gives the loss of the explicit encode / sample / decode computation."""
-    from diffusers import AutoencoderKL
-
     from lsb.training.mini_sd import VAETask, edge_weight
+    from tests.conftest import tiny_vae
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=[4, 8],
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        norm_num_groups=2,
-        sample_size=16,
-    )
+    vae = tiny_vae((4, 8), sample_size=16)
     task = VAETask(batch_size=2, kl_weight=0.5, decoder_only=decoder_only, vae=vae)
     calls = []
 

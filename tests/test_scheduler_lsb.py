@@ -197,15 +197,22 @@ def test_set_timesteps_grids():
     assert sched.config.t0 == T0 and sched.config.tau == TAU  # overrides do not touch the config
 
 
-def test_paper_initial_state_and_add_noise():
-    sched = LSBScheduler()
+def _check_initial_sample(sched):
+    """At 4 steps the paper's initial state x_t0 = (1 - t0) x_src + sqrt(tau t0 (1 - t0)) z, which diffusers'
+    forward-process API (add_noise at the first timestep: the bridge marginal from the source endpoint) also gives;
+    returns the (source, noise) pair it drew."""
     sched.set_timesteps(4)
     gen = torch.Generator().manual_seed(0)
     src, noise = torch.randn(2, 2, 4, 8, 8, generator=gen)
     x = sched.prepare_initial_sample(src, noise)
     torch.testing.assert_close(x, (1 - T0) * src + math.sqrt(TAU * T0 * (1 - T0)) * noise)
-    # diffusers' forward-process API: the bridge marginal from the source endpoint
     torch.testing.assert_close(sched.add_noise(src, noise, sched.timesteps[:1]), x)
+    return src, noise
+
+
+def test_paper_initial_state_and_add_noise():
+    sched = LSBScheduler()
+    src, noise = _check_initial_sample(sched)
     noisy = sched.add_noise(src, noise, sched.timesteps[[0, 2]])
     t2 = sched.bridge_times[2].item()
     torch.testing.assert_close(noisy[1], (1 - t2) * src[1] + sb_sigma(t2, TAU) * noise[1])
@@ -530,12 +537,7 @@ def test_flow_base_point_masses_and_dtypes():
 
 def test_flow_base_add_noise_and_initial_sample():
     sched = _flow_scheduler()
-    sched.set_timesteps(4)
-    gen = torch.Generator().manual_seed(0)
-    src, noise = torch.randn(2, 2, 4, 8, 8, generator=gen)
-    x = sched.prepare_initial_sample(src, noise)
-    torch.testing.assert_close(x, (1 - T0) * src + math.sqrt(TAU * T0 * (1 - T0)) * noise)
-    torch.testing.assert_close(sched.add_noise(src, noise, sched.timesteps[:1]), x)
+    src, noise = _check_initial_sample(sched)
     # off the schedule: the source-side bridge time whose flow level is timestep / 1000
     off = sched.add_noise(src, noise, torch.tensor(300.0))
     t_off = flow_level_to_sb_time(0.3, TAU, "source").item()
