@@ -42,17 +42,18 @@ from lsb.helpers.flux import (
 )
 from lsb.helpers.model_family import check_flow_components, check_model_folder_family
 from lsb.helpers.translation import (
+    as_lsb_scheduler,
     check_bridge_settings,
     check_callback_tensor_inputs,
     initial_bridge_state,
     preprocess_images,
+    require_image,
 )
 from lsb.io.execution import execution_device, model_dtype
 from lsb.io.settings import resolve_translation_args
 from lsb.io.latents import decode_latents
 from lsb.prompts.encoding_flux import encode_prompt_flux, text_position_ids
 from lsb.prompts.encoding_sd3 import check_max_sequence_length
-from lsb.schedulers import LSBScheduler
 
 
 class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
@@ -89,8 +90,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
         super().__init__()
         check_flow_components(type(self).__name__, transformer, scheduler, "FluxTransformer2DModel")
         check_vae_shift_factor(vae, "FLUX", "FLUX.1's VAE: 0.1159")
-        if not isinstance(scheduler, LSBScheduler):
-            scheduler = LSBScheduler.from_config(scheduler.config)
+        scheduler = as_lsb_scheduler(scheduler)
         # image_encoder / feature_extractor (IP-adapter slots of the folder layout) are accepted and unused.
         self.register_modules(
             scheduler=scheduler,
@@ -138,8 +138,7 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
         max_sequence_length,
         callback_on_step_end_tensor_inputs,
     ):
-        if image is None:
-            raise ValueError("`image` is required: the picture(s) to translate")
+        require_image(image)
         for side, prompt, prompt_2, embeds, pooled in (
             ("source", source_prompt, source_prompt_2, source_prompt_embeds, source_pooled_prompt_embeds),
             ("target", target_prompt, target_prompt_2, target_prompt_embeds, target_pooled_prompt_embeds),

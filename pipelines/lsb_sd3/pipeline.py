@@ -35,16 +35,17 @@ from lsb.helpers.flow import (
 )
 from lsb.helpers.model_family import check_flow_components, check_model_folder_family
 from lsb.helpers.translation import (
+    as_lsb_scheduler,
     check_bridge_settings,
     check_callback_tensor_inputs,
     initial_bridge_state,
     preprocess_images,
+    require_image,
 )
 from lsb.io.execution import execution_device, model_dtype
 from lsb.io.settings import resolve_translation_args
 from lsb.io.latents import decode_latents
 from lsb.prompts.encoding_sd3 import check_max_sequence_length, encode_prompt_sd3
-from lsb.schedulers import LSBScheduler
 
 
 class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
@@ -94,8 +95,7 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
                 f"tokenizer_3={type(tokenizer_3).__name__})"
             )
         check_vae_shift_factor(vae, "SD3", "SD3's VAE: 0.0609")
-        if not isinstance(scheduler, LSBScheduler):
-            scheduler = LSBScheduler.from_config(scheduler.config)
+        scheduler = as_lsb_scheduler(scheduler)
         # image_encoder / feature_extractor (the IP-adapter slots of SD3.5 folders) are accepted and unused.
         self.register_modules(
             transformer=transformer,
@@ -146,8 +146,7 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
         max_sequence_length,
         callback_on_step_end_tensor_inputs,
     ):
-        if image is None:
-            raise ValueError("`image` is required: the picture(s) to translate")
+        require_image(image)
         for side, prompt, prompt_2, prompt_3, embeds, pooled in (
             (
                 "source",
