@@ -34,6 +34,7 @@ import torch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..families import flux, sd3
 from ..bridges.flowedit import (
     flow_euler_step,
     flowedit_source_latent,
@@ -75,24 +76,9 @@ class FlowEditPipelineOutput(BaseOutput):
     forward_passes: int
 
 
-#: fallenshock/FlowEdit ``SD3_exp.yaml`` (SD3-medium).
-SD3_FLOWEDIT_DEFAULTS = {
-    "num_inference_steps": 50,
-    "n_max": 33,
-    "n_min": 0,
-    "n_avg": 1,
-    "source_guidance_scale": 3.5,
-    "target_guidance_scale": 13.5,
-}
-#: fallenshock/FlowEdit ``FLUX_exp.yaml`` (FLUX.1-dev; guidance = the distilled guidance embedding's value).
-FLUX_FLOWEDIT_DEFAULTS = {
-    "num_inference_steps": 28,
-    "n_max": 24,
-    "n_min": 0,
-    "n_avg": 1,
-    "source_guidance_scale": 1.5,
-    "target_guidance_scale": 5.5,
-}
+#: FlowEdit's published settings, from the family records (lsb.families.sd3 / .flux).
+SD3_FLOWEDIT_DEFAULTS = sd3.FLOWEDIT_DEFAULTS
+FLUX_FLOWEDIT_DEFAULTS = flux.FLOWEDIT_DEFAULTS
 
 
 def check_flowedit_inputs(image, source_prompt, target_prompt) -> None:

@@ -11,43 +11,7 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-#: diffusers' FluxPipeline default for the distilled guidance of FLUX.1-dev.
-DEFAULT_DISTILLED_GUIDANCE = 3.5
-
-
-def pack_latents(latents: torch.Tensor) -> torch.Tensor:
-    """[B, C, h, w] -> [B, (h/2)(w/2), 4C] (2x2 patches, row-major)."""
-    b, c, h, w = latents.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"packed FLUX latents need even latent sides, got {h}x{w}")
-    x = latents.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // 2) * (w // 2), c * 4)
-
-
-def unpack_latents(tokens: torch.Tensor, latent_height: int, latent_width: int) -> torch.Tensor:
-    """Inverse of :func:`pack_latents`: [B, (h/2)(w/2), 4C] -> [B, C, h, w]."""
-    b, n, c4 = tokens.shape
-    if n != (latent_height // 2) * (latent_width // 2) or c4 % 4:
-        raise ValueError(f"{n} tokens of {c4} features do not unpack to a {latent_height}x{latent_width} latent")
-    x = tokens.reshape(b, latent_height // 2, latent_width // 2, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(b, c4 // 4, latent_height, latent_width)
-
-
-def latent_image_ids(latent_height: int, latent_width: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """FLUX's ``img_ids`` for a packed latent: [(h/2)(w/2), 3] rows (0, row, col)."""
-    rows = torch.arange(latent_height // 2, dtype=torch.float64)
-    cols = torch.arange(latent_width // 2, dtype=torch.float64)
-    grid = torch.stack(
-        [
-            torch.zeros(len(rows), len(cols), dtype=torch.float64),
-            rows[:, None].expand(-1, len(cols)),
-            cols[None, :].expand(len(rows), -1),
-        ],
-        dim=-1,
-    )
-    return grid.reshape(-1, 3).to(device=device, dtype=dtype)
+from ..families.flux import DEFAULT_DISTILLED_GUIDANCE, latent_image_ids, pack_latents, unpack_latents
 
 
 def check_flux_image_size(height: int, width: int, vae_scale_factor: int, what: str = "image") -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from ..io.assets import MINI_SD
+from ..families import FAMILIES, ModelFamily, detect_family, embedded_path, read_model_index
 from ..io.execution import default_device
 from ..io.quiet import quiet_loading_if_requested
 
-SD_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+SD_COMPONENTS = FAMILIES["sd"].components
 
 
 class ModelFolderError(FileNotFoundError):
@@ -29,19 +29,20 @@ LIBRARIES = ("diffusers", "transformers")
 
 
 def resolve_model(model: str | None) -> str:
-    """``None``/"mini-sd" -> the embedded model; a local path must be a complete diffusers folder."""
-    if model in (None, "", "mini-sd", "embedded"):
-        model = MINI_SD
+    """None / an embedded name ("mini-sd", "mini-sd3") -> the embedded model's folder; a local path must be a
+    complete diffusers folder of a supported family (its components checked); a Hub id is returned as is."""
+    embedded = embedded_path(model)
+    if embedded is not None:
+        model = embedded
         if not (Path(model) / "model_index.json").is_file():
             raise ModelFolderError(
-                f"the embedded model is missing from {model}; reinstall lsb or train it with "
-                f"`lsb train mini-sd --stage all`"
+                f"the embedded model is missing from {model}; reinstall lsb or train it with `lsb train`"
             )
     p = Path(model).expanduser()
     looks_local = p.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
     if looks_local:
-        family = detect_model_family(str(p)) if p.is_dir() else "sd"
-        check_model_folder(p, FLOW_COMPONENTS.get(family, SD_COMPONENTS))
+        family = detect_family(str(p)) if p.is_dir() else FAMILIES["sd"]
+        check_model_folder(p, family.components)
         return str(p)
     return model  # a Hub repo id; diffusers reports download/offline problems itself
 
@@ -59,12 +60,34 @@ def model_index_file(p: Path, what: str = "model", kind: str = "model") -> Path:
     return index
 
 
-def device_and_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
-    """``device`` (default :func:`default_device`) and ``dtype`` (default float16 on cuda, float32 elsewhere)."""
+def device_and_dtype(device, dtype, family: ModelFamily | None = None) -> tuple[torch.device, torch.dtype]:
+    """``device`` (default :func:`default_device`) and ``dtype``: a dtype or its name ("float16", "bfloat16",
+    "float32"); None or "auto" is the dtype diffusers runs ``family`` in on that device (its record's
+    ``dtypes``; no family: float16 on cuda, float32 elsewhere)."""
     device = torch.device(device) if device is not None else default_device()
-    if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-    return device, dtype
+    if dtype is None or dtype == "auto":
+        if family is not None:
+            dtype = family.dtype_name(device.type)
+        else:
+            dtype = "float16" if device.type == "cuda" else "float32"
+    return device, as_dtype(dtype)
+
+
+def as_dtype(dtype) -> torch.dtype:
+    """A torch dtype from a dtype or one of the names "float32", "float16", "bfloat16" (ValueError otherwise)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in names:
+        raise ValueError(f"dtype must be one of {', '.join(names)} (or auto), got {dtype!r}")
+    return names[dtype]
+
+
+def float16_warning(family: ModelFamily, dtype) -> str | None:
+    """The one-line warning for running ``family`` in float16 when it is unstable there, else None."""
+    if as_dtype(dtype) == torch.float16 and family.float16_unstable:
+        return f"{family.label} in float16 may give NaNs or black images: {family.float16_unstable}"
+    return None
 
 
 def check_model_folder(path: str | Path, components=SD_COMPONENTS) -> None:
@@ -84,71 +107,31 @@ def check_model_folder(path: str | Path, components=SD_COMPONENTS) -> None:
         raise ModelFolderError(f"model folder {p} is incomplete: {', '.join(missing)}")
 
 
-#: Pipeline classes (model_index.json ``_class_name``) of SDXL checkpoints and of lsb's SDXL translators.
-SDXL_PIPELINE_CLASSES = (
-    "StableDiffusionXLPipeline",
-    "StableDiffusionXLImg2ImgPipeline",
-    "StableDiffusionXLInpaintPipeline",
-    "LatentSchrodingerBridgeXLPipeline",
-    "DDIBXLPipeline",
-)
-SDXL_COMPONENTS = SD_COMPONENTS + ("text_encoder_2", "tokenizer_2")
-#: The folders an SD3 / FLUX model must hold (SD3's T5, text_encoder_3, is optional).
-FLOW_COMPONENTS = {
-    family: ("vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "transformer", "scheduler")
-    for family in ("sd3", "flux")
-}
-
-
 def absent_components(model) -> dict:
-    """``{"text_encoder_3": None, "tokenizer_3": None}`` for a local SD3 folder saved without T5 (its
-    ``model_index.json`` holds nulls there, and diffusers 0.42 refuses to load it unless told), else ``{}``."""
-    if model is None:
+    """``{name: None}`` for each optional text encoder / tokenizer of the family that a local folder saved as null
+    (an SD3 folder without T5: diffusers 0.42 refuses to load it unless told), else ``{}``."""
+    if model is None or not (Path(str(model)).expanduser() / "model_index.json").is_file():
         return {}
-    index = Path(str(model)).expanduser() / "model_index.json"
-    if not index.is_file():
+    family = family_or_none(model)
+    if family is None:
         return {}
-    entries = json.loads(index.read_text())
+    entries = read_model_index(model)
+    optional_encoders = {a for s in family.encoder_slots for a in (s.tokenizer_attr, s.text_encoder_attr)}
     return {
         k: None
-        for k in ("text_encoder_3", "tokenizer_3")
-        if k in entries and (not isinstance(entries[k], list) or entries[k][0] is None)
+        for k in family.optional_components
+        if k in optional_encoders and k in entries and (not isinstance(entries[k], list) or entries[k][0] is None)
     }
 
 
 def detect_model_family(model: str | None) -> str:
-    """The model family of a ``--model`` argument, from its ``model_index.json``, before any weights load.
-
-    ``"sdxl"`` for an SDXL pipeline class or a UNet folder with a second text encoder (``text_encoder_2``),
-    ``"sd3"`` / ``"flux"`` for an SD3 / FLUX transformer, else ``"sd"`` (SD 1.x/2.x; also when the index of a Hub
-    id cannot be read offline). The embedded model (None) is ``"sd"``. A local SDXL folder is checked for all of its
-    components (:data:`SDXL_COMPONENTS`).
-    """
-    if model in (None, "", "mini-sd", "embedded"):
-        return "sd"
-    p = Path(str(model)).expanduser()
-    try:
-        if p.is_dir():
-            index = json.loads((p / "model_index.json").read_text())
-        else:
-            from huggingface_hub import hf_hub_download
-
-            index = json.loads(Path(hf_hub_download(str(model), "model_index.json")).read_text())
-    except Exception:  # noqa: BLE001 (missing / offline / not a pipeline): the loader reports it
-        return "sd"
-    name = index.get("_class_name")
-    name = name[-1] if isinstance(name, list) else name
-    transformer = (index.get("transformer") or [None, None])[-1]
-    if transformer == "SD3Transformer2DModel":
-        return "sd3"
-    if transformer == "FluxTransformer2DModel":
-        return "flux"
-    second = index.get("text_encoder_2")
-    if name in SDXL_PIPELINE_CLASSES or ("unet" in index and isinstance(second, list) and second[-1] is not None):
-        if p.is_dir():
-            check_model_folder(p, SDXL_COMPONENTS)
-        return "sdxl"
-    return "sd"
+    """The family name of a ``--model`` argument (:func:`lsb.families.detect_family`), before any weights load; a
+    local folder is also checked for its family's components."""
+    family = detect_family(model)
+    p = Path(str(model)).expanduser() if embedded_path(model) is None else None
+    if p is not None and p.is_dir():
+        check_model_folder(p, family.components)
+    return family.name
 
 
 def load_pipeline(
@@ -168,9 +151,9 @@ def load_pipeline(
     ``trust_remote_code``: None (default) trusts a local folder the caller named, never a Hub id. Refused:
     a :class:`CustomCodeError` (one line) before any download of weights.
     """
-    device, dtype = device_and_dtype(device, dtype)
     quiet_loading_if_requested()  # the lsb CLI: no nested loading bars (lsb.io.quiet)
     path = resolve_model(model)
+    device, dtype = device_and_dtype(device, dtype, family_or_none(path))
     known = dict(known or {})
     try:
         index = read_model_index(path)
@@ -192,14 +175,13 @@ def load_pipeline(
     return pipe.to(device)
 
 
-def read_model_index(model: str) -> dict:
-    """The model_index.json of a local folder or a Hub repo (downloaded; offline: from the cache)."""
-    p = Path(model)
-    if p.is_dir():
-        return json.loads((p / "model_index.json").read_text())
-    from huggingface_hub import hf_hub_download
-
-    return json.loads(Path(hf_hub_download(model, "model_index.json")).read_text())
+def family_or_none(model) -> ModelFamily | None:
+    """The family of ``model`` when its index can be read and is a supported family, else None (for dtype defaults:
+    loading reports any real problem)."""
+    try:
+        return detect_family(model, default=None)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def custom_code_entries(index: dict, known=()) -> list[str]:

@@ -12,17 +12,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..families import FAMILIES, read_model_index
 from ..schedulers.scheduling_lsb import config_base
 
-#: network class name -> (family, the LSB pipeline for it)
-NETWORK_FAMILIES = {
-    "UNet2DConditionModel": (
-        "vp",
-        "LatentSchrodingerBridgePipeline (SD 1.x/2.x) or LatentSchrodingerBridgeXLPipeline (SDXL)",
-    ),
-    "SD3Transformer2DModel": ("flow", "LatentSchrodingerBridgeSD3Pipeline"),
-    "FluxTransformer2DModel": ("flow", "LatentSchrodingerBridgeFluxPipeline"),
-}
+
+def _network_families() -> dict[str, tuple[str, str]]:
+    """network class name -> (base, the LSB pipeline(s) for it), from the family records."""
+    table: dict[str, tuple[str, list[str]]] = {}
+    for family in FAMILIES.values():
+        pipeline = family.pipelines["lsb"].rpartition(":")[2]
+        for name in family.network_classes:
+            base, pipes = table.setdefault(name, (family.base, []))
+            pipes.append(f"{pipeline} ({family.label})" if family.network == "unet" else pipeline)
+    return {name: (base, " or ".join(pipes)) for name, (base, pipes) in table.items()}
+
+
+#: network class name -> (base, the LSB pipeline for it)
+NETWORK_FAMILIES = _network_families()
 
 
 def scheduler_base(scheduler) -> str | None:
@@ -96,10 +102,9 @@ def check_flow_components(pipeline_name: str, transformer, scheduler, expected: 
 def check_model_folder_family(pipeline_name: str, path, network_key: str, expected: str) -> None:
     """Before ``from_pretrained`` of a local folder: its ``model_index.json`` holds ``network_key`` of class
     ``expected``, and a scheduler of the right base (a folder of the other family fails by name)."""
-    index_path = Path(path) / "model_index.json"
-    if not index_path.is_file():
+    if not (Path(path) / "model_index.json").is_file():
         return  # a Hub id or another layout: diffusers' loader reports it
-    index = json.loads(index_path.read_text())
+    index = read_model_index(path)
     networks = {
         key: index[key][1]
         for key in ("unet", "transformer")

@@ -15,6 +15,7 @@ import contextlib
 
 import torch
 
+from ..families import sdxl
 from ..prompts.encoding import broadcast_embeds
 from ..prompts.encoding_sdxl import broadcast_pooled, encode_text_sdxl
 from .model_family import check_model_folder_family
@@ -214,19 +215,7 @@ def unet_conditioning(embeds: torch.Tensor, pooled: torch.Tensor, time_ids: torc
     """The UNet keyword arguments of one (batched) SDXL condition: ``encoder_hidden_states`` and
     ``added_cond_kwargs``, with ``time_ids`` (1, 6) repeated to the batch."""
     time_ids = time_ids.to(device=embeds.device, dtype=embeds.dtype).repeat(embeds.shape[0], 1)
-    return {"encoder_hidden_states": embeds, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
-
-
-def sdxl_unet_output(unet, sample: torch.Tensor, timestep, cond: dict) -> torch.Tensor:
-    """The SDXL UNet's output for ``sample`` at ``timestep`` under one conditioning dict of :func:`unet_conditioning`
-    (or :func:`concat_conditioning`)."""
-    return unet(
-        sample,
-        timestep,
-        encoder_hidden_states=cond["encoder_hidden_states"],
-        added_cond_kwargs=cond["added_cond_kwargs"],
-        return_dict=False,
-    )[0]
+    return sdxl.condition(embeds, pooled, time_ids)
 
 
 def concat_conditioning(*conds: dict) -> dict:
@@ -296,7 +285,6 @@ __all__ = [
     "is_sdxl_unet",
     "sdxl_prompt_embeds",
     "sdxl_time_ids",
-    "sdxl_unet_output",
     "unet_conditioning",
     "vae_upcast",
     "zero_conditioning",

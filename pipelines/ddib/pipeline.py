@@ -48,6 +48,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
+from lsb.families import sd
 from lsb.helpers.ddib import (
     DDIB_SCHEDULER_OVERRIDES,
     cfg_network,
@@ -292,7 +293,7 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
 
         # 4. one UNet call per step: DDIM inversion (null/source prompt), then DDIM sampling (CFG on the target)
         def call(x, t, embeds):
-            return self.unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            return sd.network_call(self.unet, x, t, sd.condition(embeds))
 
         latents, inverted, nfe = integrate_ddib(
             self,

@@ -22,6 +22,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.loaders import TextualInversionLoaderMixin
 from lsb_pipelines.ddib.pipeline import DDIBPipelineOutput
 
+from lsb.families import sdxl
 from lsb.helpers.ddib import (
     DDIB_SCHEDULER_OVERRIDES,
     cfg_network,
@@ -39,7 +40,6 @@ from lsb.helpers.sdxl import (
     encode_images_upcast,
     image_time_ids,
     sdxl_prompt_embeds,
-    sdxl_unet_output,
     unet_conditioning,
     zero_conditioning,
 )
@@ -270,7 +270,7 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         self._num_timesteps = num_inversion_steps + num_sampling_steps
 
         def call(x, t, cond):
-            return sdxl_unet_output(self.unet, x, t, cond)
+            return sdxl.network_call(self.unet, x, t, cond)
 
         latents, inverted, nfe = integrate_ddib(
             self,

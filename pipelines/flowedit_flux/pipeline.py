@@ -29,6 +29,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 
+from lsb.families import flux
 from lsb.helpers.flowedit import (
     FLUX_FLOWEDIT_DEFAULTS,
     check_flowedit_args,
@@ -43,7 +44,6 @@ from lsb.helpers.flow import transformer_latents
 from lsb.helpers.flux import (
     check_distilled_guidance,
     check_flux_image_size,
-    latent_image_ids,
     pack_latents,
     unpack_latents,
 )
@@ -220,7 +220,6 @@ class FlowEditFluxPipeline(DiffusionPipeline):
         latents = transformer_latents(self, pixels, device)
         h, w = latents.shape[-2:]
         x_src = pack_latents(latents)
-        img_ids = latent_image_ids(h, w, device, dtype)
 
         # 2. prompts: one batched call on [src; tar] per step, each row with its own distilled guidance
         def encode(prompts):
@@ -239,26 +238,16 @@ class FlowEditFluxPipeline(DiffusionPipeline):
         flow_timesteps(self.scheduler, num_inference_steps, device, x_src.shape[1], "flux")
         self._num_timesteps = len(edit_steps) + len(sampling_steps)
 
-        def velocity(tokens, t, enc, pool, g):
-            n = tokens.shape[0]
-            return self.transformer(
-                hidden_states=tokens,
-                timestep=(t / 1000).expand(n).to(dtype),
-                guidance=g,
-                pooled_projections=pool,
-                encoder_hidden_states=enc,
-                txt_ids=text_ids,
-                img_ids=img_ids,
-                return_dict=False,
-            )[0]
+        pair_cond = flux.condition(embeds, pooled, text_ids, h, w, guidance=guidance)
+        target_cond = flux.condition(tar.to(dtype), tar_pooled.to(dtype), text_ids, h, w, guidance=guidance_tar)
 
         def velocity_pair(z_src, z_tar, t):
             """(V_src, V_tar): one batched call on [src; tar], each row with its branch's distilled guidance."""
-            return velocity(torch.cat([z_src, z_tar]), t, embeds, pooled, guidance).chunk(2)
+            return flux.network_call(self.transformer, torch.cat([z_src, z_tar]), t, pair_cond).chunk(2)
 
         def target_velocity(x_tar, t):
             """V_tar of the n_min sampling tail: the target row alone, with the target's distilled guidance."""
-            return velocity(x_tar, t, tar.to(dtype), tar_pooled.to(dtype), guidance_tar)
+            return flux.network_call(self.transformer, x_tar, t, target_cond)
 
         # 4. the FlowEdit ODE from Z = X_src, then the optional n_min sampling tail
         z = integrate_flowedit(

@@ -29,6 +29,7 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 
 from lsb.bridges.flowedit import guided_velocity
+from lsb.families import sd3
 from lsb.helpers.flowedit import (
     SD3_FLOWEDIT_DEFAULTS,
     check_flowedit_args,
@@ -239,14 +240,7 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
         self._num_timesteps = len(edit_steps) + len(sampling_steps)
 
         def velocity(latents, t, enc, pool):
-            n = latents.shape[0]
-            return self.transformer(
-                hidden_states=latents,
-                timestep=t.expand(n).to(dtype),
-                encoder_hidden_states=enc,
-                pooled_projections=pool,
-                return_dict=False,
-            )[0]
+            return sd3.network_call(self.transformer, latents, t, sd3.condition(enc, pool))
 
         def velocity_pair(z_src, z_tar, t):
             """(V_src, V_tar): one batched call on [src-uncond, src-cond, tar-uncond, tar-cond], CFG per branch."""

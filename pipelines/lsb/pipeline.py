@@ -24,6 +24,7 @@ from diffusers import DiffusionPipeline
 from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
+from lsb.families import sd
 from lsb.helpers.bridge_loop import integrate_bridge
 from lsb.helpers.model_family import check_vp_components
 from lsb.helpers.sdxl import check_sd_components, check_unet_folder
@@ -246,10 +247,10 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         latents = self.prepare_latents(x_src, generator, noise)
 
         # 4. integrate the PF-ODE: one batched UNet call on [source; target] per step (embeddings concatenated once)
-        hidden = torch.cat([source_prompt_embeds, target_prompt_embeds])
+        cond = sd.condition(torch.cat([source_prompt_embeds, target_prompt_embeds]))
 
         def network(model_input, t):
-            return self.unet(model_input, t, encoder_hidden_states=hidden, return_dict=False)[0]
+            return sd.network_call(self.unet, model_input, t, cond)
 
         self._num_timesteps = len(self.scheduler.timesteps)
         latents, trajectory = integrate_bridge(

@@ -25,6 +25,7 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 from lsb_pipelines.lsb.pipeline import LSBPipelineOutput
 
+from lsb.families import flux
 from lsb.helpers.bridge_loop import integrate_bridge
 from lsb.helpers.flow import (
     check_flow_prompt_side,
@@ -36,7 +37,6 @@ from lsb.helpers.flow import (
 from lsb.helpers.flux import (
     check_distilled_guidance,
     check_flux_image_size,
-    latent_image_ids,
     pack_latents,
     unpack_latents,
 )
@@ -306,30 +306,21 @@ class LatentSchrodingerBridgeFluxPipeline(DiffusionPipeline):
         # 3. source latents (packed), bridge time grid and the initial state x_{t0}
         x_src = self.encode_image(pixels, device)
         latent_height, latent_width = x_src.shape[-2:]
-        img_ids = latent_image_ids(latent_height, latent_width, device, dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=device, t0=t0, tau=tau)
         latents = self.prepare_latents(x_src, generator, noise)
 
         # 4. integrate the PF-ODE: one batched transformer call on [source; target] per step
-        hidden = torch.cat([src, tgt])
-        pooled_both = torch.cat([src_pooled, tgt_pooled])
-        guidance = None
-        if guidance_value is not None:
-            guidance = torch.full((2 * batch,), guidance_value, device=device, dtype=torch.float32)
+        cond = flux.condition(
+            torch.cat([src, tgt]),
+            torch.cat([src_pooled, tgt_pooled]),
+            text_ids,
+            latent_height,
+            latent_width,
+            guidance=guidance_value,
+        )
 
         def network(model_input, t):
-            # FLUX's transformer takes the level s itself: the scheduler lists s x 1000 (as FluxPipeline divides)
-            timestep = (torch.as_tensor(t, device=device).expand(model_input.shape[0]) / 1000).to(dtype)
-            return self.transformer(
-                hidden_states=model_input.to(dtype),
-                timestep=timestep,
-                guidance=guidance,
-                pooled_projections=pooled_both,
-                encoder_hidden_states=hidden,
-                txt_ids=text_ids,
-                img_ids=img_ids,
-                return_dict=False,
-            )[0]
+            return flux.network_call(self.transformer, model_input.to(dtype), t, cond)
 
         self._num_timesteps = len(self.scheduler.timesteps)
         state = pair_callback_state(src, tgt, src_pooled, tgt_pooled)

@@ -24,6 +24,7 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 from lsb_pipelines.lsb.pipeline import LSBPipelineOutput
 
+from lsb.families import sd3
 from lsb.helpers.bridge_loop import integrate_bridge
 from lsb.helpers.flow import (
     check_flow_prompt_side,
@@ -356,18 +357,10 @@ class LatentSchrodingerBridgeSD3Pipeline(DiffusionPipeline):
         latents = self.prepare_latents(x_src, generator, noise)
 
         # 4. integrate the PF-ODE: one batched transformer call on [source; target] per step
-        hidden = torch.cat([src, tgt])
-        pooled_both = torch.cat([src_pooled, tgt_pooled])
+        cond = sd3.condition(torch.cat([src, tgt]), torch.cat([src_pooled, tgt_pooled]))
 
         def network(model_input, t):
-            timestep = torch.as_tensor(t, device=device).expand(model_input.shape[0])
-            return self.transformer(
-                hidden_states=model_input.to(dtype),
-                timestep=timestep,
-                encoder_hidden_states=hidden,
-                pooled_projections=pooled_both,
-                return_dict=False,
-            )[0]
+            return sd3.network_call(self.transformer, model_input.to(dtype), t, cond)
 
         self._num_timesteps = len(self.scheduler.timesteps)
         state = pair_callback_state(src, tgt, src_pooled, tgt_pooled)

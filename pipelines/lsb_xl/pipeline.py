@@ -22,6 +22,7 @@ from diffusers import DiffusionPipeline
 from diffusers.loaders import TextualInversionLoaderMixin
 from lsb_pipelines.lsb.pipeline import LSBPipelineOutput
 
+from lsb.families import sdxl
 from lsb.helpers.bridge_loop import integrate_bridge
 from lsb.helpers.model_family import check_vp_components
 from lsb.helpers.sdxl import (
@@ -34,7 +35,6 @@ from lsb.helpers.sdxl import (
     encode_images_upcast,
     image_time_ids,
     sdxl_prompt_embeds,
-    sdxl_unet_output,
     unet_conditioning,
 )
 from lsb.helpers.translation import (
@@ -301,7 +301,7 @@ class LatentSchrodingerBridgeXLPipeline(DiffusionPipeline, TextualInversionLoade
         )
 
         def network(model_input, t):
-            return sdxl_unet_output(self.unet, model_input, t, cond)
+            return sdxl.network_call(self.unet, model_input, t, cond)
 
         self._num_timesteps = len(self.scheduler.timesteps)
         state = {
