@@ -78,29 +78,34 @@ _COMPONENTS = {
     **{n: "lsb.models.diffir" for n in ("CPENS1", "CPENS2", "DIRformer", "PriorDenoiser")},
 }
 
-_PIPELINES = {
-    "LatentSchrodingerBridgePipeline": ("lsb_pipelines.lsb.pipeline", "LatentSchrodingerBridgePipeline"),
-    "LSBPipelineOutput": ("lsb_pipelines.lsb.pipeline", "LSBPipelineOutput"),
-    "DDIBPipeline": ("lsb_pipelines.ddib.pipeline", "DDIBPipeline"),
-    "DDIBPipelineOutput": ("lsb_pipelines.ddib.pipeline", "DDIBPipelineOutput"),
-    "DiffIRPipeline": ("lsb_pipelines.diffir.pipeline", "DiffIRPipeline"),
-    "DiffIRPipelineOutput": ("lsb_pipelines.diffir.pipeline", "DiffIRPipelineOutput"),
-    "BridgeRestorationPipeline": ("lsb_pipelines.bridge.pipeline", "BridgeRestorationPipeline"),
-    "ConditionalDiffusionRestorationPipeline": (
-        "lsb_pipelines.palette.pipeline",
-        "ConditionalDiffusionRestorationPipeline",
-    ),
+#: public names defined outside the pipeline files: the entry point and two outputs shared by several pipelines
+_OTHER_PUBLIC = {
+    "AutoPipelineForTranslation": ("lsb.surfaces.auto", "AutoPipelineForTranslation"),
     "RestorationPipelineOutput": ("lsb.helpers.restoration", "RestorationPipelineOutput"),
-    "DDMPipeline": ("lsb_pipelines.ddm.pipeline", "DDMPipeline"),
-    "DDMPipelineOutput": ("lsb_pipelines.ddm.pipeline", "DDMPipelineOutput"),
-    "LatentSchrodingerBridgeSD3Pipeline": ("lsb_pipelines.lsb_sd3.pipeline", "LatentSchrodingerBridgeSD3Pipeline"),
-    "LatentSchrodingerBridgeFluxPipeline": ("lsb_pipelines.lsb_flux.pipeline", "LatentSchrodingerBridgeFluxPipeline"),
-    "FlowEditSD3Pipeline": ("lsb_pipelines.flowedit_sd3.pipeline", "FlowEditSD3Pipeline"),
-    "FlowEditFluxPipeline": ("lsb_pipelines.flowedit_flux.pipeline", "FlowEditFluxPipeline"),
-    "LatentSchrodingerBridgeXLPipeline": ("lsb_pipelines.lsb_xl.pipeline", "LatentSchrodingerBridgeXLPipeline"),
-    "DDIBXLPipeline": ("lsb_pipelines.ddib_xl.pipeline", "DDIBXLPipeline"),
     "FlowEditPipelineOutput": ("lsb.helpers.flowedit", "FlowEditPipelineOutput"),
 }
+
+
+def _discover_pipelines() -> dict[str, tuple[str, str]]:
+    """Every ``DiffusionPipeline`` and ``BaseOutput`` class of ``pipelines/<name>/pipeline.py``, found by reading the
+    files (not importing them: ``import lsb`` stays free of torch): name -> (module, class)."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("lsb_pipelines")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    pattern = re.compile(r"^class (\w+)\(([^)]*)\):", re.MULTILINE)
+    found = {}
+    for folder in spec.submodule_search_locations:
+        for path in sorted(_Path(folder).glob("*/pipeline.py")):
+            for name, bases in pattern.findall(path.read_text(encoding="utf-8")):
+                if re.search(r"\b(DiffusionPipeline|BaseOutput)\b", bases):
+                    found[name] = (f"lsb_pipelines.{path.parent.name}.pipeline", name)
+    return found
+
+
+_PIPELINES = {**_discover_pipelines(), **_OTHER_PUBLIC}
 
 
 def pipeline_dir(name: str) -> str:
@@ -115,7 +120,9 @@ def pipeline_dir(name: str) -> str:
 
 def pipeline_class_names() -> list[str]:
     """Names of every lsb pipeline class (``lsb.<name>`` imports it on first use)."""
-    return [n for n in _PIPELINES if n.endswith("Pipeline")]
+    return [
+        n for n, (module, _) in _PIPELINES.items() if n.endswith("Pipeline") and module.startswith("lsb_pipelines.")
+    ]
 
 
 def __getattr__(name):
@@ -127,6 +134,10 @@ def __getattr__(name):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'lsb' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

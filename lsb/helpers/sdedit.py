@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from ..families import family_of
 from ..bridges.matching import sb_time_to_timestep
 from ..io.execution import execution_device, model_dtype
 from ..io.settings import PAPER_TRANSLATION, check_nfe, check_t0, check_tau
@@ -246,22 +247,28 @@ FLOW_SDEDIT_GUIDANCE = {"sd3": 7.0, "flux": 3.5}
 
 
 def flow_family(pipe) -> str:
-    """ "sd3" or "flux" for a diffusers SD3 / FLUX (img2img) pipeline, by its transformer class; else ValueError."""
-    name = type(getattr(pipe, "transformer", None)).__name__
-    if name == "SD3Transformer2DModel":
-        return "sd3"
-    if name == "FluxTransformer2DModel":
-        return "flux"
-    raise ValueError(
-        f"{type(pipe).__name__} has transformer={name}: SDEdit on a flow model needs an SD3 or FLUX "
-        "img2img pipeline (StableDiffusion3Img2ImgPipeline / FluxImg2ImgPipeline)"
-    )
+    """The rectified-flow family name ("sd3", "flux") of a diffusers SD3 / FLUX (img2img) pipeline
+    (:func:`lsb.families.family_of`); a ValueError for any other pipeline."""
+    family = family_of(pipe)
+    if family.base != "flow":
+        raise ValueError(
+            f"{type(pipe).__name__} is a {family.label} pipeline: SDEdit on a flow model needs an SD3 or FLUX "
+            "img2img pipeline (StableDiffusion3Img2ImgPipeline / FluxImg2ImgPipeline)"
+        )
+    return family.name
+
+
+def token_side(pipe) -> int:
+    """Pixels per transformer token side: the VAE factor x the family's latent packing x the transformer's own
+    patch size (SD3: 8 x 1 x 2; FLUX.1: 8 x 2 x 1)."""
+    family = family_of(pipe)
+    return pipe.vae_scale_factor * family.latent_patch * int(getattr(pipe.transformer.config, "patch_size", 1) or 1)
 
 
 def flow_image_seq_len(pipe, height: int, width: int) -> int:
     """The transformer's image token count for an image of ``height`` x ``width`` px (what dynamic shifting uses)."""
-    patch = pipe.transformer.config.patch_size if flow_family(pipe) == "sd3" else 2
-    return (height // pipe.vae_scale_factor // patch) * (width // pipe.vae_scale_factor // patch)
+    side = token_side(pipe)
+    return (height // side) * (width // side)
 
 
 def sdedit_flow_schedule(
@@ -332,7 +339,7 @@ def sdedit_flow_translate(
             raise ValueError(
                 f"{name} must be text (a string or a list of strings) for SDEdit on {family}; got {type(p).__name__}"
             )
-    multiple = pipe_img2img.vae_scale_factor * (pipe_img2img.transformer.config.patch_size if family == "sd3" else 2)
+    multiple = token_side(pipe_img2img)
     pixels = preprocess_images(images, pipe_img2img.image_processor, multiple)
     batch, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
     if family == "flux" and guidance_scale is not None and not pipe_img2img.transformer.config.guidance_embeds:
