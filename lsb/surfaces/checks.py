@@ -15,7 +15,15 @@ from pathlib import Path
 
 from ..io.images import DEFAULT_MAX_PIXELS, ImageInputError
 
-EMBEDDED_NAMES = (None, "", "mini-sd", "embedded")
+from ..io.assets import MINI_SD3
+
+EMBEDDED_NAMES = (None, "", "mini-sd", "embedded", "mini-sd3")
+
+
+def embedded_model(model):
+    """``--model`` with the embedded SD3 name ("mini-sd3") replaced by its folder (None / "mini-sd" stay: every
+    surface reads them as the embedded mini SD)."""
+    return str(MINI_SD3) if model == "mini-sd3" else model
 
 
 class ArgumentError(ValueError):

@@ -28,3 +28,46 @@ def add_image_output_arguments(p) -> None:
         action="store_true",
         help="replace the previous run in a non-empty output folder (all its files, settings.json included)",
     )
+
+
+#: the dtype names ``--dtype`` accepts ("auto": the family's recommended dtype on the device)
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def add_dtype_argument(p) -> None:
+    """``--dtype``: the precision the model runs in (commands that load a translation model)."""
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPES,
+        help="precision of the model (default auto: what diffusers runs the family in on the device: float32 on "
+        "CPU, float16 for SD / SDXL on CUDA, bfloat16 for SD3 / FLUX.1 on CUDA)",
+    )
+
+
+def check_family_and_method(model, method: str | None, dtype: str = "auto", device=None):
+    """Before any weights load: the model's family (:func:`lsb.families.detect_family`; an unsupported model is one
+    line naming the supported families), ``method`` supported by it (one line naming its methods), and one warning
+    line on stderr when ``dtype`` is float16 for a family unstable in float16. Returns the family, or None for a Hub
+    id whose index cannot be read here (its loader reports that)."""
+    import sys
+
+    from ...families import UnsupportedModelError, detect_family
+    from ..methods import check_method, get_method
+
+    if method is not None:
+        get_method(method)
+    try:
+        family = detect_family(model, default=None)
+    except UnsupportedModelError:
+        raise
+    except Exception:  # noqa: BLE001 (a missing or broken index, a Hub id offline): the loader reports it by name
+        return None
+    if method is not None:
+        check_method(method, family)
+    if dtype == "float16" and family.float16_unstable:
+        print(
+            f"lsb: warning: {family.label} in float16 may give NaNs or black images ({family.float16_unstable})",
+            file=sys.stderr,
+        )
+    return family

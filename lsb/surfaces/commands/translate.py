@@ -1,11 +1,12 @@
-"""``lsb translate``: translate images from a source domain to a target domain (LSB, SDEdit, DDIB)."""
+"""``lsb translate``: translate images from a source domain to a target domain (LSB, FlowEdit, SDEdit, DDIB)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ...io.settings import PAPER_TRANSLATION, check_guidance, check_nfe, check_t0, check_tau, translation_defaults
-from . import CONVERT_MODE_HELP, add_image_output_arguments
+from ..methods import METHODS, methods_help
+from . import CONVERT_MODE_HELP, add_dtype_argument, add_image_output_arguments, check_family_and_method
 
 
 # Defaults for translation. They are the paper's (METHODS.md section 2) except where the embedded
@@ -34,14 +35,12 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     p.add_argument("--source", required=True, help="source domain: text, or a learned_embeds.safetensors file/folder")
     p.add_argument("--target", required=True, help="target domain: text, or a learned_embeds.safetensors file/folder")
-    p.add_argument("--model", default=None, help="diffusers SD folder or Hub id (default: the embedded mini SD)")
     p.add_argument(
-        "--method",
-        default="lsb",
-        choices=["lsb", "sdedit", "ddib", "flowedit"],
-        help="lsb, or the LSB paper's baselines sdedit / ddib (same NFE budget); flowedit (SD3 / FLUX "
-        "models: --nfe = FlowEdit steps n_max, --guidance = target guidance; unset: the paper's)",
+        "--model",
+        default=None,
+        help="a diffusers SD 1.x/2.x, SDXL, SD3 or FLUX.1 folder or Hub id, or mini-sd3 (default: the embedded mini SD)",
     )
+    p.add_argument("--method", default="lsb", choices=list(METHODS), help=methods_help())
     for key, typ, text in (
         ("nfe", int, "UNet evaluations per image"),
         ("tau", float, "bridge noise τ (paper's τ; official --tau is sqrt(τ))"),
@@ -68,7 +67,8 @@ def register(sub) -> None:
     )
     p.add_argument("--convert-mode", action="store_true", help=CONVERT_MODE_HELP)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="torch device (default: cuda, mps or cpu)")
+    add_dtype_argument(p)
     p.add_argument(
         "-o", "--output", required=True, help="output folder (created; must be new or empty, see --overwrite)"
     )
@@ -82,6 +82,8 @@ def cmd_translate(args) -> int:
     from ..outputs import GRID_NAME, OutputFolder, expand_inputs, output_names
 
     checks.check_model_arg(args.model)  # before any look-up: a path that does not exist is an error, not a Hub id
+    args.model = checks.embedded_model(args.model)
+    check_family_and_method(args.model, args.method, args.dtype, args.device)  # before any weights load
     defaults = _cli_defaults(translation_defaults(args.model))  # the model folder's lsb_defaults.json, else the paper's
     nfe = args.nfe if args.nfe is not None else defaults["nfe"]
     tau = args.tau if args.tau is not None else defaults["tau"]
@@ -131,7 +133,7 @@ def cmd_translate(args) -> int:
     extra = {} if args.trust_remote_code is None else {"trust_remote_code": True}
     checks.quiet_loading()
     try:
-        pipe = load_translator(args.method, args.model, device=device, **extra)
+        pipe = load_translator(args.method, args.model, device=device, dtype=args.dtype, **extra)
     except OSError as e:  # a Hub id that is not there (offline, no such repo): one line, not diffusers' traceback
         if local:
             raise
@@ -209,6 +211,6 @@ def cmd_translate(args) -> int:
 
 
 def _model_folder(model):
-    from ...io.assets import MINI_SD
+    from ...families import embedded_path
 
-    return MINI_SD if model in (None, "", "mini-sd", "embedded") else Path(model).expanduser()
+    return embedded_path(model) or Path(model).expanduser()
