@@ -132,7 +132,7 @@ def test_translate_through_client(client, tmp_path):
         assert im.size == (2 * RES + 3 * 2, RES + 2 * 2)  # input | output, make_grid padding 2
     with Image.open(strip) as im:  # 3 steps x (x_t, source, target) plus labels
         assert im.width > 3 * RES and im.height > 3 * RES
-    assert "3 UNet calls" in status and "a <sq>" in status
+    assert "3 network calls" in status and "a <sq>" in status
 
 
 def test_user_errors_reach_the_client(client, tmp_path):
@@ -251,7 +251,7 @@ def test_server_domain_and_pixel_limit_through_client(client, tmp_path):
     out, _, _, status = client.predict(
         *_args(handle_file(str(EXAMPLE)), nfe=2, target_domain="square"), api_name="/translate"
     )
-    assert "2 UNet calls" in status and "a <srv-sq>" in status
+    assert "2 network calls" in status and "a <srv-sq>" in status
     big = tmp_path / "big.png"
     Image.open(EXAMPLE).convert("RGB").resize((256, 256)).save(big)  # 65536 px > 4 x 64 x 64
     with pytest.raises(AppError, match=r"256x256 = 65536 pixels; with resizing off this demo takes up to 16384"):
@@ -262,12 +262,12 @@ def test_time_limit_stops_a_translation(tiny_model):
     from lsb.surfaces.demo import TranslationTimeout, Translator
 
     tr = Translator(tiny_model, time_limit=1e-9)
-    with pytest.raises(TranslationTimeout, match=r"time limit of 1e-09 s \(after 0 of about 4 UNet calls\)"):
+    with pytest.raises(TranslationTimeout, match=r"time limit of 1e-09 s \(after 0 of about 4 network calls\)"):
         tr(str(EXAMPLE), "a circle", "a square", nfe=4)
     assert not tr.pipeline("lsb").unet._forward_pre_hooks  # the hook is removed again
     tr.time_limit = 60.0
     *_, status = tr(str(EXAMPLE), "a circle", "a square", nfe=2, trajectory=False)
-    assert "2 UNet calls" in status
+    assert "2 network calls" in status
     with pytest.raises(ValueError, match="time_limit must be a positive number"):
         Translator(tiny_model, time_limit=0)
 
@@ -303,7 +303,7 @@ def test_baselines_in_process(tiny_model, tmp_path):
         with Image.open(out) as im:
             assert im.size == (RES, RES)
         assert strip is None
-        assert "2 UNet calls" in status and "50x45 is not a multiple of 8: resized to 64x64" in status
+        assert "2 network calls" in status and "50x45 is not a multiple of 8: resized to 64x64" in status
         assert "converted from mode RGBA to RGB" in status  # the demo converts what the CLI refuses, and says so
 
 
@@ -349,7 +349,7 @@ def test_browser_upload_and_translate(server, tmp_path):
             expect(page.locator("#input-image img").first).to_be_visible(timeout=60_000)
             page.locator("#translate-btn").click()
             expect(page.locator("#output-image img").first).to_be_visible(timeout=300_000)
-            expect(page.locator("#status")).to_contain_text("UNet calls", timeout=60_000)
+            expect(page.locator("#status")).to_contain_text("network calls", timeout=60_000)
             natural_width = "img => img.decode().then(() => img.naturalWidth)"
             assert page.locator("#output-image img").first.evaluate(natural_width) == RES
             expect(page.locator("#trajectory img").first).to_be_visible()
@@ -366,5 +366,79 @@ def test_browser_upload_and_translate(server, tmp_path):
             if os.environ.get("LSB_DEMO_SCREENSHOT"):
                 page.wait_for_timeout(1500)  # the toast fades in
                 page.screenshot(path=os.environ["LSB_DEMO_SCREENSHOT"].replace(".png", "-error.png"))
+        finally:
+            browser.close()
+
+
+# ---- the demo on the embedded flow model (lsb.MINI_SD3): FlowEdit offered, the gallery shown, a real translation
+
+
+@pytest.fixture(scope="module")
+def flow_server():
+    from lsb.surfaces.demo import build_demo, launch_demo
+
+    demo = build_demo("mini-sd3")
+    _, url, _ = launch_demo(demo, server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        yield demo, url
+    finally:
+        demo.close()
+
+
+def test_flow_demo_offers_the_family_methods_and_translates(flow_server):
+    demo, url = flow_server
+    assert demo.translator.family.name == "sd3"
+    assert demo.translator.methods == ("lsb", "flowedit", "sdedit")
+    client = gradio_client.Client(url, verbose=False, analytics_enabled=False)
+    from gradio_client import handle_file
+
+    for method in ("flowedit", "lsb"):
+        out, _, strip, status = client.predict(
+            *_args(handle_file(str(EXAMPLE)), method=method, nfe=2, tau=0.35, t0=0.05), api_name="/translate"
+        )
+        with Image.open(out) as im:
+            assert im.size == (64, 64)
+        assert "2 network calls" in status and (strip is not None) == (method == "lsb")
+    with pytest.raises(Exception, match="not in the list of choices"):  # the radio offers the family's only
+        client.predict(*_args(handle_file(str(EXAMPLE)), method="ddib", nfe=2), api_name="/translate")
+
+
+def test_demo_refuses_an_unsupported_model_before_serving(tmp_path):
+    from lsb.surfaces.demo import build_demo
+
+    bridge = ROOT / "lsb" / "assets" / "restoration" / "bridge-inpaint"
+    with pytest.raises(ValueError, match="restoration bridge"):
+        build_demo(str(bridge))
+
+
+def test_demo_gallery_ships_inside_the_package():
+    import lsb.surfaces.demo as d
+
+    rows = d.example_rows()
+    assert len(rows) >= 6 and all(Path(r[0]).is_file() for r in rows)
+    assert all(Path(r[0]).resolve().is_relative_to(Path(d.__file__).resolve().parents[1]) for r in rows)
+
+
+def test_browser_flow_model_flowedit_and_gallery(flow_server):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    _, url = flow_server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1200})
+            page.set_default_timeout(120_000)
+            page.goto(url, wait_until="domcontentloaded")
+            expect(page.get_by_text("Examples (shapes-world scenes shipped with lsb)").first).to_be_visible(
+                timeout=120_000
+            )
+            page.get_by_label("FlowEdit").check()
+            page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLE))
+            expect(page.locator("#input-image img").first).to_be_visible(timeout=60_000)
+            page.locator("#translate-btn").click()
+            expect(page.locator("#status")).to_contain_text("FlowEdit", timeout=300_000)
+            expect(page.locator("#output-image img").first).to_be_visible(timeout=60_000)
         finally:
             browser.close()

@@ -263,7 +263,7 @@ def test_embedded_export_keeps_precision_and_round_trips(tmp_path, capsys):
     assert model_defaults(str(out))["source"] == "a circle" and model_defaults(str(out))["guidance"] == 3.0
     build_demo(str(out))  # the page builds with the export's defaults
     *_, status = Translator(str(out))(str(tmp_path / "in.png"), "a circle", "a square", nfe=2, trajectory=False)
-    assert "2 UNet calls" in status
+    assert "2 network calls" in status
 
 
 def test_model_card_snippet_runs_on_the_folder_and_on_a_hub_id(tiny_sd_dir, domain, tmp_path):

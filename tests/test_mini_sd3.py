@@ -157,9 +157,9 @@ def test_task_batch_and_loss(tmp_path):
     seen = {}
 
     class Oracle(torch.nn.Module):
-        def forward(self, hidden_states, encoder_hidden_states, pooled_projections, timestep):
+        def forward(self, hidden_states, encoder_hidden_states, pooled_projections, timestep, return_dict=True):
             seen.update(z=hidden_states, t=timestep)
-            return type("Out", (), {"sample": b["noise"] - b["x"]})
+            return (b["noise"] - b["x"],)
 
     task.wrapped_modules = {"transformer": Oracle()}
     loss, _ = task.loss(b, 0)

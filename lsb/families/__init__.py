@@ -11,6 +11,8 @@ from .registry import (
     family_of,
     family_of_index,
     get_family,
+    native_resolution,
+    pixel_multiple,
     read_model_index,
     supported_labels,
 )
@@ -26,6 +28,8 @@ __all__ = [
     "family_of",
     "family_of_index",
     "get_family",
+    "native_resolution",
+    "pixel_multiple",
     "read_model_index",
     "supported_labels",
 ]

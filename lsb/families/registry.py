@@ -120,6 +120,36 @@ def read_model_index(model) -> dict:
     return json.loads(Path(hf_hub_download(str(model), "model_index.json")).read_text())
 
 
+def native_resolution(model_or_pipe) -> int | None:
+    """The image side (px) a translation model was built for, from a loaded pipeline or from what a user names
+    (embedded name, local folder): the network's ``sample_size`` x the VAE factor, else the family's default
+    (FLUX.1: 1024). None for a Hub id or a folder whose family cannot be read (its loader reports that)."""
+    if hasattr(model_or_pipe, "vae_scale_factor"):  # a loaded pipeline
+        family = family_of(model_or_pipe)
+        network = getattr(model_or_pipe, family.network)
+        size = getattr(network.config, "sample_size", None)
+        size = getattr(model_or_pipe, "default_sample_size", None) if size is None else size
+        return family.native_size({"sample_size": size}, model_or_pipe.vae_scale_factor)
+    from ..io.images import model_native_size
+
+    folder = embedded_path(model_or_pipe) or Path(str(model_or_pipe)).expanduser()
+    if not Path(folder).is_dir():
+        return None
+    try:
+        family = detect_family(str(folder), default=None)
+    except Exception:  # noqa: BLE001
+        return None
+    return model_native_size(folder) or family.default_size
+
+
+def pixel_multiple(pipe) -> int:
+    """The side multiple (px) a pipeline's images must have: the VAE factor x the family's latent packing x the
+    network's own patch size (SD: 8; SD3: 8 x 2; FLUX.1: 8 x 2)."""
+    family = family_of(pipe)
+    patch = getattr(getattr(pipe, family.network).config, "patch_size", 1) if family.base == "flow" else 1
+    return int(pipe.vae_scale_factor) * family.latent_patch * int(patch or 1)
+
+
 def detect_family(model, default: str | None = "sd") -> ModelFamily:
     """The family of what a user names, from its ``model_index.json``, before any weights load.
 
@@ -149,6 +179,8 @@ __all__ = [
     "family_of",
     "family_of_index",
     "get_family",
+    "native_resolution",
+    "pixel_multiple",
     "read_model_index",
     "supported_labels",
 ]

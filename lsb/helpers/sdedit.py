@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ..families import family_of
+from ..families import family_of, pixel_multiple
 from ..bridges.matching import sb_time_to_timestep
 from ..io.execution import execution_device, model_dtype
 from ..io.settings import PAPER_TRANSLATION, check_nfe, check_t0, check_tau
@@ -258,16 +258,9 @@ def flow_family(pipe) -> str:
     return family.name
 
 
-def token_side(pipe) -> int:
-    """Pixels per transformer token side: the VAE factor x the family's latent packing x the transformer's own
-    patch size (SD3: 8 x 1 x 2; FLUX.1: 8 x 2 x 1)."""
-    family = family_of(pipe)
-    return pipe.vae_scale_factor * family.latent_patch * int(getattr(pipe.transformer.config, "patch_size", 1) or 1)
-
-
 def flow_image_seq_len(pipe, height: int, width: int) -> int:
     """The transformer's image token count for an image of ``height`` x ``width`` px (what dynamic shifting uses)."""
-    side = token_side(pipe)
+    side = pixel_multiple(pipe)
     return (height // side) * (width // side)
 
 
@@ -339,7 +332,7 @@ def sdedit_flow_translate(
             raise ValueError(
                 f"{name} must be text (a string or a list of strings) for SDEdit on {family}; got {type(p).__name__}"
             )
-    multiple = token_side(pipe_img2img)
+    multiple = pixel_multiple(pipe_img2img)
     pixels = preprocess_images(images, pipe_img2img.image_processor, multiple)
     batch, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
     if family == "flux" and guidance_scale is not None and not pipe_img2img.transformer.config.guidance_embeds:

@@ -74,7 +74,7 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
     of the silent resize or conversion diffusers' image processor would do. Images run at their own size; a list
     of images of different sizes is refused (:func:`lsb.io.images.check_pipeline_images`) rather than resized to
     the first one's: resize them first, e.g. to the model's native size with
-    ``lsb.io.images.fit_size(img, name, lsb.io.images.native_size(pipe))`` (what ``lsb translate`` does).
+    ``lsb.io.images.fit_size(img, name, lsb.families.native_resolution(pipe))`` (what ``lsb translate`` does).
     """
     images = image if isinstance(image, list) else [image]
     if not images:

@@ -177,21 +177,6 @@ def model_native_size(folder: str | os.PathLike) -> int | None:
     return None
 
 
-def native_size(pipe) -> int | None:
-    """The native resolution of a loaded pipeline: ``unet.config.sample_size`` (or the transformer's, or the
-    pipeline's ``default_sample_size``) times ``pipe.vae_scale_factor``; None when it has neither."""
-    factor = getattr(pipe, "vae_scale_factor", None)
-    if factor is None:
-        return None
-    for name in ("unet", "transformer"):
-        model = getattr(pipe, name, None)
-        size = getattr(getattr(model, "config", None), "sample_size", None)
-        if isinstance(size, int):
-            return size * factor
-    size = getattr(pipe, "default_sample_size", None)
-    return size * factor if isinstance(size, int) else None
-
-
 def image_size_of(img) -> tuple[int, int]:
     """(width, height) of a PIL image, an (H, W, C) / (B, H, W, C) array or a (C, H, W) / (B, C, H, W) tensor."""
     if isinstance(img, Image.Image):

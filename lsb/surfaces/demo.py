@@ -28,7 +28,6 @@ Hardening (the demo may face the internet with ``--share``):
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import re
@@ -40,7 +39,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from .translators import METHODS, load_translator, translate
+from ..families import detect_family, embedded_path, native_resolution, pixel_multiple
+from .methods import METHODS, check_method, methods_for
+from .translators import load_translator, translate
 from ..prompts.domains import DomainFileError, load_domain
 from ..io.images import CONVERSIONS, ImageInputError, load_image, make_grid
 from ..helpers.loading import ModelFolderError
@@ -63,10 +64,10 @@ TIME_LIMIT = 120.0
 MAX_UPLOAD_PIXELS = 4096 * 4096
 MAX_NFE = 100
 NO_DOMAIN = "(none)"
-METHOD_LABELS = {"lsb": "LSB", "sdedit": "SDEdit", "ddib": "DDIB"}
-#: The methods the demo offers (of :data:`lsb.surfaces.translators.METHODS`).
-DEMO_METHODS = tuple(m for m in METHODS if m in METHOD_LABELS)
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples" / "images"
+#: what the page calls each method (from the method registry, lsb.surfaces.methods)
+METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
+#: the example gallery shipped inside the package (shapes-world scenes for the embedded models)
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "gallery"
 #: (folder, source prompt, target prompt) for the shipped example images (the shapes world of the mini SD).
 EXAMPLE_PROMPTS = {
     "circles": ("a circle", "a square"),
@@ -136,17 +137,26 @@ def _env_number(name, cast):
 
 
 def _is_embedded(model: str | None) -> bool:
-    return model in (None, "", "mini-sd", "embedded")
+    return embedded_path(model) is not None
 
 
-def model_defaults(model: str | None) -> dict:
-    """NFE / tau / t0 / guidance defaults of ``model`` (:func:`lsb.io.settings.translation_defaults`: its
-    ``lsb_defaults.json``, else the paper's), and the prompts of an ``lsb export`` folder."""
+def _model_source(model: str | None):
+    """``model`` as the settings readers take it: None for the embedded mini SD, a folder for other embedded names."""
+    return None if model in (None, "", "mini-sd", "embedded") else (embedded_path(model) or model)
+
+
+def model_defaults(model: str | None, method: str = "lsb") -> dict:
+    """NFE / tau / t0 / guidance defaults of ``model`` for ``method`` (LSB, SDEdit, DDIB:
+    :func:`lsb.io.settings.translation_defaults`, the folder's ``lsb_defaults.json`` else the paper's; FlowEdit: the
+    family's published edit steps n_max and target guidance), and the prompts of an ``lsb export`` folder."""
     from .export import local_translator_info
     from ..io.settings import translation_defaults
 
-    d = translation_defaults(None if _is_embedded(model) else model)
+    d = translation_defaults(_model_source(model))
     out = dict(nfe=d.num_inference_steps, tau=d.tau, t0=d.t0, guidance=d.guidance_scale)
+    if method == "flowedit":
+        published = detect_family(model).method_defaults["flowedit"]
+        out.update(nfe=published["n_max"], guidance=published["target_guidance_scale"])
     info = None if _is_embedded(model) else local_translator_info(model)
     if info is not None:
         out.update(source=info["call"]["source_prompt"], target=info["call"]["target_prompt"])
@@ -154,18 +164,8 @@ def model_defaults(model: str | None) -> dict:
 
 
 def model_resolution(model: str | None) -> int | None:
-    """The square resolution a local diffusers SD folder was trained at (unet sample size x VAE factor), if known."""
-    from ..io.assets import MINI_SD
-
-    path = Path(MINI_SD if _is_embedded(model) else model).expanduser()
-    try:
-        unet = json.loads((path / "unet" / "config.json").read_text())
-        vae = json.loads((path / "vae" / "config.json").read_text())
-        size = unet["sample_size"]
-        size = size[0] if isinstance(size, (list, tuple)) else size
-        return int(size) * 2 ** (len(vae["block_out_channels"]) - 1)
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
+    """The square resolution a model was built for (:func:`lsb.families.native_resolution`), if known here."""
+    return native_resolution(model)
 
 
 def example_rows() -> list[list]:
@@ -193,9 +193,15 @@ class Translator:
         max_pixels: int | None = None,
         time_limit: float | None = TIME_LIMIT,
         trust_remote_code: bool | None = None,
+        dtype=None,
     ):
         self.model = model or None
         self.device = device
+        self.dtype = dtype
+        #: the model's family (read before any weights load; an unsupported model fails here, before serving)
+        self.family = detect_family(_model_source(self.model))
+        #: the methods offered: those of the family, from the method registry
+        self.methods = tuple(m.name for m in methods_for(self.family))
         #: name -> file of the server's learned domains (see :func:`find_domains`)
         self.domains = dict(domains) if isinstance(domains, dict) else find_domains(domains)
         if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) < 64):
@@ -209,13 +215,17 @@ class Translator:
         self._lock = threading.Lock()
         # One translation at a time per pipeline (its scheduler and tokenizer are stateful), whatever the
         # queue's concurrency limit.
-        self._busy = {m: threading.Lock() for m in DEMO_METHODS}
+        self._busy = {m: threading.Lock() for m in self.methods}
 
     def pipeline(self, method: str):
         with self._lock:
             if method not in self._pipes:
                 self._pipes[method] = load_translator(
-                    method, self.model, device=self.device, trust_remote_code=self.trust_remote_code
+                    method,
+                    _model_source(self.model),
+                    device=self.device,
+                    dtype=self.dtype,
+                    trust_remote_code=self.trust_remote_code,
                 )
             return self._pipes[method]
 
@@ -251,9 +261,8 @@ class Translator:
         return text
 
     def resolution(self, pipe) -> int:
-        size = pipe.unet.config.sample_size
-        size = size[0] if isinstance(size, (list, tuple)) else size
-        return int(size) * pipe.vae_scale_factor
+        """The model's native side (px), from its family record (:func:`lsb.families.native_resolution`)."""
+        return native_resolution(pipe)
 
     def pixel_limit(self, pipe) -> int:
         """Most pixels an input may have with resizing off: ``max_pixels``, else 4x the model's native area."""
@@ -290,45 +299,10 @@ class Translator:
         Raises the lsb user errors (ImageInputError, UnknownTokenError, DomainFileError, ValueError, ...)
         with messages meant for the user.
         """
-        if method not in DEMO_METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHOD_LABELS.values())}")
-        if nfe is None:  # the model's own (its lsb_defaults.json), as the CLI and the pipeline
-            nfe = model_defaults(self.model)["nfe"]
-        nfe = _check_int("NFE", nfe, 2, MAX_NFE)
-        seed = _check_int("seed", seed, 0, 2**63 - 1)
-        tau = _check_float("tau", tau, lambda v: v > 0, "must be a positive number")
-        t0 = _check_float("t0", t0, lambda v: 0 < v < 1, "must lie strictly between 0 and 1")
-        guidance = _check_float("guidance", guidance, lambda v: v >= 0, "must be a number >= 0")
-        if guidance is None:
-            guidance = model_defaults(self.model)["guidance"]
-        if not image_path:
-            raise ImageInputError("no input image: upload one or pick an example")
-        _check_file_size(image_path, "the input image")
-        # the demo converts what the CLI and the pipelines refuse (RGBA screenshots, grayscale), and says so
-        image = load_image(image_path, name="the input image", convert=True)
-        w, h = image.size
-        if w * h > MAX_UPLOAD_PIXELS:
-            raise ImageInputError(f"the input image is {w}x{h} pixels; the demo accepts up to 4096x4096")
-        notes = []
-        if "converted_from" in image.info:
-            notes.append(f"input converted from mode {image.info['converted_from']} to RGB ({CONVERSIONS})")
-
+        nfe, seed, tau, t0, guidance = self._settings(method, nfe, seed, tau, t0, guidance)
+        image, notes = _read_input(image_path)
         pipe = self.pipeline(method)
-        res = self.resolution(pipe)
-        mult = pipe.vae_scale_factor
-        if resize:
-            if image.size != (res, res):
-                notes.append(f"input resized from {w}x{h} to {res}x{res} (the model's resolution)")
-                image = image.resize((res, res), Image.BICUBIC)
-        elif w % mult or h % mult:
-            notes.append(f"input {w}x{h} is not a multiple of {mult}: resized to {res}x{res} (the model's resolution)")
-            image = image.resize((res, res), Image.BICUBIC)
-        elif w * h > self.pixel_limit(pipe):
-            raise ImageInputError(
-                f"the input image is {w}x{h} = {w * h} pixels; with resizing off this demo takes "
-                f"up to {self.pixel_limit(pipe)}: turn resizing on or upload a smaller image"
-            )
-
+        image = self._fit(pipe, image, resize, notes)
         with self._busy[method], self._deadline(pipe, nfe):
             src_prompt = self._domain_prompt(pipe, source, "source")
             tgt_prompt = self._domain_prompt(pipe, target, "target")
@@ -350,28 +324,71 @@ class Translator:
                 output, spent = out.images[0], out.nfe
                 strip = trajectory_strip(pipe, out.trajectory)
             else:
-                images, spent = translate(
-                    method,
-                    pipe,
-                    image,
-                    src_prompt,
-                    tgt_prompt,
-                    nfe=nfe,
-                    guidance_scale=guidance,
-                    tau=tau,
-                    t0=t0,
-                    generator=generator,
-                )
+                kw = dict(nfe=nfe, guidance_scale=guidance, tau=tau, t0=t0, generator=generator)
+                images, spent = translate(method, pipe, image, src_prompt, tgt_prompt, **kw)
                 output = images[0]
         seconds = time.perf_counter() - start
         side = make_grid([image, output], nrow=2)
         status = (
-            f"**{METHOD_LABELS[method]}**: {spent} UNet calls (NFE), {output.size[0]}x{output.size[1]}, "
+            f"**{METHOD_LABELS[method]}**: {spent} network calls (NFE), {output.size[0]}x{output.size[1]}, "
             f"{seconds:.1f} s. Source: `{src_prompt}`, target: `{tgt_prompt}`."
         )
         if notes:
             status += " Note: " + "; ".join(notes) + "."
         return output, side, strip, status
+
+    def _settings(self, method, nfe, seed, tau, t0, guidance):
+        """The checked settings of one request; unset NFE / guidance: the model's defaults for ``method``."""
+        if method not in METHODS:
+            labels = ", ".join(METHOD_LABELS[m] for m in self.methods)
+            raise ValueError(f"unknown method {method!r}; choose one of {labels}")
+        check_method(method, self.family)
+        if nfe is None:  # the model's own (its lsb_defaults.json), as the CLI and the pipeline
+            nfe = model_defaults(self.model, method)["nfe"]
+        nfe = _check_int("NFE", nfe, 2, MAX_NFE)
+        seed = _check_int("seed", seed, 0, 2**63 - 1)
+        tau = _check_float("tau", tau, lambda v: v > 0, "must be a positive number")
+        t0 = _check_float("t0", t0, lambda v: 0 < v < 1, "must lie strictly between 0 and 1")
+        guidance = _check_float("guidance", guidance, lambda v: v >= 0, "must be a number >= 0")
+        if guidance is None:
+            guidance = model_defaults(self.model, method)["guidance"]
+        return nfe, seed, tau, t0, guidance
+
+    def _fit(self, pipe, image, resize: bool, notes: list) -> Image.Image:
+        """``image`` at the model's resolution (resize on), or kept when the family's packing takes its size and it is
+        within the pixel limit (resize off); ``notes`` says what changed."""
+        w, h = image.size
+        res = self.resolution(pipe)
+        mult = pixel_multiple(pipe)
+        if resize:
+            if image.size != (res, res):
+                notes.append(f"input resized from {w}x{h} to {res}x{res} (the model's resolution)")
+                image = image.resize((res, res), Image.BICUBIC)
+        elif w % mult or h % mult:
+            notes.append(f"input {w}x{h} is not a multiple of {mult}: resized to {res}x{res} (the model's resolution)")
+            image = image.resize((res, res), Image.BICUBIC)
+        elif w * h > self.pixel_limit(pipe):
+            raise ImageInputError(
+                f"the input image is {w}x{h} = {w * h} pixels; with resizing off this demo takes "
+                f"up to {self.pixel_limit(pipe)}: turn resizing on or upload a smaller image"
+            )
+        return image
+
+
+def _read_input(image_path) -> tuple[Image.Image, list[str]]:
+    """The uploaded image, converted to RGB when it is not (the demo converts what the CLI and the pipelines refuse,
+    and says so), and the notes saying what was done."""
+    if not image_path:
+        raise ImageInputError("no input image: upload one or pick an example")
+    _check_file_size(image_path, "the input image")
+    image = load_image(image_path, name="the input image", convert=True)
+    w, h = image.size
+    if w * h > MAX_UPLOAD_PIXELS:
+        raise ImageInputError(f"the input image is {w}x{h} pixels; the demo accepts up to 4096x4096")
+    notes = []
+    if "converted_from" in image.info:
+        notes.append(f"input converted from mode {image.info['converted_from']} to RGB ({CONVERSIONS})")
+    return image, notes
 
 
 class _Deadline:
@@ -384,7 +401,7 @@ class _Deadline:
         if time.perf_counter() > self.end:
             raise TranslationTimeout(
                 f"the translation ran past this demo's time limit of {self.limit:g} s (after "
-                f"{self.calls} of about {self.nfe} UNet calls): lower NFE or the image size"
+                f"{self.calls} of about {self.nfe} network calls): lower NFE or the image size"
             )
         self.calls += 1
 
@@ -505,43 +522,29 @@ def trajectory_strip(
     return canvas
 
 
-def build_demo(
-    model: str | None = None,
-    device=None,
-    concurrency_limit: int = 1,
-    max_queue: int = 16,
-    domains=None,
-    max_pixels: int | None = None,
-    time_limit: float | None = None,
-    trust_remote_code: bool | None = None,
-):
-    """The Gradio Blocks of the demo. ``model``: a diffusers SD folder, an ``lsb export`` folder or a Hub id; None:
-    ``$LSB_DEMO_MODEL`` or the embedded mini SD. ``domains``: the server's folder of learned domains (None:
-    ``$LSB_DEMO_DOMAINS``, else none); ``max_pixels`` / ``time_limit``: see the module doc (None:
-    ``$LSB_DEMO_MAX_PIXELS`` / ``$LSB_DEMO_TIME_LIMIT``, else the defaults). Nothing is loaded until the first
-    translation. Gradio analytics are off unless ``GRADIO_ANALYTICS_ENABLED=True``."""
-    off = analytics_off()  # before gradio is imported: it reads the variable at import and at Blocks()
-    import gradio as gr
-
-    model = model or os.environ.get(MODEL_ENV) or None
-    domains = domains if domains is not None else os.environ.get(DOMAINS_ENV) or None
-    max_pixels = max_pixels if max_pixels is not None else _env_number(MAX_PIXELS_ENV, int)
-    time_limit = time_limit if time_limit is not None else _env_number(TIME_LIMIT_ENV, float) or TIME_LIMIT
-    translator = Translator(
-        model,
-        device=device,
-        domains=domains,
-        max_pixels=max_pixels,
-        time_limit=time_limit,
-        trust_remote_code=trust_remote_code,
-    )
-    defaults = model_defaults(model)
+def _page_settings(model, translator) -> dict:
+    """What the page states and starts with: the model's name, resolution and pixel limit, its defaults, the methods
+    its family offers and the server's domains."""
     res = model_resolution(model)
-    res_text = f"{res}x{res}" if res else "the model's resolution"
     limit = translator.max_pixels or (MAX_PIXELS_FACTOR * res * res if res else None)
-    limit_text = f"{limit} pixels" if limit else f"{MAX_PIXELS_FACTOR}x the model's native area"
-    model_name = "the embedded mini SD (64x64 shapes world)" if _is_embedded(model) else f"`{model}`"
-    server_domains = [NO_DOMAIN] + list(translator.domains)
+    if _is_embedded(model):
+        model_name = (
+            f"the embedded {'mini SD3' if translator.family.base == 'flow' else 'mini SD'} (64x64 shapes world)"
+        )
+    else:
+        model_name = f"`{model}` ({translator.family.label})"
+    return dict(
+        model_name=model_name,
+        res_text=f"{res}x{res}" if res else "the model's resolution",
+        limit_text=f"{limit} pixels" if limit else f"{MAX_PIXELS_FACTOR}x the model's native area",
+        defaults=model_defaults(model),
+        methods=[(METHOD_LABELS[m], m) for m in translator.methods],
+        server_domains=[NO_DOMAIN] + list(translator.domains),
+    )
+
+
+def _run_function(gr, translator):
+    """The click handler: picks each domain (upload > server domain > text) and maps user errors to gr.Error."""
 
     def pick(text, upload, server):
         if upload:
@@ -572,24 +575,20 @@ def build_demo(
         progress(0, desc="loading the pipeline" if method not in translator._pipes else "translating")
         try:
             return translator(
-                image,
-                source,
-                target,
-                method=method,
-                nfe=nfe,
-                tau=tau,
-                t0=t0,
-                guidance=guidance,
-                seed=seed,
+                image, source, target, method=method, nfe=nfe, tau=tau, t0=t0, guidance=guidance, seed=seed,
                 resize=resize,
-            )
+            )  # fmt: skip
         except _USER_ERRORS as e:
             # The UI renders the message as HTML: escape it, or "<token>" would vanish as an unknown tag.
             raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None
 
-    class CheckedImage(gr.Image):
-        """gr.Image whose unreadable uploads raise gr.Error with a message (Gradio's own is generic)."""
+    return run
 
+
+def _checked_image_class(gr):
+    """gr.Image whose unreadable uploads raise gr.Error with a message (Gradio's own is generic)."""
+
+    class CheckedImage(gr.Image):
         is_template = True  # rendered by the stock Image frontend
 
         def preprocess(self, payload):
@@ -604,120 +603,161 @@ def build_demo(
                     html.escape(f"the input image: unreadable image ({e})", quote=False), print_exception=False
                 ) from None
 
+    return CheckedImage
+
+
+def _domain_inputs(gr, page) -> dict:
+    """The source / target domain widgets: text, an uploaded learned-domain file, a server domain."""
+    d, ui = page["defaults"], {}
+    with gr.Row():
+        ui["source_text"] = gr.Textbox(
+            label="Source domain", value=d.get("source", "a circle"),
+            placeholder="e.g. a photo of a cat, or a <token>", elem_id="source-text",
+        )  # fmt: skip
+        ui["target_text"] = gr.Textbox(
+            label="Target domain", value=d.get("target", "a square"), placeholder="e.g. a photo of a dog",
+            elem_id="target-text",
+        )  # fmt: skip
+    with gr.Row():
+        for side in ("source", "target"):
+            ui[f"{side}_file"] = gr.File(
+                label=f"or a learned {side} domain (.safetensors)", file_types=[".safetensors"], height=150,
+                elem_id=f"{side}-file",
+            )  # fmt: skip
+    with gr.Row(visible=len(page["server_domains"]) > 1):
+        for side in ("source", "target"):
+            ui[f"{side}_domain"] = gr.Dropdown(
+                page["server_domains"], value=NO_DOMAIN, label=f"or a server domain ({side})", elem_id=f"{side}-domain"
+            )
+    return ui
+
+
+def _parameter_inputs(gr, page, model) -> dict:
+    """The method (the family's, from the registry) and its parameters; picking a method loads its defaults."""
+    d, ui = page["defaults"], {}
+    ui["method"] = gr.Radio(page["methods"], value="lsb", label="Method")
+    with gr.Accordion("Parameters", open=True):
+        with gr.Row():
+            ui["nfe"] = gr.Slider(2, MAX_NFE, value=d["nfe"], step=1, label="NFE (network calls)")
+            ui["t0"] = gr.Slider(0.01, 0.99, value=d["t0"], step=0.01, label="t0 (bridge start)")
+        with gr.Row():
+            ui["tau"] = gr.Number(value=d["tau"], label="tau (bridge noise)", minimum=0)
+            ui["guidance"] = gr.Number(value=d["guidance"], label="guidance w", minimum=0)
+            ui["seed"] = gr.Number(value=0, precision=0, minimum=0, label="seed")
+
+    def method_defaults(method):
+        m = model_defaults(model, method)
+        return gr.update(value=m["nfe"]), gr.update(value=m["guidance"])
+
+    ui["method"].change(method_defaults, inputs=ui["method"], outputs=[ui["nfe"], ui["guidance"]], api_name=False)
+    return ui
+
+
+def _input_column(gr, page, model) -> dict:
+    """The left column: image, resize switch, domains, method and parameters, button, example gallery."""
+    ui = {}
+    ui["image"] = _checked_image_class(gr)(
+        type="filepath", image_mode=None, label="Input image", sources=["upload", "clipboard"],
+        elem_id="input-image", height=280,
+    )  # fmt: skip
+    ui["resize"] = gr.Checkbox(
+        value=True,
+        label=f"Resize to the model's resolution ({page['res_text']})",
+        info=f"Off: sizes the model takes are kept (up to {page['limit_text']}); others are still resized.",
+    )
+    ui.update(_domain_inputs(gr, page))
+    ui.update(_parameter_inputs(gr, page, model))
+    ui["button"] = gr.Button("Translate", variant="primary", elem_id="translate-btn")
+    rows = example_rows()
+    if rows:
+        gr.Examples(
+            rows,
+            inputs=[ui["image"], ui["source_text"], ui["target_text"]],
+            label="Examples (shapes-world scenes shipped with lsb): click one to load it",
+            cache_examples=False,
+            examples_per_page=6,
+        )
+    return ui
+
+
+def _output_column(gr) -> dict:
+    """The right column: translation, status, side by side, LSB trajectory."""
+    ui = {}
+    ui["output"] = gr.Image(label="Translation", format="png", interactive=False, elem_id="output-image", height=280)
+    ui["status"] = gr.Markdown(elem_id="status")
+    ui["side"] = gr.Image(label="Input | output", format="png", interactive=False, elem_id="side-by-side", height=200)
+    gr.Markdown(
+        "**LSB trajectory**: one row per step, in order (bridge time t); columns: the state "
+        "x_t, the source and the target predictor, decoded."
+    )
+    ui["strip"] = gr.Image(
+        label="LSB trajectory", show_label=False, format="png", interactive=False, elem_id="trajectory"
+    )
+    return ui
+
+
+#: the click handler's inputs, in the order of ``run``'s parameters (the ``/translate`` API takes them so)
+_RUN_INPUTS = (
+    "image", "source_text", "source_file", "target_text", "target_file", "method", "nfe", "tau", "t0", "guidance",
+    "seed", "resize", "source_domain", "target_domain",
+)  # fmt: skip
+
+
+def build_demo(
+    model: str | None = None,
+    device=None,
+    concurrency_limit: int = 1,
+    max_queue: int = 16,
+    domains=None,
+    max_pixels: int | None = None,
+    time_limit: float | None = None,
+    trust_remote_code: bool | None = None,
+    dtype=None,
+):
+    """The Gradio Blocks of the demo. ``model``: a diffusers folder of any supported family (SD 1.x/2.x, SDXL, SD3,
+    FLUX.1), an embedded name ("mini-sd3"), an ``lsb export`` folder or a Hub id; None: ``$LSB_DEMO_MODEL`` or the
+    embedded mini SD. The page offers the methods of the model's family (:mod:`lsb.surfaces.methods`).
+    ``domains``: the server's folder of learned domains (None: ``$LSB_DEMO_DOMAINS``, else none); ``max_pixels`` /
+    ``time_limit``: see the module doc (None: ``$LSB_DEMO_MAX_PIXELS`` / ``$LSB_DEMO_TIME_LIMIT``, else the
+    defaults); ``dtype``: the model's precision (None / "auto": the family's). The family is read (an unsupported
+    model refused) at once; weights load at the first translation. Gradio analytics are off unless
+    ``GRADIO_ANALYTICS_ENABLED=True``."""
+    off = analytics_off()  # before gradio is imported: it reads the variable at import and at Blocks()
+    import gradio as gr
+
+    model = model or os.environ.get(MODEL_ENV) or None
+    domains = domains if domains is not None else os.environ.get(DOMAINS_ENV) or None
+    max_pixels = max_pixels if max_pixels is not None else _env_number(MAX_PIXELS_ENV, int)
+    time_limit = time_limit if time_limit is not None else _env_number(TIME_LIMIT_ENV, float) or TIME_LIMIT
+    translator = Translator(
+        model, device=device, domains=domains, max_pixels=max_pixels, time_limit=time_limit,
+        trust_remote_code=trust_remote_code, dtype=dtype,
+    )  # fmt: skip
+    page = _page_settings(model, translator)
+    labels = [label for label, _ in page["methods"]]
     with gr.Blocks(title="Latent Schrödinger Bridge: image-to-image translation", analytics_enabled=not off) as demo:
         gr.Markdown(
             "# Latent Schrödinger Bridge: unpaired image-to-image translation\n"
-            f"Translate an image from a **source** domain to a **target** domain with {model_name}. Each domain is "
-            "a text prompt or a learned domain (`learned_embeds.safetensors` from `lsb learn-domain`; an uploaded "
-            "file replaces the text). LSB integrates the bridge ODE in NFE UNet calls; SDEdit and DDIB are the "
-            "paper's baselines at the same budget."
+            f"Translate an image from a **source** domain to a **target** domain with {page['model_name']}. Each "
+            "domain is a text prompt or a learned domain (`learned_embeds.safetensors` from `lsb learn-domain`; an "
+            "uploaded file replaces the text). LSB integrates the bridge ODE in NFE network calls; "
+            f"{', '.join(labels[1:])} run at the same budget for comparison."
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=320):
-                image = CheckedImage(
-                    type="filepath",
-                    image_mode=None,
-                    label="Input image",
-                    sources=["upload", "clipboard"],
-                    elem_id="input-image",
-                    height=280,
-                )
-                resize = gr.Checkbox(
-                    value=True,
-                    label=f"Resize to the model's resolution ({res_text})",
-                    info=f"Off: sizes that are multiples of 8 are kept (up to {limit_text}); others are still resized.",
-                )
-                with gr.Row():
-                    source_text = gr.Textbox(
-                        label="Source domain",
-                        value=defaults.get("source", "a circle"),
-                        placeholder="e.g. a photo of a cat, or a <token>",
-                        elem_id="source-text",
-                    )
-                    target_text = gr.Textbox(
-                        label="Target domain",
-                        value=defaults.get("target", "a square"),
-                        placeholder="e.g. a photo of a dog",
-                        elem_id="target-text",
-                    )
-                with gr.Row():
-                    source_file = gr.File(
-                        label="or a learned source domain (.safetensors)",
-                        file_types=[".safetensors"],
-                        height=150,
-                        elem_id="source-file",
-                    )
-                    target_file = gr.File(
-                        label="or a learned target domain (.safetensors)",
-                        file_types=[".safetensors"],
-                        height=150,
-                        elem_id="target-file",
-                    )
-                with gr.Row(visible=len(server_domains) > 1):
-                    source_domain = gr.Dropdown(
-                        server_domains, value=NO_DOMAIN, label="or a server domain (source)", elem_id="source-domain"
-                    )
-                    target_domain = gr.Dropdown(
-                        server_domains, value=NO_DOMAIN, label="or a server domain (target)", elem_id="target-domain"
-                    )
-                method = gr.Radio([(METHOD_LABELS[m], m) for m in DEMO_METHODS], value="lsb", label="Method")
-                with gr.Accordion("Parameters", open=True):
-                    with gr.Row():
-                        nfe = gr.Slider(2, MAX_NFE, value=defaults["nfe"], step=1, label="NFE (UNet calls)")
-                        t0 = gr.Slider(0.01, 0.99, value=defaults["t0"], step=0.01, label="t0 (bridge start)")
-                    with gr.Row():
-                        tau = gr.Number(value=defaults["tau"], label="tau (bridge noise)", minimum=0)
-                        guidance = gr.Number(value=defaults["guidance"], label="guidance w", minimum=0)
-                        seed = gr.Number(value=0, precision=0, minimum=0, label="seed")
-                button = gr.Button("Translate", variant="primary", elem_id="translate-btn")
-                rows = example_rows()
-                if rows:
-                    gr.Examples(
-                        rows,
-                        inputs=[image, source_text, target_text],
-                        label="Examples (the shapes world of the embedded mini SD): click one to load it",
-                        cache_examples=False,
-                        examples_per_page=6,
-                    )
+                ui = _input_column(gr, page, model)
             with gr.Column(scale=1, min_width=320):
-                output = gr.Image(
-                    label="Translation", format="png", interactive=False, elem_id="output-image", height=280
-                )
-                status = gr.Markdown(elem_id="status")
-                side = gr.Image(
-                    label="Input | output", format="png", interactive=False, elem_id="side-by-side", height=200
-                )
-                gr.Markdown(
-                    "**LSB trajectory**: one row per step, in order (bridge time t); columns: the state "
-                    "x_t, the source and the target predictor, decoded."
-                )
-                strip = gr.Image(
-                    label="LSB trajectory", show_label=False, format="png", interactive=False, elem_id="trajectory"
-                )
+                out = _output_column(gr)
         gr.Markdown(
-            f"Uploads up to {MAX_FILE_SIZE}; with resizing off, images up to {limit_text}; each translation "
+            f"Uploads up to {MAX_FILE_SIZE}; with resizing off, images up to {page['limit_text']}; each translation "
             f"may take up to {translator.time_limit:g} s. SDEdit uses tau and t0 only for its start noise level; DDIB "
-            "ignores them and the seed. The trajectory is shown for LSB only."
+            "and FlowEdit ignore them (FlowEdit: NFE = its edit steps, guidance = the target's). The trajectory is "
+            "shown for LSB only."
         )
-        button.click(
-            run,
-            inputs=[
-                image,
-                source_text,
-                source_file,
-                target_text,
-                target_file,
-                method,
-                nfe,
-                tau,
-                t0,
-                guidance,
-                seed,
-                resize,
-                source_domain,
-                target_domain,
-            ],
-            outputs=[output, side, strip, status],
+        ui["button"].click(
+            _run_function(gr, translator),
+            inputs=[ui[name] for name in _RUN_INPUTS],
+            outputs=[out["output"], out["side"], out["strip"], out["status"]],
             api_name="translate",
             concurrency_limit=concurrency_limit,
         )

@@ -380,6 +380,7 @@ def export_translator(
 
     import lsb
 
+    from ..families import native_resolution
     from .translators import load_translator as load_base
     from ..io.settings import write_translation_defaults
     from ..prompts.domains import load_domain
@@ -417,8 +418,7 @@ def export_translator(
     learned = any(info[r]["kind"] == "learned" for r in ("source", "target"))
     text_encoders = [n for n in pipe.components if n.startswith("text_encoder")]
     pipeline_file = Path(inspect.getfile(type(pipe)))
-    size = pipe.unet.config.sample_size if getattr(pipe, "unet", None) is not None else 64
-    res = int(size[0] if isinstance(size, (list, tuple)) else size) * int(getattr(pipe, "vae_scale_factor", 8))
+    res = native_resolution(pipe)  # the family's native side (lsb.families)
     tmp = _staging_dir(out)
     try:
         info["precision"] = _save_in_stored_precision(

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..families import sd3
 from ..data import shapes
 from ..io.assets import folder_bytes, replace_folder
 from ..models import mini_sd3
@@ -116,9 +117,7 @@ class MiniSD3Task(TrainingTask):
         model = self.wrapped_modules["transformer"]
         s = b["s"].view(-1, 1, 1, 1)
         z = (1 - s) * b["x"] + s * b["noise"]
-        pred = model(
-            hidden_states=z, encoder_hidden_states=b["ctx"], pooled_projections=b["pooled"], timestep=b["s"] * 1000.0
-        ).sample
+        pred = sd3.network_call(model, z, b["s"] * 1000.0, sd3.condition(b["ctx"], b["pooled"]))
         mse = ((pred.float() - (b["noise"] - b["x"])) ** 2).mean()
         return mse, {"mse": float(mse.detach())}
 

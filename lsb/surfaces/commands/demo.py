@@ -1,9 +1,11 @@
-"""``lsb demo``: serve the Gradio translation demo (LSB, SDEdit, DDIB) in the browser."""
+"""``lsb demo``: serve the Gradio translation demo (the methods of the model's family) in the browser."""
 
 from __future__ import annotations
 
 import math
 import os
+
+from . import add_dtype_argument
 
 
 def register(subparsers) -> None:
@@ -11,14 +13,16 @@ def register(subparsers) -> None:
         "demo",
         help="serve the translation demo in the browser (Gradio)",
         description="Start the Gradio demo: upload an image, pick source/target domains and "
-        "a method (LSB, SDEdit, DDIB). Needs the 'demo' extra (gradio). Learned "
+        "a method (LSB and the baselines of the model's family: SDEdit, DDIB on SD / SDXL; FlowEdit, SDEdit on "
+        "SD3 / FLUX.1). Needs the 'demo' extra (gradio). Learned "
         "domains come only from uploads or from --domains; Gradio analytics are "
         "off unless GRADIO_ANALYTICS_ENABLED=True.",
     )
     p.add_argument(
         "--model",
         default=None,
-        help="diffusers SD folder, `lsb export` folder or Hub id (default: $LSB_DEMO_MODEL, else the embedded mini SD)",
+        help="diffusers SD 1.x/2.x, SDXL, SD3 or FLUX.1 folder, mini-sd3, `lsb export` folder or Hub id "
+        "(default: $LSB_DEMO_MODEL, else the embedded mini SD)",
     )
     p.add_argument(
         "--domains",
@@ -51,6 +55,7 @@ def register(subparsers) -> None:
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
     p.add_argument("--device", default=None, help="torch device (default: cuda, mps or cpu)")
+    add_dtype_argument(p)
     p.add_argument("--concurrency", type=int, default=1, help="translations run at once (default 1)")
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting in the queue at most (default 16)")
     p.set_defaults(func=cmd_demo)
@@ -81,6 +86,7 @@ def cmd_demo(args) -> int:
         max_pixels=args.max_pixels,
         time_limit=args.time_limit,
         trust_remote_code=args.trust_remote_code,
+        dtype=args.dtype,
     )
     launch_demo(demo, server_name=args.host, server_port=args.port, share=args.share)
     return 0

@@ -76,7 +76,8 @@ def register(sub) -> None:
 
 
 def cmd_translate(args) -> int:
-    from ...io.images import make_grid, model_native_size, native_size, save_image
+    from ...families import native_resolution
+    from ...io.images import make_grid, save_image
     from .. import checks
     from ..inputs import load_inputs, resize_back
     from ..outputs import GRID_NAME, OutputFolder, expand_inputs, output_names
@@ -111,7 +112,7 @@ def cmd_translate(args) -> int:
     names = output_names(files)
     folder = OutputFolder(args.output, args.inputs, files, overwrite=args.overwrite)
     local = args.model in checks.EMBEDDED_NAMES or Path(str(args.model)).expanduser().is_dir()
-    native = model_native_size(_model_folder(args.model)) if local else None
+    native = native_resolution(args.model) if local else None
     images = load_inputs(
         files,
         native,
@@ -139,7 +140,7 @@ def cmd_translate(args) -> int:
             raise
         raise checks.hub_failure(args.model, e) from None
     if native is None and args.size is None:  # a Hub model: its size is known now, still before any compute
-        native = native_size(pipe)
+        native = native_resolution(pipe)
         images = load_inputs(files, native, policy=args.size_policy, convert=args.convert_mode, max_pixels=max_pixels)
     if args.method == "lsb":
         pipe.scheduler.register_to_config(solver=solver)
@@ -208,9 +209,3 @@ def cmd_translate(args) -> int:
         + (f", {state.num_processes} processes)" if state.num_processes > 1 else ")")
     )
     return 0
-
-
-def _model_folder(model):
-    from ...families import embedded_path
-
-    return embedded_path(model) or Path(model).expanduser()
