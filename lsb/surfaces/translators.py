@@ -9,6 +9,8 @@ checks that the method runs on it (:mod:`lsb.surfaces.methods`), and loads the f
 
 from __future__ import annotations
 
+import warnings
+
 from ..families import FAMILIES, family_of
 from .methods import check_method, get_method
 
@@ -42,11 +44,13 @@ def load_translator(
     installed lsb classes: none of its code runs; other custom code runs only with ``trust_remote_code`` (None: a
     local folder you name is trusted, a Hub id is not).
     """
-    from ..helpers.loading import absent_components, detect_model_family, load_pipeline
+    from ..helpers.loading import absent_components, detect_model_family, float16_warning, load_pipeline
 
     get_method(method)  # an unknown method first, before any look-up
     family = FAMILIES[detect_model_family(model)]
     spec = check_method(method, family)
+    if dtype is not None and dtype != "auto" and float16_warning(family, dtype):
+        warnings.warn(float16_warning(family, dtype), stacklevel=2)
     cls = family.pipeline_class(method)
     kwargs = {**absent_components(model), **spec.load_kwargs(family), **kwargs}
     pipe = load_pipeline(

@@ -76,6 +76,9 @@ def cmd_demo(args) -> int:
     except ImportError:
         raise ValueError("the demo needs gradio: pip install 'lsb[demo]'") from None
     from ..demo import build_demo, launch_demo
+    from . import check_family_and_method
+
+    check_family_and_method(args.model or os.environ.get("LSB_DEMO_MODEL") or None, None, args.dtype)
 
     demo = build_demo(
         args.model,
