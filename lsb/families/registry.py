@@ -12,15 +12,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io.assets import MINI_SD, MINI_SD3
+from ..io.assets import EMBEDDED_MODELS, embedded_path
 from . import flux, sd, sd3, sdxl
 from .record import ModelFamily, index_entry_class, index_pipeline_class
 
 #: name -> record (each record's ``matches`` excludes the others, so the order is only the order of messages)
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (sd.FAMILY, sdxl.FAMILY, sd3.FAMILY, flux.FAMILY)}
-
-#: what users may write for the embedded models (``--model``), and where they live
-EMBEDDED_MODELS = {"mini-sd": MINI_SD, "embedded": MINI_SD, "mini-sd3": MINI_SD3}
 
 
 #: lsb's own pipelines that are not text-to-image translators (a folder of one is refused by name)
@@ -46,13 +43,6 @@ def get_family(name: str) -> ModelFamily:
 def supported_labels() -> str:
     """ "SD 1.x/2.x, SDXL, SD3 / SD3.5, FLUX.1" for messages."""
     return ", ".join(f.label for f in FAMILIES.values())
-
-
-def embedded_path(model) -> str | None:
-    """The folder of an embedded model name (None, "", "mini-sd", "embedded", "mini-sd3"), else None."""
-    if model in (None, ""):
-        return MINI_SD
-    return EMBEDDED_MODELS.get(str(model))
 
 
 def family_of(pipe) -> ModelFamily:

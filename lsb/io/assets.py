@@ -8,6 +8,15 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MINI_SD = str(ASSETS / "mini-sd")
 #: The embedded mini Stable Diffusion 3 (rectified flow; diffusers folder layout), trained on the shapes world.
 MINI_SD3 = str(ASSETS / "mini-sd3")
+#: what users may write for the embedded models (``--model``), and where they live; None and "" mean the mini SD
+EMBEDDED_MODELS = {"mini-sd": MINI_SD, "embedded": MINI_SD, "mini-sd3": MINI_SD3}
+
+
+def embedded_path(model) -> str | None:
+    """The folder of an embedded model name (None, "", "mini-sd", "embedded", "mini-sd3"), else None."""
+    if model in (None, ""):
+        return MINI_SD
+    return EMBEDDED_MODELS.get(model) if isinstance(model, str) else None
 
 
 def default_to_float32(component_dir) -> None:

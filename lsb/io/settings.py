@@ -23,7 +23,7 @@ import numbers
 import os
 from pathlib import Path
 
-from .assets import MINI_SD
+from .assets import embedded_path
 
 #: the file name, at a model (or export) folder's root
 DEFAULTS_FILE = "lsb_defaults.json"
@@ -142,8 +142,7 @@ def translation_defaults(model=None, fallback: TranslationDefaults | None = PAPE
         model = getattr(config, "_name_or_path", None) if config is not None else None
         if not model:
             return fallback
-    if model in (None, "mini-sd"):
-        model = MINI_SD
+    model = embedded_path(model) or model
     folder = Path(model)
     if folder.is_dir():
         file = folder / DEFAULTS_FILE

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..io.images import DEFAULT_MAX_PIXELS, ImageInputError
 
-from ..io.assets import MINI_SD3
+from ..io.assets import EMBEDDED_MODELS, MINI_SD3
 
-EMBEDDED_NAMES = (None, "", "mini-sd", "embedded", "mini-sd3")
+EMBEDDED_NAMES = (None, "", *EMBEDDED_MODELS)
 
 
 def embedded_model(model):
