@@ -90,7 +90,7 @@ _PIPELINES = {
         "lsb_pipelines.palette.pipeline",
         "ConditionalDiffusionRestorationPipeline",
     ),
-    "RestorationPipelineOutput": ("lsb.helpers.restoration", "RestorationPipelineOutput"),
+    "RestorationPipelineOutput": ("lsb.helpers.restoration_tasks", "RestorationPipelineOutput"),
     "DDMPipeline": ("lsb_pipelines.ddm.pipeline", "DDMPipeline"),
     "DDMPipelineOutput": ("lsb_pipelines.ddm.pipeline", "DDMPipelineOutput"),
     "LatentSchrodingerBridgeSD3Pipeline": ("lsb_pipelines.lsb_sd3.pipeline", "LatentSchrodingerBridgeSD3Pipeline"),

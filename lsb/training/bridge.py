@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -38,16 +37,11 @@ import torch.nn.functional as F
 
 from ..data import shapes
 from ..data.degradations import degrade
-from ..helpers.restoration import (
-    BRIDGES,
-    TASKS,
-    check_task,
-    empty_prompt_embeds,
-    expand_conv_in,
-    training_scheduler,
-    unet_call,
-)
+from ..helpers.bridge_schedulers import training_scheduler
+from ..helpers.concat_unet import empty_prompt_embeds, expand_conv_in, unet_call
+from ..helpers.restoration_tasks import BRIDGES, TASKS, check_task
 from ..io.latents import encode_latents
+from ..io.files import atomic_path
 from ..io.images import uint8_to_pixels
 from .loop import TrainConfig, TrainingTask, exit_process, train
 
@@ -114,10 +108,8 @@ def cache_pair_latents(
     vae.eval()
     z0, zT = encode(vae, clean), encode(vae, degraded)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"clean": z0.contiguous(), "degraded": zT.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # THE atomic write (lsb.io.files)
+            save_file({"clean": z0.contiguous(), "degraded": zT.contiguous()}, str(tmp))
     return z0, zT
 
 
@@ -155,7 +147,7 @@ class RestorationTask(TrainingTask):
 
     Args:
         method: one of :data:`METHODS`.
-        task: restoration task (:data:`lsb.helpers.restoration.TASKS`).
+        task: restoration task (:data:`lsb.helpers.restoration_tasks.TASKS`).
         vae, text_encoder, tokenizer, unet: the base Stable Diffusion's components (``unet`` with 4 input
             channels; it is widened to 8 here).
         base_scheduler_config: the base model's scheduler config (Palette's noise schedule).
