@@ -45,15 +45,3 @@ def check_task(task: str) -> str:
     if task not in TASKS:
         raise ValueError(f"unknown restoration task {task!r}; choose from {', '.join(TASKS)}")
     return task
-
-
-__all__ = [
-    "BRIDGES",
-    "I2SB_BETA_MAX",
-    "LATENT_SIGMA_DATA",
-    "OUTPUT_TYPES",
-    "SAMPLERS",
-    "TASKS",
-    "RestorationPipelineOutput",
-    "check_task",
-]

@@ -41,9 +41,9 @@ from ..helpers.bridge_schedulers import training_scheduler
 from ..helpers.concat_unet import empty_prompt_embeds, expand_conv_in, unet_call
 from ..helpers.restoration_tasks import BRIDGES, TASKS, check_task
 from ..io.latents import encode_latents
-from ..io.files import atomic_path
+from ..io.files import atomic_path, write_json_atomic
 from ..io.images import uint8_to_pixels
-from .loop import TrainConfig, TrainingTask, exit_process, train
+from .loop import TrainConfig, TrainingTask, exit_process, is_main_process, train
 
 METHODS = BRIDGES + ("palette",)
 LORA_TARGETS = [
@@ -399,10 +399,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result = train(task, cfg)
     result.update(method=args.bridge, task=args.task, export=str(out / "final"))
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    if is_main_process():
+        write_json_atomic(out / "result.json", result)
     # under `accelerate launch` every process prints its own summary: one write each, so lines never interleave
     sys.stdout.write(json.dumps(result, default=str) + "\n")
     sys.stdout.flush()

@@ -15,7 +15,6 @@ Stages (each resumable, each its own run folder under ``<out>/``):
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from ..io.execution import process_map, process_state
 from ..io.images import uint8_to_pixels
 from ..io.latents import encode_latents
 from ..models import mini_sd
+from ..io.files import write_json_atomic
 from .loop import TrainConfig, TrainingTask, is_main_process, train
 
 
@@ -482,7 +482,7 @@ def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, *
     else:
         raise ValueError(f"unknown stage {stage!r}; choose vae, decoder, unet, export or all")
     if is_main_process():
-        (out / f"{stage}_result.json").write_text(json.dumps(res, indent=2, default=str))
+        write_json_atomic(out / f"{stage}_result.json", res)
     return res
 
 

@@ -278,23 +278,17 @@ class PromptOptimizationTask(TrainingTask):
         return rows[self.slots[0].key] if self.family == "sd" else rows
 
     def save_embeddings(self, path: str | os.PathLike) -> Path:
-        if self.family == "sd":
-            return write_domain(
-                path,
-                self.token,
-                self.learned_embeddings(),
-                prompt=self.prompt_template,
-                text_encoder=self.text_encoder,
-                base_model=self.base_model,
-            )
+        """Write the learned rows (:func:`lsb.prompts.domains.write_domain`: SD's one-tensor textual-inversion file,
+        else one tensor per encoder key with the family recorded)."""
+        one = self.family == "sd"
         return write_domain(
             path,
             self.token,
             self.learned_embeddings(),
             prompt=self.prompt_template,
-            text_encoder=self.text_encoders,
+            text_encoder=self.text_encoder if one else self.text_encoders,
             base_model=self.base_model,
-            family=self.family,
+            family=None if one else self.family,
         )
 
     def export(self, out_dir: Path) -> None:
