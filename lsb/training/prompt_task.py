@@ -355,29 +355,17 @@ class PromptOptimizationTask(TrainingTask):
             pipe = self.pipeline()
             size = self.images.size
             gen = torch.Generator("cpu").manual_seed(self.seed)
+            call = dict(height=size, width=size, num_inference_steps=self.validation_steps, generator=gen)
+            call["guidance_scale"] = self.validation_guidance_scale
             if self.family == "sd":
                 device = self.unet.device
                 cond, uncond = pipe.encode_prompt(self.validation_prompt, device, n, True, negative_prompt="")
-                samples = pipe(
-                    prompt_embeds=cond.to(self.unet.dtype),
-                    negative_prompt_embeds=uncond.to(self.unet.dtype),
-                    height=size,
-                    width=size,
-                    num_inference_steps=self.validation_steps,
-                    guidance_scale=self.validation_guidance_scale,
-                    generator=gen,
-                ).images
+                call.update(prompt_embeds=cond.to(self.unet.dtype), negative_prompt_embeds=uncond.to(self.unet.dtype))
             else:
-                samples = pipe(
-                    self.validation_prompt,
-                    num_images_per_prompt=n,
-                    height=size,
-                    width=size,
-                    num_inference_steps=self.validation_steps,
-                    guidance_scale=self.validation_guidance_scale,
-                    generator=gen,
-                    **({} if self.family == "sdxl" else {"max_sequence_length": self.max_sequence_length}),
-                ).images
+                call.update(prompt=self.validation_prompt, num_images_per_prompt=n)
+                if self.family != "sdxl":
+                    call["max_sequence_length"] = self.max_sequence_length
+            samples = pipe(**call).images
         finally:
             for k, te in self.text_encoders.items():
                 te.train(was_training[k])
