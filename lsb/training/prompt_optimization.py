@@ -189,9 +189,9 @@ def learn_domain(
     )
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / RUN_CONFIG_NAME, run_record(settings, task, base_model, steps))  # same from every process
-    loop = dict(learning_rate=learning_rate, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every)
-    loop.update(gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision)
-    cfg = TrainConfig(str(out), steps, lr_schedule="constant", sample_every=validation_every, progress=progress, **loop)
+    cfg = TrainConfig(str(out), steps, learning_rate, weight_decay, lr_schedule="constant", seed=seed)
+    cfg.gradient_accumulation_steps, cfg.mixed_precision = gradient_accumulation_steps, mixed_precision
+    cfg.checkpoint_every, cfg.sample_every, cfg.progress = checkpoint_every, validation_every, progress
     result = train(task, cfg)
     if is_main_process():
         write_json_atomic(out / TRAIN_RESULT_NAME, result)
