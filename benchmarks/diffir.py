@@ -57,7 +57,7 @@ def call_kwargs(pipe, nfe: int) -> dict:
     if type(pipe).__name__ == "DiffIRPipeline":
         return {}
     if hasattr(pipe, "set_sampler"):
-        from lsb.helpers.restoration import steps_for_nfe
+        from lsb.helpers.bridge_schedulers import steps_for_nfe
 
         return {"num_inference_steps": steps_for_nfe(pipe.scheduler, nfe)}
     return {"num_inference_steps": nfe}
@@ -317,7 +317,8 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--diffir", nargs="*", default=[], help="DiffIRPipeline folders (one per task)")
     p.add_argument("--plain", nargs="*", default=[], help="plain DIRformer (no-prior ablation) folders")
@@ -347,6 +348,13 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--note", default=None, help="a provenance sentence for the header")
     a = p.parse_args(argv)
+    if not (a.diffir or a.plain or a.bridge or a.palette or a.baseline_log):
+        p.error("give at least one pipeline folder (--diffir / --plain / --bridge / --palette) or --baseline-log")
+    return a
+
+
+def main(argv=None) -> dict:
+    a = parse_args(argv)
     argv_text = shlex.join(argv if argv is not None else sys.argv[1:])
     from lsb.training.diffir import paired_arrays
 
@@ -356,8 +364,6 @@ def main(argv=None) -> dict:
         + [(f"I2SB (NFE {a.nfe_baselines})", x) for x in a.bridge]
         + [(f"Palette (NFE {a.nfe_baselines})", x) for x in a.palette]
     )
-    if not models and not a.baseline_log:
-        p.error("give at least one pipeline folder (--diffir / --plain / --bridge / --palette) or --baseline-log")
     pairs, rows = {}, []
     for method, path in models:
         pipe = load(path, a.device)

@@ -131,47 +131,8 @@ def round_trip_and_denoise(pipe, n: int, timesteps: list[int]) -> dict:
     }
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="pipeline folder (default: the embedded mini SD)")
-    ap.add_argument("--n", type=int, default=100, help="val scenes per direction (and per shape)")
-    e = translation_defaults(None)  # what `lsb translate` uses on the embedded model (its lsb_defaults.json)
-    d = dict(nfe=e.num_inference_steps, guidance=e.guidance_scale, tau=e.tau, t0=e.t0)
-    ap.add_argument("--nfe", type=int, default=d["nfe"])
-    ap.add_argument("--guidance", type=float, default=d["guidance"])
-    ap.add_argument("--tau", type=float, default=d["tau"])
-    ap.add_argument("--t0", type=float, default=d["t0"])
-    ap.add_argument(
-        "--method",
-        default="lsb",
-        choices=["lsb", "sdedit"],
-        help="sdedit: the same failure and size account for the SDEdit baseline (no denoise section)",
-    )
-    ap.add_argument("--timesteps", type=int, nargs="+", default=[50, 100, 150, 250])
-    ap.add_argument("--tag", default=None)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    args = ap.parse_args(argv)
-
-    runner = T.Runner(args.model)
-    res = {
-        "model": args.model or "embedded mini SD",
-        "method": args.method,
-        "split": "val",
-        "n": args.n,
-        "nfe": args.nfe,
-        "guidance": args.guidance,
-        "tau": args.tau,
-        "t0": args.t0,
-    }
-    res |= breakdown(runner, args.n, args.nfe, args.guidance, args.tau, args.t0, args.method)
-    if args.method == "lsb":
-        res |= round_trip_and_denoise(runner.pipe("lsb"), args.n, args.timesteps)
-
-    stem = ("lsb-failures" if args.method == "lsb" else f"{args.method}-failures") + (
-        f"-{args.tag}" if args.tag else ""
-    )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def report_lines(res: dict, args, d: dict) -> list[str]:
+    """The report's markdown lines (the tables this benchmark prints and writes)."""
     name = {"lsb": "LSB", "sdedit": "SDEdit"}[args.method]
     sampler = f"Euler NFE {args.nfe}" if args.method == "lsb" else f"DDIM NFE {args.nfe}"
     lines = [
@@ -234,6 +195,51 @@ def main(argv=None) -> int:
         "",
         "Reproduce: `python -m benchmarks.lsb_failures" + "".join(f" --{k} {v}" for k, v in flags if v) + "`.",
     ]
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="pipeline folder (default: the embedded mini SD)")
+    ap.add_argument("--n", type=int, default=100, help="val scenes per direction (and per shape)")
+    e = translation_defaults(None)  # what `lsb translate` uses on the embedded model (its lsb_defaults.json)
+    d = dict(nfe=e.num_inference_steps, guidance=e.guidance_scale, tau=e.tau, t0=e.t0)
+    ap.add_argument("--nfe", type=int, default=d["nfe"])
+    ap.add_argument("--guidance", type=float, default=d["guidance"])
+    ap.add_argument("--tau", type=float, default=d["tau"])
+    ap.add_argument("--t0", type=float, default=d["t0"])
+    ap.add_argument(
+        "--method",
+        default="lsb",
+        choices=["lsb", "sdedit"],
+        help="sdedit: the same failure and size account for the SDEdit baseline (no denoise section)",
+    )
+    ap.add_argument("--timesteps", type=int, nargs="+", default=[50, 100, 150, 250])
+    ap.add_argument("--tag", default=None)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+
+    runner = T.Runner(args.model)
+    res = {
+        "model": args.model or "embedded mini SD",
+        "method": args.method,
+        "split": "val",
+        "n": args.n,
+        "nfe": args.nfe,
+        "guidance": args.guidance,
+        "tau": args.tau,
+        "t0": args.t0,
+    }
+    res |= breakdown(runner, args.n, args.nfe, args.guidance, args.tau, args.t0, args.method)
+    if args.method == "lsb":
+        res |= round_trip_and_denoise(runner.pipe("lsb"), args.n, args.timesteps)
+
+    stem = ("lsb-failures" if args.method == "lsb" else f"{args.method}-failures") + (
+        f"-{args.tag}" if args.tag else ""
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = report_lines(res, args, d)
     (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

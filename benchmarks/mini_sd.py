@@ -121,7 +121,8 @@ def parameters_text(counts: dict) -> str:
     return ", ".join(f"{k} {n / 1e6:.2f}M" for k, n in counts.items())
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="pipeline folder (default: the embedded lsb.MINI_SD)")
     ap.add_argument("--run", default=str(ROOT / "runs" / "mini-sd"), help="training run folder for wall times")
@@ -135,7 +136,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--n-vae", type=int, default=500)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
 
     import lsb
     from diffusers import DDIMScheduler, StableDiffusionPipeline

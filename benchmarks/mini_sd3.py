@@ -51,7 +51,8 @@ def training_rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="pipeline folder (default: the embedded lsb.MINI_SD3)")
     ap.add_argument("--checkpoint", default=None, help="a training checkpoint folder instead of --model (EMA weights)")
@@ -63,44 +64,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default="", help="suffix of the result files (e.g. a checkpoint check)")
-    args = ap.parse_args(argv)
-    if args.model and args.checkpoint:
-        raise SystemExit("--model and --checkpoint exclude each other")
-    if args.n < 6 or args.steps < 1:
-        raise SystemExit(f"--n must be >= 6 and --steps >= 1, got {args.n} and {args.steps}")
+    return ap.parse_args(argv)
 
-    import lsb
 
-    torch.manual_seed(0)
-    pipe = load_pipeline(args.model, args.checkpoint)
-    pipe.set_progress_bar_config(disable=True)
-    t = time.time()
-    res = {
-        "model": args.checkpoint or str(args.model or lsb.MINI_SD3),
-        "sampler": type(pipe.scheduler).__name__,
-        "scheduler_shift": pipe.scheduler.config.shift,
-    }
-    res["t2i"] = [bench_t2i(pipe, args.n, g, steps=args.steps) for g in args.guidance]
-    res["bench_seconds"] = time.time() - t
-    if not args.checkpoint:
-        folder = Path(args.model or lsb.MINI_SD3)
-        res["model_bytes"] = folder_bytes(folder)
-    res["parameters"] = parameter_counts(
-        pipe, ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
-    )
-    rows = training_rows(Path(args.run))
-    res["training"] = {
-        "runs": len(rows),
-        "steps": rows[-1]["steps"] if rows else None,
-        "seconds": sum(float(r["seconds"]) for r in rows),
-        "recipe": rows[-1]["recipe"] if rows else None,
-    }
-    res["hardware"] = hardware()
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "mini_sd3" + (f"-{args.tag}" if args.tag else "")
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
+def report_lines(res: dict, args) -> list[str]:
+    """The report's markdown lines (the tables this benchmark prints and writes)."""
     size = (
         f"{res['model_bytes'] / 1e6:.1f} MB ({res['model_bytes'] / 2**20:.1f} MiB) on disk; "
         if "model_bytes" in res
@@ -141,6 +109,49 @@ def main(argv=None) -> int:
         f"Reproduce: `lsb train mini-sd3 --out runs/mini-sd3 --install` then `python -m benchmarks.mini_sd3 "
         f"--guidance {' '.join(f'{g:g}' for g in args.guidance)} --steps {args.steps} --n {args.n}`.",
     ]
+    return lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.model and args.checkpoint:
+        raise SystemExit("--model and --checkpoint exclude each other")
+    if args.n < 6 or args.steps < 1:
+        raise SystemExit(f"--n must be >= 6 and --steps >= 1, got {args.n} and {args.steps}")
+
+    import lsb
+
+    torch.manual_seed(0)
+    pipe = load_pipeline(args.model, args.checkpoint)
+    pipe.set_progress_bar_config(disable=True)
+    t = time.time()
+    res = {
+        "model": args.checkpoint or str(args.model or lsb.MINI_SD3),
+        "sampler": type(pipe.scheduler).__name__,
+        "scheduler_shift": pipe.scheduler.config.shift,
+    }
+    res["t2i"] = [bench_t2i(pipe, args.n, g, steps=args.steps) for g in args.guidance]
+    res["bench_seconds"] = time.time() - t
+    if not args.checkpoint:
+        folder = Path(args.model or lsb.MINI_SD3)
+        res["model_bytes"] = folder_bytes(folder)
+    res["parameters"] = parameter_counts(
+        pipe, ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+    )
+    rows = training_rows(Path(args.run))
+    res["training"] = {
+        "runs": len(rows),
+        "steps": rows[-1]["steps"] if rows else None,
+        "seconds": sum(float(r["seconds"]) for r in rows),
+        "recipe": rows[-1]["recipe"] if rows else None,
+    }
+    res["hardware"] = hardware()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "mini_sd3" + (f"-{args.tag}" if args.tag else "")
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
+    lines = report_lines(res, args)
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -107,7 +107,7 @@ def run(a) -> dict:
     from lsb.data.degradations import inpaint_mask
     from lsb.surfaces.restorers import load_restoration_pipeline
     from lsb.io.execution import default_device
-    from lsb.helpers.restoration import steps_for_nfe
+    from lsb.helpers.bridge_schedulers import steps_for_nfe
     from lsb.training.bridge import render_pairs
 
     device = torch.device(a.device) if a.device else default_device()

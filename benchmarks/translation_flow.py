@@ -176,7 +176,8 @@ def write(rows, tuning, path_md: Path, args) -> str:
     return text
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="an SD3 (or FLUX) diffusers folder, e.g. lsb/assets/mini-sd3")
     ap.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -198,7 +199,11 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tag", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.n_val = args.n_val or min(args.n, 15)
     out = Path(args.out)

@@ -196,7 +196,8 @@ def claims(rows: list[dict]) -> list[str]:
     return out
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", nargs="+", default=["lsb", "sdedit", "ddib"], choices=list(GRIDS))
     ap.add_argument("--nfe", type=int, nargs="+", default=[4, 8, 16, 32, 50])
@@ -212,7 +213,11 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="torch device for the pipelines")
     ap.add_argument("--tag", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "translation-study" + (f"-{args.tag}" if args.tag else "")

@@ -81,7 +81,7 @@ _COMPONENTS = {
 #: public names defined outside the pipeline files: the entry point and two outputs shared by several pipelines
 _OTHER_PUBLIC = {
     "AutoPipelineForTranslation": ("lsb.surfaces.auto", "AutoPipelineForTranslation"),
-    "RestorationPipelineOutput": ("lsb.helpers.restoration", "RestorationPipelineOutput"),
+    "RestorationPipelineOutput": ("lsb.helpers.restoration_tasks", "RestorationPipelineOutput"),
     "FlowEditPipelineOutput": ("lsb.helpers.flowedit", "FlowEditPipelineOutput"),
 }
 

@@ -230,7 +230,7 @@ def test_learn_domain_bad_inputs(world, tiny_sd_dir, capsys):
 
 
 def test_parser_constants_agree_with_the_library():
-    from lsb.helpers.restoration import SAMPLERS, TASKS
+    from lsb.helpers.restoration_tasks import SAMPLERS, TASKS
     from lsb.surfaces.commands import restore
 
     assert restore.TASKS == TASKS and restore.SAMPLERS == SAMPLERS

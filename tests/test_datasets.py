@@ -46,8 +46,8 @@ def test_paired_dataset(task):
     assert ("mask" in item) == (task == "inpaint")
 
 
-def test_image_folder(tmp_path):  # a user's image folder: lsb.training.prompt_optimization.DomainImages
-    from lsb.training.prompt_optimization import DomainImages
+def test_image_folder(tmp_path):  # a user's image folder: lsb.data.domain_images.DomainImages
+    from lsb.data.domain_images import DomainImages
 
     Image.new("RGB", (80, 40), (255, 0, 0)).save(tmp_path / "a.png")
     Image.new("L", (64, 64), 10).save(tmp_path / "b.jpg")

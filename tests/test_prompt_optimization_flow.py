@@ -57,6 +57,19 @@ def test_family_and_slots():
     ]
 
 
+def test_one_network_call_per_family_and_old_import_paths():
+    """Every family with text-encoder slots has its denoiser call (lsb.training.prompt_networks), and the names the
+    split moved keep their lsb.training.prompt_optimization import path."""
+    from lsb.data.domain_images import DomainImages as moved_images
+    from lsb.prompts.encoder_slots import FAMILIES
+    from lsb.training import prompt_networks
+    from lsb.training.prompt_task import PromptOptimizationTask as moved_task
+
+    assert list(prompt_networks.PREDICTIONS) == list(FAMILIES)
+    assert DomainImages is moved_images and PromptOptimizationTask is moved_task
+    assert flow_level_shift is prompt_networks.flow_level_shift
+
+
 def test_level_shift_maps():
     u = np.array([0.1, 0.5, 0.9])
     np.testing.assert_allclose(flow_level_shift({"shift": 3.0}, "sd3", (1, 4, 8, 8))(u), 3 * u / (1 + 2 * u))

@@ -11,14 +11,14 @@ from PIL import Image
 
 import lsb
 from lsb.io.images import ImageInputError
-from lsb.helpers.restoration import (
+from lsb.helpers.bridge_schedulers import (
     bridge_spec,
     check_scheduler_for_bridge,
-    expand_conv_in,
     make_bridge_scheduler,
-    preprocess_mask,
     training_scheduler,
 )
+from lsb.helpers.concat_unet import expand_conv_in
+from lsb.helpers.mask_parsing import preprocess_mask
 from lsb.training.bridge import RestorationTask, cache_pair_latents, palette_schedulers, render_pairs
 from lsb.training.loop import TrainConfig, train
 from tests.cli_helpers import options
@@ -324,3 +324,12 @@ def test_psnr_ssim_against_independent_values():
     tm = pytest.importorskip("torchmetrics.functional.image")
     ref = tm.structural_similarity_index_measure(a[:1].double(), b[:1].double(), data_range=1.0)
     assert abs(float(ssim(a[:1], b[:1])) - float(ref)) < 5e-3
+
+
+def test_restoration_helpers_keep_their_old_import_path():
+    """lsb.helpers.restoration re-exports the concepts it was split into (region masks import preprocess_mask)."""
+    from lsb.helpers import restoration
+
+    assert restoration.preprocess_mask is preprocess_mask and restoration.bridge_spec is bridge_spec
+    assert restoration.expand_conv_in is expand_conv_in
+    assert not hasattr(restoration, "LatentRestorationMixin")  # helpers are functions (DESIGN.md)

@@ -7,13 +7,14 @@ Writes are atomic (temporary file + rename), so an interrupted run never leaves 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .files import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -315,34 +316,12 @@ def make_grid(
     return grid
 
 
-def _umask() -> int:
-    try:
-        with open("/proc/self/status") as f:  # Linux: read without changing it
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def save_image(img: Image.Image, path: str | os.PathLike) -> Path:
     """Write atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs are readable like any file the user writes
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:  # THE atomic write (lsb.io.files)
+        img.save(tmp, format=fmt)
     return path
 
 

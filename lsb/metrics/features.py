@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import shapes
+from ..io.files import atomic_path
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "shapes-features.safetensors"
 FEATURE_DIM = 128
@@ -159,7 +160,6 @@ def _augment(img, rng):
 
 def train_feature_net(out: str | Path = WEIGHTS, steps: int = 1500, batch: int = 64, seed: int = 0) -> dict:
     """Train the feature network on augmented renders; writes safetensors atomically."""
-    import os
 
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -197,10 +197,8 @@ def train_feature_net(out: str | Path = WEIGHTS, steps: int = 1500, batch: int =
         for k, v in names.items()
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:  # THE atomic write (lsb.io.files)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata={"format": "pt"})
     return {"steps": steps, "val_accuracy": acc, "file": str(out)}
 
 

@@ -224,38 +224,32 @@ def _nearest(value: np.ndarray, names: tuple[str, ...], table: np.ndarray) -> tu
 # the reader
 
 
-def read_scene(image) -> Reading:
-    """Read one picture back into its scene attributes (see the module docstring)."""
-    img = _to_rgb255(image)
+def _background(img: np.ndarray) -> tuple[np.ndarray, str, float]:
+    """Step 1: the background colour (median of the border), snapped to the world's: (RGB, name, distance)."""
     h, w, _ = img.shape
-    if min(h, w) < 4 * BORDER:
-        raise ValueError(f"read_scene: picture {w}x{h} is too small (needs at least {4 * BORDER} px a side)")
-    scale = min(h, w) / IMAGE_SIZE  # the world's sizes are in 64 x 64 pixels
-
-    # 1. background: median of the border, snapped
     border = np.ones((h, w), dtype=bool)
     border[BORDER:-BORDER, BORDER:-BORDER] = False
     bg = np.median(img[border], axis=0)
-    background, bg_dist = _nearest(bg, _BG_NAMES, _BG_VALUES)
+    return (bg, *_nearest(bg, _BG_NAMES, _BG_VALUES))
 
-    def empty(reason: str, n_regions: int = 0) -> Reading:
-        nan = float("nan")
-        return Reading(
-            None, None, background, nan, nan, nan, 0.0, 0.0, nan, bg_dist, False, reason, None, 0.0, n_regions, {}
-        )
 
-    # 2. object: largest 4-connected region far from the background
+def _object_regions(img: np.ndarray, bg: np.ndarray, scale: float):
+    """Step 2: the 4-connected regions far from the background: (labels, main label, main region, labels of the
+    significant regions, their count), or None when no pixel is far from the background."""
     far = np.linalg.norm(img - bg, axis=2) > OBJECT_THRESHOLD
     labels, n = ndimage.label(far)  # default structure = 4-connectivity
     if n == 0:
-        return empty(f"no object: no pixel differs from the background by more than {OBJECT_THRESHOLD:g}")
+        return None
     sizes = np.bincount(labels.ravel())[1:]
     main = int(np.argmax(sizes)) + 1
     region = labels == main
     significant = np.flatnonzero(sizes >= MIN_REGION * scale * scale) + 1
     n_regions = int(significant.size) if sizes[main - 1] >= MIN_REGION * scale * scale else 0
+    return labels, main, region, significant, n_regions
 
-    # 3. colour: median of the eroded interior
+
+def _object_colour(img: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, str, float]:
+    """Step 3: the object colour (median of the eroded interior), snapped: (RGB, name, distance)."""
     interior = region
     for it in range(ERODE, 0, -1):
         eroded = ndimage.binary_erosion(region, structure=_SQUARE3, iterations=it)
@@ -263,30 +257,29 @@ def read_scene(image) -> Reading:
             interior = eroded
             break
     fg = np.median(img[interior], axis=0)
-    colour, colour_dist = _nearest(fg, _COLOUR_NAMES, _COLOUR_VALUES)
+    return (fg, *_nearest(fg, _COLOUR_NAMES, _COLOUR_VALUES))
 
-    # coverage: position of each pixel on the background -> object colour segment
-    d = fg - bg
-    dd = float(d @ d)
-    if dd < 1.0:
-        return empty("object colour equals the background colour", n_regions)
+
+def _coverage(img, bg, d, dd, labels, main, region, significant) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha, window): each pixel's position on the background -> object colour segment ``d`` (``dd = d.d``), kept
+    in a window around the main region that excludes the other significant regions."""
     alpha = ((img - bg) @ d) / dd
     window = ndimage.binary_dilation(region, structure=_SQUARE3, iterations=WINDOW)
     others = np.isin(labels, significant[significant != main])
     if others.any():
         window &= ~ndimage.binary_dilation(others, structure=_SQUARE3, iterations=2)
     window |= region
-    alpha = np.where(window, alpha, 0.0)
-    cover = np.clip(alpha, 0.0, 1.0)
+    return np.where(window, alpha, 0.0), window
 
-    # measured sub-pixel bounding box from the coverage profiles
-    x0, x1 = _edges(cover.max(axis=0))
-    y0, y1 = _edges(cover.max(axis=1))
-    box = (x0, y0, x1, y1)
 
-    # 4. shape: best IoU of an ideal mask fitted to the object. Each shape is fitted twice, to the
-    # measured bounding box and by moments (area and centroid, which blur and noise preserve, where
-    # the thin corners of a blurred triangle fall out of the measured box); the better fit counts.
+def _fit_shapes(alpha, cover, window, region, box):
+    """Step 4: the best IoU of an ideal mask fitted to the object, per shape. Each shape is fitted twice, to the
+    measured bounding box and by moments (area and centroid, which blur and noise preserve, where the thin corners
+    of a blurred triangle fall out of the measured box); the better fit counts.
+
+    Returns ``(ious, fits, area, moments_ok)``: fits are (cx, cy, size) per shape."""
+    h, w = alpha.shape
+    x0, y0, x1, y1 = box
     rows, cols = np.flatnonzero(window.any(axis=1)), np.flatnonzero(window.any(axis=0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = _stretch(cover[r0:r1, c0:c1])
@@ -306,52 +299,91 @@ def read_scene(image) -> Reading:
         for b in (box, _shape_box(s, *fits[s])) if moments_ok else (box,):
             best = max(best, _soft_iou(crop, _stretch(_ideal_coverage(s, b, c0, r0, c1 - c0, r1 - r0))))
         ious[s] = best
-    ranked = sorted(ious, key=ious.get, reverse=True)
-    shape = ranked[0]
-    shape_iou, margin = ious[ranked[0]], ious[ranked[0]] - ious[ranked[1]]
+    return ious, fits, area, moments_ok
 
-    # 5. centre and size: the chosen ideal shape matched to the coverage's area and centroid
-    cx, cy, size = (float(v) for v in fits[shape])
 
-    # cleanliness
+def _unclean_reasons(r: Reading, region: np.ndarray, fg, bg, moments_ok: bool, scale: float) -> list[str]:
+    """Why a reading is not clean (empty: clean)."""
+    x0, y0, x1, y1 = r.bbox
     reasons = []
     if not moments_ok:
-        reasons.append(f"coverage {area:.0f} px is inconsistent with the object region ({int(region.sum())} px)")
-    if n_regions != 1:
-        reasons.append(f"{n_regions} significant object regions (expected 1)")
-    if colour_dist > COLOUR_TOL:
-        reasons.append(f"object colour {np.round(fg).astype(int).tolist()} is {colour_dist:.0f} from {colour}")
-    if bg_dist > BACKGROUND_TOL:
-        reasons.append(f"background {np.round(bg).astype(int).tolist()} is {bg_dist:.0f} from {background}")
-    if shape_iou < IOU_TOL:
-        reasons.append(f"no clear shape (best IoU {shape_iou:.2f} for {shape})")
+        reasons.append(f"coverage {r.area:.0f} px is inconsistent with the object region ({int(region.sum())} px)")
+    if r.n_regions != 1:
+        reasons.append(f"{r.n_regions} significant object regions (expected 1)")
+    if r.colour_distance > COLOUR_TOL:
+        reasons.append(f"object colour {np.round(fg).astype(int).tolist()} is {r.colour_distance:.0f} from {r.colour}")
+    if r.background_distance > BACKGROUND_TOL:
+        reasons.append(
+            f"background {np.round(bg).astype(int).tolist()} is {r.background_distance:.0f} from {r.background}"
+        )
+    if r.shape_iou < IOU_TOL:
+        reasons.append(f"no clear shape (best IoU {r.shape_iou:.2f} for {r.shape})")
     lo, hi = MIN_SIZE * scale * (1 - SIZE_TOL), MAX_SIZE * scale * (1 + SIZE_TOL)
-    if not lo <= size <= hi:
-        reasons.append(f"size {size:.1f} px outside [{lo:.1f}, {hi:.1f}]")
-    aspect = (y1 - y0) / max(x1 - x0, 1e-6) / (_SQRT3 / 2 if shape == "triangle" else 1.0)
+    if not lo <= r.size <= hi:
+        reasons.append(f"size {r.size:.1f} px outside [{lo:.1f}, {hi:.1f}]")
+    aspect = (y1 - y0) / max(x1 - x0, 1e-6) / (_SQRT3 / 2 if r.shape == "triangle" else 1.0)
     if abs(aspect - 1.0) > ASPECT_TOL:
-        reasons.append(f"bounding box {aspect:.2f} times as tall as a {shape}'s")
+        reasons.append(f"bounding box {aspect:.2f} times as tall as a {r.shape}'s")
     if region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any():
         reasons.append("object touches the image border")
+    return reasons
 
-    return Reading(
+
+def read_scene(image) -> Reading:
+    """Read one picture back into its scene attributes (see the module docstring)."""
+    img = _to_rgb255(image)
+    h, w, _ = img.shape
+    if min(h, w) < 4 * BORDER:
+        raise ValueError(f"read_scene: picture {w}x{h} is too small (needs at least {4 * BORDER} px a side)")
+    scale = min(h, w) / IMAGE_SIZE  # the world's sizes are in 64 x 64 pixels
+    bg, background, bg_dist = _background(img)  # 1.
+
+    def empty(reason: str, n_regions: int = 0) -> Reading:
+        nan = float("nan")
+        return Reading(
+            None, None, background, nan, nan, nan, 0.0, 0.0, nan, bg_dist, False, reason, None, 0.0, n_regions, {}
+        )
+
+    regions = _object_regions(img, bg, scale)  # 2.
+    if regions is None:
+        return empty(f"no object: no pixel differs from the background by more than {OBJECT_THRESHOLD:g}")
+    labels, main, region, significant, n_regions = regions
+    fg, colour, colour_dist = _object_colour(img, region)  # 3.
+    d = fg - bg
+    dd = float(d @ d)
+    if dd < 1.0:
+        return empty("object colour equals the background colour", n_regions)
+    alpha, window = _coverage(img, bg, d, dd, labels, main, region, significant)
+    cover = np.clip(alpha, 0.0, 1.0)
+    # measured sub-pixel bounding box from the coverage profiles
+    x0, x1 = _edges(cover.max(axis=0))
+    y0, y1 = _edges(cover.max(axis=1))
+    box = (x0, y0, x1, y1)
+    ious, fits, area, moments_ok = _fit_shapes(alpha, cover, window, region, box)  # 4.
+    ranked = sorted(ious, key=ious.get, reverse=True)
+    shape = ranked[0]
+    # 5. centre and size: the chosen ideal shape matched to the coverage's area and centroid
+    cx, cy, size = (float(v) for v in fits[shape])
+    reading = Reading(
         shape=shape,
         colour=colour,
         background=background,
         cx=cx,
         cy=cy,
         size=size,
-        shape_iou=shape_iou,
-        shape_margin=margin,
+        shape_iou=ious[ranked[0]],
+        shape_margin=ious[ranked[0]] - ious[ranked[1]],
         colour_distance=colour_dist,
         background_distance=bg_dist,
-        clean=not reasons,
-        reason="; ".join(reasons),
+        clean=False,
+        reason="",
         bbox=tuple(float(v) for v in box),
         area=area,
         n_regions=n_regions,
         ious=ious,
     )
+    reasons = _unclean_reasons(reading, region, fg, bg, moments_ok, scale)
+    return dataclasses.replace(reading, clean=not reasons, reason="; ".join(reasons))
 
 
 def read_batch(images) -> list[Reading]:

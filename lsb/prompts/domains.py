@@ -20,6 +20,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..io.files import atomic_path
+
 EMBEDS_NAME = "learned_embeds.safetensors"
 
 
@@ -90,9 +92,8 @@ def write_domain(
             meta["lsb_text_encoder"] = json.dumps(text_encoder_signature(text_encoder))
     if base_model:
         meta["lsb_base_model"] = str(base_model)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # THE atomic write (lsb.io.files)
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

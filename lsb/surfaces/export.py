@@ -376,10 +376,6 @@ def export_translator(
     """
     import inspect
 
-    import diffusers
-
-    import lsb
-
     from ..families import native_resolution
     from .translators import load_translator as load_base
     from ..io.settings import write_translation_defaults
@@ -397,24 +393,7 @@ def export_translator(
         pipe.scheduler.config, tau=settings.tau, t0=settings.t0, solver=settings.solver
     )  # validates
     src_prompt, tgt_prompt = load_domain(pipe, source), load_domain(pipe, target)  # learned tokens: baked in
-    info = {
-        "format": 1,
-        "lsb_version": lsb.__version__,
-        "diffusers_version": diffusers.__version__,
-        "base_model": model or "mini-sd",
-        "method": "lsb",
-        "solver": settings.solver,
-        "source": _domain_info(source, src_prompt),
-        "target": _domain_info(target, tgt_prompt),
-        "call": {
-            "source_prompt": src_prompt,
-            "target_prompt": tgt_prompt,
-            "num_inference_steps": settings.num_inference_steps,
-            "guidance_scale": settings.guidance_scale,
-            "tau": settings.tau,
-            "t0": settings.t0,
-        },
-    }
+    info = _translator_info(model, settings, _domain_info(source, src_prompt), _domain_info(target, tgt_prompt))
     learned = any(info[r]["kind"] == "learned" for r in ("source", "target"))
     text_encoders = [n for n in pipe.components if n.startswith("text_encoder")]
     pipeline_file = Path(inspect.getfile(type(pipe)))
@@ -424,21 +403,8 @@ def export_translator(
         info["precision"] = _save_in_stored_precision(
             pipe, _source_folder(model), tmp, keep_fp32=text_encoders if learned else ()
         )
-        index_path = tmp / "model_index.json"
-        index = json.loads(index_path.read_text())
-        index["_class_name"] = ["pipeline", type(pipe).__name__]
-        index["scheduler"] = SCHEDULER_ENTRY  # lsb's loader maps it back to the installed class
-        index.pop("_name_or_path", None)  # a local path means nothing on the Hub; base model is in the json
-        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        shutil.copyfile(pipeline_file, tmp / "pipeline.py")
-        (tmp / "scheduler" / "scheduling_lsb.py").write_text(SCHEDULER_SHIM)
-        for role in ("source", "target"):
-            dom = info[role]
-            if dom["kind"] == "learned":
-                dest = tmp / "domains" / role / "learned_embeds.safetensors"
-                dest.parent.mkdir(parents=True)
-                shutil.copyfile(dom.pop("file"), dest)
-                dom["file"] = f"domains/{role}/learned_embeds.safetensors"
+        _ship_code(tmp, type(pipe).__name__, pipeline_file)
+        _copy_learned_domains(tmp, info)
         write_translation_defaults(tmp, settings)
         (tmp / TRANSLATOR_FILE).write_text(json.dumps(info, indent=2, allow_nan=False) + "\n")
         card_info = dict(info, folder=str(out.resolve()))
@@ -447,6 +413,55 @@ def export_translator(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _translator_info(model, settings, source: dict, target: dict) -> dict:
+    """The ``lsb_translator.json`` record: versions, base model, method, solver, both domains and the call."""
+    import diffusers
+
+    import lsb
+
+    return {
+        "format": 1,
+        "lsb_version": lsb.__version__,
+        "diffusers_version": diffusers.__version__,
+        "base_model": model or "mini-sd",
+        "method": "lsb",
+        "solver": settings.solver,
+        "source": source,
+        "target": target,
+        "call": {
+            "source_prompt": source["prompt"],
+            "target_prompt": target["prompt"],
+            "num_inference_steps": settings.num_inference_steps,
+            "guidance_scale": settings.guidance_scale,
+            "tau": settings.tau,
+            "t0": settings.t0,
+        },
+    }
+
+
+def _ship_code(tmp: Path, pipeline_class: str, pipeline_file: Path) -> None:
+    """Point the saved ``model_index.json`` at the shipped ``pipeline.py`` and the scheduler shim, and copy them."""
+    index_path = tmp / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["_class_name"] = ["pipeline", pipeline_class]
+    index["scheduler"] = SCHEDULER_ENTRY  # lsb's loader maps it back to the installed class
+    index.pop("_name_or_path", None)  # a local path means nothing on the Hub; base model is in the json
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    shutil.copyfile(pipeline_file, tmp / "pipeline.py")
+    (tmp / "scheduler" / "scheduling_lsb.py").write_text(SCHEDULER_SHIM)
+
+
+def _copy_learned_domains(tmp: Path, info: dict) -> None:
+    """Copy each learned domain file into ``domains/<role>/`` and record that path in ``info``."""
+    for role in ("source", "target"):
+        dom = info[role]
+        if dom["kind"] == "learned":
+            dest = tmp / "domains" / role / "learned_embeds.safetensors"
+            dest.parent.mkdir(parents=True)
+            shutil.copyfile(dom.pop("file"), dest)
+            dom["file"] = f"domains/{role}/learned_embeds.safetensors"
 
 
 def read_translator_info(folder) -> dict:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -38,18 +37,13 @@ import torch.nn.functional as F
 
 from ..data import shapes
 from ..data.degradations import degrade
-from ..helpers.restoration import (
-    BRIDGES,
-    TASKS,
-    check_task,
-    empty_prompt_embeds,
-    expand_conv_in,
-    training_scheduler,
-    unet_call,
-)
+from ..helpers.bridge_schedulers import training_scheduler
+from ..helpers.concat_unet import empty_prompt_embeds, expand_conv_in, unet_call
+from ..helpers.restoration_tasks import BRIDGES, TASKS, check_task
 from ..io.latents import encode_latents
+from ..io.files import atomic_path, write_json_atomic
 from ..io.images import uint8_to_pixels
-from .loop import TrainConfig, TrainingTask, exit_process, train
+from .loop import TrainConfig, TrainingTask, exit_process, is_main_process, train
 
 METHODS = BRIDGES + ("palette",)
 LORA_TARGETS = [
@@ -114,10 +108,8 @@ def cache_pair_latents(
     vae.eval()
     z0, zT = encode(vae, clean), encode(vae, degraded)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"clean": z0.contiguous(), "degraded": zT.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # THE atomic write (lsb.io.files)
+            save_file({"clean": z0.contiguous(), "degraded": zT.contiguous()}, str(tmp))
     return z0, zT
 
 
@@ -155,7 +147,7 @@ class RestorationTask(TrainingTask):
 
     Args:
         method: one of :data:`METHODS`.
-        task: restoration task (:data:`lsb.helpers.restoration.TASKS`).
+        task: restoration task (:data:`lsb.helpers.restoration_tasks.TASKS`).
         vae, text_encoder, tokenizer, unet: the base Stable Diffusion's components (``unet`` with 4 input
             channels; it is widened to 8 here).
         base_scheduler_config: the base model's scheduler config (Palette's noise schedule).
@@ -407,10 +399,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result = train(task, cfg)
     result.update(method=args.bridge, task=args.task, export=str(out / "final"))
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    if is_main_process():
+        write_json_atomic(out / "result.json", result)
     # under `accelerate launch` every process prints its own summary: one write each, so lines never interleave
     sys.stdout.write(json.dumps(result, default=str) + "\n")
     sys.stdout.flush()

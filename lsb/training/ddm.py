@@ -41,6 +41,7 @@ from ..io.images import uint8_to_pixels
 from ..io.latents import encode_latents
 from ..models import mini_sd
 from ..models.ddm import ddm_unet_channels, split_heads
+from ..io.files import write_json_atomic
 from .loop import TrainConfig, TrainingTask, is_main_process, exit_process, train
 from .mini_sd import BASE_SAMPLE_PROMPTS, min_snr_epsilon_loss, sd_pipeline, training_noise_scheduler
 
@@ -339,7 +340,7 @@ def main(argv=None) -> dict:
         unet_parameters=mini_sd.count_parameters(task.unet),
     )
     if is_main_process():  # once under `accelerate launch`
-        Path(a.out, "result.json").write_text(json.dumps(res, indent=2, default=str))
+        write_json_atomic(Path(a.out, "result.json"), res)
     print(json.dumps(res, default=str))
     return res
 

@@ -41,6 +41,7 @@ from ..io.execution import process_state
 from ..io.images import uint8_to_pixels
 from ..models.diffir import CPENS1, CPENS2, DIRformer, PriorDenoiser, count_parameters
 from ..schedulers.scheduling_diffir import DiffIRScheduler
+from ..io.files import write_json_atomic
 from .loop import TrainConfig, TrainingTask, is_main_process, exit_process, train
 
 TASKS = ("inpaint", "sr4")
@@ -426,7 +427,7 @@ def run_stage(stage: str, task: str, out: str | Path, recipe: DiffIRRecipe | Non
     res["task"], res["recipe"] = task, dataclasses.asdict(r)
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():  # once under `accelerate launch`
-        (out / f"{stage}_result.json").write_text(json.dumps(res, indent=2, default=str))
+        write_json_atomic(out / f"{stage}_result.json", res)
     return res
 
 

@@ -37,6 +37,8 @@ from accelerate.utils import (
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..io.files import write_json_atomic
+
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
@@ -160,12 +162,6 @@ class _EMA:
             s.copy_(tensors[f"ema.{i}"])
 
 
-def _atomic_write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def is_main_process() -> bool:
     """Whether this is the main process (or the only one); for writing run summaries once after :func:`train`."""
     from accelerate import PartialState
@@ -201,6 +197,75 @@ def make_accelerator(cfg: TrainConfig, task: TrainingTask | None = None) -> Acce
     )
 
 
+def _prepare(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator):
+    """The task's modules, AdamW and the LR schedule, prepared by accelerate: (wrapped modules, optimizer,
+    LR scheduler); sets ``task.wrapped_modules`` (the DDP-wrapped modules, for tasks that need them in loss())."""
+    set_seed(cfg.seed)
+    if accelerator.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    modules = task.trainable_modules()
+    params = task.parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    prepared = accelerator.prepare(*modules.values(), optimizer, lr_sched)
+    wrapped = dict(zip(modules, prepared[: len(modules)]))
+    optimizer, lr_sched = prepared[len(modules) :]
+    task.wrapped_modules = wrapped
+    return wrapped, optimizer, lr_sched
+
+
+def _resume(accelerator: Accelerator, out: Path, task: TrainingTask, ema: _EMA | None) -> int:
+    """Load the newest complete checkpoint of ``out`` (accelerate's state, then the EMA); returns its step (0: none)."""
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        return 0
+    accelerator.load_state(str(ckpt))
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    step = int(state["step"])
+    if ema is not None and (ckpt / "ema.safetensors").is_file():
+        ema.load_tensors(load_file(str(ckpt / "ema.safetensors")))
+    accelerator.print(f"resumed {task.name} from {ckpt} at step {step}")
+    return step
+
+
+def _save_checkpoint(
+    accelerator: Accelerator, out: Path, step: int, task: TrainingTask, cfg: TrainConfig, ema: _EMA | None
+) -> None:
+    """``checkpoint-<step>``: accelerate's state, the EMA and ``trainer_state.json`` (written last: the mark of a
+    complete checkpoint); older checkpoints beyond ``keep_checkpoints`` are removed."""
+    path = out / f"{CHECKPOINT_PREFIX}{step}"
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        if ema is not None:
+            save_file(ema.state_tensors(), str(path / "ema.safetensors"))
+        write_json_atomic(path / "trainer_state.json", {"step": step, "task": task.name})
+        olds = sorted(
+            (int(p.name[len(CHECKPOINT_PREFIX) :]), p)
+            for p in out.glob(CHECKPOINT_PREFIX + "*")
+            if p.name[len(CHECKPOINT_PREFIX) :].isdigit() and p != path
+        )
+        for _, p in olds[: max(0, len(olds) - (cfg.keep_checkpoints - 1))]:
+            shutil.rmtree(p, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _summary(accelerator: Accelerator, task: TrainingTask, step: int, seconds: float, logs: dict) -> dict:
+    """What :func:`train` returns (with ``replicas_in_sync`` under several processes)."""
+    result = {
+        "steps": step,
+        "seconds": seconds,
+        "last": logs,
+        "processes": accelerator.num_processes,
+        "weights_sha1": weights_digest(task.ema_parameters()),
+    }
+    if accelerator.num_processes > 1:
+        digests = gather_object([result["weights_sha1"]])
+        result["replicas_in_sync"] = len(set(digests)) == 1
+    return result
+
+
 def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None = None) -> dict:
     """Run (or resume) training of ``task``; returns a summary dict (steps, seconds, last losses, the number
     of processes, ``weights_sha1`` of the optimised parameters and, under several processes,
@@ -214,47 +279,9 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     accelerator = accelerator or make_accelerator(cfg, task)
-    set_seed(cfg.seed)
-    if accelerator.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    modules = task.trainable_modules()
-    params = task.parameters()
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
-    prepared = accelerator.prepare(*modules.values(), optimizer, lr_sched)
-    wrapped = dict(zip(modules, prepared[: len(modules)]))
-    optimizer, lr_sched = prepared[len(modules) :]
-    task.wrapped_modules = wrapped  # the DDP-wrapped modules, for tasks that need them in loss()
+    wrapped, optimizer, lr_sched = _prepare(task, cfg, accelerator)
     ema = _EMA(task.ema_parameters(), cfg.ema_decay) if cfg.ema_decay > 0 else None
-
-    step = 0
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:
-        accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        step = int(state["step"])
-        if ema is not None and (ckpt / "ema.safetensors").is_file():
-            ema.load_tensors(load_file(str(ckpt / "ema.safetensors")))
-        accelerator.print(f"resumed {task.name} from {ckpt} at step {step}")
-
-    def save_checkpoint() -> None:
-        path = out / f"{CHECKPOINT_PREFIX}{step}"
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(path))
-        if accelerator.is_main_process:
-            if ema is not None:
-                save_file(ema.state_tensors(), str(path / "ema.safetensors"))
-            _atomic_write_json(path / "trainer_state.json", {"step": step, "task": task.name})
-            olds = sorted(
-                (int(p.name[len(CHECKPOINT_PREFIX) :]), p)
-                for p in out.glob(CHECKPOINT_PREFIX + "*")
-                if p.name[len(CHECKPOINT_PREFIX) :].isdigit() and p != path
-            )
-            for _, p in olds[: max(0, len(olds) - (cfg.keep_checkpoints - 1))]:
-                shutil.rmtree(p, ignore_errors=True)
-        accelerator.wait_for_everyone()
-
+    step = _resume(accelerator, out, task, ema)
     samples_dir = out / "samples"
     bar = tqdm(
         total=cfg.max_steps,
@@ -293,36 +320,32 @@ def train(task: TrainingTask, cfg: TrainConfig, accelerator: Accelerator | None 
             bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
             history.append({"step": step, **logs})
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            save_checkpoint()
+            _save_checkpoint(accelerator, out, step, task, cfg, ema)
         if accelerator.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
             _with_ema(ema, lambda step=step: task.sample(step, samples_dir))
-        if cfg.max_seconds and step % cfg.log_every == 0 and step < cfg.max_steps:
-            over = torch.tensor(float(time.time() - t_start > cfg.max_seconds), device=accelerator.device)
-            if accelerator.reduce(over, reduction="max").item() > 0:  # every process stops at the same step
-                accelerator.print(f"{task.name}: time budget of {cfg.max_seconds:.0f} s reached at step {step}")
-                if step % cfg.checkpoint_every:
-                    save_checkpoint()
-                break
+        if _out_of_time(accelerator, cfg, step, t_start):
+            accelerator.print(f"{task.name}: time budget of {cfg.max_seconds:.0f} s reached at step {step}")
+            if step % cfg.checkpoint_every:
+                _save_checkpoint(accelerator, out, step, task, cfg, ema)
+            break
     bar.close()
     seconds = time.time() - t_start
     if accelerator.is_main_process:
         _with_ema(ema, lambda: (task.sample(step, samples_dir), task.export(out / "final")))
-        log_path = out / "train_log.jsonl"
-        with open(log_path, "a") as f:
+        with open(out / "train_log.jsonl", "a") as f:
             for row in history:
                 f.write(json.dumps(row) + "\n")
     accelerator.wait_for_everyone()
-    result = {
-        "steps": step,
-        "seconds": seconds,
-        "last": logs,
-        "processes": accelerator.num_processes,
-        "weights_sha1": weights_digest(task.ema_parameters()),
-    }
-    if accelerator.num_processes > 1:
-        digests = gather_object([result["weights_sha1"]])
-        result["replicas_in_sync"] = len(set(digests)) == 1
-    return result
+    return _summary(accelerator, task, step, seconds, logs)
+
+
+def _out_of_time(accelerator: Accelerator, cfg: TrainConfig, step: int, t_start: float) -> bool:
+    """Whether the run's ``max_seconds`` are spent, checked every ``log_every`` steps and agreed by every process
+    (so that all stop at the same step)."""
+    if not (cfg.max_seconds and step % cfg.log_every == 0 and step < cfg.max_steps):
+        return False
+    over = torch.tensor(float(time.time() - t_start > cfg.max_seconds), device=accelerator.device)
+    return accelerator.reduce(over, reduction="max").item() > 0
 
 
 _left_a_process_group = False

@@ -15,7 +15,6 @@ Stages (each resumable, each its own run folder under ``<out>/``):
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from ..io.execution import process_map, process_state
 from ..io.images import uint8_to_pixels
 from ..io.latents import encode_latents
 from ..models import mini_sd
+from ..io.files import write_json_atomic
 from .loop import TrainConfig, TrainingTask, is_main_process, train
 
 
@@ -364,105 +364,125 @@ def _init_folder(option: str, path: str, components: tuple[str, ...]) -> Path:
     return Path(path)
 
 
-def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, **overrides) -> dict:
-    """Run one stage of the mini-SD recipe under ``out`` (resuming if checkpoints exist)."""
+def _vae_stage(r: MiniSDRecipe, out: Path) -> dict:
+    """Stage vae: the autoencoder, then its latent scaling factor (1 / latent std) written into ``vae/final``."""
     from diffusers import AutoencoderKL
 
+    cfg = TrainConfig(
+        str(out / "vae"),
+        max_steps=r.vae_steps,
+        learning_rate=r.vae_lr,
+        weight_decay=0.0,
+        lr_warmup_steps=100,
+        checkpoint_every=250,
+        sample_every=500,
+        seed=r.seed,
+    )
+    res = train(VAETask(batch_size=r.vae_batch), cfg)
+    vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
+    std = latent_std(vae)
+    vae.register_to_config(scaling_factor=1.0 / std)
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()  # every process has read final/ and computes the same std
+    if is_main_process():
+        vae.save_pretrained(out / "vae" / "final")
+    PartialState().wait_for_everyone()
+    res["latent_std"] = std
+    return res
+
+
+def _decoder_stage(r: MiniSDRecipe, out: Path) -> dict:
+    """Stage decoder: fine-tune only the VAE's decoder (on latents with ``decoder_latent_noise`` added), from the vae
+    stage or ``decoder_init``."""
+    from diffusers import AutoencoderKL
+
+    if r.decoder_init:
+        src = _init_folder("--decoder-init", r.decoder_init, ("vae",))
+        vae = AutoencoderKL.from_pretrained(src / "vae", torch_dtype=torch.float32)
+    else:
+        vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
+    cfg = TrainConfig(
+        str(out / "decoder"),
+        max_steps=r.decoder_steps,
+        learning_rate=r.decoder_lr,
+        weight_decay=0.0,
+        checkpoint_every=250,
+        sample_every=500,
+        seed=r.seed + 1,
+        max_seconds=r.decoder_max_seconds,
+    )
+    res = train(
+        VAETask(
+            batch_size=r.vae_batch, decoder_only=True, vae=vae, latent_noise=r.decoder_latent_noise, seed=r.seed + 1
+        ),
+        cfg,
+    )
+    return res
+
+
+def _unet_stage(r: MiniSDRecipe, out: Path) -> dict:
+    """Stage unet: the text-conditioned UNet on cached latents of the shapes world (EMA, optional init)."""
+    from diffusers import AutoencoderKL
+
+    init = {}
+    if r.unet_init:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        src = _init_folder("--unet-init", r.unet_init, ("vae", "unet", "text_encoder", "tokenizer"))
+        vae = AutoencoderKL.from_pretrained(src / "vae", torch_dtype=torch.float32)
+        init = dict(
+            unet=UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float32),
+            text_encoder=CLIPTextModel.from_pretrained(src / "text_encoder", dtype=torch.float32),
+            tokenizer=CLIPTokenizer.from_pretrained(src / "tokenizer"),
+        )
+    else:
+        vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
+    vae.to(process_state().device)  # where accelerate puts this process (latents are cached on it)
+    latents, scenes = cache_latents(vae, r.cached_scenes)
+    vae.to("cpu")
+    cfg = TrainConfig(
+        str(out / "unet"),
+        max_steps=r.unet_steps,
+        learning_rate=r.unet_lr,
+        weight_decay=1e-2,
+        lr_warmup_steps=r.unet_warmup,
+        checkpoint_every=max(200, r.unet_steps // 20),
+        sample_every=max(500, r.unet_steps // 10),
+        ema_decay=0.999,
+        seed=r.seed + 2,
+        mixed_precision=r.mixed_precision,
+        max_seconds=r.unet_max_seconds,
+    )
+    res = train(
+        UNetTask(
+            vae,
+            latents,
+            scenes,
+            batch_size=r.unet_batch,
+            focus_fraction=r.unet_focus_fraction,
+            focus_max_timestep=r.unet_focus_max_timestep,
+            **init,
+        ),
+        cfg,
+    )
+    return res
+
+
+def run_stage(stage: str, out: str | Path, recipe: MiniSDRecipe | None = None, **overrides) -> dict:
+    """Run one stage of the mini-SD recipe under ``out`` (resuming if checkpoints exist)."""
     r = dataclasses.replace(recipe or MiniSDRecipe(), **{k: v for k, v in overrides.items() if v is not None})
     out = Path(out)
-    if stage == "vae":
-        cfg = TrainConfig(
-            str(out / "vae"),
-            max_steps=r.vae_steps,
-            learning_rate=r.vae_lr,
-            weight_decay=0.0,
-            lr_warmup_steps=100,
-            checkpoint_every=250,
-            sample_every=500,
-            seed=r.seed,
-        )
-        res = train(VAETask(batch_size=r.vae_batch), cfg)
-        vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
-        std = latent_std(vae)
-        vae.register_to_config(scaling_factor=1.0 / std)
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()  # every process has read final/ and computes the same std
-        if is_main_process():
-            vae.save_pretrained(out / "vae" / "final")
-        PartialState().wait_for_everyone()
-        res["latent_std"] = std
-    elif stage == "decoder":
-        if r.decoder_init:
-            src = _init_folder("--decoder-init", r.decoder_init, ("vae",))
-            vae = AutoencoderKL.from_pretrained(src / "vae", torch_dtype=torch.float32)
-        else:
-            vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
-        cfg = TrainConfig(
-            str(out / "decoder"),
-            max_steps=r.decoder_steps,
-            learning_rate=r.decoder_lr,
-            weight_decay=0.0,
-            checkpoint_every=250,
-            sample_every=500,
-            seed=r.seed + 1,
-            max_seconds=r.decoder_max_seconds,
-        )
-        res = train(
-            VAETask(
-                batch_size=r.vae_batch, decoder_only=True, vae=vae, latent_noise=r.decoder_latent_noise, seed=r.seed + 1
-            ),
-            cfg,
-        )
-    elif stage == "unet":
-        init = {}
-        if r.unet_init:
-            from diffusers import UNet2DConditionModel
-            from transformers import CLIPTextModel, CLIPTokenizer
-
-            src = _init_folder("--unet-init", r.unet_init, ("vae", "unet", "text_encoder", "tokenizer"))
-            vae = AutoencoderKL.from_pretrained(src / "vae", torch_dtype=torch.float32)
-            init = dict(
-                unet=UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float32),
-                text_encoder=CLIPTextModel.from_pretrained(src / "text_encoder", dtype=torch.float32),
-                tokenizer=CLIPTokenizer.from_pretrained(src / "tokenizer"),
-            )
-        else:
-            vae = AutoencoderKL.from_pretrained(out / "vae" / "final")
-        vae.to(process_state().device)  # where accelerate puts this process (latents are cached on it)
-        latents, scenes = cache_latents(vae, r.cached_scenes)
-        vae.to("cpu")
-        cfg = TrainConfig(
-            str(out / "unet"),
-            max_steps=r.unet_steps,
-            learning_rate=r.unet_lr,
-            weight_decay=1e-2,
-            lr_warmup_steps=r.unet_warmup,
-            checkpoint_every=max(200, r.unet_steps // 20),
-            sample_every=max(500, r.unet_steps // 10),
-            ema_decay=0.999,
-            seed=r.seed + 2,
-            mixed_precision=r.mixed_precision,
-            max_seconds=r.unet_max_seconds,
-        )
-        res = train(
-            UNetTask(
-                vae,
-                latents,
-                scenes,
-                batch_size=r.unet_batch,
-                focus_fraction=r.unet_focus_fraction,
-                focus_max_timestep=r.unet_focus_max_timestep,
-                **init,
-            ),
-            cfg,
-        )
+    stages = {"vae": _vae_stage, "decoder": _decoder_stage, "unet": _unet_stage}
+    if stage in stages:
+        res = stages[stage](r, out)
     elif stage == "export":
         res = export_pipeline(out, out / "pipeline", base=r.unet_init or r.decoder_init)
     else:
         raise ValueError(f"unknown stage {stage!r}; choose vae, decoder, unet, export or all")
     if is_main_process():
-        (out / f"{stage}_result.json").write_text(json.dumps(res, indent=2, default=str))
+        write_json_atomic(out / f"{stage}_result.json", res)
     return res
 
 

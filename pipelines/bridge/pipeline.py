@@ -18,16 +18,27 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
+from lsb.helpers.bridge_schedulers import make_bridge_scheduler
+from lsb.helpers.concat_unet import bridge_denoise
 from lsb.helpers.restoration import (
-    LatentRestorationMixin,
-    RestorationPipelineOutput,
-    bridge_denoise,
-    make_bridge_scheduler,
+    check_restoration_inputs,
+    prepare_restoration,
+    register_restoration,
+    restoration_output,
 )
+from lsb.helpers.restoration_tasks import RestorationPipelineOutput
 from lsb.schedulers import DBIMScheduler, DDBMScheduler, I2SBScheduler
 
 
-class BridgeRestorationPipeline(LatentRestorationMixin, DiffusionPipeline):
+def check_bridge_scheduler(scheduler, trained_bridge: dict) -> None:
+    """ValueError unless ``scheduler`` is a bridge sampler (I2SB, DDBM or DBIM)."""
+    if not isinstance(scheduler, (I2SBScheduler, DDBMScheduler, DBIMScheduler)):
+        raise ValueError(
+            f"BridgeRestorationPipeline needs an I2SB, DDBM or DBIM scheduler, got {type(scheduler).__name__}"
+        )
+
+
+class BridgeRestorationPipeline(DiffusionPipeline):
     r"""Restore degraded images (inpainting, 4x super-resolution, deblurring, JPEG) with a latent diffusion bridge.
 
     Components: ``vae`` (AutoencoderKL), ``text_encoder`` + ``tokenizer`` (for the fixed empty-prompt embedding),
@@ -35,27 +46,27 @@ class BridgeRestorationPipeline(LatentRestorationMixin, DiffusionPipeline):
     :class:`lsb.I2SBScheduler`, :class:`lsb.DDBMScheduler`, :class:`lsb.DBIMScheduler`).
 
     Config: ``task`` (the restoration task the model was trained for) and ``trained_bridge`` (the bridge it was
-    trained on, :func:`lsb.helpers.restoration.bridge_spec` of its training scheduler). A scheduler for another bridge is
+    trained on, :func:`lsb.helpers.bridge_schedulers.bridge_spec` of its training scheduler). A scheduler for another bridge is
     rejected before any compute; :meth:`set_sampler` builds a matching I2SB / DDBM / DBIM scheduler.
 
     NFE (batched UNet calls, reported as ``output.nfe``): I2SB and DBIM spend exactly ``num_inference_steps``;
     DDBM's ``num_inference_steps`` is its number of Karras intervals N and it spends 3N - 1 calls with churn
-    (2N - 1 without); :func:`lsb.helpers.restoration.steps_for_nfe` converts a target NFE. VAE encode/decode are not
+    (2N - 1 without); :func:`lsb.helpers.bridge_schedulers.steps_for_nfe` converts a target NFE. VAE encode/decode are not
     counted.
     """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
 
     def __init__(
         self, vae, text_encoder, tokenizer, unet, scheduler, task: str = "inpaint", trained_bridge: dict | None = None
     ):
         super().__init__()
-        self._register_restoration(vae, text_encoder, tokenizer, unet, scheduler, task, trained_bridge)
+        register_restoration(
+            self, vae, text_encoder, tokenizer, unet, scheduler, task, trained_bridge, check_bridge_scheduler
+        )
 
-    def _trained_bridge(self, scheduler, trained_bridge):
-        if not isinstance(scheduler, (I2SBScheduler, DDBMScheduler, DBIMScheduler)):
-            raise ValueError(
-                f"BridgeRestorationPipeline needs an I2SB, DDBM or DBIM scheduler, got {type(scheduler).__name__}"
-            )
-        return super()._trained_bridge(scheduler, trained_bridge)
+    def check_inputs(self, image, num_inference_steps, output_type):
+        check_restoration_inputs(self, image, num_inference_steps, output_type)
 
     def set_sampler(self, sampler: str, **settings) -> None:
         """Switch to the ``sampler`` ("i2sb", "ddbm", "dbim") for the trained bridge, e.g.
@@ -86,7 +97,8 @@ class BridgeRestorationPipeline(LatentRestorationMixin, DiffusionPipeline):
             output_type: "pil", "np", "pt" or "latent".
             return_dict: return a :class:`RestorationPipelineOutput` (else a tuple ``(images, nfe)``).
         """
-        pixels, masks, x_T, embeds, device = self._prepare_restoration(image, mask, num_inference_steps, output_type)
+        self.check_inputs(image, num_inference_steps, output_type)
+        pixels, masks, x_T, embeds, device = prepare_restoration(self, image, mask, num_inference_steps)
         timesteps = self.scheduler.timesteps
         epsilon = isinstance(self.scheduler, I2SBScheduler) and self.scheduler.config.prediction_type == "epsilon"
 
@@ -97,7 +109,7 @@ class BridgeRestorationPipeline(LatentRestorationMixin, DiffusionPipeline):
             nfe += 1
             x = self.scheduler.step(raw if epsilon else x0_hat, t, x, x_T=x_T, generator=generator).prev_sample
 
-        return self._restoration_output(x, pixels, masks, output_type, nfe, return_dict)
+        return restoration_output(self, x, pixels, masks, output_type, nfe, return_dict)
 
     def describe(self) -> dict[str, Any]:
         """The task, the trained bridge and the current sampler (for logs and benchmark tables)."""

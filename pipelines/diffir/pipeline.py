@@ -32,7 +32,7 @@ from lsb.io.execution import execution_device
 from lsb.io.images import ImageInputError
 from lsb.models.diffir import CPENS2, DIRformer, PriorDenoiser
 from lsb.schedulers import DiffIRScheduler
-from lsb.helpers.restoration import preprocess_mask
+from lsb.helpers.mask_parsing import preprocess_mask
 from lsb.helpers.translation import preprocess_images
 
 #: Tasks a DiffIR model can be trained for, and the DIRformer input channels each needs (RGB [+ hole mask]).
@@ -140,7 +140,7 @@ class DiffIRPipeline(DiffusionPipeline):
         """Hole mask (B, 1, H, W) in {0, 1} (1 = missing). None: the shapes world's centred box."""
         if mask is None:
             m = torch.from_numpy(inpaint_mask((height, width)))[None, None].float()
-        else:  # THE mask parser (lsb.helpers.restoration.preprocess_mask), then holes binarized
+        else:  # THE mask parser (lsb.helpers.mask_parsing.preprocess_mask), then holes binarized
             m = (preprocess_mask(mask, batch, height, width).cpu() > 0.5).float()
         if m.shape[-2:] != (height, width):
             raise ImageInputError(f"mask: size {m.shape[-1]}x{m.shape[-2]} does not match the image's {width}x{height}")

@@ -16,10 +16,26 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
-from lsb.helpers.restoration import LatentRestorationMixin, RestorationPipelineOutput, unet_call
+from lsb.helpers.concat_unet import unet_call
+from lsb.helpers.restoration import (
+    check_restoration_inputs,
+    prepare_restoration,
+    register_restoration,
+    restoration_output,
+)
+from lsb.helpers.restoration_tasks import RestorationPipelineOutput
 
 
-class ConditionalDiffusionRestorationPipeline(LatentRestorationMixin, DiffusionPipeline):
+def check_noise_scheduler(scheduler, trained_bridge: dict) -> None:
+    """ValueError unless the model was trained on a noise-to-image schedule (``trained_bridge`` of kind "noise")."""
+    if trained_bridge.get("bridge") != "noise":
+        raise ValueError(
+            f"ConditionalDiffusionRestorationPipeline needs a noise-to-image scheduler (DDIM, DDPM, "
+            f"...), got {type(scheduler).__name__}"
+        )
+
+
+class ConditionalDiffusionRestorationPipeline(DiffusionPipeline):
     r"""Restore degraded images with a Palette-style conditional diffusion model (the bridges' baseline).
 
     Components: ``vae``, ``text_encoder`` + ``tokenizer`` (fixed empty-prompt embedding), ``unet`` (8 input
@@ -30,20 +46,18 @@ class ConditionalDiffusionRestorationPipeline(LatentRestorationMixin, DiffusionP
     NFE = ``num_inference_steps`` (one UNet call per DDIM step; VAE encode/decode not counted).
     """
 
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
     def __init__(
         self, vae, text_encoder, tokenizer, unet, scheduler, task: str = "inpaint", trained_bridge: dict | None = None
     ):
         super().__init__()
-        self._register_restoration(vae, text_encoder, tokenizer, unet, scheduler, task, trained_bridge)
+        register_restoration(
+            self, vae, text_encoder, tokenizer, unet, scheduler, task, trained_bridge, check_noise_scheduler
+        )
 
-    def _trained_bridge(self, scheduler, trained_bridge):
-        trained_bridge = super()._trained_bridge(scheduler, trained_bridge)
-        if trained_bridge.get("bridge") != "noise":
-            raise ValueError(
-                f"ConditionalDiffusionRestorationPipeline needs a noise-to-image scheduler (DDIM, DDPM, "
-                f"...), got {type(scheduler).__name__}"
-            )
-        return trained_bridge
+    def check_inputs(self, image, num_inference_steps, output_type):
+        check_restoration_inputs(self, image, num_inference_steps, output_type)
 
     @torch.no_grad()
     def __call__(
@@ -69,7 +83,8 @@ class ConditionalDiffusionRestorationPipeline(LatentRestorationMixin, DiffusionP
         """
         import inspect
 
-        pixels, masks, x_T, embeds, device = self._prepare_restoration(image, mask, num_inference_steps, output_type)
+        self.check_inputs(image, num_inference_steps, output_type)
+        pixels, masks, x_T, embeds, device = prepare_restoration(self, image, mask, num_inference_steps)
         x = randn_tensor(x_T.shape, generator=generator, device=device, dtype=torch.float32)
         x = x * self.scheduler.init_noise_sigma
         params = inspect.signature(self.scheduler.step).parameters
@@ -82,4 +97,4 @@ class ConditionalDiffusionRestorationPipeline(LatentRestorationMixin, DiffusionP
             nfe += 1
             x = self.scheduler.step(eps, t, x, **extra).prev_sample
 
-        return self._restoration_output(x, pixels, masks, output_type, nfe, return_dict)
+        return restoration_output(self, x, pixels, masks, output_type, nfe, return_dict)

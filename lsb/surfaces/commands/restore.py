@@ -50,7 +50,7 @@ def default_model(method: str, task: str) -> Path:
     return path
 
 
-#: lsb.helpers.restoration's TASKS and SAMPLERS, repeated here so that building the parser imports no torch
+#: lsb.helpers.restoration_tasks' TASKS and SAMPLERS, repeated here so that building the parser imports no torch
 #: (tests/test_bad_inputs.py checks they agree)
 TASKS = ("inpaint", "sr4", "deblur", "jpeg")
 SAMPLERS = ("i2sb", "ddbm", "dbim")
@@ -100,10 +100,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_restore)
 
 
-def cmd_restore(args) -> int:
+def _check_options(args) -> tuple[int | None, dict]:
+    """Check the options that need no file (one-line errors); returns (max pixels, DBIM's sampler settings)."""
     from .. import checks
-    from ..inputs import load_inputs, resize_back
-    from ..outputs import OutputFolder, expand_inputs, output_names
 
     if args.nfe is not None and args.nfe < 1:
         raise ValueError(f"--nfe must be a positive integer, got {args.nfe}")
@@ -119,39 +118,35 @@ def cmd_restore(args) -> int:
         raise ValueError("give --model or --method, not both (--method picks a shipped model)")
     if args.model:
         checks.check_model_arg(args.model)
-    model = Path(args.model) if args.model else default_model(args.method or default_method(args.task), args.task)
-    files = expand_inputs(args.inputs)
-    names = output_names(files)
-    folder = OutputFolder(args.output, args.inputs, files, overwrite=args.overwrite)
-    from ...io.images import ImageInputError, model_native_size, save_image
+    return max_pixels, dbim_opts
 
-    native = model_native_size(model)
-    images = load_inputs(
-        files,
-        native,
-        policy=args.size_policy,
-        convert=args.convert_mode,
-        max_pixels=max_pixels,
-    )  # every input checked before any compute
-    mask = None
-    if args.mask is not None:
-        from ...io.images import load_image
 
-        checks.check_readable_file(args.mask, "--mask", "mask file")
-        mask = load_image(args.mask, name=f"--mask {args.mask}", convert=True).convert("L")
-        for f, im in zip(files, images):
-            w, h = im.info.get("resized_from", im.size)
-            if (w, h) != mask.size:
-                raise ImageInputError(f"mask {args.mask} is {mask.size[0]}x{mask.size[1]}, but {f} is {w}x{h}")
-        if images and mask.size != images[0].size:
-            from PIL import Image
+def _load_mask(args, files, images):
+    """The ``--mask`` image (mode L) checked against every input's original size and resized like the inputs; or
+    None."""
+    from .. import checks
+    from ...io.images import ImageInputError, load_image
 
-            mask = mask.resize(images[0].size, Image.NEAREST)
-    checks.check_device(args.device)
+    if args.mask is None:
+        return None
+    checks.check_readable_file(args.mask, "--mask", "mask file")
+    mask = load_image(args.mask, name=f"--mask {args.mask}", convert=True).convert("L")
+    for f, im in zip(files, images):
+        w, h = im.info.get("resized_from", im.size)
+        if (w, h) != mask.size:
+            raise ImageInputError(f"mask {args.mask} is {mask.size[0]}x{mask.size[1]}, but {f} is {w}x{h}")
+    if images and mask.size != images[0].size:
+        from PIL import Image
 
-    import torch
+        mask = mask.resize(images[0].size, Image.NEAREST)
+    return mask
 
-    from ...helpers.restoration import steps_for_nfe
+
+def _load_restorer(model, args, dbim_opts: dict):
+    """(pipeline, call arguments): the model's restoration pipeline, checked against ``--task``, with the
+    ``--scheduler`` sampler and the steps for ``--nfe``."""
+    from .. import checks
+    from ...helpers.bridge_schedulers import steps_for_nfe
     from ..restorers import load_restoration_pipeline
 
     checks.quiet_loading()
@@ -169,6 +164,35 @@ def cmd_restore(args) -> int:
         call["num_inference_steps"] = steps_for_nfe(pipe.scheduler, args.nfe or 10)
     elif args.nfe is not None:
         call["num_inference_steps"] = args.nfe
+    return pipe, call
+
+
+def cmd_restore(args) -> int:
+    from .. import checks
+    from ..inputs import load_inputs, resize_back
+    from ..outputs import OutputFolder, expand_inputs, output_names
+
+    max_pixels, dbim_opts = _check_options(args)
+    model = Path(args.model) if args.model else default_model(args.method or default_method(args.task), args.task)
+    files = expand_inputs(args.inputs)
+    names = output_names(files)
+    folder = OutputFolder(args.output, args.inputs, files, overwrite=args.overwrite)
+    from ...io.images import model_native_size, save_image
+
+    native = model_native_size(model)
+    images = load_inputs(
+        files,
+        native,
+        policy=args.size_policy,
+        convert=args.convert_mode,
+        max_pixels=max_pixels,
+    )  # every input checked before any compute
+    mask = _load_mask(args, files, images)
+    checks.check_device(args.device)
+
+    import torch
+
+    pipe, call = _load_restorer(model, args, dbim_opts)
 
     out_dir = folder.prepare()
     device = pipe._execution_device

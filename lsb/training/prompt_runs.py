@@ -1,0 +1,109 @@
+"""The run folder of prompt optimization: what a run records, and the checks before a rerun resumes it.
+
+A run folder holds ``domain_config.json`` (:data:`RUN_CONFIG_NAME`: the run's settings, images and prompt) and
+``train_result.json`` (:data:`TRAIN_RESULT_NAME`: the loop's summary), next to the loop's ``checkpoint-N``
+folders. :func:`check_run_folder` refuses, before any model loads, a rerun whose settings differ from the recorded
+ones or whose ``steps`` lie behind the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..data.domain_images import DomainImages
+from ..io.images import list_images
+from ..prompts.tokens import PromptOptimizationError
+from .loop import CHECKPOINT_PREFIX, latest_checkpoint
+
+RUN_CONFIG_NAME = "domain_config.json"
+TRAIN_RESULT_NAME = "train_result.json"  # the loop's summary of the last run (steps, processes, ...)
+
+
+#: settings a resumed run must share with the run in its folder (``steps`` may grow: the learning rate is constant,
+#: so a longer run equals one uninterrupted run of that length); ``resume_anyway`` accepts other values
+RESUME_KEYS = (
+    "token",
+    "num_vectors",
+    "image_files",
+    "learning_rate",
+    "batch_size",
+    "seed",
+    "base_model",
+    "initializer_token",
+    "templates",
+    "resolution",
+)
+
+
+def check_run_folder(out: Path, settings: dict, steps: int, resume_anyway: bool = False) -> None:
+    """Refuse to resume a run folder whose recorded settings differ from ``settings`` (the token always; the others
+    of :data:`RESUME_KEYS` that both sides know unless ``resume_anyway``), or that is already past ``steps``."""
+    cfg_path = out / RUN_CONFIG_NAME
+    if cfg_path.is_file():
+        try:
+            old = json.loads(cfg_path.read_text())
+        except ValueError as e:
+            raise PromptOptimizationError(f"{cfg_path} is not valid JSON ({e}); use a new output_dir") from None
+        keys = [k for k in settings if k in old and settings[k] is not None]
+        if resume_anyway:
+            keys = [k for k in keys if k in ("token", "num_vectors")]  # another token is another run
+        diff = {k: (old.get(k), settings[k]) for k in keys if old.get(k) != settings[k]}
+        if diff:
+            changes = ", ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, (a, b) in diff.items())
+            hint = "" if set(diff) <= {"token", "num_vectors"} else " (or pass --resume-anyway / resume_anyway=True)"
+            raise PromptOptimizationError(
+                f"{out} holds a run with other settings ({changes}); resume it with the same settings "
+                f"or use a new output_dir{hint}"
+            )
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        done = int(ckpt.name[len(CHECKPOINT_PREFIX) :])
+        if done > steps:
+            raise PromptOptimizationError(
+                f"{out} already holds a run at step {done}, beyond steps={steps}; use its "
+                f"learned_embeds-steps-N.safetensors files or a new output_dir"
+            )
+
+
+def _short(v) -> str:
+    if isinstance(v, list) and len(v) > 3:
+        return f"[{len(v)} items: {', '.join(map(repr, v[:2]))}, ...]"
+    return repr(v)
+
+
+def run_settings(images, model, max_images: int | None, **recorded) -> dict:
+    """The settings a rerun must share (:data:`RESUME_KEYS`): ``recorded`` (token, num_vectors, learning_rate,
+    batch_size, seed, initializer_token, resolution), the image files (unless ``images`` is already a dataset) and the
+    base model (unless ``model`` is a loaded pipeline)."""
+    settings = dict(recorded)
+    if not isinstance(images, DomainImages):
+        files = list_images([images] if isinstance(images, (str, os.PathLike)) else list(images))
+        settings["image_files"] = [str(f.resolve()) for f in files[:max_images]]
+    if not (hasattr(model, "unet") or hasattr(model, "transformer")):
+        settings["base_model"] = "mini-sd" if model is None else str(model)
+    return settings
+
+
+def run_record(settings: dict, task, base_model: str | None, steps: int) -> dict:
+    """What ``domain_config.json`` holds: ``settings`` completed by the task (initializer, templates, prompt, the
+    images it trains on, their resolution) and the base model and step count."""
+    domain = task.images
+    return {
+        **settings,
+        "initializer_token": task.initializer_token,
+        "templates": list(task.templates),
+        "prompt": task.prompt_template,
+        "base_model": base_model,
+        "images": len(domain),
+        "image_files": [str(Path(f).resolve()) for f in domain.files],
+        "resolution": domain.size,
+        "batch_size": settings["batch_size"],
+        "learning_rate": settings["learning_rate"],
+        "seed": settings["seed"],
+        "steps": steps,
+    }
+
+
+__all__ = ["RESUME_KEYS", "RUN_CONFIG_NAME", "TRAIN_RESULT_NAME", "check_run_folder", "run_record", "run_settings"]
