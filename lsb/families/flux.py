@@ -137,6 +137,7 @@ FAMILY = ModelFamily(
         "sdedit": "diffusers:FluxImg2ImgPipeline",
     },
     method_defaults={"flowedit": FLOWEDIT_DEFAULTS},
+    text_to_image="diffusers:FluxPipeline",
     encode_prompt="lsb.prompts.encoding_flux:encode_prompt_flux",
     network_call=network_call,
     condition=condition,

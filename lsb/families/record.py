@@ -51,6 +51,8 @@ class ModelFamily:
         dtypes: the dtype diffusers runs the family in, per device type ("cuda", "mps", "cpu").
         float16_unstable: why float16 breaks the family (T5 / transformer overflow), or "" when it runs fine.
         pipelines: translation method -> ``"module:Class"`` of the pipeline that runs it on this family.
+        text_to_image: ``"module:Class"`` of diffusers' text-to-image pipeline of the family (prompt optimization).
+        text_to_image_kwargs: keywords that pipeline takes from lsb (no safety checker, no watermark).
         method_defaults: translation method -> its per-family defaults (e.g. FlowEdit's published T / n_max / CFG).
         encode_prompt: ``"module:function"`` of the family's prompt encoder (lsb.prompts).
         network_call: ``fn(network, latents, timestep, cond) -> output``: the ONE place the network is called.
@@ -72,11 +74,13 @@ class ModelFamily:
     dtypes: dict[str, str]
     float16_unstable: str
     pipelines: dict[str, str]
+    text_to_image: str
     encode_prompt: str
     network_call: Callable = field(repr=False)
     condition: Callable = field(repr=False)
     matches: Callable = field(repr=False)
     method_defaults: dict[str, dict] = field(default_factory=dict)
+    text_to_image_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.base not in ("vp", "flow"):

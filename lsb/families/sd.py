@@ -47,6 +47,8 @@ FAMILY = ModelFamily(
         "sdedit": "diffusers:StableDiffusionImg2ImgPipeline",
         "ddib": "lsb_pipelines.ddib.pipeline:DDIBPipeline",
     },
+    text_to_image="diffusers:StableDiffusionPipeline",
+    text_to_image_kwargs={"safety_checker": None, "requires_safety_checker": False},
     encode_prompt="lsb.prompts.encoding:encode_text",
     network_call=network_call,
     condition=condition,

@@ -76,6 +76,7 @@ FAMILY = ModelFamily(
         "sdedit": "diffusers:StableDiffusion3Img2ImgPipeline",
     },
     method_defaults={"flowedit": FLOWEDIT_DEFAULTS},
+    text_to_image="diffusers:StableDiffusion3Pipeline",
     encode_prompt="lsb.prompts.encoding_sd3:encode_prompt_sd3",
     network_call=network_call,
     condition=condition,

@@ -61,6 +61,8 @@ FAMILY = ModelFamily(
         "sdedit": "diffusers:StableDiffusionXLImg2ImgPipeline",
         "ddib": "lsb_pipelines.ddib_xl.pipeline:DDIBXLPipeline",
     },
+    text_to_image="diffusers:StableDiffusionXLPipeline",
+    text_to_image_kwargs={"add_watermarker": False},
     encode_prompt="lsb.prompts.encoding_sdxl:encode_prompt_sdxl",
     network_call=network_call,
     condition=condition,

@@ -8,8 +8,10 @@ Each ``<family>_prediction(task, encoders, b)`` takes the :class:`~lsb.training.
 
 - SD 1.x/2.x, SDXL (VP): the UNet at ``z_t = noise_scheduler.add_noise(latents, noise, t)``, diffusers' integer
   timestep ``t`` (``alphas_cumprod[t]``, METHODS.md pitfall 3); SDXL adds the pooled embedding and time ids.
-- SD3, FLUX (rectified flow): the transformer's velocity at ``z_s = (1 - s) x + s e``; SD3 takes ``1000 s`` as
-  its timestep, FLUX ``s`` itself with packed latents, position ids and (dev) the distilled guidance.
+- SD3, FLUX (rectified flow): the transformer's velocity at ``z_s = (1 - s) x + s e``, at the scheduler's timestep
+  ``1000 s`` (each family's own convention, packing, ids and guidance are applied by its ``network_call``).
+
+Every denoiser call goes through the family's one network call (:mod:`lsb.families`).
 
 :data:`PREDICTIONS` maps a family to its function; :func:`flow_level_shift` is the flow families' map from uniform
 training levels to the scheduler's shifted ones.
@@ -22,6 +24,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..families import flux, sd, sd3, sdxl
+
 
 def sd_prediction(task, encoders: dict, b: dict) -> torch.Tensor:
     """The SD 1.x/2.x UNet's output at the noised latents under the batch's token ids (the CLIP text encoder's last
@@ -30,7 +34,7 @@ def sd_prediction(task, encoders: dict, b: dict) -> torch.Tensor:
     mask = b["mask"] if getattr(task.text_encoder.config, "use_attention_mask", False) else None
     cond = te(b["ids"], attention_mask=mask)[0]
     noisy = task.noise_scheduler.add_noise(b["latents"], b["noise"], b["t"])
-    return task.unet(noisy.to(task.unet.dtype), b["t"], cond.to(task.unet.dtype)).sample
+    return sd.network_call(task.unet, noisy.to(task.unet.dtype), b["t"], sd.condition(cond.to(task.unet.dtype)))
 
 
 def sdxl_prediction(task, encoders: dict, b: dict) -> torch.Tensor:
@@ -52,12 +56,9 @@ def sdxl_prediction(task, encoders: dict, b: dict) -> torch.Tensor:
     )
     size = task.images.size
     time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=device, dtype=dtype).repeat(noisy.shape[0], 1)
-    return task.unet(
-        noisy.to(dtype),
-        b["t"],
-        encoder_hidden_states=embeds.to(dtype),
-        added_cond_kwargs={"text_embeds": pooled.to(dtype), "time_ids": time_ids},
-    ).sample
+    return sdxl.network_call(
+        task.unet, noisy.to(dtype), b["t"], sdxl.condition(embeds.to(dtype), pooled.to(dtype), time_ids)
+    )
 
 
 def _flow_point(b: dict) -> torch.Tensor:
@@ -86,19 +87,12 @@ def sd3_prediction(task, encoders: dict, b: dict) -> torch.Tensor:
         max_sequence_length=task.max_sequence_length,
         joint_attention_dim=net.config.joint_attention_dim,
     )
-    return net(
-        hidden_states=z.to(dtype),
-        timestep=(s * 1000).to(dtype),
-        encoder_hidden_states=embeds.to(dtype),
-        pooled_projections=pooled.to(dtype),
-        return_dict=False,
-    )[0]
+    return sd3.network_call(net, z.to(dtype), s * 1000, sd3.condition(embeds.to(dtype), pooled.to(dtype)))
 
 
 def flux_prediction(task, encoders: dict, b: dict) -> torch.Tensor:
     """The FLUX transformer's velocity at ``z_s`` under the batch's prompts (CLIP-L pooled + T5; timestep ``s``,
     2x2-packed latents and their position ids, the distilled guidance of FLUX.1-dev), unpacked to [N, C, h, w]."""
-    from ..helpers.flux import latent_image_ids, pack_latents, unpack_latents
     from ..prompts.encoding_flux import encode_prompt_flux
 
     net, tok = task.network, task.tokenizers
@@ -115,20 +109,10 @@ def flux_prediction(task, encoders: dict, b: dict) -> torch.Tensor:
         max_sequence_length=task.max_sequence_length,
     )
     h, w = z.shape[-2:]
-    guidance = None
-    if task.distilled_guidance is not None:
-        guidance = torch.full((z.shape[0],), float(task.distilled_guidance), device=device, dtype=torch.float32)
-    out = net(
-        hidden_states=pack_latents(z).to(dtype),
-        timestep=s.to(dtype),
-        guidance=guidance,
-        pooled_projections=pooled.to(dtype),
-        encoder_hidden_states=embeds.to(dtype),
-        txt_ids=text_ids.to(dtype),
-        img_ids=latent_image_ids(h, w, device, dtype),
-        return_dict=False,
-    )[0]
-    return unpack_latents(out, h, w)
+    guidance = None if task.distilled_guidance is None else float(task.distilled_guidance)
+    cond = flux.condition(embeds.to(dtype), pooled.to(dtype), text_ids.to(dtype), h, w, guidance=guidance)
+    out = flux.network_call(net, flux.pack_latents(z).to(dtype), s * 1000, cond)
+    return flux.unpack_latents(out, h, w)
 
 
 #: family -> its denoiser call (:func:`lsb.prompts.encoder_slots.model_family` names the family).

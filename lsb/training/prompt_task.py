@@ -22,7 +22,7 @@ from ..data.domain_images import DomainImages
 from ..helpers.base_pipeline import model_resolution
 from ..io.images import make_grid, save_image
 from ..prompts.domains import EMBEDS_NAME, write_domain
-from ..prompts.encoder_slots import model_family, text_encoder_slots
+from ..families import family_of
 from ..prompts.templates import is_mini_tokenizer, resolve_templates
 from ..prompts.tokens import PromptOptimizationError, add_placeholder_tokens, placeholder_tokens
 from .loop import TrainingTask, is_main_process
@@ -90,9 +90,10 @@ class PromptOptimizationTask(TrainingTask):
         if batch_size < 1:
             raise PromptOptimizationError(f"batch_size must be >= 1, got {batch_size}")
         self.output_dir = Path(output_dir)
-        self.family = model_family(pipe)
-        self.flow = self.family in ("sd3", "flux")
-        self.network = pipe.transformer if self.flow else pipe.unet
+        self.record = family_of(pipe)
+        self.family = self.record.name
+        self.flow = self.record.base == "flow"
+        self.network = getattr(pipe, self.record.network)
         self.unet = None if self.flow else pipe.unet
         self.vae = pipe.vae
         self.network.requires_grad_(False)
@@ -127,7 +128,7 @@ class PromptOptimizationTask(TrainingTask):
 
     def _copy_text_encoders(self, pipe) -> None:
         """One copied (tokenizer, float32 text encoder) per encoder slot; the pipeline keeps its own."""
-        self.slots = text_encoder_slots(pipe, self.family)
+        self.slots = self.record.slots_of(pipe)
         self.tokenizers, self.text_encoders, self.embeddings, self.slot_token_ids = {}, {}, {}, {}
         self._orig_weights, self._trained = {}, {}
         for slot in self.slots:
@@ -297,48 +298,26 @@ class PromptOptimizationTask(TrainingTask):
         self.save_embeddings(self.output_dir / EMBEDS_NAME)
 
     def pipeline(self, scheduler=None):
-        """A text-to-image pipeline of the model's family using the learned token (SD: DDIM scheduler by default)."""
-        from diffusers import (
-            DDIMScheduler,
-            FlowMatchEulerDiscreteScheduler,
-            FluxPipeline,
-            StableDiffusion3Pipeline,
-            StableDiffusionPipeline,
-        )
+        """diffusers' text-to-image pipeline of the model's family (``ModelFamily.text_to_image``) on the task's
+        components, using the learned token (VP: a DDIM scheduler by default; flow: flow-matching Euler)."""
+        import inspect
 
-        if self.family == "sd":
-            pipe = StableDiffusionPipeline(
-                vae=self.vae,
-                text_encoder=self.text_encoder,
-                tokenizer=self.tokenizer,
-                unet=self.unet,
-                scheduler=scheduler or DDIMScheduler.from_config(self.scheduler_config),
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-            )
-        else:
-            comps = {slot.tokenizer_attr: self.tokenizers[slot.key] for slot in self.slots}
-            comps.update({slot.text_encoder_attr: self.text_encoders[slot.key] for slot in self.slots})
-            if self.family == "sdxl":
-                from diffusers import StableDiffusionXLPipeline
+        from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
-                pipe = StableDiffusionXLPipeline(
-                    unet=self.unet,
-                    vae=self.vae,
-                    add_watermarker=False,
-                    scheduler=scheduler or DDIMScheduler.from_config(self.scheduler_config),
-                    **comps,
-                )
-                pipe.set_progress_bar_config(disable=True)
-                return pipe
-            sched = scheduler or FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-            if self.family == "sd3":
-                comps.setdefault("text_encoder_3", None)
-                comps.setdefault("tokenizer_3", None)
-                pipe = StableDiffusion3Pipeline(transformer=self.network, vae=self.vae, scheduler=sched, **comps)
-            else:
-                pipe = FluxPipeline(transformer=self.network, vae=self.vae, scheduler=sched, **comps)
+        from ..families.record import resolve
+
+        cls = resolve(self.record.text_to_image)
+        if scheduler is None:
+            base = DDIMScheduler if self.record.base == "vp" else FlowMatchEulerDiscreteScheduler
+            scheduler = base.from_config(self.scheduler_config)
+        comps = {slot.tokenizer_attr: self.tokenizers[slot.key] for slot in self.slots}
+        comps.update({slot.text_encoder_attr: self.text_encoders[slot.key] for slot in self.slots})
+        accepted = inspect.signature(cls.__init__).parameters
+        for name in self.record.optional_components:  # absent encoders (SD3 without T5), no safety checker
+            if name in accepted:
+                comps.setdefault(name, None)
+        comps[self.record.network] = self.network
+        pipe = cls(vae=self.vae, scheduler=scheduler, **{**comps, **self.record.text_to_image_kwargs})
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
