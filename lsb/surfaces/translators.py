@@ -24,7 +24,7 @@ def export_components() -> dict:
 def load_translator(
     method: str, model: str | None = None, device=None, trust_remote_code: bool | None = None, **kwargs
 ):
-    """The pipeline object that :func:`translate` needs for ``method``, loaded with :func:`lsb.loading.load_pipeline`.
+    """The pipeline object that :func:`translate` needs for ``method``, loaded with :func:`lsb.helpers.loading.load_pipeline`.
 
     * ``"lsb"``: :class:`lsb.LatentSchrodingerBridgePipeline`
     * ``"ddib"``: :class:`lsb_pipelines.ddib.pipeline.DDIBPipeline`

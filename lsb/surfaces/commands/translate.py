@@ -52,7 +52,12 @@ def register(sub) -> None:
     p.add_argument(
         "--solver", default=None, choices=["euler", "ddim", "multistep"], help="ODE solver" + _default_note("solver")
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the bridge noise (an input gets seed + its index among the inputs of its size)",
+    )
     p.add_argument(
         "--size",
         type=int,
@@ -67,8 +72,8 @@ def register(sub) -> None:
         help="run custom code shipped with a Hub model (a local folder you name is trusted)",
     )
     p.add_argument("--convert-mode", action="store_true", help=CONVERT_MODE_HELP)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default=None)
+    p.add_argument("--batch-size", type=int, default=8, help="images per pipeline call")
+    p.add_argument("--device", default=None, help="torch device (default: cuda, mps or cpu)")
     p.add_argument(
         "-o", "--output", required=True, help="output folder (created; must be new or empty, see --overwrite)"
     )
