@@ -1,8 +1,8 @@
 """A griffe extension: the Sphinx roles of lsb's docstrings (``:class:`lsb.LSBScheduler```, ``:func:`translate```)
 become checked cross-references on the site.
 
-Once both packages (``lsb`` and ``lsb_pipelines``) are loaded, every docstring in them is scanned -- not only the
-rendered ones, so a stale role anywhere in the code fails the build. A role's target is resolved like Python would:
+Every docstring of every package the site loads is scanned (``lsb`` and ``lsb_pipelines`` always, whole), not only
+the rendered ones, so a stale role anywhere in the code fails the build. A role's target is resolved like Python would:
 as a public ``lsb.<name>``, as an absolute path, or relative to the object (its members, then its parents'
 members and imports). Then
 
@@ -101,24 +101,31 @@ def _objects(obj):
 class SphinxRoles(griffe.Extension):
     def __init__(self) -> None:
         super().__init__()
-        self._done = False
+        self._pending: list[str] = []
+        self._done: set[str] = set()
+        self._linked: set[str] | None = None
 
     def on_package(self, *, pkg, loader, **kwargs) -> None:
-        if pkg.name not in PACKAGES or self._done:
-            return
+        """Scan ``pkg`` (any package the site renders), once ``lsb`` and ``lsb_pipelines`` are loaded too: a role in
+        one package may name the other."""
         collection = loader.modules_collection
-        for name in PACKAGES:  # a role in one package may name the other: both must be there
-            if name not in collection.members:
-                loader.load(name)
-        if self._done or not all(name in collection.members for name in PACKAGES):
-            return
-        self._done = True
-        linked = documented(collection)
+        self._pending.append(pkg.name)
         for name in PACKAGES:
+            if name not in collection.members and name not in self._pending:
+                loader.load(name)  # its own on_package call lands here first, and waits for the rest
+        if not all(name in collection.members for name in PACKAGES):
+            return
+        if self._linked is None:
+            self._linked = documented(collection)
+        while self._pending:
+            name = self._pending.pop()
+            if name in self._done:
+                continue
+            self._done.add(name)
             for obj in _objects(collection[name]):
                 if obj.docstring is not None and ":" in obj.docstring.value:
                     obj.docstring.value = ROLE.sub(
-                        lambda m, o=obj: self._rewrite(m, o, collection, linked), obj.docstring.value
+                        lambda m, o=obj: self._rewrite(m, o, collection, self._linked), obj.docstring.value
                     )
 
     @staticmethod
