@@ -92,7 +92,14 @@ def test_every_subcommand_has_a_cli_page(site):
 
 
 def test_site_pages_are_there(site):
-    for page in ("quickstart", "guides/parameters", "guides/real-models", "methods/lsb", "benchmarks", "embedded-models"):
+    for page in (
+        "quickstart",
+        "guides/parameters",
+        "guides/real-models",
+        "methods/lsb",
+        "benchmarks",
+        "embedded-models",
+    ):
         assert (site / page / "index.html").is_file(), page
     for table in (ROOT / "benchmarks" / "results").glob("*.md"):  # every result table, as its script wrote it
         assert (site / "benchmarks" / "results" / table.stem / "index.html").is_file(), table.name

@@ -6,7 +6,8 @@
 - ``reference/cli/``: one page per ``lsb`` subcommand, and one per trainer module with a parser
   (``python -m lsb.training.<name>``), from the argparse parsers themselves. An option or subcommand without help
   text stops the build (:func:`check_help`).
-- ``benchmarks/results/``: every ``benchmarks/results/*.md`` table (and ``*.png`` plot), as the scripts wrote it.
+- ``benchmarks/results/``: every ``benchmarks/results/*.md`` table (and ``*.png`` plot), as the scripts wrote it;
+  ``benchmarks/scripts.md``: ``benchmarks/README.md`` (every script, what it measures, its command).
 - ``guides/``: any ``docs/guides/*.md`` not listed in ``mkdocs.yml``'s nav is appended to the Guides section.
 """
 
@@ -203,6 +204,7 @@ def on_config(config):
     _GENERATED.clear()
     _GENERATED.update(api)
     _GENERATED.update(cli)
+    _GENERATED["benchmarks/scripts.md"] = (ROOT / "benchmarks" / "README.md").read_text()
     for md in sorted(RESULTS.glob("*.md")):
         _GENERATED[f"benchmarks/results/{md.name}"] = md.read_text()
     api_nav = ["reference/api/index.md"] + [

@@ -16,7 +16,7 @@ METHODS = ("bridge", "palette", "diffir")
 TRAIN_HINT = {
     "bridge": "python -m lsb.training.bridge --task {task} --bridge i2sb --out runs/bridge-{task}-i2sb",
     "palette": "python -m lsb.training.bridge --task {task} --bridge palette --out runs/palette-{task}",
-    "diffir": "train a DiffIR model (see README) ",
+    "diffir": "train a DiffIR model (docs/guides/ddm-diffir.md) ",
 }
 
 

@@ -9,7 +9,7 @@ from . import CONVERT_MODE_HELP, add_image_output_arguments
 
 
 # Defaults for translation. They are the paper's (METHODS.md section 2) except where the embedded
-# model needs others; see README "Choosing parameters" for the measurements behind each.
+# model needs others; see docs/guides/parameters.md for the measurements behind each.
 # The values live in ONE place, lsb.io.settings (the paper's) and each model folder's lsb_defaults.json (the
 # embedded model's: lsb/assets/mini-sd/lsb_defaults.json); these dicts use the CLI's option names.
 def _cli_defaults(d) -> dict:
