@@ -87,7 +87,7 @@ def test_every_subcommand_has_a_cli_page(site):
         assert page.is_file(), f"lsb {name} has no CLI page"
         text = page.read_text()
         for option in _options(parser):  # every option, nested subcommands (lsb train mini-sd ...) included
-            assert re.search(rf"<code>{re.escape(option)}\b", text), f"lsb {name}: {option} missing from its page"
+            assert re.search(rf"<code>[^<]*{re.escape(option)}\b", text), f"lsb {name}: {option} missing from its page"
         assert f'href="{name}/"' in index
 
 
@@ -103,6 +103,18 @@ def test_site_pages_are_there(site):
         assert (site / page / "index.html").is_file(), page
     for table in (ROOT / "benchmarks" / "results").glob("*.md"):  # every result table, as its script wrote it
         assert (site / "benchmarks" / "results" / table.stem / "index.html").is_file(), table.name
+
+
+def test_new_guides_join_the_nav(site):
+    site_hooks = _hooks()
+    nav = [{"Guides": ["guides/parameters.md"]}, {"API": "reference/api/index.md"}]
+    site_hooks._fill_nav(nav, ["reference/api/index.md"], [], [], ["parameters.md", "safe-runs.md"])
+    assert nav[0]["Guides"] == ["guides/parameters.md", "guides/safe-runs.md"]  # a guide mkdocs.yml does not list
+    assert nav[1] == {"API": ["reference/api/index.md"]}
+    home = (site / "index.html").read_text()
+    for guide in (ROOT / "docs" / "guides").glob("*.md"):  # every guide on disk is built and in the navigation
+        assert (site / "guides" / guide.stem / "index.html").is_file(), guide.name
+        assert f'href="guides/{guide.stem}/"' in home, f"{guide.name} is not in the navigation"
 
 
 def test_readme_links_exist():
