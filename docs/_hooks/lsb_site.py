@@ -116,6 +116,8 @@ def options_table(parser: argparse.ArgumentParser) -> str:
             + (f"<br><small>{_cell('; '.join(extra))}</small>" if extra else "")
             + "</td></tr>"
         )
+    if not rows:  # a parser with subcommands only (lsb train)
+        return ""
     return (
         "<table>\n<thead><tr><th>argument</th><th>what it does</th></tr></thead>\n<tbody>\n"
         + "\n".join(rows)
