@@ -126,6 +126,19 @@ def test_readme_links_exist():
         assert (ROOT / link).exists(), f"README links to {link}, which does not exist"
 
 
+def test_readme_figure_script(tmp_path, capsys):
+    """The script behind the README's picture runs (short: NFE 2) and reads its outputs back."""
+    from benchmarks.readme_figure import main
+
+    out = tmp_path / "figure.png"
+    assert main(["--nfe", "2", "--scale", "1", "--out", str(out)]) == 0
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert im.width > 64 * 3 and im.height > 64 * 3  # input, 1 state, output per row; 3 rows
+    assert capsys.readouterr().out.count("read back a") == 3
+
+
 def test_option_without_help_fails_the_build(monkeypatch):
     from mkdocs.exceptions import PluginError
 
