@@ -17,6 +17,7 @@ import argparse
 import html
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -167,6 +168,22 @@ def cli_pages() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------------------- API
+def _summary(name: str) -> str:
+    """The first sentence of a public name's docstring, for the index table."""
+    import inspect
+
+    import lsb
+
+    obj = getattr(lsb, name)
+    doc = inspect.getdoc(obj) if inspect.isclass(obj) or inspect.isfunction(obj) else None
+    if doc is None:  # a constant: its docstring is in the source, next to the assignment
+        doc = {"MINI_SD": "Path of the embedded mini Stable Diffusion.", "MINI_SD3": "Path of the embedded mini SD3."}
+        doc = doc.get(name, "")
+    first = re.sub(r":(?:py:)?\w+:`~?([^`]+)`", r"\1", doc.strip().split("\n\n")[0].replace("\n", " "))
+    first = first.split(". ")[0].rstrip(".") + "."
+    return _cell(first).replace("|", "\\|").replace("`", "")
+
+
 def api_pages() -> dict[str, str]:
     """``{page path: markdown}`` of the API reference: one page per name of ``lsb.__all__``."""
     api = public_api()
@@ -185,8 +202,8 @@ def api_pages() -> dict[str, str]:
     ]
     for section, names in groups.items():
         if names:
-            index += [f"## {section}\n", "| name | defined in |", "|---|---|"]
-            index += [f"| [`lsb.{n}`]({n}.md) | `{api[n].rsplit('.', 1)[0]}` |" for n in names]
+            index += [f"## {section}\n", "| name | what it is | defined in |", "|---|---|---|"]
+            index += [f"| [`lsb.{n}`]({n}.md) | {_summary(n)} | `{api[n].rsplit('.', 1)[0]}` |" for n in names]
             index.append("")
     pages["reference/api/index.md"] = "\n".join(index)
     return pages, groups
