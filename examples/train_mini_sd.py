@@ -1,7 +1,7 @@
 """Train a mini Stable Diffusion on the shapes world with the project's accelerate recipe.
 
 The defaults here are a short demonstration; the shipped model used `lsb train mini-sd --stage all`
-(see README). Rerunning the same command resumes from the newest checkpoint.
+(see docs/embedded-models.md). Rerunning the same command resumes from the newest checkpoint.
 
     python examples/train_mini_sd.py --out runs/demo [--vae-steps 20 --unet-steps 20]
 """

@@ -22,7 +22,7 @@ pipe = lsb.LatentSchrodingerBridgePipeline.from_pretrained(args.model)
 scenes = shapes.scenes("test", 4, shape="circle")  # held-out scenes of the source domain
 sources = [shapes.render(s) for s in scenes]
 # guidance / tau / t0 unset: the model folder's lsb_defaults.json (the embedded model's were tuned on the validation
-# split, README "Choosing parameters"; a stock SD folder gets the paper's)
+# split, docs/guides/parameters.md; a stock SD folder gets the paper's)
 out = pipe(
     sources,
     source_prompt="a circle",

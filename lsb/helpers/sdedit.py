@@ -11,8 +11,8 @@ prompts (METHODS.md section 2 (b)):
   nearest the SNR-matched one.
 * **DDIB** (Su et al. 2023): :class:`lsb_pipelines.ddib.pipeline.DDIBPipeline`.
 
-:func:`load_translator` and :func:`translate` are what the CLI, the demo and the benchmarks call for all three
-methods; ``translate`` returns ``(images, nfe_spent)`` where NFE counts UNet forward calls (a CFG step on
+:func:`lsb.surfaces.translators.load_translator` and :func:`lsb.surfaces.translators.translate` are what the CLI,
+the demo and the benchmarks call for all three methods; ``translate`` returns ``(images, nfe_spent)`` where NFE counts UNet forward calls (a CFG step on
 [negative; positive] is one batched call).
 """
 

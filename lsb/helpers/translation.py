@@ -123,7 +123,7 @@ def prompt_embeds_for_batch(
     """Text (or given embeddings) -> embeddings of batch ``batch`` on ``device``/``dtype``.
 
     A list of prompts must have 1 or ``batch`` entries; a single prompt is shared by all images. Prompts are
-    encoded with :func:`lsb.prompts.tokens.encode_text`, which rejects unknown ``<token>`` placeholders.
+    encoded with :func:`lsb.prompts.encoding.encode_text`, which rejects unknown ``<token>`` placeholders.
     """
     if prompt_embeds is None:
         if isinstance(prompt, list) and len(prompt) not in (1, batch):

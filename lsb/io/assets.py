@@ -4,10 +4,12 @@ from pathlib import Path
 
 #: the package's assets folder
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-#: The embedded mini Stable Diffusion (diffusers folder layout), trained on the shapes world.
 MINI_SD = str(ASSETS / "mini-sd")
-#: The embedded mini Stable Diffusion 3 (rectified flow; diffusers folder layout), trained on the shapes world.
+"""Path of the embedded mini Stable Diffusion (SD 1.x architecture, VP, 64 px; a diffusers folder), trained on the
+shapes world: ``StableDiffusionPipeline.from_pretrained(lsb.MINI_SD)`` loads it."""
 MINI_SD3 = str(ASSETS / "mini-sd3")
+"""Path of the embedded mini Stable Diffusion 3 (SD3 architecture, rectified flow, 64 px; a diffusers folder), trained
+on the shapes world: ``StableDiffusion3Pipeline.from_pretrained(lsb.MINI_SD3)`` loads it."""
 #: what users may write for the embedded models (``--model``), and where they live; None and "" mean the mini SD
 EMBEDDED_MODELS = {"mini-sd": MINI_SD, "embedded": MINI_SD, "mini-sd3": MINI_SD3}
 

@@ -16,7 +16,7 @@ The main process writes ``grid.png`` (from the PNGs on disk) and ``settings.json
 Launching several CPU processes: ``accelerate launch --cpu --num_processes N`` starts only ONE process
 unless an MPI hostfile is given (accelerate's simple launcher). Use the torchrun launcher instead:
 ``accelerate launch --multi_gpu --num_processes N --num_machines 1 --mixed_precision no --dynamo_backend no
--m lsb translate ...``; on a machine without GPUs :func:`process_state` asks accelerate for the CPU (gloo)
+-m lsb translate ...``; on a machine without GPUs :func:`lsb.io.execution.process_state` asks accelerate for the CPU (gloo)
 backend. Bit-exact equality with one process also needs the same number of CPU threads per process
 (e.g. ``OMP_NUM_THREADS=1``), since float reductions may be ordered differently with other thread counts.
 """

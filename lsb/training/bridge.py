@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     import lsb
 
     p = argparse.ArgumentParser(prog="python -m lsb.training.bridge", description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--task", required=True, choices=TASKS, help="the restoration task (degradation) to learn")
     p.add_argument(
         "--bridge",
         "--method",
@@ -331,22 +331,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="i2sb / ddbm-vp / ddbm-ve bridge, or palette (the conditional-diffusion baseline)",
     )
     p.add_argument("--out", required=True, help="run folder (checkpoints; resumes from the newest; export in final/)")
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--steps", type=int, default=4000, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size per process")
+    p.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
+    p.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up steps")
     p.add_argument("--lora-rank", type=int, default=0, help="0 = full fine-tune (default), else LoRA rank")
     p.add_argument("--ot-ode", action="store_true", help="I2SB OT-ODE variant (noise-free interpolant)")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay (0 = off)")
     p.add_argument("--pairs", type=int, default=20000, help="number of cached training pairs")
     p.add_argument("--cache-dir", default=None, help="latent cache folder (default: <out>/../latent-cache)")
     p.add_argument("--base", default=lsb.MINI_SD, help="base Stable Diffusion folder (default: the embedded mini SD)")
-    p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--sample-every", type=int, default=0)
-    p.add_argument("--sample-images", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="accelerate mixed precision")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between resumable checkpoints")
+    p.add_argument("--sample-every", type=int, default=0, help="steps between sample grids (0 = none)")
+    p.add_argument("--sample-images", type=int, default=8, help="images per sample grid")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, pairs and noise")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs of background jobs)")
     p.add_argument(
         "--max-seconds",
         type=float,

@@ -264,23 +264,30 @@ class DDMTrainTask(TrainingTask):
         pipe.to(torch.float32)  # the VAE / text encoder are shared with the task
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m lsb.training.ddm", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kind", choices=KINDS, default="ddm")
-    ap.add_argument("--task", choices=TASKS, default="t2i")
+    ap.add_argument("--kind", choices=KINDS, default="ddm", help="ddm, or ddpm: the same-size DDPM baseline (t2i only)")
+    ap.add_argument("--task", choices=TASKS, default="t2i", help="t2i: text-to-image; sr4: 4x super-resolution")
     ap.add_argument("--out", required=True, help="run folder (checkpoints, samples, final/)")
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=4e-4)
-    ap.add_argument("--attenuation", choices=("constant", "linear"), default="constant")
-    ap.add_argument("--recon-weight", type=float, default=1.0)
-    ap.add_argument("--cached-scenes", type=int, default=20000)
-    ap.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
-    ap.add_argument("--ema", type=float, default=0.999)
-    ap.add_argument("--checkpoint-every", type=int, default=500)
-    ap.add_argument("--sample-every", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=4000, help="optimizer steps")
+    ap.add_argument("--batch-size", type=int, default=256, help="batch size per process")
+    ap.add_argument("--lr", type=float, default=4e-4, help="AdamW learning rate")
+    ap.add_argument(
+        "--attenuation",
+        choices=("constant", "linear"),
+        default="constant",
+        help="DDM image-to-zero attenuation H_t (linear adds the K output channels)",
+    )
+    ap.add_argument("--recon-weight", type=float, default=1.0, help="weight of the x_0 reconstruction loss term")
+    ap.add_argument("--cached-scenes", type=int, default=20000, help="training scenes encoded to latents once")
+    ap.add_argument(
+        "--mixed-precision", choices=("no", "fp16", "bf16"), default="no", help="accelerate mixed precision"
+    )
+    ap.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights (0 = off)")
+    ap.add_argument("--checkpoint-every", type=int, default=500, help="steps between resumable checkpoints")
+    ap.add_argument("--sample-every", type=int, default=0, help="steps between sample grids (0 = none)")
     ap.add_argument("--max-seconds", type=float, default=0.0, help="stop early after this many seconds (0 = off)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and noise")
     ap.add_argument("--base", default=None, help="mini SD folder for the VAE / text encoder (default lsb.MINI_SD)")
     ap.add_argument(
         "--unet-channels",
@@ -289,7 +296,12 @@ def main(argv=None) -> dict:
         default=None,
         help="override block_out_channels (tests / smoke runs only; default: the mini SD UNet)",
     )
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar (logs of background jobs)")
+    return ap
+
+
+def main(argv=None) -> dict:
+    ap = build_parser()
     a = ap.parse_args(argv)
     if a.kind == "ddpm" and a.task != "t2i":
         ap.error("--kind ddpm is the text-to-image baseline: use --task t2i")

@@ -431,9 +431,9 @@ def run_stage(stage: str, task: str, out: str | Path, recipe: DiffIRRecipe | Non
     return res
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lsb.training.diffir", description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--task", choices=TASKS, required=True, help="the restoration task (degradation) to learn")
     p.add_argument(
         "--stage",
         choices=STAGES,
@@ -442,18 +442,31 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--out", required=True, help="run folder; a rerun resumes from its newest checkpoints")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per stage (s1, s2); plain: 2x")
-    p.add_argument("--plain-steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument(
+        "--plain-steps", type=int, default=None, help="optimizer steps of the plain ablation (default: 2x --steps)"
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="batch size per process (default: the recipe's, 64)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the recipe's, 5e-4)")
     p.add_argument("--cache-size", type=int, default=None, help="training pairs rendered once")
-    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None)
-    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument(
+        "--mixed-precision",
+        choices=("no", "fp16", "bf16"),
+        default=None,
+        help="accelerate mixed precision (default no)",
+    )
+    p.add_argument(
+        "--checkpoint-every", type=int, default=None, help="steps between resumable checkpoints (default 500)"
+    )
     p.add_argument("--workers", type=int, default=None, help="processes for rendering the pair cache")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="seed of initialisation, pairs and noise (default 0)")
     p.add_argument("--max-seconds", type=float, default=None, help="wall-time cap per stage (plain: 2x)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs of background jobs)")
     p.add_argument("--tiny", action="store_true", help="toy model sizes (CPU smoke runs and tests)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> dict:
+    a = build_parser().parse_args(argv)
     r = DiffIRRecipe()
     if a.tiny:
         r = dataclasses.replace(

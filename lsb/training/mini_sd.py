@@ -326,7 +326,7 @@ class UNetTask(TrainingTask):
 
 @dataclasses.dataclass
 class MiniSDRecipe:
-    """Defaults of the shipped model's training (see README for the measured run)."""
+    """Defaults of the shipped model's training (docs/embedded-models.md: the measured run)."""
 
     vae_steps: int = 2500
     vae_batch: int = 16

@@ -163,7 +163,7 @@ DEFAULT_GUIDANCE = 3.0
 
 @dataclasses.dataclass
 class MiniSD3Recipe:
-    """Defaults of the shipped model's training (README / benchmarks/results/mini_sd3.md: the measured run)."""
+    """Defaults of the shipped model's training (docs/embedded-models.md / benchmarks/results/mini_sd3.md: the measured run)."""
 
     steps: int = 7000
     batch: int = 32

@@ -26,7 +26,12 @@ def register(subparsers) -> None:
     p.add_argument("--tau", type=float, default=None, help="default τ > 0 (default: the model's)")
     p.add_argument("--t0", type=float, default=None, help="default bridge start time in (0, 1) (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="default guidance weight (default: the model's)")
-    p.add_argument("--solver", default=None, choices=["euler", "ddim", "multistep"])
+    p.add_argument(
+        "--solver",
+        default=None,
+        choices=["euler", "ddim", "multistep"],
+        help="default ODE solver (default: the model's)",
+    )
     p.add_argument("--results", default=None, help="benchmark results JSON (benchmarks/translation.py) for the card")
     p.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload the folder to this Hub repo")
     p.add_argument("--private", action="store_true", help="create the Hub repo private (with --push-to-hub)")

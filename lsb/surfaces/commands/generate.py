@@ -7,12 +7,12 @@ from pathlib import Path
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="text-to-image with the stock diffusers StableDiffusionPipeline")
-    p.add_argument("prompts", nargs="+")
-    p.add_argument("--model", default=None)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("prompts", nargs="+", help="one or more text prompts")
+    p.add_argument("--model", default=None, help="diffusers SD folder or Hub id (default: the embedded mini SD)")
+    p.add_argument("--steps", type=int, default=25, help="sampling steps (the folder's scheduler)")
+    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
     p.add_argument("--num-images", type=int, default=4, help="images per prompt")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     p.add_argument("--device", default=None, help="torch device (default: cuda, mps or cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("-o", "--output", required=True, help="output PNG (a grid: one row per prompt)")

@@ -16,7 +16,7 @@ METHODS = ("bridge", "palette", "diffir")
 TRAIN_HINT = {
     "bridge": "python -m lsb.training.bridge --task {task} --bridge i2sb --out runs/bridge-{task}-i2sb",
     "palette": "python -m lsb.training.bridge --task {task} --bridge palette --out runs/palette-{task}",
-    "diffir": "train a DiffIR model (see README) ",
+    "diffir": "train a DiffIR model (docs/guides/ddm-diffir.md) ",
 }
 
 
@@ -92,9 +92,9 @@ def register(subparsers) -> None:
     p.add_argument("--solver-order", type=int, default=None, choices=[1, 2, 3], help="DBIM's solver order")
     p.add_argument("--mask", default=None, help="inpainting mask image (white = missing); known pixels are kept")
     p.add_argument("--convert-mode", action="store_true", help=CONVERT_MODE_HELP)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise")
+    p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call")
+    p.add_argument("--device", default=None, help="torch device (default: cuda, mps or cpu)")
     add_image_output_arguments(p)
     p.add_argument("-o", "--output", required=True, help="output folder (created; must be new or empty)")
     p.set_defaults(func=cmd_restore)

@@ -7,19 +7,26 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train models (the embedded mini SD)")
+    p = sub.add_parser("train", help="train the embedded models (mini SD, mini SD3); rerun to resume")
     tsub = p.add_subparsers(dest="what", required=True)
     m = tsub.add_parser("mini-sd", help="train the embedded mini Stable Diffusion from scratch (resumable)")
-    m.add_argument("--stage", default="all", choices=["vae", "decoder", "unet", "export", "all"])
+    m.add_argument(
+        "--stage",
+        default="all",
+        choices=["vae", "decoder", "unet", "export", "all"],
+        help="which stage to run; all = vae, decoder and unet, then export",
+    )
     m.add_argument("--out", required=True, help="run folder (checkpoints go here; rerun to resume)")
-    m.add_argument("--vae-steps", type=int)
-    m.add_argument("--decoder-steps", type=int)
-    m.add_argument("--unet-steps", type=int)
-    m.add_argument("--unet-batch", type=int)
-    m.add_argument("--cached-scenes", type=int)
-    m.add_argument("--unet-lr", type=float)
+    m.add_argument("--vae-steps", type=int, help="VAE optimizer steps (default: the shipped recipe's)")
+    m.add_argument("--decoder-steps", type=int, help="decoder fine-tune steps (default: the shipped recipe's)")
+    m.add_argument("--unet-steps", type=int, help="UNet + text encoder steps (default: the shipped recipe's)")
+    m.add_argument("--unet-batch", type=int, help="UNet batch size (default: the shipped recipe's)")
+    m.add_argument(
+        "--cached-scenes", type=int, help="training scenes encoded to latents once (default: the shipped recipe's)"
+    )
+    m.add_argument("--unet-lr", type=float, help="UNet learning rate (default: the shipped recipe's)")
     m.add_argument("--unet-init", help="continue the UNet stage from this pipeline folder (e.g. the shipped model)")
-    m.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    m.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="accelerate mixed precision (default no)")
     m.add_argument("--unet-max-minutes", type=float, help="stop the UNet stage after this many minutes (then export)")
     m.add_argument(
         "--unet-focus-fraction",
@@ -28,28 +35,28 @@ def register(sub) -> None:
     )
     m.add_argument("--unet-focus-max-timestep", type=int, help="upper end of the focused timesteps (default 300)")
     m.add_argument("--decoder-init", help="continue the decoder stage from this pipeline folder's VAE")
-    m.add_argument("--decoder-lr", type=float)
+    m.add_argument("--decoder-lr", type=float, help="decoder learning rate (default: the shipped recipe's)")
     m.add_argument(
         "--decoder-latent-noise",
         type=float,
         help="decode latents perturbed by up to this many latent stds (robust decoder; default 0)",
     )
     m.add_argument("--decoder-max-minutes", type=float, help="stop the decoder stage after this many minutes")
-    m.add_argument("--seed", type=int)
+    m.add_argument("--seed", type=int, help="seed of initialisation, batches and noise (default: the shipped recipe's)")
     m.add_argument("--install", action="store_true", help="after export, copy the pipeline into lsb/assets/mini-sd")
     m.set_defaults(func=cmd_train_mini_sd)
     m3 = tsub.add_parser("mini-sd3", help="train the embedded mini SD3 (rectified-flow transformer; resumable)")
     m3.add_argument("--out", required=True, help="run folder (checkpoints go here; rerun to resume)")
-    for flag, typ in (
-        ("--steps", int),
-        ("--batch", int),
-        ("--lr", float),
-        ("--cached-scenes", int),
-        ("--seed", int),
-        ("--max-minutes", float),
-        ("--logit-normal-fraction", float),
+    for flag, typ, text in (
+        ("--steps", int, "transformer optimizer steps"),
+        ("--batch", int, "batch size"),
+        ("--lr", float, "learning rate"),
+        ("--cached-scenes", int, "training scenes encoded to latents once"),
+        ("--seed", int, "seed of initialisation, batches and noise"),
+        ("--max-minutes", float, "stop after this many minutes (then export)"),
+        ("--logit-normal-fraction", float, "share of timesteps drawn logit-normal (SD3's), the rest uniform"),
     ):
-        m3.add_argument(flag, type=typ)
+        m3.add_argument(flag, type=typ, help=f"{text} (default: the shipped recipe's)")
     m3.add_argument(
         "--base", help="mini SD folder whose VAE, text encoder and tokenizer are reused (default lsb.MINI_SD)"
     )

@@ -10,7 +10,7 @@ from . import CONVERT_MODE_HELP, add_dtype_argument, add_image_output_arguments,
 
 
 # Defaults for translation. They are the paper's (METHODS.md section 2) except where the embedded
-# model needs others; see README "Choosing parameters" for the measurements behind each.
+# model needs others; see docs/guides/parameters.md for the measurements behind each.
 # The values live in ONE place, lsb.io.settings (the paper's) and each model folder's lsb_defaults.json (the
 # embedded model's: lsb/assets/mini-sd/lsb_defaults.json); these dicts use the CLI's option names.
 def _cli_defaults(d) -> dict:
@@ -51,7 +51,12 @@ def register(sub) -> None:
     p.add_argument(
         "--solver", default=None, choices=["euler", "ddim", "multistep"], help="ODE solver" + _default_note("solver")
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the bridge noise (an input gets seed + its index among the inputs of its size)",
+    )
     p.add_argument(
         "--size",
         type=int,
@@ -66,7 +71,7 @@ def register(sub) -> None:
         help="run custom code shipped with a Hub model (a local folder you name is trusted)",
     )
     p.add_argument("--convert-mode", action="store_true", help=CONVERT_MODE_HELP)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="images per pipeline call")
     p.add_argument("--device", default=None, help="torch device (default: cuda, mps or cpu)")
     add_dtype_argument(p)
     p.add_argument(
