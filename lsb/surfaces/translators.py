@@ -110,6 +110,8 @@ def translate(
     generator=None,
     output_type: str = "pil",
     return_forward_passes: bool = False,
+    mask_image=None,
+    mask_feather: float | None = None,
 ):
     """Translate ``images`` from the source to the target domain with ``method`` at a budget of ``nfe`` UNet calls.
 
@@ -130,10 +132,13 @@ def translate(
             :func:`lsb.io.settings.translation_defaults`); SDEdit uses them only for its start noise level; DDIB ignores them.
         generator: torch generator(s); DDIB is deterministic and ignores it.
         output_type: "pil", "np", "pt" or "latent".
+        mask_image / mask_feather: translate a region only (white = may change, black = keep; every method and
+            family; :mod:`lsb.helpers.masks`): pixels outside the mask are the input's.
 
     Returns:
         (images, nfe_spent): the translations and the UNet calls actually made.
     """
+    masked = {} if mask_image is None else {"mask_image": mask_image, "mask_feather": mask_feather}
     if getattr(pipe, "transformer", None) is not None:  # SD3 / FLUX: lsb, flowedit, sdedit
         from .flow_translators import translate_flow
 
@@ -149,6 +154,7 @@ def translate(
             t0=t0,
             generator=generator,
             output_type=output_type,
+            **masked,
         )
         return (images, nfe_spent, passes) if return_forward_passes else (images, nfe_spent)
     if method == "flowedit":
@@ -178,6 +184,7 @@ def translate(
             guidance_scale=w,
             generator=generator,
             output_type=output_type,
+            **masked,
         )
         return (outs, spent, (2 if w > 1 else 1) * spent) if return_forward_passes else (outs, spent)
     if method == "lsb":
@@ -190,10 +197,17 @@ def translate(
             generator=generator,
             output_type=output_type,
             **prompts,
+            **masked,
         )
     else:
         out = pipe(
-            images, num_inference_steps=nfe, guidance_scale=w, generator=generator, output_type=output_type, **prompts
+            images,
+            num_inference_steps=nfe,
+            guidance_scale=w,
+            generator=generator,
+            output_type=output_type,
+            **prompts,
+            **masked,
         )
     if return_forward_passes:  # LSB: [source; target] per call; DDIB: [null; prompt] per call
         return out.images, out.nfe, getattr(out, "forward_passes", 2 * out.nfe)
