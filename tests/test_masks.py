@@ -191,7 +191,7 @@ def test_an_empty_mask_returns_the_input_without_a_network_call(case, caplog):
     network = pipe.unet if hasattr(pipe, "unet") else pipe.transformer
     network.forward = lambda *a, **k: (_ for _ in ()).throw(AssertionError("network called"))
     img = _image()
-    with caplog.at_level(logging.WARNING, logger="lsb"):
+    with caplog.at_level(logging.WARNING, logger="lsb.masks"):
         images, nfe = run(img, mask_image=_mask(0), output_type="pil", generator=_gen())
     assert nfe == 0 and np.array_equal(np.asarray(images[0]), np.asarray(img))
     assert sum("all black" in r.getMessage() for r in caplog.records) == 1
@@ -235,3 +235,61 @@ def test_a_method_that_cannot_take_a_mask_is_refused():
     check_mask_method("student", None)
     with pytest.raises(ValueError, match="method 'student' cannot take a mask"):
         check_mask_method("student", _mask())
+
+
+# ------------------------------------------------------------------------------------------------- lsb translate
+def _cli_world(tmp_path):
+    inputs, masks = tmp_path / "in", tmp_path / "masks"
+    inputs.mkdir()
+    masks.mkdir()
+    for i, scene in enumerate(shapes.scenes("test", 3)):
+        shapes.render(scene).save(inputs / f"s{i}.png")
+        _mask(255 if i < 2 else 0).save(masks / f"s{i}.png")
+    return inputs, masks
+
+
+def test_cli_translate_with_a_folder_of_masks(tiny_sd_dir, tmp_path, capsys):
+    from lsb.surfaces.cli import main
+    from tests.cli_helpers import translate_argv
+
+    inputs, masks = _cli_world(tmp_path)
+    out = tmp_path / "out"
+    assert main(translate_argv(inputs, model=tiny_sd_dir, out=out, nfe=2, mask=masks, mask_feather=2)) == 0
+    err = capsys.readouterr().err
+    assert err.count("mask is all black") == 1 and "s2.png is written unchanged" in err
+    for i in range(3):
+        a, b = np.asarray(PIL.Image.open(inputs / f"s{i}.png")), np.asarray(PIL.Image.open(out / f"s{i}.png"))
+        assert np.array_equal(a[:, CUT:], b[:, CUT:])
+        assert np.array_equal(a, b) == (i == 2)
+
+
+def test_cli_mask_bad_inputs_are_one_line_before_the_model(tiny_sd_dir, tmp_path, capsys):
+    from lsb.surfaces.cli import main
+    from tests.cli_helpers import translate_argv
+
+    inputs, masks = _cli_world(tmp_path)
+    small = tmp_path / "small.png"
+    PIL.Image.fromarray(np.full((32, 32), 255, np.uint8)).save(small)
+    (tmp_path / "text.png").write_text("not a picture")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    _mask().save(odd / "s0.png")
+    _mask().save(odd / "zzz.png")
+    table = [
+        (dict(mask=small, size_policy="exact"), "mask " + str(small) + ": size 32x32, but its image"),
+        (dict(mask=tmp_path / "text.png"), "not a picture"),
+        (dict(mask=tmp_path / "nowhere"), "no such file or folder"),
+        (dict(mask=odd), "do not pair up by name: no mask for " + str(inputs / "s1.png")),
+        (dict(mask=odd), "no input for " + str(odd / "zzz.png")),
+        (dict(mask_feather=2), "--mask-feather needs --mask"),
+        (dict(mask=small, mask_feather=-1), "--mask-feather must be a finite number"),
+    ]
+    for opts, needle in table:
+        out = tmp_path / "never"
+        assert main(translate_argv(inputs, model=tiny_sd_dir, out=out, nfe=2, **opts)) == 2, opts
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("lsb: error: ") and needle in err[-1], (opts, err)
+        assert not out.exists()
+    # a mask of another size is resized with ONE note (not one per input)
+    assert main(translate_argv(inputs, model=tiny_sd_dir, out=tmp_path / "ok", nfe=2, mask=small)) == 0
+    assert capsys.readouterr().err.count("mask resized from 32x32 to its image's 64x64") == 1

@@ -49,7 +49,7 @@ from ..io.images import ImageInputError
 from ..io.latents import decode_latents, decode_pixels
 from .restoration import paste_known, preprocess_mask
 
-logger = logging.getLogger("lsb")
+logger = logging.getLogger("lsb.masks")
 
 #: methods that take a ``mask_image`` (the CLI and the translators refuse a mask for any other)
 MASK_METHODS = ("lsb", "flowedit", "sdedit", "ddib")
@@ -64,16 +64,16 @@ def default_feather(height: int, width: int) -> int:
     return max(1, round(min(height, width) / 64))
 
 
-def check_feather(mask_feather) -> float | None:
+def check_feather(mask_feather, name: str = "mask_feather") -> float | None:
     """``mask_feather`` (px, a finite number >= 0, or None for :func:`default_feather`) or ValueError."""
     if mask_feather is None:
         return None
     try:
         value = float(mask_feather)
     except (TypeError, ValueError):
-        raise ValueError(f"mask_feather must be a number of pixels >= 0, got {mask_feather!r}") from None
+        raise ValueError(f"{name} must be a number of pixels >= 0, got {mask_feather!r}") from None
     if not (value >= 0 and value != float("inf")) or isinstance(mask_feather, bool):
-        raise ValueError(f"mask_feather must be a finite number of pixels >= 0, got {mask_feather!r}")
+        raise ValueError(f"{name} must be a finite number of pixels >= 0, got {mask_feather!r}")
     return value
 
 
