@@ -52,6 +52,7 @@ TRANSLATE_INPUTS = {
     "resize": True,
     "source_domain": "(none)",
     "target_domain": "(none)",
+    "mask": None,
 }
 
 

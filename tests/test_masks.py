@@ -293,3 +293,24 @@ def test_cli_mask_bad_inputs_are_one_line_before_the_model(tiny_sd_dir, tmp_path
     # a mask of another size is resized with ONE note (not one per input)
     assert main(translate_argv(inputs, model=tiny_sd_dir, out=tmp_path / "ok", nfe=2, mask=small)) == 0
     assert capsys.readouterr().err.count("mask resized from 32x32 to its image's 64x64") == 1
+
+
+# ------------------------------------------------------------------------------------------------- the demo
+def test_demo_translates_the_painted_region_and_shows_the_mask(tiny_sd_dir, tmp_path):
+    from lsb.surfaces.demo import Translator, editor_mask, mask_canvas
+
+    path = tmp_path / "in.png"
+    _image().resize((96, 96)).save(path)  # another size than the model's: the mask follows the resize
+    canvas = mask_canvas(str(path))
+    assert canvas["background"].shape == (96, 96, 3) and canvas["layers"] == []
+    layer = np.zeros((96, 96, 4), np.uint8)
+    layer[:, :48] = (255, 0, 255, 255)  # painted: the left half may change
+    translator = Translator(str(tiny_sd_dir))
+    out, side, _, status = translator(str(path), "a circle", "a square", nfe=2, mask={**canvas, "layers": [layer]})
+    resized = np.asarray(PIL.Image.open(path).convert("RGB").resize((SIZE, SIZE), PIL.Image.BICUBIC))
+    assert np.array_equal(np.asarray(out)[:, CUT:], resized[:, CUT:])
+    assert not np.array_equal(np.asarray(out)[:, :CUT], resized[:, :CUT])
+    assert side.size[0] > 3 * SIZE and "Region" in status  # input | mask | output
+    assert editor_mask({**canvas, "layers": [np.zeros((96, 96, 4), np.uint8)]}, (96, 96)) is None  # nothing painted
+    with pytest.raises(ImageInputError, match="the mask is 32x32 but the input image is 96x96"):
+        editor_mask(np.zeros((32, 32), np.uint8), (96, 96))

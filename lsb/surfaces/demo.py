@@ -37,6 +37,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
@@ -280,8 +281,13 @@ class Translator:
         seed: int = 0,
         resize: bool = True,
         trajectory: bool = True,
+        mask=None,
     ):
         """Translate one image file. Returns (output, side_by_side, trajectory strip or None, notes).
+
+        ``mask``: translate a region only (issue 23): an image editor value painted on the input (its layers' painted
+        pixels may change), or a mask picture / array of the input's size (white = may change); None or nothing
+        painted: the whole image. The side-by-side then shows input | mask | output.
 
         ``source`` / ``target``: a text prompt (str), or ``("upload", path)`` for a learned-domain file uploaded
         through Gradio, or ``("server", name)`` for one of the server's domains (:attr:`domains`). Text is never
@@ -313,6 +319,7 @@ class Translator:
         if "converted_from" in image.info:
             notes.append(f"input converted from mode {image.info['converted_from']} to RGB ({CONVERSIONS})")
 
+        region = editor_mask(mask, image.size)
         pipe = self.pipeline(method)
         res = self.resolution(pipe)
         mult = pipe.vae_scale_factor
@@ -329,6 +336,9 @@ class Translator:
                 f"up to {self.pixel_limit(pipe)}: turn resizing on or upload a smaller image"
             )
 
+        if region is not None and region.size != image.size:  # the mask follows its image's resize
+            region = region.resize(image.size, Image.NEAREST)
+        masked = {} if region is None else {"mask_image": region}
         with self._busy[method], self._deadline(pipe, nfe):
             src_prompt = self._domain_prompt(pipe, source, "source")
             tgt_prompt = self._domain_prompt(pipe, target, "target")
@@ -346,6 +356,7 @@ class Translator:
                     t0=t0,
                     generator=generator,
                     return_trajectory=True,
+                    **masked,
                 )
                 output, spent = out.images[0], out.nfe
                 strip = trajectory_strip(pipe, out.trajectory)
@@ -361,17 +372,56 @@ class Translator:
                     tau=tau,
                     t0=t0,
                     generator=generator,
+                    **masked,
                 )
                 output = images[0]
         seconds = time.perf_counter() - start
-        side = make_grid([image, output], nrow=2)
+        side = make_grid([image, output], nrow=2) if region is None else make_grid([image, region, output], nrow=3)
         status = (
             f"**{METHOD_LABELS[method]}**: {spent} UNet calls (NFE), {output.size[0]}x{output.size[1]}, "
             f"{seconds:.1f} s. Source: `{src_prompt}`, target: `{tgt_prompt}`."
         )
+        if region is not None:
+            status += " Region: only the painted pixels could change (input | mask | output below)."
         if notes:
             status += " Note: " + "; ".join(notes) + "."
         return output, side, strip, status
+
+
+def editor_mask(value, size: tuple[int, int]):
+    """The region mask (PIL "L", white = may change) of a demo mask input, or None for no region: an image editor
+    value (a dict whose ``layers`` are RGBA pictures painted on the input: every painted pixel may change; nothing
+    painted: None), or a mask picture / array (white = may change) that must have the input's ``size``."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        painted = None
+        for layer in value.get("layers") or []:
+            alpha = np.asarray(layer)
+            alpha = alpha[..., 3] > 0 if alpha.ndim == 3 and alpha.shape[-1] == 4 else alpha.max(axis=-1) > 0
+            painted = alpha if painted is None else painted | alpha
+        if painted is None or not painted.any():
+            return None
+        mask = Image.fromarray(np.where(painted, 255, 0).astype(np.uint8), "L")
+    else:
+        mask = value if isinstance(value, Image.Image) else Image.fromarray(np.asarray(value))
+        mask = mask.convert("L")
+    if mask.size != tuple(size):
+        raise ImageInputError(
+            f"the mask is {mask.size[0]}x{mask.size[1]} but the input image is {size[0]}x{size[1]}: paint it on the input"
+        )
+    return mask
+
+
+def mask_canvas(image_path):
+    """The mask editor's value for a new input: the input as background, no painting yet (None: no input)."""
+    if not image_path:
+        return None
+    try:
+        background = load_image(image_path, name="the input image", convert=True)
+    except ImageInputError:
+        return None  # the translation reports the bad input
+    return {"background": np.asarray(background), "layers": [], "composite": np.asarray(background)}
 
 
 class _Deadline:
@@ -565,6 +615,7 @@ def build_demo(
         resize,
         source_domain=NO_DOMAIN,
         target_domain=NO_DOMAIN,
+        mask=None,
         progress=gr.Progress(track_tqdm=True),
     ):
         source = pick(source_text, source_file, source_domain)
@@ -582,6 +633,7 @@ def build_demo(
                 guidance=guidance,
                 seed=seed,
                 resize=resize,
+                mask=mask,
             )
         except _USER_ERRORS as e:
             # The UI renders the message as HTML: escape it, or "<token>" would vanish as an unknown tag.
@@ -622,6 +674,17 @@ def build_demo(
                     elem_id="input-image",
                     height=280,
                 )
+                with gr.Accordion("Region (optional): paint where the image may change", open=False):
+                    mask = gr.ImageEditor(
+                        label="Mask: painted pixels may change, the rest stays the input's",
+                        type="numpy",
+                        sources=[],
+                        layers=False,
+                        transforms=[],
+                        brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed"),
+                        elem_id="mask-editor",
+                        height=280,
+                    )
                 resize = gr.Checkbox(
                     value=True,
                     label=f"Resize to the model's resolution ({res_text})",
@@ -699,6 +762,7 @@ def build_demo(
             f"may take up to {translator.time_limit:g} s. SDEdit uses tau and t0 only for its start noise level; DDIB "
             "ignores them and the seed. The trajectory is shown for LSB only."
         )
+        image.change(mask_canvas, inputs=image, outputs=mask, api_visibility="private")
         button.click(
             run,
             inputs=[
@@ -716,6 +780,7 @@ def build_demo(
                 resize,
                 source_domain,
                 target_domain,
+                mask,
             ],
             outputs=[output, side, strip, status],
             api_name="translate",
