@@ -138,6 +138,9 @@ def translate(
     Returns:
         (images, nfe_spent): the translations and the UNet calls actually made.
     """
+    from ..helpers.masks import check_mask_method
+
+    check_mask_method(method, mask_image)  # one line for a method that cannot take a mask
     masked = {} if mask_image is None else {"mask_image": mask_image, "mask_feather": mask_feather}
     if getattr(pipe, "transformer", None) is not None:  # SD3 / FLUX: lsb, flowedit, sdedit
         from .flow_translators import translate_flow
