@@ -337,7 +337,7 @@ def main(argv=None) -> int:
             args.method,
             args.nfe,
             args.split,
-            args.n,
+            args.n_flow if model_key == "flow" and args.n_flow is not None else args.n,
             args.batch,
             args.seed,
             args.feather,

@@ -314,3 +314,24 @@ def test_demo_translates_the_painted_region_and_shows_the_mask(tiny_sd_dir, tmp_
     assert editor_mask({**canvas, "layers": [np.zeros((96, 96, 4), np.uint8)]}, (96, 96)) is None  # nothing painted
     with pytest.raises(ImageInputError, match="the mask is 32x32 but the input image is 96x96"):
         editor_mask(np.zeros((32, 32), np.uint8), (96, 96))
+
+
+def test_benchmark_masks_are_where_the_scenarios_say():
+    from benchmarks.translation_region import AWAY_GAP, around_mask, away_mask, background_mask
+
+    for scene in shapes.scenes("val", 30):
+        cover = shapes.object_mask(scene) > 0
+        target = "square" if scene.shape != "square" else "circle"
+        around = around_mask(scene, target)
+        assert (around[cover] == 255).all() and (
+            around[shapes.object_mask(scene.replace(shape=target)) > 0] == 255
+        ).all()
+        away = away_mask(scene) == 255
+        ys, xs = np.nonzero(cover)
+        near = np.zeros_like(cover)
+        near[
+            max(0, ys.min() - AWAY_GAP) : ys.max() + 1 + AWAY_GAP, max(0, xs.min() - AWAY_GAP) : xs.max() + 1 + AWAY_GAP
+        ] = True
+        assert away.any() and not (away & near).any()  # the strip stays clear of the object's grown box
+        background = background_mask(scene)
+        assert (background[cover] == 0).all() and (background[~cover] == 255).all()
