@@ -369,3 +369,23 @@ def test_browser_upload_and_translate(server, tmp_path):
                 page.screenshot(path=os.environ["LSB_DEMO_SCREENSHOT"].replace(".png", "-error.png"))
         finally:
             browser.close()
+
+
+def test_translate_a_painted_region_through_client(client, tmp_path):
+    """Issue 23: the mask painted in the image editor reaches the translation; unpainted pixels stay the input's."""
+    import numpy as np
+    from gradio_client import handle_file
+
+    layer = np.zeros((RES, RES, 4), np.uint8)
+    layer[:, : RES // 2] = (255, 0, 255, 255)
+    Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
+    source = np.asarray(Image.open(EXAMPLE).convert("RGB").resize((RES, RES), Image.BICUBIC))
+    Image.fromarray(source).save(tmp_path / "in.png")
+    editor = {"background": handle_file(str(tmp_path / "in.png")), "layers": [handle_file(str(tmp_path / "layer.png"))]}
+    out, side, _, status = client.predict(
+        *_args(handle_file(str(tmp_path / "in.png")), mask={**editor, "composite": None}), api_name="/translate"
+    )
+    result = np.asarray(Image.open(out).convert("RGB"))
+    assert np.array_equal(result[:, RES // 2 :], source[:, RES // 2 :])
+    assert not np.array_equal(result[:, : RES // 2], source[:, : RES // 2])
+    assert "Region" in status and Image.open(side).size[0] > 3 * RES
