@@ -94,6 +94,8 @@ def translate_flow(
     ``guidance_scale``: LSB's w; FlowEdit's *target* guidance (CFG for SD3, distilled for FLUX; the source
     branch keeps ``source_guidance_scale``, default the paper's); SDEdit's CFG (SD3) / distilled guidance (FLUX).
     ``tau``, ``t0``: LSB's bridge (and SDEdit's start level); FlowEdit ignores them. None: each method's defaults.
+    ``kwargs`` go to the method, e.g. ``mask_image`` / ``mask_feather`` (a region only, every method:
+    :mod:`lsb.helpers.masks`).
     """
     family = pipeline_family(pipe)
     extra = {} if max_sequence_length is None else {"max_sequence_length": max_sequence_length}
