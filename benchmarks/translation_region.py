@@ -258,7 +258,7 @@ def write_tables(cells: dict, path_md: Path, feather) -> str:
     ]
     notes = []
     for (model, method, nfe, scenario), rows in sorted(
-        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], SCENARIOS.index(kv[0][3]))
+        groups.items(), key=lambda kv: (list(MODELS).index(kv[0][0]), kv[0][1], kv[0][2], SCENARIOS.index(kv[0][3]))
     ):
         (pm, sm, n), (pu, su, _) = _pooled(rows, "masked"), _pooled(rows, "unmasked")
         kept = [_db(_mean(rows, p, "psnr_kept"), _mean(rows, p, "kept_identical")) for p in ("masked", "unmasked")]
@@ -279,7 +279,7 @@ def write_tables(cells: dict, path_md: Path, feather) -> str:
             f"{pu:.3f} ± {su:.3f} | {kept[0]} | {kept[1]} | {obj[0]} | {obj[1]} | {n} |"
         )
     lines += ["", *notes, "", "Per direction (masked / unmasked rate):", ""]
-    for (model, method, nfe, scenario), rows in sorted(groups.items()):
+    for (model, method, nfe, scenario), rows in sorted(groups.items(), key=lambda kv: list(MODELS).index(kv[0][0])):
         parts = ", ".join(f"{r['direction']} {r['masked']['success']:.2f}/{r['unmasked']['success']:.2f}" for r in rows)
         lines.append(f"- {MODELS[model]} {method} NFE {nfe} {scenario}: {parts}")
     text = "\n".join(lines) + "\n"
