@@ -335,3 +335,22 @@ def test_benchmark_masks_are_where_the_scenarios_say():
         assert away.any() and not (away & near).any()  # the strip stays clear of the object's grown box
         background = background_mask(scene)
         assert (background[cover] == 0).all() and (background[~cover] == 255).all()
+
+
+def test_cli_resize_back_keeps_the_input_files_own_pixels(tiny_sd_dir, tmp_path):
+    from lsb.surfaces.cli import main
+    from tests.cli_helpers import translate_argv
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    big = np.asarray(_image().resize((96, 96), PIL.Image.BICUBIC))
+    PIL.Image.fromarray(big).save(inputs / "a.png")
+    mask = np.zeros((96, 96), np.uint8)
+    mask[:, :48] = 255
+    PIL.Image.fromarray(mask, "L").save(tmp_path / "m.png")
+    out = tmp_path / "out"
+    assert (
+        main(translate_argv(inputs, model=tiny_sd_dir, out=out, nfe=2, mask=tmp_path / "m.png", resize_back=True)) == 0
+    )
+    result = np.asarray(PIL.Image.open(out / "a.png").convert("RGB"))
+    assert result.shape == big.shape and np.array_equal(result[:, 48:], big[:, 48:])

@@ -8,7 +8,7 @@ is loaded (issue 23). The masking itself is :mod:`lsb.helpers.masks` (white = ma
 A mask is read as 8-bit grey ("L"; colour pictures are converted). A mask of its input's original size follows the
 input through the size policy (resized with it, nearest neighbour); a mask of another size is resized to the image
 with one note, or refused under ``--size-policy exact``. An all-black mask gets one note: that input is written
-unchanged.
+unchanged. With ``--resize-back`` the kept pixels are the input file's own, at its own size.
 """
 
 from __future__ import annotations
@@ -91,4 +91,19 @@ def load_masks(mask_arg, files, images, policy: str = "resize") -> list:
     return masks
 
 
-__all__ = ["load_masks", "pair_masks"]
+def keep_input_pixels(output, path, mask, convert: bool = False):
+    """``output`` (already resized back to its input's original size, ``--resize-back``) with the ORIGINAL input's
+    pixels wherever ``mask`` (at the model's size) is black: the kept pixels are the input file's own, not a resize
+    round trip."""
+    from PIL import Image
+
+    from ..io.images import load_image
+
+    original = load_image(path, convert=convert)
+    if original.size != output.size:
+        return output
+    may_change = mask.resize(original.size, Image.NEAREST).point(lambda v: 255 if v > 0 else 0)
+    return Image.composite(output.convert("RGB"), original, may_change)
+
+
+__all__ = ["keep_input_pixels", "load_masks", "pair_masks"]

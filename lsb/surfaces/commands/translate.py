@@ -186,6 +186,12 @@ def cmd_translate(args) -> int:
     state.wait_for_everyone()
     out = folder.path
     post = (lambda k, o: resize_back(o, images[k])) if args.resize_back else None
+    if args.resize_back and masks is not None:  # the kept pixels: the input file's own, at its own size
+        from ..region_masks import keep_input_pixels
+
+        def post(k, o):
+            return keep_input_pixels(resize_back(o, images[k]), files[k], masks[k], args.convert_mode)
+
     try:
         counts = []  # (NFE, forward passes per image) per batch
         done = translate_files(
