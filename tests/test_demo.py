@@ -52,6 +52,7 @@ TRANSLATE_INPUTS = {
     "resize": True,
     "source_domain": "(none)",
     "target_domain": "(none)",
+    "mask": None,
 }
 
 
@@ -442,3 +443,23 @@ def test_browser_flow_model_flowedit_and_gallery(flow_server):
             expect(page.locator("#output-image img").first).to_be_visible(timeout=60_000)
         finally:
             browser.close()
+
+
+def test_translate_a_painted_region_through_client(client, tmp_path):
+    """Issue 23: the mask painted in the image editor reaches the translation; unpainted pixels stay the input's."""
+    import numpy as np
+    from gradio_client import handle_file
+
+    layer = np.zeros((RES, RES, 4), np.uint8)
+    layer[:, : RES // 2] = (255, 0, 255, 255)
+    Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
+    source = np.asarray(Image.open(EXAMPLE).convert("RGB").resize((RES, RES), Image.BICUBIC))
+    Image.fromarray(source).save(tmp_path / "in.png")
+    editor = {"background": handle_file(str(tmp_path / "in.png")), "layers": [handle_file(str(tmp_path / "layer.png"))]}
+    out, side, _, status = client.predict(
+        *_args(handle_file(str(tmp_path / "in.png")), mask={**editor, "composite": None}), api_name="/translate"
+    )
+    result = np.asarray(Image.open(out).convert("RGB"))
+    assert np.array_equal(result[:, RES // 2 :], source[:, RES // 2 :])
+    assert not np.array_equal(result[:, : RES // 2], source[:, : RES // 2])
+    assert "Region" in status and Image.open(side).size[0] > 3 * RES

@@ -105,3 +105,9 @@ def test_learn_domain_sd3_example(tmp_path):
     tiny = [] if (Path(lsb.MINI_SD3) / "model_index.json").is_file() else ["--tiny"]
     out = run_example("learn_domain_sd3.py", *tiny, "--steps", "2", "--out", str(tmp_path / "d"), cwd=tmp_path)
     assert "'clip_l'" in out and "'clip_g'" in out and "source prompt 'a <circle>'" in out
+
+
+@needs_model
+def test_translate_region_example(tmp_path):
+    out = run_example("translate_region.py", "--nfe", "4", "--out", str(tmp_path / "r.png"), cwd=tmp_path)
+    assert out.count("kept pixels identical: True") == 2 and (tmp_path / "r.png").is_file()

@@ -37,6 +37,7 @@ def integrate_bridge(
     callback_on_step_end: Callable | None = None,
     callback_on_step_end_tensor_inputs: list[str] | None = None,
     callback_state: dict[str, Any] | None = None,
+    region_blend: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
     """Integrate the LSB probability-flow ODE from ``latents`` over ``pipe.scheduler``'s grid.
 
@@ -63,6 +64,9 @@ def integrate_bridge(
             (the conditioning is fixed inside ``network``).
         callback_on_step_end_tensor_inputs: names passed to the callback (checked by the pipeline's check_inputs).
         callback_state: the other tensors a callback may read (e.g. ``source_prompt_embeds``).
+        region_blend: a user mask (:func:`lsb.helpers.masks.bridge_region_blend`): ``region_blend(x, i)`` puts the kept
+            region of the state before call ``i`` (``i == len(timesteps)``: the final state) back on the source's own
+            bridge path; applied to the initial state and after every step.
 
     Returns:
         ``(latents, trajectory)``: the final state (the translated latent) and the trajectory list or ``None``.
@@ -88,13 +92,18 @@ def integrate_bridge(
                 callback_on_step_end=callback_on_step_end,
                 callback_on_step_end_tensor_inputs=names,
                 callback_state=state,
+                region_blend=region_blend,
             )
 
+    if region_blend is not None:
+        latents = region_blend(latents, 0)
     for i, t in enumerate(timesteps):
         model_input = scheduler.scale_model_input(latents, t)
         model_output = network(torch.cat([model_input, model_input]), t)
         out = scheduler.step(model_output, t, latents, guidance_scale=guidance_scale)
         latents = out.prev_sample
+        if region_blend is not None:
+            latents = region_blend(latents, i + 1)
         if not torch.isfinite(latents).all():
             raise FloatingPointError(f"NaN/inf in the latents after step {i} (timestep {float(t):.2f})")
         if trajectory is not None:

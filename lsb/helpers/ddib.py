@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
+from .masks import blend
 from ..bridges.guidance import classifier_free_guidance
 from ..io.settings import check_nfe
 
@@ -90,6 +91,7 @@ def integrate_ddib(
     callback_on_step_end: Callable | None = None,
     callback_on_step_end_tensor_inputs: list[str] | None = None,
     callback_state: dict[str, Any] | None = None,
+    region_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """DDIM-invert ``latents`` with ``inverse`` under ``inversion_network``, then sample with ``sampler`` under
     ``sampling_network``; one network call per step, ``pipe.progress_bar`` over both phases.
@@ -97,6 +99,11 @@ def integrate_ddib(
     ``set_phase("inversion" | "sampling")`` is called before each step (and ``None`` at the end, also on error) so a
     callback can read the phase. ``callback_on_step_end(pipe, i, t, tensors)`` counts steps over both phases; a
     returned ``"latents"`` replaces the state.
+
+    ``region_mask`` (a user mask on the latent grid, :func:`lsb.helpers.masks.layout_mask`): after every sampling step
+    the kept region is put back on the source's own DDIM path, ``sqrt(abar) x_src + sqrt(1 - abar) e`` at the level
+    of the new state, with e the noise the inversion found (``(x_T - sqrt(abar_T) x_src) / sqrt(1 - abar_T)``, so the
+    path passes through the inverted latent x_T), and x_src itself after the last step.
 
     Returns:
         ``(latents, inverted_latents, nfe)``: the sampled latents, the DDIB latent at the end of the inversion and the
@@ -108,6 +115,7 @@ def integrate_ddib(
     names = list(callback_on_step_end_tensor_inputs or [])
     state = dict(callback_state or {})
     inverted = None
+    source = latents
     try:
         with pipe.progress_bar(total=len(steps)) as progress_bar:
             for i, (phase, scheduler, t) in enumerate(steps):
@@ -120,6 +128,8 @@ def integrate_ddib(
                     raise FloatingPointError(f"NaN/inf in the latents after {phase} step {i} (timestep {int(t)})")
                 if i == num_inversion_steps - 1:
                     inverted = latents.clone()
+                if region_mask is not None and phase == "sampling":
+                    latents = blend(latents, region_mask, ddib_kept_state(sampler, source, inverted, t))
                 if callback_on_step_end is not None:
                     local = {"latents": latents, **state}
                     res = callback_on_step_end(pipe, i, t, {k: local[k] for k in names})
@@ -131,8 +141,23 @@ def integrate_ddib(
     return latents, inverted, len(steps)
 
 
+def ddib_kept_state(sampler, source: torch.Tensor, inverted: torch.Tensor, t) -> torch.Tensor:
+    """The source's DDIM path at the level DDIM sampling reaches from timestep ``t`` (its ``prev_timestep``):
+    sqrt(abar) x_src + sqrt(1 - abar) e with e = (x_T - sqrt(abar_T) x_src) / sqrt(1 - abar_T) (x_T: the inverted
+    latent at the sampler's first timestep T); x_src itself below timestep 0."""
+    abar = sampler.alphas_cumprod.to(torch.float64)
+    prev = int(t) - sampler.config.num_train_timesteps // sampler.num_inference_steps
+    if prev < 0:
+        return source
+    a_top, a = abar[int(sampler.timesteps[0])].item(), abar[prev].item()
+    x0, x_top = source.double(), inverted.double()
+    noise = (x_top - a_top**0.5 * x0) / (1 - a_top) ** 0.5
+    return (a**0.5 * x0 + (1 - a) ** 0.5 * noise).to(source.dtype)
+
+
 __all__ = [
     "DDIB_SCHEDULER_OVERRIDES",
+    "ddib_kept_state",
     "cat_batch",
     "cfg_network",
     "ddib_schedulers",

@@ -35,6 +35,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..families import flux, sd3
+from .masks import blend
 from ..bridges.flowedit import (
     flow_euler_step,
     flowedit_source_latent,
@@ -203,6 +204,7 @@ def integrate_flowedit(
     generator=None,
     callback_on_step_end=None,
     callback_on_step_end_tensor_inputs: list[str] | None = None,
+    region_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """FlowEdit's ODE from ``Z = X_src`` over the grid steps ``edit_steps``, then the optional ``n_min`` tail of plain
     target-prompt sampling over ``sampling_steps``, with ``pipe``'s progress bar; returns the final latents (Z, or
@@ -227,12 +229,16 @@ def integrate_flowedit(
                     for _ in range(n_avg)
                 ]
                 z = flowedit_edit_step(partial(velocity_pair, t=t), z, x_src, s, s_next, noises)
+                if region_mask is not None:
+                    z = blend(z, region_mask, x_src)
                 current = z
             else:
                 if x_tar is None:
                     noise = randn_tensor(x_src.shape, generator=generator, device=device, dtype=x_src.dtype)
                     x_tar = flowedit_sampling_start(z, x_src, s, noise)
                 x_tar = flowedit_sampling_step(x_tar, target_velocity(x_tar, t), s, s_next)
+                if region_mask is not None:
+                    x_tar = blend(x_tar, region_mask, flowedit_source_latent(x_src, s_next, noise))
                 current = x_tar
             if not torch.isfinite(current).all():
                 raise FloatingPointError(f"NaN/inf in the latents after step {i} (sigma {float(s):.4f})")

@@ -24,7 +24,15 @@ from ..families import family_of, pixel_multiple
 from ..bridges.matching import sb_time_to_timestep
 from ..io.execution import execution_device, model_dtype
 from ..io.settings import PAPER_TRANSLATION, check_nfe, check_t0, check_tau
+from .masks import is_empty, passthrough, prepare_region
 from .translation import preprocess_images, prompt_embeds_for_batch
+
+
+def _encoder(pipe):
+    """``pixels -> model latents`` of a stock pipeline's VAE (what an empty mask returns for output_type="latent")."""
+    from ..io.latents import encode_latents
+
+    return lambda pixels: encode_latents(pipe.vae, pixels, execution_device(pipe))
 
 
 def _check_bridge(t0: float, tau: float) -> None:
@@ -104,16 +112,48 @@ def check_prompt_arg(name: str, prompt) -> None:
         )
 
 
-def step_counter():
+def step_counter(region_step=None):
     """``(callback, steps)``: a ``callback_on_step_end`` for a stock pipeline that records every step it runs in
-    ``steps`` (so the NFE a baseline spent is counted, not assumed)."""
+    ``steps`` (so the NFE a baseline spent is counted, not assumed); ``region_step(pipe, t, latents) -> latents`` (a user
+    mask, :func:`sdedit_region_step`) also blends the latents after every step."""
     steps: list[float] = []
 
     def count_steps(pipe, i, t, tensors):
         steps.append(float(t))
-        return {}
+        return {} if region_step is None else {"latents": region_step(pipe, t, tensors["latents"])}
 
     return count_steps, steps
+
+
+def sdedit_region_step(region, x_src: torch.Tensor, generator):
+    """``region_step(pipe, t, latents) -> latents`` (after the step at timestep ``t``) for a stock img2img pipeline's ``callback_on_step_end``: the kept
+    region of the latents after a step is the source noised to the level the next step sees (DDIM:
+    ``scheduler.add_noise`` at the next timestep of the grid; flow: ``(1 - s) x_src + s n`` at the scheduler's next
+    sigma), the source itself after the last step. ``x_src``: the VAE latents (B, C, h, w) in the pipeline's
+    convention; packed FLUX latents (B, N, 4C) are matched by packing. The noise n is one draw from a generator
+    seeded like ``generator`` (the user's generator itself is not consumed, so img2img's own draws are unchanged)."""
+    from .flux import pack_latents
+    from .masks import blend, derived_noise, layout_mask
+
+    state = {}
+
+    def region_step(pipe, t, latents):
+        if not state:
+            layout = pack_latents if latents.ndim == 3 else None
+            state["mask"] = layout_mask(region, x_src, layout)
+            state["source"] = x_src if layout is None else layout(x_src)
+            state["noise"] = derived_noise(state["source"], generator)
+        scheduler, source, noise = pipe.scheduler, state["source"], state["noise"]
+        if hasattr(scheduler, "scale_noise"):  # FlowMatchEulerDiscreteScheduler: the level of the next step
+            sigma = float(scheduler.sigmas[scheduler.step_index])
+            kept = (1.0 - sigma) * source.float() + sigma * noise.float()
+        else:  # DDIM: the timestep after t on the grid img2img runs on (none after the last step: the source)
+            steps = scheduler.timesteps
+            index = int((steps == t).nonzero()[0]) + 1
+            kept = scheduler.add_noise(source, noise, steps[index : index + 1]) if index < len(steps) else source
+        return blend(latents, state["mask"], kept)
+
+    return region_step
 
 
 def run_img2img(
@@ -124,27 +164,40 @@ def run_img2img(
     guidance_scale: float,
     generator,
     output_type: str,
+    region=None,
     **kwargs,
 ):
     """Run a stock img2img pipeline on checked ``pixels`` in [-1, 1] (passed as images in [0, 1]) with a step-counting
     callback (:func:`step_counter`); ``kwargs`` (prompts, sizes, the user's extra img2img arguments) go to the call.
+    ``region`` (a user mask, :func:`lsb.helpers.masks.prepare_region`): the callback also keeps the masked-out region
+    on the source's path (:func:`sdedit_region_step`) and the output is pasted onto the input outside the mask.
 
     Returns:
         (images, steps run): the denoising steps img2img actually ran.
     """
-    count_steps, steps_run = step_counter()
+    region_step = None
+    if region is not None:
+        from ..io.latents import encode_latents
+
+        x_src = encode_latents(pipe_img2img.vae, pixels, execution_device(pipe_img2img))
+        region_step = sdedit_region_step(region, x_src, generator)
+    count_steps, steps_run = step_counter(region_step)
+    paste = region is not None and output_type != "latent"
     out = pipe_img2img(
         image=(pixels + 1) / 2,
         strength=strength,
         num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,
         generator=generator,
-        output_type=output_type,
+        output_type="pt" if paste else output_type,
         callback_on_step_end=count_steps,
-        callback_on_step_end_tensor_inputs=[],
+        callback_on_step_end_tensor_inputs=[] if region is None else ["latents"],
         **kwargs,
     )
-    return out.images, len(steps_run)
+    images = out.images
+    if paste:  # img2img's "pt" output is in [0, 1]
+        images = pipe_img2img.image_processor.postprocess(region.paste(images.float() * 2 - 1), output_type=output_type)
+    return images, len(steps_run)
 
 
 @torch.no_grad()
@@ -160,6 +213,8 @@ def sdedit_translate(
     generator=None,
     output_type: str = "pil",
     clip_skip: int | None = None,
+    mask_image=None,
+    mask_feather: float | None = None,
     **img2img_kwargs,
 ):
     """SDEdit as the LSB paper runs it, through a stock ``StableDiffusionImg2ImgPipeline`` (or, for SDXL, a stock
@@ -183,6 +238,9 @@ def sdedit_translate(
         generator: torch generator(s) for the VAE sample and the start noise (a list needs one per image).
         output_type: "pil", "np", "pt" or "latent".
         img2img_kwargs: passed on to the img2img call (e.g. ``eta``).
+        mask_image / mask_feather: translate a region only (white = may change, black = keep; :mod:`lsb.helpers.masks`):
+            after every DDIM step the kept region is the source latent noised to the next step's level, and the
+            output is pasted onto the input outside the mask; an all-black mask returns the input (nfe 0).
 
     Returns:
         (images, nfe_spent): nfe_spent is the number of denoising steps img2img actually ran, one UNet call each.
@@ -194,6 +252,9 @@ def sdedit_translate(
     as_ddim(pipe_img2img)
 
     pixels = preprocess_images(images, pipe_img2img.image_processor, pipe_img2img.vae_scale_factor)
+    region = prepare_region(mask_image, pixels, mask_feather)
+    if is_empty(region):  # nothing may change: the input, no model call
+        return passthrough(pipe_img2img.image_processor, region, output_type, _encoder(pipe_img2img)), 0
     batch = pixels.shape[0]
     device, dtype = execution_device(pipe_img2img), model_dtype(pipe_img2img.unet)
     src_text, src_embeds = split_prompt(source_prompt)
@@ -231,6 +292,7 @@ def sdedit_translate(
         guidance_scale,
         generator,
         output_type,
+        region=region,
         prompt_embeds=positive.contiguous(),
         negative_prompt_embeds=negative.contiguous(),
         **pooled,
@@ -308,6 +370,8 @@ def sdedit_flow_translate(
     generator=None,
     output_type: str = "pil",
     max_sequence_length: int | None = None,
+    mask_image=None,
+    mask_feather: float | None = None,
     **img2img_kwargs,
 ):
     """SDEdit on an SD3 / FLUX model through a stock ``StableDiffusion3Img2ImgPipeline`` / ``FluxImg2ImgPipeline``.
@@ -316,7 +380,8 @@ def sdedit_flow_translate(
     ``s(t0) = sigma_t0 / (1 + sigma_t0)``, ``sigma_t0 = sqrt(tau t0 (1 - t0))`` (:func:`lsb.bridges.flow.flow_level`),
     then integrated with ``nfe`` Euler steps (``FlowMatchEulerDiscreteScheduler``) under the target prompt.
     SD3: true CFG with the source prompt as negative (``guidance_scale``, default 7.0); FLUX.1-dev: the distilled
-    guidance ``guidance_scale`` (default 3.5), no negative (schnell ignores it).
+    guidance ``guidance_scale`` (default 3.5), no negative (schnell ignores it). ``mask_image`` / ``mask_feather``:
+    a region only, as for :func:`sdedit_translate` (the kept region at the scheduler's next level ``(1 - s) x_src + s n``).
 
     Returns:
         (images, nfe_spent, forward_passes): transformer calls img2img actually ran, and latents evaluated per
@@ -334,6 +399,9 @@ def sdedit_flow_translate(
             )
     multiple = pixel_multiple(pipe_img2img)
     pixels = preprocess_images(images, pipe_img2img.image_processor, multiple)
+    region = prepare_region(mask_image, pixels, mask_feather)
+    if is_empty(region):  # nothing may change: the input, no model call
+        return passthrough(pipe_img2img.image_processor, region, output_type, _encoder(pipe_img2img)), 0, 0
     batch, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
     if family == "flux" and guidance_scale is not None and not pipe_img2img.transformer.config.guidance_embeds:
         raise ValueError(
@@ -357,7 +425,9 @@ def sdedit_flow_translate(
     else:
         kwargs = dict(height=height, width=width, **kwargs)
         per_step = 1
-    images, steps_run = run_img2img(pipe_img2img, pixels, strength, num_steps, w, generator, output_type, **kwargs)
+    images, steps_run = run_img2img(
+        pipe_img2img, pixels, strength, num_steps, w, generator, output_type, region=region, **kwargs
+    )
     return images, steps_run, per_step * steps_run
 
 
@@ -368,6 +438,7 @@ __all__ = [
     "sdedit_strength",
     "sdedit_schedule",
     "sdedit_translate",
+    "sdedit_region_step",
     "run_img2img",
     "step_counter",
     "FLOW_SDEDIT_GUIDANCE",

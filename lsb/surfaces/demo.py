@@ -36,6 +36,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
@@ -289,8 +290,13 @@ class Translator:
         seed: int = 0,
         resize: bool = True,
         trajectory: bool = True,
+        mask=None,
     ):
         """Translate one image file. Returns (output, side_by_side, trajectory strip or None, notes).
+
+        ``mask``: translate a region only: an image editor value painted on the input (its layers' painted pixels may
+        change), or a mask picture / array of the input's size (white = may change); None or nothing painted: the
+        whole image. The side-by-side then shows input | mask | output.
 
         ``source`` / ``target``: a text prompt (str), or ``("upload", path)`` for a learned-domain file uploaded
         through Gradio, or ``("server", name)`` for one of the server's domains (:attr:`domains`). Text is never
@@ -301,8 +307,12 @@ class Translator:
         """
         nfe, seed, tau, t0, guidance = self._settings(method, nfe, seed, tau, t0, guidance)
         image, notes = _read_input(image_path)
+        region = editor_mask(mask, image.size)
         pipe = self.pipeline(method)
         image = self._fit(pipe, image, resize, notes)
+        if region is not None and region.size != image.size:  # the mask follows its image's resize
+            region = region.resize(image.size, Image.NEAREST)
+        masked = {} if region is None else {"mask_image": region}
         with self._busy[method], self._deadline(pipe, nfe):
             src_prompt = self._domain_prompt(pipe, source, "source")
             tgt_prompt = self._domain_prompt(pipe, target, "target")
@@ -320,19 +330,22 @@ class Translator:
                     t0=t0,
                     generator=generator,
                     return_trajectory=True,
+                    **masked,
                 )
                 output, spent = out.images[0], out.nfe
                 strip = trajectory_strip(pipe, out.trajectory)
             else:
-                kw = dict(nfe=nfe, guidance_scale=guidance, tau=tau, t0=t0, generator=generator)
+                kw = dict(nfe=nfe, guidance_scale=guidance, tau=tau, t0=t0, generator=generator, **masked)
                 images, spent = translate(method, pipe, image, src_prompt, tgt_prompt, **kw)
                 output = images[0]
         seconds = time.perf_counter() - start
-        side = make_grid([image, output], nrow=2)
+        side = make_grid([image, output], nrow=2) if region is None else make_grid([image, region, output], nrow=3)
         status = (
             f"**{METHOD_LABELS[method]}**: {spent} network calls (NFE), {output.size[0]}x{output.size[1]}, "
             f"{seconds:.1f} s. Source: `{src_prompt}`, target: `{tgt_prompt}`."
         )
+        if region is not None:
+            status += " Region: only the painted pixels could change (input | mask | output below)."
         if notes:
             status += " Note: " + "; ".join(notes) + "."
         return output, side, strip, status
@@ -389,6 +402,42 @@ def _read_input(image_path) -> tuple[Image.Image, list[str]]:
     if "converted_from" in image.info:
         notes.append(f"input converted from mode {image.info['converted_from']} to RGB ({CONVERSIONS})")
     return image, notes
+
+
+def editor_mask(value, size: tuple[int, int]):
+    """The region mask (PIL "L", white = may change) of a demo mask input, or None for no region: an image editor
+    value (a dict whose ``layers`` are RGBA pictures painted on the input: every painted pixel may change; nothing
+    painted: None), or a mask picture / array (white = may change) that must have the input's ``size``."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        painted = None
+        for layer in value.get("layers") or []:
+            alpha = np.asarray(layer)
+            alpha = alpha[..., 3] > 0 if alpha.ndim == 3 and alpha.shape[-1] == 4 else alpha.max(axis=-1) > 0
+            painted = alpha if painted is None else painted | alpha
+        if painted is None or not painted.any():
+            return None
+        mask = Image.fromarray(np.where(painted, 255, 0).astype(np.uint8), "L")
+    else:
+        mask = value if isinstance(value, Image.Image) else Image.fromarray(np.asarray(value))
+        mask = mask.convert("L")
+    if mask.size != tuple(size):
+        raise ImageInputError(
+            f"the mask is {mask.size[0]}x{mask.size[1]} but the input image is {size[0]}x{size[1]}: paint it on the input"
+        )
+    return mask
+
+
+def mask_canvas(image_path):
+    """The mask editor's value for a new input: the input as background, no painting yet (None: no input)."""
+    if not image_path:
+        return None
+    try:
+        background = load_image(image_path, name="the input image", convert=True)
+    except ImageInputError:
+        return None  # the translation reports the bad input
+    return {"background": np.asarray(background), "layers": [], "composite": np.asarray(background)}
 
 
 class _Deadline:
@@ -568,6 +617,7 @@ def _run_function(gr, translator):
         resize,
         source_domain=NO_DOMAIN,
         target_domain=NO_DOMAIN,
+        mask=None,
         progress=gr.Progress(track_tqdm=True),
     ):
         source = pick(source_text, source_file, source_domain)
@@ -576,7 +626,7 @@ def _run_function(gr, translator):
         try:
             return translator(
                 image, source, target, method=method, nfe=nfe, tau=tau, t0=t0, guidance=guidance, seed=seed,
-                resize=resize,
+                resize=resize, mask=mask,
             )  # fmt: skip
         except _USER_ERRORS as e:
             # The UI renders the message as HTML: escape it, or "<token>" would vanish as an unknown tag.
@@ -660,6 +710,18 @@ def _input_column(gr, page, model) -> dict:
         type="filepath", image_mode=None, label="Input image", sources=["upload", "clipboard"],
         elem_id="input-image", height=280,
     )  # fmt: skip
+    with gr.Accordion("Region (optional): paint where the image may change", open=False):
+        ui["mask"] = gr.ImageEditor(
+            label="Mask: painted pixels may change, the rest stays the input's",
+            type="numpy",
+            sources=[],
+            layers=False,
+            transforms=[],
+            brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed"),
+            elem_id="mask-editor",
+            height=280,
+        )
+    ui["image"].change(mask_canvas, inputs=ui["image"], outputs=ui["mask"], api_visibility="private")
     ui["resize"] = gr.Checkbox(
         value=True,
         label=f"Resize to the model's resolution ({page['res_text']})",
@@ -699,7 +761,7 @@ def _output_column(gr) -> dict:
 #: the click handler's inputs, in the order of ``run``'s parameters (the ``/translate`` API takes them so)
 _RUN_INPUTS = (
     "image", "source_text", "source_file", "target_text", "target_file", "method", "nfe", "tau", "t0", "guidance",
-    "seed", "resize", "source_domain", "target_domain",
+    "seed", "resize", "source_domain", "target_domain", "mask",
 )  # fmt: skip
 
 

@@ -68,6 +68,8 @@ def translate_files(
     names=None,
     postprocess=None,
     counts=None,
+    masks=None,
+    mask_feather=None,
 ) -> list[tuple[int, Path]]:
     """Translate ``images`` (already loaded and checked; ``files`` are their names) into ``out``.
 
@@ -77,6 +79,7 @@ def translate_files(
     relative to ``out`` (default ``<stem>.png``; ``lsb.surfaces.outputs.output_names`` makes them distinct);
     ``postprocess(index, image)``: applied to each output before it is written (e.g. resizing back).
     ``counts``: a list that receives ``(nfe, forward_passes)`` per batch (batched network calls, latents per image).
+    ``masks``: one mask per input (``lsb translate --mask``), passed with ``mask_feather`` as ``mask_image``.
     """
     import torch
 
@@ -107,6 +110,11 @@ def translate_files(
                 t0=t0,
                 generator=gen,
                 return_forward_passes=True,
+                **(
+                    {}
+                    if masks is None
+                    else {"mask_image": [masks[k] for k, _, _ in batch], "mask_feather": mask_feather}
+                ),
             )
             if counts is not None:
                 counts.append((spent, passes))

@@ -80,6 +80,8 @@ def translate(
     generator=None,
     output_type: str = "pil",
     return_forward_passes: bool = False,
+    mask_image=None,
+    mask_feather: float | None = None,
     **kwargs,
 ):
     """Translate ``images`` from the source to the target domain with ``method`` at a budget of ``nfe`` network calls.
@@ -101,13 +103,20 @@ def translate(
         output_type: "pil", "np", "pt" or "latent".
         return_forward_passes: also return the latents evaluated per image (LSB 2 per call, SDEdit 2 with CFG,
             FlowEdit on SD3 4).
+        mask_image / mask_feather: translate a region only (white = may change, black = keep; every method and
+            family; :mod:`lsb.helpers.masks`): pixels outside the mask are the input's.
         kwargs: method-specific extras (e.g. FlowEdit's ``source_guidance_scale``, ``max_sequence_length``).
 
     Returns:
         ``(images, nfe_spent)``, or ``(images, nfe_spent, forward_passes)``.
     """
+    from ..helpers.masks import check_mask_method
+
     family = family_of(pipe)
     spec = check_method(method, family)
+    check_mask_method(method, mask_image)  # one line for a method that cannot take a mask
+    if mask_image is not None:
+        kwargs.update(mask_image=mask_image, mask_feather=mask_feather)
     images, spent, passes = spec.translate(
         pipe,
         family,

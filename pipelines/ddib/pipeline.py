@@ -49,6 +49,7 @@ from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 
 from lsb.families import sd
+from lsb.helpers.masks import decode_region, is_empty, layout_mask, passthrough, prepare_region
 from lsb.helpers.ddib import (
     DDIB_SCHEDULER_OVERRIDES,
     cfg_network,
@@ -61,7 +62,6 @@ from lsb.helpers.translation import (
     check_callback_tensor_inputs,
     check_nfe,
     check_prompt_args,
-    decode_latents,
     encode_images,
     preprocess_images,
     prompt_embeds_for_batch,
@@ -227,6 +227,8 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         clip_skip: int | None = None,
         callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        mask_image=None,
+        mask_feather: float | None = None,
     ):
         r"""Translate ``image`` from ``source_prompt``'s domain to ``target_prompt``'s.
 
@@ -251,6 +253,9 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             output_type: "pil", "np", "pt" or "latent".
             callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each of the NFE steps;
                 ``step`` counts both phases (0 .. NFE-1) and ``pipe.phase`` says which one is running.
+            mask_image / mask_feather: translate a region only (white = may change, black = keep; soft values mix): the
+                kept region follows the source's own DDIM path while sampling and the output is pasted onto the input
+                outside the mask (:mod:`lsb.helpers.masks`); an all-black mask returns the input (nfe 0).
         """
         self.check_inputs(
             image,
@@ -270,6 +275,20 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         num_inversion_steps, num_sampling_steps = self.split_nfe(num_inference_steps)
 
         # 1. images -> source latents
+        region = None
+        if mask_image is not None:
+            region = prepare_region(
+                mask_image, preprocess_images(image, self.image_processor, self.vae_scale_factor), mask_feather
+            )
+            if is_empty(region):  # nothing may change: the input, no model call
+                images = passthrough(
+                    self.image_processor, region, output_type, lambda p: encode_images(self.vae, p, device)
+                )
+                return (
+                    (images, 0, None)
+                    if not return_dict
+                    else DDIBPipelineOutput(images=images, nfe=0, inverted_latents=None)
+                )
         latents = self.prepare_latents(image, device)
         batch = latents.shape[0]
 
@@ -305,6 +324,7 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             set_phase=self._set_phase,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            region_mask=layout_mask(region, latents),
             callback_state={
                 "source_prompt_embeds": source_embeds,
                 "target_prompt_embeds": target_embeds,
@@ -313,7 +333,7 @@ class DDIBPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         )
 
         # 5. decode
-        images = decode_latents(self.vae, self.image_processor, latents, output_type)
+        images = decode_region(self.vae, self.image_processor, latents, output_type, region)  # pasted when masked
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, nfe, inverted)

@@ -23,6 +23,7 @@ from diffusers.loaders import TextualInversionLoaderMixin
 from lsb_pipelines.ddib.pipeline import DDIBPipelineOutput
 
 from lsb.families import sdxl
+from lsb.helpers.masks import decode_region, is_empty, layout_mask, passthrough, prepare_region
 from lsb.helpers.ddib import (
     DDIB_SCHEDULER_OVERRIDES,
     cfg_network,
@@ -32,11 +33,11 @@ from lsb.helpers.ddib import (
 )
 from lsb.helpers.model_family import check_vp_components
 from lsb.helpers.sdxl import (
+    vae_upcast,
     SDXL_OPTIONAL_COMPONENTS,
     check_sdxl_components,
     check_sdxl_prompt_args,
     check_unet_folder,
-    decode_latents_upcast,
     encode_images_upcast,
     image_time_ids,
     sdxl_prompt_embeds,
@@ -212,6 +213,8 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         clip_skip: int | None = None,
         callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        mask_image=None,
+        mask_feather: float | None = None,
     ):
         r"""Translate ``image`` from ``source_prompt``'s domain to ``target_prompt``'s with DDIB on SDXL.
 
@@ -219,6 +222,9 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         second text encoder, default the same), ``*_pooled_prompt_embeds`` (required with ``*_prompt_embeds``) and the
         micro-conditioning ``original_size`` / ``crops_coords_top_left`` / ``target_size`` (default the image's
         ``(height, width)`` and ``(0, 0)``). ``generator`` is accepted for symmetry; DDIB is deterministic.
+            mask_image / mask_feather: translate a region only (white = may change, black = keep; soft values mix): the
+                kept region follows the source's own DDIM path while sampling and the output is pasted onto the input
+                outside the mask (:mod:`lsb.helpers.masks`); an all-black mask returns the input (nfe 0).
         """
         self.check_inputs(
             image,
@@ -242,6 +248,14 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
 
         # 1. images -> checked pixels, micro-conditioning, source latents
         pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)
+        region = prepare_region(mask_image, pixels, mask_feather)
+        if is_empty(region):  # nothing may change: the input, no model call
+            images = passthrough(self.image_processor, region, output_type, lambda p: self.prepare_latents(p, device))
+            return (
+                (images, 0, None)
+                if not return_dict
+                else DDIBPipelineOutput(images=images, nfe=0, inverted_latents=None)
+            )
         batch = pixels.shape[0]
         time_ids = image_time_ids(self, pixels, original_size, crops_coords_top_left, target_size, dtype)
 
@@ -282,6 +296,7 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
             set_phase=self._set_phase,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            region_mask=layout_mask(region, latents),
             callback_state={
                 "source_prompt_embeds": source["encoder_hidden_states"],
                 "target_prompt_embeds": target["encoder_hidden_states"],
@@ -290,7 +305,8 @@ class DDIBXLPipeline(DiffusionPipeline, TextualInversionLoaderMixin):
         )
 
         # 4. decode
-        images = decode_latents_upcast(self.vae, self.image_processor, latents, output_type)
+        with vae_upcast(self.vae):  # pasted onto the input when masked
+            images = decode_region(self.vae, self.image_processor, latents, output_type, region)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, nfe, inverted)

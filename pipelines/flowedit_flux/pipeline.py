@@ -30,6 +30,7 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 
 from lsb.families import flux
+from lsb.helpers.masks import decode_region, is_empty, layout_mask, passthrough, prepare_region
 from lsb.helpers.flowedit import (
     FLUX_FLOWEDIT_DEFAULTS,
     check_flowedit_args,
@@ -50,7 +51,6 @@ from lsb.helpers.flux import (
 from lsb.helpers.model_family import check_flow_components, check_model_folder_family
 from lsb.helpers.translation import check_callback_tensor_inputs, preprocess_images
 from lsb.io.execution import execution_device, model_dtype
-from lsb.io.latents import decode_latents
 from lsb.prompts.encoding_flux import encode_prompt_flux
 from lsb.prompts.encoding_sd3 import check_max_sequence_length
 
@@ -175,6 +175,8 @@ class FlowEditFluxPipeline(DiffusionPipeline):
         max_sequence_length: int = 512,
         callback_on_step_end: Callable[[Any, int, float, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        mask_image=None,
+        mask_feather: float | None = None,
     ):
         r"""Edit ``image`` from what ``source_prompt`` describes to what ``target_prompt`` describes.
 
@@ -193,6 +195,9 @@ class FlowEditFluxPipeline(DiffusionPipeline):
             output_type: "pil", "np", "pt" or "latent" (unpacked latents [B, C, h, w]).
             max_sequence_length: T5 tokens (<= 512 and the T5 tokenizer's limit).
 
+            mask_image / mask_feather: edit a region only (white = may change, black = keep; soft values mix): the kept
+                region stays X_src along the trajectory and the output is pasted onto the input outside the mask
+                (:mod:`lsb.helpers.masks`); an all-black mask returns the input (nfe 0).
         Returns:
             :class:`FlowEditPipelineOutput` (``images``, ``nfe``, ``forward_passes``), or a tuple of those.
         """
@@ -215,6 +220,12 @@ class FlowEditFluxPipeline(DiffusionPipeline):
         device = execution_device(self)
         dtype = model_dtype(self.transformer)
         batch = pixels.shape[0]
+        region = prepare_region(mask_image, pixels, mask_feather)
+        if is_empty(region):  # nothing may change: the input, no model call
+            images = passthrough(
+                self.image_processor, region, output_type, lambda p: transformer_latents(self, p, device)
+            )
+            return flowedit_output(images, 0, 0, return_dict)
 
         # 1. source latents X_src (VAE mode, (z - shift) * scale), packed into 2x2 tokens
         latents = transformer_latents(self, pixels, device)
@@ -262,11 +273,12 @@ class FlowEditFluxPipeline(DiffusionPipeline):
             generator=generator,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            region_mask=layout_mask(region, latents, pack_latents),
         )
         out = unpack_latents(z, h, w)
 
         # 5. decode; counts
-        images = decode_latents(self.vae, self.image_processor, out, output_type)
+        images = decode_region(self.vae, self.image_processor, out, output_type, region)  # pasted when masked
         nfe, passes = flowedit_counts(len(edit_steps), len(sampling_steps), n_avg, 2, 1)
         self.maybe_free_model_hooks()
         return flowedit_output(images, nfe, passes, return_dict)

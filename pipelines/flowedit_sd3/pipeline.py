@@ -30,6 +30,7 @@ from diffusers.image_processor import VaeImageProcessor
 
 from lsb.bridges.flowedit import guided_velocity
 from lsb.families import sd3
+from lsb.helpers.masks import decode_region, is_empty, layout_mask, passthrough, prepare_region
 from lsb.helpers.flowedit import (
     SD3_FLOWEDIT_DEFAULTS,
     check_flowedit_args,
@@ -45,7 +46,6 @@ from lsb.helpers.loading import absent_components
 from lsb.helpers.model_family import check_flow_components, check_model_folder_family
 from lsb.helpers.translation import check_callback_tensor_inputs, preprocess_images
 from lsb.io.execution import execution_device, model_dtype
-from lsb.io.latents import decode_latents
 from lsb.prompts.encoding_sd3 import check_max_sequence_length, encode_prompt_sd3
 
 
@@ -170,6 +170,8 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
         clip_skip: int | None = None,
         callback_on_step_end: Callable[[Any, int, float, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        mask_image=None,
+        mask_feather: float | None = None,
     ):
         r"""Edit ``image`` from what ``source_prompt`` describes to what ``target_prompt`` describes.
 
@@ -189,6 +191,9 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
             max_sequence_length: T5 tokens (<= T5's limit).
             callback_on_step_end: ``fn(pipe, step, timestep, {"latents": Z})`` after each step.
 
+            mask_image / mask_feather: edit a region only (white = may change, black = keep; soft values mix): the kept
+                region stays X_src along the trajectory and the output is pasted onto the input outside the mask
+                (:mod:`lsb.helpers.masks`); an all-black mask returns the input (nfe 0).
         Returns:
             :class:`FlowEditPipelineOutput` (``images``, ``nfe``, ``forward_passes``), or a tuple of those.
         """
@@ -210,6 +215,12 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
         device = execution_device(self)
         dtype = model_dtype(self.transformer)
         batch = pixels.shape[0]
+        region = prepare_region(mask_image, pixels, mask_feather)
+        if is_empty(region):  # nothing may change: the input, no model call
+            images = passthrough(
+                self.image_processor, region, output_type, lambda p: transformer_latents(self, p, device)
+            )
+            return flowedit_output(images, 0, 0, return_dict)
 
         # 1. source latents X_src (VAE mode, (z - shift) * scale)
         x_src = transformer_latents(self, pixels, device)
@@ -267,10 +278,11 @@ class FlowEditSD3Pipeline(DiffusionPipeline):
             generator=generator,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            region_mask=layout_mask(region, x_src),
         )
 
-        # 5. decode; counts
-        images = decode_latents(self.vae, self.image_processor, out_latents, output_type)
+        # 5. decode (pasted onto the input when masked); counts
+        images = decode_region(self.vae, self.image_processor, out_latents, output_type, region)
         nfe, passes = flowedit_counts(
             len(edit_steps), len(sampling_steps), n_avg, 4 if do_cfg else 2, 2 if do_cfg else 1
         )

@@ -26,6 +26,7 @@ from diffusers.utils import BaseOutput
 
 from lsb.families import sd
 from lsb.helpers.bridge_loop import integrate_bridge
+from lsb.helpers.masks import bridge_region_blend, decode_region, is_empty, passthrough, prepare_region
 from lsb.helpers.model_family import check_vp_components
 from lsb.helpers.sdxl import check_sd_components, check_unet_folder
 from lsb.helpers.translation import (
@@ -191,6 +192,8 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
         clip_skip: int | None = None,
         callback_on_step_end: Callable[[Any, int, float, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        mask_image=None,
+        mask_feather: float | None = None,
     ):
         r"""Translate ``image`` from ``source_prompt``'s domain to ``target_prompt``'s.
 
@@ -214,6 +217,11 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
             output_type: "pil", "np", "pt" or "latent".
             return_trajectory: also return x_t and both predictors (latents) after every step.
             callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after each step.
+            mask_image: translate a region only (diffusers' convention: PIL "L" image, array or tensor, white = may
+                change, black = keep, soft values mix; one mask or one per image; :mod:`lsb.helpers.masks`). The kept
+                region follows the source's own bridge path and the output is pasted onto the input outside the
+                mask, so those pixels are the input's. An all-black mask returns the input (nfe 0).
+            mask_feather: px of the feather band inside the mask (None: 1/64 of the shorter side, at least 1).
         """
         num_inference_steps, guidance_scale, tau, t0 = resolve_translation_args(  # the folder's lsb_defaults.json
             self, num_inference_steps, guidance_scale, tau, t0
@@ -233,6 +241,10 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
 
         # 1. images -> source latents
         pixels = self.preprocess_images(image)
+        region = prepare_region(mask_image, pixels, mask_feather)
+        if is_empty(region):  # nothing may change: the input, no model call
+            images = passthrough(self.image_processor, region, output_type, lambda p: self.encode_image(p, device))
+            return (images, 0, None) if not return_dict else LSBPipelineOutput(images=images, nfe=0)
         batch = pixels.shape[0]
         x_src = self.encode_image(pixels, device)
 
@@ -262,10 +274,11 @@ class LatentSchrodingerBridgePipeline(DiffusionPipeline, TextualInversionLoaderM
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             callback_state={"source_prompt_embeds": source_prompt_embeds, "target_prompt_embeds": target_prompt_embeds},
+            region_blend=bridge_region_blend(region, self.scheduler, x_src, latents),
         )
 
-        # 5. decode
-        images = self.decode_latents(latents, output_type)
+        # 5. decode (a masked call: pasted onto the input outside the mask)
+        images = decode_region(self.vae, self.image_processor, latents, output_type, region)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, self._num_timesteps, trajectory)

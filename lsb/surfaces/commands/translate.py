@@ -52,6 +52,20 @@ def register(sub) -> None:
         "--solver", default=None, choices=["euler", "ddim", "multistep"], help="ODE solver" + _default_note("solver")
     )
     p.add_argument(
+        "--mask",
+        default=None,
+        metavar="FILE_OR_FOLDER",
+        help="translate a region only: a mask picture (white = may change, black = keep; soft greys mix) for every "
+        "input, or a folder of masks matched to the inputs by name; pixels outside the mask stay the input's",
+    )
+    p.add_argument(
+        "--mask-feather",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="width of the soft edge inside the mask in px (default: 1/64 of the shorter side, at least 1)",
+    )
+    p.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -112,6 +126,13 @@ def cmd_translate(args) -> int:
     max_pixels = checks.check_max_pixels(args.max_pixels)
     checks.check_domain_arg(args.source, "--source")
     checks.check_domain_arg(args.target, "--target")
+    if args.mask is not None or args.mask_feather is not None:
+        from ...helpers.masks import check_feather, check_mask_method
+
+        if args.mask is None:
+            raise ValueError("--mask-feather needs --mask")
+        check_mask_method(args.method, args.mask)
+        check_feather(args.mask_feather, "--mask-feather")
     # Validate every input and the output folder before loading the model: a bad one is reported by name.
     files = expand_inputs(args.inputs)
     names = output_names(files)
@@ -127,6 +148,19 @@ def cmd_translate(args) -> int:
         max_pixels=max_pixels,
         defer_size=not local and args.size is None,  # a Hub model: its native size is known once it is loaded
     )
+    masks = None
+    if args.mask is not None and not (not local and args.size is None):
+        from ..region_masks import load_masks
+
+        masks = load_masks(args.mask, files, images, args.size_policy)
+    elif args.mask is not None:  # a Hub model: pair and read the masks now, size them once the model is loaded
+        from ..region_masks import pair_masks
+
+        pair_masks(args.mask, files)
+    if args.mask is not None:  # the notes above name each all-black mask; the pipelines' own line would repeat it
+        import logging
+
+        logging.getLogger("lsb.masks").setLevel(logging.ERROR)
     checks.check_device(args.device)
     # One process, or several under `accelerate launch` (lsb.surfaces.translate_files: identical outputs either way).
     from ...io.execution import process_state
@@ -147,6 +181,10 @@ def cmd_translate(args) -> int:
     if native is None and args.size is None:  # a Hub model: its size is known now, still before any compute
         native = native_resolution(pipe)
         images = load_inputs(files, native, policy=args.size_policy, convert=args.convert_mode, max_pixels=max_pixels)
+        if args.mask is not None:
+            from ..region_masks import load_masks
+
+            masks = load_masks(args.mask, files, images, args.size_policy)
     if args.method == "lsb":
         pipe.scheduler.register_to_config(solver=solver)
     source, target = load_domain(pipe, args.source), load_domain(pipe, args.target)
@@ -156,6 +194,12 @@ def cmd_translate(args) -> int:
     state.wait_for_everyone()
     out = folder.path
     post = (lambda k, o: resize_back(o, images[k])) if args.resize_back else None
+    if args.resize_back and masks is not None:  # the kept pixels: the input file's own, at its own size
+        from ..region_masks import keep_input_pixels
+
+        def post(k, o):
+            return keep_input_pixels(resize_back(o, images[k]), files[k], masks[k], args.convert_mode)
+
     try:
         counts = []  # (NFE, forward passes per image) per batch
         done = translate_files(
@@ -176,6 +220,8 @@ def cmd_translate(args) -> int:
             names=names,
             postprocess=post,
             counts=counts,
+            masks=masks,
+            mask_feather=args.mask_feather,
         )
     except BaseException:
         if state.is_main_process:
@@ -204,6 +250,8 @@ def cmd_translate(args) -> int:
             size_policy=args.size_policy,
             size=args.size,
             resize_back=args.resize_back,
+            mask=args.mask,
+            mask_feather=args.mask_feather,
             inputs={str(names[k]): str(files[k]) for k, _ in done},
         ),
     )
