@@ -12,6 +12,7 @@ import torch
 from ..io.assets import MINI_SD
 from ..io.execution import default_device
 from ..io.quiet import quiet_loading_if_requested
+from ..io.weights import check_model_files
 
 SD_COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 
@@ -42,6 +43,7 @@ def resolve_model(model: str | None) -> str:
     if looks_local:
         family = detect_model_family(str(p)) if p.is_dir() else "sd"
         check_model_folder(p, FLOW_COMPONENTS.get(family, SD_COMPONENTS))
+        check_model_files(p)  # wrong kind, truncated or unreadable weights: one line (lsb.io.weights)
         return str(p)
     return model  # a Hub repo id; diffusers reports download/offline problems itself
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .runs import TEMP_PREFIX
+
 if TYPE_CHECKING:
     import torch
 
@@ -348,7 +350,8 @@ def save_image(img: Image.Image, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    # a short temporary name (whatever the output's length): an output name the file system accepts always saves
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs are readable like any file the user writes
         with os.fdopen(fd, "wb") as f:

@@ -23,6 +23,15 @@ def _user_errors():
     return (ImageInputError, ModelFolderError, UnknownTokenError, DomainFileError, ValueError, FileNotFoundError)
 
 
+def _printable_streams() -> None:
+    """Any file name prints, whatever its bytes: characters the terminal cannot show appear as escapes."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # not a text stream we may change (captured, replaced)
+            pass
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lsb", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lsb {__import__('lsb').__version__}")
@@ -40,12 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_cli_run()  # our progress bar and result lines, not library notices (lsb.io.quiet)
+    _printable_streams()
+    from ..io.runs import RunInterrupted, Terminated, interrupt_code, restore_terminate, terminate_as_exception
+
+    previous = terminate_as_exception()  # SIGTERM: the run keeps what it finished, as on Ctrl-C (safe-runs.md)
     try:
         return args.func(args)
-    except _user_errors() as e:
+    except RunInterrupted as e:
+        print(f"lsb: interrupted: {e}", file=sys.stderr)
+        return e.code
+    except (KeyboardInterrupt, Terminated) as e:  # before any output was written (loading, checking)
+        print("lsb: interrupted", file=sys.stderr)
+        return interrupt_code(e)
+    except _user_errors() as e:  # (evaluated only for other exceptions: it imports torch)
         print(f"lsb: error: {e}", file=sys.stderr)
         return 2
     finally:
+        restore_terminate(previous)
         if "torch.distributed" in sys.modules:  # only a run that imported torch can hold a process group
             from ..training.loop import leave_process_group
 
