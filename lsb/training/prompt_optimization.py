@@ -27,6 +27,7 @@ code's table shifted by one (METHODS.md pitfall 3).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -53,6 +54,7 @@ from ..io.images import (
     uint8_to_pixels,
 )
 from ..io.latents import vae_to_model_latents
+from ..io.runs import FolderClaim, shown
 from ..prompts.domains import EMBEDS_NAME, write_domain
 from ..prompts.encoder_slots import model_family, text_encoder_slots
 from ..prompts.templates import (
@@ -687,6 +689,12 @@ def _check_run_folder(out: Path, settings: dict, steps: int, resume_anyway: bool
     """Refuse to resume a run folder whose recorded settings differ from ``settings`` (the token always; the others
     of :data:`RESUME_KEYS` that both sides know unless ``resume_anyway``), or that is already past ``steps``."""
     cfg_path = out / RUN_CONFIG_NAME
+    ours = run_files(out)
+    if ours and not cfg_path.is_file():
+        raise PromptOptimizationError(
+            f"{shown(out)} holds {shown(ours[0].name)} but no {RUN_CONFIG_NAME}: not a run lsb learn-domain wrote, "
+            f"and lsb never replaces a file it did not write; choose a new output folder"
+        )
     if cfg_path.is_file():
         try:
             old = json.loads(cfg_path.read_text())
@@ -711,6 +719,40 @@ def _check_run_folder(out: Path, settings: dict, steps: int, resume_anyway: bool
                 f"{out} already holds a run at step {done}, beyond steps={steps}; use its "
                 f"learned_embeds-steps-N.safetensors files or a new output_dir"
             )
+
+
+def run_files(out: Path) -> list[Path]:
+    """The files and folders of ``out`` that a learn-domain run writes (so that one found without the run's
+    ``domain_config.json`` is someone else's, and is never replaced)."""
+    if not out.is_dir():
+        return []
+    names = {EMBEDS_NAME, TRAIN_RESULT_NAME, "train_log.jsonl", "samples", "final"}
+    return sorted(
+        p
+        for p in out.iterdir()
+        if p.name in names
+        or p.name.startswith(CHECKPOINT_PREFIX)
+        or (p.name.startswith("learned_embeds-steps-") and p.name.endswith(".safetensors"))
+    )
+
+
+@contextlib.contextmanager
+def claimed_run_folder(out: Path):
+    """The run folder ``out`` claimed by this run (created if missing, locked: a second run into it is refused) for
+    the ``with`` block; under ``accelerate launch`` the main process claims it. A run that wrote nothing leaves no
+    folder it created behind."""
+    claim = FolderClaim(out, "output_dir") if os.environ.get("RANK", "0") == "0" else None
+    if claim is not None:
+        claim.take()
+    try:
+        yield
+    except BaseException:
+        if claim is not None and claim.created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 def _short(v) -> str:
@@ -881,83 +923,84 @@ def learn_domain(
         settings["image_files"] = [str(f.resolve()) for f in files[:max_images]]
     if not (hasattr(model, "unet") or hasattr(model, "transformer")):
         settings["base_model"] = "mini-sd" if model is None else str(model)
-    _check_run_folder(out, settings, steps, resume_anyway)
-    if device is None and not (hasattr(model, "unet") or hasattr(model, "transformer")):
-        from ..io.execution import process_state
+    with claimed_run_folder(out):
+        _check_run_folder(out, settings, steps, resume_anyway)
+        if device is None and not (hasattr(model, "unet") or hasattr(model, "transformer")):
+            from ..io.execution import process_state
 
-        state = process_state()  # under `accelerate launch`: this process's device (CPU: the gloo backend)
-        device = state.device if state.num_processes > 1 else None
-    pipe, base_model = _load_pipeline(model, device, mixed_precision)
-    network = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
-    if network.dtype == torch.float16 and mixed_precision != "fp16":
-        logger.warning(
-            "the UNet is float16: pass mixed_precision='fp16' so that accelerate's gradient "
-            "scaler keeps the embedding's gradients from underflowing"
+            state = process_state()  # under `accelerate launch`: this process's device (CPU: the gloo backend)
+            device = state.device if state.num_processes > 1 else None
+        pipe, base_model = _load_pipeline(model, device, mixed_precision)
+        network = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+        if network.dtype == torch.float16 and mixed_precision != "fp16":
+            logger.warning(
+                "the UNet is float16: pass mixed_precision='fp16' so that accelerate's gradient "
+                "scaler keeps the embedding's gradients from underflowing"
+            )
+        domain = (
+            images
+            if isinstance(images, DomainImages)
+            else DomainImages(
+                images,
+                resolution or model_resolution(pipe),
+                max_images,
+                convert_mode,
+                size_policy=size_policy,
+                max_pixels=max_pixels,
+                note=note,
+            )
         )
-    domain = (
-        images
-        if isinstance(images, DomainImages)
-        else DomainImages(
-            images,
-            resolution or model_resolution(pipe),
-            max_images,
-            convert_mode,
-            size_policy=size_policy,
-            max_pixels=max_pixels,
-            note=note,
+        task = PromptOptimizationTask(
+            pipe,
+            domain,
+            token,
+            out,
+            num_vectors=num_vectors,
+            initializer_token=initializer_token,
+            templates=templates,
+            batch_size=batch_size,
+            checkpoint_every=checkpoint_every,
+            validation_prompt=validation_prompt,
+            num_validation_images=num_validation_images,
+            validation_steps=validation_steps,
+            validation_guidance_scale=validation_guidance_scale,
+            base_model=base_model,
+            seed=seed,
+            max_sequence_length=max_sequence_length,
         )
-    )
-    task = PromptOptimizationTask(
-        pipe,
-        domain,
-        token,
-        out,
-        num_vectors=num_vectors,
-        initializer_token=initializer_token,
-        templates=templates,
-        batch_size=batch_size,
-        checkpoint_every=checkpoint_every,
-        validation_prompt=validation_prompt,
-        num_validation_images=num_validation_images,
-        validation_steps=validation_steps,
-        validation_guidance_scale=validation_guidance_scale,
-        base_model=base_model,
-        seed=seed,
-        max_sequence_length=max_sequence_length,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    record = {
-        **settings,
-        "initializer_token": task.initializer_token,
-        "templates": list(task.templates),
-        "prompt": task.prompt_template,
-        "base_model": base_model,
-        "images": len(domain),
-        "image_files": [str(Path(f).resolve()) for f in domain.files],
-        "resolution": domain.size,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "seed": seed,
-        "steps": steps,
-    }
-    _write_json_atomic(out / RUN_CONFIG_NAME, record)  # every process writes the same record
-    cfg = TrainConfig(
-        output_dir=str(out),
-        max_steps=steps,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        lr_schedule="constant",
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        mixed_precision=mixed_precision,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        sample_every=validation_every,
-        progress=progress,
-    )
-    result = train(task, cfg)
-    if _is_main_process():
-        _write_json_atomic(out / TRAIN_RESULT_NAME, result)
-    return out / EMBEDS_NAME
+        out.mkdir(parents=True, exist_ok=True)
+        record = {
+            **settings,
+            "initializer_token": task.initializer_token,
+            "templates": list(task.templates),
+            "prompt": task.prompt_template,
+            "base_model": base_model,
+            "images": len(domain),
+            "image_files": [str(Path(f).resolve()) for f in domain.files],
+            "resolution": domain.size,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "seed": seed,
+            "steps": steps,
+        }
+        _write_json_atomic(out / RUN_CONFIG_NAME, record)  # every process writes the same record
+        cfg = TrainConfig(
+            output_dir=str(out),
+            max_steps=steps,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            lr_schedule="constant",
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            mixed_precision=mixed_precision,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            sample_every=validation_every,
+            progress=progress,
+        )
+        result = train(task, cfg)
+        if _is_main_process():
+            _write_json_atomic(out / TRAIN_RESULT_NAME, result)
+        return out / EMBEDS_NAME
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..inputs import MAX_PIXELS_HELP
 from . import CONVERT_MODE_HELP
 
@@ -45,7 +47,6 @@ def register(sub) -> None:
 
 
 def cmd_learn_domain(args) -> int:
-    import sys
 
     from .. import checks
     from ..outputs import check_not_inside_inputs, check_output_folder_writable
@@ -65,6 +66,8 @@ def cmd_learn_domain(args) -> int:
     if args.templates is not None and args.templates not in ("paper", "mini"):
         raise checks.ArgumentError(f"--templates must be 'paper' or 'mini', got {args.templates!r}")
     checks.check_model_arg(args.model)
+    if args.model in checks.EMBEDDED_NAMES or os.path.isdir(os.path.expanduser(str(args.model))):
+        checks.check_model_folder_before_load(args.model)  # kind, completeness, weight files: one line
     from ..outputs import expand_inputs
 
     files = expand_inputs(args.images)
@@ -85,9 +88,35 @@ def cmd_learn_domain(args) -> int:
                 pass  # unreadable files: the loader names them
     checks.check_device(args.device)
     checks.quiet_loading()
+    from ...io.runs import RunInterrupted, Terminated, interrupt_code, shown
     from ...training.prompt_optimization import learn_domain
 
-    path = learn_domain(
+    try:
+        path = _learn(args, learn_domain, max_pixels)
+    except (KeyboardInterrupt, Terminated) as e:  # training stopped: its checkpoints stay, a rerun resumes
+        from ...training.loop import latest_checkpoint
+
+        ckpt = latest_checkpoint(args.output)
+        kept = (
+            f"{shown(ckpt)} is kept"
+            if ckpt
+            else f"no checkpoint was reached yet (--checkpoint-every {args.checkpoint_every})"
+        )
+        raise RunInterrupted(
+            f"training stopped; {kept}; rerun the same command to resume from it", interrupt_code(e)
+        ) from None
+    from accelerate import PartialState
+
+    state = PartialState()  # set up by the training loop; several under `accelerate launch`
+    if state.is_main_process:
+        print(f"wrote {shown(path)}" + (f" ({state.num_processes} processes)" if state.num_processes > 1 else ""))
+    return 0
+
+
+def _learn(args, learn_domain, max_pixels):
+    import sys
+
+    return learn_domain(
         args.images,
         args.token,
         args.model,
@@ -108,9 +137,3 @@ def cmd_learn_domain(args) -> int:
         resume_anyway=args.resume_anyway,
         note=lambda m: print(m, file=sys.stderr),
     )
-    from accelerate import PartialState
-
-    state = PartialState()  # set up by the training loop; several under `accelerate launch`
-    if state.is_main_process:
-        print(f"wrote {path}" + (f" ({state.num_processes} processes)" if state.num_processes > 1 else ""))
-    return 0

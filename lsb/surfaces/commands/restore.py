@@ -101,9 +101,9 @@ def register(subparsers) -> None:
 
 
 def cmd_restore(args) -> int:
+    """``lsb restore``: arguments, inputs, mask and output folder checked, the folder claimed, the model loaded, each
+    batch restored and its outputs recorded as they are written (a rerun continues an interrupted run)."""
     from .. import checks
-    from ..inputs import load_inputs, resize_back
-    from ..outputs import OutputFolder, expand_inputs, output_names
 
     if args.nfe is not None and args.nfe < 1:
         raise ValueError(f"--nfe must be a positive integer, got {args.nfe}")
@@ -111,7 +111,6 @@ def cmd_restore(args) -> int:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     checks.finite(args.eta, "--eta", low=0, high=1)
     checks.check_seed(args.seed)
-    max_pixels = checks.check_max_pixels(args.max_pixels)
     dbim_opts = {k: v for k, v in (("eta", args.eta), ("solver_order", args.solver_order)) if v is not None}
     if dbim_opts and args.scheduler != "dbim":
         raise ValueError("--eta and --solver-order apply only with --scheduler dbim")
@@ -120,42 +119,97 @@ def cmd_restore(args) -> int:
     if args.model:
         checks.check_model_arg(args.model)
     model = Path(args.model) if args.model else default_model(args.method or default_method(args.task), args.task)
-    files = expand_inputs(args.inputs)
-    names = output_names(files)
-    folder = OutputFolder(args.output, args.inputs, files, overwrite=args.overwrite)
-    from ...io.images import ImageInputError, model_native_size, save_image
-
-    native = model_native_size(model)
-    images = load_inputs(
-        files,
-        native,
-        policy=args.size_policy,
-        convert=args.convert_mode,
-        max_pixels=max_pixels,
-    )  # every input checked before any compute
-    mask = None
-    if args.mask is not None:
-        from ...io.images import load_image
-
-        checks.check_readable_file(args.mask, "--mask", "mask file")
-        mask = load_image(args.mask, name=f"--mask {args.mask}", convert=True).convert("L")
-        for f, im in zip(files, images):
-            w, h = im.info.get("resized_from", im.size)
-            if (w, h) != mask.size:
-                raise ImageInputError(f"mask {args.mask} is {mask.size[0]}x{mask.size[1]}, but {f} is {w}x{h}")
-        if images and mask.size != images[0].size:
-            from PIL import Image
-
-            mask = mask.resize(images[0].size, Image.NEAREST)
+    run = _prepare_run(args, model)
     checks.check_device(args.device)
-
-    import torch
-
-    from ...helpers.restoration import steps_for_nfe
+    checks.quiet_loading()
     from ..restorers import load_restoration_pipeline
 
-    checks.quiet_loading()
-    pipe = load_restoration_pipeline(model, device=args.device)
+    folder = run["folder"]
+    folder.claim()  # before the model loads: a second run into the folder is refused at once
+    try:
+        pipe = load_restoration_pipeline(model, device=args.device)
+        nfe = _restore(args, run, pipe, _call_options(args, pipe, model, dbim_opts))
+    except BaseException as e:
+        from ...io.runs import Terminated
+
+        if isinstance(e, (KeyboardInterrupt, Terminated)):
+            raise folder.interrupted(e) from None
+        folder.abort()
+        raise
+    out_dir = folder.commit()
+    from ...io.runs import shown
+
+    print(
+        f"restored {len(run['images'])} image(s) with {type(pipe).__name__} ({shown(model)})"
+        + (f", NFE {nfe} per image" if nfe is not None else "")
+        + f" -> {shown(out_dir)}"
+    )
+    return 0
+
+
+def _prepare_run(args, model) -> dict:
+    """Inputs, output names, the output folder, every input and the mask read and checked, before the model loads."""
+    from .. import checks
+    from ..inputs import load_inputs
+    from ..outputs import OutputFolder, expand_inputs, nested_lsb_inputs, output_names
+
+    max_pixels = checks.check_max_pixels(args.max_pixels)
+    files = expand_inputs(args.inputs)
+    names = output_names(files, keep_tree=nested_lsb_inputs(args.inputs))
+    settings = {
+        "model": str(model),
+        "task": args.task,
+        "scheduler": args.scheduler,
+        "requested_nfe": args.nfe,
+        "eta": args.eta,
+        "solver_order": args.solver_order,
+        "seed": args.seed,
+        "batch_size": args.batch_size,  # each batch draws from its own generator: part of what the outputs are
+        "mask": args.mask,
+        "size_policy": args.size_policy,
+        "resize_back": args.resize_back,
+    }
+    folder = OutputFolder(
+        args.output,
+        args.inputs,
+        files,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        command="restore",
+        settings=settings,
+        planned={str(n): f for n, f in zip(names, files)},
+    )
+    from ...io.images import model_native_size
+
+    native = model_native_size(model)
+    images = load_inputs(files, native, policy=args.size_policy, convert=args.convert_mode, max_pixels=max_pixels)
+    return dict(files=files, names=names, folder=folder, images=images, mask=_load_mask(args, files, images))
+
+
+def _load_mask(args, files, images):
+    """The inpainting mask (white = missing), checked against every input's size; None without ``--mask``."""
+    if args.mask is None:
+        return None
+    from ...io.images import ImageInputError, load_image
+    from .. import checks
+
+    checks.check_readable_file(args.mask, "--mask", "mask file")
+    mask = load_image(args.mask, name=f"--mask {args.mask}", convert=True).convert("L")
+    for f, im in zip(files, images):
+        w, h = im.info.get("resized_from", im.size)
+        if (w, h) != mask.size:
+            raise ImageInputError(f"mask {args.mask} is {mask.size[0]}x{mask.size[1]}, but {f} is {w}x{h}")
+    if images and mask.size != images[0].size:
+        from PIL import Image
+
+        mask = mask.resize(images[0].size, Image.NEAREST)
+    return mask
+
+
+def _call_options(args, pipe, model, dbim_opts) -> dict:
+    """The pipeline call's options: the trained task checked, the sampler set, NFE -> steps."""
+    from ...helpers.restoration import steps_for_nfe
+
     trained_task = pipe.config.get("task")
     if trained_task is not None and trained_task != args.task:
         raise ValueError(f"the model {model} restores {trained_task!r}, not {args.task!r}")
@@ -169,39 +223,34 @@ def cmd_restore(args) -> int:
         call["num_inference_steps"] = steps_for_nfe(pipe.scheduler, args.nfe or 10)
     elif args.nfe is not None:
         call["num_inference_steps"] = args.nfe
+    return call
 
-    out_dir = folder.prepare()
+
+def _restore(args, run: dict, pipe, call: dict):
+    """Restore every batch with an unfinished output (batch ``i`` draws from a generator seeded ``seed + i``, so a
+    resumed run gives the outputs of an uninterrupted one); returns the NFE per image."""
+    import sys
+
+    import torch
+
+    from ...io.images import save_image
+    from ..inputs import resize_back
+
+    folder, images, names, files = run["folder"], run["images"], run["names"], run["files"]
     device = pipe._execution_device
-    generator = torch.Generator(device).manual_seed(args.seed)
-    nfe = None
-    try:
-        for i in range(0, len(images), args.batch_size):
-            chunk = images[i : i + args.batch_size]
-            res = pipe(chunk, mask=mask, generator=generator, output_type="pil", **call)
-            nfe = getattr(res, "nfe", None)
-            for k, im in zip(range(i, i + len(chunk)), res.images):
-                save_image(resize_back(im, images[k]) if args.resize_back else im, out_dir / names[k])
-    except BaseException:
-        folder.abort()
-        raise
-    folder.write_settings(
-        "restore",
-        {
-            "model": str(model),
-            "task": args.task,
-            "scheduler": args.scheduler,
-            "nfe": nfe,
-            "seed": args.seed,
-            "mask": args.mask,
-            "size_policy": args.size_policy,
-            "resize_back": args.resize_back,
-            "inputs": {str(n): str(f) for n, f in zip(names, files)},
-        },
-    )
-    out_dir = folder.commit()
-    print(
-        f"restored {len(images)} image(s) with {type(pipe).__name__} ({model})"
-        + (f", NFE {nfe} per image" if nfe is not None else "")
-        + f" -> {out_dir}"
-    )
-    return 0
+    nfe = folder.settings.get("nfe")
+    if folder.finished:
+        print(f"resuming: {len(folder.finished)} of {len(images)} output(s) already finished", file=sys.stderr)
+    for i in range(0, len(images), args.batch_size):
+        ks = range(i, min(i + args.batch_size, len(images)))
+        if all(str(names[k]) in folder.finished for k in ks):
+            continue
+        generator = torch.Generator(device).manual_seed(args.seed + i)
+        res = pipe([images[k] for k in ks], mask=run["mask"], generator=generator, output_type="pil", **call)
+        nfe = getattr(res, "nfe", None)
+        if nfe is not None and folder.settings.get("nfe") != nfe:
+            folder.settings["nfe"] = nfe  # the NFE per image the sampler spent (recorded with the outputs)
+        for k, im in zip(ks, res.images):
+            save_image(resize_back(im, images[k]) if args.resize_back else im, folder.path / names[k])
+            folder.record(names[k], files[k])
+    return nfe
