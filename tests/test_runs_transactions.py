@@ -130,3 +130,30 @@ def test_two_runs_into_one_new_folder_exactly_one_succeeds(many, tmp_path):
     manifest = json.loads((out / "settings.json").read_text())
     assert manifest["seed"] == winner_seed and manifest["status"] == "complete"
     assert _pngs(out) == sorted(manifest["inputs"])  # one run's files only
+
+
+def test_learn_domain_interrupted_keeps_its_checkpoint_and_is_claimed(many, tmp_path, capsys):
+    out = tmp_path / "domain"
+    argv = ["learn-domain", "--images", str(many), "--token", "<c>", "--checkpoint-every", "2", "-o", str(out)]
+    proc = _start([*argv, "--steps", "500"])
+    deadline = time.time() + 180
+    while (
+        time.time() < deadline and proc.poll() is None and not (out / "checkpoint-2" / "trainer_state.json").is_file()
+    ):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert err.count("lsb: interrupted: ") == 1 and "checkpoint-" in err and "rerun the same command" in err
+    # while another run holds the folder, a second one is refused in one line
+    from lsb.io.runs import FolderClaim
+
+    held = FolderClaim(out).take()
+    try:
+        assert main([*argv, "--steps", "4"]) == 2
+        assert "in use by another lsb run" in capsys.readouterr().err
+    finally:
+        held.release()
+    assert main([*argv, "--steps", "4"]) == 0  # the rerun resumes from the kept checkpoint
+    assert (out / "checkpoint-4").is_dir() and json.loads((out / "train_result.json").read_text())["steps"] == 4

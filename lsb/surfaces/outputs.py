@@ -352,6 +352,24 @@ class OutputFolder:
         self.claims = []
 
 
+def plan_outputs(args, command: str, settings: dict) -> tuple[list[Path], list[Path], OutputFolder]:
+    """The input files, their output names and the checked :class:`OutputFolder` of a command that writes one
+    output per input (``args``: its ``inputs``, ``output``, ``overwrite`` and ``resume``)."""
+    files = expand_inputs(args.inputs)
+    names = output_names(files, keep_tree=nested_lsb_inputs(args.inputs))
+    folder = OutputFolder(
+        args.output,
+        args.inputs,
+        files,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        command=command,
+        settings=settings,
+        planned={str(n): f for n, f in zip(names, files)},
+    )
+    return files, names, folder
+
+
 def read_manifest(folder) -> dict | None:
     """The manifest (``settings.json``) of an lsb output folder, or None when ``folder`` holds none."""
     return _manifest(Path(folder) / SETTINGS_NAME)
@@ -447,5 +465,6 @@ __all__ = [
     "lsb_output_images",
     "nested_lsb_inputs",
     "output_names",
+    "plan_outputs",
     "read_manifest",
 ]

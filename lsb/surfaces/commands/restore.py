@@ -151,11 +151,9 @@ def _prepare_run(args, model) -> dict:
     """Inputs, output names, the output folder, every input and the mask read and checked, before the model loads."""
     from .. import checks
     from ..inputs import load_inputs
-    from ..outputs import OutputFolder, expand_inputs, nested_lsb_inputs, output_names
+    from ..outputs import plan_outputs
 
     max_pixels = checks.check_max_pixels(args.max_pixels)
-    files = expand_inputs(args.inputs)
-    names = output_names(files, keep_tree=nested_lsb_inputs(args.inputs))
     settings = {
         "model": str(model),
         "task": args.task,
@@ -169,16 +167,7 @@ def _prepare_run(args, model) -> dict:
         "size_policy": args.size_policy,
         "resize_back": args.resize_back,
     }
-    folder = OutputFolder(
-        args.output,
-        args.inputs,
-        files,
-        overwrite=args.overwrite,
-        resume=args.resume,
-        command="restore",
-        settings=settings,
-        planned={str(n): f for n, f in zip(names, files)},
-    )
+    files, names, folder = plan_outputs(args, "restore", settings)
     from ...io.images import model_native_size
 
     native = model_native_size(model)

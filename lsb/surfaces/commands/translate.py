@@ -151,21 +151,10 @@ def _prepare_run(args, settings: dict) -> dict:
     from ...io.images import model_native_size
     from .. import checks
     from ..inputs import load_inputs
-    from ..outputs import OutputFolder, expand_inputs, nested_lsb_inputs, output_names
+    from ..outputs import plan_outputs
 
     max_pixels = checks.check_max_pixels(args.max_pixels)
-    files = expand_inputs(args.inputs)
-    names = output_names(files, keep_tree=nested_lsb_inputs(args.inputs))
-    folder = OutputFolder(
-        args.output,
-        args.inputs,
-        files,
-        overwrite=args.overwrite,
-        resume=args.resume,
-        command="translate",
-        settings=settings,
-        planned={str(n): f for n, f in zip(names, files)},
-    )
+    files, names, folder = plan_outputs(args, "translate", settings)
     local = args.model in checks.EMBEDDED_NAMES or Path(str(args.model)).expanduser().is_dir()
     if local:
         checks.check_model_folder_before_load(args.model)  # kind, completeness, weight files: one line, no compute
