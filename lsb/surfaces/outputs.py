@@ -3,16 +3,19 @@
 Rules shared by ``lsb translate``, ``lsb restore`` and ``lsb generate`` (issue 16 item 1):
 
 * :func:`expand_inputs` lists the input images; a folder that an lsb command wrote (it holds our
-  ``settings.json``) contributes its results but not its ``grid.png``, so an output folder can be translated again;
-  the same file named twice is read once.
+  ``settings.json``) contributes its results, in its subfolders too, but not its ``grid.png``, so an output folder
+  can be translated again (with ``keep_tree`` its tree is mirrored); the same file named twice is read once.
 * :func:`output_names` gives each input its own output name: ``<stem>.png`` when the stems are unique, else the
   input's folder relative to the inputs' common folder is kept (``a/x.png`` and ``b/x.png`` -> ``a/x.png``,
   ``b/x.png``) and files of one folder that share a stem keep their suffix (``x.png``, ``x.jpg`` -> ``x.png.png``,
-  ``x.jpg.png``); the tool's own names (``grid.png``, ``settings.json``) are never produced for an input.
-* :class:`OutputFolder` refuses an output folder inside (or equal to) an input folder, one that holds an input
-  file, and a non-empty folder unless ``--overwrite``; with ``--overwrite`` (only on a folder an lsb command wrote)
-  the run is written into a staging folder next to it, which replaces the old folder when the run completes, so the
-  old run's files (settings.json included) are gone as a whole and an interrupted run leaves the old one intact.
+  ``x.jpg.png``); the tool's own names (``grid.png``, ``settings.json``) are never produced for an input; a name too
+  long for the file system is shortened with a stable hash suffix (:func:`lsb.io.runs.fit_name`).
+* :class:`OutputFolder` makes a run a transaction (issue 22; docs/guides/safe-runs.md): it refuses an output folder
+  inside (or equal to) an input folder or holding an input anywhere below it, and a non-empty folder unless it holds
+  an lsb run to continue (same settings) or ``--overwrite`` replaces it (only an lsb folder without files lsb did not
+  write); the run claims the folder (a lock: a second run is refused), records each finished output in the manifest,
+  keeps them on Ctrl-C / SIGTERM and continues them when rerun. With ``--overwrite`` the run is written into a
+  staging folder next to it, which replaces the old folder when the run completes.
 * :func:`check_output_file` does the same for a single output file (``lsb generate``).
 
 Nothing here imports torch: the checks run before any model is loaded.

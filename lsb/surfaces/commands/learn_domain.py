@@ -73,19 +73,13 @@ def cmd_learn_domain(args) -> int:
     files = expand_inputs(args.images)
     check_not_inside_inputs(args.output, args.images, files)
     check_output_folder_writable(args.output)
-    from ...io.images import check_pixels, to_rgb
+    from ...io.images import check_pixels, load_image
+    from ...io.runs import shown
     from ..inputs import header_size
 
-    for f in files[: args.max_images]:  # modes and pixel counts from the headers, before the model loads
-        check_pixels(header_size(f, str(f)), str(f), max_pixels)
-        if not args.convert_mode:
-            from PIL import Image
-
-            try:
-                with Image.open(f) as im:
-                    to_rgb(im, str(f))
-            except (OSError, SyntaxError):
-                pass  # unreadable files: the loader names them
+    for f in files[: args.max_images]:  # pixel counts from the headers, then each picture read, before the model loads
+        check_pixels(header_size(f, shown(f)), shown(f), max_pixels)
+        load_image(f, convert=args.convert_mode)  # modes, frames, bit depth: one line naming the file
     checks.check_device(args.device)
     checks.quiet_loading()
     from ...io.runs import RunInterrupted, Terminated, interrupt_code, shown
