@@ -282,3 +282,30 @@ def test_restore_resumes_with_the_outputs_of_an_uninterrupted_run(tmp_path, caps
     assert "resuming: 2 of 3" in capsys.readouterr().err
     assert np.array_equal(np.asarray(Image.open(out / "d2.png")), full["d2.png"])
     assert json.loads((out / "settings.json").read_text())["status"] == "complete"
+
+
+def test_a_full_disk_keeps_the_finished_outputs(tiny_sd_dir, tmp_path, capsys, monkeypatch):
+    import errno
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(3):
+        _shape(i).save(d / f"c{i}.png")
+    real, calls = Image.Image.save, []
+
+    def fill_up(img, fp, *args, **kwargs):  # the second image's write fails as on a full disk (no file named)
+        calls.append(fp)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(img, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", fill_up)
+    out = tmp_path / "out"
+    argv = translate_argv(d, model=tiny_sd_dir, nfe=2, batch_size=1, out=out)
+    line = _one_error(capsys, main(argv), "No space left on device")
+    assert "c1.png" in line and "1 finished output(s) are kept" in line
+    manifest = json.loads((out / "settings.json").read_text())
+    assert manifest["status"] == "interrupted" and list(manifest["inputs"]) == ["c0.png"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".lsb-tmp-")]
+    monkeypatch.setattr(Image.Image, "save", real)
+    assert main(argv) == 0 and "resuming: 1 of 3" in capsys.readouterr().err

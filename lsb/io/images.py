@@ -422,9 +422,11 @@ def save_image(img: Image.Image, path: str | os.PathLike) -> Path:
         with os.fdopen(fd, "wb") as f:
             img.save(f, format=fmt)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # a failed write names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     return path
 

@@ -18,6 +18,7 @@ Used by the commands that write folders (``lsb translate``, ``lsb restore``, ``l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -191,9 +192,28 @@ def fit_relative(path, limit: int = 255 - NAME_RESERVE) -> Path:
 
 
 def shown(path) -> str:
-    """``path`` as printable text: bytes that are not valid in the file system's encoding appear as ``\\xNN``."""
+    """``path`` as printable text on one line: bytes that are not valid in the file system's encoding, and control
+    characters (a newline, a terminal escape sequence in a hostile name), appear as ``\\xNN``."""
     raw = os.fsencode(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else str(path).encode()
-    return raw.decode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in text)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """SIGINT and SIGTERM ignored for the ``with`` block (a run's last bookkeeping after an interruption: a second
+    Ctrl-C must not cut the manifest short); the previous handlers come back afterwards."""
+    saved = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 __all__ = [
@@ -211,6 +231,7 @@ __all__ = [
     "remove_temporaries",
     "restore_terminate",
     "shown",
+    "signals_held",
     "terminate_as_exception",
     "write_json_atomic",
 ]

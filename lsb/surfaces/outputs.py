@@ -39,6 +39,7 @@ from ..io.runs import (
     interrupt_code,
     remove_temporaries,
     shown,
+    signals_held,
     write_json_atomic,
 )
 
@@ -316,18 +317,42 @@ class OutputFolder:
     def interrupted(self, exc: BaseException, rerun: str = "rerun the same command") -> RunInterrupted:
         """After Ctrl-C / SIGTERM: the manifest says ``interrupted`` (finished outputs stay recorded); the
         :class:`RunInterrupted` to raise, whose one line says how to continue."""
-        if self.claims:
-            self._write("interrupted")
-            if not self.finished and not self.replacing and self.claims[0].created:
+        done, total, where = len(self.finished), len(self.planned), shown(self.final)
+        with signals_held():  # a second Ctrl-C does not cut the bookkeeping short
+            if not done:
                 self.abort()
-        done, total = len(self.finished), len(self.planned)
-        where = shown(self.final)
+                kept = "no output was finished" + (f" ({where} keeps the previous run)" if self.replacing else "")
+                return RunInterrupted(f"{kept}; {rerun} to start again", interrupt_code(exc))
+            if self.claims:
+                self._write("interrupted")
+            self.release()
         if self.replacing:
             how = f"{rerun} (with --overwrite) to continue; {where} keeps the previous run until this one completes"
         else:
             how = f"{rerun} (or add --resume) to continue, skipping the finished ones"
-        self.release()
         return RunInterrupted(f"{done} of {total} output(s) finished and kept in {where}; {how}", interrupt_code(exc))
+
+    def is_own_write_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a file-system error on a file of this run's folder (disk full, permissions, ...)."""
+        if not isinstance(exc, OSError) or exc.errno is None or not exc.filename:
+            return False
+        try:
+            return Path(os.fsdecode(exc.filename)).resolve().is_relative_to(self.path.resolve())
+        except (TypeError, ValueError, OSError):
+            return False
+
+    def failed(self, exc: OSError) -> OutputPathError:
+        """After a file-system error while writing (disk full, permissions changed, ...): what is finished stays
+        recorded; the one-line error to raise, naming the file and how to continue."""
+        self.abort()
+        what = shown(exc.filename) if exc.filename else shown(self.path)
+        kept = (
+            f"; {len(self.finished)} finished output(s) are kept in {shown(self.final)}: rerun the same command "
+            f"to continue"
+            if self.finished
+            else ""
+        )
+        return OutputPathError(f"cannot write {what} ({exc.strerror or exc}){kept}")
 
     def abort(self) -> None:
         """After a failed run: with finished outputs, keep them (the manifest says ``interrupted``, a rerun continues);

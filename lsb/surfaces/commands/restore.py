@@ -134,6 +134,8 @@ def cmd_restore(args) -> int:
 
         if isinstance(e, (KeyboardInterrupt, Terminated)):
             raise folder.interrupted(e) from None
+        if folder.is_own_write_error(e):
+            raise folder.failed(e) from None  # disk full, permissions: one line, finished outputs kept
         folder.abort()
         raise
     out_dir = folder.commit()

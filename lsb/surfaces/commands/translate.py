@@ -248,6 +248,8 @@ def _stop(folder, exc: BaseException) -> None:
 
     if isinstance(exc, (KeyboardInterrupt, Terminated)):
         raise folder.interrupted(exc) from None
+    if folder.is_own_write_error(exc):
+        raise folder.failed(exc) from None  # disk full, permissions: one line, finished outputs kept
     folder.abort()
 
 
