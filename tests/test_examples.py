@@ -105,3 +105,10 @@ def test_learn_domain_sd3_example(tmp_path):
     tiny = [] if (Path(lsb.MINI_SD3) / "model_index.json").is_file() else ["--tiny"]
     out = run_example("learn_domain_sd3.py", *tiny, "--steps", "2", "--out", str(tmp_path / "d"), cwd=tmp_path)
     assert "'clip_l'" in out and "'clip_g'" in out and "source prompt 'a <circle>'" in out
+
+
+@needs_model
+def test_safe_runs_example(tmp_path):
+    out = run_example("safe_runs.py", "--images", "6", "--nfe", "4", "--out", str(tmp_path / "safe"), cwd=tmp_path)
+    assert "manifest: status interrupted" in out and "resuming: " in out and "manifest: status complete" in out
+    assert len(list((tmp_path / "safe" / "out").glob("c*.png"))) == 6

@@ -276,10 +276,6 @@ class OutputFolder:
         """:meth:`claim` (the name of earlier versions)."""
         return self.claim()
 
-    def todo(self) -> set[str]:
-        """The planned output names not finished yet."""
-        return set(self.planned) - set(self.finished)
-
     def record(self, name, source) -> None:
         """Output ``name`` (relative to the folder) is written: add it to the manifest, atomically."""
         self.finished[str(name)] = str(source)
@@ -294,13 +290,6 @@ class OutputFolder:
             "inputs": dict(self.finished),
         }
         write_json_atomic(self.path / SETTINGS_NAME, data)
-
-    def write_settings(self, command: str, settings: dict) -> Path:
-        """Record ``settings`` (and the command) in the manifest."""
-        self.command = command
-        self.settings.update({k: v for k, v in settings.items() if k != "inputs"})
-        self._write("running")
-        return self.path / SETTINGS_NAME
 
     def commit(self) -> Path:
         """Mark the run complete and put it in place (with --overwrite the new folder replaces the old one)."""
