@@ -109,6 +109,22 @@ def test_names_too_long_are_shortened_stably():
     u = fit_name("é" * 200 + ".png")  # never cut a character in two
     assert u.encode("utf-8").decode("utf-8") == u and len(u.encode()) <= 239
     assert shown(os.fsdecode(b"caf\xe9.png")) == "caf\\xe9.png"
+    assert shown("a\nb\x1b[31m.png") == "a\\x0ab\\x1b[31m.png"  # one line, no terminal escapes
+
+
+def test_output_folder_names_that_cannot_work(tiny_sd_dir, tmp_path, capsys):
+    _shape().save(tmp_path / "a.png")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    for out, needle in (
+        (tmp_path / ("d" * 300), "longer than the file system allows"),
+        (tmp_path / "dangling", "broken"),
+    ):
+        rc = main(translate_argv(tmp_path / "a.png", model=tiny_sd_dir, nfe=2, out=out))
+        _one_error(capsys, rc, needle)
+    rc = main(
+        translate_argv(tmp_path / "a.png", model=tiny_sd_dir, nfe=2, out=tmp_path / "o", overwrite=True, resume=True)
+    )
+    _one_error(capsys, rc, "--overwrite or --resume")
 
 
 def test_long_and_latin1_names_translate_and_print(tmp_path):

@@ -47,24 +47,44 @@ class Terminated(BaseException):
     ``KeyboardInterrupt`` for SIGINT), so that ``finally`` blocks and the run's bookkeeping still run."""
 
 
+_signalled: list[int] = []
+
+
 def _raise_terminated(signum, frame):  # noqa: ARG001
+    _signalled.append(143)
     raise Terminated()
 
 
+def _raise_interrupt(signum, frame):  # noqa: ARG001
+    _signalled.append(130)
+    raise KeyboardInterrupt()
+
+
+def signalled() -> int | None:
+    """The exit status of the first SIGINT (130) / SIGTERM (143) received since :func:`terminate_as_exception`, or
+    None: a signal that cut an import short can surface as another exception, which is still an interruption."""
+    return _signalled[0] if _signalled else None
+
+
 def terminate_as_exception():
-    """From now on SIGTERM raises :class:`Terminated` in the main thread (a no-op elsewhere); returns the previous
-    handler, for :func:`restore_terminate`."""
+    """From now on SIGTERM raises :class:`Terminated` and SIGINT ``KeyboardInterrupt`` in the main thread, and
+    :func:`signalled` remembers them (a no-op outside the main thread; an ignored SIGINT stays ignored). Returns the
+    previous handlers, for :func:`restore_terminate`."""
+    _signalled.clear()
     try:
-        return signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated)}
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupt)
+        return previous
     except ValueError:  # not the main thread
         return None
 
 
 def restore_terminate(previous) -> None:
-    """Put back the SIGTERM handler :func:`terminate_as_exception` replaced."""
-    if previous is not None:
+    """Put back the handlers :func:`terminate_as_exception` replaced."""
+    for sig, handler in (previous or {}).items():
         try:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(sig, handler)
         except ValueError:
             pass
 
@@ -154,7 +174,12 @@ def remove_temporaries(folder) -> int:
 def name_max(folder) -> int:
     """The longest file name (bytes) the file system of ``folder`` (or its nearest existing parent) accepts."""
     q = Path(folder)
-    while not q.exists() and q != q.parent:
+    while q != q.parent:
+        try:
+            if q.is_dir():
+                break
+        except OSError:  # e.g. a name too long to look up
+            pass
         q = q.parent
     try:
         return int(os.pathconf(q, "PC_NAME_MAX"))
@@ -231,6 +256,7 @@ __all__ = [
     "remove_temporaries",
     "restore_terminate",
     "shown",
+    "signalled",
     "signals_held",
     "terminate_as_exception",
     "write_json_atomic",

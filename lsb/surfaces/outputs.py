@@ -37,6 +37,7 @@ from ..io.runs import (
     RunInterrupted,
     fit_relative,
     interrupt_code,
+    name_max,
     remove_temporaries,
     shown,
     signals_held,
@@ -446,8 +447,17 @@ def check_not_inside_inputs(out, inputs, files=(), flag: str = "-o/--output") ->
 def check_output_folder_writable(out, flag: str = "-o/--output") -> Path:
     """An output folder path that is not a file and can be created or written."""
     p = Path(out)
+    limit = name_max(p)
+    long = next((part for part in p.parts if len(os.fsencode(part)) > limit), None)
+    if long is not None:
+        raise OutputPathError(
+            f"{flag}: the name {shown(long[:40])}... ({len(os.fsencode(long))} bytes) is longer than the file system "
+            f"allows ({limit}); choose a shorter one"
+        )
+    if p.is_symlink() and not p.exists():
+        raise OutputPathError(f"{flag} {shown(out)} is a broken symbolic link; remove it or choose another folder")
     if p.exists() and not p.is_dir():
-        raise OutputPathError(f"{flag} {out} is a file, not a folder")
+        raise OutputPathError(f"{flag} {shown(out)} is a file, not a folder")
     _writable_folder(p)
     return p
 
