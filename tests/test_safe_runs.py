@@ -183,6 +183,10 @@ def test_model_folders_checked_before_compute(tiny_sd_dir, tmp_path, capsys):
     for f in (empty / "text_encoder").glob("*.safetensors"):
         f.unlink()
     _one_error(capsys, run(empty), "holds no weights")
+    kandinsky = tmp_path / "kandinsky"  # another kind of diffusers pipeline
+    kandinsky.mkdir()
+    (kandinsky / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyV22Pipeline"}))
+    _one_error(capsys, run(kandinsky), "without a unet or transformer")
     assert not (tmp_path / "o").exists()
     # restore checks its folder's weights too
     rbad = tmp_path / "rbad"

@@ -41,9 +41,9 @@ def resolve_model(model: str | None) -> str:
     p = Path(model).expanduser()
     looks_local = p.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
     if looks_local:
+        check_model_files(p)  # wrong kind, truncated or unreadable weights: one line (lsb.io.weights)
         family = detect_model_family(str(p)) if p.is_dir() else "sd"
         check_model_folder(p, FLOW_COMPONENTS.get(family, SD_COMPONENTS))
-        check_model_files(p)  # wrong kind, truncated or unreadable weights: one line (lsb.io.weights)
         return str(p)
     return model  # a Hub repo id; diffusers reports download/offline problems itself
 

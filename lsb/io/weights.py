@@ -89,6 +89,11 @@ def check_folder_kind(folder, kind: str = "text-to-image") -> None:
                     f"which is not installed (a pipeline of another library?)"
                 )
     if kind == "text-to-image":
+        if "unet" not in index and "transformer" not in index:
+            raise ModelFilesError(
+                f"model folder {shown(root)} holds a {name or 'pipeline'} without a unet or transformer: not a "
+                f"text-to-image diffusion model lsb can translate with"
+            )
         _check_latent_channels(root, index, name)
 
 
