@@ -157,3 +157,14 @@ def test_learn_domain_interrupted_keeps_its_checkpoint_and_is_claimed(many, tmp_
         held.release()
     assert main([*argv, "--steps", "4"]) == 0  # the rerun resumes from the kept checkpoint
     assert (out / "checkpoint-4").is_dir() and json.loads((out / "train_result.json").read_text())["steps"] == 4
+
+
+def test_restore_interrupted_keeps_finished_outputs(many, tmp_path, capsys):
+    out = tmp_path / "restored"
+    argv = ["restore", str(many), "--task", "inpaint", "--nfe", "10", "--batch-size", "1", "-o", str(out)]
+    rc, lines, err = _interrupt_after_first_output(_start(argv), out, signal.SIGINT)
+    assert rc == 130 and "Traceback" not in err and len(lines) == 1 and "--resume" in lines[0], err[-2000:]
+    kept = _pngs(out)
+    assert 1 <= len(kept) < N and sorted(json.loads((out / "settings.json").read_text())["inputs"]) == kept
+    assert main([*argv, "--resume"]) == 0 and f"resuming: {len(kept)} of {N}" in capsys.readouterr().err
+    assert _pngs(out) == [f"c{i:02d}.png" for i in range(N)]
