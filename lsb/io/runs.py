@@ -19,6 +19,7 @@ Used by the commands that write folders (``lsb translate``, ``lsb restore``, ``l
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -139,7 +140,9 @@ def lock_folder(path, flag: str = "-o/--output") -> int:
         return fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return fd  # a file system without locks (some network mounts): no protection against concurrent runs
         os.close(fd)
         raise FolderInUseError(
             f"{flag} {shown(path)} is in use by another lsb run; wait for it to finish, or choose another folder"

@@ -298,8 +298,9 @@ class OutputFolder:
         if self.replacing:
             old = self.final.with_name(f".{self.final.name}.lsb-old")
             shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.final, old)
-            os.replace(self.path, self.final)
+            with signals_held():  # the two renames are not cut apart by Ctrl-C: -o is never missing
+                os.replace(self.final, old)
+                os.replace(self.path, self.final)
             shutil.rmtree(old, ignore_errors=True)
         self.release()
         return self.final
