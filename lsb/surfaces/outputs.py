@@ -375,7 +375,8 @@ def plan_outputs(args, command: str, settings: dict) -> tuple[list[Path], list[P
     """The input files, their output names and the checked :class:`OutputFolder` of a command that writes one
     output per input (``args``: its ``inputs``, ``output``, ``overwrite`` and ``resume``)."""
     files = expand_inputs(args.inputs)
-    names = output_names(files, keep_tree=nested_lsb_inputs(args.inputs))
+    limit = name_max(args.output) - NAME_RESERVE  # what the output folder's file system accepts
+    names = output_names(files, keep_tree=nested_lsb_inputs(args.inputs), limit=limit)
     folder = OutputFolder(
         args.output,
         args.inputs,
