@@ -82,13 +82,22 @@ def cmd_translate(args) -> int:
     settings = _settings(args)
     run = _prepare_run(args, settings)
     from ...io.execution import process_state
+    from ..outputs import OutputPathError, read_manifest
 
     # One process, or several under `accelerate launch` (lsb.surfaces.translate_files: identical outputs either way).
     state = process_state(args.device)
     state.wait_for_everyone()  # every process has checked the output folder before the main one claims it
+    refused = None
     if state.is_main_process:
-        run["folder"].claim()
+        try:
+            run["folder"].claim()
+        except ValueError as e:  # every process reaches the barrier, then each stops
+            refused = e
     state.wait_for_everyone()
+    if refused is not None:
+        raise refused
+    if not state.is_main_process and read_manifest(run["folder"].path) is None:
+        raise OutputPathError(f"{run['folder'].final}: the main process could not claim the output folder")
     try:
         pipe = _load_pipeline(args, run, state)
         done, counts = _translate(args, settings, run, pipe, state)
