@@ -111,3 +111,9 @@ def test_learn_domain_sd3_example(tmp_path):
 def test_translate_region_example(tmp_path):
     out = run_example("translate_region.py", "--nfe", "4", "--out", str(tmp_path / "r.png"), cwd=tmp_path)
     assert out.count("kept pixels identical: True") == 2 and (tmp_path / "r.png").is_file()
+
+
+def test_safe_runs_example(tmp_path):
+    out = run_example("safe_runs.py", "--images", "6", "--nfe", "4", "--out", str(tmp_path / "safe"), cwd=tmp_path)
+    assert "manifest: status interrupted" in out and "resuming: " in out and "manifest: status complete" in out
+    assert len(list((tmp_path / "safe" / "out").glob("c*.png"))) == 6

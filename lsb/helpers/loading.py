@@ -12,6 +12,7 @@ import torch
 from ..families import FAMILIES, ModelFamily, detect_family, embedded_path, read_model_index
 from ..io.execution import default_device
 from ..io.quiet import quiet_loading_if_requested
+from ..io.weights import check_model_files
 
 SD_COMPONENTS = FAMILIES["sd"].components
 
@@ -41,6 +42,7 @@ def resolve_model(model: str | None) -> str:
     p = Path(model).expanduser()
     looks_local = p.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
     if looks_local:
+        check_model_files(p)  # wrong kind, truncated or unreadable weights: one line (lsb.io.weights)
         family = detect_family(str(p)) if p.is_dir() else FAMILIES["sd"]
         check_model_folder(p, family.components)
         return str(p)

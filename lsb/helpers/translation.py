@@ -16,7 +16,7 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..io.images import ImageInputError, check_pipeline_images, to_rgb
+from ..io.images import ImageInputError, check_pipeline_images, check_unit_range, to_rgb
 
 # Re-exported, not redefined: THE VAE encode/decode (lsb.io.latents) and THE setting checks (lsb.io.settings).
 from ..io.latents import decode_latents  # noqa: F401
@@ -67,7 +67,8 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
     """PIL / numpy / tensor image(s) -> float tensor (B, 3, H, W) in [-1, 1].
 
     Accepts an 8-bit RGB PIL image, a numpy array (H, W, 3) in [0, 1] (float) or uint8, a float tensor
-    (3, H, W) in [0, 1] or (B, 3, H, W), or a list of those. Sides must be multiples of ``vae_scale_factor``.
+    (3, H, W) in [0, 1] or (B, 3, H, W), or a list of those; float values outside [0, 1] are refused
+    (:func:`lsb.io.images.check_unit_range`: a ValueError naming the range). Sides must be multiples of ``vae_scale_factor``.
     A wrong size, another PIL mode (RGBA, L, 16-bit ...: convert first, e.g. with
     ``lsb.io.images.to_rgb(image, allow_convert=True)``), another channel count, an integer dtype other than
     uint8, a NaN/inf value or an unsupported type raises :class:`ImageInputError` naming the image, instead
@@ -104,6 +105,7 @@ def preprocess_images(image, image_processor, vae_scale_factor: int) -> torch.Te
             finite = np.isfinite(im).all() if is_np else torch.isfinite(im).all()
             if not bool(finite):
                 raise ImageInputError(f"image #{i}: contains NaN or infinite values")
+            check_unit_range(im, f"image #{i}")
             h, w = (im.shape[-3], im.shape[-2]) if is_np else (im.shape[-2], im.shape[-1])
         else:
             raise ImageInputError(f"image #{i}: unsupported type {type(im).__name__}; use PIL, numpy or torch")

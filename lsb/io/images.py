@@ -7,14 +7,15 @@ Writes are atomic (temporary file + rename), so an interrupted run never leaves 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .files import atomic_path
+from .runs import TEMP_PREFIX, shown
 
 if TYPE_CHECKING:
     import torch
@@ -97,22 +98,71 @@ def to_rgb(img: Image.Image, name: str = "image", allow_convert: bool = False) -
 
 
 def load_image(path: str | os.PathLike, name: str | None = None, convert: bool = False) -> Image.Image:
-    """Open an image file as RGB; clear errors for missing, unreadable or non-image files, and for files
-    that are not 8-bit RGB unless ``convert`` (then converted as :func:`to_rgb` does)."""
+    """Open an image file as RGB, as a person sees it; clear errors for missing, unreadable or non-image files, and
+    for files that are not 8-bit RGB unless ``convert`` (then converted as :func:`to_rgb` does).
+
+    * The EXIF orientation is applied (``PIL.ImageOps.exif_transpose``, as diffusers' ``load_image`` does): a phone
+      photo stored sideways comes back upright.
+    * A file of several frames (an animated GIF / WebP / PNG, a multi-page TIFF) is refused, naming it; with
+      ``convert`` its first frame is used and ``info["first_frame_of"]`` holds the frame count (for a note).
+    * More than 8 bits per channel is read from the file itself (:func:`bits_per_channel`: PIL opens a 16-bit RGB
+      PNG as 8-bit RGB without a word) and refused unless ``convert`` (``info["converted_from"]`` then says so).
+    """
     p = Path(path)
-    name = name or str(p)
+    name = name or shown(p)
     if not p.exists():
         raise ImageInputError(f"{name}: no such file")
     if p.is_dir():
         raise ImageInputError(f"{name}: is a folder, not an image file")
     try:
         with Image.open(p) as im:
+            frames = getattr(im, "n_frames", 1) or 1
+            if frames > 1 and not convert:
+                raise ImageInputError(
+                    f"{name}: holds {frames} frames (an animation or a multi-page file); lsb translates single "
+                    f"pictures: save the frame you want as PNG, or pass --convert-mode to use the first frame"
+                )
+            bits = bits_per_channel(im, p)
+            if frames > 1:
+                im.seek(0)
             im.load()
-            return to_rgb(im.copy(), name, allow_convert=convert)
+            img = ImageOps.exif_transpose(im.copy()) or im.copy()
     except UnidentifiedImageError:
         raise ImageInputError(f"{name}: not an image file PIL can read") from None
-    except (OSError, SyntaxError) as e:
+    except (OSError, SyntaxError, EOFError) as e:
         raise ImageInputError(f"{name}: unreadable image ({e})") from None
+    if bits > 8 and img.mode in ("RGB", "RGBA"):
+        if not convert:
+            raise ImageInputError(
+                f"{name}: {bits} bits per channel ({img.mode}), expected 8-bit RGB; convert it first, or let lsb "
+                f"scale it to 8 bits: `--convert-mode` on the command line, convert=True in Python"
+            )
+        img = to_rgb(img, name, allow_convert=True)
+        img.info["converted_from"] = f"{bits}-bit {img.info.get('converted_from', 'RGB')}"
+    else:
+        img = to_rgb(img, name, allow_convert=convert)
+    if frames > 1:
+        img.info["first_frame_of"] = frames
+    return img
+
+
+def bits_per_channel(im: Image.Image, path=None) -> int:
+    """Bits per colour channel as the FILE stores them (PIL may have reduced them already): a PNG's ``IHDR`` bit
+    depth, a TIFF's ``BitsPerSample``, else what PIL's raw decoder mode says (``;16``: 16)."""
+    if im.format == "PNG" and path is not None:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(26)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                return int(head[24])
+        except OSError:
+            pass
+    if im.format == "TIFF":
+        bits = getattr(im, "tag_v2", {}).get(258)
+        if bits:
+            return int(max(bits if isinstance(bits, tuple) else (bits,)))
+    raw = " ".join(str(getattr(t, "args", t[3] if len(t) > 3 else "")) for t in (getattr(im, "tile", None) or []))
+    return 16 if ";16" in raw else 8
 
 
 def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
@@ -264,6 +314,22 @@ def check_pipeline_images(
     check_pixels((w, h), name, max_pixels, flag="max_pixels")
 
 
+def check_unit_range(x, name: str = "image") -> None:
+    """An :class:`ImageInputError` (a ``ValueError``) naming ``name`` when a float picture (numpy or torch) holds
+    values outside [0, 1], the documented range of float images (0..255 floats or [-1, 1] model pixels would
+    otherwise come back as a wrong picture without a word)."""
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = (
+            " (0..255 values? divide by 255, or pass uint8)"
+            if hi > 1.0
+            else " ([-1, 1] values? map them with (x + 1) / 2)"
+        )
+        raise ImageInputError(
+            f"{name}: float pixel values must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]{hint}"
+        )
+
+
 def uint8_to_pixels(x) -> torch.Tensor:
     """THE 8-bit -> model pixel conversion: values 0..255 -> float32 in [-1, 1] (``x / 127.5 - 1``).
 
@@ -320,9 +386,33 @@ def save_image(img: Image.Image, path: str | os.PathLike) -> Path:
     """Write atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
-    with atomic_path(path) as tmp:  # THE atomic write (lsb.io.files)
-        img.save(tmp, format=fmt)
+    # a short temporary name (whatever the output's length): an output name the file system accepts always saves
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs are readable like any file the user writes
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format=fmt)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # a failed write names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     return path
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as f:  # Linux: read without changing it
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_grid(x: torch.Tensor | Sequence[Image.Image], path: str | os.PathLike, nrow: int | None = None) -> Path:

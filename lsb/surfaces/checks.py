@@ -136,6 +136,15 @@ def check_model_arg(model, flag: str = "--model"):
     return model
 
 
+def check_model_folder_before_load(model, flag: str = "--model"):
+    """A local ``--model`` folder (or the embedded model) checked as the loader will find it, before the model
+    loads: complete, of the right kind, its weight files whole (:func:`lsb.helpers.loading.resolve_model`,
+    :mod:`lsb.io.weights`). A Hub id is left to the loader."""
+    from ..helpers.loading import resolve_model
+
+    return resolve_model(model)
+
+
 def hub_failure(model, err: BaseException, flag: str = "--model") -> ArgumentError:
     """One line for a Hub id that could not be loaded (offline, no such repo, no access)."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -209,6 +218,7 @@ __all__ = [
     "check_embeddings_finite",
     "check_max_pixels",
     "check_model_arg",
+    "check_model_folder_before_load",
     "check_readable_file",
     "check_seed",
     "check_size_arg",

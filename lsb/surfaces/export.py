@@ -73,9 +73,12 @@ def _staging_dir(out: Path) -> Path:
 def _publish(tmp: Path, out: Path) -> Path:
     """Move the finished staging folder into place (an existing empty ``out`` is replaced)."""
     check_empty_target(out)
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
+    try:
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)  # onto a folder another run filled meanwhile: refused by the OS, nothing replaced
+    except OSError as e:
+        raise ExportError(f"output folder {out} was written by someone else during the export ({e.strerror})") from None
     return out
 
 

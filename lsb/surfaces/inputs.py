@@ -51,12 +51,13 @@ def load_inputs(
     from PIL import Image
 
     from ..io.images import ImageInputError, check_pixels, fit_size, load_image
+    from ..io.runs import shown
 
     if size is not None:
         native = size
     images = []
     for f in files:
-        name = str(f)
+        name = shown(f)
         check_pixels(header_size(f, name), name, max_pixels)
         try:
             im = load_image(f, convert=convert)
@@ -66,12 +67,14 @@ def load_inputs(
             images.append(im)
             continue
         im = fit_size(im, name, native, "resize" if size is not None else policy, max_pixels=max_pixels)
+        if notes and "first_frame_of" in im.info:
+            print(f"{shown(f)}: first of its {im.info['first_frame_of']} frames used (--convert-mode)", file=sys.stderr)
         if notes and "converted_from" in im.info:
-            print(f"{f}: converted from mode {im.info['converted_from']} to RGB", file=sys.stderr)
+            print(f"{shown(f)}: converted from mode {im.info['converted_from']} to RGB", file=sys.stderr)
         if notes and "resized_from" in im.info:
             w, h = im.info["resized_from"]
             why = "--size" if size is not None else "the model's native size; --size-policy keep runs it as it is"
-            print(f"{f}: resized from {w}x{h} to {native}x{native} ({why})", file=sys.stderr)
+            print(f"{shown(f)}: resized from {w}x{h} to {native}x{native} ({why})", file=sys.stderr)
         images.append(im)
     return images
 

@@ -9,6 +9,7 @@ import torch
 
 from ..helpers.loading import ModelFolderError, device_and_dtype, model_index_file
 from ..io.quiet import quiet_loading_if_requested
+from ..io.weights import check_model_files
 
 
 def load_restoration_pipeline(
@@ -38,6 +39,7 @@ def load_restoration_pipeline(
             f"{p}: model_index.json names the pipeline class {class_name!r}, which lsb does not know; "
             f"known pipelines: {', '.join(sorted(known))}"
         )
+    check_model_files(p, kind="restoration")  # truncated or unreadable weights: one line (lsb.io.weights)
     device, dtype = device_and_dtype(device, dtype)
     quiet_loading_if_requested()  # the lsb CLI: no nested loading bars (lsb.io.quiet)
     pipe = getattr(lsb, class_name).from_pretrained(str(p), dtype=dtype)

@@ -70,6 +70,8 @@ def translate_files(
     counts=None,
     masks=None,
     mask_feather=None,
+    skip=(),
+    record=None,
 ) -> list[tuple[int, Path]]:
     """Translate ``images`` (already loaded and checked; ``files`` are their names) into ``out``.
 
@@ -80,22 +82,27 @@ def translate_files(
     ``postprocess(index, image)``: applied to each output before it is written (e.g. resizing back).
     ``counts``: a list that receives ``(nfe, forward_passes)`` per batch (batched network calls, latents per image).
     ``masks``: one mask per input (``lsb translate --mask``), passed with ``mask_feather`` as ``mask_image``.
+    ``skip``: input indices already translated (a resumed run; each other input keeps the seed of the full plan);
+    ``record(index, path)``: called after each output is written (the run's manifest, on the main process).
     """
     import torch
 
     from ..io.execution import process_state
     from ..io.images import save_image
+    from ..io.runs import shown
     from .translators import translate
 
     state = state or process_state()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     batches = plan_batches(files, images, batch_size, seed)
+    skip = set(skip)
+    todo = [b for b in ([item for item in batch if item[0] not in skip] for batch in batches) if b]
 
     def dest_of(k, f):
         return out / names[k] if names is not None else output_path(out, f)
 
-    with state.split_between_processes(batches) as mine:
+    with state.split_between_processes(todo) as mine:
         for batch in mine:
             gen = [torch.Generator().manual_seed(s) for _, _, s in batch]
             outs, spent, passes = translate(
@@ -120,7 +127,9 @@ def translate_files(
                 counts.append((spent, passes))
             for (k, f, _), o in zip(batch, outs):
                 dest = save_image(postprocess(k, o) if postprocess else o, dest_of(k, f))
-                sys.stdout.write(f"{f} -> {dest}\n")  # one write: lines of several processes never merge
+                if record is not None:
+                    record(k, dest)
+                sys.stdout.write(f"{shown(f)} -> {shown(dest)}\n")  # one write: lines of several processes never merge
                 sys.stdout.flush()
     state.wait_for_everyone()
     return [(k, dest_of(k, f)) for batch in batches for k, f, _ in batch]

@@ -49,7 +49,14 @@ from ..prompts.templates import MINI_TEMPLATES, PAPER_TEMPLATES, TEMPLATE_PRESET
 from ..prompts.tokens import PromptOptimizationError, add_placeholder_tokens, placeholder_tokens
 from .loop import TrainConfig, is_main_process, train
 from .prompt_networks import flow_level_shift
-from .prompt_runs import RUN_CONFIG_NAME, TRAIN_RESULT_NAME, check_run_folder, run_record, run_settings
+from .prompt_runs import (
+    RUN_CONFIG_NAME,
+    TRAIN_RESULT_NAME,
+    check_run_folder,
+    claimed_run_folder,
+    run_record,
+    run_settings,
+)
 from .prompt_task import PromptOptimizationTask
 
 logger = logging.getLogger(__name__)
@@ -163,38 +170,41 @@ def learn_domain(
         initializer_token=initializer_token,
         resolution=resolution,
     )
-    check_run_folder(out, settings, steps, resume_anyway)
-    pipe, base_model = _load_pipeline(model, _process_device(model, device), mixed_precision)
-    domain = images
-    if not isinstance(images, DomainImages):
-        size = resolution or model_resolution(pipe)
-        domain = DomainImages(images, size, max_images, convert_mode, size_policy, max_pixels, note)
-    task = PromptOptimizationTask(
-        pipe,
-        domain,
-        token,
-        out,
-        num_vectors=num_vectors,
-        initializer_token=initializer_token,
-        templates=templates,
-        batch_size=batch_size,
-        checkpoint_every=checkpoint_every,
-        validation_prompt=validation_prompt,
-        num_validation_images=num_validation_images,
-        validation_steps=validation_steps,
-        validation_guidance_scale=validation_guidance_scale,
-        base_model=base_model,
-        seed=seed,
-        max_sequence_length=max_sequence_length,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / RUN_CONFIG_NAME, run_record(settings, task, base_model, steps))  # same from every process
-    cfg = TrainConfig(str(out), steps, learning_rate, weight_decay, lr_schedule="constant", seed=seed)
-    cfg.gradient_accumulation_steps, cfg.mixed_precision = gradient_accumulation_steps, mixed_precision
-    cfg.checkpoint_every, cfg.sample_every, cfg.progress = checkpoint_every, validation_every, progress
-    result = train(task, cfg)
-    if is_main_process():
-        write_json_atomic(out / TRAIN_RESULT_NAME, result)
+    with claimed_run_folder(out):
+        check_run_folder(out, settings, steps, resume_anyway)
+        pipe, base_model = _load_pipeline(model, _process_device(model, device), mixed_precision)
+        domain = images
+        if not isinstance(images, DomainImages):
+            size = resolution or model_resolution(pipe)
+            domain = DomainImages(images, size, max_images, convert_mode, size_policy, max_pixels, note)
+        task = PromptOptimizationTask(
+            pipe,
+            domain,
+            token,
+            out,
+            num_vectors=num_vectors,
+            initializer_token=initializer_token,
+            templates=templates,
+            batch_size=batch_size,
+            checkpoint_every=checkpoint_every,
+            validation_prompt=validation_prompt,
+            num_validation_images=num_validation_images,
+            validation_steps=validation_steps,
+            validation_guidance_scale=validation_guidance_scale,
+            base_model=base_model,
+            seed=seed,
+            max_sequence_length=max_sequence_length,
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            out / RUN_CONFIG_NAME, run_record(settings, task, base_model, steps)
+        )  # same from every process
+        cfg = TrainConfig(str(out), steps, learning_rate, weight_decay, lr_schedule="constant", seed=seed)
+        cfg.gradient_accumulation_steps, cfg.mixed_precision = gradient_accumulation_steps, mixed_precision
+        cfg.checkpoint_every, cfg.sample_every, cfg.progress = checkpoint_every, validation_every, progress
+        result = train(task, cfg)
+        if is_main_process():
+            write_json_atomic(out / TRAIN_RESULT_NAME, result)
     return out / EMBEDS_NAME
 
 

@@ -8,12 +8,15 @@ ones or whose ``steps`` lie behind the newest checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
 from ..data.domain_images import DomainImages
 from ..io.images import list_images
+from ..io.runs import FolderClaim, shown
+from ..prompts.domains import EMBEDS_NAME
 from ..prompts.tokens import PromptOptimizationError
 from .loop import CHECKPOINT_PREFIX, latest_checkpoint
 
@@ -41,6 +44,12 @@ def check_run_folder(out: Path, settings: dict, steps: int, resume_anyway: bool 
     """Refuse to resume a run folder whose recorded settings differ from ``settings`` (the token always; the others
     of :data:`RESUME_KEYS` that both sides know unless ``resume_anyway``), or that is already past ``steps``."""
     cfg_path = out / RUN_CONFIG_NAME
+    ours = run_files(out)
+    if ours and not cfg_path.is_file():
+        raise PromptOptimizationError(
+            f"{shown(out)} holds {shown(ours[0].name)} but no {RUN_CONFIG_NAME}: not a run lsb learn-domain wrote, "
+            f"and lsb never replaces a file it did not write; choose a new output folder"
+        )
     if cfg_path.is_file():
         try:
             old = json.loads(cfg_path.read_text())
@@ -65,6 +74,40 @@ def check_run_folder(out: Path, settings: dict, steps: int, resume_anyway: bool 
                 f"{out} already holds a run at step {done}, beyond steps={steps}; use its "
                 f"learned_embeds-steps-N.safetensors files or a new output_dir"
             )
+
+
+def run_files(out: Path) -> list[Path]:
+    """The files and folders of ``out`` that a learn-domain run writes (so that one found without the run's
+    ``domain_config.json`` is someone else's, and is never replaced)."""
+    if not out.is_dir():
+        return []
+    names = {EMBEDS_NAME, TRAIN_RESULT_NAME, "train_log.jsonl", "samples", "final"}
+    return sorted(
+        p
+        for p in out.iterdir()
+        if p.name in names
+        or p.name.startswith(CHECKPOINT_PREFIX)
+        or (p.name.startswith("learned_embeds-steps-") and p.name.endswith(".safetensors"))
+    )
+
+
+@contextlib.contextmanager
+def claimed_run_folder(out: Path):
+    """The run folder ``out`` claimed by this run (created if missing, locked: a second run into it is refused) for
+    the ``with`` block; under ``accelerate launch`` the main process claims it. A run that wrote nothing leaves no
+    folder it created behind."""
+    claim = FolderClaim(out, "output_dir") if os.environ.get("RANK", "0") == "0" else None
+    if claim is not None:
+        claim.take()
+    try:
+        yield
+    except BaseException:
+        if claim is not None and claim.created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 def _short(v) -> str:
@@ -106,4 +149,13 @@ def run_record(settings: dict, task, base_model: str | None, steps: int) -> dict
     }
 
 
-__all__ = ["RESUME_KEYS", "RUN_CONFIG_NAME", "TRAIN_RESULT_NAME", "check_run_folder", "run_record", "run_settings"]
+__all__ = [
+    "RESUME_KEYS",
+    "RUN_CONFIG_NAME",
+    "TRAIN_RESULT_NAME",
+    "check_run_folder",
+    "claimed_run_folder",
+    "run_files",
+    "run_record",
+    "run_settings",
+]

@@ -16,8 +16,8 @@ CONVERT_MODE_HELP = (
 
 
 def add_image_output_arguments(p) -> None:
-    """``--size-policy``, ``--resize-back``, ``--max-pixels`` and ``--overwrite``: the options of the commands that
-    write one output image per input image (translate, restore)."""
+    """``--size-policy``, ``--resize-back``, ``--max-pixels``, ``--overwrite`` and ``--resume``: the options of the
+    commands that write one output image per input image (translate, restore)."""
     from ..inputs import MAX_PIXELS_HELP, SIZE_POLICIES, SIZE_POLICY_HELP
 
     p.add_argument("--size-policy", default="resize", choices=SIZE_POLICIES, help=SIZE_POLICY_HELP)
@@ -27,6 +27,12 @@ def add_image_output_arguments(p) -> None:
         "--overwrite",
         action="store_true",
         help="replace the previous run in a non-empty output folder (all its files, settings.json included)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in the output folder, skipping its finished outputs (the plain rerun "
+        "with the same settings does the same; docs/guides/safe-runs.md)",
     )
 
 

@@ -75,13 +75,16 @@ def cmd_demo(args) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise ValueError("the demo needs gradio: pip install 'lsb[demo]'") from None
-    from ..demo import build_demo, launch_demo
+    from .. import checks
+    from ..demo import MODEL_ENV, build_demo, launch_demo
     from . import check_family_and_method
 
-    check_family_and_method(args.model or os.environ.get("LSB_DEMO_MODEL") or None, None, args.dtype)
-
+    model = args.model or os.environ.get(MODEL_ENV) or None
+    checks.check_model_arg(model)  # a missing folder: one line now, not at the first translation
+    check_family_and_method(checks.embedded_model(model), None, args.dtype)  # another kind of model: one line
+    _check_port(args.host, args.port)
     demo = build_demo(
-        args.model,
+        model,
         device=args.device,
         concurrency_limit=args.concurrency,
         max_queue=args.max_queue,
@@ -91,5 +94,42 @@ def cmd_demo(args) -> int:
         trust_remote_code=args.trust_remote_code,
         dtype=args.dtype,
     )
-    launch_demo(demo, server_name=args.host, server_port=args.port, share=args.share)
+    _load_model(demo, model)  # loaded (or refused, in one line) before the server starts
+    try:
+        launch_demo(demo, server_name=args.host, server_port=args.port, share=args.share)
+    except OSError as e:  # the port was taken in between, or the address cannot be used
+        raise ValueError(f"the demo server could not start on {args.host or '127.0.0.1'}:{args.port} ({e})") from None
     return 0
+
+
+def _check_port(host, port) -> None:
+    """A ``--port`` another program listens on: one line before anything loads (without ``--port`` Gradio takes
+    the next free one from 7860)."""
+    if port is None:
+        return
+    import socket
+
+    addr = host or "127.0.0.1"
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((addr, port))
+    except OSError as e:
+        raise ValueError(
+            f"--port {port}: cannot listen on {addr}:{port} ({e.strerror or e}); another program uses it? choose "
+            f"another port, or leave --port out to take the next free one"
+        ) from None
+
+
+def _load_model(demo, model) -> None:
+    """The demo's LSB pipeline loaded now: a wrong, incomplete or unreachable model fails before the page is served."""
+    from .. import checks
+
+    checks.quiet_loading()
+    if model is None or os.path.isdir(os.path.expanduser(str(model))):
+        checks.check_model_folder_before_load(model)
+        demo.translator.pipeline("lsb")
+        return
+    try:
+        demo.translator.pipeline("lsb")
+    except OSError as e:  # a Hub id that cannot be loaded (offline, no such repo)
+        raise checks.hub_failure(model, e) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..inputs import MAX_PIXELS_HELP
 from . import CONVERT_MODE_HELP
 
@@ -45,7 +47,6 @@ def register(sub) -> None:
 
 
 def cmd_learn_domain(args) -> int:
-    import sys
 
     from .. import checks
     from ..outputs import check_not_inside_inputs, check_output_folder_writable
@@ -65,29 +66,51 @@ def cmd_learn_domain(args) -> int:
     if args.templates is not None and args.templates not in ("paper", "mini"):
         raise checks.ArgumentError(f"--templates must be 'paper' or 'mini', got {args.templates!r}")
     checks.check_model_arg(args.model)
+    if args.model in checks.EMBEDDED_NAMES or os.path.isdir(os.path.expanduser(str(args.model))):
+        checks.check_model_folder_before_load(args.model)  # kind, completeness, weight files: one line
     from ..outputs import expand_inputs
 
     files = expand_inputs(args.images)
     check_not_inside_inputs(args.output, args.images, files)
     check_output_folder_writable(args.output)
-    from ...io.images import check_pixels, to_rgb
+    from ...io.images import check_pixels, load_image
+    from ...io.runs import shown
     from ..inputs import header_size
 
-    for f in files[: args.max_images]:  # modes and pixel counts from the headers, before the model loads
-        check_pixels(header_size(f, str(f)), str(f), max_pixels)
-        if not args.convert_mode:
-            from PIL import Image
-
-            try:
-                with Image.open(f) as im:
-                    to_rgb(im, str(f))
-            except (OSError, SyntaxError):
-                pass  # unreadable files: the loader names them
+    for f in files[: args.max_images]:  # pixel counts from the headers, then each picture read, before the model loads
+        check_pixels(header_size(f, shown(f)), shown(f), max_pixels)
+        load_image(f, convert=args.convert_mode)  # modes, frames, bit depth: one line naming the file
     checks.check_device(args.device)
     checks.quiet_loading()
+    from ...io.runs import RunInterrupted, Terminated, interrupt_code, shown
     from ...training.prompt_optimization import learn_domain
 
-    path = learn_domain(
+    try:
+        path = _learn(args, learn_domain, max_pixels)
+    except (KeyboardInterrupt, Terminated) as e:  # training stopped: its checkpoints stay, a rerun resumes
+        from ...training.loop import latest_checkpoint
+
+        ckpt = latest_checkpoint(args.output)
+        kept = (
+            f"{shown(ckpt)} is kept"
+            if ckpt
+            else f"no checkpoint was reached yet (--checkpoint-every {args.checkpoint_every})"
+        )
+        raise RunInterrupted(
+            f"training stopped; {kept}; rerun the same command to resume from it", interrupt_code(e)
+        ) from None
+    from accelerate import PartialState
+
+    state = PartialState()  # set up by the training loop; several under `accelerate launch`
+    if state.is_main_process:
+        print(f"wrote {shown(path)}" + (f" ({state.num_processes} processes)" if state.num_processes > 1 else ""))
+    return 0
+
+
+def _learn(args, learn_domain, max_pixels):
+    import sys
+
+    return learn_domain(
         args.images,
         args.token,
         args.model,
@@ -108,9 +131,3 @@ def cmd_learn_domain(args) -> int:
         resume_anyway=args.resume_anyway,
         note=lambda m: print(m, file=sys.stderr),
     )
-    from accelerate import PartialState
-
-    state = PartialState()  # set up by the training loop; several under `accelerate launch`
-    if state.is_main_process:
-        print(f"wrote {path}" + (f" ({state.num_processes} processes)" if state.num_processes > 1 else ""))
-    return 0

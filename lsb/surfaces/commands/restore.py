@@ -16,7 +16,7 @@ METHODS = ("bridge", "palette", "diffir")
 TRAIN_HINT = {
     "bridge": "python -m lsb.training.bridge --task {task} --bridge i2sb --out runs/bridge-{task}-i2sb",
     "palette": "python -m lsb.training.bridge --task {task} --bridge palette --out runs/palette-{task}",
-    "diffir": "train a DiffIR model (docs/guides/ddm-diffir.md) ",
+    "diffir": "train a DiffIR model (see README) ",
 }
 
 
@@ -100,8 +100,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_restore)
 
 
-def _check_options(args) -> tuple[int | None, dict]:
-    """Check the options that need no file (one-line errors); returns (max pixels, DBIM's sampler settings)."""
+def cmd_restore(args) -> int:
+    """``lsb restore``: arguments, inputs, mask and output folder checked, the folder claimed, the model loaded, each
+    batch restored and its outputs recorded as they are written (a rerun continues an interrupted run)."""
     from .. import checks
 
     if args.nfe is not None and args.nfe < 1:
@@ -110,7 +111,6 @@ def _check_options(args) -> tuple[int | None, dict]:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     checks.finite(args.eta, "--eta", low=0, high=1)
     checks.check_seed(args.seed)
-    max_pixels = checks.check_max_pixels(args.max_pixels)
     dbim_opts = {k: v for k, v in (("eta", args.eta), ("solver_order", args.solver_order)) if v is not None}
     if dbim_opts and args.scheduler != "dbim":
         raise ValueError("--eta and --solver-order apply only with --scheduler dbim")
@@ -118,17 +118,72 @@ def _check_options(args) -> tuple[int | None, dict]:
         raise ValueError("give --model or --method, not both (--method picks a shipped model)")
     if args.model:
         checks.check_model_arg(args.model)
-    return max_pixels, dbim_opts
+    model = Path(args.model) if args.model else default_model(args.method or default_method(args.task), args.task)
+    run = _prepare_run(args, model)
+    checks.check_device(args.device)
+    checks.quiet_loading()
+    from ..restorers import load_restoration_pipeline
+
+    folder = run["folder"]
+    folder.claim()  # before the model loads: a second run into the folder is refused at once
+    try:
+        pipe = load_restoration_pipeline(model, device=args.device)
+        nfe = _restore(args, run, pipe, _call_options(args, pipe, model, dbim_opts))
+    except BaseException as e:
+        from ...io.runs import Terminated
+
+        if isinstance(e, (KeyboardInterrupt, Terminated)):
+            raise folder.interrupted(e) from None
+        if folder.is_own_write_error(e):
+            raise folder.failed(e) from None  # disk full, permissions: one line, finished outputs kept
+        folder.abort()
+        raise
+    out_dir = folder.commit()
+    from ...io.runs import shown
+
+    print(
+        f"restored {len(run['images'])} image(s) with {type(pipe).__name__} ({shown(model)})"
+        + (f", NFE {nfe} per image" if nfe is not None else "")
+        + f" -> {shown(out_dir)}"
+    )
+    return 0
+
+
+def _prepare_run(args, model) -> dict:
+    """Inputs, output names, the output folder, every input and the mask read and checked, before the model loads."""
+    from .. import checks
+    from ..inputs import load_inputs
+    from ..outputs import plan_outputs
+
+    max_pixels = checks.check_max_pixels(args.max_pixels)
+    settings = {
+        "model": str(model),
+        "task": args.task,
+        "scheduler": args.scheduler,
+        "requested_nfe": args.nfe,
+        "eta": args.eta,
+        "solver_order": args.solver_order,
+        "seed": args.seed,
+        "batch_size": args.batch_size,  # each batch draws from its own generator: part of what the outputs are
+        "mask": args.mask,
+        "size_policy": args.size_policy,
+        "resize_back": args.resize_back,
+    }
+    files, names, folder = plan_outputs(args, "restore", settings)
+    from ...io.images import model_native_size
+
+    native = model_native_size(model)
+    images = load_inputs(files, native, policy=args.size_policy, convert=args.convert_mode, max_pixels=max_pixels)
+    return dict(files=files, names=names, folder=folder, images=images, mask=_load_mask(args, files, images))
 
 
 def _load_mask(args, files, images):
-    """The ``--mask`` image (mode L) checked against every input's original size and resized like the inputs; or
-    None."""
-    from .. import checks
-    from ...io.images import ImageInputError, load_image
-
+    """The inpainting mask (white = missing), checked against every input's size; None without ``--mask``."""
     if args.mask is None:
         return None
+    from ...io.images import ImageInputError, load_image
+    from .. import checks
+
     checks.check_readable_file(args.mask, "--mask", "mask file")
     mask = load_image(args.mask, name=f"--mask {args.mask}", convert=True).convert("L")
     for f, im in zip(files, images):
@@ -142,15 +197,10 @@ def _load_mask(args, files, images):
     return mask
 
 
-def _load_restorer(model, args, dbim_opts: dict):
-    """(pipeline, call arguments): the model's restoration pipeline, checked against ``--task``, with the
-    ``--scheduler`` sampler and the steps for ``--nfe``."""
-    from .. import checks
+def _call_options(args, pipe, model, dbim_opts) -> dict:
+    """The pipeline call's options: the trained task checked, the sampler set, NFE -> steps."""
     from ...helpers.bridge_schedulers import steps_for_nfe
-    from ..restorers import load_restoration_pipeline
 
-    checks.quiet_loading()
-    pipe = load_restoration_pipeline(model, device=args.device)
     trained_task = pipe.config.get("task")
     if trained_task is not None and trained_task != args.task:
         raise ValueError(f"the model {model} restores {trained_task!r}, not {args.task!r}")
@@ -164,68 +214,34 @@ def _load_restorer(model, args, dbim_opts: dict):
         call["num_inference_steps"] = steps_for_nfe(pipe.scheduler, args.nfe or 10)
     elif args.nfe is not None:
         call["num_inference_steps"] = args.nfe
-    return pipe, call
+    return call
 
 
-def cmd_restore(args) -> int:
-    from .. import checks
-    from ..inputs import load_inputs, resize_back
-    from ..outputs import OutputFolder, expand_inputs, output_names
-
-    max_pixels, dbim_opts = _check_options(args)
-    model = Path(args.model) if args.model else default_model(args.method or default_method(args.task), args.task)
-    files = expand_inputs(args.inputs)
-    names = output_names(files)
-    folder = OutputFolder(args.output, args.inputs, files, overwrite=args.overwrite)
-    from ...io.images import model_native_size, save_image
-
-    native = model_native_size(model)
-    images = load_inputs(
-        files,
-        native,
-        policy=args.size_policy,
-        convert=args.convert_mode,
-        max_pixels=max_pixels,
-    )  # every input checked before any compute
-    mask = _load_mask(args, files, images)
-    checks.check_device(args.device)
+def _restore(args, run: dict, pipe, call: dict):
+    """Restore every batch with an unfinished output (batch ``i`` draws from a generator seeded ``seed + i``, so a
+    resumed run gives the outputs of an uninterrupted one); returns the NFE per image."""
+    import sys
 
     import torch
 
-    pipe, call = _load_restorer(model, args, dbim_opts)
+    from ...io.images import save_image
+    from ..inputs import resize_back
 
-    out_dir = folder.prepare()
+    folder, images, names, files = run["folder"], run["images"], run["names"], run["files"]
     device = pipe._execution_device
-    generator = torch.Generator(device).manual_seed(args.seed)
-    nfe = None
-    try:
-        for i in range(0, len(images), args.batch_size):
-            chunk = images[i : i + args.batch_size]
-            res = pipe(chunk, mask=mask, generator=generator, output_type="pil", **call)
-            nfe = getattr(res, "nfe", None)
-            for k, im in zip(range(i, i + len(chunk)), res.images):
-                save_image(resize_back(im, images[k]) if args.resize_back else im, out_dir / names[k])
-    except BaseException:
-        folder.abort()
-        raise
-    folder.write_settings(
-        "restore",
-        {
-            "model": str(model),
-            "task": args.task,
-            "scheduler": args.scheduler,
-            "nfe": nfe,
-            "seed": args.seed,
-            "mask": args.mask,
-            "size_policy": args.size_policy,
-            "resize_back": args.resize_back,
-            "inputs": {str(n): str(f) for n, f in zip(names, files)},
-        },
-    )
-    out_dir = folder.commit()
-    print(
-        f"restored {len(images)} image(s) with {type(pipe).__name__} ({model})"
-        + (f", NFE {nfe} per image" if nfe is not None else "")
-        + f" -> {out_dir}"
-    )
-    return 0
+    nfe = folder.settings.get("nfe")
+    if folder.finished:
+        print(f"resuming: {len(folder.finished)} of {len(images)} output(s) already finished", file=sys.stderr)
+    for i in range(0, len(images), args.batch_size):
+        ks = range(i, min(i + args.batch_size, len(images)))
+        if all(str(names[k]) in folder.finished for k in ks):
+            continue
+        generator = torch.Generator(device).manual_seed(args.seed + i)
+        res = pipe([images[k] for k in ks], mask=run["mask"], generator=generator, output_type="pil", **call)
+        nfe = getattr(res, "nfe", None)
+        if nfe is not None and folder.settings.get("nfe") != nfe:
+            folder.settings["nfe"] = nfe  # the NFE per image the sampler spent (recorded with the outputs)
+        for k, im in zip(ks, res.images):
+            save_image(resize_back(im, images[k]) if args.resize_back else im, folder.path / names[k])
+            folder.record(names[k], files[k])
+    return nfe

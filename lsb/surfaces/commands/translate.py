@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ...io.settings import PAPER_TRANSLATION, check_guidance, check_nfe, check_t0, check_tau, translation_defaults
@@ -95,11 +96,43 @@ def register(sub) -> None:
 
 
 def cmd_translate(args) -> int:
-    from ...families import native_resolution
-    from ...io.images import make_grid, save_image
+    """``lsb translate``: every argument, input and the output folder checked, the folder claimed, the model loaded,
+    then each input translated and recorded as it finishes (a rerun continues an interrupted run)."""
+    settings = _settings(args)
+    run = _prepare_run(args, settings)
+    from ...io.execution import process_state
+    from ..outputs import OutputPathError, read_manifest
+
+    # One process, or several under `accelerate launch` (lsb.surfaces.translate_files: identical outputs either way).
+    state = process_state(args.device)
+    state.wait_for_everyone()  # every process has checked the output folder before the main one claims it
+    refused = None
+    if state.is_main_process:
+        try:
+            run["folder"].claim()
+        except ValueError as e:  # every process reaches the barrier, then each stops
+            refused = e
+    state.wait_for_everyone()
+    if refused is not None:
+        raise refused
+    if not state.is_main_process and read_manifest(run["folder"].path) is None:
+        raise OutputPathError(f"{run['folder'].final}: the main process could not claim the output folder")
+    try:
+        pipe = _load_pipeline(args, run, state)
+        done, counts = _translate(args, settings, run, pipe, state)
+    except BaseException as e:
+        if not state.is_main_process:
+            raise
+        _stop(run["folder"], e)
+        raise
+    if not state.is_main_process:
+        return 0
+    return _finish(args, settings, run, done, counts, state)
+
+
+def _settings(args) -> dict:
+    """The run's settings from the arguments and the model's defaults, each checked (one line naming the option)."""
     from .. import checks
-    from ..inputs import load_inputs, resize_back
-    from ..outputs import GRID_NAME, OutputFolder, expand_inputs, output_names
 
     checks.check_model_arg(args.model)  # before any look-up: a path that does not exist is an error, not a Hub id
     args.model = checks.embedded_model(args.model)
@@ -123,9 +156,30 @@ def cmd_translate(args) -> int:
     checks.positive_int(args.batch_size, "--batch-size")
     checks.check_seed(args.seed)
     checks.check_size_arg(args.size)
-    max_pixels = checks.check_max_pixels(args.max_pixels)
     checks.check_domain_arg(args.source, "--source")
     checks.check_domain_arg(args.target, "--target")
+    _check_mask_options(args)
+    return dict(
+        model=args.model or "mini-sd",
+        method=args.method,
+        source=args.source,
+        target=args.target,
+        nfe=nfe,
+        tau=tau,
+        t0=t0,
+        guidance=guidance,
+        solver=solver,
+        seed=args.seed,
+        size_policy=args.size_policy,
+        size=args.size,
+        resize_back=args.resize_back,
+        mask=args.mask,
+        mask_feather=args.mask_feather,
+    )
+
+
+def _check_mask_options(args) -> None:
+    """``--mask`` / ``--mask-feather``: a method that can take a mask, a feather width that makes sense."""
     if args.mask is not None or args.mask_feather is not None:
         from ...helpers.masks import check_feather, check_mask_method
 
@@ -133,11 +187,21 @@ def cmd_translate(args) -> int:
             raise ValueError("--mask-feather needs --mask")
         check_mask_method(args.method, args.mask)
         check_feather(args.mask_feather, "--mask-feather")
-    # Validate every input and the output folder before loading the model: a bad one is reported by name.
-    files = expand_inputs(args.inputs)
-    names = output_names(files)
-    folder = OutputFolder(args.output, args.inputs, files, overwrite=args.overwrite)
+
+
+def _prepare_run(args, settings: dict) -> dict:
+    """Inputs, output names, the output folder and the model folder checked, and every input read, before the model
+    loads: a bad one is reported by name. Returns the run's plan."""
+    from ...families import native_resolution
+    from .. import checks
+    from ..inputs import load_inputs
+    from ..outputs import plan_outputs
+
+    max_pixels = checks.check_max_pixels(args.max_pixels)
+    files, names, folder = plan_outputs(args, "translate", settings)
     local = args.model in checks.EMBEDDED_NAMES or Path(str(args.model)).expanduser().is_dir()
+    if local:
+        checks.check_model_folder_before_load(args.model)  # kind, completeness, weight files: one line, no compute
     native = native_resolution(args.model) if local else None
     images = load_inputs(
         files,
@@ -148,116 +212,142 @@ def cmd_translate(args) -> int:
         max_pixels=max_pixels,
         defer_size=not local and args.size is None,  # a Hub model: its native size is known once it is loaded
     )
-    masks = None
-    if args.mask is not None and not (not local and args.size is None):
-        from ..region_masks import load_masks
-
-        masks = load_masks(args.mask, files, images, args.size_policy)
-    elif args.mask is not None:  # a Hub model: pair and read the masks now, size them once the model is loaded
-        from ..region_masks import pair_masks
-
-        pair_masks(args.mask, files)
-    if args.mask is not None:  # the notes above name each all-black mask; the pipelines' own line would repeat it
-        import logging
-
-        logging.getLogger("lsb.masks").setLevel(logging.ERROR)
+    masks = _read_masks(args, files, images, local)
     checks.check_device(args.device)
-    # One process, or several under `accelerate launch` (lsb.surfaces.translate_files: identical outputs either way).
-    from ...io.execution import process_state
-    from ...prompts.domains import load_domain
-    from ..translate_files import translate_files
+    return dict(
+        files=files, names=names, folder=folder, images=images, native=native, local=local, max_pixels=max_pixels,
+        masks=masks,
+    )  # fmt: skip
+
+
+def _read_masks(args, files, images, local: bool):
+    """The ``--mask`` of each input, paired by name and sized with it (None without ``--mask``); for a Hub model
+    whose size is known only once loaded, paired and read now and sized later (:func:`_load_pipeline`)."""
+    if args.mask is None:
+        return None
+    import logging
+
+    from ..region_masks import load_masks, pair_masks
+
+    logging.getLogger("lsb.masks").setLevel(logging.ERROR)  # the notes name each all-black mask; no second line
+    if local or args.size is not None:
+        return load_masks(args.mask, files, images, args.size_policy)
+    pair_masks(args.mask, files)
+    return None
+
+
+def _load_pipeline(args, run: dict, state):
+    """The translator on this process's device; a Hub model's native size applied to the inputs."""
+    from ...families import native_resolution
+    from .. import checks
+    from ..inputs import load_inputs
     from ..translators import load_translator
 
-    state = process_state(args.device)
     device = args.device if args.device is not None or state.num_processes == 1 else state.device
     extra = {} if args.trust_remote_code is None else {"trust_remote_code": True}
     checks.quiet_loading()
     try:
         pipe = load_translator(args.method, args.model, device=device, dtype=args.dtype, **extra)
     except OSError as e:  # a Hub id that is not there (offline, no such repo): one line, not diffusers' traceback
-        if local:
+        if run["local"]:
             raise
         raise checks.hub_failure(args.model, e) from None
-    if native is None and args.size is None:  # a Hub model: its size is known now, still before any compute
-        native = native_resolution(pipe)
-        images = load_inputs(files, native, policy=args.size_policy, convert=args.convert_mode, max_pixels=max_pixels)
+    if run["native"] is None and args.size is None:  # a Hub model: its size is known now, still before any compute
+        run["native"] = native_resolution(pipe)
+        run["images"] = load_inputs(
+            run["files"],
+            run["native"],
+            policy=args.size_policy,
+            convert=args.convert_mode,
+            max_pixels=run["max_pixels"],
+        )
         if args.mask is not None:
             from ..region_masks import load_masks
 
-            masks = load_masks(args.mask, files, images, args.size_policy)
+            run["masks"] = load_masks(args.mask, run["files"], run["images"], args.size_policy)
+    return pipe
+
+
+def _translate(args, settings: dict, run: dict, pipe, state):
+    """Translate the inputs not finished yet, recording each output in the manifest as it is written."""
+    from ...prompts.domains import load_domain
+    from ..inputs import resize_back
+    from ..translate_files import translate_files
+
     if args.method == "lsb":
-        pipe.scheduler.register_to_config(solver=solver)
+        pipe.scheduler.register_to_config(solver=settings["solver"])
     source, target = load_domain(pipe, args.source), load_domain(pipe, args.target)
-    state.wait_for_everyone()  # every process has checked the output folder before the main one prepares it
-    if state.is_main_process:
-        folder.prepare()
-    state.wait_for_everyone()
-    out = folder.path
+    folder, files, names, images = run["folder"], run["files"], run["names"], run["images"]
+    skip = {k for k, n in enumerate(names) if str(n) in folder.finished}
+    if skip and state.is_main_process:
+        print(f"resuming: {len(skip)} of {len(files)} output(s) already finished in {folder.final}", file=sys.stderr)
     post = (lambda k, o: resize_back(o, images[k])) if args.resize_back else None
+    masks = run["masks"]
     if args.resize_back and masks is not None:  # the kept pixels: the input file's own, at its own size
         from ..region_masks import keep_input_pixels
 
         def post(k, o):
             return keep_input_pixels(resize_back(o, images[k]), files[k], masks[k], args.convert_mode)
 
-    try:
-        counts = []  # (NFE, forward passes per image) per batch
-        done = translate_files(
-            args.method,
-            pipe,
-            files,
-            images,
-            source,
-            target,
-            out,
-            nfe=nfe,
-            guidance=guidance,
-            tau=tau,
-            t0=t0,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            state=state,
-            names=names,
-            postprocess=post,
-            counts=counts,
-            masks=masks,
-            mask_feather=args.mask_feather,
-        )
-    except BaseException:
-        if state.is_main_process:
-            folder.abort()
-        raise
-    if not state.is_main_process:
-        return 0
-    from ...io.images import load_image
+    record = (lambda k, dest: folder.record(names[k], files[k])) if state.is_main_process else None
+    counts = []  # (NFE, forward passes per image) per batch
+    done = translate_files(
+        args.method,
+        pipe,
+        files,
+        images,
+        source,
+        target,
+        folder.path,
+        nfe=settings["nfe"],
+        guidance=settings["guidance"],
+        tau=settings["tau"],
+        t0=settings["t0"],
+        seed=args.seed,
+        batch_size=args.batch_size,
+        state=state,
+        names=names,
+        postprocess=post,
+        counts=counts,
+        skip=skip,
+        record=record,
+        masks=masks,
+        mask_feather=args.mask_feather,
+    )
+    return done, counts
 
+
+def _stop(folder, exc: BaseException) -> None:
+    """A run that stops early keeps and records what it finished; Ctrl-C / SIGTERM become one resume line."""
+    from ...io.runs import Terminated
+
+    if isinstance(exc, (KeyboardInterrupt, Terminated)):
+        raise folder.interrupted(exc) from None
+    if folder.is_own_write_error(exc):
+        raise folder.failed(exc) from None  # disk full, permissions: one line, finished outputs kept
+    folder.abort()
+
+
+def _finish(args, settings: dict, run: dict, done, counts, state) -> int:
+    """The grid (from the files on disk), the manifest marked complete, the summary line."""
+    from ...io.images import load_image, make_grid, save_image
+    from ...io.runs import shown
+    from ..outputs import GRID_NAME
+
+    folder, images = run["folder"], run["images"]
+    for k, _dest in done:  # outputs of other processes (recorded here, in one process, at the end)
+        if str(run["names"][k]) not in folder.finished:
+            folder.finished[str(run["names"][k])] = str(run["files"][k])
     results = [(images[k], load_image(dest)) for k, dest in done]
     grid = make_grid([x for pair in results for x in pair], nrow=2 * min(4, len(results)))
-    save_image(grid, out / GRID_NAME)
-    folder.write_settings(
-        "translate",
-        dict(
-            model=args.model or "mini-sd",
-            method=args.method,
-            source=args.source,
-            target=args.target,
-            nfe=nfe,
-            tau=tau,
-            t0=t0,
-            guidance=guidance,
-            solver=solver,
-            seed=args.seed,
-            size_policy=args.size_policy,
-            size=args.size,
-            resize_back=args.resize_back,
-            mask=args.mask,
-            mask_feather=args.mask_feather,
-            inputs={str(names[k]): str(files[k]) for k, _ in done},
-        ),
-    )
+    save_image(grid, folder.path / GRID_NAME)
     final = folder.commit()
+    nfe = counts[0][0] if counts else settings["nfe"]
+    if not counts:
+        print(f"nothing left to do: all {len(results)} output(s) in {shown(final)} are finished (grid.png rewritten)")
+        return 0
     print(
-        f"wrote {len(results)} image(s) and grid.png to {final} (NFE {counts[0][0] if counts else nfe} per image, "
+        f"wrote {len(results)} image(s) and grid.png to {shown(final)} (NFE {nfe} per image, "
         f"{counts[0][1] if counts else '?'} forward passes"
         + (f", {state.num_processes} processes)" if state.num_processes > 1 else ")")
     )
