@@ -7,7 +7,6 @@ Writes are atomic (temporary file + rename), so an interrupted run never leaves 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .runs import TEMP_PREFIX, shown
+from .files import atomic_path
+from .runs import shown
 
 if TYPE_CHECKING:
     import torch
@@ -383,36 +383,13 @@ def make_grid(
 
 
 def save_image(img: Image.Image, path: str | os.PathLike) -> Path:
-    """Write atomically (temp file in the same folder, then rename)."""
+    """Write atomically (:func:`lsb.io.files.atomic_path`: a short temporary name in the same folder, then a rename;
+    a failed write names the file)."""
     path = Path(path)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
-    # a short temporary name (whatever the output's length): an output name the file system accepts always saves
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs are readable like any file the user writes
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # a failed write names no file
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
+    with atomic_path(path) as tmp:
+        img.save(tmp, format=fmt)
     return path
-
-
-def _umask() -> int:
-    try:
-        with open("/proc/self/status") as f:  # Linux: read without changing it
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def save_grid(x: torch.Tensor | Sequence[Image.Image], path: str | os.PathLike, nrow: int | None = None) -> Path:

@@ -21,13 +21,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import signal
 from pathlib import Path
 
-#: prefix of the temporary files :func:`write_json_atomic` and :func:`lsb.io.images.save_image` write (then rename)
-TEMP_PREFIX = ".lsb-tmp-"
+from .files import TEMP_PREFIX, write_json_atomic
 
 
 class FolderInUseError(ValueError):
@@ -151,18 +149,6 @@ def lock_folder(path, flag: str = "-o/--output") -> int:
 
 
 # ------------------------------------------------------------------------------------------------ files
-def write_json_atomic(path, data) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
-    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
 def remove_temporaries(folder) -> int:
     """Remove the temporary files an interrupted writer left below ``folder`` (:data:`TEMP_PREFIX`); their count."""
     n = 0

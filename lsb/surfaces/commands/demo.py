@@ -81,6 +81,8 @@ def cmd_demo(args) -> int:
 
     model = args.model or os.environ.get(MODEL_ENV) or None
     checks.check_model_arg(model)  # a missing folder: one line now, not at the first translation
+    if model is not None and os.path.isdir(os.path.expanduser(str(model))):
+        checks.check_model_folder_before_load(model)  # kind, completeness, weight files: one line, no compute
     check_family_and_method(checks.embedded_model(model), None, args.dtype)  # another kind of model: one line
     _check_port(args.host, args.port)
     demo = build_demo(

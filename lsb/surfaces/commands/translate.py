@@ -136,6 +136,8 @@ def _settings(args) -> dict:
 
     checks.check_model_arg(args.model)  # before any look-up: a path that does not exist is an error, not a Hub id
     args.model = checks.embedded_model(args.model)
+    if args.model in checks.EMBEDDED_NAMES or Path(str(args.model)).expanduser().is_dir():
+        checks.check_model_folder_before_load(args.model)  # kind, completeness, weight files: one line, no compute
     check_family_and_method(args.model, args.method, args.dtype, args.device)  # before any weights load
     defaults = _cli_defaults(translation_defaults(args.model))  # the model folder's lsb_defaults.json, else the paper's
     nfe = args.nfe if args.nfe is not None else defaults["nfe"]
@@ -200,8 +202,6 @@ def _prepare_run(args, settings: dict) -> dict:
     max_pixels = checks.check_max_pixels(args.max_pixels)
     files, names, folder = plan_outputs(args, "translate", settings)
     local = args.model in checks.EMBEDDED_NAMES or Path(str(args.model)).expanduser().is_dir()
-    if local:
-        checks.check_model_folder_before_load(args.model)  # kind, completeness, weight files: one line, no compute
     native = native_resolution(args.model) if local else None
     images = load_inputs(
         files,
