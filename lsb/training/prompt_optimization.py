@@ -196,9 +196,8 @@ def learn_domain(
             max_sequence_length=max_sequence_length,
         )
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            out / RUN_CONFIG_NAME, run_record(settings, task, base_model, steps)
-        )  # same from every process
+        record = run_record(settings, task, base_model, steps)
+        write_json_atomic(out / RUN_CONFIG_NAME, record)  # the same from every process
         cfg = TrainConfig(str(out), steps, learning_rate, weight_decay, lr_schedule="constant", seed=seed)
         cfg.gradient_accumulation_steps, cfg.mixed_precision = gradient_accumulation_steps, mixed_precision
         cfg.checkpoint_every, cfg.sample_every, cfg.progress = checkpoint_every, validation_every, progress
