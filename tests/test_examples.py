@@ -105,3 +105,9 @@ def test_learn_domain_sd3_example(tmp_path):
     tiny = [] if (Path(lsb.MINI_SD3) / "model_index.json").is_file() else ["--tiny"]
     out = run_example("learn_domain_sd3.py", *tiny, "--steps", "2", "--out", str(tmp_path / "d"), cwd=tmp_path)
     assert "'clip_l'" in out and "'clip_g'" in out and "source prompt 'a <circle>'" in out
+
+
+def test_big_model_memory_example(tmp_path):
+    pytest.importorskip("torchao")
+    out = run_example("big_model_memory.py", "--nfe", "2", "--out", str(tmp_path / "m.png"), cwd=tmp_path)
+    assert "bfloat16 + int8:" in out and "int8 transformer (2 network calls)" in out and (tmp_path / "m.png").is_file()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 
-from . import add_dtype_argument
+from . import add_dtype_argument, add_memory_arguments
 
 
 def register(subparsers) -> None:
@@ -56,6 +56,7 @@ def register(subparsers) -> None:
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
     p.add_argument("--device", default=None, help="torch device (default: cuda, mps or cpu)")
     add_dtype_argument(p)
+    add_memory_arguments(p)
     p.add_argument("--concurrency", type=int, default=1, help="translations run at once (default 1)")
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting in the queue at most (default 16)")
     p.set_defaults(func=cmd_demo)
@@ -90,6 +91,8 @@ def cmd_demo(args) -> int:
         time_limit=args.time_limit,
         trust_remote_code=args.trust_remote_code,
         dtype=args.dtype,
+        offload=args.offload,
+        quantize=args.quantize,
     )
     launch_demo(demo, server_name=args.host, server_port=args.port, share=args.share)
     return 0
