@@ -1,0 +1,126 @@
+"""Z-Image components with random weights: tiny ones of the real classes, and the real transformer architecture.
+
+The classes are the real ones (``ZImageTransformer2DModel``, ``Qwen3Model``, ``AutoencoderKL`` with FLUX.1's
+``shift_factor`` layout, ``FlowMatchEulerDiscreteScheduler``); the tokenizer is a byte-level BPE trained offline on
+the shapes-world caption words (:func:`build_chat_tokenizer`) with a chat template of the structure of Qwen3's
+(``<|im_start|>role\\n...<|im_end|>``, the generation prompt, the empty think block when thinking is off).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import mini_sd
+from .random_flow import TINY_VAE_CONFIG, flow_scheduler
+from .random_sd import load_config
+
+#: the special tokens of a Qwen chat tokenizer (pad = <|endoftext|>)
+CHAT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+
+#: a chat template of Qwen3's structure (user / assistant turns, the generation prompt, ``enable_thinking``)
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+
+
+def build_chat_tokenizer(words=None, model_max_length: int = 512):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` (as Qwen's) trained offline on ``words`` (default: the
+    shapes-world caption words), with the chat special tokens and :data:`CHAT_TEMPLATE`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w.lower() for w in (words or mini_sd.caption_vocabulary() + list(mini_sd.TEMPLATE_WORDS))})
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=list(CHAT_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator([" ".join(words), *words, "user assistant"], trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        model_max_length=model_max_length,
+        padding_side="right",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_qwen3_encoder(tokenizer, hidden_size: int = 32, seed: int = 0, layers: int = 2):
+    """A small ``Qwen3Model`` (the class of Z-Image's text encoder) over ``tokenizer``'s vocabulary."""
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return Qwen3Model(config).eval()
+
+
+def tiny_zimage_components(seed: int = 0) -> dict:
+    """``ZImagePipeline`` components at toy size (64 px images, 8x8x4 latents, 2x2 patches: 16 image tokens)."""
+    from diffusers import AutoencoderKL, ZImageTransformer2DModel
+
+    tokenizer = build_chat_tokenizer()
+    text_encoder = build_qwen3_encoder(tokenizer, 32, seed)
+    torch.manual_seed(seed)
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=4,
+        dim=32,
+        n_layers=1,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        cap_feat_dim=32,
+        axes_dims=[4, 6, 6],
+        axes_lens=[256, 32, 32],
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**TINY_VAE_CONFIG)
+    return {
+        "transformer": transformer,
+        "scheduler": flow_scheduler(shift=3.0, use_dynamic_shifting=False),
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+    }
+
+
+def build_real_zimage_transformer(configs: str | Path, name: str = "z-image-turbo", device="meta"):
+    """The real Z-Image transformer of ``configs/<name>/transformer_config.json`` (``device="meta"``: no memory)."""
+    from diffusers import ZImageTransformer2DModel
+
+    cfg = load_config(configs, name, "transformer_config")
+    with torch.device(device):
+        return ZImageTransformer2DModel(**cfg)
+
+
+__all__ = [
+    "CHAT_TEMPLATE",
+    "build_chat_tokenizer",
+    "build_qwen3_encoder",
+    "build_real_zimage_transformer",
+    "tiny_zimage_components",
+]
