@@ -140,7 +140,8 @@ def test_every_family_method_names_a_real_class():
 
 def test_method_family_mismatch_is_one_line():
     with pytest.raises(
-        ValueError, match=r"flowedit runs on SD3 / SD3.5, FLUX.1 or Z-Image models; this model is SD 1.x/2.x"
+        ValueError,
+        match=r"flowedit runs on SD3 / SD3.5, FLUX.1, Z-Image or Qwen-Image models; this model is SD 1.x/2.x",
     ):
         check_method("flowedit", FAMILIES["sd"])
     with pytest.raises(ValueError, match=r"unknown translation method 'cyclegan'; lsb has: lsb, flowedit"):

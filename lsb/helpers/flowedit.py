@@ -129,13 +129,17 @@ def flow_timesteps(scheduler, num_inference_steps: int, device, image_seq_len: i
     kwargs = {}
     if scheduler.config.get("use_dynamic_shifting", False):
         kwargs["mu"] = image_seq_len_shift(scheduler, image_seq_len)
-    if family in ("flux", "zimage"):  # FluxPipeline's and ZImagePipeline's default sigmas
+    if family in (
+        "flux",
+        "zimage",
+        "qwenimage",
+    ):  # the default sigmas of FluxPipeline, ZImagePipeline, QwenImagePipeline
         sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
         scheduler.set_timesteps(sigmas=sigmas, device=device, **kwargs)
     elif family == "sd3":
         scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
     else:
-        raise ValueError(f"family must be 'sd3', 'flux' or 'zimage', got {family!r}")
+        raise ValueError(f"family must be 'sd3', 'flux', 'zimage' or 'qwenimage', got {family!r}")
     return scheduler.timesteps, scheduler.sigmas
 
 

@@ -1,4 +1,4 @@
-"""Z-Image components with random weights: tiny ones of the real classes, and the real transformer architecture.
+"""Z-Image and Qwen-Image components with random weights: tiny ones of the real classes, and the real transformer architecture.
 
 The classes are the real ones (``ZImageTransformer2DModel``, ``Qwen3Model``, ``AutoencoderKL`` with FLUX.1's
 ``shift_factor`` layout, ``FlowMatchEulerDiscreteScheduler``); the tokenizer is a byte-level BPE trained offline on
@@ -119,8 +119,62 @@ def build_real_zimage_transformer(configs: str | Path, name: str = "z-image-turb
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "build_real_qwenimage_transformer",
+    "tiny_qwenimage_components",
     "build_chat_tokenizer",
     "build_qwen3_encoder",
     "build_real_zimage_transformer",
     "tiny_zimage_components",
 ]
+
+
+def tiny_qwenimage_components(seed: int = 0) -> dict:
+    """``QwenImagePipeline`` components at toy size: a 4-channel ``AutoencoderKLQwenImage`` (8x, 64 px -> 8x8), a
+    two-layer ``Qwen2_5_VLForConditionalGeneration`` over the chat tokenizer, a one-block
+    ``QwenImageTransformer2DModel`` on 2x2-packed latents, Qwen-Image's scheduler settings."""
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = build_chat_tokenizer()
+    ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": None, "eos_token_id": tokenizer.eos_token_id}
+    torch.manual_seed(seed)
+    text_config = dict(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=1024, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+        **ids,
+    )  # fmt: skip
+    vision_config = dict(
+        depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32, fullatt_block_indexes=[0]
+    )
+    config = Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, vocab_size=len(tokenizer), **ids)
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=32, axes_dims_rope=(4, 6, 6),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    vae = AutoencoderKLQwenImage(
+        base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True],
+        latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 2.0, 0.8, 1.2],
+    )  # fmt: skip
+    scheduler = flow_scheduler(
+        base_image_seq_len=256, base_shift=0.5, max_image_seq_len=8192, max_shift=0.9, shift=1.0, shift_terminal=0.02,
+        use_dynamic_shifting=True, time_shift_type="exponential",
+    )  # fmt: skip
+    return {
+        "transformer": transformer,
+        "scheduler": scheduler,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+    }
+
+
+def build_real_qwenimage_transformer(configs: str | Path, device="meta"):
+    """The real Qwen-Image transformer of ``configs/qwen-image/transformer_config.json`` (meta: no memory)."""
+    from diffusers import QwenImageTransformer2DModel
+
+    cfg = load_config(configs, "qwen-image", "transformer_config")
+    with torch.device(device):
+        return QwenImageTransformer2DModel(**cfg)
