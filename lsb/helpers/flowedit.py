@@ -136,10 +136,17 @@ def flow_timesteps(scheduler, num_inference_steps: int, device, image_seq_len: i
     ):  # the default sigmas of FluxPipeline, ZImagePipeline, QwenImagePipeline
         sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
         scheduler.set_timesteps(sigmas=sigmas, device=device, **kwargs)
+    elif family == "flux2":  # Flux2KleinPipeline: mu from the token count and the step count
+        from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+        sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
+        if scheduler.config.get("use_dynamic_shifting", False):
+            kwargs["mu"] = compute_empirical_mu(image_seq_len=image_seq_len, num_steps=num_inference_steps)
+        scheduler.set_timesteps(sigmas=sigmas, device=device, **kwargs)
     elif family == "sd3":
         scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
     else:
-        raise ValueError(f"family must be 'sd3', 'flux', 'zimage' or 'qwenimage', got {family!r}")
+        raise ValueError(f"family must be 'sd3', 'flux', 'flux2', 'zimage' or 'qwenimage', got {family!r}")
     return scheduler.timesteps, scheduler.sigmas
 
 

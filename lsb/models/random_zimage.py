@@ -1,4 +1,4 @@
-"""Z-Image and Qwen-Image components with random weights: tiny ones of the real classes, and the real transformer architecture.
+"""Z-Image, Qwen-Image and FLUX.2 klein components with random weights: tiny ones of the real classes, and the real transformer architecture.
 
 The classes are the real ones (``ZImageTransformer2DModel``, ``Qwen3Model``, ``AutoencoderKL`` with FLUX.1's
 ``shift_factor`` layout, ``FlowMatchEulerDiscreteScheduler``); the tokenizer is a byte-level BPE trained offline on
@@ -119,7 +119,9 @@ def build_real_zimage_transformer(configs: str | Path, name: str = "z-image-turb
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "build_real_flux2_transformer",
     "build_real_qwenimage_transformer",
+    "tiny_flux2_klein_components",
     "tiny_qwenimage_components",
     "build_chat_tokenizer",
     "build_qwen3_encoder",
@@ -178,3 +180,52 @@ def build_real_qwenimage_transformer(configs: str | Path, device="meta"):
     cfg = load_config(configs, "qwen-image", "transformer_config")
     with torch.device(device):
         return QwenImageTransformer2DModel(**cfg)
+
+
+def tiny_flux2_klein_components(seed: int = 0, layers: int = 27) -> dict:
+    """``Flux2KleinPipeline`` components at toy size: a 4-channel ``AutoencoderKLFlux2`` (8x; patchified 2x2 to 16
+    channels, normalised with its BatchNorm statistics, set to non-trivial values here), a ``Qwen3ForCausalLM`` of
+    ``layers`` layers (klein reads hidden states 9, 18, 27) over the chat tokenizer, a one-block
+    ``Flux2Transformer2DModel``, klein's flow-matching scheduler settings (dynamic shifting)."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = build_chat_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=layers,
+            num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+            pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+        )
+    ).eval()  # fmt: skip
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=48, timestep_guidance_channels=16, mlp_ratio=2.0, axes_dims_rope=(2, 2, 2, 2),
+        guidance_embeds=False,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(4, 4, 8, 8), latent_channels=4, norm_num_groups=2, layers_per_block=1, sample_size=64
+    )
+    generator = torch.Generator().manual_seed(seed)
+    vae.bn.running_mean.copy_(torch.randn(vae.bn.running_mean.shape, generator=generator) * 0.1)
+    vae.bn.running_var.copy_(torch.rand(vae.bn.running_var.shape, generator=generator) + 0.5)
+    scheduler = flow_scheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15)
+    return {
+        "transformer": transformer,
+        "scheduler": scheduler,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+    }
+
+
+def build_real_flux2_transformer(configs: str | Path, name: str, device="meta"):
+    """The real FLUX.2 transformer of ``configs/<name>/transformer_config.json`` (meta: no memory)."""
+    from diffusers import Flux2Transformer2DModel
+
+    cfg = load_config(configs, name, "transformer_config")
+    with torch.device(device):
+        return Flux2Transformer2DModel(**cfg)

@@ -9,15 +9,15 @@ import inspect
 class AutoPipelineForTranslation:
     r"""Load the translation pipeline for a model's family and a method.
 
-    The family (SD 1.x/2.x, SDXL, SD3 / SD3.5, FLUX.1, Z-Image, Qwen-Image) is read from the model's ``model_index.json`` before any
+    The family (SD 1.x/2.x, SDXL, SD3 / SD3.5, FLUX.1, Z-Image, Qwen-Image, FLUX.2 klein) is read from the model's ``model_index.json`` before any
     weights load (:mod:`lsb.families`); ``method`` picks the pipeline:
 
     ==========  ==========================================  ==========================================
     method      SD 1.x/2.x, SDXL (VP)                       SD3 / SD3.5, FLUX.1, Z-Image, Qwen-Image (flow)
     ==========  ==========================================  ==========================================
-    "lsb"       LatentSchrodingerBridge(XL)Pipeline          LatentSchrodingerBridge{SD3,Flux,ZImage,QwenImage}Pipeline
-    "flowedit"  --                                          FlowEdit{SD3,Flux,ZImage,QwenImage}Pipeline
-    "sdedit"    diffusers' StableDiffusion(XL)Img2Img (DDIM)  diffusers' {StableDiffusion3,Flux,ZImage,QwenImage}Img2Img
+    "lsb"       LatentSchrodingerBridge(XL)Pipeline          LatentSchrodingerBridge{SD3,Flux,ZImage,QwenImage,Flux2}Pipeline
+    "flowedit"  --                                          FlowEdit{SD3,Flux,ZImage,QwenImage,Flux2}Pipeline
+    "sdedit"    diffusers' StableDiffusion(XL)Img2Img (DDIM)  diffusers' {StableDiffusion3,Flux,ZImage,QwenImage}Img2Img (not FLUX.2)
     "ddib"      DDIB(XL)Pipeline                             --
     ==========  ==========================================  ==========================================
 
