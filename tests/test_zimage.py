@@ -176,3 +176,15 @@ def test_real_zimage_turbo_transformer_on_meta():
     count = sum(p.numel() for p in transformer.parameters())
     assert round(count / 1e6, 2) == 6154.91  # published: 6B (configs/README.md)
     assert next(transformer.parameters()).device.type == "meta"
+
+
+def test_learning_a_domain_is_refused_on_llm_encoder_families(zimage_dir, tmp_path):
+    """Prompt optimization trains CLIP / T5 token rows only: a Z-Image folder is one line, before any weights load."""
+    from lsb.prompts.tokens import PromptOptimizationError
+    from lsb.training.prompt_optimization import learn_domain
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shapes_image().save(images / "a.png")
+    with pytest.raises(PromptOptimizationError, match="not implemented for Z-Image models"):
+        learn_domain(images, "<dom>", str(zimage_dir), output_dir=tmp_path / "dom", steps=1, device="cpu")

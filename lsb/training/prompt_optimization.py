@@ -259,6 +259,7 @@ class PromptOptimizationTask(TrainingTask):
             raise PromptOptimizationError(f"batch_size must be >= 1, got {batch_size}")
         self.output_dir = Path(output_dir)
         self.family = model_family(pipe)
+        check_prompt_optimization_family(self.family)
         self.flow = self.family in ("sd3", "flux")
         self.network = pipe.transformer if self.flow else pipe.unet
         self.unet = None if self.flow else pipe.unet
@@ -719,6 +720,22 @@ def _short(v) -> str:
     return repr(v)
 
 
+#: the families whose text encoders prompt optimization trains a token row in (CLIP / T5); not the LLM encoders of
+#: Z-Image, Qwen-Image and FLUX.2 (docs/guides/new-families.md)
+PROMPT_OPTIMIZATION_FAMILIES = ("sd", "sdxl", "sd3", "flux")
+
+
+def check_prompt_optimization_family(name: str) -> None:
+    """One line for a family whose text encoder prompt optimization does not train (before any weights load)."""
+    if name not in PROMPT_OPTIMIZATION_FAMILIES:
+        from ..families import get_family
+
+        raise PromptOptimizationError(
+            f"learning a domain token is not implemented for {get_family(name).label} models (an LLM text encoder); "
+            "translate with text prompts, or learn the domain on an SD / SDXL / SD3 / FLUX.1 model"
+        )
+
+
 def _load_pipeline(model, device, mixed_precision: str):
     """(pipeline, base-model name) from a pipeline object, None (embedded mini model), a folder or a Hub id.
 
@@ -742,6 +759,7 @@ def _load_pipeline(model, device, mixed_precision: str):
         name = str(entries.get("_class_name", ""))
         from ..helpers.loading import detect_model_family
 
+        check_prompt_optimization_family(detect_model_family(str(model)))
         if detect_model_family(str(model)) == "sdxl":
             from diffusers import StableDiffusionXLPipeline
 
