@@ -27,15 +27,7 @@ from pathlib import Path
 import torch
 
 from ..families import ModelFamily, read_model_index
-
-#: what ``--offload`` accepts
-OFFLOAD_MODES = ("none", "model", "sequential")
-
-#: what ``--quantize`` accepts: name -> (torchao config class, one-line description)
-QUANTIZE_TYPES = {
-    "int8": ("Int8WeightOnlyConfig", "int8 weight-only (torchao; any device)"),
-    "float8": ("Float8WeightOnlyConfig", "float8 weight-only (torchao; CUDA GPUs of compute capability 8.9+)"),
-}
+from ..io.memory_options import OFFLOAD_MODES, QUANTIZE_TYPES
 
 #: bytes per element of the safetensors dtypes
 SAFETENSORS_BYTES = {

@@ -47,7 +47,7 @@ def add_dtype_argument(p) -> None:
 
 def add_memory_arguments(p) -> None:
     """``--offload`` and ``--quantize``: running a model larger than the accelerator (lsb.helpers.memory)."""
-    from ...helpers.memory import OFFLOAD_MODES, QUANTIZE_TYPES
+    from ...io.memory_options import OFFLOAD_MODES, QUANTIZE_TYPES
 
     p.add_argument(
         "--offload",
