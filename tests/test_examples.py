@@ -111,3 +111,11 @@ def test_big_model_memory_example(tmp_path):
     pytest.importorskip("torchao")
     out = run_example("big_model_memory.py", "--nfe", "2", "--out", str(tmp_path / "m.png"), cwd=tmp_path)
     assert "bfloat16 + int8:" in out and "int8 transformer (2 network calls)" in out and (tmp_path / "m.png").is_file()
+
+
+@pytest.mark.parametrize("kind", ["zimage", "qwenimage", "flux2"])
+def test_translate_llm_families_example(tmp_path, kind):
+    out = run_example(
+        "translate_llm_families.py", "--tiny", kind, "--nfe", "2", "--out", str(tmp_path / "g.png"), cwd=tmp_path
+    )
+    assert "lsb: LatentSchrodingerBridge" in out and "flowedit: FlowEdit" in out and (tmp_path / "g.png").is_file()
