@@ -141,7 +141,7 @@ def test_every_family_method_names_a_real_class():
 def test_method_family_mismatch_is_one_line():
     with pytest.raises(
         ValueError,
-        match=r"flowedit runs on SD3 / SD3.5, FLUX.1, Z-Image, Qwen-Image or FLUX.2 klein models; this model is SD 1.x/2.x",
+        match=r"flowedit runs on SD3 / SD3.5, FLUX.1, Z-Image, Qwen-Image or FLUX.2 models; this model is SD 1.x/2.x",
     ):
         check_method("flowedit", FAMILIES["sd"])
     with pytest.raises(ValueError, match=r"unknown translation method 'cyclegan'; lsb has: lsb, flowedit"):

@@ -1,7 +1,8 @@
-"""FLUX.2 klein as an lsb family (lsb.families.flux2): the transformer's inputs equal Flux2KleinPipeline's (hook
-tests on tiny random models of the real classes), the family's call with CFG reproduces its sampling (grid with the
-step-dependent mu), the BatchNorm latent normalisation equals diffusers', LSB / FlowEdit through the translators and
-the CLI, the distilled refusal, FLUX.2-dev refused by name, the real transformer configs on the meta device."""
+"""FLUX.2 (klein and dev) as an lsb family (lsb.families.flux2): the transformer's inputs equal Flux2KleinPipeline's
+and Flux2Pipeline's (hook tests on tiny random models of the real classes), the family's call with CFG reproduces
+klein's sampling (grid with the step-dependent mu), the BatchNorm latent normalisation equals diffusers', LSB /
+FlowEdit through the translators and the CLI, the guidance refusals, dev's processor dependency, the real transformer
+configs on the meta device."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Pipeline
 
-from lsb.families import FAMILIES, UnsupportedModelError, detect_family, family_of_index, flux2, pixel_multiple
+from lsb.families import FAMILIES, detect_family, flux2, pixel_multiple
 from lsb.helpers.flowedit import flow_timesteps
 from lsb.helpers.flux2 import encode_flux2_latents, from_tokens, to_tokens
-from lsb.models.random_zimage import build_real_flux2_transformer, tiny_flux2_klein_components
+from lsb.models.random_zimage import (
+    build_real_flux2_transformer,
+    tiny_flux2_dev_components,
+    tiny_flux2_klein_components,
+)
 from lsb_pipelines.flowedit_flux2.pipeline import FlowEditFlux2Pipeline
 from lsb_pipelines.lsb_flux2.pipeline import LatentSchrodingerBridgeFlux2Pipeline
 from tests.cli_helpers import translate_argv
@@ -98,7 +103,7 @@ def test_latents_equal_diffusers_batchnorm_normalisation():
     assert max_diff(encode_flux2_latents(ours, pixels, "cpu"), stock._encode_vae_image(pixels, None)) == 0.0
 
 
-def test_distilled_guidance_and_flux2_dev_are_refused(klein_dir):
+def test_distilled_klein_refuses_guidance():
     comps = tiny_flux2_klein_components(0)
     pipe = FlowEditFlux2Pipeline(**comps, is_distilled=True)
     with (
@@ -109,16 +114,6 @@ def test_distilled_guidance_and_flux2_dev_are_refused(klein_dir):
     assert calls == []
     out = pipe(shapes_image(), SOURCE, TARGET, num_inference_steps=2, n_max=1, max_sequence_length=16, output_type="np")
     assert out.forward_passes == 2  # distilled: no negative pass
-    from lsb.families import read_model_index
-
-    index = read_model_index(klein_dir)
-    dev = {
-        **index,
-        "_class_name": "Flux2Pipeline",
-        "text_encoder": ["transformers", "Mistral3ForConditionalGeneration"],
-    }
-    with pytest.raises(UnsupportedModelError, match="not a model lsb translates with"):
-        family_of_index(dev)
 
 
 @pytest.mark.parametrize("method,per_call", [("lsb", 2), ("flowedit", 4)])
@@ -157,3 +152,82 @@ def test_cli_translates_with_a_klein_folder(klein_dir, tmp_path, capsys):
 def test_real_flux2_transformers_on_meta(name, millions):
     count = sum(p.numel() for p in build_real_flux2_transformer(CONFIGS, name).parameters())
     assert round(count / 1e6, 2) == millions  # configs/README.md (published: 4B, 9B, 32B)
+
+
+@pytest.fixture(scope="module")
+def dev_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("flux2dev") / "tiny-dev"
+    Flux2Pipeline(**tiny_flux2_dev_components(0)).save_pretrained(folder)
+    return folder
+
+
+def test_lsb_transformer_inputs_equal_flux2_dev_pipeline():
+    """FLUX.2-dev: embeddings (Mistral3 layers 10/20/30 of the system-message conversation), ids and the distilled
+    guidance of our [source; target] call equal Flux2Pipeline's for each prompt (0); timesteps up to 3e-8."""
+    comps = tiny_flux2_dev_components(0)
+    ours = LatentSchrodingerBridgeFlux2Pipeline(**comps)
+    kw = dict(num_inference_steps=2, tau=0.5, t0=0.1, max_sequence_length=32, output_type="np")
+    with recorded_calls(comps["transformer"]) as mine:
+        ours(
+            shapes_image(),
+            SOURCE,
+            TARGET,
+            distilled_guidance_scale=3.0,
+            generator=torch.Generator().manual_seed(0),
+            **kw,
+        )
+    levels = ours.scheduler.flow_levels.tolist()
+    stock = Flux2Pipeline(**{**comps, "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0)})
+    calls = {}
+    for prompt in (SOURCE, TARGET):
+        with recorded_calls(comps["transformer"]) as theirs:
+            stock(
+                prompt=prompt, guidance_scale=3.0, height=64, width=64, sigmas=levels, num_inference_steps=len(levels),
+                max_sequence_length=32, output_type="latent",
+            )  # fmt: skip
+        calls[prompt] = theirs
+    for i, a in enumerate(mine):
+        src, tgt = calls[SOURCE][i], calls[TARGET][i]
+        for key in ("encoder_hidden_states", "txt_ids", "img_ids", "guidance"):
+            both = torch.cat([src[key], tgt[key]])
+            assert max_diff(a[key], both) == 0.0 and a[key].dtype == both.dtype, key
+        assert max_diff(a["timestep"], torch.cat([src["timestep"], tgt["timestep"]])) <= 3e-8
+
+
+@pytest.mark.parametrize("method,per_call", [("lsb", 2), ("flowedit", 2)])
+def test_translators_on_a_flux2_dev_folder(dev_dir, method, per_call):
+    from lsb.surfaces.translators import load_translator, translate
+
+    assert detect_family(str(dev_dir)) is FAMILIES["flux2"]
+    pipe = load_translator(method, str(dev_dir), device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    with recorded_calls(pipe.transformer) as calls:
+        images, nfe, passes = translate(
+            method, pipe, [shapes_image()], SOURCE, TARGET, nfe=2, generator=[torch.Generator().manual_seed(0)],
+            output_type="np", return_forward_passes=True, max_sequence_length=32,
+        )  # fmt: skip
+    assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all() and passes == per_call * nfe
+    expected = [4.0, 4.0] if method == "lsb" else [1.5, 5.5]  # Flux2Pipeline's default; FLUX.1-dev FlowEdit's
+    assert calls[0]["guidance"].tolist() == expected
+
+
+def test_flux2_dev_processor_without_torchvision_is_one_line(dev_dir, tmp_path, monkeypatch):
+    import importlib.util
+    import json
+    import shutil
+
+    from lsb.surfaces.translators import load_translator
+
+    folder = tmp_path / "dev-pixtral"
+    shutil.copytree(dev_dir, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["tokenizer"] = ["transformers", "PixtralProcessor"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torchvision" else real(n, *a))
+    with pytest.raises(ValueError, match=r"tokenizer \(PixtralProcessor\) needs the torchvision package"):
+        load_translator("lsb", str(folder), device="cpu")
+    with pytest.raises(ValueError, match="klein transformer, which has no guidance embedding"):
+        LatentSchrodingerBridgeFlux2Pipeline(**tiny_flux2_klein_components(0))(
+            shapes_image(), SOURCE, TARGET, num_inference_steps=2, distilled_guidance_scale=2.0
+        )

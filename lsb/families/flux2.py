@@ -1,25 +1,30 @@
-"""FLUX.2 klein (4B / 9B): a rectified-flow ``Flux2Transformer2DModel`` under a Qwen3 language model (read in
-diffusers' ``Flux2KleinPipeline``, 0.42.1). FLUX.2-dev (Mistral3 encoder, distilled guidance) is not supported yet.
+"""FLUX.2 (dev; klein 4B / 9B): a rectified-flow ``Flux2Transformer2DModel`` under a language model: Mistral3 (dev,
+``Flux2Pipeline``) or Qwen3 (klein, ``Flux2KleinPipeline``), read in diffusers 0.42.1.
 
 - latents: ``AutoencoderKLFlux2`` (32 channels in the real model), posterior mode, **patchified** 2x2 to
   ``(B, 4C, h/2, w/2)`` (channel order (c, dy, dx)), normalised with the VAE's BatchNorm running statistics
   ``(x - mean) / sqrt(var + eps)`` (no scaling / shift factor), then flattened to tokens ``(B, (h/2)(w/2), 4C)``;
 - position ids are 4-D: ``(0, row, col, 0)`` per image token, ``(0, 0, 0, l)`` per text token;
 - the transformer takes ``t / 1000`` (sigma) cast to the latents' dtype and predicts the velocity noise - data;
-  klein has no guidance embedding;
-- CFG: the base models (``is_distilled`` False in ``model_index.json``) use ``neg + s (pos - neg)`` against "" when
-  ``s > 1``; the distilled ones take none (a scale given to them is refused);
+  dev is guidance-distilled (``config.guidance_embeds``: the guidance value, float32, one per row; diffusers'
+  default 4.0, no negative prompt); klein has no guidance embedding;
+- klein's CFG: the base models (``is_distilled`` False in ``model_index.json``) use ``neg + s (pos - neg)`` against
+  "" when ``s > 1``; the distilled ones take none (a scale given to them is refused);
 - grid: ``linspace(1, 1/T, T)`` with ``mu`` from ``compute_empirical_mu(tokens, T)`` (it depends on T).
 """
 
 from __future__ import annotations
 
-from .record import EncoderSlot, ModelFamily, has_components, index_entry_class
+from .record import EncoderSlot, ModelFamily, has_components
 
-QWEN3_KLEIN = EncoderSlot("qwen3", "tokenizer", "text_encoder")
+QWEN3_KLEIN = EncoderSlot("qwen3", "tokenizer", "text_encoder")  # dev: a Mistral3 in the same slot
+
+#: Flux2Pipeline's default distilled guidance (FLUX.2-dev)
+DEFAULT_DISTILLED_GUIDANCE = 4.0
 
 #: FlowEdit has no published FLUX.2 setting: FLUX.1's grid and start level (T = 28, n_max = 24) with CFG 1.5 / 4.0
-#: (Flux2KleinPipeline's default guidance 4.0) on the base models; none on the distilled ones.
+#: (Flux2KleinPipeline's default guidance 4.0) on klein base models, none on distilled ones; on dev the scales are the
+#: distilled guidance of each branch, FLUX.1-dev's published 1.5 / 5.5 (``DEV_FLOWEDIT_GUIDANCE``).
 FLOWEDIT_DEFAULTS = {
     "num_inference_steps": 28,
     "n_max": 24,
@@ -28,6 +33,7 @@ FLOWEDIT_DEFAULTS = {
     "source_guidance_scale": 1.5,
     "target_guidance_scale": 4.0,
 }
+DEV_FLOWEDIT_GUIDANCE = (1.5, 5.5)
 
 
 def network_call(transformer, hidden_states, timestep, cond: dict):
@@ -47,10 +53,11 @@ def network_call(transformer, hidden_states, timestep, cond: dict):
     )[0]
 
 
-def condition(prompt_embeds, token_height: int, token_width: int) -> dict:
+def condition(prompt_embeds, token_height: int, token_width: int, guidance=None) -> dict:
     """The conditioning of one call on ``B = len(prompt_embeds)`` rows of a ``token_height`` x ``token_width``
     (patchified) latent: text embeddings, text ids ``(B, L, 4)`` = (0, 0, 0, l), image ids ``(B, h w, 4)`` =
-    (0, row, col, 0) (int64, as diffusers builds them)."""
+    (0, row, col, 0) (int64, as diffusers builds them), and dev's distilled guidance (a number or one per row;
+    None for klein)."""
     import torch
 
     rows, length = prompt_embeds.shape[:2]
@@ -58,26 +65,34 @@ def condition(prompt_embeds, token_height: int, token_width: int) -> dict:
     txt = torch.cartesian_prod(one, one, one, torch.arange(length))
     img = torch.cartesian_prod(one, torch.arange(token_height), torch.arange(token_width), one)
     device = prompt_embeds.device
+    if guidance is not None:
+        guidance = torch.as_tensor(guidance, device=device, dtype=torch.float32)
+        guidance = guidance.expand(rows) if guidance.ndim == 0 else guidance
     return {
         "encoder_hidden_states": prompt_embeds,
         "txt_ids": txt.unsqueeze(0).expand(rows, -1, -1).to(device),
         "img_ids": img.unsqueeze(0).expand(rows, -1, -1).to(device),
-        "guidance": None,
+        "guidance": guidance,
     }
 
 
 def matches(index: dict) -> bool:
-    """A FLUX.2 transformer with a Qwen3 encoder (klein); FLUX.2-dev's Mistral3 is not supported yet."""
-    return has_components(index, FAMILY) and index_entry_class(index, "text_encoder") == "Qwen3ForCausalLM"
+    """A FLUX.2 transformer with its text encoder, tokenizer (or processor) and VAE."""
+    return has_components(index, FAMILY)
 
 
 FAMILY = ModelFamily(
     name="flux2",
-    label="FLUX.2 klein",
+    label="FLUX.2",
     base="flow",
     network="transformer",
     network_classes=("Flux2Transformer2DModel",),
-    pipeline_classes=("Flux2KleinPipeline", "LatentSchrodingerBridgeFlux2Pipeline", "FlowEditFlux2Pipeline"),
+    pipeline_classes=(
+        "Flux2Pipeline",
+        "Flux2KleinPipeline",
+        "LatentSchrodingerBridgeFlux2Pipeline",
+        "FlowEditFlux2Pipeline",
+    ),
     components=("vae", "text_encoder", "tokenizer", "transformer", "scheduler"),
     optional_components=(),
     encoder_slots=(QWEN3_KLEIN,),
@@ -90,10 +105,19 @@ FAMILY = ModelFamily(
         "flowedit": "lsb_pipelines.flowedit_flux2.pipeline:FlowEditFlux2Pipeline",
     },
     method_defaults={"flowedit": FLOWEDIT_DEFAULTS},
-    encode_prompt="lsb.prompts.encoding_flux2:encode_prompt_flux2_klein",
+    encode_prompt="lsb.prompts.encoding_flux2:encode_prompt_flux2",
     network_call=network_call,
     condition=condition,
     matches=matches,
 )
 
-__all__ = ["FAMILY", "FLOWEDIT_DEFAULTS", "QWEN3_KLEIN", "condition", "matches", "network_call"]
+__all__ = [
+    "DEFAULT_DISTILLED_GUIDANCE",
+    "DEV_FLOWEDIT_GUIDANCE",
+    "FAMILY",
+    "FLOWEDIT_DEFAULTS",
+    "QWEN3_KLEIN",
+    "condition",
+    "matches",
+    "network_call",
+]

@@ -1,13 +1,18 @@
-"""Functions the FLUX.2 klein pipelines (LSB, FlowEdit) share: VAE latents patchified 2x2 and normalised with the
-VAE's BatchNorm statistics (as ``Flux2KleinPipeline`` encodes and decodes them), tokens <-> patchified latents,
-the prompt side for a batch, and the distilled check."""
+"""Functions the FLUX.2 pipelines (LSB, FlowEdit) share: VAE latents patchified 2x2 and normalised with the VAE's
+BatchNorm statistics (as ``Flux2Pipeline`` / ``Flux2KleinPipeline`` encode and decode them), tokens <-> patchified
+latents, the prompt side for a batch, the guidance checks (dev's distilled value, klein's CFG) and dev's processor
+dependency."""
 
 from __future__ import annotations
 
 import torch
 
 from ..io.execution import model_dtype
-from ..prompts.encoding_flux2 import encode_prompt_flux2_klein
+import importlib.util
+from pathlib import Path
+
+from ..families import read_model_index
+from ..prompts.encoding_flux2 import encode_prompt_flux2
 from .flow import check_pixel_multiple, check_prompt_batch
 from .zimage import check_zimage_prompt
 
@@ -61,10 +66,11 @@ def decode_flux2_latents(pipe, latents: torch.Tensor, output_type: str = "pil"):
 
 
 def embeds_for_batch(pipe, name: str, prompt, batch: int, device, max_sequence_length: int) -> torch.Tensor:
-    """One prompt side as ``Flux2KleinPipeline.encode_prompt`` encodes it, repeated to ``batch`` images."""
+    """One prompt side as ``Flux2Pipeline`` / ``Flux2KleinPipeline.encode_prompt`` encode it, repeated to ``batch``
+    images."""
     check_zimage_prompt(name, prompt)
     check_prompt_batch(name, prompt, batch)
-    embeds = encode_prompt_flux2_klein(pipe.text_encoder, pipe.tokenizer, prompt, device, max_sequence_length)
+    embeds = encode_prompt_flux2(pipe.text_encoder, pipe.tokenizer, prompt, device, max_sequence_length)
     return embeds.expand(batch, -1, -1) if embeds.shape[0] == 1 else embeds
 
 
@@ -78,6 +84,41 @@ def check_flux2_guidance(pipe, *scales) -> None:
         )
 
 
+def is_guidance_distilled(pipe) -> bool:
+    """FLUX.2-dev: the transformer embeds a distilled guidance value (no CFG)."""
+    return bool(getattr(pipe.transformer.config, "guidance_embeds", False))
+
+
+def distilled_guidance(pipe, value):
+    """dev's guidance value (None: Flux2Pipeline's 4.0); klein has none: a value given is refused with one line."""
+    from ..families.flux2 import DEFAULT_DISTILLED_GUIDANCE
+
+    if not is_guidance_distilled(pipe):
+        if value is not None:
+            raise ValueError(
+                "distilled_guidance_scale given for a FLUX.2 klein transformer, which has no guidance embedding: "
+                "leave it unset"
+            )
+        return None
+    return DEFAULT_DISTILLED_GUIDANCE if value is None else float(value)
+
+
+#: what FLUX.2-dev's tokenizer (a processor) needs besides transformers
+PROCESSOR_PACKAGES = {"PixtralProcessor": "torchvision"}
+
+
+def check_processor_packages(model) -> None:
+    """A local FLUX.2 folder whose tokenizer is a processor needing a missing package (FLUX.2-dev's
+    ``PixtralProcessor``: torchvision) is one line naming the package, before any weights load."""
+    if model is None or not (Path(str(model)) / "model_index.json").is_file():
+        return
+    entry = read_model_index(model).get("tokenizer")
+    name = entry[1] if isinstance(entry, list) and len(entry) == 2 else None
+    package = PROCESSOR_PACKAGES.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        raise ValueError(f"{model}: its tokenizer ({name}) needs the {package} package: pip install {package}")
+
+
 def check_flux2_pixels(pixels, vae_scale_factor: int) -> None:
     check_pixel_multiple(pixels, 2 * vae_scale_factor, "FLUX.2 patchifies the latent 2x2")
 
@@ -86,6 +127,9 @@ __all__ = [
     "bn_stats",
     "check_flux2_guidance",
     "check_flux2_pixels",
+    "check_processor_packages",
+    "distilled_guidance",
+    "is_guidance_distilled",
     "decode_flux2_latents",
     "embeds_for_batch",
     "encode_flux2_latents",

@@ -121,6 +121,7 @@ __all__ = [
     "CHAT_TEMPLATE",
     "build_real_flux2_transformer",
     "build_real_qwenimage_transformer",
+    "tiny_flux2_dev_components",
     "tiny_flux2_klein_components",
     "tiny_qwenimage_components",
     "build_chat_tokenizer",
@@ -229,3 +230,53 @@ def build_real_flux2_transformer(configs: str | Path, name: str, device="meta"):
     cfg = load_config(configs, name, "transformer_config")
     with torch.device(device):
         return Flux2Transformer2DModel(**cfg)
+
+
+#: a chat template of the structure FLUX.2-dev's processor applies: content as a list of typed parts, a system turn
+DEV_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['content'] is string %}{%- set text = message['content'] %}"
+    "{%- else %}{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text')"
+    " | join('') %}{%- endif %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + text + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+)
+
+
+def tiny_flux2_dev_components(seed: int = 0) -> dict:
+    """``Flux2Pipeline`` (FLUX.2-dev) components at toy size: a 30-layer tiny ``Mistral3ForConditionalGeneration``
+    (dev reads hidden states 10, 20, 30; a one-block Pixtral vision tower, unused for text), a plain fast tokenizer
+    with :data:`DEV_CHAT_TEMPLATE` in the place of the ``PixtralProcessor`` (which needs torchvision), a guidance-
+    embedding ``Flux2Transformer2DModel``, klein's tiny VAE and scheduler."""
+    from diffusers import Flux2Transformer2DModel
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    tokenizer = build_chat_tokenizer()
+    tokenizer.chat_template = DEV_CHAT_TEMPLATE
+    ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": None, "eos_token_id": tokenizer.eos_token_id}
+    text = dict(
+        model_type="mistral", vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=30,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024, **ids,
+    )  # fmt: skip
+    vision = dict(
+        model_type="pixtral", hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        head_dim=8, patch_size=14, image_size=56,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    text_encoder = Mistral3ForConditionalGeneration(
+        Mistral3Config(text_config=text, vision_config=vision, **ids)
+    ).eval()
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=48, timestep_guidance_channels=16, mlp_ratio=2.0, axes_dims_rope=(2, 2, 2, 2),
+        guidance_embeds=True,
+    )  # fmt: skip
+    klein = tiny_flux2_klein_components(seed, layers=1)
+    return {
+        "transformer": transformer,
+        "scheduler": klein["scheduler"],
+        "vae": klein["vae"],
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+    }

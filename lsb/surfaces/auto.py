@@ -9,7 +9,7 @@ import inspect
 class AutoPipelineForTranslation:
     r"""Load the translation pipeline for a model's family and a method.
 
-    The family (SD 1.x/2.x, SDXL, SD3 / SD3.5, FLUX.1, Z-Image, Qwen-Image, FLUX.2 klein) is read from the model's ``model_index.json`` before any
+    The family (SD 1.x/2.x, SDXL, SD3 / SD3.5, FLUX.1, Z-Image, Qwen-Image, FLUX.2) is read from the model's ``model_index.json`` before any
     weights load (:mod:`lsb.families`); ``method`` picks the pipeline:
 
     ==========  ==========================================  ==========================================

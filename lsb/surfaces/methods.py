@@ -172,6 +172,10 @@ def translate_flowedit(
                 "leave --guidance / guidance_scale unset"
             )
         src_w = tar_w = None  # schnell: no guidance embedding
+    if getattr(
+        pipe, "resolves_guidance", False
+    ):  # the pipeline defaults per model (FLUX.2 dev / klein base / distilled)
+        src_w, tar_w = source_guidance_scale, guidance_scale
     out = pipe(
         images,
         source_prompt,

@@ -1,9 +1,11 @@
-"""FlowEditFlux2Pipeline: inversion-free text-based image editing on FLUX.2 klein (rectified flow).
+"""FlowEditFlux2Pipeline: inversion-free text-based image editing on FLUX.2 (dev or klein; rectified flow).
 
 Kulikov et al., "FlowEdit" (ICCV 2025), our implementation of the paper's update (:mod:`lsb.bridges.flowedit`) as
 in the other flow pipelines. Guidance is Flux2KleinPipeline's CFG ``neg + s (pos - neg)`` against "" per branch when
 its scale is > 1 on a base (non-distilled) model: one batched call on [src, src-uncond, tar, tar-uncond] (4 forward
-passes per image), else [src, tar] (2). A distilled klein takes no guidance (a scale given is refused). The grid is
+passes per image), else [src, tar] (2). A distilled klein takes no guidance (a scale given is refused). On dev
+(guidance-distilled) the scales are each branch's embedded guidance, one per row of the [src, tar] call
+(default FLUX.1-dev's published 1.5 / 5.5). The grid is
 Flux2KleinPipeline's: sigmas ``linspace(1, 1/T, T)`` with ``mu = compute_empirical_mu(tokens, T)``. FlowEdit has no
 published FLUX.2 setting: the defaults are FLUX.1's grid (T = 28, n_max = 24) with CFG 1.5 / 4.0 on base models.
 
@@ -31,6 +33,8 @@ from lsb.helpers.flowedit import (
 from lsb.helpers.flux2 import (
     check_flux2_guidance,
     check_flux2_pixels,
+    check_processor_packages,
+    is_guidance_distilled,
     decode_flux2_latents,
     embeds_for_batch,
     encode_flux2_latents,
@@ -50,6 +54,8 @@ class FlowEditFlux2Pipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _optional_components = []
     _callback_tensor_inputs = ["latents"]
+    #: unset guidance scales are this pipeline's per-model defaults (lsb.surfaces.methods passes only given ones)
+    resolves_guidance = True
 
     def __init__(self, scheduler, vae, text_encoder, tokenizer, transformer, is_distilled: bool = False):
         super().__init__()
@@ -64,6 +70,7 @@ class FlowEditFlux2Pipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "transformer", "Flux2Transformer2DModel")
+        check_processor_packages(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @torch.no_grad()
@@ -91,8 +98,9 @@ class FlowEditFlux2Pipeline(DiffusionPipeline):
             image: PIL / numpy / tensor image(s); sides multiples of 16 px.
             source_prompt / target_prompt: text.
             num_inference_steps / n_max / n_min / n_avg: FlowEdit's T, n_max, n_min, n_avg (default 28 / 24 / 0 / 1).
-            source_guidance_scale / target_guidance_scale: CFG scale of each branch on a base model (> 1: CFG
-                against ""; None: 1.5 / 4.0); must stay None on a distilled model.
+            source_guidance_scale / target_guidance_scale: klein base: CFG scale of each branch (> 1: CFG against "";
+                None: 1.5 / 4.0); klein distilled: must stay None; dev: each branch's distilled guidance (None:
+                1.5 / 5.5).
             generator: the per-step noise N. output_type: "pil", "np", "pt" or "latent" (the VAE latents).
             max_sequence_length: text tokens (512).
 
@@ -100,17 +108,15 @@ class FlowEditFlux2Pipeline(DiffusionPipeline):
             ``FlowEditPipelineOutput`` (``images``, ``nfe``, ``forward_passes``), or a tuple of those.
         """
         check_flux2_guidance(self, source_guidance_scale, target_guidance_scale)
-        distilled = bool(self.config.is_distilled)
-        s_src = (
-            (0.0 if distilled else DEFAULTS["source_guidance_scale"])
-            if source_guidance_scale is None
-            else source_guidance_scale
-        )
-        s_tar = (
-            (0.0 if distilled else DEFAULTS["target_guidance_scale"])
-            if target_guidance_scale is None
-            else target_guidance_scale
-        )
+        dev = is_guidance_distilled(self)  # dev: the scales are each branch's embedded guidance, no CFG pass
+        if dev:
+            defaults = flux2.DEV_FLOWEDIT_GUIDANCE
+        elif self.config.is_distilled:
+            defaults = (0.0, 0.0)
+        else:
+            defaults = (DEFAULTS["source_guidance_scale"], DEFAULTS["target_guidance_scale"])
+        s_src = defaults[0] if source_guidance_scale is None else source_guidance_scale
+        s_tar = defaults[1] if target_guidance_scale is None else target_guidance_scale
         check_flowedit_inputs(image, source_prompt, target_prompt)
         edit_steps, sampling_steps = check_flowedit_args(num_inference_steps, n_max, n_min, n_avg, s_src, s_tar)
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
@@ -122,11 +128,15 @@ class FlowEditFlux2Pipeline(DiffusionPipeline):
         h, w = x_src.shape[-2:]
         src = embeds_for_batch(self, "source", source_prompt, batch, device, max_sequence_length)
         tar = embeds_for_batch(self, "target", target_prompt, batch, device, max_sequence_length)
-        use_cfg = s_src > 1 or s_tar > 1
+        use_cfg = not dev and (s_src > 1 or s_tar > 1)
         empty = embeds_for_batch(self, "negative", "", batch, device, max_sequence_length) if use_cfg else None
         rows = [src, empty, tar, empty] if use_cfg else [src, tar]
-        pair_cond = flux2.condition(torch.cat(rows).to(dtype), h, w)
-        target_cond = flux2.condition(torch.cat([tar, empty] if s_tar > 1 else [tar]).to(dtype), h, w)
+        pair_guidance = [s_src] * batch + [s_tar] * batch if dev else None
+        pair_cond = flux2.condition(torch.cat(rows).to(dtype), h, w, guidance=pair_guidance)
+        tail_cfg = not dev and s_tar > 1
+        target_cond = flux2.condition(
+            torch.cat([tar, empty] if tail_cfg else [tar]).to(dtype), h, w, guidance=s_tar if dev else None
+        )
 
         flow_timesteps(self.scheduler, num_inference_steps, device, h * w, "flux2")
         self._num_timesteps = len(edit_steps) + len(sampling_steps)
@@ -144,7 +154,7 @@ class FlowEditFlux2Pipeline(DiffusionPipeline):
             return guided(v_src, v_src_u, s_src), guided(v_tar, v_tar_u, s_tar)
 
         def target_velocity(x_tar, t):
-            if s_tar <= 1:
+            if not tail_cfg:
                 return call(x_tar, t, target_cond)
             v, v_u = call(torch.cat([x_tar, x_tar]), t, target_cond).chunk(2)
             return guided(v, v_u, s_tar)
@@ -164,7 +174,7 @@ class FlowEditFlux2Pipeline(DiffusionPipeline):
         )
         images = decode_flux2_latents(self, z, output_type)
         nfe, passes = flowedit_counts(
-            len(edit_steps), len(sampling_steps), n_avg, 4 if use_cfg else 2, 2 if s_tar > 1 else 1
+            len(edit_steps), len(sampling_steps), n_avg, 4 if use_cfg else 2, 2 if tail_cfg else 1
         )
         self.maybe_free_model_hooks()
         return flowedit_output(images, nfe, passes, return_dict)

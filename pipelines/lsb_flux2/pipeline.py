@@ -1,11 +1,12 @@
-"""LatentSchrodingerBridgeFlux2Pipeline: unpaired image-to-image translation with a FLUX.2 klein model.
+"""LatentSchrodingerBridgeFlux2Pipeline: unpaired image-to-image translation with a FLUX.2 (dev or klein) model.
 
 The Latent Schrödinger Bridge (Kim, Kim & Ye 2024, arXiv 2411.14863) on a rectified-flow base, as the other flow
 pipelines: one batched transformer call on [source; target] per step, :class:`lsb.LSBScheduler` with
 ``prediction_type="flow_prediction"``, the loop :func:`lsb.helpers.bridge_loop.integrate_bridge`. FLUX.2 klein
 specifics (``lsb.families.flux2``): the bridge state is the patchified latent normalised with the VAE's BatchNorm
-statistics, flattened to tokens for the call with 4-D position ids; the prompt is the stacked Qwen3 hidden states.
-LSB's guidance is its own ``w``: klein's CFG is not used (both predictors are conditional).
+statistics, flattened to tokens for the call with 4-D position ids; the prompt is the stacked hidden states of the
+language model; dev's distilled guidance is embedded on both rows. LSB's guidance is its own ``w``: klein's CFG is
+not used (both predictors are conditional).
 
 Self-contained apart from the installed ``lsb`` package (a diffusers custom pipeline too).
 """
@@ -24,6 +25,8 @@ from lsb.families import flux2
 from lsb.helpers.bridge_loop import integrate_bridge
 from lsb.helpers.flux2 import (
     check_flux2_pixels,
+    check_processor_packages,
+    distilled_guidance,
     decode_flux2_latents,
     embeds_for_batch,
     encode_flux2_latents,
@@ -45,8 +48,8 @@ from lsb.io.settings import resolve_translation_args
 
 
 class LatentSchrodingerBridgeFlux2Pipeline(DiffusionPipeline):
-    r"""Translate images between two domains with a Latent Schrödinger Bridge on FLUX.2 klein (components of
-    diffusers' ``Flux2KleinPipeline``; its scheduler converted with ``LSBScheduler.from_config``)."""
+    r"""Translate images between two domains with a Latent Schrödinger Bridge on FLUX.2 (components of diffusers'
+    ``Flux2Pipeline`` (dev) or ``Flux2KleinPipeline``; the scheduler converted with ``LSBScheduler.from_config``)."""
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _optional_components = []
@@ -69,6 +72,7 @@ class LatentSchrodingerBridgeFlux2Pipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         check_model_folder_family(cls.__name__, pretrained_model_name_or_path, "transformer", "Flux2Transformer2DModel")
+        check_processor_packages(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @torch.no_grad()
@@ -79,6 +83,7 @@ class LatentSchrodingerBridgeFlux2Pipeline(DiffusionPipeline):
         target_prompt: str | list[str] | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        distilled_guidance_scale: float | None = None,
         tau: float | None = None,
         t0: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -97,6 +102,8 @@ class LatentSchrodingerBridgeFlux2Pipeline(DiffusionPipeline):
             source_prompt / target_prompt: text (a string, or a list of 1 or B strings).
             num_inference_steps: NFE, batched transformer calls on [source; target].
             guidance_scale: the paper's ``w`` on the predictor difference (None: the folder's defaults, else 1).
+            distilled_guidance_scale: FLUX.2-dev's embedded guidance on both prompts (None: Flux2Pipeline's 4.0);
+                klein has no guidance embedding: a value is refused.
             tau / t0: the paper's τ and t_0. generator / noise: randomness of x_{t0} (noise shaped like the
                 normalised patchified latents).
             output_type: "pil", "np", "pt" or "latent" (the VAE latents).
@@ -109,6 +116,7 @@ class LatentSchrodingerBridgeFlux2Pipeline(DiffusionPipeline):
         check_zimage_prompt("source", source_prompt)
         check_zimage_prompt("target", target_prompt)
         check_bridge_settings(num_inference_steps, tau, t0)
+        guidance_value = distilled_guidance(self, distilled_guidance_scale)
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
         pixels = preprocess_images(image, self.image_processor, self.vae_scale_factor)
         check_flux2_pixels(pixels, self.vae_scale_factor)
@@ -118,7 +126,7 @@ class LatentSchrodingerBridgeFlux2Pipeline(DiffusionPipeline):
         tgt = embeds_for_batch(self, "target", target_prompt, batch, device, max_sequence_length)
         x_src = encode_flux2_latents(self, pixels, device)
         h, w = x_src.shape[-2:]
-        cond = flux2.condition(torch.cat([src, tgt]).to(dtype), h, w)
+        cond = flux2.condition(torch.cat([src, tgt]).to(dtype), h, w, guidance=guidance_value)
         self.scheduler.set_timesteps(num_inference_steps, device=device, t0=t0, tau=tau)
         latents = initial_bridge_state(self.scheduler, x_src, generator, noise)
 

@@ -14,14 +14,14 @@ def register(subparsers) -> None:
         help="serve the translation demo in the browser (Gradio)",
         description="Start the Gradio demo: upload an image, pick source/target domains and "
         "a method (LSB and the baselines of the model's family: SDEdit, DDIB on SD / SDXL; FlowEdit, SDEdit on "
-        "SD3 / FLUX.1 / Z-Image / Qwen-Image; FlowEdit on FLUX.2 klein). Needs the 'demo' extra (gradio). Learned "
+        "SD3 / FLUX.1 / Z-Image / Qwen-Image; FlowEdit on FLUX.2). Needs the 'demo' extra (gradio). Learned "
         "domains come only from uploads or from --domains; Gradio analytics are "
         "off unless GRADIO_ANALYTICS_ENABLED=True.",
     )
     p.add_argument(
         "--model",
         default=None,
-        help="diffusers SD 1.x/2.x, SDXL, SD3, FLUX.1, Z-Image, Qwen-Image or FLUX.2 klein folder, mini-sd3, `lsb export` folder or Hub id "
+        help="diffusers SD 1.x/2.x, SDXL, SD3, FLUX.1, Z-Image, Qwen-Image or FLUX.2 folder, mini-sd3, `lsb export` folder or Hub id "
         "(default: $LSB_DEMO_MODEL, else the embedded mini SD)",
     )
     p.add_argument(

@@ -45,7 +45,7 @@ def register(sub) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="a diffusers SD 1.x/2.x, SDXL, SD3, FLUX.1, Z-Image, Qwen-Image or FLUX.2 klein folder or Hub id, or "
+        help="a diffusers SD 1.x/2.x, SDXL, SD3, FLUX.1, Z-Image, Qwen-Image or FLUX.2 folder or Hub id, or "
         "mini-sd3 (default: the embedded mini SD)",
     )
     p.add_argument("--method", default="lsb", choices=list(METHODS), help=methods_help())
