@@ -117,3 +117,17 @@ def test_safe_runs_example(tmp_path):
     out = run_example("safe_runs.py", "--images", "6", "--nfe", "4", "--out", str(tmp_path / "safe"), cwd=tmp_path)
     assert "manifest: status interrupted" in out and "resuming: " in out and "manifest: status complete" in out
     assert len(list((tmp_path / "safe" / "out").glob("c*.png"))) == 6
+
+
+def test_big_model_memory_example(tmp_path):
+    pytest.importorskip("torchao")
+    out = run_example("big_model_memory.py", "--nfe", "2", "--out", str(tmp_path / "m.png"), cwd=tmp_path)
+    assert "bfloat16 + int8:" in out and "int8 transformer (2 network calls)" in out and (tmp_path / "m.png").is_file()
+
+
+@pytest.mark.parametrize("kind", ["zimage", "qwenimage", "flux2"])
+def test_translate_llm_families_example(tmp_path, kind):
+    out = run_example(
+        "translate_llm_families.py", "--tiny", kind, "--nfe", "2", "--out", str(tmp_path / "g.png"), cwd=tmp_path
+    )
+    assert "lsb: LatentSchrodingerBridge" in out and "flowedit: FlowEdit" in out and (tmp_path / "g.png").is_file()

@@ -13,11 +13,13 @@ import json
 from pathlib import Path
 
 from ..io.assets import EMBEDDED_MODELS, embedded_path
-from . import flux, sd, sd3, sdxl
+from . import flux, flux2, qwenimage, sd, sd3, sdxl, zimage
 from .record import ModelFamily, index_entry_class, index_pipeline_class
 
 #: name -> record (each record's ``matches`` excludes the others, so the order is only the order of messages)
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (sd.FAMILY, sdxl.FAMILY, sd3.FAMILY, flux.FAMILY)}
+FAMILIES: dict[str, ModelFamily] = {
+    f.name: f for f in (sd.FAMILY, sdxl.FAMILY, sd3.FAMILY, flux.FAMILY, zimage.FAMILY, qwenimage.FAMILY, flux2.FAMILY)
+}
 
 
 #: lsb's own pipelines that are not text-to-image translators (a folder of one is refused by name)

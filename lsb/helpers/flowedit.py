@@ -120,22 +120,34 @@ def image_seq_len_shift(scheduler, image_seq_len: int) -> float:
 
 
 def flow_timesteps(scheduler, num_inference_steps: int, device, image_seq_len: int, family: str):
-    """Set the scheduler's grid as the stock pipeline of ``family`` ("sd3" or "flux") does; return
+    """Set the scheduler's grid as the stock pipeline of ``family`` ("sd3", "flux" or "zimage") does; return
     ``(timesteps [T], sigmas [T + 1])`` (sigmas end with the terminal 0).
 
     SD3: ``set_timesteps(T)`` with the config's shift (and ``mu`` when the config uses dynamic shifting, as
-    SD3.5 variants may). FLUX: ``sigmas = linspace(1, 1/T, T)`` and ``mu`` from the token count.
+    SD3.5 variants may). FLUX / Z-Image: ``sigmas = linspace(1, 1/T, T)`` and ``mu`` from the token count (used
+    only by a scheduler with dynamic shifting; Z-Image-Turbo's has a static shift 3).
     """
     kwargs = {}
     if scheduler.config.get("use_dynamic_shifting", False):
         kwargs["mu"] = image_seq_len_shift(scheduler, image_seq_len)
-    if family == "flux":
+    if family in (
+        "flux",
+        "zimage",
+        "qwenimage",
+    ):  # the default sigmas of FluxPipeline, ZImagePipeline, QwenImagePipeline
         sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
+        scheduler.set_timesteps(sigmas=sigmas, device=device, **kwargs)
+    elif family == "flux2":  # Flux2KleinPipeline: mu from the token count and the step count
+        from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+        sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
+        if scheduler.config.get("use_dynamic_shifting", False):
+            kwargs["mu"] = compute_empirical_mu(image_seq_len=image_seq_len, num_steps=num_inference_steps)
         scheduler.set_timesteps(sigmas=sigmas, device=device, **kwargs)
     elif family == "sd3":
         scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
     else:
-        raise ValueError(f"family must be 'sd3' or 'flux', got {family!r}")
+        raise ValueError(f"family must be 'sd3', 'flux', 'flux2', 'zimage' or 'qwenimage', got {family!r}")
     return scheduler.timesteps, scheduler.sigmas
 
 

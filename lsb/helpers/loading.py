@@ -143,9 +143,11 @@ def load_pipeline(
     dtype: torch.dtype | None = None,
     trust_remote_code: bool | None = None,
     known=None,
+    offload: str = "none",
     **kwargs,
 ):
-    """``cls.from_pretrained`` on a resolved model, moved to ``device``; float32 on CPU by default.
+    """``cls.from_pretrained`` on a resolved model, moved to ``device`` (``offload`` "model" / "sequential": CPU
+    offload to it, :func:`lsb.helpers.memory.apply_offload`); float32 on CPU by default.
 
     A model whose model_index.json names code shipped with it (an ``lsb export`` folder: ``pipeline.py``,
     ``scheduler/scheduling_lsb.py``) is built with :func:`load_pipeline_without_code` when every such entry is in
@@ -174,7 +176,9 @@ def load_pipeline(
     else:
         pipe = cls.from_pretrained(path, dtype=dtype, **kwargs)
     pipe.set_progress_bar_config(leave=False)
-    return pipe.to(device)
+    from .memory import apply_offload
+
+    return apply_offload(pipe, offload, device)
 
 
 def family_or_none(model) -> ModelFamily | None:
@@ -204,8 +208,10 @@ def custom_code_entries(index: dict, known=()) -> list[str]:
 def load_pipeline_without_code(cls, path: str, known: dict, dtype: torch.dtype, **kwargs):
     """``cls`` built from the components listed in ``path``'s model_index.json, each loaded with its library class
     (``known`` maps the model's own ``(module, class)`` entries to installed classes), so that no code shipped with
-    the model runs. The pipeline entry of the index is ignored: ``cls`` is used. ``kwargs`` override components."""
+    the model runs. The pipeline entry of the index is ignored: ``cls`` is used. ``kwargs`` override components;
+    a ``quantization_config`` (diffusers' ``PipelineQuantizationConfig``) goes to the components it maps."""
     index = read_model_index(path)
+    quant_mapping = getattr(kwargs.pop("quantization_config", None), "quant_mapping", None) or {}
     accepted = inspect.signature(cls.__init__).parameters
     parts = {}
     for name, entry in index.items():
@@ -224,7 +230,10 @@ def load_pipeline_without_code(cls, path: str, known: dict, dtype: torch.dtype, 
                 raise CustomCodeError(f"model {path}: component {name} is custom code ({library}.py)")
             klass = getattr(importlib.import_module(library), class_name)
         is_module = isinstance(klass, type) and issubclass(klass, torch.nn.Module)
-        parts[name] = klass.from_pretrained(path, subfolder=name, **({"dtype": dtype} if is_module else {}))
+        extra = {"dtype": dtype} if is_module else {}
+        if is_module and name in quant_mapping:
+            extra["quantization_config"] = quant_mapping[name]
+        parts[name] = klass.from_pretrained(path, subfolder=name, **extra)
     pipe = cls(**parts, **kwargs)
     pipe.register_to_config(_name_or_path=str(path))
     return pipe

@@ -305,7 +305,9 @@ def sdedit_translate(
 
 #: SDEdit's guidance per flow family when none is given: SD3 true CFG (StableDiffusion3Pipeline's default 7.0,
 #: negative = the source prompt); FLUX.1-dev distilled guidance (FluxPipeline's 3.5; schnell ignores it).
-FLOW_SDEDIT_GUIDANCE = {"sd3": 7.0, "flux": 3.5}
+#: Z-Image: ZImagePipeline's CFG scale s (pos + s (pos - neg), negative = the source prompt); 0 = Turbo's setting.
+#: Qwen-Image: QwenImagePipeline's true_cfg_scale 4.0 (negative = the source prompt, norm-rescaled).
+FLOW_SDEDIT_GUIDANCE = {"sd3": 7.0, "flux": 3.5, "zimage": 0.0, "qwenimage": 4.0}
 
 
 def flow_family(pipe) -> str:
@@ -422,6 +424,14 @@ def sdedit_flow_translate(
         negatives = [source_prompt] * batch if isinstance(source_prompt, str) else source_prompt
         kwargs = dict(negative_prompt=negatives, **kwargs)
         per_step = 2 if w > 1 else 1  # StableDiffusion3Img2ImgPipeline applies CFG for guidance_scale > 1
+    elif family == "zimage":  # ZImageImg2ImgPipeline: CFG against the negative (the source prompt) when s > 0
+        negatives = [source_prompt] * batch if isinstance(source_prompt, str) else source_prompt
+        kwargs = dict(negative_prompt=negatives, height=height, width=width, **kwargs)
+        per_step = 2 if w > 0 else 1
+    elif family == "qwenimage":  # QwenImageImg2ImgPipeline: true CFG against the source prompt when s > 1
+        negatives = [source_prompt] * batch if isinstance(source_prompt, str) else source_prompt
+        kwargs = dict(negative_prompt=negatives, true_cfg_scale=w, height=height, width=width, **kwargs)
+        per_step, w = (2 if w > 1 else 1), None  # its guidance_scale is a distilled value it does not have
     else:
         kwargs = dict(height=height, width=width, **kwargs)
         per_step = 1

@@ -6,6 +6,9 @@ Two kinds of library output are dropped, only in processes that ask for it (the 
 * the transformers notice that an image processor "requires torchvision (not installed)" and falls back to its PIL
   twin: diffusers' pipelines import CLIP / Siglip image processors for safety checkers and IP-adapters that lsb never
   uses; the fallback is exactly right for us.
+* what torchao (the ``--quantize`` backend) says when any pipeline is imported with it installed on a CPU build of
+  torch: its CUDA kernels (``torchao/_C*.so``) do not load, torch notes its enums, diffusers that torchao's tensor
+  types do not import; none of it concerns a run that does not quantize, or int8 on the CPU.
 * the loading bars of diffusers / transformers ("Loading pipeline components...", "Loading checkpoint shards",
   "Loading weights"), which nest inside the command's own bar.
 
@@ -18,7 +21,21 @@ import logging
 import os
 
 #: substrings of the library log messages dropped in CLI runs
-DROPPED = ("requires torchvision (not installed)",)
+DROPPED = (
+    "requires torchvision (not installed)",
+    "torchao/_C",
+    "is an Enum subclass and is now natively supported by torch.compile",
+    "Unable to import `torchao` Tensor objects",
+)
+
+#: the loggers those messages come from (a logger's filter sees only its own records)
+NOTICE_LOGGERS = (
+    "transformers.utils.import_utils",
+    "transformers",
+    "torchao",
+    "torch.utils._pytree",
+    "diffusers.quantizers.torchao.torchao_quantizer",
+)
 
 
 class _DropKnownNotices(logging.Filter):
@@ -29,7 +46,7 @@ class _DropKnownNotices(logging.Filter):
 
 def quiet_library_notices() -> None:
     """Drop the known-harmless library notices (stdlib logging only: imports no library, safe before ``--help``)."""
-    for name in ("transformers.utils.import_utils", "transformers"):
+    for name in NOTICE_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropKnownNotices) for f in logger.filters):
             logger.addFilter(_DropKnownNotices())

@@ -9,15 +9,15 @@ import inspect
 class AutoPipelineForTranslation:
     r"""Load the translation pipeline for a model's family and a method.
 
-    The family (SD 1.x/2.x, SDXL, SD3 / SD3.5, FLUX.1) is read from the model's ``model_index.json`` before any
+    The family (SD 1.x/2.x, SDXL, SD3 / SD3.5, FLUX.1, Z-Image, Qwen-Image, FLUX.2) is read from the model's ``model_index.json`` before any
     weights load (:mod:`lsb.families`); ``method`` picks the pipeline:
 
     ==========  ==========================================  ==========================================
-    method      SD 1.x/2.x, SDXL (VP)                       SD3 / SD3.5, FLUX.1 (rectified flow)
+    method      SD 1.x/2.x, SDXL (VP)                       SD3 / SD3.5, FLUX.1, Z-Image, Qwen-Image (flow)
     ==========  ==========================================  ==========================================
-    "lsb"       LatentSchrodingerBridge(XL)Pipeline          LatentSchrodingerBridge{SD3,Flux}Pipeline
-    "flowedit"  --                                          FlowEdit{SD3,Flux}Pipeline
-    "sdedit"    diffusers' StableDiffusion(XL)Img2Img (DDIM)  diffusers' {StableDiffusion3,Flux}Img2Img
+    "lsb"       LatentSchrodingerBridge(XL)Pipeline          LatentSchrodingerBridge{SD3,Flux,ZImage,QwenImage,Flux2}Pipeline
+    "flowedit"  --                                          FlowEdit{SD3,Flux,ZImage,QwenImage,Flux2}Pipeline
+    "sdedit"    diffusers' StableDiffusion(XL)Img2Img (DDIM)  diffusers' {StableDiffusion3,Flux,ZImage,QwenImage}Img2Img (not FLUX.2)
     "ddib"      DDIB(XL)Pipeline                             --
     ==========  ==========================================  ==========================================
 
@@ -38,7 +38,16 @@ class AutoPipelineForTranslation:
         )
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_or_path=None, method: str = "lsb", device=None, dtype=None, **kwargs):
+    def from_pretrained(
+        cls,
+        pretrained_model_or_path=None,
+        method: str = "lsb",
+        device=None,
+        dtype=None,
+        offload=None,
+        quantize=None,
+        **kwargs,
+    ):
         """The pipeline that runs ``method`` on ``pretrained_model_or_path``.
 
         Args:
@@ -47,13 +56,18 @@ class AutoPipelineForTranslation:
             method: "lsb", "flowedit", "sdedit" or "ddib", where the family supports it; another combination is a
                 ValueError naming what the family supports (before any weights load).
             device: where to put the pipeline (default: the best available accelerator, else the CPU).
+            offload: "none", "model" or "sequential": diffusers' CPU offload (needs an accelerator).
+            quantize: "int8" or "float8": torchao weight-only quantization of the transformer / UNet and the text
+                encoders (docs/guides/big-models.md).
             dtype: a torch dtype or "float32" / "float16" / "bfloat16"; None or "auto": the dtype diffusers runs
                 the family in on that device (FLUX.1 bfloat16 on CUDA, SD float16, everything float32 on CPU).
             kwargs: passed to the pipeline's ``from_pretrained`` (``variant``, ``trust_remote_code``, components...).
         """
         from .translators import load_translator
 
-        return load_translator(method, pretrained_model_or_path, device=device, dtype=dtype, **kwargs)
+        return load_translator(
+            method, pretrained_model_or_path, device=device, dtype=dtype, offload=offload, quantize=quantize, **kwargs
+        )
 
     @classmethod
     def from_pipe(cls, pipeline, method: str = "lsb", **kwargs):

@@ -46,6 +46,7 @@ from .translators import load_translator, translate
 from ..prompts.domains import DomainFileError, load_domain
 from ..io.images import CONVERSIONS, ImageInputError, load_image, make_grid
 from ..helpers.loading import ModelFolderError
+from ..helpers.memory import memory_options
 from ..prompts.tokens import UnknownTokenError
 
 #: Environment variable naming the model the demo serves (a diffusers SD folder or Hub id).
@@ -195,12 +196,18 @@ class Translator:
         time_limit: float | None = TIME_LIMIT,
         trust_remote_code: bool | None = None,
         dtype=None,
+        offload: str | None = None,
+        quantize: str | None = None,
     ):
         self.model = model or None
         self.device = device
         self.dtype = dtype
         #: the model's family (read before any weights load; an unsupported model fails here, before serving)
         self.family = detect_family(_model_source(self.model))
+        #: --offload / --quantize, checked now (device, backend, the memory estimate): before serving
+        self.memory = {"offload": offload, "quantize": quantize}
+        if offload or quantize or Path(str(_model_source(self.model))).is_dir():
+            memory_options(_model_source(self.model), self.family, device, dtype, **self.memory)
         #: the methods offered: those of the family, from the method registry
         self.methods = tuple(m.name for m in methods_for(self.family))
         #: name -> file of the server's learned domains (see :func:`find_domains`)
@@ -227,6 +234,7 @@ class Translator:
                     device=self.device,
                     dtype=self.dtype,
                     trust_remote_code=self.trust_remote_code,
+                    **self.memory,
                 )
             return self._pipes[method]
 
@@ -775,13 +783,16 @@ def build_demo(
     time_limit: float | None = None,
     trust_remote_code: bool | None = None,
     dtype=None,
+    offload: str | None = None,
+    quantize: str | None = None,
 ):
     """The Gradio Blocks of the demo. ``model``: a diffusers folder of any supported family (SD 1.x/2.x, SDXL, SD3,
     FLUX.1), an embedded name ("mini-sd3"), an ``lsb export`` folder or a Hub id; None: ``$LSB_DEMO_MODEL`` or the
     embedded mini SD. The page offers the methods of the model's family (:mod:`lsb.surfaces.methods`).
     ``domains``: the server's folder of learned domains (None: ``$LSB_DEMO_DOMAINS``, else none); ``max_pixels`` /
     ``time_limit``: see the module doc (None: ``$LSB_DEMO_MAX_PIXELS`` / ``$LSB_DEMO_TIME_LIMIT``, else the
-    defaults); ``dtype``: the model's precision (None / "auto": the family's). The family is read (an unsupported
+    defaults); ``dtype``: the model's precision (None / "auto": the family's); ``offload`` / ``quantize``: see
+    :func:`lsb.surfaces.translators.load_translator`. The family is read (an unsupported
     model refused) at once; weights load at the first translation. Gradio analytics are off unless
     ``GRADIO_ANALYTICS_ENABLED=True``."""
     off = analytics_off()  # before gradio is imported: it reads the variable at import and at Blocks()
@@ -793,7 +804,7 @@ def build_demo(
     time_limit = time_limit if time_limit is not None else _env_number(TIME_LIMIT_ENV, float) or TIME_LIMIT
     translator = Translator(
         model, device=device, domains=domains, max_pixels=max_pixels, time_limit=time_limit,
-        trust_remote_code=trust_remote_code, dtype=dtype,
+        trust_remote_code=trust_remote_code, dtype=dtype, offload=offload, quantize=quantize,
     )  # fmt: skip
     page = _page_settings(model, translator)
     labels = [label for label, _ in page["methods"]]

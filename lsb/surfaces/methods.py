@@ -172,6 +172,10 @@ def translate_flowedit(
                 "leave --guidance / guidance_scale unset"
             )
         src_w = tar_w = None  # schnell: no guidance embedding
+    if getattr(
+        pipe, "resolves_guidance", False
+    ):  # the pipeline defaults per model (FLUX.2 dev / klein base / distilled)
+        src_w, tar_w = source_guidance_scale, guidance_scale
     out = pipe(
         images,
         source_prompt,
@@ -247,7 +251,8 @@ def check_method(name: str, family: ModelFamily) -> TranslationMethod:
     """The method, if it runs on ``family``; else one line naming the families it needs and the family's methods."""
     method = get_method(name)
     if not family.supports(name):
-        needs = " or ".join(f.label for f in method.families())
+        labels = [f.label for f in method.families()]
+        needs = labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} or {labels[-1]}"
         raise ValueError(
             f"{name} runs on {needs} models; this model is {family.label} (it supports: {', '.join(family.methods)})"
         )

@@ -32,6 +32,8 @@ def load_translator(
     device=None,
     trust_remote_code: bool | None = None,
     dtype=None,
+    offload: str | None = None,
+    quantize: str | None = None,
     **kwargs,
 ):
     """The pipeline object that :func:`translate` needs for ``method`` on ``model``.
@@ -43,8 +45,15 @@ def load_translator(
     family lacks is a ValueError (one line) before any weights load. An ``lsb export`` (local or Hub) loads with the
     installed lsb classes: none of its code runs; other custom code runs only with ``trust_remote_code`` (None: a
     local folder you name is trusted, a Hub id is not).
+
+    Memory (:mod:`lsb.helpers.memory`): ``offload`` "model" / "sequential" is diffusers' model / sequential CPU
+    offload (an accelerator is needed); ``quantize`` "int8" / "float8" quantizes the denoiser and the text encoders
+    with torchao (diffusers' ``PipelineQuantizationConfig``). A local folder whose weights will not fit the
+    accelerator as asked is a :class:`~lsb.helpers.memory.MemoryPlanError` naming the options that would, before
+    any weights load.
     """
     from ..helpers.loading import absent_components, detect_model_family, float16_warning, load_pipeline
+    from ..helpers.memory import memory_options
 
     get_method(method)  # an unknown method first, before any look-up
     family = FAMILIES[detect_model_family(model)]
@@ -52,7 +61,8 @@ def load_translator(
     if dtype is not None and dtype != "auto" and float16_warning(family, dtype):
         warnings.warn(float16_warning(family, dtype), stacklevel=2)
     cls = family.pipeline_class(method)
-    kwargs = {**absent_components(model), **spec.load_kwargs(family), **kwargs}
+    device, dtype, memory = memory_options(model, family, device, dtype, offload, quantize)
+    kwargs = {**absent_components(model), **spec.load_kwargs(family), **memory, **kwargs}
     pipe = load_pipeline(
         cls,
         model,
@@ -110,13 +120,16 @@ def translate(
     Returns:
         ``(images, nfe_spent)``, or ``(images, nfe_spent, forward_passes)``.
     """
+    from ..families import native_resolution
     from ..helpers.masks import check_mask_method
+    from ..helpers.memory import tile_vae_for
 
     family = family_of(pipe)
     spec = check_method(method, family)
     check_mask_method(method, mask_image)  # one line for a method that cannot take a mask
     if mask_image is not None:
         kwargs.update(mask_image=mask_image, mask_feather=mask_feather)
+    tile_vae_for(pipe, images, native_resolution(pipe))  # inputs beyond the native size: VAE tiling
     images, spent, passes = spec.translate(
         pipe,
         family,

@@ -52,6 +52,7 @@ from .prompt_networks import flow_level_shift
 from .prompt_runs import (
     RUN_CONFIG_NAME,
     TRAIN_RESULT_NAME,
+    check_prompt_optimization_family,
     check_run_folder,
     claimed_run_folder,
     run_record,
@@ -235,6 +236,9 @@ def _load_pipeline(model, device, mixed_precision: str):
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
         if device.type == "cpu":
             dtype = torch.float32
+        from ..helpers.loading import detect_model_family
+
+        check_prompt_optimization_family(detect_model_family(None if model is None else str(model)))
         pipe, name = load_base_pipeline(model, device, dtype), "mini-sd" if model is None else str(model)
     network = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
     if network.dtype == torch.float16 and mixed_precision != "fp16":

@@ -76,6 +76,22 @@ def check_run_folder(out: Path, settings: dict, steps: int, resume_anyway: bool 
             )
 
 
+#: the families whose text encoders prompt optimization trains a token row in (CLIP / T5); not the LLM encoders of
+#: Z-Image, Qwen-Image and FLUX.2 (docs/guides/new-families.md)
+PROMPT_OPTIMIZATION_FAMILIES = ("sd", "sdxl", "sd3", "flux")
+
+
+def check_prompt_optimization_family(name: str) -> None:
+    """One line for a family whose text encoder prompt optimization does not train (before any weights load)."""
+    if name not in PROMPT_OPTIMIZATION_FAMILIES:
+        from ..families import get_family
+
+        raise PromptOptimizationError(
+            f"learning a domain token is not implemented for {get_family(name).label} models (an LLM text encoder); "
+            "translate with text prompts, or learn the domain on an SD / SDXL / SD3 / FLUX.1 model"
+        )
+
+
 def run_files(out: Path) -> list[Path]:
     """The files and folders of ``out`` that a learn-domain run writes (so that one found without the run's
     ``domain_config.json`` is someone else's, and is never replaced)."""
@@ -151,8 +167,10 @@ def run_record(settings: dict, task, base_model: str | None, steps: int) -> dict
 
 __all__ = [
     "RESUME_KEYS",
+    "PROMPT_OPTIMIZATION_FAMILIES",
     "RUN_CONFIG_NAME",
     "TRAIN_RESULT_NAME",
+    "check_prompt_optimization_family",
     "check_run_folder",
     "claimed_run_folder",
     "run_files",

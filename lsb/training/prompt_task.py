@@ -26,6 +26,7 @@ from ..families import family_of
 from ..prompts.templates import is_mini_tokenizer, resolve_templates
 from ..prompts.tokens import PromptOptimizationError, add_placeholder_tokens, placeholder_tokens
 from .loop import TrainingTask, is_main_process
+from .prompt_runs import check_prompt_optimization_family
 from .prompt_networks import PREDICTIONS, flow_level_shift
 
 
@@ -91,6 +92,7 @@ class PromptOptimizationTask(TrainingTask):
             raise PromptOptimizationError(f"batch_size must be >= 1, got {batch_size}")
         self.output_dir = Path(output_dir)
         self.record = family_of(pipe)
+        check_prompt_optimization_family(self.record.name)
         self.family = self.record.name
         self.flow = self.record.base == "flow"
         self.network = getattr(pipe, self.record.network)

@@ -51,6 +51,38 @@ def add_dtype_argument(p) -> None:
     )
 
 
+def add_memory_arguments(p) -> None:
+    """``--offload`` and ``--quantize``: running a model larger than the accelerator (lsb.helpers.memory)."""
+    from ...io.memory_options import OFFLOAD_MODES, QUANTIZE_TYPES
+
+    p.add_argument(
+        "--offload",
+        default="none",
+        choices=OFFLOAD_MODES,
+        help="keep weights on the CPU and move them to the accelerator when used: model (one component at a time) "
+        "or sequential (one layer at a time: least memory, slowest); needs an accelerator (default none)",
+    )
+    p.add_argument(
+        "--quantize",
+        default=None,
+        choices=tuple(QUANTIZE_TYPES),
+        help="quantize the transformer / UNet and the text encoders with torchao (pip install torchao): "
+        + "; ".join(f"{k}: {v[1]}" for k, v in QUANTIZE_TYPES.items())
+        + " (default: none)",
+    )
+
+
+def check_memory_flags(args) -> None:
+    """``--offload`` / ``--quantize`` checked against the device (an accelerator, torchao installed) before any input
+    is read or weights load; the memory estimate follows when the model's weights are known (load_translator)."""
+    from ...helpers.memory import check_offload, check_quantize
+    from ...io.execution import default_device
+
+    device = args.device if args.device is not None else default_device()
+    check_offload(args.offload, device)
+    check_quantize(args.quantize, device)
+
+
 def check_family_and_method(model, method: str | None, dtype: str = "auto", device=None):
     """Before any weights load: the model's family (:func:`lsb.families.detect_family`; an unsupported model is one
     line naming the supported families), ``method`` supported by it (one line naming its methods), and one warning

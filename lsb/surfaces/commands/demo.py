@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 
-from . import add_dtype_argument
+from . import add_dtype_argument, add_memory_arguments
 
 
 def register(subparsers) -> None:
@@ -14,14 +14,14 @@ def register(subparsers) -> None:
         help="serve the translation demo in the browser (Gradio)",
         description="Start the Gradio demo: upload an image, pick source/target domains and "
         "a method (LSB and the baselines of the model's family: SDEdit, DDIB on SD / SDXL; FlowEdit, SDEdit on "
-        "SD3 / FLUX.1). Needs the 'demo' extra (gradio). Learned "
+        "SD3 / FLUX.1 / Z-Image / Qwen-Image; FlowEdit on FLUX.2). Needs the 'demo' extra (gradio). Learned "
         "domains come only from uploads or from --domains; Gradio analytics are "
         "off unless GRADIO_ANALYTICS_ENABLED=True.",
     )
     p.add_argument(
         "--model",
         default=None,
-        help="diffusers SD 1.x/2.x, SDXL, SD3 or FLUX.1 folder, mini-sd3, `lsb export` folder or Hub id "
+        help="diffusers SD 1.x/2.x, SDXL, SD3, FLUX.1, Z-Image, Qwen-Image or FLUX.2 folder, mini-sd3, `lsb export` folder or Hub id "
         "(default: $LSB_DEMO_MODEL, else the embedded mini SD)",
     )
     p.add_argument(
@@ -56,6 +56,7 @@ def register(subparsers) -> None:
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
     p.add_argument("--device", default=None, help="torch device (default: cuda, mps or cpu)")
     add_dtype_argument(p)
+    add_memory_arguments(p)
     p.add_argument("--concurrency", type=int, default=1, help="translations run at once (default 1)")
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting in the queue at most (default 16)")
     p.set_defaults(func=cmd_demo)
@@ -95,6 +96,8 @@ def cmd_demo(args) -> int:
         time_limit=args.time_limit,
         trust_remote_code=args.trust_remote_code,
         dtype=args.dtype,
+        offload=args.offload,
+        quantize=args.quantize,
     )
     _load_model(demo, model)  # loaded (or refused, in one line) before the server starts
     try:

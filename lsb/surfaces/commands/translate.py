@@ -7,7 +7,14 @@ from pathlib import Path
 
 from ...io.settings import PAPER_TRANSLATION, check_guidance, check_nfe, check_t0, check_tau, translation_defaults
 from ..methods import METHODS, methods_help
-from . import CONVERT_MODE_HELP, add_dtype_argument, add_image_output_arguments, check_family_and_method
+from . import (
+    CONVERT_MODE_HELP,
+    add_dtype_argument,
+    add_memory_arguments,
+    add_image_output_arguments,
+    check_family_and_method,
+    check_memory_flags,
+)
 
 
 # Defaults for translation. They are the paper's (METHODS.md section 2) except where the embedded
@@ -39,7 +46,8 @@ def register(sub) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="a diffusers SD 1.x/2.x, SDXL, SD3 or FLUX.1 folder or Hub id, or mini-sd3 (default: the embedded mini SD)",
+        help="a diffusers SD 1.x/2.x, SDXL, SD3, FLUX.1, Z-Image, Qwen-Image or FLUX.2 folder or Hub id, or "
+        "mini-sd3 (default: the embedded mini SD)",
     )
     p.add_argument("--method", default="lsb", choices=list(METHODS), help=methods_help())
     for key, typ, text in (
@@ -89,6 +97,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="images per pipeline call")
     p.add_argument("--device", default=None, help="torch device (default: cuda, mps or cpu)")
     add_dtype_argument(p)
+    add_memory_arguments(p)
     p.add_argument(
         "-o", "--output", required=True, help="output folder (created; must be new or empty, see --overwrite)"
     )
@@ -139,6 +148,7 @@ def _settings(args) -> dict:
     if args.model in checks.EMBEDDED_NAMES or Path(str(args.model)).expanduser().is_dir():
         checks.check_model_folder_before_load(args.model)  # kind, completeness, weight files: one line, no compute
     check_family_and_method(args.model, args.method, args.dtype, args.device)  # before any weights load
+    check_memory_flags(args)
     defaults = _cli_defaults(translation_defaults(args.model))  # the model folder's lsb_defaults.json, else the paper's
     nfe = args.nfe if args.nfe is not None else defaults["nfe"]
     tau = args.tau if args.tau is not None else defaults["tau"]
@@ -247,7 +257,15 @@ def _load_pipeline(args, run: dict, state):
     extra = {} if args.trust_remote_code is None else {"trust_remote_code": True}
     checks.quiet_loading()
     try:
-        pipe = load_translator(args.method, args.model, device=device, dtype=args.dtype, **extra)
+        pipe = load_translator(
+            args.method,
+            args.model,
+            device=device,
+            dtype=args.dtype,
+            offload=args.offload,
+            quantize=args.quantize,
+            **extra,
+        )
     except OSError as e:  # a Hub id that is not there (offline, no such repo): one line, not diffusers' traceback
         if run["local"]:
             raise
