@@ -61,11 +61,11 @@ def test_one_network_call_per_family_and_old_import_paths():
     """Every family with text-encoder slots has its denoiser call (lsb.training.prompt_networks), and the names the
     split moved keep their lsb.training.prompt_optimization import path."""
     from lsb.data.domain_images import DomainImages as moved_images
-    from lsb.prompts.encoder_slots import FAMILIES
+    from lsb.training.prompt_runs import PROMPT_OPTIMIZATION_FAMILIES
     from lsb.training import prompt_networks
     from lsb.training.prompt_task import PromptOptimizationTask as moved_task
 
-    assert list(prompt_networks.PREDICTIONS) == list(FAMILIES)
+    assert list(prompt_networks.PREDICTIONS) == list(PROMPT_OPTIMIZATION_FAMILIES)  # not the LLM-encoder families
     assert DomainImages is moved_images and PromptOptimizationTask is moved_task
     assert flow_level_shift is prompt_networks.flow_level_shift
 

@@ -1,7 +1,7 @@
 """A run's claim on its output folder, its manifest, and names that every file system and terminal accepts.
 
 Used by the commands that write folders (``lsb translate``, ``lsb restore``, ``lsb learn-domain``) and by
-:func:`lsb.learn_domain`; nothing here imports torch.
+:func:`lsb.training.prompt_optimization.learn_domain`; nothing here imports torch.
 
 * :class:`FolderClaim`: an exclusive, advisory lock (``flock``) on the output folder itself, taken when a run starts
   and held until the process ends. A second run into the same folder is refused at once instead of mixing its files
