@@ -100,6 +100,10 @@ _PIPELINES = {
     "LatentSchrodingerBridgeXLPipeline": ("lsb_pipelines.lsb_xl.pipeline", "LatentSchrodingerBridgeXLPipeline"),
     "DDIBXLPipeline": ("lsb_pipelines.ddib_xl.pipeline", "DDIBXLPipeline"),
     "FlowEditPipelineOutput": ("lsb.helpers.flowedit", "FlowEditPipelineOutput"),
+    "LatentSchrodingerBridgeStudentPipeline": (
+        "lsb_pipelines.lsb_student.pipeline",
+        "LatentSchrodingerBridgeStudentPipeline",
+    ),
 }
 
 

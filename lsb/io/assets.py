@@ -8,6 +8,8 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MINI_SD = str(ASSETS / "mini-sd")
 #: The embedded mini Stable Diffusion 3 (rectified flow; diffusers folder layout), trained on the shapes world.
 MINI_SD3 = str(ASSETS / "mini-sd3")
+#: The shipped one-step students of the embedded mini SD (``lsb distill``): ``STUDENTS / "circle-square"``, ...
+STUDENTS = ASSETS / "students"
 
 
 def default_to_float32(component_dir) -> None:

@@ -134,6 +134,11 @@ def translate(
     Returns:
         (images, nfe_spent): the translations and the UNet calls actually made.
     """
+    if method == "student":  # a one-step student (lsb distill, lsb.surfaces.students): its own settings, 1 call
+        from .students import student_translate
+
+        images, nfe_spent, passes = student_translate(pipe, images, generator=generator, output_type=output_type)
+        return (images, nfe_spent, passes) if return_forward_passes else (images, nfe_spent)
     if getattr(pipe, "transformer", None) is not None:  # SD3 / FLUX: lsb, flowedit, sdedit
         from .flow_translators import translate_flow
 

@@ -32,12 +32,19 @@ def register(sub) -> None:
         description="Translate images with the Latent Schrödinger Bridge (default) or a baseline.",
     )
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
-    p.add_argument("--source", required=True, help="source domain: text, or a learned_embeds.safetensors file/folder")
-    p.add_argument("--target", required=True, help="target domain: text, or a learned_embeds.safetensors file/folder")
+    p.add_argument("--source", help="source domain: text, or a learned_embeds.safetensors file/folder")
+    p.add_argument("--target", help="target domain: text, or a learned_embeds.safetensors file/folder")
+    p.add_argument(
+        "--student",
+        default=None,
+        metavar="FOLDER",
+        help="translate in ONE network call with a student from lsb distill (it fixes the model, domains and "
+        "settings: no --source/--target/--nfe/--tau/--t0/--guidance/--solver/--method)",
+    )
     p.add_argument("--model", default=None, help="diffusers SD folder or Hub id (default: the embedded mini SD)")
     p.add_argument(
         "--method",
-        default="lsb",
+        default=None,
         choices=["lsb", "sdedit", "ddib", "flowedit"],
         help="lsb, or the LSB paper's baselines sdedit / ddib (same NFE budget); flowedit (SD3 / FLUX "
         "models: --nfe = FlowEdit steps n_max, --guidance = target guidance; unset: the paper's)",
@@ -82,6 +89,10 @@ def cmd_translate(args) -> int:
     from ..outputs import GRID_NAME, OutputFolder, expand_inputs, output_names
 
     checks.check_model_arg(args.model)  # before any look-up: a path that does not exist is an error, not a Hub id
+    from ..students import student_cli_settings
+
+    student = student_cli_settings(args)  # --student: its refusals, its domains and settings (None without)
+    args.method = args.method or "lsb"
     defaults = _cli_defaults(translation_defaults(args.model))  # the model folder's lsb_defaults.json, else the paper's
     nfe = args.nfe if args.nfe is not None else defaults["nfe"]
     tau = args.tau if args.tau is not None else defaults["tau"]
@@ -98,6 +109,8 @@ def cmd_translate(args) -> int:
     check_tau(tau, "--tau")
     if guidance is not None:
         check_guidance(guidance, "--guidance")
+    if student is not None:  # one network call at the student's own start (t0, tau); no guidance, no solver
+        nfe, tau, t0, guidance, solver = 1, student["student"]["tau"], student["student"]["t0"], None, None
     checks.positive_int(args.batch_size, "--batch-size")
     checks.check_seed(args.seed)
     checks.check_size_arg(args.size)
@@ -131,7 +144,12 @@ def cmd_translate(args) -> int:
     extra = {} if args.trust_remote_code is None else {"trust_remote_code": True}
     checks.quiet_loading()
     try:
-        pipe = load_translator(args.method, args.model, device=device, **extra)
+        if student is not None:
+            from ..students import load_student
+
+            pipe = load_student(args.student, args.model, device=device)
+        else:
+            pipe = load_translator(args.method, args.model, device=device, **extra)
     except OSError as e:  # a Hub id that is not there (offline, no such repo): one line, not diffusers' traceback
         if local:
             raise
@@ -141,7 +159,10 @@ def cmd_translate(args) -> int:
         images = load_inputs(files, native, policy=args.size_policy, convert=args.convert_mode, max_pixels=max_pixels)
     if args.method == "lsb":
         pipe.scheduler.register_to_config(solver=solver)
-    source, target = load_domain(pipe, args.source), load_domain(pipe, args.target)
+    if student is not None:
+        source, target = pipe.student_settings["source_prompt"], pipe.student_settings["target_prompt"]
+    else:
+        source, target = load_domain(pipe, args.source), load_domain(pipe, args.target)
     state.wait_for_everyone()  # every process has checked the output folder before the main one prepares it
     if state.is_main_process:
         folder.prepare()
@@ -183,8 +204,9 @@ def cmd_translate(args) -> int:
     folder.write_settings(
         "translate",
         dict(
-            model=args.model or "mini-sd",
+            model=args.model or (student["base_model"] if student else "mini-sd"),
             method=args.method,
+            **({"student": str(args.student)} if student is not None else {}),
             source=args.source,
             target=args.target,
             nfe=nfe,
