@@ -68,6 +68,36 @@ def sdedit_one_call(runner: Runner, images, src, tgt, settings, seed):
     return to_uint8(out), spent
 
 
+def time_breakdown(call, pipe, shape: str, n: int = 50, repeats: int = 2) -> dict:
+    """Milliseconds per image spent in VAE encode, text encoding, UNet calls and VAE decode (benchmarks.speed's
+    timers, installed on ``pipe`` for this measurement only), the best of ``repeats`` batches of ``n`` test scenes."""
+    import time
+    from collections import defaultdict
+
+    from benchmarks.speed import instrument
+    from lsb.data import shapes
+
+    images = [shapes.render(s) for s in shapes.scenes("test", n, shape=shape)]
+    saved = {k: getattr(pipe, k).forward for k in ("text_encoder", "unet")}
+    saved_vae = (pipe.vae.encode, pipe.vae.decode)
+    times: dict = defaultdict(float)
+    instrument(pipe, times)
+    best = None
+    try:
+        for _ in range(repeats):
+            times.clear()
+            t = time.perf_counter()
+            call(images)
+            total = time.perf_counter() - t
+            row = {k: 1e3 * v / n for k, v in times.items()} | {"total": 1e3 * total / n}
+            best = row if best is None or row["total"] < best["total"] else best
+    finally:
+        for k, fn in saved.items():
+            getattr(pipe, k).forward = fn
+        pipe.vae.encode, pipe.vae.decode = saved_vae
+    return best
+
+
 def evaluate(name, translate_chunk, direction, n, batch) -> dict:
     from lsb.data import shapes
 
@@ -117,9 +147,9 @@ def run_direction(direction, folder: Path, n: int, batch: int, seed: int = 0) ->
         return chunk
 
     results.append(evaluate("student", student_chunk, direction, n, batch))
+    student = load_student(folder, fuse=False)
     student.unet.disable_adapters()  # the same single call without the LoRA: what the distillation adds
     results.append(evaluate("one call, no adapter", student_chunk, direction, n, batch))
-    student.unet.enable_adapters()
     results.append(
         evaluate(
             f"lsb (teacher, NFE {teacher['num_inference_steps']})",
@@ -138,6 +168,24 @@ def run_direction(direction, folder: Path, n: int, batch: int, seed: int = 0) ->
             n,
             batch,
         )
+    )
+    results[0]["breakdown_ms"] = time_breakdown(
+        lambda ims: student(ims, generator=torch.Generator().manual_seed(0)), student, src
+    )
+    teacher_pipe = runner.pipe("lsb")
+    results[2]["breakdown_ms"] = time_breakdown(
+        lambda ims: teacher_pipe(
+            ims,
+            source_prompt=f"a {src}",
+            target_prompt=f"a {tgt}",
+            num_inference_steps=teacher["num_inference_steps"],
+            guidance_scale=teacher["guidance_scale"],
+            tau=teacher["tau"],
+            t0=teacher["t0"],
+            generator=torch.Generator().manual_seed(0),
+        ),
+        teacher_pipe,
+        src,
     )
     tr = info.get("training", {})
     for r in results:
@@ -176,6 +224,18 @@ def write(results: list[dict], path_md: Path, n: int) -> str:
             lines.append(
                 f"| {r['direction']} | {tr.get('images')} | {tr.get('steps')} x {tr.get('batch_size')} | "
                 f"{tr.get('teacher_cache_seconds')} | {tr.get('train_seconds')} | {(r.get('adapter_bytes') or 0) / 1e6:.1f} MB |"
+            )
+    lines += ["", "Where a batch of 50 spends its time (ms per image, best of 2, same run):", ""]
+    lines += [
+        "| direction | method | VAE encode | text encoding | UNet calls | VAE decode | total |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        b = r.get("breakdown_ms")
+        if b:
+            lines.append(
+                f"| {r['direction']} | {r['method']} | {b.get('VAE encode', 0):.1f} | {b.get('text encoding', 0):.1f} | "
+                f"{b.get('UNet calls', 0):.1f} | {b.get('VAE decode', 0):.1f} | {b['total']:.1f} |"
             )
     lines += [
         "",

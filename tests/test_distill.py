@@ -167,7 +167,12 @@ def test_translate_with_student_and_its_refusals(tiny_sd_dir, circles, tmp_path,
     from lsb.models import mini_sd  # noqa: F401  (the tiny builders)
     from tests.conftest import tiny_components
 
-    final = _distill(circles, str(tiny_sd_dir), tmp_path / "run", steps=2)
+    run = tmp_path / "run"
+    argv = ["distill", "--images", str(circles), "--source", "a circle", "--target", "a square", "-o", str(run)]
+    opts = options(model=tiny_sd_dir, teacher_nfe=2, steps=2, batch_size=4, lora_rank=2, allow_mixed=True)
+    assert main([*argv, *opts]) == 0
+    final = run / "final"
+    assert f"wrote {final}" in capsys.readouterr().out
     out = tmp_path / "out"
     assert main(["translate", str(circles), "--student", str(final), "-o", str(out)]) == 0
     assert "NFE 1 per image" in capsys.readouterr().out
@@ -200,3 +205,33 @@ def test_export_student_writes_a_model_card(tiny_sd_dir, circles, tmp_path, caps
     card = (out / "README.md").read_text()
     assert "One-step student: a circle -> a square" in card and "--student" in card
     assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "lsb_student.json").is_file()
+
+
+@pytest.mark.skipif(not (Path(lsb.MINI_SD) / "model_index.json").is_file(), reason="embedded model not installed")
+@pytest.mark.parametrize("name", ["circle-square", "square-circle"])
+def test_shipped_students_translate_in_one_call(name):
+    from lsb.helpers.student import read_student
+    from lsb.io.assets import STUDENTS
+    from lsb.metrics import read_batch
+
+    folder = STUDENTS / name
+    info = read_student(folder)
+    assert info["base_model"] == "mini-sd" and (folder / "pytorch_lora_weights.safetensors").stat().st_size < 5e6
+    pipe = lsb.LatentSchrodingerBridgeStudentPipeline.from_student(name)  # a shipped name resolves to the folder
+    source, target = name.split("-")
+    scenes = shapes.scenes("val", 8, shape=source)
+    out = pipe([shapes.render(s) for s in scenes], generator=torch.Generator().manual_seed(0), output_type="np")
+    readings = read_batch([(im * 255).round().astype("uint8") for im in out.images])
+    assert out.nfe == 1 and sum(r.clean and r.shape == target for r in readings) >= 6
+
+
+def test_student_start_is_the_teachers_initial_state():
+    from lsb.helpers.student import default_student_timestep, student_start
+    from lsb.schedulers import LSBScheduler
+
+    sched = LSBScheduler(tau=0.35, t0=0.02)
+    sched.set_timesteps(8)
+    x, z = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    assert torch.allclose(student_start(x, z, 0.02, 0.35), sched.prepare_initial_sample(x, z), atol=1e-6)
+    k = default_student_timestep(sched.alphas_cumprod)
+    assert abs(float(sched.alphas_cumprod[k]) - 0.5) < 2e-3

@@ -98,13 +98,16 @@ class LatentSchrodingerBridgeStudentPipeline(
         self.student_settings: dict = {}
 
     @classmethod
-    def from_student(cls, student, model=None, device=None, dtype=torch.float32, **kwargs):
+    def from_student(cls, student, model=None, device=None, dtype=torch.float32, fuse: bool = True, **kwargs):
         """The base model of ``student`` (or ``model``, which must be that same network) with the student loaded.
 
         Args:
             student: a student folder written by ``lsb distill`` (or its run folder, with the student in ``final/``).
             model: the base model to load instead of the one the folder names (a copy of it elsewhere, a Hub id);
                 another network is refused with a :class:`lsb.helpers.student.StudentError`.
+            fuse: fuse the LoRA into the UNet's weights and drop the adapter layers (diffusers' ``fuse_lora`` +
+                ``unload_lora_weights``): the same function, without the adapters' extra matrix products per call.
+                ``False`` keeps the adapter switchable (``pipe.unet.disable_adapters()``).
         """
         from lsb.helpers.loading import load_pipeline
         from lsb.prompts.domains import load_domain
@@ -116,6 +119,9 @@ class LatentSchrodingerBridgeStudentPipeline(
         pipe = load_pipeline(cls, base, device=device, dtype=dtype, **kwargs)
         check_student_base(info, pipe.unet, folder, None if model is None else str(model))
         pipe.load_lora_weights(str(folder))
+        if fuse:
+            pipe.fuse_lora()
+            pipe.unload_lora_weights()
         for side in ("source", "target"):
             spec = student_domain_spec(folder, info, side)
             info[f"{side}_prompt"] = load_domain(pipe, spec)
