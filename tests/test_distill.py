@@ -235,3 +235,17 @@ def test_student_start_is_the_teachers_initial_state():
     assert torch.allclose(student_start(x, z, 0.02, 0.35), sched.prepare_initial_sample(x, z), atol=1e-6)
     k = default_student_timestep(sched.alphas_cumprod)
     assert abs(float(sched.alphas_cumprod[k]) - 0.5) < 2e-3
+
+
+def test_distill_two_processes(tiny_sd_dir, circles, tmp_path):
+    from tests.launching import child_env, run_module
+
+    run = tmp_path / "run"
+    argv = ["distill", "--images", str(circles), "--source", "a circle", "--target", "a square", "-o", str(run)]
+    opts = options(model=tiny_sd_dir, teacher_nfe=2, steps=2, batch_size=2, lora_rank=2, checkpoint_every=1)
+    two = run_module("lsb", [*argv, *opts, "--allow-mixed"], child_env(tmp_path), processes=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    result = json.loads((run / "train_result.json").read_text())
+    assert result["processes"] == 2 and result["steps"] == 2 and result["replicas_in_sync"] is True
+    info = json.loads((run / "final" / "lsb_student.json").read_text())
+    assert info["training"]["processes"] == 2 and _lora(run / "final")

@@ -61,7 +61,8 @@ def student_call(unet, x: torch.Tensor, timestep: int, alpha_bar: float, embeds:
     """One student network call: xhat = x - c_k UNet(sqrt(abar_k) x, k, embeds), c_k = sqrt((1 - abar_k) / abar_k)."""
     y = math.sqrt(alpha_bar) * x
     t = torch.full((x.shape[0],), timestep, device=x.device, dtype=torch.long)
-    eps = unet(y.to(unet.dtype), t, encoder_hidden_states=embeds.to(unet.dtype), return_dict=False)[0]
+    dtype = next(unet.parameters()).dtype  # also through a DDP wrapper (several training processes)
+    eps = unet(y.to(dtype), t, encoder_hidden_states=embeds.to(dtype), return_dict=False)[0]
     return x - math.sqrt((1.0 - alpha_bar) / alpha_bar) * eps.to(x.dtype)
 
 
