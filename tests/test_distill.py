@@ -249,3 +249,21 @@ def test_distill_two_processes(tiny_sd_dir, circles, tmp_path):
     assert result["processes"] == 2 and result["steps"] == 2 and result["replicas_in_sync"] is True
     info = json.loads((run / "final" / "lsb_student.json").read_text())
     assert info["training"]["processes"] == 2 and _lora(run / "final")
+
+
+def test_distill_with_a_learned_domain_keeps_it_in_the_student(tiny_sd_dir, circles, tmp_path, capsys):
+    from lsb.training.distill import distill
+    from lsb.training.prompt_optimization import learn_domain
+
+    dom = learn_domain(
+        circles, "<tiny-circle>", str(tiny_sd_dir), output_dir=tmp_path / "dom", steps=2, batch_size=2, progress=False
+    )
+    final = distill(
+        circles, str(dom), "a square", str(tiny_sd_dir), output_dir=tmp_path / "run", **{**TINY, "steps": 2}
+    )
+    info = json.loads((final / "lsb_student.json").read_text())
+    assert info["source"]["file"] == "domains/source/learned_embeds.safetensors"
+    assert (final / info["source"]["file"]).is_file() and "<tiny-circle>" in info["source_prompt"]
+    out = tmp_path / "out"
+    assert main(["translate", str(circles / "circle-0.png"), "--student", str(final), "-o", str(out)]) == 0
+    assert json.loads((out / "settings.json").read_text())["source"] == str(final / info["source"]["file"])
