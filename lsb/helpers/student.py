@@ -83,13 +83,25 @@ def student_translate_latents(
 
 # ---------------------------------------------------------------------------------------------- the folder
 def resolve_student(folder: str | os.PathLike) -> Path:
-    """A student folder, a ``lsb distill`` run folder whose ``final/`` holds the student, or the name of a shipped
-    student (``circle-square``, ``square-circle``: ``lsb/assets/students/<name>``) when no such folder exists here."""
+    """A student folder, a ``lsb distill`` run folder whose ``final/`` holds the student, the name of a shipped
+    student (``circle-square``, ``square-circle``: ``lsb/assets/students/<name>``) or a Hub repo id (``user/name``,
+    an ``lsb export --student`` upload; downloaded) when no such folder exists here."""
     from ..io.assets import STUDENTS
+
+    import re
 
     folder = Path(folder).expanduser()
     if not folder.exists() and (STUDENTS / str(folder)).is_dir():
         folder = STUDENTS / str(folder)
+    elif not folder.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(folder)):  # a Hub repo (lsb export --student)
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(str(folder)))
+        except Exception as e:  # noqa: BLE001  (offline, no such repo: one line)
+            raise StudentError(
+                f"--student {folder}: no such folder, and not a Hub repo that can be fetched ({e})"
+            ) from None
     if not (folder / STUDENT_FILE).is_file() and (folder / "final" / STUDENT_FILE).is_file():
         return folder / "final"
     return folder

@@ -41,8 +41,12 @@ def student_cli_settings(args) -> dict | None:
     if given:
         nfe = f" (a student translates in 1 network call; got --nfe {args.nfe})" if args.nfe is not None else ""
         raise ArgumentError(f"--student fixes {', '.join(given)}: leave {'it' if len(given) == 1 else 'them'} out{nfe}")
-    folder = resolve_student(args.student)
+    if not Path(args.student).expanduser().exists() and not (STUDENTS / str(args.student)).is_dir():
+        from .checks import check_model_arg
+
+        check_model_arg(args.student, "--student")  # a local path that does not exist: an error, not a Hub look-up
     try:
+        folder = resolve_student(args.student)
         info = read_student(folder)
     except StudentError as e:
         raise ArgumentError(str(e)) from None
@@ -92,7 +96,7 @@ def student_card(info: dict, repo_id: str | None = None) -> str:
     lines = [
         "---",
         "library_name: diffusers",
-        f"base_model: {base}" if "/" in base and not Path(base).exists() else "",
+        f"base_model: {base}" if "/" in base and not Path(base).exists() else None,
         "tags:",
         *[f"- {x}" for x in STUDENT_TAGS],
         "---",

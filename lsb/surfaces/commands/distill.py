@@ -83,7 +83,6 @@ def cmd_distill(args) -> int:
     checks.check_domain_arg(args.target, "--target")
     if args.source == args.target:
         raise checks.ArgumentError("--source and --target are the same domain: nothing to translate")
-    from ...io.settings import translation_defaults  # noqa: F401  (settings checked below, before any model loads)
     from ...training.distill import teacher_settings
 
     teacher_settings(args.model, args.teacher_nfe, args.tau, args.t0, args.guidance, args.solver)
