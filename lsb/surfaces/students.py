@@ -44,7 +44,13 @@ def student_cli_settings(args) -> dict | None:
     if not Path(args.student).expanduser().exists() and not (STUDENTS / str(args.student)).is_dir():
         from .checks import check_model_arg
 
-        check_model_arg(args.student, "--student")  # a local path that does not exist: an error, not a Hub look-up
+        try:
+            check_model_arg(args.student, "--student")  # a local path that does not exist: an error, not a Hub look-up
+        except ArgumentError:
+            shipped = ", ".join(shipped_students()) or "none"
+            raise ArgumentError(
+                f"--student {args.student}: no such student folder (shipped students: {shipped})"
+            ) from None
     try:
         folder = resolve_student(args.student)
         info = read_student(folder)
