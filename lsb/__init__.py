@@ -83,6 +83,10 @@ _OTHER_PUBLIC = {
     "AutoPipelineForTranslation": ("lsb.surfaces.auto", "AutoPipelineForTranslation"),
     "RestorationPipelineOutput": ("lsb.helpers.restoration_tasks", "RestorationPipelineOutput"),
     "FlowEditPipelineOutput": ("lsb.helpers.flowedit", "FlowEditPipelineOutput"),
+    "LatentSchrodingerBridgeStudentPipeline": (
+        "lsb_pipelines.lsb_student.pipeline",
+        "LatentSchrodingerBridgeStudentPipeline",
+    ),
 }
 
 

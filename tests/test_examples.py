@@ -44,6 +44,15 @@ def test_learn_domain_example(tmp_path):
     assert "a <my-square>" in out
 
 
+@needs_model
+def test_distill_example(tmp_path):
+    shipped = run_example("distill.py", "--out", str(tmp_path / "s.png"), cwd=tmp_path)
+    assert "NFE 1" in shipped and "read back" in shipped and (tmp_path / "s.png").is_file()
+    argv = options(distill_steps=2, images=4, run=tmp_path / "run", out=tmp_path / "d.png")
+    own = run_example("distill.py", *argv, cwd=tmp_path)
+    assert "NFE 1" in own and (tmp_path / "run" / "final" / "pytorch_lora_weights.safetensors").is_file()
+
+
 def test_train_example(tmp_path):
     run_example(
         "train_mini_sd.py", *options(out=tmp_path / "run", vae_steps=2, unet_steps=2, cached_scenes=64), cwd=tmp_path

@@ -232,7 +232,7 @@ def sdedit_translate(
         images: PIL image(s), numpy (H, W, 3) or tensor (3, H, W) images; sides multiples of 8.
         source_prompt / target_prompt: text (learned ``<token>``s must be loaded), a list of texts, or an
             embedding tensor (batch, tokens, dim).
-        nfe: denoising UNet calls (>= 2 here, like the other methods); each CFG step is one batched call.
+        nfe: denoising UNet calls (>= 1; lsb translate asks >= 2 of every method); each CFG step is one batched call.
         t0, tau: LSB's start time and the paper's tau, which fix the start noise level.
         guidance_scale: CFG weight (img2img applies CFG only for guidance_scale > 1).
         generator: torch generator(s) for the VAE sample and the start noise (a list needs one per image).
@@ -245,7 +245,7 @@ def sdedit_translate(
     Returns:
         (images, nfe_spent): nfe_spent is the number of denoising steps img2img actually ran, one UNet call each.
     """
-    nfe = check_nfe(nfe, name="nfe")
+    nfe = check_nfe(nfe, minimum=1, name="nfe")  # one DDIM step is defined (the one-step baseline)
     _check_bridge(t0, tau)
     check_prompt_arg("source_prompt", source_prompt)
     check_prompt_arg("target_prompt", target_prompt)

@@ -21,6 +21,10 @@ def embedded_path(model) -> str | None:
     return EMBEDDED_MODELS.get(model) if isinstance(model, str) else None
 
 
+#: The shipped one-step students of the embedded mini SD (``lsb distill``): ``STUDENTS / "circle-square"``, ...
+STUDENTS = ASSETS / "students"
+
+
 def default_to_float32(component_dir) -> None:
     """Make a saved transformers component (e.g. ``<model>/text_encoder``) load in float32 when no dtype is given.
 

@@ -120,6 +120,11 @@ def translate(
     Returns:
         ``(images, nfe_spent)``, or ``(images, nfe_spent, forward_passes)``.
     """
+    if method == "student":  # a one-step student (lsb distill, lsb.surfaces.students): its own settings, 1 call
+        from .students import student_translate
+
+        images, nfe_spent, passes = student_translate(pipe, images, generator=generator, output_type=output_type)
+        return (images, nfe_spent, passes) if return_forward_passes else (images, nfe_spent)
     from ..families import native_resolution
     from ..helpers.masks import check_mask_method
     from ..helpers.memory import tile_vae_for

@@ -5,7 +5,7 @@ taking the parsed args and returning an exit status. ``lsb.surfaces.cli`` regist
 :data:`COMMANDS`.
 """
 
-COMMANDS: list[str] = ["translate", "learn_domain", "generate", "train", "demo", "export", "restore"]
+COMMANDS: list[str] = ["translate", "learn_domain", "generate", "train", "demo", "export", "restore", "distill"]
 
 #: help of ``--convert-mode``, the flag of every command that reads user images
 CONVERT_MODE_HELP = (

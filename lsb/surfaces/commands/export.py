@@ -22,6 +22,12 @@ def register(subparsers) -> None:
         metavar="DOMAIN",
         help="export only this learned domain (sd-concepts-library layout); no --source/--target",
     )
+    p.add_argument(
+        "--student",
+        default=None,
+        metavar="FOLDER",
+        help="export a one-step student (lsb distill) with a model card; no --source/--target",
+    )
     p.add_argument("--nfe", type=int, default=None, help="default NFE (default: the model's, as lsb translate)")
     p.add_argument("--tau", type=float, default=None, help="default τ > 0 (default: the model's)")
     p.add_argument("--t0", type=float, default=None, help="default bridge start time in (0, 1) (default: the model's)")
@@ -54,6 +60,10 @@ def cmd_export(args) -> int:
 
     if args.private and not args.push_to_hub:
         raise ExportError("--private applies only with --push-to-hub")
+    if args.student is not None:
+        from ..students import export_student_command
+
+        return export_student_command(args)
     if args.concept is None and (not args.source or not args.target):
         raise ExportError("give --source and --target (or --concept DOMAIN to export a learned domain alone)")
     if args.concept is not None and (args.source or args.target):

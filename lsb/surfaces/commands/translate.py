@@ -41,15 +41,23 @@ def register(sub) -> None:
         description="Translate images with the Latent Schrödinger Bridge (default) or a baseline.",
     )
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
-    p.add_argument("--source", required=True, help="source domain: text, or a learned_embeds.safetensors file/folder")
-    p.add_argument("--target", required=True, help="target domain: text, or a learned_embeds.safetensors file/folder")
+    p.add_argument("--source", help="source domain: text, or a learned_embeds.safetensors file/folder")
+    p.add_argument("--target", help="target domain: text, or a learned_embeds.safetensors file/folder")
+    p.add_argument(
+        "--student",
+        default=None,
+        metavar="FOLDER",
+        help="translate in ONE network call with a student from lsb distill (a folder, a Hub id or a shipped name: "
+        "circle-square, square-circle; it fixes the model, domains and settings: no --source/--target/--nfe/--tau/"
+        "--t0/--guidance/--solver/--method)",
+    )
     p.add_argument(
         "--model",
         default=None,
         help="a diffusers SD 1.x/2.x, SDXL, SD3, FLUX.1, Z-Image, Qwen-Image or FLUX.2 folder or Hub id, or "
         "mini-sd3 (default: the embedded mini SD)",
     )
-    p.add_argument("--method", default="lsb", choices=list(METHODS), help=methods_help())
+    p.add_argument("--method", default=None, choices=list(METHODS), help=methods_help() + " (default lsb)")
     for key, typ, text in (
         ("nfe", int, "UNet evaluations per image"),
         ("tau", float, "bridge noise τ (paper's τ; official --tau is sqrt(τ))"),
@@ -144,10 +152,17 @@ def _settings(args) -> dict:
     from .. import checks
 
     checks.check_model_arg(args.model)  # before any look-up: a path that does not exist is an error, not a Hub id
+    from ..students import student_cli_settings
+
+    student = student_cli_settings(
+        args
+    )  # --student: its refusals, domains and settings (None without; method "student")
+    args.method = args.method or "lsb"
     args.model = checks.embedded_model(args.model)
     if args.model in checks.EMBEDDED_NAMES or Path(str(args.model)).expanduser().is_dir():
         checks.check_model_folder_before_load(args.model)  # kind, completeness, weight files: one line, no compute
-    check_family_and_method(args.model, args.method, args.dtype, args.device)  # before any weights load
+    if student is None:
+        check_family_and_method(args.model, args.method, args.dtype, args.device)  # before any weights load
     check_memory_flags(args)
     defaults = _cli_defaults(translation_defaults(args.model))  # the model folder's lsb_defaults.json, else the paper's
     nfe = args.nfe if args.nfe is not None else defaults["nfe"]
@@ -165,6 +180,8 @@ def _settings(args) -> dict:
     check_tau(tau, "--tau")
     if guidance is not None:
         check_guidance(guidance, "--guidance")
+    if student is not None:  # one network call at the student's own start (t0, tau); no guidance, no solver
+        nfe, tau, t0, guidance, solver = 1, student["student"]["tau"], student["student"]["t0"], None, None
     checks.positive_int(args.batch_size, "--batch-size")
     checks.check_seed(args.seed)
     checks.check_size_arg(args.size)
@@ -172,8 +189,9 @@ def _settings(args) -> dict:
     checks.check_domain_arg(args.target, "--target")
     _check_mask_options(args)
     return dict(
-        model=args.model or "mini-sd",
+        model=args.model or (student["base_model"] if student else "mini-sd"),
         method=args.method,
+        **({"student": str(args.student)} if student is not None else {}),
         source=args.source,
         target=args.target,
         nfe=nfe,
@@ -257,6 +275,10 @@ def _load_pipeline(args, run: dict, state):
     extra = {} if args.trust_remote_code is None else {"trust_remote_code": True}
     checks.quiet_loading()
     try:
+        if args.student is not None:
+            from ..students import load_student
+
+            return load_student(args.student, args.model, device=device)
         pipe = load_translator(
             args.method,
             args.model,
@@ -294,7 +316,10 @@ def _translate(args, settings: dict, run: dict, pipe, state):
 
     if args.method == "lsb":
         pipe.scheduler.register_to_config(solver=settings["solver"])
-    source, target = load_domain(pipe, args.source), load_domain(pipe, args.target)
+    if args.student is not None:  # the student's own domains (learned tokens already in its text encoder)
+        source, target = pipe.student_settings["source_prompt"], pipe.student_settings["target_prompt"]
+    else:
+        source, target = load_domain(pipe, args.source), load_domain(pipe, args.target)
     folder, files, names, images = run["folder"], run["files"], run["names"], run["images"]
     skip = {k for k, n in enumerate(names) if str(n) in folder.finished}
     if skip and state.is_main_process:
