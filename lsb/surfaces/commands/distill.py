@@ -28,10 +28,10 @@ def register(sub) -> None:
     )
     p.add_argument("--guidance", type=float, default=None, help="the teacher's guidance weight (default: the model's)")
     p.add_argument("--solver", default=None, choices=["euler", "ddim", "multistep"], help="the teacher's ODE solver")
-    p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--steps", type=int, default=800, help="optimizer steps of the student (default 800)")
+    p.add_argument("--batch-size", type=int, default=32, help="(source image, teacher output) pairs per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the LoRA weights (AdamW)")
+    p.add_argument("--lora-rank", type=int, default=8, help="rank of the LoRA adapters on the UNet")
     p.add_argument(
         "--student-timestep",
         type=int,
@@ -41,16 +41,16 @@ def register(sub) -> None:
     p.add_argument(
         "--noise-draws", type=int, default=1, help="teacher outputs per source image (different start noise)"
     )
-    p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--max-images", type=int, default=None, help="use at most this many source images")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between resumable checkpoints")
     p.add_argument(
         "--allow-mixed",
         action="store_true",
         help="train although the model reads more than a quarter of the images as the target domain",
     )
     p.add_argument("--max-pixels", type=int, default=None, help=MAX_PIXELS_HELP)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of the teacher noise and the training batches")
+    p.add_argument("--device", default=None, help="torch device (default: cuda, mps or cpu)")
     p.add_argument(
         "-o", "--output", required=True, help="run folder: teacher cache, checkpoints, the student in final/"
     )
