@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io.files import write_json_atomic, write_text_atomic
 from ..helpers.student import (
     LORA_FILE,
     STUDENT_FILE,
@@ -394,17 +395,7 @@ def distill(
 
     note = note or (lambda m: None)
     settings = teacher_settings(model, teacher_nfe, tau, t0, guidance, solver)
-    for name, v in (
-        ("--steps", steps),
-        ("--batch-size", batch_size),
-        ("--lora-rank", lora_rank),
-        ("--noise-draws", noise_draws),
-        ("--checkpoint-every", checkpoint_every),
-    ):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise DistillError(f"{name} must be a positive integer, got {v!r}")
-    if not (isinstance(learning_rate, (int, float)) and np.isfinite(learning_rate) and learning_rate > 0):
-        raise DistillError(f"--lr must be a positive number, got {learning_rate!r}")
+    _check_training_numbers(steps, batch_size, lora_rank, noise_draws, checkpoint_every, learning_rate)
     out = Path(output_dir)
     state = PartialState(cpu=(torch.device(device) if device else default_device()).type == "cpu")
     device = torch.device(device) if device is not None else state.device
@@ -417,95 +408,100 @@ def distill(
     src_entry, src_file = _domain_entry(source, "source")
     tgt_entry, tgt_file = _domain_entry(target, "target")
     base_name = "mini-sd" if model in (None, "mini-sd", "embedded") else str(model)
-    run = {
-        "base_model": base_name,
-        "source": source,
-        "target": target,
-        "teacher": settings,
-        "image_files": [str(f) for f in data.files],
-        "noise_draws": noise_draws,
-        "student_timestep": timestep,
-        "lora_rank": lora_rank,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "seed": seed,
-    }
+    run = dict(base_model=base_name, source=source, target=target, teacher=settings)
+    run.update(image_files=[str(f) for f in data.files], noise_draws=noise_draws, student_timestep=timestep)
+    run.update(lora_rank=lora_rank, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
     _check_run_folder(out, run, steps)
     out.mkdir(parents=True, exist_ok=True)
     latents = data.encode(pipe.vae, batch_size=64)
     votes = check_source_folder(pipe, latents, src_prompt, tgt_prompt, allow_mixed, data.files)
-    cache_path = out / CACHE_NAME
+    teacher = (pipe, data, src_prompt, tgt_prompt, settings, noise_draws, seed, out / CACHE_NAME, note)
+    cache = _shared_teacher_cache(state, teacher)
     if state.is_main_process:
-        cache = teacher_cache(pipe, data, src_prompt, tgt_prompt, settings, noise_draws, seed, cache_path, note)
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        cache = teacher_cache(pipe, data, src_prompt, tgt_prompt, settings, noise_draws, seed, cache_path, note)
-    if state.is_main_process:
-        tmp = out / f"{RUN_CONFIG_NAME}.tmp"
-        tmp.write_text(json.dumps(run | {"teacher_cache_seconds": cache["seconds"], "mixed_check": votes}, indent=2))
-        os.replace(tmp, out / RUN_CONFIG_NAME)
+        write_json_atomic(
+            out / RUN_CONFIG_NAME, run | {"teacher_cache_seconds": cache["seconds"], "mixed_check": votes}
+        )
     base_signature = unet_signature(pipe.unet)  # before the LoRA is added
-    task = DistillTask(
-        pipe,
-        prompt_embeds(pipe, tgt_prompt),
-        cache,
-        settings=settings,
-        timestep=timestep,
-        lora_rank=lora_rank,
-        batch_size=batch_size,
-        seed=seed,
-    )
-    task.info = {
+    task = DistillTask(pipe, prompt_embeds(pipe, tgt_prompt), cache, settings=settings, timestep=timestep,
+                       lora_rank=lora_rank, batch_size=batch_size, seed=seed)  # fmt: skip
+    task.info = _student_info(base_name, base_signature, (src_entry, src_file), (tgt_entry, tgt_file), run)
+    task.info.update(source_prompt=src_prompt, target_prompt=tgt_prompt)
+    cfg = TrainConfig(str(out), max_steps=steps, learning_rate=learning_rate, weight_decay=0.0, seed=seed)
+    cfg.lr_warmup_steps, cfg.checkpoint_every = min(50, steps // 10), checkpoint_every
+    cfg.progress, cfg.max_seconds = progress, max_seconds
+    result = train(task, cfg)
+    if state.is_main_process:
+        _record_training(out, result, len(data), run, cache["seconds"])
+    return out / "final"
+
+
+def _shared_teacher_cache(state, teacher: tuple):
+    """The teacher's outputs (:func:`teacher_cache`): computed (or read) by the main process first, then read by the
+    others from its file."""
+    cache = teacher_cache(*teacher) if state.is_main_process else None
+    state.wait_for_everyone()
+    return cache if cache is not None else teacher_cache(*teacher)
+
+
+def _check_training_numbers(steps, batch_size, lora_rank, noise_draws, checkpoint_every, learning_rate) -> None:
+    """Positive integers and a positive finite learning rate; one line naming the option otherwise."""
+    for name, v in (
+        ("--steps", steps),
+        ("--batch-size", batch_size),
+        ("--lora-rank", lora_rank),
+        ("--noise-draws", noise_draws),
+        ("--checkpoint-every", checkpoint_every),
+    ):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise DistillError(f"{name} must be a positive integer, got {v!r}")
+    if not (isinstance(learning_rate, (int, float)) and np.isfinite(learning_rate) and learning_rate > 0):
+        raise DistillError(f"--lr must be a positive number, got {learning_rate!r}")
+
+
+def _student_info(base_name: str, base_signature, source: tuple, target: tuple, run: dict) -> dict:
+    """The student record (``lsb_student.json``) before training: base model and network signature, domains, the
+    teacher's settings and the student's call (one network call at its timestep from the teacher's start)."""
+    settings = run["teacher"]
+    return {
         "format": STUDENT_FORMAT,
         "version": 1,
         "base_model": base_name,
         "base_signature": base_signature,
         "family": "sd",
-        "source": src_entry,
-        "target": tgt_entry,
-        "source_prompt": src_prompt,
-        "target_prompt": tgt_prompt,
+        "source": source[0],
+        "target": target[0],
         "teacher": settings,
         "student": {
             "nfe": 1,
-            "timestep": timestep,
-            "lora_rank": lora_rank,
+            "timestep": run["student_timestep"],
+            "lora_rank": run["lora_rank"],
             "t0": settings["t0"],
             "tau": settings["tau"],
         },
-        "_domain_sources": {s: f for s, f in (("source", src_file), ("target", tgt_file)) if f},
+        "_domain_sources": {s: f for s, (_, f) in (("source", source), ("target", target)) if f},
     }
-    cfg = TrainConfig(
-        str(out),
-        max_steps=steps,
-        learning_rate=learning_rate,
-        weight_decay=0.0,
-        lr_warmup_steps=min(50, steps // 10),
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        progress=progress,
-        max_seconds=max_seconds,
-    )
-    result = train(task, cfg)
-    if state.is_main_process:
-        info_path = out / "final" / STUDENT_FILE
-        info = json.loads(info_path.read_text())
-        prev = json.loads((out / "train_result.json").read_text()) if (out / "train_result.json").is_file() else {}
-        seconds = float(prev.get("seconds_total", 0.0)) + result["seconds"]
-        info["training"] = {
-            "images": len(data),
-            "noise_draws": noise_draws,
-            "steps": result["steps"],
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "processes": result["processes"],
-            "teacher_cache_seconds": round(cache["seconds"], 1),
-            "train_seconds": round(seconds, 1),
-            "final_mse": result["last"].get("mse"),
-        }
-        info_path.write_text(json.dumps(info, indent=2) + "\n")
-        (out / "train_result.json").write_text(json.dumps(result | {"seconds_total": seconds}, indent=2, default=str))
-    return out / "final"
+
+
+def _record_training(out: Path, result: dict, images: int, run: dict, cache_seconds: float) -> None:
+    """The training's cost and result added to the student record, and the loop's summary (seconds summed over
+    resumed runs), both written atomically."""
+    info_path = out / "final" / STUDENT_FILE
+    info = json.loads(info_path.read_text())
+    prev = json.loads((out / "train_result.json").read_text()) if (out / "train_result.json").is_file() else {}
+    seconds = float(prev.get("seconds_total", 0.0)) + result["seconds"]
+    info["training"] = {
+        "images": images,
+        "noise_draws": run["noise_draws"],
+        "steps": result["steps"],
+        "batch_size": run["batch_size"],
+        "learning_rate": run["learning_rate"],
+        "processes": result["processes"],
+        "teacher_cache_seconds": round(cache_seconds, 1),
+        "train_seconds": round(seconds, 1),
+        "final_mse": result["last"].get("mse"),
+    }
+    write_text_atomic(info_path, json.dumps(info, indent=2) + "\n")
+    write_json_atomic(out / "train_result.json", result | {"seconds_total": seconds})
 
 
 __all__ = ["DistillError", "DistillTask", "distill", "teacher_settings", "write_student"]
