@@ -53,6 +53,7 @@ TRANSLATE_INPUTS = {
     "source_domain": "(none)",
     "target_domain": "(none)",
     "mask": None,
+    "student": "(none)",
 }
 
 
@@ -463,3 +464,16 @@ def test_translate_a_painted_region_through_client(client, tmp_path):
     assert np.array_equal(result[:, RES // 2 :], source[:, RES // 2 :])
     assert not np.array_equal(result[:, : RES // 2], source[:, : RES // 2])
     assert "Region" in status and Image.open(side).size[0] > 3 * RES
+
+
+def test_demo_offers_the_shipped_students_on_the_embedded_model():
+    from lsb.surfaces.demo import Translator
+
+    t = Translator(None, device="cpu")
+    assert "student" in t.methods and {"circle-square", "square-circle"} <= set(t.students)
+    out, side, strip, status = t(str(EXAMPLE), "ignored", "ignored", method="student", student="circle-square")
+    assert out.size == (64, 64) and strip is None and side.size[0] > 2 * 64
+    assert "1 network call" in status and "a circle" in status and "a square" in status
+    with pytest.raises(ValueError, match="pick a student"):
+        t(str(EXAMPLE), "a", "b", method="student", student="nope")
+    assert "student" not in Translator("mini-sd3").methods  # students are the mini SD's

@@ -66,8 +66,9 @@ TIME_LIMIT = 120.0
 MAX_UPLOAD_PIXELS = 4096 * 4096
 MAX_NFE = 100
 NO_DOMAIN = "(none)"
-#: what the page calls each method (from the method registry, lsb.surfaces.methods)
-METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
+#: what the page calls each method (from the method registry, lsb.surfaces.methods), and the one-step students
+STUDENT = "student"
+METHOD_LABELS = {**{name: m.label for name, m in METHODS.items()}, STUDENT: "Student (1 call)"}
 #: the example gallery shipped inside the package (shapes-world scenes for the embedded models)
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "gallery"
 #: (folder, source prompt, target prompt) for the shipped example images (the shapes world of the mini SD).
@@ -210,6 +211,10 @@ class Translator:
             memory_options(_model_source(self.model), self.family, device, dtype, **self.memory)
         #: the methods offered: those of the family, from the method registry
         self.methods = tuple(m.name for m in methods_for(self.family))
+        #: the shipped one-step students of this model (lsb distill; the embedded mini SD's), offered as a method
+        self.students = _shipped_students_for(self.model)
+        if self.students:
+            self.methods += (STUDENT,)
         #: name -> file of the server's learned domains (see :func:`find_domains`)
         self.domains = dict(domains) if isinstance(domains, dict) else find_domains(domains)
         if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) < 64):
@@ -225,7 +230,9 @@ class Translator:
         # queue's concurrency limit.
         self._busy = {m: threading.Lock() for m in self.methods}
 
-    def pipeline(self, method: str):
+    def pipeline(self, method: str, student: str | None = None):
+        if method == STUDENT:
+            return self._student_pipeline(student)
         with self._lock:
             if method not in self._pipes:
                 self._pipes[method] = load_translator(
@@ -237,6 +244,18 @@ class Translator:
                     **self.memory,
                 )
             return self._pipes[method]
+
+    def _student_pipeline(self, name):
+        """The shipped student ``name`` (loaded once): its base model, domains and settings fixed."""
+        if name not in self.students:
+            raise ValueError(f"pick a student: one of {', '.join(self.students) or 'none shipped'}")
+        key = f"{STUDENT}:{name}"
+        with self._lock:
+            if key not in self._pipes:
+                from .students import load_student
+
+                self._pipes[key] = load_student(self.students[name], device=self.device)
+            return self._pipes[key]
 
     def _deadline(self, pipe, nfe: int) -> _Deadline:
         denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
@@ -299,6 +318,7 @@ class Translator:
         resize: bool = True,
         trajectory: bool = True,
         mask=None,
+        student: str | None = None,
     ):
         """Translate one image file. Returns (output, side_by_side, trajectory strip or None, notes).
 
@@ -313,6 +333,8 @@ class Translator:
         Raises the lsb user errors (ImageInputError, UnknownTokenError, DomainFileError, ValueError, ...)
         with messages meant for the user.
         """
+        if method == STUDENT:
+            return self._student_call(image_path, student, seed)
         nfe, seed, tau, t0, guidance = self._settings(method, nfe, seed, tau, t0, guidance)
         image, notes = _read_input(image_path)
         region = editor_mask(mask, image.size)
@@ -358,6 +380,25 @@ class Translator:
             status += " Note: " + "; ".join(notes) + "."
         return output, side, strip, status
 
+    def _student_call(self, image_path, student, seed):
+        """One network call with a shipped student (its domains and settings are its own; the page's are unused)."""
+        seed = _check_int("seed", seed, 0, 2**63 - 1)
+        image, notes = _read_input(image_path)
+        pipe = self.pipeline(STUDENT, student)
+        image = self._fit(pipe, image, True, notes)
+        with self._busy[STUDENT], self._deadline(pipe, 1):
+            start = time.perf_counter()
+            images, spent = translate(STUDENT, pipe, image, None, None, generator=torch.Generator().manual_seed(seed))
+        output, settings = images[0], pipe.student_settings
+        status = (
+            f"**{METHOD_LABELS[STUDENT]}** `{student}`: {spent} network call, {output.size[0]}x{output.size[1]}, "
+            f"{time.perf_counter() - start:.1f} s. Source: `{settings['source_prompt']}`, target: "
+            f"`{settings['target_prompt']}` (fixed by the student)."
+        )
+        if notes:
+            status += " Note: " + "; ".join(notes) + "."
+        return output, make_grid([image, output], nrow=2), None, status
+
     def _settings(self, method, nfe, seed, tau, t0, guidance):
         """The checked settings of one request; unset NFE / guidance: the model's defaults for ``method``."""
         if method not in METHODS:
@@ -394,6 +435,16 @@ class Translator:
                 f"up to {self.pixel_limit(pipe)}: turn resizing on or upload a smaller image"
             )
         return image
+
+
+def _shipped_students_for(model) -> dict:
+    """name -> folder of the shipped students (lsb/assets/students) when ``model`` is the embedded mini SD they were
+    distilled on; {} for any other model."""
+    if model not in (None, "", "mini-sd", "embedded"):
+        return {}
+    from .students import shipped_students
+
+    return dict(shipped_students())
 
 
 def _read_input(image_path) -> tuple[Image.Image, list[str]]:
@@ -597,6 +648,7 @@ def _page_settings(model, translator) -> dict:
         defaults=model_defaults(model),
         methods=[(METHOD_LABELS[m], m) for m in translator.methods],
         server_domains=[NO_DOMAIN] + list(translator.domains),
+        students=list(translator.students),
     )
 
 
@@ -626,6 +678,7 @@ def _run_function(gr, translator):
         source_domain=NO_DOMAIN,
         target_domain=NO_DOMAIN,
         mask=None,
+        student=None,
         progress=gr.Progress(track_tqdm=True),
     ):
         source = pick(source_text, source_file, source_domain)
@@ -634,7 +687,7 @@ def _run_function(gr, translator):
         try:
             return translator(
                 image, source, target, method=method, nfe=nfe, tau=tau, t0=t0, guidance=guidance, seed=seed,
-                resize=resize, mask=mask,
+                resize=resize, mask=mask, student=student,
             )  # fmt: skip
         except _USER_ERRORS as e:
             # The UI renders the message as HTML: escape it, or "<token>" would vanish as an unknown tag.
@@ -694,6 +747,11 @@ def _parameter_inputs(gr, page, model) -> dict:
     """The method (the family's, from the registry) and its parameters; picking a method loads its defaults."""
     d, ui = page["defaults"], {}
     ui["method"] = gr.Radio(page["methods"], value="lsb", label="Method")
+    students = page["students"]
+    ui["student"] = gr.Dropdown(
+        students or [NO_DOMAIN], value=students[0] if students else NO_DOMAIN, visible=bool(students),
+        label="Student (one network call; it fixes the domains and settings)", elem_id="student",
+    )  # fmt: skip
     with gr.Accordion("Parameters", open=True):
         with gr.Row():
             ui["nfe"] = gr.Slider(2, MAX_NFE, value=d["nfe"], step=1, label="NFE (network calls)")
@@ -704,6 +762,8 @@ def _parameter_inputs(gr, page, model) -> dict:
             ui["seed"] = gr.Number(value=0, precision=0, minimum=0, label="seed")
 
     def method_defaults(method):
+        if method == STUDENT:
+            return gr.update(), gr.update()
         m = model_defaults(model, method)
         return gr.update(value=m["nfe"]), gr.update(value=m["guidance"])
 
@@ -769,7 +829,7 @@ def _output_column(gr) -> dict:
 #: the click handler's inputs, in the order of ``run``'s parameters (the ``/translate`` API takes them so)
 _RUN_INPUTS = (
     "image", "source_text", "source_file", "target_text", "target_file", "method", "nfe", "tau", "t0", "guidance",
-    "seed", "resize", "source_domain", "target_domain", "mask",
+    "seed", "resize", "source_domain", "target_domain", "mask", "student",
 )  # fmt: skip
 
 
