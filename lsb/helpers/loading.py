@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 from pathlib import Path
 
 import torch
@@ -96,8 +95,8 @@ def check_model_folder(path: str | Path, components=SD_COMPONENTS) -> None:
     p = Path(path)
     index = model_index_file(p)
     try:
-        entries = json.loads(index.read_text())
-    except json.JSONDecodeError as e:
+        entries = read_model_index(p)  # THE reader (lsb.families)
+    except ValueError as e:  # json.JSONDecodeError
         raise ModelFolderError(f"{index} is not valid JSON ({e})") from None
     missing = []
     for name in components:

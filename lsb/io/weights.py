@@ -61,15 +61,16 @@ def check_model_files(folder, kind: str = "text-to-image") -> None:
     root = Path(folder)
     if not (root / "model_index.json").is_file():
         return
-    check_folder_kind(root, kind)
-    check_weight_files(root)
+    index = _json(root / "model_index.json")  # read once for both checks
+    check_folder_kind(root, kind, index)
+    check_weight_files(root, index)
 
 
-def check_folder_kind(folder, kind: str = "text-to-image") -> None:
+def check_folder_kind(folder, kind: str = "text-to-image", index: dict | None = None) -> None:
     """A :class:`ModelFilesError` when ``folder`` is not a ``kind`` model (``"text-to-image"`` or ``"restoration"``)
-    or names a component of a library that is not installed."""
+    or names a component of a library that is not installed (``index``: its ``model_index.json``, if already read)."""
     root = Path(folder)
-    index = _json(root / "model_index.json")
+    index = _json(root / "model_index.json") if index is None else index
     name = index.get("_class_name")
     name = name[-1] if isinstance(name, list) else name
     if kind == "text-to-image" and name in RESTORATION_PIPELINES:
@@ -116,11 +117,11 @@ def _check_latent_channels(root: Path, index: dict, name) -> None:
             )
 
 
-def check_weight_files(folder) -> None:
+def check_weight_files(folder, index: dict | None = None) -> None:
     """A :class:`ModelFilesError` naming the first missing, truncated or unreadable weight file of ``folder``'s
-    components (see the module docstring)."""
+    components (see the module docstring; ``index``: its ``model_index.json``, if already read)."""
     root = Path(folder)
-    index = _json(root / "model_index.json")
+    index = _json(root / "model_index.json") if index is None else index
     for comp, entry in index.items():
         if comp.startswith("_") or not isinstance(entry, list) or entry[0] is None:
             continue

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from ..families import read_model_index
 from ..helpers.loading import ModelFolderError, device_and_dtype, model_index_file
 from ..io.quiet import quiet_loading_if_requested
 from ..io.weights import check_model_files
@@ -28,8 +28,8 @@ def load_restoration_pipeline(
     p = Path(path).expanduser()
     index = model_index_file(p, "restoration model", "pipeline")
     try:
-        class_name = json.loads(index.read_text()).get("_class_name")
-    except (json.JSONDecodeError, AttributeError) as e:
+        class_name = read_model_index(p).get("_class_name")  # THE reader (lsb.families)
+    except (ValueError, AttributeError) as e:  # json.JSONDecodeError, a list instead of an object
         raise ModelFolderError(f"{index} is not a valid model_index.json ({e})") from None
     if isinstance(class_name, list):  # ["module", "Class"] form of Hub-shipped custom pipelines
         class_name = class_name[-1]
